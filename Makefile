@@ -1,0 +1,49 @@
+# orderd — the two commands a new machine needs: `make run` and `make test`.
+# Both install what is missing (RocksDB's build needs libclang-dev) and keep cargo's target
+# directory outside the clone, so CI does not rebuild RocksDB on every run.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/orderd/target
+export CARGO_TERM_COLOR ?= never
+# One profile for everything (clippy, tests, run, benches): RocksDB is built once.
+PROFILE := --release
+BIN := $(CARGO_TARGET_DIR)/release
+
+.PHONY: deps build run test test-only lint bench fmt clean-data
+
+deps:
+	@if ! dpkg -s libclang-dev >/dev/null 2>&1; then \
+		echo "Installing libclang-dev (needed to build RocksDB)..." >&2; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev; \
+	fi
+
+build: deps
+	cargo build $(PROFILE) --bin orderd
+
+## Build and start orderd on the embedded default config (data in ./data, HTTP on 127.0.0.1:8080).
+run: build
+	$(BIN)/orderd
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy $(PROFILE) --workspace --all-targets -- -D warnings
+
+## Everything CI checks: format, clippy (warnings are errors), and every test.
+test: lint test-only
+
+test-only: deps
+	cargo build $(PROFILE) --workspace --bins
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run $(PROFILE) --workspace --no-fail-fast; \
+	else \
+		cargo test $(PROFILE) --workspace --tests --no-fail-fast; \
+	fi
+
+## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.
+bench: deps
+	cargo bench -p orderd-benches --bench engine
+
+fmt:
+	cargo fmt --all
+
+clean-data:
+	rm -rf ./data ./backups ./offsite

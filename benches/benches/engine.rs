@@ -1,0 +1,340 @@
+//! Engine benchmark: in-process placement with `sync` durability, flash sale and catalog, with
+//! a raw-RocksDB baseline (sync=true puts of the same bytes in the same write sizes) measured in
+//! the same run, plus recovery time and resident memory per live order.
+//!
+//! Run: `make bench` (or `cargo bench -p orderd-benches --bench engine -- [--orders N]`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orderd_engine::{
+    CustomerId, Durability, Engine, EngineConfig, LogCounters, NewCustomer, NewLine, PlaceOrder,
+};
+use rand::{Rng, SeedableRng};
+
+const BATCH_ORDERS: usize = 1000;
+const IN_FLIGHT_BATCHES: usize = 8;
+
+struct Args {
+    flash_orders: u64,
+    catalog_orders: u64,
+    skus: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        flash_orders: 2_000_000,
+        catalog_orders: 600_000,
+        skus: 100_000,
+    };
+    let raw: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < raw.len() {
+        match raw[i].as_str() {
+            "--orders" => {
+                args.flash_orders = raw[i + 1].parse().expect("--orders N");
+                args.catalog_orders = args.flash_orders / 3;
+                i += 1;
+            }
+            "--skus" => {
+                args.skus = raw[i + 1].parse().expect("--skus N");
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    args
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
+    let mut config = EngineConfig::new(dir.to_path_buf(), shards);
+    config.durability = Durability::Sync;
+    config.mailbox_capacity = 100_000;
+    config.snapshot_interval_events = 1_000_000;
+    config
+}
+
+/// Customers, one per shard at least, so every order shard has a local customer.
+async fn make_customers(engine: &Engine) -> Vec<CustomerId> {
+    let mut by_shard = vec![None; engine.shard_count()];
+    while by_shard.iter().any(Option::is_none) {
+        let c = engine
+            .create_customer(NewCustomer {
+                name: "Bench".into(),
+                email: "bench@example.com".into(),
+                phone: None,
+                address: None,
+            })
+            .await
+            .expect("customer");
+        by_shard[c.id.shard() as usize] = Some(c.id);
+    }
+    by_shard.into_iter().map(Option::unwrap).collect()
+}
+
+struct Run {
+    orders: u64,
+    confirmed: u64,
+    elapsed: Duration,
+    log: LogCounters,
+}
+
+/// Drives `total` orders from `make(shard, i)` through `place_batch`, keeping
+/// `IN_FLIGHT_BATCHES` batches in flight.
+async fn drive(
+    engine: &Engine,
+    total: u64,
+    make: Arc<dyn Fn(u64) -> (u16, PlaceOrder) + Send + Sync>,
+) -> Run {
+    let before = engine.log_counters();
+    let next = Arc::new(AtomicU64::new(0));
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT_BATCHES {
+        let engine = engine.clone();
+        let next = next.clone();
+        let confirmed = confirmed.clone();
+        let make = make.clone();
+        tasks.push(actix_rt::spawn(async move {
+            loop {
+                let first = next.fetch_add(BATCH_ORDERS as u64, Ordering::Relaxed);
+                if first >= total {
+                    break;
+                }
+                let last = (first + BATCH_ORDERS as u64).min(total);
+                let mut by_shard: Vec<Vec<PlaceOrder>> = vec![Vec::new(); engine.shard_count()];
+                for i in first..last {
+                    let (shard, place) = make(i);
+                    by_shard[shard as usize].push(place);
+                }
+                for (shard, places) in by_shard.into_iter().enumerate() {
+                    if places.is_empty() {
+                        continue;
+                    }
+                    loop {
+                        match engine.place_batch(shard as u16, places.clone()).await {
+                            Ok(results) => {
+                                let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+                                confirmed.fetch_add(ok, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("driver task");
+    }
+    let elapsed = started.elapsed();
+    let after = engine.log_counters();
+    Run {
+        orders: total,
+        confirmed: confirmed.load(Ordering::Relaxed),
+        elapsed,
+        log: LogCounters {
+            syncs: after.syncs - before.syncs,
+            writes: after.writes - before.writes,
+            batches: after.batches - before.batches,
+            events: after.events - before.events,
+            bytes: after.bytes - before.bytes,
+        },
+    }
+}
+
+/// Raw RocksDB with sync=true: the same number of bytes in the same write sizes as the
+/// engine's group commits. What storage alone costs.
+fn baseline(dir: &std::path::Path, run: &Run) -> Duration {
+    let db = rocksdb::DB::open_default(dir).expect("open baseline db");
+    let writes = run.log.writes.max(1);
+    let bytes_per_write = (run.log.bytes / writes).max(1) as usize;
+    let value = vec![0x5au8; bytes_per_write];
+    let mut options = rocksdb::WriteOptions::default();
+    options.set_sync(true);
+    let started = Instant::now();
+    for i in 0..writes {
+        db.put_opt(i.to_be_bytes(), &value, &options)
+            .expect("baseline put");
+    }
+    started.elapsed()
+}
+
+fn report(name: &str, run: &Run, base: Duration) {
+    let secs = run.elapsed.as_secs_f64();
+    let rate = run.orders as f64 / secs;
+    let base_rate = run.orders as f64 / base.as_secs_f64();
+    println!(
+        "| {name} | {:.0} orders/s | {} of {} confirmed | {:.0} fsync/s | {:.0} events/batch | {:.0} events/fsync | {:.0} B/order | baseline raw RocksDB {:.0} orders-equivalent/s | engine/baseline {:.2} |",
+        rate,
+        run.confirmed,
+        run.orders,
+        run.log.syncs as f64 / secs,
+        run.log.events as f64 / run.log.batches.max(1) as f64,
+        run.log.events as f64 / run.log.syncs.max(1) as f64,
+        run.log.bytes as f64 / run.orders as f64,
+        base_rate,
+        rate / base_rate,
+    );
+}
+
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|k| {
+                total += 1.0 / (k as f64).powf(s);
+                total
+            })
+            .collect();
+        Zipf { cumulative }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> usize {
+        let x = rng.gen::<f64>() * self.cumulative.last().copied().unwrap_or(1.0);
+        self.cumulative.partition_point(|c| *c < x)
+    }
+}
+
+fn main() {
+    let args = args();
+    let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!("# orderd engine benchmark: durability=sync, shards={shards}, {BATCH_ORDERS} orders per message, {IN_FLIGHT_BATCHES} messages in flight");
+    println!(
+        "# command: cargo bench -p orderd-benches --bench engine -- --orders {}",
+        args.flash_orders
+    );
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        // Flash sale: one hot SKU, one-line orders.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(config(dir.path(), shards)).expect("open");
+        let customers = make_customers(&engine).await;
+        let hot = "HOT-1";
+        engine
+            .adjust_stock(hot, 1_000_000_000_000, "bench", "bench")
+            .await
+            .expect("stock");
+        let hot_shard = orderd_engine::state::shard_of_sku(hot, shards as u16);
+        let customer = customers[hot_shard as usize];
+        let rss_before = rss_bytes();
+        let make: Arc<dyn Fn(u64) -> (u16, PlaceOrder) + Send + Sync> = Arc::new(move |_i| {
+            (
+                hot_shard,
+                PlaceOrder {
+                    customer_id: customer,
+                    lines: vec![NewLine {
+                        sku: hot.to_string(),
+                        qty: 1,
+                        unit_price: 1999,
+                    }],
+                    shipping_address: None,
+                    note: None,
+                    idempotency: None,
+                    actor: "bench".into(),
+                },
+            )
+        });
+        let flash = drive(&engine, args.flash_orders, make).await;
+        let rss_after = rss_bytes();
+        let base_dir = tempfile::tempdir().expect("tempdir");
+        let base = baseline(base_dir.path(), &flash);
+        report("flash-sale", &flash, base);
+        println!(
+            "| memory | {:.0} bytes resident per live order ({} orders, RSS {} MiB -> {} MiB, includes RocksDB memtables) |",
+            (rss_after.saturating_sub(rss_before)) as f64 / flash.confirmed.max(1) as f64,
+            flash.confirmed,
+            rss_before >> 20,
+            rss_after >> 20
+        );
+        let orders_in_state = flash.confirmed;
+        engine.shutdown().await;
+        drop(engine);
+        let started = Instant::now();
+        let engine = Engine::open(config(dir.path(), shards)).expect("reopen");
+        println!(
+            "| recovery | open to ready in {:.2} s with {} orders in state (snapshot + log replay) |",
+            started.elapsed().as_secs_f64(),
+            orders_in_state
+        );
+        engine.shutdown().await;
+        drop(engine);
+
+        // Catalog: 100,000 SKUs, 1-5 lines per order, SKUs drawn zipfian (s = 0.99).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(config(dir.path(), shards)).expect("open");
+        let customers = make_customers(&engine).await;
+        let skus: Arc<Vec<String>> = Arc::new((0..args.skus).map(|i| format!("SKU-{i:06}")).collect());
+        let mut setup = Vec::new();
+        for chunk in skus.chunks(args.skus.div_ceil(64)) {
+            let engine = engine.clone();
+            let chunk = chunk.to_vec();
+            setup.push(actix_rt::spawn(async move {
+                for sku in chunk {
+                    engine
+                        .adjust_stock(&sku, 1_000_000_000, "bench", "bench")
+                        .await
+                        .expect("stock");
+                }
+            }));
+        }
+        for task in setup {
+            task.await.expect("setup");
+        }
+        let zipf = Arc::new(Zipf::new(args.skus, 0.99));
+        let shard_count = shards as u16;
+        let make: Arc<dyn Fn(u64) -> (u16, PlaceOrder) + Send + Sync> = Arc::new(move |i| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(i);
+            let lines_wanted = rng.gen_range(1..=5);
+            let mut picked: Vec<usize> = Vec::with_capacity(lines_wanted);
+            while picked.len() < lines_wanted {
+                let k = zipf.sample(&mut rng);
+                if !picked.contains(&k) {
+                    picked.push(k);
+                }
+            }
+            let shard = (i % shard_count as u64) as u16;
+            (
+                shard,
+                PlaceOrder {
+                    customer_id: customers[shard as usize],
+                    lines: picked
+                        .into_iter()
+                        .map(|k| NewLine {
+                            sku: skus[k].clone(),
+                            qty: 1,
+                            unit_price: 500 + k as u64 % 1000,
+                        })
+                        .collect(),
+                    shipping_address: None,
+                    note: None,
+                    idempotency: None,
+                    actor: "bench".into(),
+                },
+            )
+        });
+        let catalog = drive(&engine, args.catalog_orders, make).await;
+        let base_dir = tempfile::tempdir().expect("tempdir");
+        let base = baseline(base_dir.path(), &catalog);
+        report("catalog", &catalog, base);
+        engine.shutdown().await;
+    });
+}

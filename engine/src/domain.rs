@@ -1,0 +1,328 @@
+//! Domain types shared by the engine's public API: ids, statuses, views and errors.
+//!
+//! These are engine types, not wire types: the gateway maps them onto its own JSON bodies.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Maximum number of lines in one order.
+pub const ORDER_LINES_MAX: usize = 100;
+/// Maximum length of a SKU in bytes.
+pub const SKU_LENGTH_MAX: usize = 64;
+
+/// Bits of an id that hold its shard (the top 16 bits).
+const SHARD_SHIFT: u32 = 48;
+
+macro_rules! id_type {
+    ($name:ident, $prefix:literal) => {
+        /// An opaque id; the top 16 bits name the shard that owns the object.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u64);
+
+        impl $name {
+            pub fn new(shard: u16, counter: u64) -> Self {
+                debug_assert!(counter < (1u64 << SHARD_SHIFT));
+                $name(((shard as u64) << SHARD_SHIFT) | counter)
+            }
+            /// The shard that owns this object.
+            pub fn shard(self) -> u16 {
+                (self.0 >> SHARD_SHIFT) as u16
+            }
+            /// The per-shard counter part of the id.
+            pub fn counter(self) -> u64 {
+                self.0 & ((1u64 << SHARD_SHIFT) - 1)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "{:016x}"), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ();
+            fn from_str(s: &str) -> Result<Self, ()> {
+                let hex = s.strip_prefix($prefix).ok_or(())?;
+                if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(());
+                }
+                u64::from_str_radix(hex, 16).map($name).map_err(|_| ())
+            }
+        }
+    };
+}
+
+id_type!(OrderId, "ord_");
+id_type!(CustomerId, "cus_");
+
+/// Whether a SKU is 1–64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn sku_is_valid(sku: &str) -> bool {
+    !sku.is_empty()
+        && sku.len() <= SKU_LENGTH_MAX
+        && sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// The lifecycle of an order. `Pending` is internal: a cross-shard placement in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    PartiallyShipped,
+    Shipped,
+    Delivered,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::PartiallyShipped => "partially_shipped",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        Some(match s {
+            "confirmed" => OrderStatus::Confirmed,
+            "partially_shipped" => OrderStatus::PartiallyShipped,
+            "shipped" => OrderStatus::Shipped,
+            "delivered" => OrderStatus::Delivered,
+            "cancelled" => OrderStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the order still holds reserved stock.
+    pub fn holds_stock(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Pending | OrderStatus::Confirmed | OrderStatus::PartiallyShipped
+        )
+    }
+}
+
+/// A stock record as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockView {
+    pub sku: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+}
+
+/// A customer as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerView {
+    pub id: CustomerId,
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub created_at_us: i64,
+}
+
+/// What a client asks for when creating a customer.
+#[derive(Clone, Debug)]
+pub struct NewCustomer {
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+}
+
+/// One requested order line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLine {
+    pub sku: String,
+    pub qty: u32,
+    pub unit_price: u64,
+}
+
+/// An idempotency key (already scoped by the caller, e.g. with the API key id) and the hash
+/// of the request it came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: u128,
+}
+
+/// A placement request.
+#[derive(Clone, Debug)]
+pub struct PlaceOrder {
+    pub customer_id: CustomerId,
+    pub lines: Vec<NewLine>,
+    pub shipping_address: Option<String>,
+    pub note: Option<String>,
+    pub idempotency: Option<Idempotency>,
+    /// Who asks (an API key id); recorded in the order's history.
+    pub actor: String,
+}
+
+/// One order line as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineView {
+    pub sku: String,
+    pub qty: u32,
+    pub unit_price: u64,
+    pub shipped_qty: u32,
+}
+
+/// One step of an order's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryView {
+    pub at_us: i64,
+    pub status: OrderStatus,
+    pub actor: String,
+}
+
+/// An order as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    pub id: OrderId,
+    pub customer_id: CustomerId,
+    pub status: OrderStatus,
+    pub lines: Vec<LineView>,
+    pub total: u64,
+    pub shipping_address: Option<String>,
+    pub note: Option<String>,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+    pub history: Vec<HistoryView>,
+    pub shipments: Vec<String>,
+}
+
+/// Filters of an order listing. Results are newest first; `after` is the cursor of the last
+/// item of the previous page.
+#[derive(Clone, Debug, Default)]
+pub struct OrderFilter {
+    pub customer_id: Option<CustomerId>,
+    pub status: Option<OrderStatus>,
+    pub limit: usize,
+    pub after: Option<OrderCursor>,
+}
+
+/// A position in the newest-first order listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OrderCursor {
+    pub created_at_us: i64,
+    pub id: OrderId,
+}
+
+impl fmt::Display for OrderCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}.{:x}", self.created_at_us, self.id.0)
+    }
+}
+
+impl FromStr for OrderCursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (a, b) = s.split_once('.').ok_or(())?;
+        let created_at_us = i64::from_str_radix(a, 16).map_err(|_| ())?;
+        let id = u64::from_str_radix(b, 16).map_err(|_| ())?;
+        Ok(OrderCursor {
+            created_at_us,
+            id: OrderId(id),
+        })
+    }
+}
+
+/// One page of orders.
+#[derive(Clone, Debug)]
+pub struct OrderPage {
+    pub items: Vec<OrderView>,
+    pub next: Option<OrderCursor>,
+}
+
+/// A shard's state as operators see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardState {
+    Running,
+    Restarting,
+    Failed,
+}
+
+impl ShardState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardState::Running => "running",
+            ShardState::Restarting => "restarting",
+            ShardState::Failed => "failed",
+        }
+    }
+}
+
+/// Operational facts about one shard.
+#[derive(Clone, Debug)]
+pub struct ShardStatus {
+    pub id: u16,
+    pub state: ShardState,
+    pub restarts: u64,
+    pub mailbox_depth: u64,
+    pub last_seq: u64,
+    pub orders: u64,
+    pub skus: u64,
+    pub customers: u64,
+    pub digest: u64,
+}
+
+/// Why a command failed. The gateway maps each variant onto exactly one API error code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("not found")]
+    NotFound,
+    #[error("insufficient stock for {skus:?}")]
+    InsufficientStock { skus: Vec<String> },
+    #[error("invalid transition: {0}")]
+    InvalidTransition(String),
+    #[error("idempotency key reused with a different request")]
+    IdempotencyConflict,
+    #[error("unknown customer")]
+    UnknownCustomer,
+    #[error("invalid {param}: {detail}")]
+    Invalid { param: String, detail: String },
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_carry_their_shard() {
+        let id = OrderId::new(3, 42);
+        assert_eq!(id.shard(), 3);
+        assert_eq!(id.counter(), 42);
+        let text = id.to_string();
+        assert!(text.starts_with("ord_"));
+        assert_eq!(text.parse::<OrderId>(), Ok(id));
+        assert!("cus_0000000000000001".parse::<OrderId>().is_err());
+        assert!("ord_xyz".parse::<OrderId>().is_err());
+    }
+
+    #[test]
+    fn sku_rules() {
+        assert!(sku_is_valid("ABC-1.x_2"));
+        assert!(!sku_is_valid(""));
+        assert!(!sku_is_valid("a b"));
+        assert!(!sku_is_valid(&"a".repeat(65)));
+        assert!(sku_is_valid(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        let c = OrderCursor {
+            created_at_us: 1_700_000_000_000_000,
+            id: OrderId::new(1, 9),
+        };
+        assert_eq!(c.to_string().parse::<OrderCursor>(), Ok(c));
+    }
+}

@@ -1,0 +1,164 @@
+//! Events: the durable facts a shard appends to its log, and their versioned encoding.
+//!
+//! A log value holds one batch: a format version byte, then the batch's events one after the
+//! other, each encoded with `postcard` (self-delimiting, so no lengths are needed).
+
+use serde::{Deserialize, Serialize};
+
+/// Version byte of every log batch value.
+pub const LOG_FORMAT_VERSION: u8 = 1;
+
+/// One requested order line as recorded in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineRecord {
+    pub sku: String,
+    pub qty: u32,
+    pub unit_price: u64,
+}
+
+/// An order as recorded when it is placed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub id: u64,
+    pub customer: u64,
+    pub lines: Vec<LineRecord>,
+    pub shipping_address: Option<String>,
+    pub note: Option<String>,
+    pub at_us: i64,
+    pub actor: String,
+}
+
+/// An idempotency key with the hash of its request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub key: String,
+    pub hash: u128,
+    pub at_us: i64,
+}
+
+/// A durable fact on one shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Stock received (positive) or written off (negative).
+    StockAdjusted {
+        sku: String,
+        delta: i64,
+        reason: String,
+        at_us: i64,
+    },
+    CustomerCreated {
+        id: u64,
+        name: String,
+        email: String,
+        phone: Option<String>,
+        address: Option<String>,
+        at_us: i64,
+    },
+    /// A one-shard order, confirmed with its stock reserved on this shard.
+    OrderPlaced {
+        order: OrderRecord,
+        idem: Option<IdemRecord>,
+    },
+    /// The durable intent of a cross-shard order, before any `Reserve` is sent.
+    OrderPending {
+        order: OrderRecord,
+        idem: Option<IdemRecord>,
+    },
+    /// A stock shard holds these units for a cross-shard order.
+    Reserved {
+        order: u64,
+        lines: Vec<(String, u32)>,
+    },
+    /// A stock shard gives back what it held for an order.
+    Released { order: u64 },
+    /// Every part of a cross-shard order is reserved.
+    OrderConfirmed { order: u64, at_us: i64 },
+    /// A cross-shard placement failed; the order is removed and its holds are released.
+    OrderAborted {
+        order: u64,
+        short: Vec<String>,
+        idem_key: Option<String>,
+        at_us: i64,
+    },
+    /// A one-shard placement with an idempotency key failed; the outcome is remembered.
+    PlacementRejected {
+        idem: IdemRecord,
+        short: Vec<String>,
+    },
+    OrderCancelled {
+        order: u64,
+        reason: Option<String>,
+        actor: String,
+        at_us: i64,
+    },
+}
+
+/// Why a stored record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown format version {0}")]
+    Version(u8),
+    #[error("empty record")]
+    Empty,
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] postcard::Error),
+}
+
+/// Starts a batch value: the version byte.
+pub fn batch_start(buffer: &mut Vec<u8>) {
+    debug_assert!(buffer.is_empty());
+    buffer.push(LOG_FORMAT_VERSION);
+}
+
+/// Appends one encoded event to a batch value.
+pub fn batch_push(buffer: &mut Vec<u8>, event: &Event) {
+    debug_assert!(!buffer.is_empty(), "batch_start first");
+    let taken = std::mem::take(buffer);
+    *buffer = postcard::to_extend(event, taken).expect("encoding to a Vec cannot fail");
+}
+
+/// Decodes every event of a batch value, in order.
+pub fn batch_decode(value: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    let (&version, mut rest) = value.split_first().ok_or(DecodeError::Empty)?;
+    if version != LOG_FORMAT_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let mut events = Vec::new();
+    while !rest.is_empty() {
+        let (event, tail) = postcard::take_from_bytes::<Event>(rest)?;
+        events.push(event);
+        rest = tail;
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_and_reject_other_versions() {
+        let events = vec![
+            Event::StockAdjusted {
+                sku: "A".into(),
+                delta: 5,
+                reason: "receive".into(),
+                at_us: 1,
+            },
+            Event::Released { order: 7 },
+        ];
+        let mut buffer = Vec::new();
+        batch_start(&mut buffer);
+        for event in &events {
+            batch_push(&mut buffer, event);
+        }
+        assert_eq!(batch_decode(&buffer).unwrap(), events);
+        buffer[0] = 99;
+        assert!(matches!(
+            batch_decode(&buffer),
+            Err(DecodeError::Version(99))
+        ));
+        assert!(matches!(batch_decode(&[]), Err(DecodeError::Empty)));
+        assert!(batch_decode(&[LOG_FORMAT_VERSION, 0xff, 0xff]).is_err());
+    }
+}

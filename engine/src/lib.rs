@@ -1,0 +1,19 @@
+//! orderd's order engine: sharded actors that own stock, customers and orders, the cross-shard
+//! reservation protocol, a group-committed event log with snapshots on RocksDB, and recovery.
+//!
+//! Architecture invariant: this crate knows no HTTP, JSON or sockets.
+
+pub mod domain;
+pub mod engine;
+pub mod event;
+pub mod log;
+pub mod shard;
+pub mod state;
+pub mod storage;
+
+pub use domain::*;
+pub use engine::{recover_shard, Engine, EngineConfig, EngineError, LogCounters, Recovered};
+pub use log::Durability;
+pub use storage::memory::MemoryStorage;
+pub use storage::rocks::RocksStorage;
+pub use storage::Storage;

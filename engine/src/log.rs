@@ -1,0 +1,244 @@
+//! The log writer: one thread that group-commits every shard's batches and then releases the
+//! replies waiting on them.
+//!
+//! Shards never wait for an fsync. They hand finished batches (and the continuations that send
+//! their replies) to this thread through a bounded queue; it takes everything queued, writes it
+//! as one RocksDB write batch (`sync=true` in `sync` durability), and only then runs the
+//! continuations, in submission order.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::storage::{shard_key, Family, Storage, Write};
+
+/// Runs once the writes submitted before it are durable (`true`) or failed (`false`).
+pub type Continuation = Box<dyn FnOnce(bool) + Send>;
+
+/// When an acknowledgement may leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After fsync (default).
+    Sync,
+    /// After the write reaches the OS; fsync every `flush_interval_ms`. A process crash loses
+    /// nothing, a machine crash may lose that window.
+    Async,
+}
+
+/// Maximum messages taken into one group commit.
+pub const GROUP_MESSAGES_MAX: usize = 4096;
+/// Capacity of the queue from shards to the writer.
+pub const WRITER_QUEUE_MAX: usize = 8192;
+
+pub enum WriterMsg {
+    /// One shard batch. `value` is `None` for a batch with no events that only carries
+    /// continuations (replies to reads).
+    Batch {
+        shard: u16,
+        first_seq: u64,
+        last_seq: u64,
+        value: Option<Vec<u8>>,
+        continuations: Vec<Continuation>,
+    },
+    /// Arbitrary writes (snapshots, control records), ordered with the batches.
+    Raw {
+        writes: Vec<Write>,
+        done: Continuation,
+    },
+    Stop,
+}
+
+/// Counters shared between the writer and the rest of the engine.
+pub struct WriterStats {
+    pub syncs: AtomicU64,
+    pub writes: AtomicU64,
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub bytes: AtomicU64,
+    pub failed: AtomicBool,
+    /// Per shard: the last sequence number known durable.
+    pub durable_seq: Vec<AtomicU64>,
+}
+
+pub struct LogWriter {
+    pub sender: Sender<WriterMsg>,
+    pub stats: Arc<WriterStats>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl LogWriter {
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        durability: Durability,
+        flush_interval_ms: u64,
+        durable_seq: Vec<u64>,
+    ) -> LogWriter {
+        let (sender, receiver) = crossbeam_channel::bounded(WRITER_QUEUE_MAX);
+        let stats = Arc::new(WriterStats {
+            syncs: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            durable_seq: durable_seq.into_iter().map(AtomicU64::new).collect(),
+        });
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("orderd-log".into())
+            .spawn(move || {
+                run(
+                    storage,
+                    durability,
+                    Duration::from_millis(flush_interval_ms.max(1)),
+                    receiver,
+                    thread_stats,
+                )
+            })
+            .expect("spawn log writer thread");
+        LogWriter {
+            sender,
+            stats,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the writer after everything queued before is written.
+    pub fn stop(&mut self) {
+        let _ = self.sender.send(WriterMsg::Stop);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(
+    storage: Arc<dyn Storage>,
+    durability: Durability,
+    flush_interval: Duration,
+    receiver: Receiver<WriterMsg>,
+    stats: Arc<WriterStats>,
+) {
+    let sync = durability == Durability::Sync;
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
+    let mut group: Vec<WriterMsg> = Vec::with_capacity(GROUP_MESSAGES_MAX);
+    loop {
+        let first = if unsynced {
+            match receiver.recv_timeout(flush_interval.saturating_sub(last_sync.elapsed())) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match receiver.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => return,
+            }
+        };
+        if unsynced && last_sync.elapsed() >= flush_interval {
+            if let Err(error) = storage.sync() {
+                tracing::error!(message = "Failed to sync the log.", %error);
+                stats.failed.store(true, Ordering::SeqCst);
+            }
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            unsynced = false;
+            last_sync = Instant::now();
+        }
+        let Some(first) = first else { continue };
+        group.push(first);
+        while group.len() < GROUP_MESSAGES_MAX {
+            match receiver.try_recv() {
+                Ok(msg) => group.push(msg),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::with_capacity(group.len());
+        let mut stop = false;
+        let mut batches = 0u64;
+        let mut events = 0u64;
+        let mut bytes = 0u64;
+        for msg in group.iter_mut() {
+            match msg {
+                WriterMsg::Batch {
+                    shard,
+                    first_seq,
+                    last_seq,
+                    value,
+                    ..
+                } => {
+                    if let Some(value) = value.take() {
+                        batches += 1;
+                        events += *last_seq + 1 - *first_seq;
+                        bytes += value.len() as u64;
+                        writes.push(Write::Put {
+                            family: Family::Log,
+                            key: shard_key(*shard, *first_seq),
+                            value,
+                        });
+                    }
+                }
+                WriterMsg::Raw { writes: raw, .. } => writes.append(raw),
+                WriterMsg::Stop => stop = true,
+            }
+        }
+        let ok = if writes.is_empty() {
+            !stats.failed.load(Ordering::SeqCst)
+        } else {
+            match storage.write(writes, sync) {
+                Ok(()) => {
+                    stats.writes.fetch_add(1, Ordering::Relaxed);
+                    if sync {
+                        stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        unsynced = true;
+                    }
+                    stats.batches.fetch_add(batches, Ordering::Relaxed);
+                    stats.events.fetch_add(events, Ordering::Relaxed);
+                    stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    true
+                }
+                Err(error) => {
+                    tracing::error!(message = "Failed to write a log group.", %error);
+                    stats.failed.store(true, Ordering::SeqCst);
+                    false
+                }
+            }
+        };
+        for msg in group.drain(..) {
+            match msg {
+                WriterMsg::Batch {
+                    shard,
+                    last_seq,
+                    continuations,
+                    ..
+                } => {
+                    if ok {
+                        stats.durable_seq[shard as usize].fetch_max(last_seq, Ordering::SeqCst);
+                    }
+                    for continuation in continuations {
+                        continuation(ok);
+                    }
+                }
+                WriterMsg::Raw { done, .. } => done(ok),
+                WriterMsg::Stop => {}
+            }
+        }
+        if stop {
+            if unsynced {
+                let _ = storage.sync();
+                stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+    }
+}

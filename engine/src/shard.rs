@@ -1,0 +1,995 @@
+//! The shard actor: owns one partition's state, turns commands into events, batches them for
+//! the log writer, and runs its half of the cross-shard reservation protocol.
+//!
+//! Invariant: a shard's state is touched only by its own thread. Every reply leaves through
+//! [`Shard::after_durable`], so no client sees state that a crash could take back.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use crossbeam_channel::Sender;
+use tokio::sync::oneshot;
+
+use crate::domain::{
+    CommandError, CustomerId, CustomerView, NewCustomer, OrderFilter, OrderId, OrderStatus,
+    OrderView, PlaceOrder, StockView, ORDER_LINES_MAX,
+};
+use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
+use crate::log::{Continuation, WriterMsg, WriterStats};
+use crate::state::{order_view, shard_of_sku, IdemOutcome, ShardData};
+use crate::storage::{shard_key, Family, Write};
+
+/// The reply channel of one client command.
+pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+/// Settings a shard runs with.
+#[derive(Clone, Debug)]
+pub struct ShardSettings {
+    pub mailbox_capacity: usize,
+    pub batch_events_max: usize,
+    pub snapshot_interval_events: u64,
+    pub idempotency_retention_s: u64,
+    pub pending_retry_ms: u64,
+}
+
+/// The current address of every shard; replaced when a shard restarts.
+pub struct Router {
+    addrs: RwLock<Vec<Addr<Shard>>>,
+}
+
+impl Router {
+    pub fn new(addrs: Vec<Addr<Shard>>) -> Router {
+        Router {
+            addrs: RwLock::new(addrs),
+        }
+    }
+
+    pub fn addr(&self, shard: u16) -> Addr<Shard> {
+        self.addrs.read().expect("router poisoned")[shard as usize].clone()
+    }
+
+    pub fn push(&self, addr: Addr<Shard>) {
+        self.addrs.write().expect("router poisoned").push(addr);
+    }
+
+    pub fn set(&self, shard: u16, addr: Addr<Shard>) {
+        self.addrs.write().expect("router poisoned")[shard as usize] = addr;
+    }
+
+    /// Sends a protocol message; it is never refused for a full mailbox (the protocol's own
+    /// traffic is bounded by the client requests admitted).
+    pub fn send(&self, shard: u16, msg: ShardMsg) {
+        self.addr(shard).do_send(msg);
+    }
+}
+
+/// Counters a shard exposes to the engine without a message round trip.
+#[derive(Default)]
+pub struct ShardGauges {
+    pub enqueued: AtomicU64,
+    pub handled: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub orders: AtomicU64,
+    pub skus: AtomicU64,
+    pub customers: AtomicU64,
+    pub log_digest: AtomicU64,
+}
+
+/// Client commands a shard serves.
+pub enum ClientCmd {
+    AdjustStock {
+        sku: String,
+        delta: i64,
+        reason: String,
+        reply: Reply<StockView>,
+    },
+    GetStock {
+        sku: String,
+        reply: Reply<StockView>,
+    },
+    CreateCustomer {
+        customer: NewCustomer,
+        reply: Reply<CustomerView>,
+    },
+    GetCustomer {
+        id: CustomerId,
+        reply: Reply<CustomerView>,
+    },
+    Place {
+        place: PlaceOrder,
+        reply: Reply<OrderView>,
+    },
+    /// Many placements in one message (bulk front ends, benchmarks), each with its reply.
+    PlaceBatch {
+        places: Vec<(PlaceOrder, Reply<OrderView>)>,
+    },
+    GetOrder {
+        id: OrderId,
+        reply: Reply<OrderView>,
+    },
+    ListOrders {
+        filter: OrderFilter,
+        reply: Reply<Vec<OrderView>>,
+    },
+    Cancel {
+        id: OrderId,
+        reason: Option<String>,
+        actor: String,
+        reply: Reply<OrderView>,
+    },
+    /// Takes a snapshot now.
+    Snapshot { reply: Reply<u64> },
+    /// The state digest (canonical, costly: walks the whole state).
+    StateDigest { reply: Reply<u64> },
+}
+
+/// Everything a shard's mailbox carries.
+pub enum ShardMsg {
+    Client(ClientCmd),
+    /// From an order shard: hold these units for `order` (idempotent).
+    Reserve {
+        order: OrderId,
+        lines: Vec<(String, u32)>,
+    },
+    /// To the order shard: `short` is `None` when the part is held.
+    ReserveResult {
+        order: OrderId,
+        shard: u16,
+        short: Option<Vec<String>>,
+    },
+    /// Give back whatever is held for `order` (idempotent).
+    Release {
+        order: OrderId,
+    },
+    /// From a stock shard after a restart: which of these orders may release their holds?
+    HoldCheck {
+        from: u16,
+        orders: Vec<OrderId>,
+    },
+    HoldCheckResult {
+        release: Vec<OrderId>,
+    },
+    /// Drive pending placements and check holds after (re)start.
+    Recover,
+    Flush,
+    Tick,
+    /// Flush, wait until everything submitted is durable, then stop.
+    Stop {
+        done: oneshot::Sender<()>,
+    },
+}
+
+impl Message for ShardMsg {
+    type Result = ();
+}
+
+struct PendingPlacement {
+    parts: Vec<(u16, Vec<(String, u32)>)>,
+    answers: HashMap<u16, Option<Vec<String>>>,
+    waiters: Vec<Reply<OrderView>>,
+    idem_key: Option<String>,
+    last_sent: Instant,
+}
+
+pub struct Shard {
+    id: u16,
+    data: ShardData,
+    settings: ShardSettings,
+    writer: Sender<WriterMsg>,
+    writer_stats: Arc<WriterStats>,
+    router: Arc<Router>,
+    gauges: Arc<ShardGauges>,
+    batch: Vec<u8>,
+    batch_first_seq: u64,
+    batch_events: usize,
+    batch_continuations: Vec<Continuation>,
+    flush_scheduled: bool,
+    submitted_seq: u64,
+    log_digest: u64,
+    pending: HashMap<OrderId, PendingPlacement>,
+    events_since_snapshot: u64,
+    last_snapshot_seq: u64,
+    last_sweep: Instant,
+}
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn unavailable<T>() -> Result<T, CommandError> {
+    Err(CommandError::Unavailable("storage write failed".into()))
+}
+
+/// A reply to send once durable.
+fn answer<T: Send + 'static>(reply: Reply<T>, value: Result<T, CommandError>) -> Continuation {
+    Box::new(move |ok| {
+        let _ = reply.send(if ok { value } else { unavailable() });
+    })
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        data: ShardData,
+        log_digest: u64,
+        last_snapshot_seq: u64,
+        settings: ShardSettings,
+        writer: Sender<WriterMsg>,
+        writer_stats: Arc<WriterStats>,
+        router: Arc<Router>,
+        gauges: Arc<ShardGauges>,
+    ) -> Shard {
+        let seq = data.last_seq;
+        let shard = Shard {
+            id: data.shard,
+            data,
+            settings,
+            writer,
+            writer_stats,
+            router,
+            gauges,
+            batch: Vec::new(),
+            batch_first_seq: seq + 1,
+            batch_events: 0,
+            batch_continuations: Vec::new(),
+            flush_scheduled: false,
+            submitted_seq: seq,
+            log_digest,
+            pending: HashMap::new(),
+            events_since_snapshot: seq - last_snapshot_seq,
+            last_snapshot_seq,
+            last_sweep: Instant::now(),
+        };
+        shard.publish_gauges();
+        shard
+    }
+
+    fn publish_gauges(&self) {
+        let g = &self.gauges;
+        g.last_seq.store(self.data.last_seq, Ordering::Relaxed);
+        g.orders
+            .store(self.data.orders.len() as u64, Ordering::Relaxed);
+        g.skus
+            .store(self.data.stock.len() as u64, Ordering::Relaxed);
+        g.customers
+            .store(self.data.customers.len() as u64, Ordering::Relaxed);
+        g.log_digest.store(self.log_digest, Ordering::Relaxed);
+    }
+
+    /// Applies an event to the state and appends it to the current batch.
+    fn emit(&mut self, event: Event) {
+        self.data.apply(&event);
+        if self.batch.is_empty() {
+            event::batch_start(&mut self.batch);
+            self.batch_first_seq = self.data.last_seq;
+        }
+        event::batch_push(&mut self.batch, &event);
+        self.batch_events += 1;
+    }
+
+    /// Runs `continuation` once everything this shard has applied so far is durable: at once
+    /// when nothing is in flight, else after the current batch is written.
+    fn after_durable(&mut self, continuation: Continuation) {
+        let durable = self.writer_stats.durable_seq[self.id as usize].load(Ordering::SeqCst);
+        if self.batch_events == 0
+            && self.batch_continuations.is_empty()
+            && durable >= self.submitted_seq
+        {
+            continuation(true);
+        } else {
+            self.batch_continuations.push(continuation);
+        }
+    }
+
+    /// Hands the current batch to the log writer.
+    fn flush(&mut self) {
+        self.flush_scheduled = false;
+        if self.batch_events == 0 && self.batch_continuations.is_empty() {
+            return;
+        }
+        let value = if self.batch_events > 0 {
+            let value = std::mem::take(&mut self.batch);
+            self.log_digest = xxhash_rust::xxh3::xxh3_64_with_seed(&value, self.log_digest);
+            Some(value)
+        } else {
+            None
+        };
+        let msg = WriterMsg::Batch {
+            shard: self.id,
+            first_seq: self.batch_first_seq,
+            last_seq: self.data.last_seq,
+            value,
+            continuations: std::mem::take(&mut self.batch_continuations),
+        };
+        self.events_since_snapshot += self.batch_events as u64;
+        self.submitted_seq = self.data.last_seq;
+        self.batch_events = 0;
+        self.batch_first_seq = self.data.last_seq + 1;
+        if self.writer.send(msg).is_err() {
+            tracing::error!(
+                message = "Log writer is gone; shard cannot make progress.",
+                shard = self.id
+            );
+        }
+        self.publish_gauges();
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.batch_events >= self.settings.batch_events_max {
+            self.flush();
+        } else if !self.flush_scheduled
+            && (self.batch_events > 0 || !self.batch_continuations.is_empty())
+        {
+            self.flush_scheduled = true;
+            ctx.notify(ShardMsg::Flush);
+        }
+    }
+
+    fn client(&mut self, cmd: ClientCmd) {
+        match cmd {
+            ClientCmd::AdjustStock {
+                sku,
+                delta,
+                reason,
+                reply,
+            } => {
+                let result = self.adjust(sku, delta, reason);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::GetStock { sku, reply } => {
+                let result = self.data.stock_view(&sku).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::CreateCustomer { customer, reply } => {
+                let id = CustomerId::new(self.id, self.data.next_customer);
+                self.emit(Event::CustomerCreated {
+                    id: id.0,
+                    name: customer.name,
+                    email: customer.email,
+                    phone: customer.phone,
+                    address: customer.address,
+                    at_us: now_us(),
+                });
+                let view = self.data.customer_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::GetCustomer { id, reply } => {
+                let view = self.data.customer_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::Place { place, reply } => {
+                if let Some(result) = self.place(place, Some(reply)) {
+                    // `place` returned the reply channel with a ready result.
+                    let (reply, result) = result;
+                    self.after_durable(answer(reply, result));
+                }
+            }
+            ClientCmd::PlaceBatch { places } => {
+                for (place, reply) in places {
+                    if let Some((reply, result)) = self.place(place, Some(reply)) {
+                        self.after_durable(answer(reply, result));
+                    }
+                }
+            }
+            ClientCmd::GetOrder { id, reply } => {
+                let view = self.data.order_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::ListOrders { filter, reply } => {
+                let views = self.list(&filter);
+                self.after_durable(answer(reply, Ok(views)));
+            }
+            ClientCmd::Cancel {
+                id,
+                reason,
+                actor,
+                reply,
+            } => {
+                let result = self.cancel(id, reason, actor);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::Snapshot { reply } => {
+                let seq = self.snapshot();
+                self.after_durable(answer(reply, Ok(seq)));
+            }
+            ClientCmd::StateDigest { reply } => {
+                let digest = self.data.state_digest();
+                self.after_durable(answer(reply, Ok(digest)));
+            }
+        }
+    }
+
+    fn adjust(
+        &mut self,
+        sku: String,
+        delta: i64,
+        reason: String,
+    ) -> Result<StockView, CommandError> {
+        if delta == 0 {
+            return Err(CommandError::Invalid {
+                param: "delta".into(),
+                detail: "must not be zero".into(),
+            });
+        }
+        let stock = self
+            .data
+            .stock
+            .get(sku.as_str())
+            .copied()
+            .unwrap_or_default();
+        let on_hand = stock.on_hand as i128 + delta as i128;
+        if on_hand < stock.reserved as i128 {
+            return Err(CommandError::InsufficientStock { skus: vec![sku] });
+        }
+        if on_hand > i64::MAX as i128 {
+            return Err(CommandError::Invalid {
+                param: "delta".into(),
+                detail: "on_hand would overflow".into(),
+            });
+        }
+        self.emit(Event::StockAdjusted {
+            sku: sku.clone(),
+            delta,
+            reason,
+            at_us: now_us(),
+        });
+        self.data.stock_view(&sku).ok_or(CommandError::NotFound)
+    }
+
+    fn validate(place: &PlaceOrder) -> Result<(), CommandError> {
+        let invalid = |param: &str, detail: &str| CommandError::Invalid {
+            param: param.into(),
+            detail: detail.into(),
+        };
+        if place.lines.is_empty() || place.lines.len() > ORDER_LINES_MAX {
+            return Err(invalid("lines", "an order has 1 to 100 lines"));
+        }
+        let mut seen = BTreeSet::new();
+        let mut total: u64 = 0;
+        for (i, line) in place.lines.iter().enumerate() {
+            if !crate::domain::sku_is_valid(&line.sku) {
+                return Err(invalid(&format!("lines[{i}].sku"), "not a valid SKU"));
+            }
+            if !seen.insert(line.sku.as_str()) {
+                return Err(invalid(&format!("lines[{i}].sku"), "each SKU appears once"));
+            }
+            if line.qty == 0 {
+                return Err(invalid(&format!("lines[{i}].qty"), "must be positive"));
+            }
+            total = (line.qty as u64)
+                .checked_mul(line.unit_price)
+                .and_then(|t| t.checked_add(total))
+                .ok_or_else(|| invalid(&format!("lines[{i}].unit_price"), "total overflows"))?;
+        }
+        Ok(())
+    }
+
+    /// Places an order. Returns the reply with its result when the answer is known now; keeps
+    /// the reply (returns `None`) when a cross-shard placement must finish first.
+    #[allow(clippy::type_complexity)]
+    fn place(
+        &mut self,
+        place: PlaceOrder,
+        reply: Option<Reply<OrderView>>,
+    ) -> Option<(Reply<OrderView>, Result<OrderView, CommandError>)> {
+        let reply = reply.expect("place needs a reply");
+        if let Some(idem) = &place.idempotency {
+            if let Some(entry) = self.data.idempotency.get(idem.key.as_str()) {
+                if entry.hash != idem.request_hash {
+                    return Some((reply, Err(CommandError::IdempotencyConflict)));
+                }
+                return match entry.outcome.clone() {
+                    IdemOutcome::Order(id) => {
+                        let id = OrderId(id);
+                        if let Some(pending) = self.pending.get_mut(&id) {
+                            pending.waiters.push(reply);
+                            None
+                        } else {
+                            let view = self.data.placed_view(id).ok_or_else(|| {
+                                CommandError::Unavailable("placement still in progress".into())
+                            });
+                            Some((reply, view))
+                        }
+                    }
+                    IdemOutcome::Rejected(skus) => {
+                        Some((reply, Err(CommandError::InsufficientStock { skus })))
+                    }
+                };
+            }
+        }
+        if let Err(error) = Self::validate(&place) {
+            return Some((reply, Err(error)));
+        }
+        if place.customer_id.shard() == self.id
+            && !self.data.customers.contains_key(&place.customer_id)
+        {
+            return Some((reply, Err(CommandError::UnknownCustomer)));
+        }
+        let count = self.data.shard_count;
+        let local = place
+            .lines
+            .iter()
+            .all(|line| shard_of_sku(&line.sku, count) == self.id);
+        if local {
+            let result = self.place_local(place);
+            return Some((reply, result));
+        }
+        self.place_cross(place, reply);
+        None
+    }
+
+    fn record(&self, place: PlaceOrder, now: i64) -> (OrderRecord, Option<IdemRecord>) {
+        let id = OrderId::new(self.id, self.data.next_order);
+        let idem = place.idempotency.map(|i| IdemRecord {
+            key: i.key,
+            hash: i.request_hash,
+            at_us: now,
+        });
+        let record = OrderRecord {
+            id: id.0,
+            customer: place.customer_id.0,
+            lines: place
+                .lines
+                .into_iter()
+                .map(|l| LineRecord {
+                    sku: l.sku,
+                    qty: l.qty,
+                    unit_price: l.unit_price,
+                })
+                .collect(),
+            shipping_address: place.shipping_address,
+            note: place.note,
+            at_us: now,
+            actor: place.actor,
+        };
+        (record, idem)
+    }
+
+    /// The one-shard fast path: every line's stock lives here.
+    fn place_local(&mut self, place: PlaceOrder) -> Result<OrderView, CommandError> {
+        let short: Vec<String> = place
+            .lines
+            .iter()
+            .filter(|line| self.data.available(&line.sku) < line.qty as u64)
+            .map(|line| line.sku.clone())
+            .collect();
+        let now = now_us();
+        let (record, idem) = self.record(place, now);
+        if !short.is_empty() {
+            if let Some(idem) = idem {
+                self.emit(Event::PlacementRejected {
+                    idem,
+                    short: short.clone(),
+                });
+            }
+            return Err(CommandError::InsufficientStock { skus: short });
+        }
+        let id = OrderId(record.id);
+        self.emit(Event::OrderPlaced {
+            order: record,
+            idem,
+        });
+        let order = self.data.orders.get(&id).expect("just placed");
+        Ok(order_view(order))
+    }
+
+    /// The cross-shard path: durable intent first, then `Reserve` to every part's shard.
+    fn place_cross(&mut self, place: PlaceOrder, reply: Reply<OrderView>) {
+        let count = self.data.shard_count;
+        let mut parts: Vec<(u16, Vec<(String, u32)>)> = Vec::new();
+        for line in &place.lines {
+            let shard = shard_of_sku(&line.sku, count);
+            match parts.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, lines)) => lines.push((line.sku.clone(), line.qty)),
+                None => parts.push((shard, vec![(line.sku.clone(), line.qty)])),
+            }
+        }
+        let (record, idem) = self.record(place, now_us());
+        let order = OrderId(record.id);
+        let idem_key = idem.as_ref().map(|i| i.key.clone());
+        self.emit(Event::OrderPending {
+            order: record,
+            idem,
+        });
+        self.pending.insert(
+            order,
+            PendingPlacement {
+                parts: parts.clone(),
+                answers: HashMap::new(),
+                waiters: vec![reply],
+                idem_key,
+                last_sent: Instant::now(),
+            },
+        );
+        let router = self.router.clone();
+        self.batch_continuations.push(Box::new(move |ok| {
+            if ok {
+                for (shard, lines) in parts {
+                    router.send(shard, ShardMsg::Reserve { order, lines });
+                }
+            }
+        }));
+    }
+
+    fn reserve(&mut self, order: OrderId, lines: Vec<(String, u32)>) {
+        let short = if self.data.holds.contains_key(&order) {
+            None
+        } else {
+            let short: Vec<String> = lines
+                .iter()
+                .filter(|(sku, qty)| self.data.available(sku) < *qty as u64)
+                .map(|(sku, _)| sku.clone())
+                .collect();
+            if short.is_empty() {
+                self.emit(Event::Reserved {
+                    order: order.0,
+                    lines,
+                });
+                None
+            } else {
+                Some(short)
+            }
+        };
+        let router = self.router.clone();
+        let shard = self.id;
+        self.after_durable(Box::new(move |ok| {
+            if ok {
+                router.send(
+                    order.shard(),
+                    ShardMsg::ReserveResult {
+                        order,
+                        shard,
+                        short,
+                    },
+                );
+            }
+        }));
+    }
+
+    fn reserve_result(&mut self, order: OrderId, shard: u16, short: Option<Vec<String>>) {
+        let Some(pending) = self.pending.get_mut(&order) else {
+            return;
+        };
+        pending.answers.insert(shard, short);
+        if pending.answers.len() < pending.parts.len() {
+            return;
+        }
+        let pending = self.pending.remove(&order).expect("present");
+        let mut short: Vec<String> = pending.answers.into_values().flatten().flatten().collect();
+        short.sort_unstable();
+        short.dedup();
+        let now = now_us();
+        if short.is_empty() {
+            self.emit(Event::OrderConfirmed {
+                order: order.0,
+                at_us: now,
+            });
+            let view = self.data.order_view(order).expect("confirmed order");
+            for waiter in pending.waiters {
+                self.after_durable(answer(waiter, Ok(view.clone())));
+            }
+        } else {
+            self.emit(Event::OrderAborted {
+                order: order.0,
+                short: short.clone(),
+                idem_key: pending.idem_key,
+                at_us: now,
+            });
+            let router = self.router.clone();
+            let parts: Vec<u16> = pending.parts.iter().map(|(s, _)| *s).collect();
+            self.batch_continuations.push(Box::new(move |ok| {
+                if ok {
+                    for shard in parts {
+                        router.send(shard, ShardMsg::Release { order });
+                    }
+                }
+            }));
+            for waiter in pending.waiters {
+                self.after_durable(answer(
+                    waiter,
+                    Err(CommandError::InsufficientStock {
+                        skus: short.clone(),
+                    }),
+                ));
+            }
+        }
+    }
+
+    fn release(&mut self, order: OrderId) {
+        if self.data.holds.contains_key(&order) {
+            self.emit(Event::Released { order: order.0 });
+        }
+    }
+
+    fn cancel(
+        &mut self,
+        id: OrderId,
+        reason: Option<String>,
+        actor: String,
+    ) -> Result<OrderView, CommandError> {
+        let order = self.data.orders.get(&id).ok_or(CommandError::NotFound)?;
+        match order.status {
+            OrderStatus::Pending => return Err(CommandError::NotFound),
+            OrderStatus::Cancelled => return Ok(order_view(order)),
+            OrderStatus::Confirmed => {}
+            other => {
+                return Err(CommandError::InvalidTransition(format!(
+                    "an order that is {} cannot be cancelled",
+                    other.as_str()
+                )))
+            }
+        }
+        let cross = order.cross;
+        let count = self.data.shard_count;
+        let mut parts: Vec<u16> = order
+            .lines
+            .iter()
+            .map(|line| shard_of_sku(&line.sku, count))
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        self.emit(Event::OrderCancelled {
+            order: id.0,
+            reason,
+            actor,
+            at_us: now_us(),
+        });
+        if cross {
+            let router = self.router.clone();
+            self.batch_continuations.push(Box::new(move |ok| {
+                if ok {
+                    for shard in parts {
+                        router.send(shard, ShardMsg::Release { order: id });
+                    }
+                }
+            }));
+        }
+        Ok(order_view(self.data.orders.get(&id).expect("present")))
+    }
+
+    fn list(&self, filter: &OrderFilter) -> Vec<OrderView> {
+        let upper = match filter.after {
+            Some(cursor) => std::ops::Bound::Excluded((cursor.created_at_us, cursor.id)),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.data
+            .order_index
+            .range((std::ops::Bound::Unbounded, upper))
+            .rev()
+            .filter_map(|(_, id)| self.data.orders.get(id))
+            .filter(|o| o.status != OrderStatus::Pending)
+            .filter(|o| filter.customer_id.is_none_or(|c| c == o.customer))
+            .filter(|o| filter.status.is_none_or(|s| s == o.status))
+            .take(filter.limit)
+            .map(order_view)
+            .collect()
+    }
+
+    /// After (re)start: re-send `Reserve` for every pending placement, and ask each order's
+    /// shard whether the holds kept here still belong to live orders.
+    fn recover(&mut self) {
+        let pending: Vec<OrderId> = self
+            .data
+            .orders
+            .values()
+            .filter(|o| o.status == OrderStatus::Pending)
+            .map(|o| o.id)
+            .collect();
+        let count = self.data.shard_count;
+        for order in pending {
+            if self.pending.contains_key(&order) {
+                continue;
+            }
+            let o = &self.data.orders[&order];
+            let mut parts: Vec<(u16, Vec<(String, u32)>)> = Vec::new();
+            for line in o.lines.iter() {
+                let shard = shard_of_sku(&line.sku, count);
+                match parts.iter_mut().find(|(s, _)| *s == shard) {
+                    Some((_, lines)) => lines.push((line.sku.to_string(), line.qty)),
+                    None => parts.push((shard, vec![(line.sku.to_string(), line.qty)])),
+                }
+            }
+            let idem_key = self
+                .data
+                .idempotency
+                .iter()
+                .find(|(_, e)| e.outcome == IdemOutcome::Order(order.0))
+                .map(|(k, _)| k.to_string());
+            for (shard, lines) in &parts {
+                self.router.send(
+                    *shard,
+                    ShardMsg::Reserve {
+                        order,
+                        lines: lines.clone(),
+                    },
+                );
+            }
+            self.pending.insert(
+                order,
+                PendingPlacement {
+                    parts,
+                    answers: HashMap::new(),
+                    waiters: Vec::new(),
+                    idem_key,
+                    last_sent: Instant::now(),
+                },
+            );
+        }
+        let mut by_owner: HashMap<u16, Vec<OrderId>> = HashMap::new();
+        for order in self.data.holds.keys() {
+            by_owner.entry(order.shard()).or_default().push(*order);
+        }
+        for (owner, orders) in by_owner {
+            self.router.send(
+                owner,
+                ShardMsg::HoldCheck {
+                    from: self.id,
+                    orders,
+                },
+            );
+        }
+    }
+
+    fn hold_check(&mut self, from: u16, orders: Vec<OrderId>) {
+        let release: Vec<OrderId> = orders
+            .into_iter()
+            .filter(|id| match self.data.orders.get(id) {
+                Some(order) => !(order.cross && order.status.holds_stock()),
+                None => true,
+            })
+            .collect();
+        let router = self.router.clone();
+        self.after_durable(Box::new(move |ok| {
+            if ok {
+                router.send(from, ShardMsg::HoldCheckResult { release });
+            }
+        }));
+    }
+
+    fn tick(&mut self) {
+        let retry = Duration::from_millis(self.settings.pending_retry_ms);
+        let now = Instant::now();
+        for (order, pending) in self.pending.iter_mut() {
+            if now.duration_since(pending.last_sent) < retry {
+                continue;
+            }
+            pending.last_sent = now;
+            for (shard, lines) in &pending.parts {
+                if !pending.answers.contains_key(shard) {
+                    self.router.send(
+                        *shard,
+                        ShardMsg::Reserve {
+                            order: *order,
+                            lines: lines.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if now.duration_since(self.last_sweep) >= Duration::from_secs(60) {
+            self.last_sweep = now;
+            let cutoff = now_us() - self.settings.idempotency_retention_s as i64 * 1_000_000;
+            let swept = self.data.sweep_idempotency(cutoff);
+            if swept > 0 {
+                tracing::debug!(message = "Swept idempotency keys.", shard = self.id, swept);
+            }
+        }
+        if self.events_since_snapshot + self.batch_events as u64
+            >= self.settings.snapshot_interval_events
+        {
+            self.snapshot();
+        }
+    }
+
+    /// Writes a snapshot of the whole state at the current sequence (after flushing the
+    /// current batch), keeps the previous one, and trims the log older than that one.
+    fn snapshot(&mut self) -> u64 {
+        self.flush();
+        let seq = self.data.last_seq;
+        let started = Instant::now();
+        let mut snapshot = self.data.to_snapshot();
+        snapshot.log_digest = self.log_digest;
+        let value = snapshot.encode_canonical();
+        let bytes = value.len();
+        let mut writes = vec![Write::Put {
+            family: Family::Snap,
+            key: shard_key(self.id, seq),
+            value,
+        }];
+        if self.last_snapshot_seq > 0 {
+            writes.push(Write::DeleteRange {
+                family: Family::Snap,
+                from: shard_key(self.id, 0),
+                to: shard_key(self.id, self.last_snapshot_seq),
+            });
+            writes.push(Write::DeleteRange {
+                family: Family::Log,
+                from: shard_key(self.id, 0),
+                to: shard_key(self.id, self.last_snapshot_seq + 1),
+            });
+        }
+        let shard = self.id;
+        let msg = WriterMsg::Raw {
+            writes,
+            done: Box::new(move |ok| {
+                if !ok {
+                    tracing::error!(message = "Failed to write a snapshot.", shard);
+                }
+            }),
+        };
+        let _ = self.writer.send(msg);
+        tracing::info!(
+            message = "Snapshot taken.",
+            shard = self.id,
+            seq,
+            bytes,
+            pause_ms = started.elapsed().as_millis() as u64
+        );
+        self.last_snapshot_seq = seq;
+        self.events_since_snapshot = 0;
+        seq
+    }
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        let interval = Duration::from_millis(self.settings.pending_retry_ms.clamp(10, 1000));
+        ctx.run_interval(interval, |_, ctx| ctx.notify(ShardMsg::Tick));
+    }
+}
+
+impl Handler<ShardMsg> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShardMsg, ctx: &mut Context<Self>) {
+        match msg {
+            ShardMsg::Client(cmd) => {
+                self.gauges.handled.fetch_add(1, Ordering::Relaxed);
+                self.client(cmd);
+            }
+            ShardMsg::Reserve { order, lines } => self.reserve(order, lines),
+            ShardMsg::ReserveResult {
+                order,
+                shard,
+                short,
+            } => self.reserve_result(order, shard, short),
+            ShardMsg::Release { order } => self.release(order),
+            ShardMsg::HoldCheck { from, orders } => self.hold_check(from, orders),
+            ShardMsg::HoldCheckResult { release } => {
+                for order in release {
+                    self.release(order);
+                }
+            }
+            ShardMsg::Recover => self.recover(),
+            ShardMsg::Flush => {
+                self.flush();
+                return;
+            }
+            ShardMsg::Tick => self.tick(),
+            ShardMsg::Stop { done } => {
+                self.flush();
+                let _ = self.writer.send(WriterMsg::Batch {
+                    shard: self.id,
+                    first_seq: self.data.last_seq + 1,
+                    last_seq: self.data.last_seq,
+                    value: None,
+                    continuations: vec![Box::new(move |_| {
+                        let _ = done.send(());
+                    })],
+                });
+                ctx.stop();
+                return;
+            }
+        }
+        self.schedule_flush(ctx);
+    }
+}

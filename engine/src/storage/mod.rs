@@ -1,0 +1,101 @@
+//! The storage boundary: what the engine needs from a key-value store, and its implementations.
+//!
+//! The engine talks only to [`Storage`]; [`rocks::RocksStorage`] is the real, durable one and
+//! [`memory::MemoryStorage`] serves fast domain tests. Nothing outside `storage/` names RocksDB.
+
+pub mod memory;
+pub mod rocks;
+
+/// Column families (in RocksDB terms) the engine writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// Event batches keyed `(shard, first_seq)`.
+    Log,
+    /// Shard snapshots keyed `(shard, last_seq)`.
+    Snap,
+    /// Engine-wide facts (shard count, ...), keys, later changes and incidents.
+    Control,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Log, Family::Snap, Family::Control];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Log => "log",
+            Family::Snap => "snap",
+            Family::Control => "control",
+        }
+    }
+}
+
+/// One write of a group commit.
+#[derive(Clone, Debug)]
+pub enum Write {
+    Put {
+        family: Family,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Deletes keys in `[from, to)`.
+    DeleteRange {
+        family: Family,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Key of a shard-scoped record: shard (2 bytes) then sequence (8 bytes), big-endian so that
+/// keys sort by shard, then sequence.
+pub fn shard_key(shard: u16, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(10);
+    key.extend_from_slice(&shard.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn parse_shard_key(key: &[u8]) -> Option<(u16, u64)> {
+    if key.len() != 10 {
+        return None;
+    }
+    let shard = u16::from_be_bytes([key[0], key[1]]);
+    let seq = u64::from_be_bytes(key[2..10].try_into().ok()?);
+    Some((shard, seq))
+}
+
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// What the engine needs from storage. Implementations are shared by all shard threads and
+/// the log writer thread.
+pub trait Storage: Send + Sync + 'static {
+    /// Applies all writes atomically; with `sync` they are on stable storage on return.
+    fn write(&self, writes: Vec<Write>, sync: bool) -> Result<(), StorageError>;
+    /// Makes every earlier unsynced write durable.
+    fn sync(&self) -> Result<(), StorageError>;
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Visits `(key, value)` pairs with `from <= key < to` in key order until `visit` says stop
+    /// (returns false).
+    fn scan(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError>;
+    /// The last `(key, value)` with `from <= key < to`.
+    fn last_in(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Option<KeyValue>, StorageError>;
+}

@@ -1,0 +1,118 @@
+//! The RocksDB implementation of [`Storage`]: one database, one column family per [`Family`].
+
+use std::path::Path;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+
+use super::{Family, KeyValue, Storage, StorageError, Write};
+
+pub struct RocksStorage {
+    db: DB,
+}
+
+fn io(error: rocksdb::Error) -> StorageError {
+    StorageError::Io(error.into_string())
+}
+
+impl RocksStorage {
+    /// Opens (creating if needed) the database under `path`.
+    pub fn open(path: &Path) -> Result<RocksStorage, StorageError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_max_background_jobs(2);
+        options.set_bytes_per_sync(1 << 20);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let families = Family::ALL.iter().map(|family| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *family == Family::Log {
+                cf.set_write_buffer_size(64 << 20);
+            }
+            ColumnFamilyDescriptor::new(family.name(), cf)
+        });
+        let db = DB::open_cf_descriptors(&options, path, families).map_err(io)?;
+        Ok(RocksStorage { db })
+    }
+
+    fn cf(&self, family: Family) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(family.name())
+            .expect("column family created at open")
+    }
+
+    /// The underlying database, for backups (a later issue) and diagnostics.
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+}
+
+impl Storage for RocksStorage {
+    fn write(&self, writes: Vec<Write>, sync: bool) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for write in writes {
+            match write {
+                Write::Put { family, key, value } => batch.put_cf(self.cf(family), key, value),
+                Write::DeleteRange { family, from, to } => {
+                    batch.delete_range_cf(self.cf(family), from, to)
+                }
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options).map_err(io)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(io)
+    }
+
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db.get_cf(self.cf(family), key).map_err(io)
+    }
+
+    fn scan(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let iter = self.db.iterator_cf(
+            self.cf(family),
+            IteratorMode::From(from, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(io)?;
+            if key.as_ref() >= to || !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn last_in(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Option<KeyValue>, StorageError> {
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(family), IteratorMode::From(to, Direction::Reverse));
+        // Reverse iteration from `to` starts at the last key <= `to`; skip `to` itself.
+        for item in iter.by_ref() {
+            let (key, value) = item.map_err(io)?;
+            if key.as_ref() >= to {
+                continue;
+            }
+            if key.as_ref() < from {
+                return Ok(None);
+            }
+            return Ok(Some((key.to_vec(), value.to_vec())));
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,296 @@
+//! Property test: random sequences of adjust / place / cancel / shard restart against a plain
+//! reference model, on 3 shards (so orders span shards), then a full recovery from storage.
+//! Outcomes must be identical, stock conserved and never negative.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use orderd_engine::{
+    CommandError, CustomerId, Engine, EngineConfig, Idempotency, MemoryStorage, NewCustomer,
+    NewLine, OrderFilter, OrderId, OrderStatus, PlaceOrder, Storage,
+};
+use proptest::prelude::*;
+
+const SKUS: [&str; 6] = ["A", "B", "C", "D", "E", "F"];
+const SHARDS: usize = 3;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Adjust {
+        sku: usize,
+        delta: i64,
+    },
+    Place {
+        lines: Vec<(usize, u32)>,
+        key: Option<u8>,
+        price: u64,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Restart {
+        shard: u16,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..SKUS.len(), -4i64..12).prop_map(|(sku, delta)| Op::Adjust { sku, delta }),
+        5 => (
+            proptest::collection::btree_map(0..SKUS.len(), 1u32..4, 1..4),
+            proptest::option::of(0u8..6),
+            1u64..3,
+        )
+            .prop_map(|(lines, key, price)| Op::Place {
+                lines: lines.into_iter().collect(),
+                key,
+                price,
+            }),
+        2 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        1 => (0..SHARDS as u16).prop_map(|shard| Op::Restart { shard }),
+    ]
+}
+
+/// Order lines of the model: (SKU index, quantity).
+type Lines = Vec<(usize, u32)>;
+/// A placed order: id, lines, cancelled.
+type ModelOrder = (OrderId, Lines, bool);
+/// A first request under a key and its outcome (the order, or the short SKUs).
+type KeyRecord = (Lines, u64, Result<OrderId, Vec<String>>);
+
+#[derive(Default)]
+struct Model {
+    on_hand: HashMap<usize, u64>,
+    reserved: HashMap<usize, u64>,
+    /// Orders placed, with their lines and whether they are cancelled.
+    orders: Vec<ModelOrder>,
+    /// Idempotency key → (request, outcome: Some(order) or None = rejected with skus).
+    keys: HashMap<u8, KeyRecord>,
+}
+
+impl Model {
+    fn available(&self, sku: usize) -> u64 {
+        self.on_hand.get(&sku).copied().unwrap_or(0) - self.reserved.get(&sku).copied().unwrap_or(0)
+    }
+}
+
+async fn check_stock(engine: &Engine, model: &Model) {
+    for (i, sku) in SKUS.iter().enumerate() {
+        let on_hand = model.on_hand.get(&i).copied();
+        match engine.stock(sku).await {
+            Ok(view) => {
+                assert_eq!(Some(view.on_hand), on_hand, "on_hand of {sku}");
+                assert_eq!(view.reserved, model.reserved.get(&i).copied().unwrap_or(0));
+                assert_eq!(view.available, view.on_hand - view.reserved);
+                assert!(view.reserved <= view.on_hand);
+            }
+            Err(CommandError::NotFound) => assert_eq!(on_hand, None, "{sku} should exist"),
+            Err(other) => panic!("stock read failed: {other}"),
+        }
+    }
+}
+
+fn config() -> EngineConfig {
+    let mut config = EngineConfig::new(std::env::temp_dir(), SHARDS);
+    config.pending_retry_ms = 50;
+    config
+}
+
+async fn run(ops: Vec<Op>) {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let engine = Engine::start(config(), storage.clone()).expect("engine starts");
+    let mut customers = Vec::new();
+    for n in 0..SHARDS {
+        let c = engine
+            .create_customer(NewCustomer {
+                name: format!("c{n}"),
+                email: format!("c{n}@example.com"),
+                phone: None,
+                address: None,
+            })
+            .await
+            .expect("customer");
+        customers.push(c.id);
+    }
+    let mut model = Model::default();
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Adjust { sku, delta } => {
+                if delta == 0 {
+                    continue;
+                }
+                let result = engine.adjust_stock(SKUS[sku], delta, "test", "key_t").await;
+                let on_hand = model.on_hand.get(&sku).copied().unwrap_or(0) as i64 + delta;
+                let reserved = model.reserved.get(&sku).copied().unwrap_or(0) as i64;
+                if on_hand < reserved {
+                    assert_eq!(
+                        result,
+                        Err(CommandError::InsufficientStock {
+                            skus: vec![SKUS[sku].to_string()]
+                        })
+                    );
+                } else {
+                    let view = result.expect("adjust");
+                    model.on_hand.insert(sku, on_hand as u64);
+                    assert_eq!(view.on_hand, on_hand as u64);
+                }
+            }
+            Op::Place { lines, key, price } => {
+                let customer: CustomerId = customers[step % customers.len()];
+                let place = PlaceOrder {
+                    customer_id: customer,
+                    lines: lines
+                        .iter()
+                        .map(|(sku, qty)| NewLine {
+                            sku: SKUS[*sku].to_string(),
+                            qty: *qty,
+                            unit_price: price,
+                        })
+                        .collect(),
+                    shipping_address: None,
+                    note: None,
+                    idempotency: key.map(|k| Idempotency {
+                        key: format!("k{k}"),
+                        // Injective: 3 bits of quantity per SKU slot, the price above.
+                        request_hash: lines
+                            .iter()
+                            .map(|(sku, qty)| (*qty as u128) << (sku * 3))
+                            .sum::<u128>()
+                            | (price as u128) << 32,
+                    }),
+                    actor: "key_t".into(),
+                };
+                let result = engine.place_order(place).await;
+                if let Some(k) = key {
+                    if let Some((first_lines, first_price, outcome)) = model.keys.get(&k) {
+                        if *first_lines != lines || *first_price != price {
+                            assert_eq!(result, Err(CommandError::IdempotencyConflict));
+                        } else {
+                            match outcome {
+                                Ok(id) => assert_eq!(result.expect("repeat").id, *id),
+                                Err(skus) => assert_eq!(
+                                    result,
+                                    Err(CommandError::InsufficientStock { skus: skus.clone() })
+                                ),
+                            }
+                        }
+                        continue;
+                    }
+                }
+                let short: BTreeSet<String> = lines
+                    .iter()
+                    .filter(|(sku, qty)| model.available(*sku) < *qty as u64)
+                    .map(|(sku, _)| SKUS[*sku].to_string())
+                    .collect();
+                let outcome = if short.is_empty() {
+                    let view = result.expect("placement should succeed");
+                    assert_eq!(view.status, OrderStatus::Confirmed);
+                    assert_eq!(view.lines.len(), lines.len());
+                    for (sku, qty) in &lines {
+                        *model.reserved.entry(*sku).or_default() += *qty as u64;
+                    }
+                    model.orders.push((view.id, lines.clone(), false));
+                    Ok(view.id)
+                } else {
+                    match result {
+                        Err(CommandError::InsufficientStock { skus }) => {
+                            let got: BTreeSet<String> = skus.into_iter().collect();
+                            assert_eq!(got, short);
+                            Err(got.into_iter().collect::<Vec<_>>())
+                        }
+                        other => panic!("expected insufficient stock {short:?}, got {other:?}"),
+                    }
+                };
+                if let Some(k) = key {
+                    let mut outcome = outcome;
+                    if let Err(skus) = &mut outcome {
+                        skus.sort();
+                    }
+                    model.keys.insert(k, (lines, price, outcome));
+                }
+            }
+            Op::Cancel { pick } => {
+                if model.orders.is_empty() {
+                    continue;
+                }
+                let index = pick % model.orders.len();
+                let (id, lines, cancelled) = model.orders[index].clone();
+                let view = engine
+                    .cancel_order(id, None, "key_t")
+                    .await
+                    .expect("cancel");
+                assert_eq!(view.status, OrderStatus::Cancelled);
+                if !cancelled {
+                    for (sku, qty) in &lines {
+                        *model.reserved.get_mut(sku).expect("reserved") -= *qty as u64;
+                    }
+                    model.orders[index].2 = true;
+                }
+            }
+            Op::Restart { shard } => {
+                engine.restart_shard(shard).await.expect("restart");
+            }
+        }
+        // Releases of cancelled cross-shard orders travel as messages; wait for quiescence
+        // by reading through every shard (replies leave after earlier work is durable).
+        settle(&engine).await;
+        check_stock(&engine, &model).await;
+    }
+    let before: Vec<u64> = {
+        let mut digests = Vec::new();
+        for shard in 0..SHARDS as u16 {
+            digests.push(engine.state_digest(shard).await.expect("digest"));
+        }
+        digests
+    };
+    engine.shutdown().await;
+    // Full recovery from storage gives the same state.
+    let engine = Engine::start(config(), storage).expect("engine restarts");
+    settle(&engine).await;
+    for (shard, digest) in before.iter().enumerate() {
+        assert_eq!(
+            engine.state_digest(shard as u16).await.expect("digest"),
+            *digest,
+            "shard {shard} rebuilt differently"
+        );
+    }
+    check_stock(&engine, &model).await;
+    let page = engine
+        .list_orders(OrderFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.items.len(), model.orders.len());
+    for (id, lines, cancelled) in &model.orders {
+        let view = engine.order(*id).await.expect("order survives");
+        assert_eq!(view.lines.len(), lines.len());
+        let expected = if *cancelled {
+            OrderStatus::Cancelled
+        } else {
+            OrderStatus::Confirmed
+        };
+        assert_eq!(view.status, expected);
+    }
+    engine.shutdown().await;
+}
+
+/// Waits until in-flight protocol messages (releases) have been applied: a few rounds of
+/// reads through every shard.
+async fn settle(engine: &Engine) {
+    for _ in 0..3 {
+        for shard in 0..SHARDS as u16 {
+            let _ = engine.state_digest(shard).await;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_reference_model(ops in proptest::collection::vec(op(), 1..40)) {
+        actix_rt::System::new().block_on(run(ops));
+    }
+}

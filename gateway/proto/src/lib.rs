@@ -1,0 +1,335 @@
+//! Wire types of orderd's HTTP JSON API: request and response bodies shared by server and clients.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing about actix or the engine.
+//! The JSON shape of these types is a compatibility promise to every client; the engine's own
+//! types are not, which is why the gateway maps between the two instead of serializing engine
+//! types directly.
+//!
+//! Request bodies reject unknown fields (no mass assignment). Response bodies accept unknown
+//! fields when a client deserializes them, so that adding a field to a response is compatible.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A `T` that only deserializes from a JSON object.
+///
+/// serde's derived structs also accept a sequence of their fields in order (`["a", 1]`); a
+/// request body must name its fields, so request types are read through this wrapper (at the
+/// top level by the server, and for nested objects via [`objects`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+/// `deserialize_with` helper: a list whose every element must be a JSON object.
+pub fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let items = Vec::<ObjectOnly<T>>::deserialize(deserializer)?;
+    Ok(items.into_iter().map(|item| item.0).collect())
+}
+
+/// `POST /v1/stock/{sku}/adjustments`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockAdjustmentRequest {
+    /// Units to add (receiving goods) or remove; never zero.
+    pub delta: i64,
+    /// Why the stock changed, for the audit trail.
+    pub reason: String,
+}
+
+/// A stock record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockResponse {
+    pub sku: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    /// `on_hand - reserved`, never negative.
+    pub available: u64,
+}
+
+/// `POST /v1/customers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomerRequest {
+    pub name: String,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A customer record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerResponse {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// One line of `POST /v1/orders`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLineRequest {
+    pub sku: String,
+    /// At least 1.
+    pub qty: u32,
+    /// Minor currency units (cents).
+    pub unit_price: u64,
+}
+
+/// `POST /v1/orders`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    pub customer_id: String,
+    /// 1 to 100 lines, each SKU at most once.
+    #[serde(deserialize_with = "objects")]
+    pub lines: Vec<OrderLineRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `POST /v1/orders/{id}/cancel`; the body itself is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelOrderRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Query of `GET /v1/orders`. Every value is kept as text so that the server can name the
+/// offending parameter when one does not parse.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListOrdersQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// One line of an order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLineResponse {
+    pub sku: String,
+    pub qty: u32,
+    pub unit_price: u64,
+    pub shipped_qty: u32,
+}
+
+/// One step of an order's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderHistoryResponse {
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub status: String,
+    /// The API key id that caused the step.
+    pub actor: String,
+}
+
+/// An order. `shipments` and `history` are present when the order is read (`GET`, lists,
+/// cancel) and absent in the response to a placement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderResponse {
+    pub id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub lines: Vec<OrderLineResponse>,
+    /// Sum of `qty * unit_price`, minor units.
+    pub total: u64,
+    pub shipping_address: Option<String>,
+    pub note: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipments: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<OrderHistoryResponse>>,
+}
+
+/// One page of a list: `next` is the cursor to pass as `after` for the next page, or null on
+/// the last page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// One shard as `GET /v1/ops/shards` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardResponse {
+    pub id: u16,
+    /// `running`, `restarting` or `failed`.
+    pub state: String,
+    pub restarts: u64,
+    pub mailbox_depth: u64,
+    pub last_seq: u64,
+    pub orders: u64,
+    pub skus: u64,
+}
+
+/// Answer of `POST /v1/ops/shards/{id}/restart` (202): the restart runs in the background.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRestartResponse {
+    pub id: u16,
+    /// Always `restarting`; poll `GET /v1/ops/shards` for the outcome.
+    pub state: String,
+}
+
+/// Answer of `/livez` and of a ready `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `live` or `ready`.
+    pub status: String,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `/problems/<code>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Machine-readable error code, e.g. `invalid_request`.
+    pub code: String,
+    /// For `invalid_request`: the offending field, e.g. `lines[2].qty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// For `insufficient_stock`: every short SKU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skus: Option<Vec<String>>,
+    /// For `unavailable` from `/readyz`: why the server is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_reject_unknown_fields() {
+        let err = serde_json::from_str::<StockAdjustmentRequest>(
+            r#"{"delta": 1, "reason": "x", "admin": true}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `admin`"));
+        let err = serde_json::from_str::<PlaceOrderRequest>(
+            r#"{"customer_id": "c", "lines": [{"sku": "A", "qty": 1, "unit_price": 1, "x": 1}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `x`"));
+    }
+
+    #[test]
+    fn requests_must_be_objects_not_field_sequences() {
+        assert!(serde_json::from_str::<StockAdjustmentRequest>(r#"[1, "r"]"#).is_ok());
+        let err =
+            serde_json::from_str::<ObjectOnly<StockAdjustmentRequest>>(r#"[1, "r"]"#).unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+        let ok: ObjectOnly<StockAdjustmentRequest> =
+            serde_json::from_str(r#"{"delta": 1, "reason": "r"}"#).unwrap();
+        assert_eq!(ok.0.delta, 1);
+        let err = serde_json::from_str::<PlaceOrderRequest>(
+            r#"{"customer_id": "c", "lines": [["A", 1, 1]]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn optional_fields_may_be_absent_or_null() {
+        let c: CreateCustomerRequest =
+            serde_json::from_str(r#"{"name": "A", "email": "a@b.c", "phone": null}"#).unwrap();
+        assert_eq!(c.phone, None);
+        assert_eq!(c.address, None);
+        let c: CancelOrderRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, CancelOrderRequest::default());
+    }
+
+    #[test]
+    fn problem_renders_type_and_omits_absent_extensions() {
+        let p = Problem {
+            problem_type: "/problems/not_found".into(),
+            title: "Not found".into(),
+            status: 404,
+            detail: "no such order".into(),
+            code: "not_found".into(),
+            param: None,
+            skus: None,
+            reasons: None,
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "type": "/problems/not_found", "title": "Not found", "status": 404,
+                "detail": "no such order", "code": "not_found"
+            })
+        );
+    }
+
+    #[test]
+    fn placement_response_has_no_history_member() {
+        let o = OrderResponse {
+            id: "ord_1".into(),
+            customer_id: "cus_1".into(),
+            status: "confirmed".into(),
+            lines: vec![],
+            total: 0,
+            shipping_address: None,
+            note: None,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            shipments: None,
+            history: None,
+        };
+        let v = serde_json::to_value(&o).unwrap();
+        assert!(v.get("history").is_none());
+        assert!(v.get("shipments").is_none());
+        assert!(v.get("note").unwrap().is_null());
+    }
+}

@@ -1,0 +1,354 @@
+//! Process configuration: the embedded default `config/orderd.toml`, then an optional TOML file,
+//! then `ORDERD__SECTION__KEY` environment variables, merged by figment and validated here.
+
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// The shipped default configuration, embedded in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../config/orderd.toml");
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "ORDERD__";
+
+/// Largest accepted shard count (shard ids are `u16`; this bound keeps memory and threads sane).
+pub const SHARDS_MAX: usize = 1024;
+
+/// Shortest idempotency retention the API allows (it promises 24 hours).
+pub const IDEMPOTENCY_RETENTION_S_MIN: u64 = 86_400;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    FileMissing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Figment(Box<figment::Error>),
+    #[error("invalid configuration: {key}: {detail}")]
+    Invalid { key: &'static str, detail: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        ConfigError::Figment(Box::new(error))
+    }
+}
+
+/// The whole configuration. Every key exists in `config/orderd.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub tcp: TcpConfig,
+    pub storage: StorageConfig,
+    pub engine: EngineSection,
+    pub backup: BackupConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port`; port 0 picks a free port.
+    pub listen: String,
+    pub body_limit_bytes: usize,
+    /// 0 = one per core.
+    pub workers: usize,
+    /// Per worker, as actix-web counts it.
+    pub max_connections: usize,
+    /// 0 = off.
+    pub rate_limit_per_key_per_s: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Not served yet.
+    pub listen: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    Sync,
+    Async,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub durability: DurabilitySetting,
+    pub flush_interval_ms: u64,
+}
+
+/// The `[engine]` section (named so as not to clash with `orderd_engine::EngineConfig`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// 0 = one per core.
+    pub shards: usize,
+    pub mailbox_capacity: usize,
+    pub batch_events_max: usize,
+    pub snapshot_interval_events: u64,
+    pub idempotency_retention_s: u64,
+    pub pending_retry_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    pub dir: PathBuf,
+    /// A path or an `s3://` URL.
+    pub offsite: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level or `tracing` filter directives; `RUST_LOG` replaces it when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Config {
+    /// Loads the embedded default, then `file` (if given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(file, Env::prefixed(ENV_PREFIX))
+    }
+
+    /// Like [`Config::load`] with an explicit environment provider (tests use their own prefix).
+    pub fn load_with_env(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::FileMissing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment.merge(env.split("__")).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges, non-empty strings, parseable filters.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, detail: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                detail: detail.into(),
+            })
+        }
+        check_address("http.listen", &self.http.listen)?;
+        check_address("tcp.listen", &self.tcp.listen)?;
+        if self.http.body_limit_bytes == 0 {
+            return invalid("http.body_limit_bytes", "must be at least 1");
+        }
+        if self.http.max_connections == 0 {
+            return invalid("http.max_connections", "must be at least 1");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return invalid("storage.data_dir", "must not be empty");
+        }
+        if self.storage.flush_interval_ms == 0 {
+            return invalid("storage.flush_interval_ms", "must be at least 1");
+        }
+        if self.engine.shards > SHARDS_MAX {
+            return invalid(
+                "engine.shards",
+                format!("must be at most {SHARDS_MAX} (0 = one per core)"),
+            );
+        }
+        if self.engine.mailbox_capacity == 0 {
+            return invalid("engine.mailbox_capacity", "must be at least 1");
+        }
+        if self.engine.batch_events_max == 0 {
+            return invalid("engine.batch_events_max", "must be at least 1");
+        }
+        if self.engine.snapshot_interval_events == 0 {
+            return invalid("engine.snapshot_interval_events", "must be at least 1");
+        }
+        if self.engine.idempotency_retention_s < IDEMPOTENCY_RETENTION_S_MIN {
+            return invalid(
+                "engine.idempotency_retention_s",
+                format!(
+                    "must be at least {IDEMPOTENCY_RETENTION_S_MIN} (the API keeps keys 24 hours)"
+                ),
+            );
+        }
+        if self.engine.pending_retry_ms == 0 {
+            return invalid("engine.pending_retry_ms", "must be at least 1");
+        }
+        if self.backup.dir.as_os_str().is_empty() {
+            return invalid("backup.dir", "must not be empty");
+        }
+        if self.backup.offsite.is_empty() {
+            return invalid("backup.offsite", "must not be empty");
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", format!("{:?}: {error}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// HTTP worker threads, with 0 resolved to the number of cores.
+    pub fn http_workers(&self) -> usize {
+        resolve_cores(self.http.workers)
+    }
+
+    /// Shard count, with 0 resolved to the number of cores.
+    pub fn shard_count(&self) -> usize {
+        resolve_cores(self.engine.shards)
+    }
+
+    /// The engine's configuration.
+    pub fn engine_config(&self) -> orderd_engine::EngineConfig {
+        orderd_engine::EngineConfig {
+            data_dir: self.storage.data_dir.clone(),
+            shards: self.shard_count(),
+            durability: match self.storage.durability {
+                DurabilitySetting::Sync => orderd_engine::Durability::Sync,
+                DurabilitySetting::Async => orderd_engine::Durability::Async,
+            },
+            flush_interval_ms: self.storage.flush_interval_ms,
+            mailbox_capacity: self.engine.mailbox_capacity,
+            batch_events_max: self.engine.batch_events_max,
+            snapshot_interval_events: self.engine.snapshot_interval_events,
+            idempotency_retention_s: self.engine.idempotency_retention_s,
+            pending_retry_ms: self.engine.pending_retry_ms,
+        }
+    }
+}
+
+/// `host:port` with a numeric port; host names are resolved when binding, not here.
+fn check_address(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    let valid = match value.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    };
+    if valid {
+        return Ok(());
+    }
+    // An address such as "[::1]:80" is covered above; anything else gets one more chance
+    // through the standard parser before it is rejected.
+    if value.to_socket_addrs().is_ok() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key,
+        detail: format!("{value:?} is not a host:port address"),
+    })
+}
+
+fn resolve_cores(value: usize) -> usize {
+    if value > 0 {
+        return value;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// An environment provider that no test variable can reach.
+    fn no_env() -> Env {
+        Env::prefixed("ORDERD_TEST_UNSET_PREFIX__")
+    }
+
+    #[test]
+    fn embedded_default_loads_with_documented_values() {
+        let c = Config::load_with_env(None, no_env()).unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.http.body_limit_bytes, 65536);
+        assert_eq!(c.http.workers, 0);
+        assert_eq!(c.http.max_connections, 25000);
+        assert_eq!(c.http.rate_limit_per_key_per_s, 0);
+        assert_eq!(c.tcp.listen, "127.0.0.1:7070");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.storage.durability, DurabilitySetting::Sync);
+        assert_eq!(c.storage.flush_interval_ms, 5);
+        assert_eq!(c.engine.shards, 0);
+        assert!(c.shard_count() >= 1);
+        assert_eq!(c.engine.mailbox_capacity, 100_000);
+        assert_eq!(c.engine.batch_events_max, 4096);
+        assert_eq!(c.engine.snapshot_interval_events, 500_000);
+        assert_eq!(c.engine.idempotency_retention_s, 86_400);
+        assert_eq!(c.engine.pending_retry_ms, 500);
+        assert_eq!(c.backup.dir, PathBuf::from("./backups"));
+        assert_eq!(c.backup.offsite, "./offsite");
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_then_environment_override_the_default() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[http]\nlisten = \"127.0.0.1:9999\"\n[storage]\ndurability = \"async\"\n[engine]\nshards = 3"
+        )
+        .unwrap();
+        std::env::set_var("ORDERD_TEST_OVERRIDE__HTTP__LISTEN", "127.0.0.1:0");
+        std::env::set_var("ORDERD_TEST_OVERRIDE__STORAGE__DATA_DIR", "./o1");
+        let c = Config::load_with_env(Some(file.path()), Env::prefixed("ORDERD_TEST_OVERRIDE__"))
+            .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:0");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./o1"));
+        assert_eq!(c.storage.durability, DurabilitySetting::Async);
+        assert_eq!(c.engine.shards, 3);
+        assert_eq!(c.shard_count(), 3);
+        // Untouched keys keep their defaults.
+        assert_eq!(c.http.body_limit_bytes, 65536);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_key_named() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[storage]\ndurability = \"sometimes\"").unwrap();
+        let err = Config::load_with_env(Some(file.path()), no_env()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("durability"), "{text}");
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[http]\nlistne = \"x\"").unwrap();
+        let text = Config::load_with_env(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("listne"), "{text}");
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[engine]\nidempotency_retention_s = 60").unwrap();
+        let text = Config::load_with_env(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("engine.idempotency_retention_s"), "{text}");
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[http]\nlisten = \"nonsense\"").unwrap();
+        let text = Config::load_with_env(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("http.listen"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/orderd.toml")), no_env())
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::FileMissing(_)));
+    }
+}

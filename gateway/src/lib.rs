@@ -1,0 +1,22 @@
+//! orderd's gateway: the HTTP API over the engine, API keys and roles, configuration loading and
+//! process start-up (the `orderd` binary is a thin shell over [`server::run`]).
+//!
+//! Architecture invariants:
+//! - Only this crate decodes untrusted bytes (request bodies, headers, query strings).
+//! - It holds no business rules: it checks the shape of requests and who may send them, and
+//!   leaves stock, transitions and idempotency to `orderd-engine`.
+//! - Engine types never go on the wire: [`wire`] maps them onto `orderd-proto` types.
+//! - Every error a client sees is one `application/problem+json` document ([`error`]).
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod roles;
+pub mod routes;
+pub mod server;
+pub mod validate;
+pub mod wire;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,213 @@
+//! API key roles and the table of which role may do what (API.md, "Authentication and roles").
+//!
+//! Deny by default: a permission is a [`RoleSet`] that starts empty and lists its roles
+//! explicitly, `admin` included; a role not listed is refused.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The role of an API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// A shop front end: customers, orders, stock reads.
+    Frontend,
+    /// One customer (the key carries its `customer_id`): its own record and orders only.
+    Customer,
+    /// Warehouse: stock, shipments, order reads.
+    Logistics,
+    /// Analytics and reads.
+    Analyst,
+    /// Operations: `/v1/ops`, changes, reads elsewhere.
+    Operator,
+    /// Audit log, incidents, change history, customers with personal data masked.
+    Auditor,
+}
+
+impl Role {
+    /// Every role, in a fixed order.
+    pub const ALL: [Role; 7] = [
+        Role::Admin,
+        Role::Frontend,
+        Role::Customer,
+        Role::Logistics,
+        Role::Analyst,
+        Role::Operator,
+        Role::Auditor,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Frontend => "frontend",
+            Role::Customer => "customer",
+            Role::Logistics => "logistics",
+            Role::Analyst => "analyst",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Role, ()> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or(())
+    }
+}
+
+/// A set of roles allowed to do something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleSet(u8);
+
+impl RoleSet {
+    /// Nobody.
+    pub const NONE: RoleSet = RoleSet(0);
+
+    /// The set of exactly `roles`.
+    pub const fn of(roles: &[Role]) -> RoleSet {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < roles.len() {
+            bits |= roles[i].bit();
+            i += 1;
+        }
+        RoleSet(bits)
+    }
+
+    pub const fn contains(self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+}
+
+use Role::*;
+
+/// `GET /v1/stock/{sku}`.
+pub const STOCK_READ: RoleSet = RoleSet::of(&[Admin, Frontend, Logistics, Analyst, Operator]);
+/// `POST /v1/stock/{sku}/adjustments`.
+pub const STOCK_ADJUST: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `POST /v1/customers`.
+pub const CUSTOMER_CREATE: RoleSet = RoleSet::of(&[Admin, Frontend]);
+/// `GET /v1/customers/{id}`: a customer key only its own; an auditor sees personal data masked.
+pub const CUSTOMER_READ: RoleSet = RoleSet::of(&[Admin, Frontend, Customer, Operator, Auditor]);
+/// `POST /v1/orders`: a customer key only for itself.
+pub const ORDER_PLACE: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
+/// `GET /v1/orders/{id}`: a customer key only its own.
+pub const ORDER_READ: RoleSet =
+    RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
+/// `GET /v1/orders`: a customer key only its own.
+pub const ORDER_LIST: RoleSet =
+    RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
+/// `POST /v1/orders/{id}/cancel`: a customer key only its own.
+pub const ORDER_CANCEL: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
+/// `GET /v1/ops/shards`.
+pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/shards/{id}/restart`.
+pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_PERMISSIONS: [(&str, RoleSet); 10] = [
+        ("stock read", STOCK_READ),
+        ("stock adjust", STOCK_ADJUST),
+        ("customer create", CUSTOMER_CREATE),
+        ("customer read", CUSTOMER_READ),
+        ("order place", ORDER_PLACE),
+        ("order read", ORDER_READ),
+        ("order list", ORDER_LIST),
+        ("order cancel", ORDER_CANCEL),
+        ("ops shards read", OPS_SHARDS_READ),
+        ("ops shard restart", OPS_SHARD_RESTART),
+    ];
+
+    #[test]
+    fn deny_by_default() {
+        for role in Role::ALL {
+            assert!(!RoleSet::NONE.contains(role));
+            assert!(!RoleSet::of(&[]).contains(role));
+        }
+        let only_logistics = RoleSet::of(&[Logistics]);
+        for role in Role::ALL {
+            assert_eq!(only_logistics.contains(role), role == Logistics);
+        }
+    }
+
+    #[test]
+    fn admin_may_do_everything() {
+        for (name, set) in ALL_PERMISSIONS {
+            assert!(set.contains(Admin), "{name}");
+        }
+    }
+
+    /// The table of API.md, route by route, as (permission, roles allowed).
+    #[test]
+    fn role_table_matches_the_api() {
+        let expected: [(&str, &[Role]); 10] = [
+            (
+                "stock read",
+                &[Admin, Frontend, Logistics, Analyst, Operator],
+            ),
+            ("stock adjust", &[Admin, Logistics]),
+            ("customer create", &[Admin, Frontend]),
+            (
+                "customer read",
+                &[Admin, Frontend, Customer, Operator, Auditor],
+            ),
+            ("order place", &[Admin, Frontend, Customer]),
+            (
+                "order read",
+                &[Admin, Frontend, Customer, Logistics, Analyst, Operator],
+            ),
+            (
+                "order list",
+                &[Admin, Frontend, Customer, Logistics, Analyst, Operator],
+            ),
+            ("order cancel", &[Admin, Frontend, Customer]),
+            ("ops shards read", &[Admin, Operator]),
+            ("ops shard restart", &[Admin, Operator]),
+        ];
+        for ((name, set), (expected_name, allowed)) in ALL_PERMISSIONS.iter().zip(expected) {
+            assert_eq!(*name, expected_name);
+            for role in Role::ALL {
+                assert_eq!(
+                    set.contains(role),
+                    allowed.contains(&role),
+                    "{name}: {role}"
+                );
+            }
+        }
+        // Spot checks of what must never be allowed.
+        assert!(!STOCK_ADJUST.contains(Frontend));
+        assert!(!OPS_SHARD_RESTART.contains(Auditor));
+        assert!(!ORDER_READ.contains(Auditor));
+        assert!(!STOCK_READ.contains(Customer));
+    }
+
+    #[test]
+    fn roles_round_trip_as_text() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(
+                serde_json::to_string(&role).unwrap(),
+                format!("\"{}\"", role.as_str())
+            );
+        }
+        assert!("root".parse::<Role>().is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! `POST /v1/customers` and `GET /v1/customers/{id}`.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use orderd_engine::{CustomerId, Engine, NewCustomer};
+use orderd_proto::CreateCustomerRequest;
+
+use crate::auth::Caller;
+use crate::body::{decode_json, RawBody};
+use crate::error::ApiError;
+use crate::roles::{self, Role};
+use crate::{validate, wire};
+
+pub async fn create(
+    caller: Caller,
+    body: RawBody,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CUSTOMER_CREATE)?;
+    let request: CreateCustomerRequest = decode_json(&body.0)?;
+    validate::customer(&request)?;
+    let view = engine
+        .create_customer(NewCustomer {
+            name: request.name,
+            email: request.email,
+            phone: request.phone,
+            address: request.address,
+        })
+        .await?;
+    let location = format!("/v1/customers/{}", view.id);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .json(wire::customer(view)))
+}
+
+pub async fn get(
+    caller: Caller,
+    id: web::Path<String>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CUSTOMER_READ)?;
+    let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
+    caller.may_see_customer(id)?;
+    let view = engine.customer(id).await?;
+    let body = if caller.role == Role::Auditor {
+        wire::customer_masked(view)
+    } else {
+        wire::customer(view)
+    };
+    Ok(HttpResponse::Ok().json(body))
+}

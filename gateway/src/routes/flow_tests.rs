@@ -1,0 +1,695 @@
+//! HTTP-level tests of every route against a real engine on a temporary data directory: the
+//! happy paths, idempotency, validation `param`s, and the role table including customer scoping.
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{header, StatusCode};
+use actix_web::test::TestRequest;
+use actix_web::{test, web, App};
+use orderd_engine::{CustomerId, Durability, Engine, EngineConfig};
+use serde_json::{json, Value};
+
+use crate::auth::{hash_secret, new_secret, Auth, KeyRecord, KeyStore, RateLimiter};
+use crate::error::problem_fallback;
+use crate::roles::Role;
+
+const SHARDS: usize = 2;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    auth: web::Data<Auth>,
+    admin: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(EngineConfig {
+            data_dir: dir.path().join("db"),
+            shards: SHARDS,
+            durability: Durability::Async,
+            flush_interval_ms: 5,
+            mailbox_capacity: 10_000,
+            batch_events_max: 4096,
+            snapshot_interval_events: 500_000,
+            idempotency_retention_s: 86_400,
+            pending_retry_ms: 500,
+        })
+        .unwrap();
+        let keys = KeyStore::open(dir.path()).unwrap();
+        let path = keys.ensure_admin_key().unwrap().unwrap();
+        let admin = std::fs::read_to_string(path).unwrap().trim().to_string();
+        let auth = web::Data::from(Arc::new(Auth {
+            keys,
+            limiter: RateLimiter::new(0),
+        }));
+        Fixture {
+            _dir: dir,
+            engine,
+            auth,
+            admin,
+        }
+    }
+
+    /// Adds a key with `role` and returns its secret.
+    fn key(&self, role: Role, customer_id: Option<&str>) -> String {
+        let secret = new_secret();
+        self.auth
+            .keys
+            .insert(
+                hash_secret(&secret),
+                KeyRecord {
+                    id: format!("key_{}", role.as_str()),
+                    name: role.as_str().to_string(),
+                    role,
+                    customer_id: customer_id.map(|c| c.parse::<CustomerId>().unwrap()),
+                    created_at_us: 0,
+                },
+            )
+            .unwrap();
+        secret
+    }
+}
+
+macro_rules! app {
+    ($fixture:expr) => {
+        test::init_service(
+            App::new()
+                .app_data($fixture.auth.clone())
+                .app_data(web::Data::new($fixture.engine.clone()))
+                .wrap(problem_fallback())
+                .configure(|cfg| super::configure(cfg, 65_536)),
+        )
+        .await
+    };
+}
+
+/// Status, headers and JSON body (null when empty) of a response.
+async fn parse<B: MessageBody>(
+    response: ServiceResponse<B>,
+) -> (StatusCode, header::HeaderMap, Value) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = test::read_body(response).await;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, headers, body)
+}
+
+/// Sends a `TestRequest`; the future of the parsed response.
+macro_rules! call {
+    ($app:expr, $request:expr $(,)?) => {
+        parse(test::call_service(&$app, $request.to_request()).await)
+    };
+}
+
+fn get(uri: &str, secret: &str) -> TestRequest {
+    TestRequest::get()
+        .uri(uri)
+        .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
+}
+
+fn post(uri: &str, secret: &str, body: &str) -> TestRequest {
+    TestRequest::post()
+        .uri(uri)
+        .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body.to_string())
+}
+
+fn post_keyed(uri: &str, secret: &str, key: &str, body: &str) -> TestRequest {
+    TestRequest::post()
+        .uri(uri)
+        .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
+        .insert_header(("Idempotency-Key", key))
+        .set_payload(body.to_string())
+}
+
+fn assert_problem(result: &(StatusCode, header::HeaderMap, Value), status: u16, code: &str) {
+    assert_eq!(result.0.as_u16(), status, "{}", result.2);
+    assert_eq!(result.2["code"], code, "{}", result.2);
+}
+
+#[actix_web::test]
+async fn order_lifecycle_with_idempotency() {
+    let f = Fixture::new();
+    let app = app!(f);
+    let admin = f.admin.as_str();
+
+    let (status, _, ready) = call!(app, TestRequest::get().uri("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready, json!({"status": "ready"}));
+
+    for (sku, delta) in [("A-1", 10), ("B.2", 5)] {
+        let body = format!(r#"{{"delta": {delta}, "reason": "received"}}"#);
+        let (status, _, stock) = call!(
+            app,
+            post(&format!("/v1/stock/{sku}/adjustments"), admin, &body)
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{stock}");
+        assert_eq!(
+            stock,
+            json!({"sku": sku, "on_hand": delta, "reserved": 0, "available": delta})
+        );
+    }
+
+    let (status, headers, customer) = call!(
+        app,
+        post(
+            "/v1/customers",
+            admin,
+            r#"{"name": "Jane", "email": "jane@example.com", "phone": "+1 555"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{customer}");
+    let customer_id = customer["id"].as_str().unwrap().to_string();
+    assert!(customer_id.starts_with("cus_"));
+    assert_eq!(customer["address"], Value::Null);
+    assert_eq!(
+        headers.get(header::LOCATION).unwrap().to_str().unwrap(),
+        format!("/v1/customers/{customer_id}")
+    );
+    let (status, _, read) = call!(app, get(&format!("/v1/customers/{customer_id}"), admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read, customer);
+
+    let order_body = format!(
+        r#"{{"customer_id": "{customer_id}", "lines": [{{"sku": "A-1", "qty": 2, "unit_price": 150}}, {{"sku": "B.2", "qty": 1, "unit_price": 1000}}], "note": "gift"}}"#
+    );
+    let (status, headers, order) =
+        call!(app, post_keyed("/v1/orders", admin, "place-1", &order_body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        headers.get(header::LOCATION).unwrap().to_str().unwrap(),
+        format!("/v1/orders/{order_id}")
+    );
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(order["total"], 1300);
+    assert_eq!(order["note"], "gift");
+    assert_eq!(order["shipping_address"], Value::Null);
+    assert_eq!(
+        order["lines"][0],
+        json!({"sku": "A-1", "qty": 2, "unit_price": 150, "shipped_qty": 0})
+    );
+    assert!(order.get("history").is_none());
+
+    // The same key and body: the same order, nothing reserved twice.
+    let (status, _, again) =
+        call!(app, post_keyed("/v1/orders", admin, "place-1", &order_body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again["id"], order["id"]);
+    let (_, _, stock) = call!(app, get("/v1/stock/A-1", admin)).await;
+    assert_eq!(stock["reserved"], 2);
+    // The same key with another body is a conflict.
+    let other = order_body.replace("\"qty\": 2", "\"qty\": 3");
+    let result = call!(app, post_keyed("/v1/orders", admin, "place-1", &other)).await;
+    assert_problem(&result, 422, "idempotency_conflict");
+
+    let (status, _, read) = call!(app, get(&format!("/v1/orders/{order_id}"), admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read["shipments"], json!([]));
+    assert_eq!(read["history"][0]["status"], "confirmed");
+    assert!(read["history"][0]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("key_"));
+
+    let (status, _, page) = call!(
+        app,
+        get(
+            &format!("/v1/orders?customer_id={customer_id}&status=confirmed&limit=10"),
+            admin,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["id"], order["id"]);
+    assert_eq!(page["next"], Value::Null);
+
+    // Short stock: every short SKU is named and nothing is reserved.
+    let short = format!(
+        r#"{{"customer_id": "{customer_id}", "lines": [{{"sku": "A-1", "qty": 100, "unit_price": 1}}, {{"sku": "NEVER", "qty": 1, "unit_price": 1}}, {{"sku": "B.2", "qty": 1, "unit_price": 1}}]}}"#
+    );
+    let result = call!(app, post("/v1/orders", admin, &short)).await;
+    assert_problem(&result, 409, "insufficient_stock");
+    let mut skus: Vec<_> = result.2["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    skus.sort();
+    assert_eq!(skus, ["A-1", "NEVER"]);
+    let (_, _, stock) = call!(app, get("/v1/stock/B.2", admin)).await;
+    assert_eq!(stock["reserved"], 1);
+
+    // Cancel with no body, then again with a reason: 200 both times, stock released.
+    let (status, _, cancelled) = call!(
+        app,
+        post(&format!("/v1/orders/{order_id}/cancel"), admin, "")
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    let (status, _, _) = call!(
+        app,
+        post(
+            &format!("/v1/orders/{order_id}/cancel"),
+            admin,
+            r#"{"reason": "changed mind"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, stock) = call!(app, get("/v1/stock/A-1", admin)).await;
+    assert_eq!(
+        stock,
+        json!({"sku": "A-1", "on_hand": 10, "reserved": 0, "available": 10})
+    );
+
+    // Reducing stock below what is reserved is refused.
+    let (status, _, _) = call!(app, post_keyed("/v1/orders", admin, "place-2", &order_body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let result = call!(
+        app,
+        post(
+            "/v1/stock/A-1/adjustments",
+            admin,
+            r#"{"delta": -9, "reason": "loss"}"#
+        )
+    )
+    .await;
+    assert_problem(&result, 409, "insufficient_stock");
+
+    f.engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn invalid_requests_name_their_param() {
+    let f = Fixture::new();
+    let app = app!(f);
+    let admin = f.admin.as_str();
+    let cases: Vec<(TestRequest, u16, &str, Option<&str>)> = vec![
+        (
+            get("/v1/stock/bad%20sku", admin),
+            400,
+            "invalid_request",
+            Some("sku"),
+        ),
+        (get("/v1/stock/UNKNOWN", admin), 404, "not_found", None),
+        (
+            post(
+                "/v1/stock/A/adjustments",
+                admin,
+                r#"{"delta": 0, "reason": "x"}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("delta"),
+        ),
+        (
+            post("/v1/stock/A/adjustments", admin, r#"{"delta": 1}"#),
+            400,
+            "invalid_request",
+            Some("reason"),
+        ),
+        (
+            post(
+                "/v1/stock/A/adjustments",
+                admin,
+                &format!(r#"{{"delta": 1, "reason": "{}"}}"#, "r".repeat(501)),
+            ),
+            400,
+            "invalid_request",
+            Some("reason"),
+        ),
+        (
+            post("/v1/customers", admin, r#"{"name": "J", "email": "nope"}"#),
+            400,
+            "invalid_request",
+            Some("email"),
+        ),
+        (
+            post(
+                "/v1/customers",
+                admin,
+                r#"{"name": "J", "email": "j@x.io", "role": "admin"}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("role"),
+        ),
+        (
+            post("/v1/customers", admin, r#"{"name": "", "email": "j@x.io"}"#),
+            400,
+            "invalid_request",
+            Some("name"),
+        ),
+        (
+            post("/v1/customers", admin, "{not json"),
+            400,
+            "invalid_request",
+            Some("body"),
+        ),
+        (get("/v1/customers/cus_zz", admin), 404, "not_found", None),
+        (
+            get("/v1/customers/cus_00000000000000ff", admin),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_0000000000000001", "lines": []}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines"),
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_0000000000000001", "lines": [{"sku": "A", "qty": 0, "unit_price": 1}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines[0].qty"),
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_0000000000000001", "lines": [{"sku": "A", "qty": 1, "unit_price": -1}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines[0].unit_price"),
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_0000000000000001", "lines": [{"sku": "A", "qty": 1, "unit_price": 1}, {"sku": "A", "qty": 1, "unit_price": 1}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines[1].sku"),
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "nope", "lines": [{"sku": "A", "qty": 1, "unit_price": 1}]}"#,
+            ),
+            422,
+            "unknown_customer",
+            None,
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_00000000000000ff", "lines": [{"sku": "A", "qty": 1, "unit_price": 1}]}"#,
+            ),
+            422,
+            "unknown_customer",
+            None,
+        ),
+        (
+            post_keyed(
+                "/v1/orders",
+                admin,
+                "",
+                r#"{"customer_id": "cus_0000000000000001", "lines": [{"sku": "A", "qty": 1, "unit_price": 1}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("Idempotency-Key"),
+        ),
+        (
+            post_keyed("/v1/orders", admin, &"k".repeat(256), "{}"),
+            400,
+            "invalid_request",
+            Some("Idempotency-Key"),
+        ),
+        (get("/v1/orders/ord_x", admin), 404, "not_found", None),
+        (
+            get("/v1/orders/ord_00000000000000ff", admin),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            get("/v1/orders?limit=0", admin),
+            400,
+            "invalid_request",
+            Some("limit"),
+        ),
+        (
+            get("/v1/orders?limit=1001", admin),
+            400,
+            "invalid_request",
+            Some("limit"),
+        ),
+        (
+            get("/v1/orders?after=nope", admin),
+            400,
+            "invalid_request",
+            Some("after"),
+        ),
+        (
+            get("/v1/orders?status=pending", admin),
+            400,
+            "invalid_request",
+            Some("status"),
+        ),
+        (
+            post("/v1/orders/ord_00000000000000ff/cancel", admin, ""),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            post(
+                "/v1/orders/ord_00000000000000ff/cancel",
+                admin,
+                r#"{"because": 1}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("because"),
+        ),
+        (
+            post("/v1/ops/shards/99/restart", admin, ""),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            post("/v1/ops/shards/x/restart", admin, ""),
+            404,
+            "not_found",
+            None,
+        ),
+    ];
+    for (i, (request, status, code, param)) in cases.into_iter().enumerate() {
+        let uri = format!("case {i}");
+        let result = call!(app, request).await;
+        assert_eq!(result.0.as_u16(), status, "{uri}: {}", result.2);
+        assert_problem(&result, status, code);
+        match param {
+            Some(param) => assert_eq!(result.2["param"], param, "{uri}: {}", result.2),
+            None => assert!(result.2.get("param").is_none(), "{uri}"),
+        }
+    }
+    f.engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn roles_are_enforced_and_customer_keys_see_only_their_own() {
+    let f = Fixture::new();
+    let app = app!(f);
+    let admin = f.admin.as_str();
+    call!(
+        app,
+        post(
+            "/v1/stock/A/adjustments",
+            admin,
+            r#"{"delta": 5, "reason": "r"}"#
+        )
+    )
+    .await;
+    let mut customers = Vec::new();
+    for name in ["one", "two"] {
+        let body = format!(r#"{{"name": "{name}", "email": "{name}@example.com"}}"#);
+        let (_, _, c) = call!(app, post("/v1/customers", admin, &body)).await;
+        customers.push(c["id"].as_str().unwrap().to_string());
+    }
+    let place = |customer: &str| {
+        format!(
+            r#"{{"customer_id": "{customer}", "lines": [{{"sku": "A", "qty": 1, "unit_price": 1}}]}}"#
+        )
+    };
+    let (_, _, other_order) = call!(app, post("/v1/orders", admin, &place(&customers[1]))).await;
+    let other_order = other_order["id"].as_str().unwrap().to_string();
+
+    let frontend = f.key(Role::Frontend, None);
+    let logistics = f.key(Role::Logistics, None);
+    let analyst = f.key(Role::Analyst, None);
+    let operator = f.key(Role::Operator, None);
+    let auditor = f.key(Role::Auditor, None);
+    let customer = f.key(Role::Customer, Some(&customers[0]));
+
+    let adjust = r#"{"delta": 1, "reason": "r"}"#;
+    assert_problem(
+        &call!(app, post("/v1/stock/A/adjustments", &frontend, adjust)).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        call!(app, post("/v1/stock/A/adjustments", &logistics, adjust))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call!(app, get("/v1/stock/A", &analyst)).await.0,
+        StatusCode::OK
+    );
+    assert_problem(
+        &call!(app, get("/v1/stock/A", &auditor)).await,
+        403,
+        "forbidden",
+    );
+    assert_problem(
+        &call!(app, get("/v1/ops/shards", &analyst)).await,
+        403,
+        "forbidden",
+    );
+    let (status, _, shards) = call!(app, get("/v1/ops/shards", &operator)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shards.as_array().unwrap().len(), SHARDS);
+    assert_eq!(shards[0]["state"], "running");
+    assert_problem(
+        &call!(app, post("/v1/orders", &analyst, &place(&customers[0]))).await,
+        403,
+        "forbidden",
+    );
+
+    // The auditor reads customers with personal data masked.
+    let (status, _, masked) = call!(
+        app,
+        get(&format!("/v1/customers/{}", customers[0]), &auditor)
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(masked["email"], "o***@example.com");
+
+    // A customer key: its own record and orders only; everything else is 404.
+    assert_eq!(
+        call!(
+            app,
+            get(&format!("/v1/customers/{}", customers[0]), &customer)
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_problem(
+        &call!(
+            app,
+            get(&format!("/v1/customers/{}", customers[1]), &customer)
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_problem(
+        &call!(app, get(&format!("/v1/orders/{other_order}"), &customer)).await,
+        404,
+        "not_found",
+    );
+    assert_problem(
+        &call!(
+            app,
+            post(&format!("/v1/orders/{other_order}/cancel"), &customer, "")
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_problem(
+        &call!(app, post("/v1/orders", &customer, &place(&customers[1]))).await,
+        404,
+        "not_found",
+    );
+    assert_problem(
+        &call!(app, get("/v1/stock/A", &customer)).await,
+        404,
+        "not_found",
+    );
+    assert_problem(
+        &call!(
+            app,
+            get(
+                &format!("/v1/orders?customer_id={}", customers[1]),
+                &customer
+            )
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    let (status, _, own) = call!(app, post("/v1/orders", &customer, &place(&customers[0]))).await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    let (status, _, page) = call!(app, get("/v1/orders", &customer)).await;
+    assert_eq!(status, StatusCode::OK);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], own["id"]);
+    let (status, _, _) = call!(
+        app,
+        post(
+            &format!("/v1/orders/{}/cancel", own["id"].as_str().unwrap()),
+            &customer,
+            ""
+        )
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Operators restart shards in the background; the shard runs again shortly after.
+    assert_problem(
+        &call!(app, post("/v1/ops/shards/1/restart", &analyst, "")).await,
+        403,
+        "forbidden",
+    );
+    let (status, _, restart) = call!(app, post("/v1/ops/shards/1/restart", &operator, "")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(restart, json!({"id": 1, "state": "restarting"}));
+    let mut restarted = false;
+    for _ in 0..100 {
+        let (_, _, shards) = call!(app, get("/v1/ops/shards", &operator)).await;
+        if shards[1]["state"] == "running" && shards[1]["restarts"] == 1 {
+            restarted = true;
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(restarted, "shard 1 did not come back within 5 s");
+
+    f.engine.shutdown().await;
+}

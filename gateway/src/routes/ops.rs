@@ -1,0 +1,44 @@
+//! `GET /v1/ops/shards` and `POST /v1/ops/shards/{id}/restart`.
+
+use actix_web::{web, HttpResponse};
+use orderd_engine::Engine;
+use orderd_proto::ShardRestartResponse;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::{roles, wire};
+
+pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_SHARDS_READ)?;
+    let shards: Vec<_> = engine.shards().await.into_iter().map(wire::shard).collect();
+    Ok(HttpResponse::Ok().json(shards))
+}
+
+/// 202: the shard is rebuilt from storage in the background; `GET /v1/ops/shards` shows when
+/// it runs again.
+pub async fn restart_shard(
+    caller: Caller,
+    id: web::Path<String>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_SHARD_RESTART)?;
+    let id: u16 = id.parse().map_err(|_| ApiError::not_found())?;
+    if usize::from(id) >= engine.shard_count() {
+        return Err(ApiError::NotFound(format!("no shard {id}")));
+    }
+    let engine = engine.into_inner();
+    let actor = caller.key_id;
+    tracing::info!(message = "Shard restart requested.", shard = id, %actor);
+    actix_web::rt::spawn(async move {
+        match engine.restart_shard(id).await {
+            Ok(()) => tracing::info!(message = "Shard restarted on request.", shard = id),
+            Err(error) => {
+                tracing::warn!(message = "Requested shard restart failed.", shard = id, %error)
+            }
+        }
+    });
+    Ok(HttpResponse::Accepted().json(ShardRestartResponse {
+        id,
+        state: "restarting".to_string(),
+    }))
+}

@@ -1,0 +1,119 @@
+//! Process start-up and shutdown: logging, the engine, the key table, the HTTP server.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use orderd_engine::Engine;
+use tracing_subscriber::EnvFilter;
+
+use crate::auth::{Auth, KeyStore, RateLimiter};
+use crate::config::{Config, LogFormat};
+use crate::error;
+use crate::routes;
+
+/// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
+const SHUTDOWN_TIMEOUT_S: u64 = 10;
+
+/// Sets up logging: `log.level` (or `RUST_LOG` when set) and `log.format`. A second call (as in
+/// tests) leaves the first subscriber in place.
+pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => {
+            EnvFilter::try_new(&directives).context("invalid RUST_LOG")?
+        }
+        _ => EnvFilter::try_new(&config.log.level).context("invalid log.level")?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    let _ = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    Ok(())
+}
+
+/// Runs orderd until SIGTERM or SIGINT, then drains requests and shuts the engine down.
+/// Must be called inside an actix system (`#[actix_web::main]`).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    init_tracing(&config)?;
+    let data_dir = config.storage.data_dir.clone();
+    tracing::info!(
+        message = "Starting orderd.",
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        shards = config.shard_count(),
+        durability = ?config.storage.durability,
+    );
+    if config.http.rate_limit_per_key_per_s > 0 {
+        tracing::info!(
+            message = "Per-key rate limit is on.",
+            rate_limit_per_key_per_s = config.http.rate_limit_per_key_per_s
+        );
+    }
+
+    let opened_at = Instant::now();
+    let engine = Engine::open(config.engine_config())
+        .with_context(|| format!("cannot open the engine in {}", data_dir.display()))?;
+    tracing::info!(
+        message = "Engine open.",
+        shards = engine.shard_count(),
+        elapsed_ms = opened_at.elapsed().as_millis() as u64
+    );
+
+    let served = serve(&config, engine.clone()).await;
+    tracing::info!(message = "HTTP server stopped; shutting the engine down.");
+    engine.shutdown().await;
+    tracing::info!(message = "orderd stopped.");
+    served
+}
+
+/// Loads the keys, binds and runs the HTTP server until it stops.
+async fn serve(config: &Config, engine: Engine) -> anyhow::Result<()> {
+    let keys = KeyStore::open(&config.storage.data_dir).context("cannot load the API keys")?;
+    match keys
+        .ensure_admin_key()
+        .context("cannot create the first admin key")?
+    {
+        Some(path) => tracing::info!(
+            message = "Created the first admin API key; its secret is in this file.",
+            path = %path.display()
+        ),
+        None if keys.is_empty() => tracing::warn!(
+            message = "No API key exists but the admin key file does; remove it and restart to create a new admin key.",
+            path = %keys.admin_key_path().display()
+        ),
+        None => {}
+    }
+    let auth = web::Data::from(Arc::new(Auth {
+        keys,
+        limiter: RateLimiter::new(config.http.rate_limit_per_key_per_s),
+    }));
+    let engine = web::Data::new(engine);
+    let body_limit_bytes = config.http.body_limit_bytes;
+
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(auth.clone())
+            .app_data(engine.clone())
+            .wrap(error::problem_fallback())
+            .configure(|cfg| routes::configure(cfg, body_limit_bytes))
+    })
+    .workers(config.http_workers())
+    .max_connections(config.http.max_connections)
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+    .bind(&config.http.listen)
+    .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+
+    for addr in server.addrs() {
+        tracing::info!(message = "listening", %addr, protocol = "http");
+    }
+    tracing::info!(
+        message = "The binary TCP protocol is not served in this version.",
+        tcp_listen = %config.tcp.listen
+    );
+    server.run().await.context("HTTP server failed")
+}

@@ -1,0 +1,178 @@
+//! Mapping of engine views onto the JSON wire types of `orderd-proto`, including time
+//! formatting (RFC 3339 UTC, microseconds) and the masking of personal data for auditors.
+
+use chrono::{DateTime, SecondsFormat};
+use orderd_engine::{CustomerView, OrderView, ShardStatus, StockView};
+use orderd_proto::{
+    CustomerResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse, ShardResponse,
+    StockResponse,
+};
+
+/// RFC 3339 UTC with microseconds, e.g. `2025-01-02T03:04:05.123456Z`.
+pub fn time(us: i64) -> String {
+    DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub fn stock(view: StockView) -> StockResponse {
+    StockResponse {
+        sku: view.sku,
+        on_hand: view.on_hand,
+        reserved: view.reserved,
+        available: view.available,
+    }
+}
+
+pub fn customer(view: CustomerView) -> CustomerResponse {
+    CustomerResponse {
+        id: view.id.to_string(),
+        name: view.name,
+        email: view.email,
+        phone: view.phone,
+        address: view.address,
+        created_at: time(view.created_at_us),
+    }
+}
+
+/// A customer with its personal data masked, as an auditor sees it: `j***@example.com`.
+pub fn customer_masked(view: CustomerView) -> CustomerResponse {
+    let mut out = customer(view);
+    out.name = mask_text(&out.name);
+    out.email = mask_email(&out.email);
+    out.phone = out.phone.as_deref().map(mask_text);
+    out.address = out.address.as_deref().map(mask_text);
+    out
+}
+
+/// `jane@example.com` → `j***@example.com`.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", mask_text(local)),
+        None => mask_text(email),
+    }
+}
+
+/// The first character and `***`.
+pub fn mask_text(text: &str) -> String {
+    match text.chars().next() {
+        Some(first) => format!("{first}***"),
+        None => String::new(),
+    }
+}
+
+/// An order. `detailed` adds `shipments` and `history` (reads, lists, cancel); a placement
+/// answers without them.
+pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
+    let (shipments, history) = if detailed {
+        let history = view
+            .history
+            .into_iter()
+            .map(|h| OrderHistoryResponse {
+                at: time(h.at_us),
+                status: h.status.as_str().to_string(),
+                actor: h.actor,
+            })
+            .collect();
+        (Some(view.shipments), Some(history))
+    } else {
+        (None, None)
+    };
+    OrderResponse {
+        id: view.id.to_string(),
+        customer_id: view.customer_id.to_string(),
+        status: view.status.as_str().to_string(),
+        lines: view
+            .lines
+            .into_iter()
+            .map(|l| OrderLineResponse {
+                sku: l.sku,
+                qty: l.qty,
+                unit_price: l.unit_price,
+                shipped_qty: l.shipped_qty,
+            })
+            .collect(),
+        total: view.total,
+        shipping_address: view.shipping_address,
+        note: view.note,
+        created_at: time(view.created_at_us),
+        updated_at: time(view.updated_at_us),
+        shipments,
+        history,
+    }
+}
+
+pub fn shard(status: ShardStatus) -> ShardResponse {
+    ShardResponse {
+        id: status.id,
+        state: status.state.as_str().to_string(),
+        restarts: status.restarts,
+        mailbox_depth: status.mailbox_depth,
+        last_seq: status.last_seq,
+        orders: status.orders,
+        skus: status.skus,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderd_engine::{CustomerId, HistoryView, LineView, OrderId, OrderStatus};
+
+    #[test]
+    fn times_are_rfc3339_utc_with_microseconds() {
+        assert_eq!(time(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(time(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+    }
+
+    #[test]
+    fn personal_data_is_masked_for_auditors() {
+        assert_eq!(mask_email("jane@example.com"), "j***@example.com");
+        let masked = customer_masked(CustomerView {
+            id: CustomerId(1),
+            name: "Jane Doe".into(),
+            email: "jane@example.com".into(),
+            phone: Some("+41 79 000 00 00".into()),
+            address: None,
+            created_at_us: 0,
+        });
+        assert_eq!(masked.name, "J***");
+        assert_eq!(masked.email, "j***@example.com");
+        assert_eq!(masked.phone.as_deref(), Some("+***"));
+        assert_eq!(masked.address, None);
+    }
+
+    #[test]
+    fn orders_render_with_or_without_details() {
+        let view = OrderView {
+            id: OrderId::new(1, 2),
+            customer_id: CustomerId::new(0, 5),
+            status: OrderStatus::Confirmed,
+            lines: vec![LineView {
+                sku: "A".into(),
+                qty: 2,
+                unit_price: 150,
+                shipped_qty: 0,
+            }],
+            total: 300,
+            shipping_address: None,
+            note: Some("gift".into()),
+            created_at_us: 0,
+            updated_at_us: 1,
+            history: vec![HistoryView {
+                at_us: 0,
+                status: OrderStatus::Confirmed,
+                actor: "key_1".into(),
+            }],
+            shipments: vec![],
+        };
+        let brief = serde_json::to_value(order(view.clone(), false)).unwrap();
+        assert_eq!(brief["id"], "ord_0001000000000002");
+        assert_eq!(brief["status"], "confirmed");
+        assert_eq!(brief["lines"][0]["shipped_qty"], 0);
+        assert!(brief.get("history").is_none());
+        let full = serde_json::to_value(order(view, true)).unwrap();
+        assert_eq!(full["history"][0]["actor"], "key_1");
+        assert_eq!(full["shipments"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: each test starts the real `orderd` binary on a temporary data directory
+//! and drives it over HTTP exactly as written in the API contract (`API.md`).
+
+mod api_basics;
+mod concurrency;
+mod crash;
+mod shard_restart;
+mod support;
