@@ -5,8 +5,8 @@
 //! [`Shard::after_durable`], so no client sees state that a crash could take back.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -102,9 +102,11 @@ pub enum ClientCmd {
         place: PlaceOrder,
         reply: Reply<OrderView>,
     },
-    /// Many placements in one message (bulk front ends, benchmarks), each with its reply.
+    /// Many placements in one message (bulk import, benchmarks); one reply with each
+    /// order's id or error, in request order.
     PlaceBatch {
-        places: Vec<(PlaceOrder, Reply<OrderView>)>,
+        places: Vec<PlaceOrder>,
+        reply: Reply<BatchResults>,
     },
     GetOrder {
         id: OrderId,
@@ -129,16 +131,15 @@ pub enum ClientCmd {
 /// Everything a shard's mailbox carries.
 pub enum ShardMsg {
     Client(ClientCmd),
-    /// From an order shard: hold these units for `order` (idempotent).
+    /// From an order shard: for each order, hold these units (idempotent per order). One
+    /// message carries every request a batch of the sender produced for this shard.
     Reserve {
-        order: OrderId,
-        lines: Vec<(String, u32)>,
+        items: Vec<ReserveItem>,
     },
-    /// To the order shard: `short` is `None` when the part is held.
-    ReserveResult {
-        order: OrderId,
+    /// To the order shard: per order, `None` when the part is held, else the short SKUs.
+    ReserveResults {
         shard: u16,
-        short: Option<Vec<String>>,
+        items: Vec<ReserveAnswer>,
     },
     /// Give back whatever is held for `order` (idempotent).
     Release {
@@ -162,14 +163,53 @@ pub enum ShardMsg {
     },
 }
 
+/// One order's part on one stock shard.
+pub type ReserveItem = (OrderId, Vec<(String, u32)>);
+/// One stock shard's answer for one order: `None` when held, else the short SKUs.
+pub type ReserveAnswer = (OrderId, Option<Vec<String>>);
+/// The outcomes of a `PlaceBatch`, in request order.
+pub type BatchResults = Vec<Result<OrderId, CommandError>>;
+
 impl Message for ShardMsg {
     type Result = ();
+}
+
+/// Collects the outcomes of one `PlaceBatch`; replies when the last one is durable.
+struct BatchCollector {
+    results: Mutex<Vec<Option<Result<OrderId, CommandError>>>>,
+    remaining: AtomicUsize,
+    reply: Mutex<Option<Reply<BatchResults>>>,
+}
+
+impl BatchCollector {
+    fn finish(&self, count: usize, ok: bool) {
+        if self.remaining.fetch_sub(count, Ordering::AcqRel) != count {
+            return;
+        }
+        let results: Vec<Result<OrderId, CommandError>> =
+            std::mem::take(&mut *self.results.lock().expect("collector poisoned"))
+                .into_iter()
+                .map(|r| match (ok, r) {
+                    (true, Some(result)) => result,
+                    _ => unavailable(),
+                })
+                .collect();
+        if let Some(reply) = self.reply.lock().expect("collector poisoned").take() {
+            let _ = reply.send(Ok(results));
+        }
+    }
+}
+
+/// Who waits for a placement's outcome.
+enum Waiter {
+    One(Reply<OrderView>),
+    Batch(Arc<BatchCollector>, usize),
 }
 
 struct PendingPlacement {
     parts: Vec<(u16, Vec<(String, u32)>)>,
     answers: HashMap<u16, Option<Vec<String>>>,
-    waiters: Vec<Reply<OrderView>>,
+    waiters: Vec<Waiter>,
     idem_key: Option<String>,
     last_sent: Instant,
 }
@@ -190,6 +230,10 @@ pub struct Shard {
     submitted_seq: u64,
     log_digest: u64,
     pending: HashMap<OrderId, PendingPlacement>,
+    /// `Reserve` requests to send, per stock shard, once the current batch is durable.
+    reserve_outbox: HashMap<u16, Vec<ReserveItem>>,
+    /// Answers to send, per order shard, once the current batch is durable.
+    result_outbox: HashMap<u16, Vec<ReserveAnswer>>,
     events_since_snapshot: u64,
     last_snapshot_seq: u64,
     last_sweep: Instant,
@@ -242,6 +286,8 @@ impl Shard {
             submitted_seq: seq,
             log_digest,
             pending: HashMap::new(),
+            reserve_outbox: HashMap::new(),
+            result_outbox: HashMap::new(),
             events_since_snapshot: seq - last_snapshot_seq,
             last_snapshot_seq,
             last_sweep: Instant::now(),
@@ -290,6 +336,23 @@ impl Shard {
     /// Hands the current batch to the log writer.
     fn flush(&mut self) {
         self.flush_scheduled = false;
+        if !self.reserve_outbox.is_empty() || !self.result_outbox.is_empty() {
+            let reserves = std::mem::take(&mut self.reserve_outbox);
+            let results = std::mem::take(&mut self.result_outbox);
+            let router = self.router.clone();
+            let shard = self.id;
+            self.batch_continuations.push(Box::new(move |ok| {
+                if !ok {
+                    return;
+                }
+                for (to, items) in reserves {
+                    router.send(to, ShardMsg::Reserve { items });
+                }
+                for (to, items) in results {
+                    router.send(to, ShardMsg::ReserveResults { shard, items });
+                }
+            }));
+        }
         if self.batch_events == 0 && self.batch_continuations.is_empty() {
             return;
         }
@@ -324,7 +387,10 @@ impl Shard {
         if self.batch_events >= self.settings.batch_events_max {
             self.flush();
         } else if !self.flush_scheduled
-            && (self.batch_events > 0 || !self.batch_continuations.is_empty())
+            && (self.batch_events > 0
+                || !self.batch_continuations.is_empty()
+                || !self.reserve_outbox.is_empty()
+                || !self.result_outbox.is_empty())
         {
             self.flush_scheduled = true;
             ctx.notify(ShardMsg::Flush);
@@ -364,18 +430,35 @@ impl Shard {
                 self.after_durable(answer(reply, view));
             }
             ClientCmd::Place { place, reply } => {
-                if let Some(result) = self.place(place, Some(reply)) {
-                    // `place` returned the reply channel with a ready result.
-                    let (reply, result) = result;
-                    self.after_durable(answer(reply, result));
+                if let Some(result) = self.place(place, Waiter::One(reply)) {
+                    self.respond(result);
                 }
             }
-            ClientCmd::PlaceBatch { places } => {
-                for (place, reply) in places {
-                    if let Some((reply, result)) = self.place(place, Some(reply)) {
-                        self.after_durable(answer(reply, result));
+            ClientCmd::PlaceBatch { places, reply } => {
+                let count = places.len();
+                let collector = Arc::new(BatchCollector {
+                    results: Mutex::new(vec![None; count]),
+                    remaining: AtomicUsize::new(count + 1),
+                    reply: Mutex::new(Some(reply)),
+                });
+                let mut ready = 1;
+                {
+                    let mut outcomes = Vec::with_capacity(count);
+                    for (index, place) in places.into_iter().enumerate() {
+                        if let Some((_, result)) =
+                            self.place(place, Waiter::Batch(collector.clone(), index))
+                        {
+                            outcomes.push((index, result));
+                        }
+                    }
+                    ready += outcomes.len();
+                    let mut results = collector.results.lock().expect("collector poisoned");
+                    for (index, result) in outcomes {
+                        results[index] = Some(result);
                     }
                 }
+                // One durability gate for every outcome known now.
+                self.after_durable(Box::new(move |ok| collector.finish(ready, ok)));
             }
             ClientCmd::GetOrder { id, reply } => {
                 let view = self.data.order_view(id).ok_or(CommandError::NotFound);
@@ -470,15 +553,13 @@ impl Shard {
         Ok(())
     }
 
-    /// Places an order. Returns the reply with its result when the answer is known now; keeps
-    /// the reply (returns `None`) when a cross-shard placement must finish first.
-    #[allow(clippy::type_complexity)]
+    /// Places an order. Returns the waiter with the outcome when it is known now; keeps the
+    /// waiter (returns `None`) when a cross-shard placement must finish first.
     fn place(
         &mut self,
         place: PlaceOrder,
-        reply: Option<Reply<OrderView>>,
-    ) -> Option<(Reply<OrderView>, Result<OrderView, CommandError>)> {
-        let reply = reply.expect("place needs a reply");
+        reply: Waiter,
+    ) -> Option<(Waiter, Result<OrderId, CommandError>)> {
         if let Some(idem) = &place.idempotency {
             if let Some(entry) = self.data.idempotency.get(idem.key.as_str()) {
                 if entry.hash != idem.request_hash {
@@ -491,10 +572,7 @@ impl Shard {
                             pending.waiters.push(reply);
                             None
                         } else {
-                            let view = self.data.placed_view(id).ok_or_else(|| {
-                                CommandError::Unavailable("placement still in progress".into())
-                            });
-                            Some((reply, view))
+                            Some((reply, Ok(id)))
                         }
                     }
                     IdemOutcome::Rejected(skus) => {
@@ -551,8 +629,26 @@ impl Shard {
         (record, idem)
     }
 
+    /// Sends a placement's outcome once durable: the order as placed, or the error.
+    fn respond(&mut self, (waiter, result): (Waiter, Result<OrderId, CommandError>)) {
+        match waiter {
+            Waiter::One(reply) => {
+                let view = result.and_then(|id| {
+                    self.data.placed_view(id).ok_or_else(|| {
+                        CommandError::Unavailable("placement still in progress".into())
+                    })
+                });
+                self.after_durable(answer(reply, view));
+            }
+            Waiter::Batch(collector, index) => {
+                collector.results.lock().expect("collector poisoned")[index] = Some(result);
+                self.after_durable(Box::new(move |ok| collector.finish(1, ok)));
+            }
+        }
+    }
+
     /// The one-shard fast path: every line's stock lives here.
-    fn place_local(&mut self, place: PlaceOrder) -> Result<OrderView, CommandError> {
+    fn place_local(&mut self, place: PlaceOrder) -> Result<OrderId, CommandError> {
         let short: Vec<String> = place
             .lines
             .iter()
@@ -575,12 +671,11 @@ impl Shard {
             order: record,
             idem,
         });
-        let order = self.data.orders.get(&id).expect("just placed");
-        Ok(order_view(order))
+        Ok(id)
     }
 
     /// The cross-shard path: durable intent first, then `Reserve` to every part's shard.
-    fn place_cross(&mut self, place: PlaceOrder, reply: Reply<OrderView>) {
+    fn place_cross(&mut self, place: PlaceOrder, reply: Waiter) {
         let count = self.data.shard_count;
         let mut parts: Vec<(u16, Vec<(String, u32)>)> = Vec::new();
         for line in &place.lines {
@@ -607,14 +702,13 @@ impl Shard {
                 last_sent: Instant::now(),
             },
         );
-        let router = self.router.clone();
-        self.batch_continuations.push(Box::new(move |ok| {
-            if ok {
-                for (shard, lines) in parts {
-                    router.send(shard, ShardMsg::Reserve { order, lines });
-                }
-            }
-        }));
+        // Sent after this batch (holding `OrderPending`) is durable: see `flush`.
+        for (shard, lines) in parts {
+            self.reserve_outbox
+                .entry(shard)
+                .or_default()
+                .push((order, lines));
+        }
     }
 
     fn reserve(&mut self, order: OrderId, lines: Vec<(String, u32)>) {
@@ -636,20 +730,11 @@ impl Shard {
                 Some(short)
             }
         };
-        let router = self.router.clone();
-        let shard = self.id;
-        self.after_durable(Box::new(move |ok| {
-            if ok {
-                router.send(
-                    order.shard(),
-                    ShardMsg::ReserveResult {
-                        order,
-                        shard,
-                        short,
-                    },
-                );
-            }
-        }));
+        // Answered after this batch (holding `Reserved`) is durable: see `flush`.
+        self.result_outbox
+            .entry(order.shard())
+            .or_default()
+            .push((order, short));
     }
 
     fn reserve_result(&mut self, order: OrderId, shard: u16, short: Option<Vec<String>>) {
@@ -670,9 +755,8 @@ impl Shard {
                 order: order.0,
                 at_us: now,
             });
-            let view = self.data.order_view(order).expect("confirmed order");
             for waiter in pending.waiters {
-                self.after_durable(answer(waiter, Ok(view.clone())));
+                self.respond((waiter, Ok(order)));
             }
         } else {
             self.emit(Event::OrderAborted {
@@ -691,7 +775,7 @@ impl Shard {
                 }
             }));
             for waiter in pending.waiters {
-                self.after_durable(answer(
+                self.respond((
                     waiter,
                     Err(CommandError::InsufficientStock {
                         skus: short.clone(),
@@ -805,8 +889,7 @@ impl Shard {
                 self.router.send(
                     *shard,
                     ShardMsg::Reserve {
-                        order,
-                        lines: lines.clone(),
+                        items: vec![(order, lines.clone())],
                     },
                 );
             }
@@ -865,8 +948,7 @@ impl Shard {
                     self.router.send(
                         *shard,
                         ShardMsg::Reserve {
-                            order: *order,
-                            lines: lines.clone(),
+                            items: vec![(*order, lines.clone())],
                         },
                     );
                 }
@@ -956,12 +1038,16 @@ impl Handler<ShardMsg> for Shard {
                 self.gauges.handled.fetch_add(1, Ordering::Relaxed);
                 self.client(cmd);
             }
-            ShardMsg::Reserve { order, lines } => self.reserve(order, lines),
-            ShardMsg::ReserveResult {
-                order,
-                shard,
-                short,
-            } => self.reserve_result(order, shard, short),
+            ShardMsg::Reserve { items } => {
+                for (order, lines) in items {
+                    self.reserve(order, lines);
+                }
+            }
+            ShardMsg::ReserveResults { shard, items } => {
+                for (order, short) in items {
+                    self.reserve_result(order, shard, short);
+                }
+            }
             ShardMsg::Release { order } => self.release(order),
             ShardMsg::HoldCheck { from, orders } => self.hold_check(from, orders),
             ShardMsg::HoldCheckResult { release } => {
