@@ -39,8 +39,10 @@ test-only: deps
 	fi
 
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.
+## Built in the same (release) profile as the tests, so RocksDB is not built a second time.
+BENCH_ORDERS ?= 1000000
 bench: deps
-	cargo bench -p orderd-benches --bench engine
+	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
 
 fmt:
 	cargo fmt --all

@@ -2,7 +2,7 @@
 //! a raw-RocksDB baseline (sync=true puts of the same bytes in the same write sizes) measured in
 //! the same run, plus recovery time and resident memory per live order.
 //!
-//! Run: `make bench` (or `cargo bench -p orderd-benches --bench engine -- [--orders N]`).
+//! Run: `make bench` (or `cargo test --release --workspace --bench engine -- [--orders N]`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -217,8 +217,8 @@ fn main() {
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("# orderd engine benchmark: durability=sync, shards={shards}, {BATCH_ORDERS} orders per message, {IN_FLIGHT_BATCHES} messages in flight");
     println!(
-        "# command: cargo bench -p orderd-benches --bench engine -- --orders {}",
-        args.flash_orders
+        "# command: make bench BENCH_ORDERS={}  (cargo test --release --workspace --bench engine -- --orders {})",
+        args.flash_orders, args.flash_orders
     );
     let system = actix_rt::System::new();
     system.block_on(async move {
