@@ -4,7 +4,7 @@
 //! Invariant: a shard's state is touched only by its own thread. Every reply leaves through
 //! [`Shard::after_durable`], so no client sees state that a crash could take back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -533,13 +533,13 @@ impl Shard {
         if place.lines.is_empty() || place.lines.len() > ORDER_LINES_MAX {
             return Err(invalid("lines", "an order has 1 to 100 lines"));
         }
-        let mut seen = BTreeSet::new();
         let mut total: u64 = 0;
         for (i, line) in place.lines.iter().enumerate() {
             if !crate::domain::sku_is_valid(&line.sku) {
                 return Err(invalid(&format!("lines[{i}].sku"), "not a valid SKU"));
             }
-            if !seen.insert(line.sku.as_str()) {
+            // At most 100 lines: a quadratic scan allocates nothing and beats a set here.
+            if place.lines[..i].iter().any(|other| other.sku == line.sku) {
                 return Err(invalid(&format!("lines[{i}].sku"), "each SKU appears once"));
             }
             if line.qty == 0 {
