@@ -17,6 +17,8 @@ const BATCH_ORDERS: usize = 1000;
 const IN_FLIGHT_BATCHES: usize = 8;
 
 struct Args {
+    /// Keep the flash-sale data directory here (for `ops/measure-restart.sh`).
+    keep_dir: Option<std::path::PathBuf>,
     flash_orders: u64,
     catalog_orders: u64,
     skus: usize,
@@ -24,6 +26,7 @@ struct Args {
 
 fn args() -> Args {
     let mut args = Args {
+        keep_dir: None,
         flash_orders: 2_000_000,
         catalog_orders: 600_000,
         skus: 100_000,
@@ -35,6 +38,10 @@ fn args() -> Args {
             "--orders" => {
                 args.flash_orders = raw[i + 1].parse().expect("--orders N");
                 args.catalog_orders = args.flash_orders / 3;
+                i += 1;
+            }
+            "--keep-dir" => {
+                args.keep_dir = Some(raw[i + 1].clone().into());
                 i += 1;
             }
             "--skus" => {
@@ -223,8 +230,9 @@ fn main() {
     let system = actix_rt::System::new();
     system.block_on(async move {
         // Flash sale: one hot SKU, one-line orders.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(config(dir.path(), shards)).expect("open");
+        let temp = tempfile::tempdir().expect("tempdir");
+        let flash_dir = args.keep_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+        let engine = Engine::open(config(&flash_dir, shards)).expect("open");
         let customers = make_customers(&engine).await;
         let hot = "HOT-1";
         engine
@@ -286,7 +294,7 @@ fn main() {
         engine.shutdown().await;
         drop(engine);
         let started = Instant::now();
-        let engine = Engine::open(config(dir.path(), shards)).expect("reopen");
+        let engine = Engine::open(config(&flash_dir, shards)).expect("reopen");
         println!(
             "| recovery | open to ready in {:.2} s with {} orders in state (snapshot + log replay) |",
             started.elapsed().as_secs_f64(),
