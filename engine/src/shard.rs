@@ -851,7 +851,7 @@ impl Shard {
             .filter(|o| filter.customer_id.is_none_or(|c| c == o.customer))
             .filter(|o| filter.status.is_none_or(|s| s == o.status))
             .take(filter.limit)
-            .map(order_view)
+            .map(|o| order_view(o))
             .collect()
     }
 

@@ -53,11 +53,57 @@ pub struct Order {
     /// part's shard) rather than directly by this shard.
     pub cross: bool,
     pub lines: Box<[Line]>,
-    pub shipping_address: Option<Box<str>>,
-    pub note: Option<Box<str>>,
+    /// Shipping address and note, boxed together: most orders carry neither.
+    pub extras: Option<Box<OrderExtras>>,
     pub created_us: i64,
     pub updated_us: i64,
-    pub history: Vec<History>,
+    /// Who placed the order and when it was confirmed: the first history entry, implied, so
+    /// that an order with no later step allocates no history.
+    pub placed_by: Arc<str>,
+    pub confirmed_us: i64,
+    /// History after the first entry (cancellation; shipping states later).
+    pub later: Vec<History>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderExtras {
+    pub shipping_address: Option<Box<str>>,
+    pub note: Option<Box<str>>,
+}
+
+impl OrderExtras {
+    fn new(shipping_address: Option<&str>, note: Option<&str>) -> Option<Box<OrderExtras>> {
+        if shipping_address.is_none() && note.is_none() {
+            return None;
+        }
+        Some(Box::new(OrderExtras {
+            shipping_address: shipping_address.map(Box::from),
+            note: note.map(Box::from),
+        }))
+    }
+}
+
+impl Order {
+    pub fn shipping_address(&self) -> Option<&str> {
+        self.extras
+            .as_ref()
+            .and_then(|e| e.shipping_address.as_deref())
+    }
+
+    pub fn note(&self) -> Option<&str> {
+        self.extras.as_ref().and_then(|e| e.note.as_deref())
+    }
+
+    /// Every history entry, the implied first one included: (at, status, actor).
+    pub fn history(&self) -> impl Iterator<Item = (i64, OrderStatus, &Arc<str>)> {
+        let first = if self.status == OrderStatus::Pending {
+            OrderStatus::Pending
+        } else {
+            OrderStatus::Confirmed
+        };
+        std::iter::once((self.confirmed_us, first, &self.placed_by))
+            .chain(self.later.iter().map(|h| (h.at_us, h.status, &h.actor)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,7 +138,9 @@ pub struct ShardData {
     pub shard: u16,
     pub shard_count: u16,
     pub stock: HashMap<Arc<str>, Stock>,
-    pub orders: HashMap<OrderId, Order>,
+    /// Boxed: the table then moves 16-byte entries when it grows, and its spare capacity
+    /// (up to half the buckets right after a doubling) costs 16 bytes a slot, not 120.
+    pub orders: HashMap<OrderId, Box<Order>>,
     /// Newest-first listing index: (created, id).
     pub order_index: BTreeSet<(i64, OrderId)>,
     pub customers: HashMap<CustomerId, Customer>,
@@ -220,12 +268,7 @@ impl ShardData {
                 assert_eq!(order.status, OrderStatus::Pending);
                 order.status = OrderStatus::Confirmed;
                 order.updated_us = *at_us;
-                let actor = order.history[0].actor.clone();
-                order.history[0] = History {
-                    at_us: *at_us,
-                    status: OrderStatus::Confirmed,
-                    actor,
-                };
+                order.confirmed_us = *at_us;
             }
             Event::OrderAborted {
                 order,
@@ -269,7 +312,7 @@ impl ShardData {
                 assert_eq!(order.status, OrderStatus::Confirmed);
                 order.status = OrderStatus::Cancelled;
                 order.updated_us = *at_us;
-                order.history.push(History {
+                order.later.push(History {
                     at_us: *at_us,
                     status: OrderStatus::Cancelled,
                     actor,
@@ -312,18 +355,15 @@ impl ShardData {
             status,
             cross,
             lines,
-            shipping_address: record.shipping_address.as_deref().map(Box::from),
-            note: record.note.as_deref().map(Box::from),
+            extras: OrderExtras::new(record.shipping_address.as_deref(), record.note.as_deref()),
             created_us: record.at_us,
             updated_us: record.at_us,
-            history: vec![History {
-                at_us: record.at_us,
-                status,
-                actor,
-            }],
+            placed_by: actor,
+            confirmed_us: record.at_us,
+            later: Vec::new(),
         };
         self.order_index.insert((order.created_us, id));
-        let previous = self.orders.insert(id, order);
+        let previous = self.orders.insert(id, Box::new(order));
         assert!(previous.is_none(), "duplicate order id");
         if let Some(idem) = idem {
             self.idempotency.insert(
@@ -400,7 +440,11 @@ impl ShardData {
             .map(|(sku, stock)| (sku.to_string(), *stock))
             .collect();
         stock.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut orders: Vec<SnapOrder> = self.orders.values().map(SnapOrder::from).collect();
+        let mut orders: Vec<SnapOrder> = self
+            .orders
+            .values()
+            .map(|o| SnapOrder::from(&**o))
+            .collect();
         orders.sort_unstable_by_key(|o| o.id);
         let mut customers: Vec<(u64, SnapCustomer)> = self
             .customers
@@ -493,9 +537,13 @@ impl ShardData {
                     shipped,
                 })
                 .collect();
-            let history = o
-                .history
-                .into_iter()
+            let mut history = o.history.into_iter();
+            let (confirmed_us, _, placed_by) =
+                history
+                    .next()
+                    .unwrap_or((o.created_us, o.status, String::new()));
+            let placed_by = data.intern(&placed_by);
+            let later = history
                 .map(|(at_us, status, actor)| History {
                     at_us,
                     status,
@@ -508,14 +556,15 @@ impl ShardData {
                 status: o.status,
                 cross: o.cross,
                 lines,
-                shipping_address: o.shipping_address.map(String::into_boxed_str),
-                note: o.note.map(String::into_boxed_str),
+                extras: OrderExtras::new(o.shipping_address.as_deref(), o.note.as_deref()),
                 created_us: o.created_us,
                 updated_us: o.updated_us,
-                history,
+                placed_by,
+                confirmed_us,
+                later,
             };
             data.order_index.insert((order.created_us, order.id));
-            data.orders.insert(order.id, order);
+            data.orders.insert(order.id, Box::new(order));
         }
         data
     }
@@ -541,17 +590,16 @@ pub fn order_view(order: &Order) -> OrderView {
             .iter()
             .map(|line| line.qty as u64 * line.unit_price)
             .sum(),
-        shipping_address: order.shipping_address.as_deref().map(str::to_string),
-        note: order.note.as_deref().map(str::to_string),
+        shipping_address: order.shipping_address().map(str::to_string),
+        note: order.note().map(str::to_string),
         created_at_us: order.created_us,
         updated_at_us: order.updated_us,
         history: order
-            .history
-            .iter()
-            .map(|h| HistoryView {
-                at_us: h.at_us,
-                status: h.status,
-                actor: h.actor.to_string(),
+            .history()
+            .map(|(at_us, status, actor)| HistoryView {
+                at_us,
+                status,
+                actor: actor.to_string(),
             })
             .collect(),
         shipments: Vec::new(),
@@ -584,14 +632,13 @@ impl From<&Order> for SnapOrder {
                 .iter()
                 .map(|l| (l.sku.to_string(), l.qty, l.unit_price, l.shipped))
                 .collect(),
-            shipping_address: o.shipping_address.as_deref().map(str::to_string),
-            note: o.note.as_deref().map(str::to_string),
+            shipping_address: o.shipping_address().map(str::to_string),
+            note: o.note().map(str::to_string),
             created_us: o.created_us,
             updated_us: o.updated_us,
             history: o
-                .history
-                .iter()
-                .map(|h| (h.at_us, h.status, h.actor.to_string()))
+                .history()
+                .map(|(at_us, status, actor)| (at_us, status, actor.to_string()))
                 .collect(),
         }
     }
@@ -695,6 +742,25 @@ mod tests {
             at_us: 0,
         });
         assert_ne!(other.state_digest(), data.state_digest());
+    }
+
+    #[test]
+    fn orders_stay_small_in_memory() {
+        // Memory per live order is a goal (docs/PERFORMANCE.md): the order itself is one
+        // allocation of at most 112 bytes; history and extras allocate only when used.
+        assert!(std::mem::size_of::<Order>() <= 112);
+        let mut data = ShardData::new(0, 1);
+        data.apply(&Event::StockAdjusted {
+            sku: "A".into(),
+            delta: 10,
+            reason: "r".into(),
+            at_us: 0,
+        });
+        data.apply(&placed(1, "A", 1));
+        let order = &data.orders[&OrderId::new(0, 1)];
+        assert!(order.later.capacity() == 0);
+        assert_eq!(order.note(), Some("n"));
+        assert_eq!(order.history().count(), 1);
     }
 
     #[test]
