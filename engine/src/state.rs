@@ -692,6 +692,15 @@ mod tests {
     use super::*;
     use crate::event::LineRecord;
 
+    fn received(sku: &str, delta: i64) -> Event {
+        Event::StockAdjusted {
+            sku: sku.into(),
+            delta,
+            reason: "r".into(),
+            at_us: 0,
+        }
+    }
+
     fn placed(id: u64, sku: &str, qty: u32) -> Event {
         Event::OrderPlaced {
             order: OrderRecord {
@@ -714,12 +723,7 @@ mod tests {
     #[test]
     fn snapshot_round_trip_keeps_state_and_digest() {
         let mut data = ShardData::new(0, 1);
-        data.apply(&Event::StockAdjusted {
-            sku: "A".into(),
-            delta: 10,
-            reason: "r".into(),
-            at_us: 0,
-        });
+        data.apply(&received("A", 10));
         data.apply(&placed(1, "A", 3));
         data.apply(&placed(2, "A", 4));
         data.apply(&Event::OrderCancelled {
@@ -735,12 +739,7 @@ mod tests {
         assert_eq!(restored.stock_view("A"), data.stock_view("A"));
         assert_eq!(restored.next_order, 3);
         let mut other = ShardData::new(0, 1);
-        other.apply(&Event::StockAdjusted {
-            sku: "A".into(),
-            delta: 11,
-            reason: "r".into(),
-            at_us: 0,
-        });
+        other.apply(&received("A", 11));
         assert_ne!(other.state_digest(), data.state_digest());
     }
 
@@ -750,12 +749,7 @@ mod tests {
         // allocation of at most 112 bytes; history and extras allocate only when used.
         assert!(std::mem::size_of::<Order>() <= 112);
         let mut data = ShardData::new(0, 1);
-        data.apply(&Event::StockAdjusted {
-            sku: "A".into(),
-            delta: 10,
-            reason: "r".into(),
-            at_us: 0,
-        });
+        data.apply(&received("A", 10));
         data.apply(&placed(1, "A", 1));
         let order = &data.orders[&OrderId::new(0, 1)];
         assert!(order.later.capacity() == 0);
@@ -767,12 +761,7 @@ mod tests {
     #[should_panic(expected = "over-reservation")]
     fn apply_refuses_over_reservation() {
         let mut data = ShardData::new(0, 1);
-        data.apply(&Event::StockAdjusted {
-            sku: "A".into(),
-            delta: 1,
-            reason: "r".into(),
-            at_us: 0,
-        });
+        data.apply(&received("A", 1));
         data.apply(&placed(1, "A", 2));
     }
 }
