@@ -19,7 +19,7 @@ use crate::domain::{
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
 use crate::log::{Continuation, WriterMsg, WriterStats};
-use crate::state::{order_view, shard_of_sku, IdemOutcome, ShardData};
+use crate::state::{order_view, shard_of_sku, IdMap, IdemOutcome, ShardData};
 use crate::storage::{shard_key, Family, Write};
 
 /// The reply channel of one client command.
@@ -229,7 +229,7 @@ pub struct Shard {
     flush_scheduled: bool,
     submitted_seq: u64,
     log_digest: u64,
-    pending: HashMap<OrderId, PendingPlacement>,
+    pending: IdMap<OrderId, PendingPlacement>,
     /// `Reserve` requests to send, per stock shard, once the current batch is durable.
     reserve_outbox: HashMap<u16, Vec<ReserveItem>>,
     /// Answers to send, per order shard, once the current batch is durable.
@@ -285,7 +285,7 @@ impl Shard {
             flush_scheduled: false,
             submitted_seq: seq,
             log_digest,
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             reserve_outbox: HashMap::new(),
             result_outbox: HashMap::new(),
             events_since_snapshot: seq - last_snapshot_seq,
