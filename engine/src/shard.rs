@@ -141,17 +141,15 @@ pub enum ShardMsg {
         shard: u16,
         items: Vec<ReserveAnswer>,
     },
-    /// Give back whatever is held for `order` (idempotent).
+    /// Give back whatever is held for these orders (idempotent). Sent by an order shard
+    /// after an abort or a cancel is durable, and in answer to a `HoldCheck`.
     Release {
-        order: OrderId,
+        orders: Vec<OrderId>,
     },
     /// From a stock shard after a restart: which of these orders may release their holds?
     HoldCheck {
         from: u16,
         orders: Vec<OrderId>,
-    },
-    HoldCheckResult {
-        release: Vec<OrderId>,
     },
     /// Drive pending placements and check holds after (re)start.
     Recover,
@@ -200,6 +198,14 @@ impl BatchCollector {
     }
 }
 
+/// What one batch sends to one shard once it is durable.
+#[derive(Default)]
+struct Outgoing {
+    reserve: Vec<ReserveItem>,
+    answers: Vec<ReserveAnswer>,
+    release: Vec<OrderId>,
+}
+
 /// Who waits for a placement's outcome.
 enum Waiter {
     One(Reply<OrderView>),
@@ -230,10 +236,9 @@ pub struct Shard {
     submitted_seq: u64,
     log_digest: u64,
     pending: IdMap<OrderId, PendingPlacement>,
-    /// `Reserve` requests to send, per stock shard, once the current batch is durable.
-    reserve_outbox: HashMap<u16, Vec<ReserveItem>>,
-    /// Answers to send, per order shard, once the current batch is durable.
-    result_outbox: HashMap<u16, Vec<ReserveAnswer>>,
+    /// Protocol messages to other shards (and to itself), sent once the current batch is
+    /// durable: one message of each kind per destination per batch.
+    outbox: HashMap<u16, Outgoing>,
     events_since_snapshot: u64,
     last_snapshot_seq: u64,
     last_sweep: Instant,
@@ -286,8 +291,7 @@ impl Shard {
             submitted_seq: seq,
             log_digest,
             pending: IdMap::default(),
-            reserve_outbox: HashMap::new(),
-            result_outbox: HashMap::new(),
+            outbox: HashMap::new(),
             events_since_snapshot: seq - last_snapshot_seq,
             last_snapshot_seq,
             last_sweep: Instant::now(),
@@ -336,22 +340,39 @@ impl Shard {
     /// Hands the current batch to the log writer.
     fn flush(&mut self) {
         self.flush_scheduled = false;
-        if !self.reserve_outbox.is_empty() || !self.result_outbox.is_empty() {
-            let reserves = std::mem::take(&mut self.reserve_outbox);
-            let results = std::mem::take(&mut self.result_outbox);
+        if !self.outbox.is_empty() {
+            let outbox = std::mem::take(&mut self.outbox);
             let router = self.router.clone();
             let shard = self.id;
-            self.batch_continuations.push(Box::new(move |ok| {
-                if !ok {
-                    return;
-                }
-                for (to, items) in reserves {
-                    router.send(to, ShardMsg::Reserve { items });
-                }
-                for (to, items) in results {
-                    router.send(to, ShardMsg::ReserveResults { shard, items });
-                }
-            }));
+            // First in the batch: the messages leave before this batch's replies, so a client
+            // that hears "cancelled" and then reads stock on another shard sees the release.
+            self.batch_continuations.insert(
+                0,
+                Box::new(move |ok| {
+                    if !ok {
+                        return;
+                    }
+                    // Per destination: reserves before releases, so a `Release` never overtakes
+                    // a `Reserve` of the same order.
+                    for (to, out) in outbox {
+                        if !out.reserve.is_empty() {
+                            router.send(to, ShardMsg::Reserve { items: out.reserve });
+                        }
+                        if !out.answers.is_empty() {
+                            let items = out.answers;
+                            router.send(to, ShardMsg::ReserveResults { shard, items });
+                        }
+                        if !out.release.is_empty() {
+                            router.send(
+                                to,
+                                ShardMsg::Release {
+                                    orders: out.release,
+                                },
+                            );
+                        }
+                    }
+                }),
+            );
         }
         if self.batch_events == 0 && self.batch_continuations.is_empty() {
             return;
@@ -389,8 +410,7 @@ impl Shard {
         } else if !self.flush_scheduled
             && (self.batch_events > 0
                 || !self.batch_continuations.is_empty()
-                || !self.reserve_outbox.is_empty()
-                || !self.result_outbox.is_empty())
+                || !self.outbox.is_empty())
         {
             self.flush_scheduled = true;
             ctx.notify(ShardMsg::Flush);
@@ -704,9 +724,10 @@ impl Shard {
         );
         // Sent after this batch (holding `OrderPending`) is durable: see `flush`.
         for (shard, lines) in parts {
-            self.reserve_outbox
+            self.outbox
                 .entry(shard)
                 .or_default()
+                .reserve
                 .push((order, lines));
         }
     }
@@ -731,9 +752,10 @@ impl Shard {
             }
         };
         // Answered after this batch (holding `Reserved`) is durable: see `flush`.
-        self.result_outbox
+        self.outbox
             .entry(order.shard())
             .or_default()
+            .answers
             .push((order, short));
     }
 
@@ -765,15 +787,9 @@ impl Shard {
                 idem_key: pending.idem_key,
                 at_us: now,
             });
-            let router = self.router.clone();
-            let parts: Vec<u16> = pending.parts.iter().map(|(s, _)| *s).collect();
-            self.batch_continuations.push(Box::new(move |ok| {
-                if ok {
-                    for shard in parts {
-                        router.send(shard, ShardMsg::Release { order });
-                    }
-                }
-            }));
+            for (shard, _) in &pending.parts {
+                self.outbox.entry(*shard).or_default().release.push(order);
+            }
             for waiter in pending.waiters {
                 self.respond((
                     waiter,
@@ -825,14 +841,9 @@ impl Shard {
             at_us: now_us(),
         });
         if cross {
-            let router = self.router.clone();
-            self.batch_continuations.push(Box::new(move |ok| {
-                if ok {
-                    for shard in parts {
-                        router.send(shard, ShardMsg::Release { order: id });
-                    }
-                }
-            }));
+            for shard in parts {
+                self.outbox.entry(shard).or_default().release.push(id);
+            }
         }
         Ok(order_view(self.data.orders.get(&id).expect("present")))
     }
@@ -927,12 +938,11 @@ impl Shard {
                 None => true,
             })
             .collect();
-        let router = self.router.clone();
-        self.after_durable(Box::new(move |ok| {
-            if ok {
-                router.send(from, ShardMsg::HoldCheckResult { release });
-            }
-        }));
+        // Answered once what this shard applied is durable (a cancel the answer relies on
+        // must not be lost in a crash): the outbox goes out after the current batch.
+        if !release.is_empty() {
+            self.outbox.entry(from).or_default().release.extend(release);
+        }
     }
 
     fn tick(&mut self) {
@@ -1048,13 +1058,12 @@ impl Handler<ShardMsg> for Shard {
                     self.reserve_result(order, shard, short);
                 }
             }
-            ShardMsg::Release { order } => self.release(order),
-            ShardMsg::HoldCheck { from, orders } => self.hold_check(from, orders),
-            ShardMsg::HoldCheckResult { release } => {
-                for order in release {
+            ShardMsg::Release { orders } => {
+                for order in orders {
                     self.release(order);
                 }
             }
+            ShardMsg::HoldCheck { from, orders } => self.hold_check(from, orders),
             ShardMsg::Recover => self.recover(),
             ShardMsg::Flush => {
                 self.flush();
