@@ -30,8 +30,8 @@ lint: deps
 ## Everything CI checks: format, clippy (warnings are errors), and every test.
 test: lint test-only
 
+# The e2e tests are a test target of orderd-gateway, so the runner builds `orderd` itself.
 test-only: deps
-	cargo build $(PROFILE) --workspace --bins
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run $(PROFILE) --workspace --no-fail-fast; \
 	else \

@@ -42,11 +42,6 @@ impl RocksStorage {
             .cf_handle(family.name())
             .expect("column family created at open")
     }
-
-    /// The underlying database, for backups (a later issue) and diagnostics.
-    pub fn db(&self) -> &DB {
-        &self.db
-    }
 }
 
 impl Storage for RocksStorage {
