@@ -291,6 +291,16 @@ fn main() {
             rss_start >> 20,
         );
         let orders_in_state = flash.confirmed;
+        // A snapshot is encoded on the shard thread: time one of the hot shard (encode, then
+        // the durable write), which bounds the pause it causes.
+        let started = Instant::now();
+        let taken = engine.snapshot_shard(hot_shard).await.expect("snapshot");
+        println!(
+            "| snapshot | hot shard with {} orders: shard paused {:.0} ms to encode; {:.0} ms until durable |",
+            orders_in_state,
+            taken.pause_us as f64 / 1000.0,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         engine.shutdown().await;
         drop(engine);
         let started = Instant::now();

@@ -273,6 +273,14 @@ pub struct ShardStatus {
     pub digest: u64,
 }
 
+/// A snapshot written on demand: its sequence number and how long the shard paused to
+/// encode it (the durable write happens on the log writer thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    pub seq: u64,
+    pub pause_us: u64,
+}
+
 /// Why a command failed. The gateway maps each variant onto exactly one API error code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {

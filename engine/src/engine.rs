@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::{
     CommandError, CustomerId, CustomerView, NewCustomer, OrderCursor, OrderFilter, OrderId,
-    OrderPage, OrderView, PlaceOrder, ShardState, ShardStatus, StockView,
+    OrderPage, OrderView, PlaceOrder, ShardState, ShardStatus, SnapshotTaken, StockView,
 };
 use crate::event::{batch_decode, DecodeError};
 use crate::log::{Durability, LogWriter, WriterMsg, WriterStats};
@@ -488,7 +488,7 @@ impl Engine {
     }
 
     /// Takes a snapshot of one shard now; returns its sequence number.
-    pub async fn snapshot_shard(&self, shard: u16) -> Result<u64, CommandError> {
+    pub async fn snapshot_shard(&self, shard: u16) -> Result<SnapshotTaken, CommandError> {
         self.call(shard, |reply| ClientCmd::Snapshot { reply })
             .await
     }

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::{
     CommandError, CustomerId, CustomerView, NewCustomer, OrderFilter, OrderId, OrderStatus,
-    OrderView, PlaceOrder, StockView, ORDER_LINES_MAX,
+    OrderView, PlaceOrder, SnapshotTaken, StockView, ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
 use crate::log::{Continuation, WriterMsg, WriterStats};
@@ -123,7 +123,7 @@ pub enum ClientCmd {
         reply: Reply<OrderView>,
     },
     /// Takes a snapshot now.
-    Snapshot { reply: Reply<u64> },
+    Snapshot { reply: Reply<SnapshotTaken> },
     /// The state digest (canonical, costly: walks the whole state).
     StateDigest { reply: Reply<u64> },
 }
@@ -498,8 +498,8 @@ impl Shard {
                 self.after_durable(answer(reply, result));
             }
             ClientCmd::Snapshot { reply } => {
-                let seq = self.snapshot();
-                self.after_durable(answer(reply, Ok(seq)));
+                let taken = self.snapshot();
+                self.after_durable(answer(reply, Ok(taken)));
             }
             ClientCmd::StateDigest { reply } => {
                 let digest = self.data.state_digest();
@@ -981,7 +981,7 @@ impl Shard {
 
     /// Writes a snapshot of the whole state at the current sequence (after flushing the
     /// current batch), keeps the previous one, and trims the log older than that one.
-    fn snapshot(&mut self) -> u64 {
+    fn snapshot(&mut self) -> SnapshotTaken {
         self.flush();
         let seq = self.data.last_seq;
         let started = Instant::now();
@@ -989,6 +989,7 @@ impl Shard {
         snapshot.log_digest = self.log_digest;
         let value = snapshot.encode_canonical();
         let bytes = value.len();
+        let pause_us = started.elapsed().as_micros() as u64;
         let mut writes = vec![Write::Put {
             family: Family::Snap,
             key: shard_key(self.id, seq),
@@ -1021,11 +1022,11 @@ impl Shard {
             shard = self.id,
             seq,
             bytes,
-            pause_ms = started.elapsed().as_millis() as u64
+            pause_ms = pause_us / 1000
         );
         self.last_snapshot_seq = seq;
         self.events_since_snapshot = 0;
-        seq
+        SnapshotTaken { seq, pause_us }
     }
 }
 
