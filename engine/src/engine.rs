@@ -409,6 +409,12 @@ impl Engine {
             .await
     }
 
+    /// Admits one client message into a shard's mailbox, or refuses it at once.
+    ///
+    /// The bound is enforced here, not by actix: actix refuses `try_send` only for a sender
+    /// that is itself parked, and every request sends through a fresh `Addr` clone (a new
+    /// sender with a slot of its own), so its capacity alone bounds nothing. Admission counts
+    /// messages in (`enqueued`) against messages the shard has taken (`handled`).
     fn call_untracked(&self, shard: u16, msg: ShardMsg) -> Result<(), CommandError> {
         let slot = &self.inner.slots[shard as usize];
         if slot.state.load(Ordering::SeqCst) != RUNNING {
@@ -416,17 +422,26 @@ impl Engine {
                 "shard {shard} is restarting"
             )));
         }
-        match self.inner.router.addr(shard).try_send(msg) {
-            Ok(()) => {
-                slot.gauges.enqueued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(SendError::Full(_)) => Err(CommandError::Unavailable(format!(
+        let gauges = &slot.gauges;
+        let depth = gauges
+            .enqueued
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_sub(gauges.handled.load(Ordering::Acquire));
+        if depth >= self.inner.settings.mailbox_capacity as u64 {
+            gauges.enqueued.fetch_sub(1, Ordering::AcqRel);
+            return Err(CommandError::Unavailable(format!(
                 "shard {shard} is overloaded"
-            ))),
-            Err(SendError::Closed(_)) => Err(CommandError::Unavailable(format!(
-                "shard {shard} is restarting"
-            ))),
+            )));
+        }
+        match self.inner.router.addr(shard).try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                gauges.enqueued.fetch_sub(1, Ordering::AcqRel);
+                Err(CommandError::Unavailable(match error {
+                    SendError::Full(_) => format!("shard {shard} is overloaded"),
+                    SendError::Closed(_) => format!("shard {shard} is restarting"),
+                }))
+            }
         }
     }
 
