@@ -308,6 +308,12 @@ impl Engine {
         })
     }
 
+    /// The storage the engine writes, for the gateway's own column families (audit trail,
+    /// wrapped data keys). Writes there must not touch the `log` and `snap` families.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.inner.storage.clone()
+    }
+
     pub fn shard_count(&self) -> usize {
         self.inner.shard_count as usize
     }

@@ -13,18 +13,21 @@ pub enum Family {
     Log,
     /// Shard snapshots keyed `(shard, last_seq)`.
     Snap,
-    /// Engine-wide facts (shard count, ...), keys, later changes and incidents.
+    /// Engine-wide facts (shard count, ...), wrapped data keys, later changes and incidents.
     Control,
+    /// The gateway's hash-chained audit trail, keyed by sequence number (u64 big-endian).
+    Audit,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Log, Family::Snap, Family::Control];
+    pub const ALL: [Family; 4] = [Family::Log, Family::Snap, Family::Control, Family::Audit];
 
     pub fn name(self) -> &'static str {
         match self {
             Family::Log => "log",
             Family::Snap => "snap",
             Family::Control => "control",
+            Family::Audit => "audit",
         }
     }
 }
