@@ -114,6 +114,12 @@ pub const ORDER_LIST: RoleSet =
     RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
 /// `POST /v1/orders/{id}/cancel`: a customer key only its own.
 pub const ORDER_CANCEL: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
+/// `POST /v1/orders/{id}/shipments` and `POST /v1/shipments/{id}/events`.
+pub const SHIPMENT_WRITE: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `GET /v1/shipments/{id}`.
+pub const SHIPMENT_READ: RoleSet = RoleSet::of(&[Admin, Logistics, Operator]);
+/// `GET /v1/analytics/summary` and `GET /v1/analytics/orders.csv`.
+pub const ANALYTICS_READ: RoleSet = RoleSet::of(&[Admin, Analyst, Operator]);
 /// `GET /v1/ops/shards`.
 pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/shards/{id}/restart`.
@@ -123,7 +129,7 @@ pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 10] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 13] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -134,6 +140,9 @@ mod tests {
         ("order cancel", ORDER_CANCEL),
         ("ops shards read", OPS_SHARDS_READ),
         ("ops shard restart", OPS_SHARD_RESTART),
+        ("shipment write", SHIPMENT_WRITE),
+        ("shipment read", SHIPMENT_READ),
+        ("analytics read", ANALYTICS_READ),
     ];
 
     #[test]
@@ -158,7 +167,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 10] = [
+        let expected: [(&str, &[Role]); 13] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -181,6 +190,9 @@ mod tests {
             ("order cancel", &[Admin, Frontend, Customer]),
             ("ops shards read", &[Admin, Operator]),
             ("ops shard restart", &[Admin, Operator]),
+            ("shipment write", &[Admin, Logistics]),
+            ("shipment read", &[Admin, Logistics, Operator]),
+            ("analytics read", &[Admin, Analyst, Operator]),
         ];
         for ((name, set), (expected_name, allowed)) in ALL_PERMISSIONS.iter().zip(expected) {
             assert_eq!(*name, expected_name);

@@ -4,5 +4,6 @@
 mod api_basics;
 mod concurrency;
 mod crash;
+mod logistics;
 mod shard_restart;
 mod support;

@@ -188,6 +188,115 @@ pub struct OrderResponse {
     pub history: Option<Vec<OrderHistoryResponse>>,
 }
 
+/// One line of `POST /v1/orders/{id}/shipments`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentLineRequest {
+    pub sku: String,
+    /// At least 1, at most what is left to ship of this SKU.
+    pub qty: u32,
+}
+
+/// `POST /v1/orders/{id}/shipments`: without `lines`, everything not yet shipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateShipmentRequest {
+    pub carrier: String,
+    #[serde(
+        default,
+        deserialize_with = "optional_objects",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lines: Option<Vec<ShipmentLineRequest>>,
+}
+
+/// `deserialize_with` helper: an optional list whose every element must be a JSON object.
+pub fn optional_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let items = Option::<Vec<ObjectOnly<T>>>::deserialize(deserializer)?;
+    Ok(items.map(|items| items.into_iter().map(|item| item.0).collect()))
+}
+
+/// `POST /v1/shipments/{id}/events`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentEventRequest {
+    /// `in_transit`, `delivered` or `failed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One line of a shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentLineResponse {
+    pub sku: String,
+    pub qty: u32,
+}
+
+/// One step of a shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentEventResponse {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// `shipped`, `in_transit`, `delivered` or `failed`.
+    pub status: String,
+    pub note: Option<String>,
+}
+
+/// A shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentResponse {
+    pub id: String,
+    pub order_id: String,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub status: String,
+    pub lines: Vec<ShipmentLineResponse>,
+    pub events: Vec<ShipmentEventResponse>,
+}
+
+/// Query of the analytics routes: RFC 3339 times, `[from, to)`; both optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// One SKU of `top_skus`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopSkuResponse {
+    pub sku: String,
+    pub units: u64,
+    pub revenue: u64,
+}
+
+/// One hour of `by_hour`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourResponse {
+    /// Start of the hour, RFC 3339 UTC.
+    pub hour: String,
+    pub orders: u64,
+    pub revenue: u64,
+}
+
+/// `GET /v1/analytics/summary`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesSummaryResponse {
+    pub orders: u64,
+    pub cancelled: u64,
+    pub units: u64,
+    pub revenue: u64,
+    pub top_skus: Vec<TopSkuResponse>,
+    pub by_hour: Vec<HourResponse>,
+}
+
 /// One page of a list: `next` is the cursor to pass as `after` for the next page, or null on
 /// the last page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,12 +5,14 @@
 //! request, calls the engine and maps the answer onto the wire types. Unknown paths are 404 `not_found`; a known path with a wrong method is 405
 //! `method_not_allowed` (with `Allow`).
 
+mod analytics;
 mod customers;
 #[cfg(test)]
 mod flow_tests;
 mod health;
 mod ops;
 mod orders;
+mod shipments;
 mod stock;
 #[cfg(test)]
 mod tests;
@@ -36,6 +38,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
         )
         .service(web::resource("/v1/orders/{id}").route(web::get().to(orders::get)))
         .service(web::resource("/v1/orders/{id}/cancel").route(web::post().to(orders::cancel)))
+        .service(
+            web::resource("/v1/orders/{id}/shipments").route(web::post().to(shipments::create)),
+        )
+        .service(web::resource("/v1/shipments/{id}/events").route(web::post().to(shipments::event)))
+        .service(web::resource("/v1/shipments/{id}").route(web::get().to(shipments::get)))
+        .service(web::resource("/v1/analytics/summary").route(web::get().to(analytics::summary)))
+        .service(
+            web::resource("/v1/analytics/orders.csv").route(web::get().to(analytics::orders_csv)),
+        )
         .service(web::resource("/v1/ops/shards").route(web::get().to(ops::shards)))
         .service(
             web::resource("/v1/ops/shards/{id}/restart").route(web::post().to(ops::restart_shard)),
