@@ -56,7 +56,7 @@ where
 }
 
 /// `POST /v1/stock/{sku}/adjustments`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockAdjustmentRequest {
     /// Units to add (receiving goods) or remove; never zero.
@@ -66,7 +66,7 @@ pub struct StockAdjustmentRequest {
 }
 
 /// A stock record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockResponse {
     pub sku: String,
     pub on_hand: u64,
@@ -76,7 +76,7 @@ pub struct StockResponse {
 }
 
 /// `POST /v1/customers`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomerRequest {
     pub name: String,
@@ -88,7 +88,7 @@ pub struct CreateCustomerRequest {
 }
 
 /// A customer record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CustomerResponse {
     pub id: String,
     pub name: String,
@@ -100,23 +100,26 @@ pub struct CustomerResponse {
 }
 
 /// One line of `POST /v1/orders`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub sku: String,
     /// At least 1.
+    #[schema(minimum = 1)]
     pub qty: u32,
     /// Minor currency units (cents).
     pub unit_price: u64,
 }
 
 /// `POST /v1/orders`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     pub customer_id: String,
     /// 1 to 100 lines, each SKU at most once.
     #[serde(deserialize_with = "objects")]
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<OrderLineRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<String>,
@@ -125,7 +128,7 @@ pub struct PlaceOrderRequest {
 }
 
 /// `POST /v1/orders/{id}/cancel`; the body itself is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrderRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +137,18 @@ pub struct CancelOrderRequest {
 
 /// Query of `GET /v1/orders`. Every value is kept as text so that the server can name the
 /// offending parameter when one does not parse.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListOrdersQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,7 +162,7 @@ pub struct ListOrdersQuery {
 }
 
 /// One line of an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLineResponse {
     pub sku: String,
     pub qty: u32,
@@ -157,7 +171,7 @@ pub struct OrderLineResponse {
 }
 
 /// One step of an order's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderHistoryResponse {
     /// RFC 3339 UTC.
     pub at: String,
@@ -168,7 +182,7 @@ pub struct OrderHistoryResponse {
 
 /// An order. `shipments` and `history` are present when the order is read (`GET`, lists,
 /// cancel) and absent in the response to a placement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderResponse {
     pub id: String,
     pub customer_id: String,
@@ -189,16 +203,18 @@ pub struct OrderResponse {
 }
 
 /// One line of `POST /v1/orders/{id}/shipments`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipmentLineRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub sku: String,
     /// At least 1, at most what is left to ship of this SKU.
+    #[schema(minimum = 1)]
     pub qty: u32,
 }
 
 /// `POST /v1/orders/{id}/shipments`: without `lines`, everything not yet shipped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateShipmentRequest {
     pub carrier: String,
@@ -221,7 +237,7 @@ where
 }
 
 /// `POST /v1/shipments/{id}/events`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipmentEventRequest {
     /// `in_transit`, `delivered` or `failed`.
@@ -231,14 +247,14 @@ pub struct ShipmentEventRequest {
 }
 
 /// One line of a shipment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShipmentLineResponse {
     pub sku: String,
     pub qty: u32,
 }
 
 /// One step of a shipment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShipmentEventResponse {
     /// RFC 3339 UTC.
     pub at: String,
@@ -248,7 +264,7 @@ pub struct ShipmentEventResponse {
 }
 
 /// A shipment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShipmentResponse {
     pub id: String,
     pub order_id: String,
@@ -260,7 +276,18 @@ pub struct ShipmentResponse {
 }
 
 /// Query of the analytics routes: RFC 3339 times, `[from, to)`; both optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,7 +297,7 @@ pub struct AnalyticsQuery {
 }
 
 /// One SKU of `top_skus`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopSkuResponse {
     pub sku: String,
     pub units: u64,
@@ -278,7 +305,7 @@ pub struct TopSkuResponse {
 }
 
 /// One hour of `by_hour`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HourResponse {
     /// Start of the hour, RFC 3339 UTC.
     pub hour: String,
@@ -287,7 +314,7 @@ pub struct HourResponse {
 }
 
 /// `GET /v1/analytics/summary`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SalesSummaryResponse {
     pub orders: u64,
     pub cancelled: u64,
@@ -299,14 +326,14 @@ pub struct SalesSummaryResponse {
 
 /// One page of a list: `next` is the cursor to pass as `after` for the next page, or null on
 /// the last page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
 }
 
 /// One shard as `GET /v1/ops/shards` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardResponse {
     pub id: u16,
     /// `running`, `restarting` or `failed`.
@@ -319,7 +346,7 @@ pub struct ShardResponse {
 }
 
 /// Answer of `POST /v1/ops/shards/{id}/restart` (202): the restart runs in the background.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardRestartResponse {
     pub id: u16,
     /// Always `restarting`; poll `GET /v1/ops/shards` for the outcome.
@@ -327,14 +354,14 @@ pub struct ShardRestartResponse {
 }
 
 /// Answer of `/livez` and of a ready `/readyz`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     /// `live` or `ready`.
     pub status: String,
 }
 
 /// An RFC 9457 problem document (`application/problem+json`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// `/problems/<code>`.
     #[serde(rename = "type")]

@@ -40,6 +40,10 @@ fn range(query: &AnalyticsQuery) -> Result<(i64, i64), ApiError> {
     Ok((from, to))
 }
 
+#[utoipa::path(get, path = "/v1/analytics/summary", tag = "analytics",
+    params(orderd_proto::AnalyticsQuery),
+    responses((status = 200, description = "Sales of the orders placed in [from, to)", body = orderd_proto::SalesSummaryResponse)),
+    security(("bearer" = [])))]
 pub async fn summary(
     caller: Caller,
     query: web::Query<AnalyticsQuery>,
@@ -87,6 +91,10 @@ impl futures_core::Stream for ChannelBody {
     }
 }
 
+#[utoipa::path(get, path = "/v1/analytics/orders.csv", tag = "analytics",
+    params(orderd_proto::AnalyticsQuery),
+    responses((status = 200, description = "One line per order line of every order placed in [from, to)", body = String, content_type = "text/csv")),
+    security(("bearer" = [])))]
 pub async fn orders_csv(
     caller: Caller,
     query: web::Query<AnalyticsQuery>,

@@ -11,6 +11,10 @@ use crate::error::ApiError;
 use crate::roles::{self, Role};
 use crate::{validate, wire};
 
+#[utoipa::path(post, path = "/v1/customers", tag = "customers",
+    request_body = orderd_proto::CreateCustomerRequest,
+    responses((status = 201, description = "The new customer", body = orderd_proto::CustomerResponse)),
+    security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
     body: RawBody,
@@ -33,6 +37,10 @@ pub async fn create(
         .json(wire::customer(view)))
 }
 
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
+    params(("id" = String, Path, description = "A customer id (`cus_…`)")),
+    responses((status = 200, description = "The customer (masked for auditors)", body = orderd_proto::CustomerResponse)),
+    security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,

@@ -8,6 +8,9 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{roles, wire};
 
+#[utoipa::path(get, path = "/v1/ops/shards", tag = "ops",
+    responses((status = 200, description = "Every shard", body = Vec<orderd_proto::ShardResponse>)),
+    security(("bearer" = [])))]
 pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_SHARDS_READ)?;
     let shards: Vec<_> = engine.shards().await.into_iter().map(wire::shard).collect();
@@ -16,6 +19,10 @@ pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpRes
 
 /// 202: the shard is rebuilt from storage in the background; `GET /v1/ops/shards` shows when
 /// it runs again.
+#[utoipa::path(post, path = "/v1/ops/shards/{id}/restart", tag = "ops",
+    params(("id" = String, Path, description = "A shard number")),
+    responses((status = 202, description = "The shard is being rebuilt from storage", body = orderd_proto::ShardRestartResponse)),
+    security(("bearer" = [])))]
 pub async fn restart_shard(
     caller: Caller,
     id: web::Path<String>,

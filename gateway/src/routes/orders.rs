@@ -47,6 +47,15 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(text.to_string()))
 }
 
+#[utoipa::path(post, path = "/v1/orders", tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer")),
+    request_body = orderd_proto::PlaceOrderRequest,
+    responses(
+        (status = 201, description = "The confirmed order", body = orderd_proto::OrderResponse),
+        (status = 409, description = "`insufficient_stock` (with `skus`)", body = orderd_proto::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_customer` or `idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn place(
     caller: Caller,
     req: HttpRequest,
@@ -90,6 +99,10 @@ pub async fn place(
         .json(wire::order(view, false)))
 }
 
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    responses((status = 200, description = "The order with its shipments and history", body = orderd_proto::OrderResponse)),
+    security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,
@@ -102,6 +115,10 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(wire::order(view, true)))
 }
 
+#[utoipa::path(get, path = "/v1/orders", tag = "orders",
+    params(orderd_proto::ListOrdersQuery),
+    responses((status = 200, description = "A page of orders, newest first", body = orderd_proto::Page<orderd_proto::OrderResponse>)),
+    security(("bearer" = [])))]
 pub async fn list(
     caller: Caller,
     query: web::Query<ListOrdersQuery>,
@@ -159,6 +176,14 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    request_body(content = Option<orderd_proto::CancelOrderRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "The cancelled order", body = orderd_proto::OrderResponse),
+        (status = 409, description = "`invalid_transition`: the order has shipments", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn cancel(
     caller: Caller,
     id: web::Path<String>,

@@ -41,6 +41,14 @@ pub fn shipment(view: ShipmentView) -> ShipmentResponse {
     }
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/shipments", tag = "shipments",
+    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    request_body = orderd_proto::CreateShipmentRequest,
+    responses(
+        (status = 201, description = "The shipment", body = orderd_proto::ShipmentResponse),
+        (status = 409, description = "`invalid_transition`: more than is left to ship, or the order is cancelled", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
     id: web::Path<String>,
@@ -94,6 +102,14 @@ pub async fn create(
         .json(shipment(view)))
 }
 
+#[utoipa::path(post, path = "/v1/shipments/{id}/events", tag = "shipments",
+    params(("id" = String, Path, description = "A shipment id (`shp_…`)")),
+    request_body = orderd_proto::ShipmentEventRequest,
+    responses(
+        (status = 200, description = "The shipment", body = orderd_proto::ShipmentResponse),
+        (status = 409, description = "`invalid_transition`: the shipment is delivered or failed", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn event(
     caller: Caller,
     id: web::Path<String>,
@@ -111,6 +127,10 @@ pub async fn event(
     Ok(HttpResponse::Ok().json(shipment(view)))
 }
 
+#[utoipa::path(get, path = "/v1/shipments/{id}", tag = "shipments",
+    params(("id" = String, Path, description = "A shipment id (`shp_…`)")),
+    responses((status = 200, description = "The shipment", body = orderd_proto::ShipmentResponse)),
+    security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,
