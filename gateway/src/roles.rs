@@ -118,12 +118,16 @@ pub const ORDER_CANCEL: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
 pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/shards/{id}/restart`.
 pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
+pub const KEYS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
+/// `GET /v1/audit`, `GET /v1/audit/verify`.
+pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 10] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 12] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -134,6 +138,8 @@ mod tests {
         ("order cancel", ORDER_CANCEL),
         ("ops shards read", OPS_SHARDS_READ),
         ("ops shard restart", OPS_SHARD_RESTART),
+        ("keys manage", KEYS_MANAGE),
+        ("audit read", AUDIT_READ),
     ];
 
     #[test]
@@ -158,7 +164,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 10] = [
+        let expected: [(&str, &[Role]); 12] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -181,6 +187,8 @@ mod tests {
             ("order cancel", &[Admin, Frontend, Customer]),
             ("ops shards read", &[Admin, Operator]),
             ("ops shard restart", &[Admin, Operator]),
+            ("keys manage", &[Admin]),
+            ("audit read", &[Admin, Auditor]),
         ];
         for ((name, set), (expected_name, allowed)) in ALL_PERMISSIONS.iter().zip(expected) {
             assert_eq!(*name, expected_name);

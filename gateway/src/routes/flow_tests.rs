@@ -11,7 +11,9 @@ use actix_web::{test, web, App};
 use orderd_engine::{CustomerId, Durability, Engine, EngineConfig};
 use serde_json::{json, Value};
 
+use crate::audit::AuditLog;
 use crate::auth::{hash_secret, new_secret, Auth, KeyRecord, KeyStore, RateLimiter};
+use crate::config::AuditConfig;
 use crate::error::problem_fallback;
 use crate::roles::Role;
 
@@ -21,6 +23,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     engine: Engine,
     auth: web::Data<Auth>,
+    audit: web::Data<AuditLog>,
     admin: String,
 }
 
@@ -46,10 +49,21 @@ impl Fixture {
             keys,
             limiter: RateLimiter::new(0),
         }));
+        let audit = web::Data::new(
+            AuditLog::start(
+                engine.storage(),
+                &AuditConfig {
+                    queue_capacity: 64,
+                    scan_entries_max: 10_000,
+                },
+            )
+            .unwrap(),
+        );
         Fixture {
             _dir: dir,
             engine,
             auth,
+            audit,
             admin,
         }
     }
@@ -80,6 +94,8 @@ macro_rules! app {
             App::new()
                 .app_data($fixture.auth.clone())
                 .app_data(web::Data::new($fixture.engine.clone()))
+                .app_data($fixture.audit.clone())
+                .wrap(actix_web::middleware::from_fn(crate::audit::record_refusals))
                 .wrap(problem_fallback())
                 .configure(|cfg| super::configure(cfg, 65_536)),
         )

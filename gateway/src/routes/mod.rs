@@ -5,10 +5,12 @@
 //! request, calls the engine and maps the answer onto the wire types. Unknown paths are 404 `not_found`; a known path with a wrong method is 405
 //! `method_not_allowed` (with `Allow`).
 
+mod audit;
 mod customers;
 #[cfg(test)]
 mod flow_tests;
 mod health;
+mod keys;
 mod ops;
 mod orders;
 mod stock;
@@ -40,6 +42,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
         .service(
             web::resource("/v1/ops/shards/{id}/restart").route(web::post().to(ops::restart_shard)),
         )
+        .service(
+            web::resource("/v1/keys")
+                .route(web::post().to(keys::create))
+                .route(web::get().to(keys::list)),
+        )
+        .service(web::resource("/v1/keys/{id}").route(web::delete().to(keys::revoke)))
+        .service(web::resource("/v1/audit").route(web::get().to(audit::list)))
+        .service(web::resource("/v1/audit/verify").route(web::get().to(audit::verify)))
         .default_service(web::to(not_found));
 }
 
