@@ -65,6 +65,8 @@ pub enum AuditError {
     Corrupt(String),
     #[error("the audit write failed: {0}")]
     WriteFailed(String),
+    #[error("reading the audit trail failed: {0}")]
+    ReadFailed(String),
     #[error("the audit writer has stopped")]
     Stopped,
     #[error("the audit queue is full")]
@@ -74,8 +76,16 @@ pub enum AuditError {
 impl From<AuditError> for ApiError {
     fn from(error: AuditError) -> ApiError {
         tracing::error!(message = "Audit trail unavailable; refusing the request.", %error);
+        let detail = match error {
+            AuditError::WriteFailed(_) | AuditError::Stopped | AuditError::QueueFull => {
+                "the audit trail could not be written; the request's effect may have been applied, retry with the same Idempotency-Key where there is one"
+            }
+            AuditError::Storage(_) | AuditError::Corrupt(_) | AuditError::ReadFailed(_) => {
+                "the audit trail could not be read; retry shortly"
+            }
+        };
         ApiError::Unavailable {
-            detail: "the audit trail could not be written; the request's effect may have been applied, retry with the same Idempotency-Key where there is one".into(),
+            detail: detail.into(),
             reasons: None,
         }
     }
@@ -535,7 +545,7 @@ impl AuditLog {
             )
         })
         .await
-        .map_err(|e| AuditError::WriteFailed(e.to_string()))??;
+        .map_err(|e| AuditError::ReadFailed(e.to_string()))??;
         if present {
             return Ok(None);
         }
@@ -553,13 +563,15 @@ impl AuditLog {
         detail: String,
     ) -> Result<AuditEntry, AuditError> {
         let (submission, done) = Self::submission(actor, action, target, detail);
-        self.queue.try_send(submission).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => {
-                self.refusals_dropped_total.fetch_add(1, Ordering::Relaxed);
-                AuditError::QueueFull
-            }
-            mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
-        })?;
+        self.queue
+            .try_send(submission)
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.refusals_dropped_total.fetch_add(1, Ordering::Relaxed);
+                    AuditError::QueueFull
+                }
+                mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
+            })?;
         Self::acknowledged(done).await
     }
 
@@ -575,7 +587,7 @@ impl AuditLog {
         Ok(
             web::block(move || read_page(storage.as_ref(), &filter, scan_entries_max))
                 .await
-                .map_err(|e| AuditError::WriteFailed(e.to_string()))??,
+                .map_err(|e| AuditError::ReadFailed(e.to_string()))??,
         )
     }
 
@@ -584,7 +596,7 @@ impl AuditLog {
         let storage = self.storage.clone();
         Ok(web::block(move || verify_stored(storage.as_ref()))
             .await
-            .map_err(|e| AuditError::WriteFailed(e.to_string()))??)
+            .map_err(|e| AuditError::ReadFailed(e.to_string()))??)
     }
 }
 
@@ -935,9 +947,14 @@ mod tests {
         for i in 0..50 {
             let log = log.clone();
             handles.push(actix_web::rt::spawn(async move {
-                log.record(&caller("key_a"), "stock.adjust", format!("S{i}"), "delta=+1")
-                    .await
-                    .unwrap()
+                log.record(
+                    &caller("key_a"),
+                    "stock.adjust",
+                    format!("S{i}"),
+                    "delta=+1",
+                )
+                .await
+                .unwrap()
             }));
         }
         for handle in handles {
@@ -995,11 +1012,7 @@ mod tests {
         // Server side, over storage.
         let mut tampered = good[4].clone();
         tampered.detail = "changed".into();
-        put(
-            storage.as_ref(),
-            5,
-            serde_json::to_vec(&tampered).unwrap(),
-        );
+        put(storage.as_ref(), 5, serde_json::to_vec(&tampered).unwrap());
         let report = verify_stored(storage.as_ref()).unwrap();
         assert_eq!((report.ok, report.first_bad_seq), (false, Some(5)));
         put(storage.as_ref(), 5, serde_json::to_vec(&good[4]).unwrap());
@@ -1137,6 +1150,69 @@ mod tests {
             .unwrap();
         assert_eq!(lost.map(|e| e.seq), Some(2));
         assert_eq!(all(storage.as_ref()).len(), 2);
+    }
+
+    /// Real in-memory storage whose writes fail while `failing` is set.
+    #[derive(Default)]
+    struct FailingWrites {
+        inner: MemoryStorage,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Storage for FailingWrites {
+        fn write(&self, writes: Vec<Write>, sync: bool) -> Result<(), StorageError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StorageError::Io("disk full".into()));
+            }
+            self.inner.write(writes, sync)
+        }
+        fn sync(&self) -> Result<(), StorageError> {
+            self.inner.sync()
+        }
+        fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(family, key)
+        }
+        fn scan(
+            &self,
+            family: Family,
+            from: &[u8],
+            to: &[u8],
+            visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), StorageError> {
+            self.inner.scan(family, from, to, visit)
+        }
+        fn last_in(
+            &self,
+            family: Family,
+            from: &[u8],
+            to: &[u8],
+        ) -> Result<Option<orderd_engine::storage::KeyValue>, StorageError> {
+            self.inner.last_in(family, from, to)
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_failed_write_is_a_503_and_the_chain_goes_on_without_a_gap() {
+        let storage = Arc::new(FailingWrites::default());
+        let log = AuditLog::start(storage.clone(), &config(8)).unwrap();
+        log.record(&caller("key_a"), "customer.create", "cus_1", "")
+            .await
+            .unwrap();
+        storage.failing.store(true, Ordering::SeqCst);
+        let error = log
+            .record(&caller("key_a"), "customer.create", "cus_2", "")
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ApiError::Unavailable { .. }), "{error:?}");
+        storage.failing.store(false, Ordering::SeqCst);
+        let entry = log
+            .record(&caller("key_a"), "customer.create", "cus_3", "")
+            .await
+            .unwrap();
+        assert_eq!(entry.seq, 2);
+        let entries = all(storage.as_ref());
+        assert_eq!(verify_chain(&entries), Ok(2));
+        assert!(verify_stored(storage.as_ref()).unwrap().ok);
     }
 
     #[test]

@@ -416,6 +416,11 @@ impl RateLimiter {
         }
     }
 
+    /// Drops the bucket of a revoked key.
+    pub fn forget(&self, key_id: &str) {
+        self.buckets.remove(key_id);
+    }
+
     /// Takes one token for `key_id`; false when the key is over its rate.
     pub fn allow(&self, key_id: &str, now: Instant) -> bool {
         if self.rate_per_s == 0 {
@@ -611,6 +616,54 @@ mod tests {
         assert_ne!(secret.trim(), "odk_stale");
         assert!(store.lookup(secret.trim()).is_some());
         assert!(!dir.path().join("admin.key.tmp").exists());
+    }
+
+    #[test]
+    fn keys_are_created_listed_and_revoked_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let admin_path = store.ensure_admin_key().unwrap().unwrap();
+        let admin_secret = fs::read_to_string(admin_path).unwrap().trim().to_string();
+        let admin = store.lookup(&admin_secret).unwrap();
+        let (front, front_secret) = store.create("shop".into(), Role::Frontend, None).unwrap();
+        let (buyer, buyer_secret) = store
+            .create("buyer".into(), Role::Customer, Some(CustomerId(7)))
+            .unwrap();
+        assert_ne!(front_secret, buyer_secret);
+        assert_eq!(store.lookup(&front_secret).unwrap(), front);
+        let listed: Vec<String> = store.list().into_iter().map(|k| k.id).collect();
+        assert_eq!(
+            listed,
+            [admin.id.clone(), front.id.clone(), buyer.id.clone()]
+        );
+        let table = fs::read_to_string(dir.path().join(KEYS_FILE)).unwrap();
+        assert!(!table.contains(&front_secret) && !table.contains(&buyer_secret));
+
+        assert_eq!(store.revoke(&front.id).unwrap(), front);
+        assert!(store.lookup(&front_secret).is_none(), "revoked at once");
+        assert!(matches!(
+            store.revoke(&front.id),
+            Err(RevokeError::NotFound)
+        ));
+        assert!(matches!(
+            store.revoke(&admin.id),
+            Err(RevokeError::LastAdmin)
+        ));
+        assert!(store.lookup(&admin_secret).is_some());
+
+        // After a restart: still revoked, the others still work.
+        let again = KeyStore::open(dir.path()).unwrap();
+        assert!(again.lookup(&front_secret).is_none());
+        assert_eq!(again.lookup(&buyer_secret).unwrap(), buyer);
+        assert_eq!(again.len(), 2);
+
+        // With a second admin, the first may go.
+        let (second, _) = again.create("ops".into(), Role::Admin, None).unwrap();
+        again.revoke(&admin.id).unwrap();
+        assert!(matches!(
+            again.revoke(&second.id),
+            Err(RevokeError::LastAdmin)
+        ));
     }
 
     #[test]

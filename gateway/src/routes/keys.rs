@@ -170,6 +170,7 @@ pub async fn revoke(
         RevokeError::LastAdmin => ApiError::InvalidTransition(error.to_string()),
         RevokeError::Store(error) => unavailable(error),
     })?;
+    auth.limiter.forget(&record.id);
     tracing::info!(message = "API key revoked.", key_id = %record.id, actor = %caller.key_id);
     audit
         .record(

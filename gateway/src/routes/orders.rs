@@ -95,7 +95,14 @@ pub async fn place(
         view.total
     );
     audit
-        .record_once(&caller, "order.place", view.id.to_string(), detail, started_us, view.created_at_us)
+        .record_once(
+            &caller,
+            "order.place",
+            view.id.to_string(),
+            detail,
+            started_us,
+            view.created_at_us,
+        )
         .await?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
@@ -210,7 +217,14 @@ pub async fn cancel(
         .find(|step| step.status == OrderStatus::Cancelled)
         .map_or(started_us, |step| step.at_us);
     audit
-        .record_once(&caller, "order.cancel", view.id.to_string(), "", started_us, cancelled_at_us)
+        .record_once(
+            &caller,
+            "order.cancel",
+            view.id.to_string(),
+            "",
+            started_us,
+            cancelled_at_us,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(wire::order(view, true)))
 }
