@@ -262,9 +262,17 @@ fn load_tip(storage: &dyn Storage) -> Result<Tip, AuditError> {
         (Some(tip), Some((seq, _))) if tip.seq >= seq => tip,
         (_, Some((seq, Some(entry)))) if entry.seq == seq => Tip::of(&entry),
         (_, Some((seq, _))) => {
-            return Err(AuditError::Corrupt(format!(
-                "the newest audit entry ({seq}) is unreadable and no chain tip records it"
-            )))
+            // Keep serving: continue after it (never reusing a seq); the chain breaks at this
+            // entry, which is where `GET /v1/audit/verify` points.
+            tracing::error!(
+                message = "The newest audit entry is unreadable and no chain tip records it; continuing after it.",
+                seq
+            );
+            Tip {
+                seq,
+                hash: GENESIS_HASH.to_string(),
+                at: wire::time(chrono::Utc::now().timestamp_micros()),
+            }
         }
     };
     if stored_seq < tip.seq {
@@ -804,7 +812,7 @@ pub fn verify_stored(storage: &dyn Storage) -> Result<VerifyReport, AuditError> 
 
 /// The `target` of a refusal: method and path (no query string: it is not needed and could
 /// carry anything).
-fn request_target(req: &ServiceRequest) -> String {
+fn request_target(req: &actix_web::HttpRequest) -> String {
     format!("{} {}", req.method(), req.path())
 }
 
@@ -816,11 +824,16 @@ pub async fn record_refusals(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let audit = req.app_data::<web::Data<AuditLog>>().cloned();
-    let target = request_target(&req);
     let response = next.call(req).await?;
     let status = response.status();
-    let Some(audit) = audit else {
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+        return Ok(response);
+    }
+    let Some(audit) = response
+        .request()
+        .app_data::<web::Data<AuditLog>>()
+        .cloned()
+    else {
         return Ok(response);
     };
     let (actor, action, detail) = match status {
@@ -842,6 +855,7 @@ pub async fn record_refusals(
         },
         _ => return Ok(response),
     };
+    let target = request_target(response.request());
     if let Err(error) = audit.record_refusal(&actor, action, target, detail).await {
         tracing::warn!(
             message = "Could not write the audit entry of a refused request.",
@@ -1036,6 +1050,31 @@ mod tests {
             verify_stored(storage.as_ref()).unwrap().first_bad_seq,
             Some(6)
         );
+        // Unreadable newest entry and no tip record: a writer still starts, after it.
+        let tip = storage.get(Family::Control, TIP_KEY).unwrap().unwrap();
+        storage
+            .write(
+                vec![Write::DeleteRange {
+                    family: Family::Control,
+                    from: TIP_KEY.to_vec(),
+                    to: b"gateway/audit/tiq".to_vec(),
+                }],
+                true,
+            )
+            .unwrap();
+        assert_eq!(load_tip(storage.as_ref()).unwrap().seq, 6);
+        storage
+            .write(
+                vec![Write::Put {
+                    family: Family::Control,
+                    key: TIP_KEY.to_vec(),
+                    value: tip,
+                }],
+                true,
+            )
+            .unwrap();
+        put(storage.as_ref(), 6, serde_json::to_vec(&good[5]).unwrap());
+        assert!(verify_stored(storage.as_ref()).unwrap().ok);
         // The newest entry deleted: only the tip record shows it.
         delete(storage.as_ref(), 6);
         let report = verify_stored(storage.as_ref()).unwrap();
