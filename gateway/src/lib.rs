@@ -8,6 +8,7 @@
 //! - Engine types never go on the wire: [`wire`] maps them onto `orderd-proto` types.
 //! - Every error a client sees is one `application/problem+json` document ([`error`]).
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;

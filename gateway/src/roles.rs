@@ -124,12 +124,16 @@ pub const ANALYTICS_READ: RoleSet = RoleSet::of(&[Admin, Analyst, Operator]);
 pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/shards/{id}/restart`.
 pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
+pub const KEYS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
+/// `GET /v1/audit`, `GET /v1/audit/verify`.
+pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 13] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 15] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -143,6 +147,8 @@ mod tests {
         ("shipment write", SHIPMENT_WRITE),
         ("shipment read", SHIPMENT_READ),
         ("analytics read", ANALYTICS_READ),
+        ("keys manage", KEYS_MANAGE),
+        ("audit read", AUDIT_READ),
     ];
 
     #[test]
@@ -167,7 +173,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 13] = [
+        let expected: [(&str, &[Role]); 15] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -193,6 +199,8 @@ mod tests {
             ("shipment write", &[Admin, Logistics]),
             ("shipment read", &[Admin, Logistics, Operator]),
             ("analytics read", &[Admin, Analyst, Operator]),
+            ("keys manage", &[Admin]),
+            ("audit read", &[Admin, Auditor]),
         ];
         for ((name, set), (expected_name, allowed)) in ALL_PERMISSIONS.iter().zip(expected) {
             assert_eq!(*name, expected_name);

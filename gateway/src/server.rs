@@ -4,11 +4,12 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use orderd_engine::Engine;
 use tracing_subscriber::EnvFilter;
 
+use crate::audit::{self, AuditLog};
 use crate::auth::{Auth, KeyStore, RateLimiter};
 use crate::config::{Config, LogFormat};
 use crate::error;
@@ -92,6 +93,9 @@ async fn serve(config: &Config, engine: Engine) -> anyhow::Result<()> {
         keys,
         limiter: RateLimiter::new(config.http.rate_limit_per_key_per_s),
     }));
+    let audit = web::Data::new(
+        AuditLog::start(engine.storage(), &config.audit).context("cannot open the audit trail")?,
+    );
     let engine = web::Data::new(engine);
     let body_limit_bytes = config.http.body_limit_bytes;
 
@@ -99,6 +103,8 @@ async fn serve(config: &Config, engine: Engine) -> anyhow::Result<()> {
         App::new()
             .app_data(auth.clone())
             .app_data(engine.clone())
+            .app_data(audit.clone())
+            .wrap(middleware::from_fn(audit::record_refusals))
             .wrap(error::problem_fallback())
             .configure(|cfg| routes::configure(cfg, body_limit_bytes))
     })

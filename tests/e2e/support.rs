@@ -326,6 +326,8 @@ pub struct Server {
     key: String,
     client: Client,
     log_path: PathBuf,
+    /// Extra environment of every start (e.g. `ORDERD__HTTP__RATE_LIMIT_PER_KEY_PER_S`).
+    extra_env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -336,15 +338,25 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = tmp.path().to_path_buf();
-        Self::launch(root, Some(tmp), shards)
+        Self::launch(root, Some(tmp), shards, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables, kept for every restart.
+    pub fn start_with_env(shards: usize, env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix("orderd-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        Self::launch(root, Some(tmp), shards, env)
     }
 
     /// Starts a server on `dir` (kept by the caller; it may already hold data).
     pub fn start_in(dir: &Path, shards: usize) -> Server {
-        Self::launch(dir.to_path_buf(), None, shards)
+        Self::launch(dir.to_path_buf(), None, shards, &[])
     }
 
-    fn launch(root: PathBuf, tmp: Option<TempDir>, shards: usize) -> Server {
+    fn launch(root: PathBuf, tmp: Option<TempDir>, shards: usize, env: &[(&str, &str)]) -> Server {
         for sub in ["data", "backups", "offsite"] {
             fs::create_dir_all(root.join(sub)).expect("create dirs");
         }
@@ -362,6 +374,10 @@ impl Server {
                 key: None,
             },
             log_path,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
@@ -402,6 +418,7 @@ impl Server {
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log_err);
+            cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
             let child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));

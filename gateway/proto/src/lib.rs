@@ -353,6 +353,125 @@ pub struct ShardRestartResponse {
     pub state: String,
 }
 
+/// `POST /v1/keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// One of the seven roles; kept as text so that the server can name `role` when it is not.
+    pub role: String,
+    /// Required for (and only for) the `customer` role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+}
+
+/// An API key as `GET /v1/keys` lists it: never its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyResponse {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub customer_id: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// Answer of `POST /v1/keys` (201): the only time the secret is shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedKeyResponse {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub customer_id: Option<String>,
+    pub secret: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// Query of `GET /v1/keys`, kept as text like [`ListOrdersQuery`].
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeysQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// One entry of the audit trail. `hash` chains it to the entry before: the hex SHA-256 of the
+/// previous entry's `hash` (64 zeros for `seq` 1) followed by the canonical serialization of
+/// this entry's other fields (see the gateway's `audit` module).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// 1, 2, 3, ... without gaps.
+    pub seq: u64,
+    /// RFC 3339 UTC; never decreases from one entry to the next.
+    pub at: String,
+    /// The API key id that acted, or `anonymous`.
+    pub actor: String,
+    /// What happened, e.g. `order.place`, `key.revoke`, `auth.unauthorized`.
+    pub action: String,
+    /// What it happened to: an id, a SKU, or `METHOD /path` for refusals.
+    pub target: String,
+    /// A short note without personal data.
+    pub detail: String,
+    pub hash: String,
+}
+
+/// Query of `GET /v1/audit`, kept as text like [`ListOrdersQuery`].
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// RFC 3339: entries at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// A key id, or `anonymous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The `next` of the previous page (a `seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// Answer of `GET /v1/audit/verify`: the chain recomputed over everything stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditVerifyResponse {
+    pub ok: bool,
+    /// Entries read from storage.
+    pub entries: u64,
+    /// The first entry that is edited, missing or out of place; null when `ok`.
+    pub first_bad_seq: Option<u64>,
+    pub detail: String,
+    /// `hash` of the newest entry (null when there is none): write it down elsewhere to detect
+    /// a rewrite of the whole chain later.
+    pub last_hash: Option<String>,
+}
+
 /// Answer of `/livez` and of a ready `/readyz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthResponse {

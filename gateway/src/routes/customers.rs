@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::{CustomerId, Engine, NewCustomer};
 use orderd_proto::CreateCustomerRequest;
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
@@ -19,6 +20,7 @@ pub async fn create(
     caller: Caller,
     body: RawBody,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_CREATE)?;
     let request: CreateCustomerRequest = decode_json(&body.0)?;
@@ -30,6 +32,10 @@ pub async fn create(
             phone: request.phone,
             address: request.address,
         })
+        .await?;
+    // Personal data never goes into the audit trail: the id only.
+    audit
+        .record(&caller, "customer.create", view.id.to_string(), "")
         .await?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()

@@ -6,10 +6,12 @@
 //! `method_not_allowed` (with `Allow`).
 
 mod analytics;
+mod audit;
 mod customers;
 #[cfg(test)]
 mod flow_tests;
 mod health;
+mod keys;
 pub mod openapi;
 mod ops;
 mod orders;
@@ -44,6 +46,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/analytics/orders.csv"),
     ("GET", "/v1/ops/shards"),
     ("POST", "/v1/ops/shards/{id}/restart"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys"),
+    ("DELETE", "/v1/keys/{id}"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/verify"),
 ];
 
 /// Registers extractor configs, every route and the 404 fallback.
@@ -76,6 +83,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
         .service(
             web::resource("/v1/ops/shards/{id}/restart").route(web::post().to(ops::restart_shard)),
         )
+        .service(
+            web::resource("/v1/keys")
+                .route(web::post().to(keys::create))
+                .route(web::get().to(keys::list)),
+        )
+        .service(web::resource("/v1/keys/{id}").route(web::delete().to(keys::revoke)))
+        .service(web::resource("/v1/audit").route(web::get().to(audit::list)))
+        .service(web::resource("/v1/audit/verify").route(web::get().to(audit::verify)))
         .default_service(web::to(not_found));
 }
 

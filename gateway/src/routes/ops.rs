@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::ShardRestartResponse;
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{roles, wire};
@@ -27,12 +28,16 @@ pub async fn restart_shard(
     caller: Caller,
     id: web::Path<String>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_SHARD_RESTART)?;
     let id: u16 = id.parse().map_err(|_| ApiError::not_found())?;
     if usize::from(id) >= engine.shard_count() {
         return Err(ApiError::NotFound(format!("no shard {id}")));
     }
+    audit
+        .record(&caller, "shard.restart", id.to_string(), "")
+        .await?;
     let engine = engine.into_inner();
     let actor = caller.key_id;
     tracing::info!(message = "Shard restart requested.", shard = id, %actor);

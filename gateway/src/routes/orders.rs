@@ -9,6 +9,7 @@ use orderd_engine::{
 use orderd_proto::{CancelOrderRequest, ListOrdersQuery, Page, PlaceOrderRequest};
 use sha2::{Digest, Sha256};
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
@@ -61,6 +62,7 @@ pub async fn place(
     req: HttpRequest,
     body: RawBody,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_PLACE)?;
     let key = idempotency_key(&req)?;
@@ -83,6 +85,7 @@ pub async fn place(
         key: format!("{}:{key}", caller.key_id),
         request_hash: request_hash(&body.0),
     });
+    let started_us = chrono::Utc::now().timestamp_micros();
     let view = engine
         .place_order(PlaceOrder {
             customer_id,
@@ -90,8 +93,25 @@ pub async fn place(
             shipping_address: request.shipping_address,
             note: request.note,
             idempotency,
-            actor: caller.key_id,
+            actor: caller.key_id.clone(),
         })
+        .await?;
+    // An order created before this request is an idempotent repeat (see `record_once`).
+    let detail = format!(
+        "customer={} lines={} total={}",
+        view.customer_id,
+        view.lines.len(),
+        view.total
+    );
+    audit
+        .record_once(
+            &caller,
+            "order.place",
+            view.id.to_string(),
+            detail,
+            started_us,
+            view.created_at_us,
+        )
         .await?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
@@ -189,6 +209,7 @@ pub async fn cancel(
     id: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_CANCEL)?;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
@@ -208,8 +229,27 @@ pub async fn cancel(
         let view = engine.order(id).await?;
         caller.may_see_customer(view.customer_id)?;
     }
+    let started_us = chrono::Utc::now().timestamp_micros();
     let view = engine
         .cancel_order(id, request.reason, &caller.key_id)
+        .await?;
+    // Cancelling a cancelled order is a repeat (see `record_once`). The reason is free text and
+    // stays out of the audit trail.
+    let cancelled_at_us = view
+        .history
+        .iter()
+        .rev()
+        .find(|step| step.status == OrderStatus::Cancelled)
+        .map_or(started_us, |step| step.at_us);
+    audit
+        .record_once(
+            &caller,
+            "order.cancel",
+            view.id.to_string(),
+            "",
+            started_us,
+            cancelled_at_us,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(wire::order(view, true)))
 }

@@ -9,6 +9,7 @@ use orderd_proto::{
     ShipmentResponse,
 };
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
@@ -54,6 +55,7 @@ pub async fn create(
     id: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
     let order_id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
@@ -97,6 +99,11 @@ pub async fn create(
             actor: caller.key_id.clone(),
         })
         .await?;
+    let units: u32 = view.lines.iter().map(|(_, qty)| qty).sum();
+    let detail = format!("order={order_id} units={units}");
+    audit
+        .record(&caller, "shipment.create", view.id.to_string(), detail)
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/shipments/{}", view.id)))
         .json(shipment(view)))
@@ -115,6 +122,7 @@ pub async fn event(
     id: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
     let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
@@ -124,6 +132,9 @@ pub async fn event(
     })?;
     validate::optional_text_max("note", request.note.as_deref(), validate::NOTE_CHARS_MAX)?;
     let view = engine.shipment_event(id, status, request.note).await?;
+    audit
+        .record(&caller, "shipment.event", id.to_string(), status.as_str())
+        .await?;
     Ok(HttpResponse::Ok().json(shipment(view)))
 }
 

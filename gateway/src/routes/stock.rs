@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::StockAdjustmentRequest;
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
@@ -37,6 +38,7 @@ pub async fn adjust(
     sku: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::STOCK_ADJUST)?;
     validate::sku("sku", &sku)?;
@@ -47,6 +49,11 @@ pub async fn adjust(
     validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
     let view = engine
         .adjust_stock(&sku, request.delta, &request.reason, &caller.key_id)
+        .await?;
+    // The reason is free text and may name people: it stays out of the audit trail.
+    let detail = format!("delta={:+}", request.delta);
+    audit
+        .record(&caller, "stock.adjust", sku.as_str(), detail)
         .await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))
 }
