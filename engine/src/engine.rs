@@ -527,14 +527,17 @@ impl Engine {
         id: ShipmentId,
         status: ShipmentStatus,
         note: Option<String>,
+        actor: &str,
     ) -> Result<ShipmentView, CommandError> {
         if id.shard() >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
+        let actor = actor.to_string();
         self.call(id.shard(), |reply| ClientCmd::ShipmentEvent {
             id,
             status,
             note,
+            actor,
             reply,
         })
         .await

@@ -108,6 +108,7 @@ pub enum Event {
         id: u64,
         status: crate::domain::ShipmentStatus,
         note: Option<String>,
+        actor: String,
         at_us: i64,
     },
     /// A stock shard moves shipped units of a cross-shard order out of its hold: `shipped` is

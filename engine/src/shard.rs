@@ -131,6 +131,7 @@ pub enum ClientCmd {
         id: ShipmentId,
         status: ShipmentStatus,
         note: Option<String>,
+        actor: String,
         reply: Reply<ShipmentView>,
     },
     GetShipment {
@@ -551,9 +552,10 @@ impl Shard {
                 id,
                 status,
                 note,
+                actor,
                 reply,
             } => {
-                let result = self.shipment_event(id, status, note);
+                let result = self.shipment_event(id, status, note, actor);
                 self.after_durable(answer(reply, result));
             }
             ClientCmd::GetShipment { id, reply } => {
@@ -1041,6 +1043,7 @@ impl Shard {
         id: ShipmentId,
         status: ShipmentStatus,
         note: Option<String>,
+        actor: String,
     ) -> Result<ShipmentView, CommandError> {
         let shipment = self.data.shipments.get(&id).ok_or(CommandError::NotFound)?;
         if shipment.status.is_final() {
@@ -1059,6 +1062,7 @@ impl Shard {
             id: id.0,
             status,
             note,
+            actor,
             at_us: now_us(),
         });
         self.data.shipment_view(id).ok_or(CommandError::NotFound)

@@ -418,8 +418,11 @@ impl ShardData {
                 id,
                 status,
                 note,
+                actor,
                 at_us,
-            } => self.apply_shipment_update(ShipmentId(*id), *status, note.as_deref(), *at_us),
+            } => {
+                self.apply_shipment_update(ShipmentId(*id), *status, note.as_deref(), actor, *at_us)
+            }
             Event::HoldShipped { order, shipped } => {
                 let id = OrderId(*order);
                 let held = self.holds.get_mut(&id).expect("ship from unknown hold");
@@ -550,8 +553,10 @@ impl ShardData {
         id: ShipmentId,
         status: ShipmentStatus,
         note: Option<&str>,
+        actor: &str,
         at_us: i64,
     ) {
+        let actor = self.intern(actor);
         let shipment = self.shipments.get_mut(&id).expect("unknown shipment");
         assert!(!shipment.status.is_final(), "event on a closed shipment");
         shipment.status = status;
@@ -568,7 +573,6 @@ impl ShardData {
             .get_mut(&order_id)
             .expect("shipment of unknown order");
         if order.status == OrderStatus::Shipped && all_delivered {
-            let actor = order.placed_by.clone();
             order.status = OrderStatus::Delivered;
             order.updated_us = at_us;
             order.later.push(History {

@@ -315,12 +315,18 @@ async fn run(ops: Vec<Op>) {
                     for id in &view.shipments {
                         let id = id.parse().expect("shipment id");
                         engine
-                            .shipment_event(id, ShipmentStatus::Delivered, None)
+                            .shipment_event(id, ShipmentStatus::Delivered, None, "key_courier")
                             .await
                             .expect("deliver");
                     }
                     let view = engine.order(order.id).await.expect("order");
                     assert_eq!(view.status, OrderStatus::Delivered);
+                    // The step is recorded with the key that reported the delivery.
+                    let last = view.history.last().expect("history");
+                    assert_eq!(
+                        (last.status, last.actor.as_str()),
+                        (OrderStatus::Delivered, "key_courier")
+                    );
                 }
             }
             Op::Restart { shard } => {

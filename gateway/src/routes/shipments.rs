@@ -131,7 +131,9 @@ pub async fn event(
         ApiError::invalid("status", "status is one of in_transit, delivered, failed")
     })?;
     validate::optional_text_max("note", request.note.as_deref(), validate::NOTE_CHARS_MAX)?;
-    let view = engine.shipment_event(id, status, request.note).await?;
+    let view = engine
+        .shipment_event(id, status, request.note, &caller.key_id)
+        .await?;
     audit
         .record(&caller, "shipment.event", id.to_string(), status.as_str())
         .await?;
