@@ -47,6 +47,7 @@ pub struct Config {
     pub engine: EngineSection,
     pub backup: BackupConfig,
     pub log: LogConfig,
+    pub security: SecurityConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -104,6 +105,15 @@ pub struct BackupConfig {
     pub dir: PathBuf,
     /// A path or an `s3://` URL.
     pub offsite: String,
+}
+
+/// The `[security]` section: where the master key of personal data lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Key file (64 hex digits); relative paths are relative to the working directory. Unused
+    /// when `ORDERD_MASTER_KEY` is set. Must not lie inside `storage.data_dir`.
+    pub master_key_file: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -194,6 +204,9 @@ impl Config {
         }
         if self.backup.offsite.is_empty() {
             return invalid("backup.offsite", "must not be empty");
+        }
+        if self.security.master_key_file.as_os_str().is_empty() {
+            return invalid("security.master_key_file", "must not be empty");
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("{:?}: {error}", self.log.level));
@@ -292,6 +305,10 @@ mod tests {
         assert_eq!(c.backup.offsite, "./offsite");
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(
+            c.security.master_key_file,
+            PathBuf::from("./orderd-master.key")
+        );
     }
 
     #[test]

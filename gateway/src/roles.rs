@@ -118,6 +118,8 @@ pub const ORDER_CANCEL: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
 pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/shards/{id}/restart`.
 pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/keys/rotate`.
+pub const OPS_KEYS_ROTATE: RoleSet = RoleSet::of(&[Admin, Operator]);
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,5 @@
-//! Process start-up and shutdown: logging, the engine, the key table, the HTTP server.
+//! Process start-up and shutdown: logging, the master key, the engine, the data keys, the key
+//! table, the HTTP server.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::auth::{Auth, KeyStore, RateLimiter};
 use crate::config::{Config, LogFormat};
 use crate::error;
 use crate::routes;
+use crate::vault::{MasterKeySource, Vault};
 
 /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_S: u64 = 10;
@@ -55,6 +57,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    // Before the engine opens: a key file inside the data directory is refused untouched.
+    let key_source = MasterKeySource::from_config(&config).context("cannot use the master key")?;
     let opened_at = Instant::now();
     let engine = Engine::open(config.engine_config())
         .with_context(|| format!("cannot open the engine in {}", data_dir.display()))?;
@@ -64,7 +68,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         elapsed_ms = opened_at.elapsed().as_millis() as u64
     );
 
-    let served = serve(&config, engine.clone()).await;
+    let vault = match Vault::load(engine.storage(), key_source) {
+        Ok(vault) => Arc::new(vault),
+        Err(error) => {
+            engine.shutdown().await;
+            return Err(error).context("cannot load the keys of personal data");
+        }
+    };
+    let served = serve(&config, engine.clone(), vault).await;
     tracing::info!(message = "HTTP server stopped; shutting the engine down.");
     engine.shutdown().await;
     tracing::info!(message = "orderd stopped.");
@@ -72,7 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Loads the keys, binds and runs the HTTP server until it stops.
-async fn serve(config: &Config, engine: Engine) -> anyhow::Result<()> {
+async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Result<()> {
     let keys = KeyStore::open(&config.storage.data_dir).context("cannot load the API keys")?;
     match keys
         .ensure_admin_key()
@@ -93,12 +104,14 @@ async fn serve(config: &Config, engine: Engine) -> anyhow::Result<()> {
         limiter: RateLimiter::new(config.http.rate_limit_per_key_per_s),
     }));
     let engine = web::Data::new(engine);
+    let vault = web::Data::from(vault);
     let body_limit_bytes = config.http.body_limit_bytes;
 
     let server = HttpServer::new(move || {
         App::new()
             .app_data(auth.clone())
             .app_data(engine.clone())
+            .app_data(vault.clone())
             .wrap(error::problem_fallback())
             .configure(|cfg| routes::configure(cfg, body_limit_bytes))
     })

@@ -9,24 +9,27 @@ use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
 use crate::roles::{self, Role};
+use crate::vault::Vault;
 use crate::{validate, wire};
 
 pub async fn create(
     caller: Caller,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_CREATE)?;
     let request: CreateCustomerRequest = decode_json(&body.0)?;
     validate::customer(&request)?;
     let view = engine
-        .create_customer(NewCustomer {
+        .create_customer(vault.seal_customer(NewCustomer {
             name: request.name,
             email: request.email,
             phone: request.phone,
             address: request.address,
-        })
+        }))
         .await?;
+    let view = vault.open_customer(view)?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -36,12 +39,14 @@ pub async fn create(
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_READ)?;
     let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
     caller.may_see_customer(id)?;
-    let view = engine.customer(id).await?;
+    // Opened first: masking works on the plaintext.
+    let view = vault.open_customer(engine.customer(id).await?)?;
     let body = if caller.role == Role::Auditor {
         wire::customer_masked(view)
     } else {

@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
         .service(
             web::resource("/v1/ops/shards/{id}/restart").route(web::post().to(ops::restart_shard)),
         )
+        .service(web::resource("/v1/ops/keys/rotate").route(web::post().to(ops::rotate_keys)))
         .default_service(web::to(not_found));
 }
 

@@ -1,11 +1,12 @@
-//! `GET /v1/ops/shards` and `POST /v1/ops/shards/{id}/restart`.
+//! `GET /v1/ops/shards`, `POST /v1/ops/shards/{id}/restart` and `POST /v1/ops/keys/rotate`.
 
 use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
-use orderd_proto::ShardRestartResponse;
+use orderd_proto::{KeyRotationResponse, ShardRestartResponse};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::vault::Vault;
 use crate::{roles, wire};
 
 pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
@@ -40,5 +41,30 @@ pub async fn restart_shard(
     Ok(HttpResponse::Accepted().json(ShardRestartResponse {
         id,
         state: "restarting".to_string(),
+    }))
+}
+
+/// 200: a new master key and a new data key; every data key re-wrapped under the new master
+/// key while requests keep being served. 409 when the master key comes from the environment.
+pub async fn rotate_keys(
+    caller: Caller,
+    vault: web::Data<Vault>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_KEYS_ROTATE)?;
+    let vault = vault.into_inner();
+    let rotation = web::block(move || vault.rotate())
+        .await
+        .map_err(|error| ApiError::Internal(format!("key rotation did not run: {error}")))??;
+    tracing::info!(
+        message = "Rotated the master key.",
+        master_key_id = %rotation.master_key_id,
+        data_key_id = format!("{:x}", rotation.data_key_id),
+        rewrapped = rotation.rewrapped,
+        actor = %caller.key_id
+    );
+    Ok(HttpResponse::Ok().json(KeyRotationResponse {
+        master_key_id: rotation.master_key_id.to_string(),
+        data_key_id: format!("{:x}", rotation.data_key_id),
+        rewrapped: rotation.rewrapped,
     }))
 }

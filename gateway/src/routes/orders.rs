@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
+use crate::vault::Vault;
 use crate::{roles, validate, wire};
 
 /// Name of the idempotency header.
@@ -51,13 +52,14 @@ pub async fn place(
     caller: Caller,
     req: HttpRequest,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_PLACE)?;
     let key = idempotency_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
     let lines = validate::order_lines(&request.lines)?;
-    validate::optional_text_max(
+    validate::optional_personal_text(
         "shipping_address",
         request.shipping_address.as_deref(),
         validate::ADDRESS_CHARS_MAX,
@@ -78,12 +80,14 @@ pub async fn place(
         .place_order(PlaceOrder {
             customer_id,
             lines,
-            shipping_address: request.shipping_address,
+            shipping_address: vault.seal_shipping_address(request.shipping_address),
             note: request.note,
             idempotency,
             actor: caller.key_id,
         })
         .await?;
+    // A replay answers the stored order, sealed under whichever data key sealed it then.
+    let view = vault.open_order(view)?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -93,18 +97,20 @@ pub async fn place(
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_READ)?;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     let view = engine.order(id).await?;
     caller.may_see_customer(view.customer_id)?;
-    Ok(HttpResponse::Ok().json(wire::order(view, true)))
+    Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
 }
 
 pub async fn list(
     caller: Caller,
     query: web::Query<ListOrdersQuery>,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_LIST)?;
@@ -153,8 +159,8 @@ pub async fn list(
         items: page
             .items
             .into_iter()
-            .map(|view| wire::order(view, true))
-            .collect(),
+            .map(|view| Ok(wire::order(vault.open_order(view)?, true)))
+            .collect::<Result<_, ApiError>>()?,
         next: page.next.map(|cursor| cursor.to_string()),
     }))
 }
@@ -163,6 +169,7 @@ pub async fn cancel(
     caller: Caller,
     id: web::Path<String>,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_CANCEL)?;
@@ -186,7 +193,7 @@ pub async fn cancel(
     let view = engine
         .cancel_order(id, request.reason, &caller.key_id)
         .await?;
-    Ok(HttpResponse::Ok().json(wire::order(view, true)))
+    Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
 }
 
 #[cfg(test)]
