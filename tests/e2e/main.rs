@@ -4,5 +4,6 @@
 mod api_basics;
 mod concurrency;
 mod crash;
+mod pii;
 mod shard_restart;
 mod support;
