@@ -55,6 +55,7 @@ macro_rules! id_type {
 
 id_type!(OrderId, "ord_");
 id_type!(CustomerId, "cus_");
+id_type!(ShipmentId, "shp_");
 
 /// Whether a SKU is 1–64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn sku_is_valid(sku: &str) -> bool {
@@ -105,6 +106,128 @@ impl OrderStatus {
             self,
             OrderStatus::Pending | OrderStatus::Confirmed | OrderStatus::PartiallyShipped
         )
+    }
+}
+
+/// The lifecycle of a shipment: `shipped` when created, then carrier events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ShipmentStatus {
+    Shipped,
+    InTransit,
+    Delivered,
+    Failed,
+}
+
+impl ShipmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipmentStatus::Shipped => "shipped",
+            ShipmentStatus::InTransit => "in_transit",
+            ShipmentStatus::Delivered => "delivered",
+            ShipmentStatus::Failed => "failed",
+        }
+    }
+
+    /// The statuses a client may report (`shipped` is set by the server at creation).
+    pub fn parse_event(s: &str) -> Option<ShipmentStatus> {
+        Some(match s {
+            "in_transit" => ShipmentStatus::InTransit,
+            "delivered" => ShipmentStatus::Delivered,
+            "failed" => ShipmentStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether no later event may follow.
+    pub fn is_final(self) -> bool {
+        matches!(self, ShipmentStatus::Delivered | ShipmentStatus::Failed)
+    }
+}
+
+/// One step of a shipment's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShipmentEventView {
+    pub at_us: i64,
+    pub status: ShipmentStatus,
+    pub note: Option<String>,
+}
+
+/// A shipment as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShipmentView {
+    pub id: ShipmentId,
+    pub order_id: OrderId,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub status: ShipmentStatus,
+    pub lines: Vec<(String, u32)>,
+    pub events: Vec<ShipmentEventView>,
+}
+
+/// What a client asks for when shipping: `lines` `None` ships everything not yet shipped.
+#[derive(Clone, Debug)]
+pub struct NewShipment {
+    pub order_id: OrderId,
+    pub carrier: String,
+    pub lines: Option<Vec<(String, u32)>>,
+    pub actor: String,
+}
+
+/// A personal-data field, named for whoever re-seals stored values (see
+/// [`crate::Engine::reseal_personal_data`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PersonalField {
+    CustomerName,
+    CustomerEmail,
+    CustomerPhone,
+    CustomerAddress,
+    OrderShippingAddress,
+}
+
+/// Sales figures of one shard over a time range (merged by the caller).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SalesSummary {
+    /// Orders placed in the range and not cancelled.
+    pub orders: u64,
+    /// Orders placed in the range and cancelled since.
+    pub cancelled: u64,
+    pub units: u64,
+    pub revenue: u64,
+    /// Per SKU: (units, revenue).
+    pub skus: std::collections::HashMap<String, (u64, u64)>,
+    /// Per hour (start of the hour, microseconds): (orders, revenue).
+    pub by_hour: std::collections::BTreeMap<i64, (u64, u64)>,
+}
+
+impl SalesSummary {
+    /// Adds another shard's figures to these.
+    pub fn merge(&mut self, other: SalesSummary) {
+        self.orders += other.orders;
+        self.cancelled += other.cancelled;
+        self.units += other.units;
+        self.revenue += other.revenue;
+        for (sku, (units, revenue)) in other.skus {
+            let entry = self.skus.entry(sku).or_default();
+            entry.0 += units;
+            entry.1 += revenue;
+        }
+        for (hour, (orders, revenue)) in other.by_hour {
+            let entry = self.by_hour.entry(hour).or_default();
+            entry.0 += orders;
+            entry.1 += revenue;
+        }
+    }
+
+    /// The `n` best-selling SKUs by revenue (ties by SKU), as (sku, units, revenue).
+    pub fn top_skus(&self, n: usize) -> Vec<(String, u64, u64)> {
+        let mut all: Vec<(String, u64, u64)> = self
+            .skus
+            .iter()
+            .map(|(sku, (units, revenue))| (sku.clone(), *units, *revenue))
+            .collect();
+        all.sort_unstable_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
     }
 }
 

@@ -9,12 +9,15 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::domain::{
-    CommandError, CustomerId, CustomerView, NewCustomer, OrderCursor, OrderFilter, OrderId,
-    OrderPage, OrderView, PlaceOrder, ShardState, ShardStatus, SnapshotTaken, StockView,
+    CommandError, CustomerId, CustomerView, NewCustomer, NewShipment, OrderCursor, OrderFilter,
+    OrderId, OrderPage, OrderView, PlaceOrder, SalesSummary, ShardState, ShardStatus, ShipmentId,
+    ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
 };
 use crate::event::{batch_decode, DecodeError};
 use crate::log::{Durability, LogWriter, WriterMsg, WriterStats};
-use crate::shard::{ClientCmd, Reply, Router, Shard, ShardGauges, ShardMsg, ShardSettings};
+use crate::shard::{
+    ClientCmd, Reply, ResealFn, Router, Shard, ShardGauges, ShardMsg, ShardSettings,
+};
 use crate::state::{shard_of_key, shard_of_sku, ShardData, Snapshot};
 use crate::storage::rocks::RocksStorage;
 use crate::storage::{parse_shard_key, shard_key, Family, Storage, StorageError, Write};
@@ -506,6 +509,111 @@ impl Engine {
             reply,
         })
         .await
+    }
+
+    /// Ships units of an order (on the order's shard).
+    pub async fn ship(&self, shipment: NewShipment) -> Result<ShipmentView, CommandError> {
+        let shard = shipment.order_id.shard();
+        if shard >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        self.call(shard, |reply| ClientCmd::Ship { shipment, reply })
+            .await
+    }
+
+    /// Records a carrier event on a shipment.
+    pub async fn shipment_event(
+        &self,
+        id: ShipmentId,
+        status: ShipmentStatus,
+        note: Option<String>,
+    ) -> Result<ShipmentView, CommandError> {
+        if id.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        self.call(id.shard(), |reply| ClientCmd::ShipmentEvent {
+            id,
+            status,
+            note,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn shipment(&self, id: ShipmentId) -> Result<ShipmentView, CommandError> {
+        if id.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        self.call(id.shard(), |reply| ClientCmd::GetShipment { id, reply })
+            .await
+    }
+
+    /// Sales of the orders placed in `[from_us, to_us)`, from every shard's counters.
+    pub async fn sales_summary(
+        &self,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<SalesSummary, CommandError> {
+        let mut total = SalesSummary::default();
+        for shard in 0..self.inner.shard_count {
+            let part = self
+                .call(shard, |reply| ClientCmd::Sales {
+                    from_us,
+                    to_us,
+                    reply,
+                })
+                .await?;
+            total.merge(part);
+        }
+        Ok(total)
+    }
+
+    /// One page of one shard's orders placed in `[from_us, to_us)`, in placement order, after
+    /// `after` (the last order of the previous page). For streaming exports shard by shard.
+    pub async fn orders_placed_between(
+        &self,
+        shard: u16,
+        from_us: i64,
+        to_us: i64,
+        after: Option<(i64, OrderId)>,
+        limit: usize,
+    ) -> Result<Vec<OrderView>, CommandError> {
+        if shard >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        self.call(shard, |reply| ClientCmd::OrdersBetween {
+            from_us,
+            to_us,
+            after,
+            limit: limit.clamp(1, 10_000),
+            reply,
+        })
+        .await
+    }
+
+    /// Re-seals stored personal data on every shard: each value for which `reseal` answers
+    /// `Some` is replaced. When anything changed, each changed shard writes a snapshot and
+    /// deletes every older snapshot and log batch, and storage is compacted, so the old
+    /// values leave the files on disk. Returns how many records changed.
+    pub async fn reseal_personal_data(&self, reseal: ResealFn) -> Result<u64, CommandError> {
+        let mut changed = 0;
+        for shard in 0..self.inner.shard_count {
+            let reseal = reseal.clone();
+            changed += self
+                .call(shard, |reply| ClientCmd::Reseal { reseal, reply })
+                .await?;
+        }
+        if changed > 0 {
+            let storage = self.inner.storage.clone();
+            let (tx, rx) = oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(storage.compact());
+            });
+            rx.await
+                .map_err(|_| CommandError::Unavailable("compaction thread died".into()))?
+                .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        }
+        Ok(changed)
     }
 
     /// Takes a snapshot of one shard now; returns its sequence number.

@@ -91,6 +91,44 @@ pub enum Event {
         actor: String,
         at_us: i64,
     },
+    // New variants go last: postcard encodes the variant index, so older logs keep decoding.
+    /// Units of an order leave the warehouse (on the order's shard). For a one-shard order the
+    /// stock moves out here; for a cross-shard one each part's shard moves it (`HoldShipped`).
+    ShipmentCreated {
+        id: u64,
+        order: u64,
+        carrier: String,
+        tracking: String,
+        lines: Vec<(String, u32)>,
+        actor: String,
+        at_us: i64,
+    },
+    /// A carrier event on a shipment.
+    ShipmentUpdated {
+        id: u64,
+        status: crate::domain::ShipmentStatus,
+        note: Option<String>,
+        at_us: i64,
+    },
+    /// A stock shard moves shipped units of a cross-shard order out of its hold: `shipped` is
+    /// the order's cumulative shipped quantity per SKU of this shard (idempotent).
+    HoldShipped {
+        order: u64,
+        shipped: Vec<(String, u32)>,
+    },
+    /// A customer's personal data, re-sealed (migration of plaintext written by old versions).
+    CustomerResealed {
+        id: u64,
+        name: String,
+        email: String,
+        phone: Option<String>,
+        address: Option<String>,
+    },
+    /// An order's shipping address, re-sealed.
+    OrderAddressResealed {
+        order: u64,
+        shipping_address: Option<String>,
+    },
 }
 
 /// Why a stored record could not be decoded.

@@ -14,6 +14,7 @@ pub mod storage;
 pub use domain::*;
 pub use engine::{recover_shard, Engine, EngineConfig, EngineError, LogCounters, Recovered};
 pub use log::Durability;
+pub use shard::ResealFn;
 pub use storage::memory::MemoryStorage;
 pub use storage::rocks::RocksStorage;
 pub use storage::Storage;

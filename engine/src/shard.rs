@@ -14,12 +14,13 @@ use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
 use crate::domain::{
-    CommandError, CustomerId, CustomerView, NewCustomer, OrderFilter, OrderId, OrderStatus,
-    OrderView, PlaceOrder, SnapshotTaken, StockView, ORDER_LINES_MAX,
+    CommandError, CustomerId, CustomerView, NewCustomer, NewShipment, OrderFilter, OrderId,
+    OrderStatus, OrderView, PersonalField, PlaceOrder, SalesSummary, ShipmentId, ShipmentStatus,
+    ShipmentView, SnapshotTaken, StockView, ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
 use crate::log::{Continuation, WriterMsg, WriterStats};
-use crate::state::{order_view, shard_of_sku, IdMap, IdemOutcome, ShardData};
+use crate::state::{shard_of_sku, IdMap, IdemOutcome, ShardData};
 use crate::storage::{shard_key, Family, Write};
 
 /// The reply channel of one client command.
@@ -122,6 +123,39 @@ pub enum ClientCmd {
         actor: String,
         reply: Reply<OrderView>,
     },
+    Ship {
+        shipment: NewShipment,
+        reply: Reply<ShipmentView>,
+    },
+    ShipmentEvent {
+        id: ShipmentId,
+        status: ShipmentStatus,
+        note: Option<String>,
+        reply: Reply<ShipmentView>,
+    },
+    GetShipment {
+        id: ShipmentId,
+        reply: Reply<ShipmentView>,
+    },
+    /// Sales of the orders placed in `[from_us, to_us)` on this shard.
+    Sales {
+        from_us: i64,
+        to_us: i64,
+        reply: Reply<SalesSummary>,
+    },
+    /// A page of the orders placed in `[from_us, to_us)`, in placement order.
+    OrdersBetween {
+        from_us: i64,
+        to_us: i64,
+        after: Option<(i64, OrderId)>,
+        limit: usize,
+        reply: Reply<Vec<OrderView>>,
+    },
+    /// Re-seals personal data: every stored value for which `reseal` answers `Some` is
+    /// replaced; when anything changed, a snapshot is written and every older snapshot and
+    /// log batch deleted, so the old values are gone from the log. Answers how many changed,
+    /// once the snapshot is durable.
+    Reseal { reseal: ResealFn, reply: Reply<u64> },
     /// Takes a snapshot now.
     Snapshot { reply: Reply<SnapshotTaken> },
     /// The state digest (canonical, costly: walks the whole state).
@@ -146,6 +180,11 @@ pub enum ShardMsg {
     Release {
         orders: Vec<OrderId>,
     },
+    /// Move shipped units out of holds: per order, the cumulative shipped quantity of each
+    /// of its SKUs on the receiving shard (idempotent).
+    Ship {
+        items: Vec<ReserveItem>,
+    },
     /// From a stock shard after a restart: which of these orders may release their holds?
     HoldCheck {
         from: u16,
@@ -160,6 +199,9 @@ pub enum ShardMsg {
         done: oneshot::Sender<()>,
     },
 }
+
+/// Maps a stored personal-data value to its replacement (`None`: keep it).
+pub type ResealFn = Arc<dyn Fn(PersonalField, &str) -> Option<String> + Send + Sync>;
 
 /// One order's part on one stock shard.
 pub type ReserveItem = (OrderId, Vec<(String, u32)>);
@@ -203,6 +245,7 @@ impl BatchCollector {
 struct Outgoing {
     reserve: Vec<ReserveItem>,
     answers: Vec<ReserveAnswer>,
+    ship: Vec<ReserveItem>,
     release: Vec<OrderId>,
 }
 
@@ -352,8 +395,8 @@ impl Shard {
                     if !ok {
                         return;
                     }
-                    // Per destination: reserves before releases, so a `Release` never overtakes
-                    // a `Reserve` of the same order.
+                    // Per destination: reserves, then shipments, then releases, so a `Release`
+                    // never overtakes a `Reserve` or a `Ship` of the same order.
                     for (to, out) in outbox {
                         if !out.reserve.is_empty() {
                             router.send(to, ShardMsg::Reserve { items: out.reserve });
@@ -361,6 +404,9 @@ impl Shard {
                         if !out.answers.is_empty() {
                             let items = out.answers;
                             router.send(to, ShardMsg::ReserveResults { shard, items });
+                        }
+                        if !out.ship.is_empty() {
+                            router.send(to, ShardMsg::Ship { items: out.ship });
                         }
                         if !out.release.is_empty() {
                             router.send(
@@ -496,6 +542,51 @@ impl Shard {
             } => {
                 let result = self.cancel(id, reason, actor);
                 self.after_durable(answer(reply, result));
+            }
+            ClientCmd::Ship { shipment, reply } => {
+                let result = self.ship(shipment);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::ShipmentEvent {
+                id,
+                status,
+                note,
+                reply,
+            } => {
+                let result = self.shipment_event(id, status, note);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::GetShipment { id, reply } => {
+                let view = self.data.shipment_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::Sales {
+                from_us,
+                to_us,
+                reply,
+            } => {
+                let summary = self.data.sales_summary(from_us, to_us);
+                self.after_durable(answer(reply, Ok(summary)));
+            }
+            ClientCmd::OrdersBetween {
+                from_us,
+                to_us,
+                after,
+                limit,
+                reply,
+            } => {
+                let page = self
+                    .data
+                    .orders_placed_between(from_us, to_us, after, limit);
+                self.after_durable(answer(reply, Ok(page)));
+            }
+            ClientCmd::Reseal { reseal, reply } => {
+                let changed = self.reseal(&reseal);
+                if changed == 0 {
+                    self.after_durable(answer(reply, Ok(0)));
+                } else {
+                    self.snapshot_with(true, answer(reply, Ok(changed)));
+                }
             }
             ClientCmd::Snapshot { reply } => {
                 let taken = self.snapshot();
@@ -816,7 +907,7 @@ impl Shard {
         let order = self.data.orders.get(&id).ok_or(CommandError::NotFound)?;
         match order.status {
             OrderStatus::Pending => return Err(CommandError::NotFound),
-            OrderStatus::Cancelled => return Ok(order_view(order)),
+            OrderStatus::Cancelled => return Ok(self.data.view(order)),
             OrderStatus::Confirmed => {}
             other => {
                 return Err(CommandError::InvalidTransition(format!(
@@ -845,7 +936,206 @@ impl Shard {
                 self.outbox.entry(shard).or_default().release.push(id);
             }
         }
-        Ok(order_view(self.data.orders.get(&id).expect("present")))
+        Ok(self.data.view(self.data.orders.get(&id).expect("present")))
+    }
+
+    /// Ships units of an order: the named lines, or everything not yet shipped.
+    fn ship(&mut self, request: NewShipment) -> Result<ShipmentView, CommandError> {
+        let order = self
+            .data
+            .orders
+            .get(&request.order_id)
+            .ok_or(CommandError::NotFound)?;
+        match order.status {
+            OrderStatus::Pending => return Err(CommandError::NotFound),
+            OrderStatus::Confirmed | OrderStatus::PartiallyShipped => {}
+            other => {
+                return Err(CommandError::InvalidTransition(format!(
+                    "an order that is {} has nothing left to ship",
+                    other.as_str()
+                )))
+            }
+        }
+        let lines: Vec<(String, u32)> = match request.lines {
+            None => order
+                .lines
+                .iter()
+                .filter(|l| l.shipped < l.qty)
+                .map(|l| (l.sku.to_string(), l.qty - l.shipped))
+                .collect(),
+            Some(lines) => {
+                if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
+                    return Err(CommandError::Invalid {
+                        param: "lines".into(),
+                        detail: "a shipment has 1 to 100 lines".into(),
+                    });
+                }
+                for (i, (sku, qty)) in lines.iter().enumerate() {
+                    let invalid = |detail: &str| CommandError::Invalid {
+                        param: format!(
+                            "lines[{i}].{}",
+                            if detail.contains("qty") { "qty" } else { "sku" }
+                        ),
+                        detail: detail.into(),
+                    };
+                    if lines[..i].iter().any(|(other, _)| other == sku) {
+                        return Err(invalid("each SKU appears once"));
+                    }
+                    if *qty == 0 {
+                        return Err(invalid("qty must be positive"));
+                    }
+                    let Some(line) = order.lines.iter().find(|l| *l.sku == **sku) else {
+                        return Err(invalid("this SKU is not in the order"));
+                    };
+                    if *qty > line.qty - line.shipped {
+                        return Err(CommandError::InvalidTransition(format!(
+                            "{sku}: {qty} requested, {} left to ship",
+                            line.qty - line.shipped
+                        )));
+                    }
+                }
+                lines
+            }
+        };
+        if lines.is_empty() {
+            return Err(CommandError::InvalidTransition(
+                "nothing is left to ship".into(),
+            ));
+        }
+        let cross = order.cross;
+        let id = ShipmentId::new(self.id, self.data.next_shipment);
+        self.emit(Event::ShipmentCreated {
+            id: id.0,
+            order: request.order_id.0,
+            carrier: request.carrier,
+            tracking: format!("ODT{:016X}", id.0),
+            lines,
+            actor: request.actor,
+            at_us: now_us(),
+        });
+        if cross {
+            // Each part's shard moves its units out of the hold: cumulative totals, so a
+            // repeat (after a crash, through `HoldCheck`) changes nothing.
+            let count = self.data.shard_count;
+            let order = &self.data.orders[&request.order_id];
+            let mut parts: HashMap<u16, Vec<(String, u32)>> = HashMap::new();
+            for line in order.lines.iter().filter(|l| l.shipped > 0) {
+                parts
+                    .entry(shard_of_sku(&line.sku, count))
+                    .or_default()
+                    .push((line.sku.to_string(), line.shipped));
+            }
+            for (shard, shipped) in parts {
+                self.outbox
+                    .entry(shard)
+                    .or_default()
+                    .ship
+                    .push((request.order_id, shipped));
+            }
+        }
+        self.data.shipment_view(id).ok_or(CommandError::NotFound)
+    }
+
+    fn shipment_event(
+        &mut self,
+        id: ShipmentId,
+        status: ShipmentStatus,
+        note: Option<String>,
+    ) -> Result<ShipmentView, CommandError> {
+        let shipment = self.data.shipments.get(&id).ok_or(CommandError::NotFound)?;
+        if shipment.status.is_final() {
+            return Err(CommandError::InvalidTransition(format!(
+                "the shipment is {}",
+                shipment.status.as_str()
+            )));
+        }
+        if status == ShipmentStatus::Shipped {
+            return Err(CommandError::Invalid {
+                param: "status".into(),
+                detail: "one of in_transit, delivered, failed".into(),
+            });
+        }
+        self.emit(Event::ShipmentUpdated {
+            id: id.0,
+            status,
+            note,
+            at_us: now_us(),
+        });
+        self.data.shipment_view(id).ok_or(CommandError::NotFound)
+    }
+
+    /// A stock shard's half of shipping a cross-shard order: moves the units out of the hold.
+    fn ship_hold(&mut self, order: OrderId, shipped: Vec<(String, u32)>) {
+        let Some(held) = self.data.holds.get(&order) else {
+            return;
+        };
+        let changes = shipped.iter().any(|(sku, total)| {
+            held.iter()
+                .any(|(s, qty, done)| **s == **sku && total > done && total <= qty)
+        });
+        let valid = shipped
+            .iter()
+            .all(|(sku, total)| held.iter().any(|(s, qty, _)| **s == **sku && total <= qty));
+        if changes && valid {
+            self.emit(Event::HoldShipped {
+                order: order.0,
+                shipped,
+            });
+        } else if !valid {
+            tracing::error!(message = "Ignored a shipment that does not match its hold.", shard = self.id, order = %order);
+        }
+    }
+
+    /// Replaces personal-data values as `reseal` says; returns how many events it wrote.
+    fn reseal(&mut self, reseal: &ResealFn) -> u64 {
+        let mut events = Vec::new();
+        let mut ids: Vec<CustomerId> = self.data.customers.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let c = &self.data.customers[&id];
+            let name = reseal(PersonalField::CustomerName, &c.name);
+            let email = reseal(PersonalField::CustomerEmail, &c.email);
+            let phone = c
+                .phone
+                .as_deref()
+                .map(|v| reseal(PersonalField::CustomerPhone, v));
+            let address = c
+                .address
+                .as_deref()
+                .map(|v| reseal(PersonalField::CustomerAddress, v));
+            let changed = name.is_some()
+                || email.is_some()
+                || phone.as_ref().is_some_and(Option::is_some)
+                || address.as_ref().is_some_and(Option::is_some);
+            if changed {
+                events.push(Event::CustomerResealed {
+                    id: id.0,
+                    name: name.unwrap_or_else(|| c.name.clone()),
+                    email: email.unwrap_or_else(|| c.email.clone()),
+                    phone: phone.map(|v| v.unwrap_or_else(|| c.phone.clone().unwrap_or_default())),
+                    address: address
+                        .map(|v| v.unwrap_or_else(|| c.address.clone().unwrap_or_default())),
+                });
+            }
+        }
+        let mut orders: Vec<OrderId> = self.data.orders.keys().copied().collect();
+        orders.sort_unstable();
+        for id in orders {
+            let order = &self.data.orders[&id];
+            if let Some(address) = order.shipping_address() {
+                if let Some(sealed) = reseal(PersonalField::OrderShippingAddress, address) {
+                    events.push(Event::OrderAddressResealed {
+                        order: id.0,
+                        shipping_address: Some(sealed),
+                    });
+                }
+            }
+        }
+        let count = events.len() as u64;
+        for event in events {
+            self.emit(event);
+        }
+        count
     }
 
     fn list(&self, filter: &OrderFilter) -> Vec<OrderView> {
@@ -862,7 +1152,7 @@ impl Shard {
             .filter(|o| filter.customer_id.is_none_or(|c| c == o.customer))
             .filter(|o| filter.status.is_none_or(|s| s == o.status))
             .take(filter.limit)
-            .map(|o| order_view(o))
+            .map(|o| self.data.view(o))
             .collect()
     }
 
@@ -931,6 +1221,25 @@ impl Shard {
     }
 
     fn hold_check(&mut self, from: u16, orders: Vec<OrderId>) {
+        // Shipped units first (a `Ship` lost in a crash is sent again), then releases.
+        let count = self.data.shard_count;
+        let mut ship = Vec::new();
+        for id in &orders {
+            if let Some(order) = self.data.orders.get(id) {
+                let shipped: Vec<(String, u32)> = order
+                    .lines
+                    .iter()
+                    .filter(|l| l.shipped > 0 && shard_of_sku(&l.sku, count) == from)
+                    .map(|l| (l.sku.to_string(), l.shipped))
+                    .collect();
+                if order.cross && !shipped.is_empty() {
+                    ship.push((*id, shipped));
+                }
+            }
+        }
+        if !ship.is_empty() {
+            self.outbox.entry(from).or_default().ship.extend(ship);
+        }
         let release: Vec<OrderId> = orders
             .into_iter()
             .filter(|id| match self.data.orders.get(id) {
@@ -982,6 +1291,20 @@ impl Shard {
     /// Writes a snapshot of the whole state at the current sequence (after flushing the
     /// current batch), keeps the previous one, and trims the log older than that one.
     fn snapshot(&mut self) -> SnapshotTaken {
+        let shard = self.id;
+        self.snapshot_with(
+            false,
+            Box::new(move |ok| {
+                if !ok {
+                    tracing::error!(message = "Failed to write a snapshot.", shard);
+                }
+            }),
+        )
+    }
+
+    /// Writes a snapshot; with `purge`, every older snapshot and the whole log up to it are
+    /// deleted (not only what precedes the previous snapshot). `done` runs once it is written.
+    fn snapshot_with(&mut self, purge: bool, done: Continuation) -> SnapshotTaken {
         self.flush();
         let seq = self.data.last_seq;
         let started = Instant::now();
@@ -995,7 +1318,18 @@ impl Shard {
             key: shard_key(self.id, seq),
             value,
         }];
-        if self.last_snapshot_seq > 0 {
+        if purge {
+            writes.push(Write::DeleteRange {
+                family: Family::Snap,
+                from: shard_key(self.id, 0),
+                to: shard_key(self.id, seq),
+            });
+            writes.push(Write::DeleteRange {
+                family: Family::Log,
+                from: shard_key(self.id, 0),
+                to: shard_key(self.id, seq + 1),
+            });
+        } else if self.last_snapshot_seq > 0 {
             writes.push(Write::DeleteRange {
                 family: Family::Snap,
                 from: shard_key(self.id, 0),
@@ -1007,15 +1341,7 @@ impl Shard {
                 to: shard_key(self.id, self.last_snapshot_seq + 1),
             });
         }
-        let shard = self.id;
-        let msg = WriterMsg::Raw {
-            writes,
-            done: Box::new(move |ok| {
-                if !ok {
-                    tracing::error!(message = "Failed to write a snapshot.", shard);
-                }
-            }),
-        };
+        let msg = WriterMsg::Raw { writes, done };
         let _ = self.writer.send(msg);
         tracing::info!(
             message = "Snapshot taken.",
@@ -1062,6 +1388,11 @@ impl Handler<ShardMsg> for Shard {
             ShardMsg::Release { orders } => {
                 for order in orders {
                     self.release(order);
+                }
+            }
+            ShardMsg::Ship { items } => {
+                for (order, shipped) in items {
+                    self.ship_hold(order, shipped);
                 }
             }
             ShardMsg::HoldCheck { from, orders } => self.hold_check(from, orders),

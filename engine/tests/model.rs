@@ -1,13 +1,14 @@
-//! Property test: random sequences of adjust / place / cancel / shard restart against a plain
-//! reference model, on 3 shards (so orders span shards), then a full recovery from storage.
-//! Outcomes must be identical, stock conserved and never negative.
+//! Property test: random sequences of adjust / place / cancel / ship / shard restart against a
+//! plain reference model, on 3 shards (so orders span shards), then a full recovery from
+//! storage. Outcomes must be identical, stock conserved and never negative, and the sales
+//! summary exact against a recount of the orders.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use orderd_engine::{
     CommandError, CustomerId, Engine, EngineConfig, Idempotency, MemoryStorage, NewCustomer,
-    NewLine, OrderFilter, OrderId, OrderStatus, PlaceOrder, Storage,
+    NewLine, NewShipment, OrderFilter, OrderId, OrderStatus, PlaceOrder, ShipmentStatus, Storage,
 };
 use proptest::prelude::*;
 
@@ -28,6 +29,11 @@ enum Op {
     Cancel {
         pick: usize,
     },
+    /// Ship one unit of the first unshipped line (`partial`), or everything left.
+    Ship {
+        pick: usize,
+        partial: bool,
+    },
     Restart {
         shard: u16,
     },
@@ -47,14 +53,23 @@ fn op() -> impl Strategy<Value = Op> {
                 price,
             }),
         2 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, partial)| Op::Ship { pick, partial }),
         1 => (0..SHARDS as u16).prop_map(|shard| Op::Restart { shard }),
     ]
 }
 
 /// Order lines of the model: (SKU index, quantity).
 type Lines = Vec<(usize, u32)>;
-/// A placed order: id, lines, cancelled.
-type ModelOrder = (OrderId, Lines, bool);
+/// A placed order.
+#[derive(Clone, Debug)]
+struct ModelOrder {
+    id: OrderId,
+    lines: Lines,
+    price: u64,
+    cancelled: bool,
+    /// Units shipped, per line.
+    shipped: Vec<u32>,
+}
 /// A first request under a key and its outcome (the order, or the short SKUs).
 type KeyRecord = (Lines, u64, Result<OrderId, Vec<String>>);
 
@@ -189,7 +204,13 @@ async fn run(ops: Vec<Op>) {
                     for (sku, qty) in &lines {
                         *model.reserved.entry(*sku).or_default() += *qty as u64;
                     }
-                    model.orders.push((view.id, lines.clone(), false));
+                    model.orders.push(ModelOrder {
+                        id: view.id,
+                        lines: lines.clone(),
+                        price,
+                        cancelled: false,
+                        shipped: vec![0; lines.len()],
+                    });
                     Ok(view.id)
                 } else {
                     match result {
@@ -214,17 +235,92 @@ async fn run(ops: Vec<Op>) {
                     continue;
                 }
                 let index = pick % model.orders.len();
-                let (id, lines, cancelled) = model.orders[index].clone();
-                let view = engine
-                    .cancel_order(id, None, "key_t")
-                    .await
-                    .expect("cancel");
+                let order = model.orders[index].clone();
+                let result = engine.cancel_order(order.id, None, "key_t").await;
+                if order.shipped.iter().any(|s| *s > 0) {
+                    assert!(
+                        matches!(result, Err(CommandError::InvalidTransition(_))),
+                        "cancel after shipping: {result:?}"
+                    );
+                    continue;
+                }
+                let view = result.expect("cancel");
                 assert_eq!(view.status, OrderStatus::Cancelled);
-                if !cancelled {
-                    for (sku, qty) in &lines {
+                if !order.cancelled {
+                    for (sku, qty) in &order.lines {
                         *model.reserved.get_mut(sku).expect("reserved") -= *qty as u64;
                     }
-                    model.orders[index].2 = true;
+                    model.orders[index].cancelled = true;
+                }
+            }
+            Op::Ship { pick, partial } => {
+                if model.orders.is_empty() {
+                    continue;
+                }
+                let index = pick % model.orders.len();
+                let order = model.orders[index].clone();
+                let left: Vec<(usize, u32)> = order
+                    .lines
+                    .iter()
+                    .zip(&order.shipped)
+                    .enumerate()
+                    .filter(|(_, ((_, qty), shipped))| *shipped < qty)
+                    .map(|(i, ((_, qty), shipped))| (i, qty - shipped))
+                    .collect();
+                let request: Option<Vec<(String, u32)>> = match (partial, left.first()) {
+                    (true, Some((i, _))) => Some(vec![(SKUS[order.lines[*i].0].to_string(), 1)]),
+                    _ => None,
+                };
+                let result = engine
+                    .ship(NewShipment {
+                        order_id: order.id,
+                        carrier: "dhl".into(),
+                        lines: request.clone(),
+                        actor: "key_t".into(),
+                    })
+                    .await;
+                if order.cancelled || left.is_empty() {
+                    assert!(
+                        matches!(result, Err(CommandError::InvalidTransition(_))),
+                        "nothing to ship: {result:?}"
+                    );
+                    continue;
+                }
+                let shipment = result.expect("ship");
+                assert_eq!(shipment.status, ShipmentStatus::Shipped);
+                let moved: Vec<(usize, u32)> = match request {
+                    Some(_) => vec![(left[0].0, 1)],
+                    None => left.clone(),
+                };
+                for (line, qty) in moved {
+                    let sku = order.lines[line].0;
+                    model.orders[index].shipped[line] += qty;
+                    *model.on_hand.get_mut(&sku).expect("on hand") -= qty as u64;
+                    *model.reserved.get_mut(&sku).expect("reserved") -= qty as u64;
+                }
+                let shipped = &model.orders[index].shipped;
+                let all = order.lines.iter().zip(shipped).all(|((_, q), s)| q == s);
+                let view = engine.order(order.id).await.expect("order");
+                assert_eq!(
+                    view.status,
+                    if all {
+                        OrderStatus::Shipped
+                    } else {
+                        OrderStatus::PartiallyShipped
+                    }
+                );
+                assert!(view.shipments.contains(&shipment.id.to_string()));
+                if all {
+                    // Delivering every shipment delivers the order.
+                    for id in &view.shipments {
+                        let id = id.parse().expect("shipment id");
+                        engine
+                            .shipment_event(id, ShipmentStatus::Delivered, None)
+                            .await
+                            .expect("deliver");
+                    }
+                    let view = engine.order(order.id).await.expect("order");
+                    assert_eq!(view.status, OrderStatus::Delivered);
                 }
             }
             Op::Restart { shard } => {
@@ -263,16 +359,40 @@ async fn run(ops: Vec<Op>) {
         .await
         .expect("list");
     assert_eq!(page.items.len(), model.orders.len());
-    for (id, lines, cancelled) in &model.orders {
-        let view = engine.order(*id).await.expect("order survives");
-        assert_eq!(view.lines.len(), lines.len());
-        let expected = if *cancelled {
+    for order in &model.orders {
+        let view = engine.order(order.id).await.expect("order survives");
+        assert_eq!(view.lines.len(), order.lines.len());
+        let shipped: u32 = order.shipped.iter().sum();
+        let total: u32 = order.lines.iter().map(|(_, q)| q).sum();
+        let expected = if order.cancelled {
             OrderStatus::Cancelled
-        } else {
+        } else if shipped == 0 {
             OrderStatus::Confirmed
+        } else if shipped < total {
+            OrderStatus::PartiallyShipped
+        } else {
+            OrderStatus::Delivered
         };
         assert_eq!(view.status, expected);
     }
+    // The sales summary (counters) equals a recount of the model's orders.
+    let summary = engine
+        .sales_summary(0, i64::MAX)
+        .await
+        .expect("sales summary");
+    let live: Vec<&ModelOrder> = model.orders.iter().filter(|o| !o.cancelled).collect();
+    assert_eq!(summary.orders, live.len() as u64);
+    assert_eq!(summary.cancelled, (model.orders.len() - live.len()) as u64);
+    let units: u64 = live
+        .iter()
+        .flat_map(|o| o.lines.iter().map(|(_, q)| *q as u64))
+        .sum();
+    let revenue: u64 = live
+        .iter()
+        .flat_map(|o| o.lines.iter().map(move |(_, q)| *q as u64 * o.price))
+        .sum();
+    assert_eq!(summary.units, units);
+    assert_eq!(summary.revenue, revenue);
     engine.shutdown().await;
 }
 

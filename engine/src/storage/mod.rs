@@ -94,6 +94,11 @@ pub trait Storage: Send + Sync + 'static {
         to: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
+    /// Flushes memory tables and compacts every family, so that deleted values are gone from
+    /// the files on disk (used after re-sealing personal data).
+    fn compact(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// The last `(key, value)` with `from <= key < to`.
     fn last_in(
         &self,

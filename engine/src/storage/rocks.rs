@@ -64,6 +64,15 @@ impl Storage for RocksStorage {
         self.db.flush_wal(true).map_err(io)
     }
 
+    fn compact(&self) -> Result<(), StorageError> {
+        for family in Family::ALL {
+            let cf = self.cf(family);
+            self.db.flush_cf(cf).map_err(io)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        self.db.flush_wal(true).map_err(io)
+    }
+
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db.get_cf(self.cf(family), key).map_err(io)
     }
