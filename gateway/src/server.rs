@@ -2,6 +2,7 @@
 //! table, the HTTP server.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,11 +69,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         elapsed_ms = opened_at.elapsed().as_millis() as u64
     );
 
-    let vault = match Vault::load(engine.storage(), key_source) {
-        Ok(vault) => Arc::new(vault),
+    let vault = match prepare_personal_data(&engine, key_source).await {
+        Ok(vault) => vault,
         Err(error) => {
             engine.shutdown().await;
-            return Err(error).context("cannot load the keys of personal data");
+            return Err(error);
         }
     };
     let served = serve(&config, engine.clone(), vault).await;
@@ -80,6 +81,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     engine.shutdown().await;
     tracing::info!(message = "orderd stopped.");
     served
+}
+
+/// Loads the keys of personal data, then seals what an earlier version stored in plaintext (the
+/// engine then rewrites its snapshots and drops the older log, so no plaintext stays on disk).
+async fn prepare_personal_data(
+    engine: &Engine,
+    key_source: MasterKeySource,
+) -> anyhow::Result<Arc<Vault>> {
+    let vault = Arc::new(
+        Vault::load(engine.storage(), key_source)
+            .context("cannot load the keys of personal data")?,
+    );
+    let sealed = Arc::new(AtomicU64::new(0));
+    let started_at = Instant::now();
+    let records = engine
+        .reseal_personal_data(vault.resealer(sealed.clone()))
+        .await
+        .context("cannot seal the personal data written by an earlier version")?;
+    if records > 0 {
+        tracing::warn!(
+            message = "Sealed personal data that an earlier version stored in plaintext; older log batches and snapshots were deleted and storage compacted.",
+            values = sealed.load(Ordering::Relaxed),
+            records,
+            elapsed_ms = started_at.elapsed().as_millis() as u64
+        );
+    }
+    Ok(vault)
 }
 
 /// Loads the keys, binds and runs the HTTP server until it stops.

@@ -23,6 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -30,7 +31,7 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use orderd_engine::storage::{Family, StorageError, Write};
-use orderd_engine::{CustomerView, NewCustomer, OrderView, Storage};
+use orderd_engine::{CustomerView, NewCustomer, OrderView, PersonalField, ResealFn, Storage};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -95,6 +96,18 @@ impl Field {
             Field::CustomerPhone => "customer.phone",
             Field::CustomerAddress => "customer.address",
             Field::OrderShippingAddress => "order.shipping_address",
+        }
+    }
+}
+
+impl From<PersonalField> for Field {
+    fn from(field: PersonalField) -> Field {
+        match field {
+            PersonalField::CustomerName => Field::CustomerName,
+            PersonalField::CustomerEmail => Field::CustomerEmail,
+            PersonalField::CustomerPhone => Field::CustomerPhone,
+            PersonalField::CustomerAddress => Field::CustomerAddress,
+            PersonalField::OrderShippingAddress => Field::OrderShippingAddress,
         }
     }
 }
@@ -808,6 +821,21 @@ impl Vault {
         })
     }
 
+    /// The re-sealing function of the start-up migration
+    /// ([`orderd_engine::Engine::reseal_personal_data`]): seals every value that is not sealed
+    /// yet (written by a version before sealing) and counts them in `sealed`; leaves sealed
+    /// values alone.
+    pub fn resealer(self: &Arc<Self>, sealed: Arc<AtomicU64>) -> ResealFn {
+        let vault = Arc::clone(self);
+        Arc::new(move |field: PersonalField, value: &str| {
+            if is_sealed(value) {
+                return None;
+            }
+            sealed.fetch_add(1, Ordering::Relaxed);
+            Some(vault.seal(field.into(), value))
+        })
+    }
+
     /// Rotates the master key while serving: a new master key and a new data key; every data
     /// key re-wrapped under the new master in one synced write; then the new key becomes the
     /// key file and the old one `<file>.previous`. Blocking (file and storage syncs).
@@ -1092,6 +1120,28 @@ mod tests {
         // Not sealed: returned as it is (data of the previous version before the migration).
         let vault = Vault::load(memory(), env(&MasterKey::generate())).unwrap();
         assert_eq!(vault.open(Field::CustomerName, "Jane").unwrap(), "Jane");
+    }
+
+    #[test]
+    fn the_migration_seals_plaintext_only() {
+        let vault = Arc::new(Vault::load(memory(), env(&MasterKey::generate())).unwrap());
+        let sealed = Arc::new(AtomicU64::new(0));
+        let reseal = vault.resealer(sealed.clone());
+        let already = vault.seal(Field::CustomerEmail, "jane@example.com");
+        assert_eq!(reseal(PersonalField::CustomerEmail, &already), None);
+        let fresh = reseal(PersonalField::CustomerEmail, "joe@example.com").unwrap();
+        assert_eq!(
+            vault.open(Field::CustomerEmail, &fresh).unwrap(),
+            "joe@example.com"
+        );
+        // Sealed under the engine's field name: another field cannot open it.
+        let address = reseal(PersonalField::OrderShippingAddress, "1 Main Street").unwrap();
+        assert!(vault.open(Field::CustomerAddress, &address).is_err());
+        assert_eq!(
+            vault.open(Field::OrderShippingAddress, &address).unwrap(),
+            "1 Main Street"
+        );
+        assert_eq!(sealed.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! snapshots, everything RocksDB writes), no backup and no server log line holds one in
 //! plaintext — before and after a restart. Then: auditors read masked values, master key
 //! rotation through the API keeps every value readable while serving and after a restart, and
-//! a wrong or misplaced master key stops the server from starting.
+//! a wrong or misplaced master key stops the server from starting. Data an earlier version
+//! stored in plaintext is sealed at the first start of this one and leaves the disk.
 
 use crate::support::{assert_problem, run_parallel, serial, unique, Client, Server};
+use orderd_engine::{Engine, EngineConfig, NewCustomer, NewLine, PlaceOrder};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -448,4 +450,94 @@ fn auditors_see_masked_values_and_key_rotation_keeps_every_value_readable() {
     server.set_env(&[]);
     server.restart();
     assert_readable(&server.client(), &canaries, &ids, 1);
+}
+
+#[test]
+fn plaintext_of_an_earlier_version_is_sealed_at_the_first_start() {
+    let _serial = serial();
+    const LEGACY: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let canaries: Vec<Canary> = (0..LEGACY).map(|_| Canary::new()).collect();
+    // The earlier version: the engine stored personal data as it came, in its log and (after
+    // the first half) in snapshots.
+    let ids: Vec<(String, String)> = actix_rt::System::new().block_on(async {
+        let engine = Engine::open(EngineConfig::new(data.clone(), 2)).expect("open engine");
+        engine
+            .adjust_stock(SKU, LEGACY as i64, "received", "legacy")
+            .await
+            .expect("stock");
+        let mut ids = Vec::new();
+        for (i, canary) in canaries.iter().enumerate() {
+            let text = |field: &str| canary.customer[field].as_str().unwrap().to_string();
+            let customer = engine
+                .create_customer(NewCustomer {
+                    name: text("name"),
+                    email: text("email"),
+                    phone: Some(text("phone")),
+                    address: Some(text("address")),
+                })
+                .await
+                .expect("customer");
+            let order = engine
+                .place_order(PlaceOrder {
+                    customer_id: customer.id,
+                    lines: vec![NewLine {
+                        sku: SKU.to_string(),
+                        qty: 1,
+                        unit_price: 100,
+                    }],
+                    shipping_address: Some(canary.shipping_address.clone()),
+                    note: Some(canary.note.clone()),
+                    idempotency: None,
+                    actor: "legacy".to_string(),
+                })
+                .await
+                .expect("order");
+            ids.push((customer.id.to_string(), order.id.to_string()));
+            if i == LEGACY / 2 {
+                for shard in 0..2 {
+                    engine.snapshot_shard(shard).await.expect("snapshot");
+                }
+            }
+        }
+        engine.shutdown().await;
+        ids
+    });
+    // The earlier format does hold the canaries in plaintext (so the scan below can fail).
+    let personal: HashSet<Vec<u8>> = canaries
+        .iter()
+        .flat_map(|c| c.personal.iter().map(|t| t.as_bytes().to_vec()))
+        .collect();
+    let (hits, _) = scan(std::slice::from_ref(&data), &personal);
+    assert!(
+        hits.len() * 10 >= personal.len() * 9,
+        "only {} of {} canaries found in the earlier version's files",
+        hits.len(),
+        personal.len()
+    );
+
+    // This version: sealed at start, readable through the API, gone from the disk.
+    let mut server = Server::start_in(dir.path(), 2);
+    assert_readable(&server.client(), &canaries, &ids, 1);
+    server.terminate();
+    assert_no_plaintext_at_rest(&server, &canaries, "after the migration");
+    let migrated = "Sealed personal data that an earlier version stored in plaintext";
+    assert_eq!(
+        server.log().matches(migrated).count(),
+        1,
+        "{}",
+        server.log()
+    );
+    // Once only: the next start finds nothing left to seal.
+    server.restart();
+    assert_readable(&server.client(), &canaries, &ids, 3);
+    server.terminate();
+    let log = server.log();
+    assert_eq!(log.matches(migrated).count(), 1);
+    for canary in &canaries {
+        for token in &canary.personal {
+            assert!(!log.contains(token.as_str()), "a canary is in the log");
+        }
+    }
 }
