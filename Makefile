@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 PROFILE := --release
 BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: deps build run test test-only lint bench fmt clean-data
+.PHONY: deps build run test test-only lint contract bench fmt clean-data
 
 deps:
 	@if ! dpkg -s libclang-dev >/dev/null 2>&1; then \
@@ -27,8 +27,13 @@ lint: deps
 	cargo fmt --all -- --check
 	cargo clippy $(PROFILE) --workspace --all-targets -- -D warnings
 
-## Everything CI checks: format, clippy (warnings are errors), and every test.
-test: lint test-only
+## Everything CI checks: format, clippy (warnings are errors), the OpenAPI contract test
+## (schemathesis against the real server), and every test (the runner's summary comes last).
+test: lint contract test-only
+
+## schemathesis (pinned, from PyPI, in a venv under ~/.cache/orderd) against a real orderd.
+contract: deps
+	./ops/contract-test.sh
 
 # The e2e tests are a test target of orderd-gateway, so the runner builds `orderd` itself.
 test-only: deps

@@ -626,6 +626,9 @@ impl ShardData {
     /// ordered by placement time, so that walk touches only those orders).
     pub fn sales_summary(&self, from_us: i64, to_us: i64) -> SalesSummary {
         let mut summary = SalesSummary::default();
+        // Orders are placed after 1970 and long before the end of time: clamping keeps the
+        // hour arithmetic below from overflowing on extreme bounds.
+        let (from_us, to_us) = (from_us.max(0), to_us.min(i64::MAX - 2 * HOUR_US));
         if from_us >= to_us {
             return summary;
         }

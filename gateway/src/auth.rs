@@ -5,9 +5,10 @@
 //! hash and one `DashMap` probe, with no slow KDF per request: the secrets are random, not
 //! passwords, so a fast hash is enough.
 //!
-//! Persistence: for now the table lives in `<data_dir>/keys.json`, written atomically (temp file,
-//! fsync, rename, fsync of the directory). The engine's `control` column family takes this over
-//! in a later issue, which also brings `POST/GET/DELETE /v1/keys`.
+//! Persistence: the table lives in `<data_dir>/keys.json`, written atomically (temp file, fsync,
+//! rename, fsync of the directory) on every change. A revoked key is removed from the table in
+//! memory first (it fails at once) and from the file before the revocation is acknowledged (it
+//! stays revoked after a restart).
 
 use std::fs::{self, File, OpenOptions};
 use std::future::{ready, Ready};
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use dashmap::DashMap;
 use orderd_engine::CustomerId;
 use rand::rngs::OsRng;
@@ -45,6 +46,20 @@ const KEYS_FILE_VERSION: u32 = 1;
 
 /// SHA-256 of a secret.
 pub type SecretHash = [u8; 32];
+
+/// Longest key name, in characters.
+pub const KEY_NAME_CHARS_MAX: usize = 100;
+
+/// Why a key could not be revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("no such key")]
+    NotFound,
+    #[error("this is the last admin key; create another admin key first")]
+    LastAdmin,
+    #[error(transparent)]
+    Store(#[from] KeyStoreError),
+}
 
 /// Why the key table could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -246,11 +261,72 @@ impl KeyStore {
         Ok(Some(final_path))
     }
 
-    /// Adds a key and saves the table.
+    /// Adds a key and saves the table. When saving fails the key is not added.
     pub fn insert(&self, hash: SecretHash, record: KeyRecord) -> Result<(), KeyStoreError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.by_hash.insert(hash, record);
-        self.save_locked()
+        self.save_locked().inspect_err(|_| {
+            self.by_hash.remove(&hash);
+        })
+    }
+
+    /// Creates a key with a fresh secret; returns it and the secret (shown once, never stored).
+    pub fn create(
+        &self,
+        name: String,
+        role: Role,
+        customer_id: Option<CustomerId>,
+    ) -> Result<(KeyRecord, String), KeyStoreError> {
+        debug_assert_eq!(role == Role::Customer, customer_id.is_some());
+        let secret = new_secret();
+        let record = KeyRecord {
+            id: new_key_id(),
+            name,
+            role,
+            customer_id,
+            created_at_us: now_us(),
+        };
+        self.insert(hash_secret(&secret), record.clone())?;
+        Ok((record, secret))
+    }
+
+    /// Revokes the key `id`: it fails from now on, also after a restart. The last `admin` key
+    /// cannot be revoked (nobody could manage keys any more).
+    pub fn revoke(&self, id: &str) -> Result<KeyRecord, RevokeError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (hash, record) = self
+            .by_hash
+            .iter()
+            .find(|entry| entry.value().id == id)
+            .map(|entry| (*entry.key(), entry.value().clone()))
+            .ok_or(RevokeError::NotFound)?;
+        if record.role == Role::Admin {
+            let admins = self
+                .by_hash
+                .iter()
+                .filter(|entry| entry.value().role == Role::Admin)
+                .count();
+            if admins <= 1 {
+                return Err(RevokeError::LastAdmin);
+            }
+        }
+        self.by_hash.remove(&hash);
+        if let Err(error) = self.save_locked() {
+            self.by_hash.insert(hash, record);
+            return Err(error.into());
+        }
+        Ok(record)
+    }
+
+    /// Every key, oldest first (ties by id).
+    pub fn list(&self) -> Vec<KeyRecord> {
+        let mut keys: Vec<KeyRecord> = self
+            .by_hash
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        keys.sort_by(|a, b| (a.created_at_us, &a.id).cmp(&(b.created_at_us, &b.id)));
+        keys
     }
 
     fn save_locked(&self) -> Result<(), KeyStoreError> {
@@ -338,6 +414,11 @@ impl RateLimiter {
             rate_per_s,
             buckets: DashMap::new(),
         }
+    }
+
+    /// Drops the bucket of a revoked key.
+    pub fn forget(&self, key_id: &str) {
+        self.buckets.remove(key_id);
     }
 
     /// Takes one token for `key_id`; false when the key is over its rate.
@@ -463,6 +544,10 @@ impl FromRequest for Caller {
                 "authentication is not configured".into(),
             )),
         };
+        if let Ok(caller) = &result {
+            // For the audit of refusals (`audit::record_refusals`), which runs after the handler.
+            req.extensions_mut().insert(caller.clone());
+        }
         ready(result)
     }
 }
@@ -531,6 +616,54 @@ mod tests {
         assert_ne!(secret.trim(), "odk_stale");
         assert!(store.lookup(secret.trim()).is_some());
         assert!(!dir.path().join("admin.key.tmp").exists());
+    }
+
+    #[test]
+    fn keys_are_created_listed_and_revoked_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let admin_path = store.ensure_admin_key().unwrap().unwrap();
+        let admin_secret = fs::read_to_string(admin_path).unwrap().trim().to_string();
+        let admin = store.lookup(&admin_secret).unwrap();
+        let (front, front_secret) = store.create("shop".into(), Role::Frontend, None).unwrap();
+        let (buyer, buyer_secret) = store
+            .create("buyer".into(), Role::Customer, Some(CustomerId(7)))
+            .unwrap();
+        assert_ne!(front_secret, buyer_secret);
+        assert_eq!(store.lookup(&front_secret).unwrap(), front);
+        let listed: Vec<String> = store.list().into_iter().map(|k| k.id).collect();
+        assert_eq!(
+            listed,
+            [admin.id.clone(), front.id.clone(), buyer.id.clone()]
+        );
+        let table = fs::read_to_string(dir.path().join(KEYS_FILE)).unwrap();
+        assert!(!table.contains(&front_secret) && !table.contains(&buyer_secret));
+
+        assert_eq!(store.revoke(&front.id).unwrap(), front);
+        assert!(store.lookup(&front_secret).is_none(), "revoked at once");
+        assert!(matches!(
+            store.revoke(&front.id),
+            Err(RevokeError::NotFound)
+        ));
+        assert!(matches!(
+            store.revoke(&admin.id),
+            Err(RevokeError::LastAdmin)
+        ));
+        assert!(store.lookup(&admin_secret).is_some());
+
+        // After a restart: still revoked, the others still work.
+        let again = KeyStore::open(dir.path()).unwrap();
+        assert!(again.lookup(&front_secret).is_none());
+        assert_eq!(again.lookup(&buyer_secret).unwrap(), buyer);
+        assert_eq!(again.len(), 2);
+
+        // With a second admin, the first may go.
+        let (second, _) = again.create("ops".into(), Role::Admin, None).unwrap();
+        again.revoke(&admin.id).unwrap();
+        assert!(matches!(
+            again.revoke(&second.id),
+            Err(RevokeError::LastAdmin)
+        ));
     }
 
     #[test]

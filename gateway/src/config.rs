@@ -46,6 +46,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub engine: EngineSection,
     pub backup: BackupConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
     pub security: SecurityConfig,
 }
@@ -114,6 +115,16 @@ pub struct SecurityConfig {
     /// Key file (64 hex digits); relative paths are relative to the working directory. Unused
     /// when `ORDERD_MASTER_KEY` is set. Must not lie inside `storage.data_dir`.
     pub master_key_file: PathBuf,
+}
+
+/// The `[audit]` section: the audit trail's writer queue and read bounds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Entries waiting for the writer; also the most entries of one group commit.
+    pub queue_capacity: usize,
+    /// Most entries one `GET /v1/audit` page reads from storage.
+    pub scan_entries_max: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -207,6 +218,12 @@ impl Config {
         }
         if self.security.master_key_file.as_os_str().is_empty() {
             return invalid("security.master_key_file", "must not be empty");
+        }
+        if self.audit.queue_capacity == 0 {
+            return invalid("audit.queue_capacity", "must be at least 1");
+        }
+        if self.audit.scan_entries_max == 0 {
+            return invalid("audit.scan_entries_max", "must be at least 1");
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("{:?}: {error}", self.log.level));
@@ -303,6 +320,8 @@ mod tests {
         assert_eq!(c.engine.pending_retry_ms, 500);
         assert_eq!(c.backup.dir, PathBuf::from("./backups"));
         assert_eq!(c.backup.offsite, "./offsite");
+        assert_eq!(c.audit.queue_capacity, 4096);
+        assert_eq!(c.audit.scan_entries_max, 100_000);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(

@@ -9,6 +9,7 @@
 //! - Every error a client sees is one `application/problem+json` document ([`error`]).
 //! - Personal data reaches the engine sealed and leaves it opened only here ([`vault`]).
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;

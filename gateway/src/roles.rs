@@ -114,18 +114,28 @@ pub const ORDER_LIST: RoleSet =
     RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
 /// `POST /v1/orders/{id}/cancel`: a customer key only its own.
 pub const ORDER_CANCEL: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
+/// `POST /v1/orders/{id}/shipments` and `POST /v1/shipments/{id}/events`.
+pub const SHIPMENT_WRITE: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `GET /v1/shipments/{id}`.
+pub const SHIPMENT_READ: RoleSet = RoleSet::of(&[Admin, Logistics, Operator]);
+/// `GET /v1/analytics/summary` and `GET /v1/analytics/orders.csv`.
+pub const ANALYTICS_READ: RoleSet = RoleSet::of(&[Admin, Analyst, Operator]);
 /// `GET /v1/ops/shards`.
 pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/shards/{id}/restart`.
 pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/keys/rotate`.
 pub const OPS_KEYS_ROTATE: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
+pub const KEYS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
+/// `GET /v1/audit`, `GET /v1/audit/verify`.
+pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 10] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 15] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -136,6 +146,11 @@ mod tests {
         ("order cancel", ORDER_CANCEL),
         ("ops shards read", OPS_SHARDS_READ),
         ("ops shard restart", OPS_SHARD_RESTART),
+        ("shipment write", SHIPMENT_WRITE),
+        ("shipment read", SHIPMENT_READ),
+        ("analytics read", ANALYTICS_READ),
+        ("keys manage", KEYS_MANAGE),
+        ("audit read", AUDIT_READ),
     ];
 
     #[test]
@@ -160,7 +175,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 10] = [
+        let expected: [(&str, &[Role]); 15] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -183,6 +198,11 @@ mod tests {
             ("order cancel", &[Admin, Frontend, Customer]),
             ("ops shards read", &[Admin, Operator]),
             ("ops shard restart", &[Admin, Operator]),
+            ("shipment write", &[Admin, Logistics]),
+            ("shipment read", &[Admin, Logistics, Operator]),
+            ("analytics read", &[Admin, Analyst, Operator]),
+            ("keys manage", &[Admin]),
+            ("audit read", &[Admin, Auditor]),
         ];
         for ((name, set), (expected_name, allowed)) in ALL_PERMISSIONS.iter().zip(expected) {
             assert_eq!(*name, expected_name);

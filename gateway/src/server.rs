@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use orderd_engine::Engine;
 use tracing_subscriber::EnvFilter;
 
+use crate::audit::{self, AuditLog};
 use crate::auth::{Auth, KeyStore, RateLimiter};
 use crate::config::{Config, LogFormat};
 use crate::error;
@@ -131,6 +132,9 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
         keys,
         limiter: RateLimiter::new(config.http.rate_limit_per_key_per_s),
     }));
+    let audit = web::Data::new(
+        AuditLog::start(engine.storage(), &config.audit).context("cannot open the audit trail")?,
+    );
     let engine = web::Data::new(engine);
     let vault = web::Data::from(vault);
     let body_limit_bytes = config.http.body_limit_bytes;
@@ -140,6 +144,8 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
             .app_data(auth.clone())
             .app_data(engine.clone())
             .app_data(vault.clone())
+            .app_data(audit.clone())
+            .wrap(middleware::from_fn(audit::record_refusals))
             .wrap(error::problem_fallback())
             .configure(|cfg| routes::configure(cfg, body_limit_bytes))
     })

@@ -2,8 +2,11 @@
 //! and drives it over HTTP exactly as written in the API contract (`API.md`).
 
 mod api_basics;
+mod audit;
 mod concurrency;
 mod crash;
+mod keys;
+mod logistics;
 mod pii;
 mod shard_restart;
 mod support;

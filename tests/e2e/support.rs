@@ -326,8 +326,8 @@ pub struct Server {
     key: String,
     client: Client,
     log_path: PathBuf,
-    /// Extra environment of every start (e.g. `ORDERD_MASTER_KEY`).
-    env: Vec<(String, String)>,
+    /// Extra environment of every start (e.g. `ORDERD__HTTP__RATE_LIMIT_PER_KEY_PER_S`).
+    extra_env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -341,7 +341,7 @@ impl Server {
         Self::launch(root, Some(tmp), shards, &[])
     }
 
-    /// Like [`Server::start`] with extra environment variables for this and every later start.
+    /// Like [`Server::start`] with extra environment variables, kept for every restart.
     pub fn start_with_env(shards: usize, env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::Builder::new()
             .prefix("orderd-e2e-")
@@ -374,16 +374,18 @@ impl Server {
                 key: None,
             },
             log_path,
-            env: Vec::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        server.set_env(env);
         server.spawn();
         server
     }
 
     /// Replaces the extra environment of later starts.
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
-        self.env = env
+        self.extra_env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
@@ -456,7 +458,7 @@ impl Server {
             .env("RUST_LOG", "warn")
             .current_dir(root)
             .stdin(Stdio::null());
-        for (name, value) in &self.env {
+        for (name, value) in &self.extra_env {
             cmd.env(name, value);
         }
         cmd

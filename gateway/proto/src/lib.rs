@@ -56,7 +56,7 @@ where
 }
 
 /// `POST /v1/stock/{sku}/adjustments`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockAdjustmentRequest {
     /// Units to add (receiving goods) or remove; never zero.
@@ -66,7 +66,7 @@ pub struct StockAdjustmentRequest {
 }
 
 /// A stock record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockResponse {
     pub sku: String,
     pub on_hand: u64,
@@ -76,7 +76,7 @@ pub struct StockResponse {
 }
 
 /// `POST /v1/customers`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomerRequest {
     pub name: String,
@@ -88,7 +88,7 @@ pub struct CreateCustomerRequest {
 }
 
 /// A customer record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CustomerResponse {
     pub id: String,
     pub name: String,
@@ -100,23 +100,26 @@ pub struct CustomerResponse {
 }
 
 /// One line of `POST /v1/orders`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub sku: String,
     /// At least 1.
+    #[schema(minimum = 1)]
     pub qty: u32,
     /// Minor currency units (cents).
     pub unit_price: u64,
 }
 
 /// `POST /v1/orders`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     pub customer_id: String,
     /// 1 to 100 lines, each SKU at most once.
     #[serde(deserialize_with = "objects")]
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<OrderLineRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<String>,
@@ -125,7 +128,7 @@ pub struct PlaceOrderRequest {
 }
 
 /// `POST /v1/orders/{id}/cancel`; the body itself is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrderRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +137,18 @@ pub struct CancelOrderRequest {
 
 /// Query of `GET /v1/orders`. Every value is kept as text so that the server can name the
 /// offending parameter when one does not parse.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListOrdersQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,7 +162,7 @@ pub struct ListOrdersQuery {
 }
 
 /// One line of an order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLineResponse {
     pub sku: String,
     pub qty: u32,
@@ -157,7 +171,7 @@ pub struct OrderLineResponse {
 }
 
 /// One step of an order's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderHistoryResponse {
     /// RFC 3339 UTC.
     pub at: String,
@@ -168,7 +182,7 @@ pub struct OrderHistoryResponse {
 
 /// An order. `shipments` and `history` are present when the order is read (`GET`, lists,
 /// cancel) and absent in the response to a placement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderResponse {
     pub id: String,
     pub customer_id: String,
@@ -188,16 +202,138 @@ pub struct OrderResponse {
     pub history: Option<Vec<OrderHistoryResponse>>,
 }
 
+/// One line of `POST /v1/orders/{id}/shipments`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentLineRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub sku: String,
+    /// At least 1, at most what is left to ship of this SKU.
+    #[schema(minimum = 1)]
+    pub qty: u32,
+}
+
+/// `POST /v1/orders/{id}/shipments`: without `lines`, everything not yet shipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateShipmentRequest {
+    pub carrier: String,
+    #[serde(
+        default,
+        deserialize_with = "optional_objects",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lines: Option<Vec<ShipmentLineRequest>>,
+}
+
+/// `deserialize_with` helper: an optional list whose every element must be a JSON object.
+pub fn optional_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let items = Option::<Vec<ObjectOnly<T>>>::deserialize(deserializer)?;
+    Ok(items.map(|items| items.into_iter().map(|item| item.0).collect()))
+}
+
+/// `POST /v1/shipments/{id}/events`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentEventRequest {
+    /// `in_transit`, `delivered` or `failed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One line of a shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShipmentLineResponse {
+    pub sku: String,
+    pub qty: u32,
+}
+
+/// One step of a shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShipmentEventResponse {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// `shipped`, `in_transit`, `delivered` or `failed`.
+    pub status: String,
+    pub note: Option<String>,
+}
+
+/// A shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ShipmentResponse {
+    pub id: String,
+    pub order_id: String,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub status: String,
+    pub lines: Vec<ShipmentLineResponse>,
+    pub events: Vec<ShipmentEventResponse>,
+}
+
+/// Query of the analytics routes: RFC 3339 times, `[from, to)`; both optional.
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// One SKU of `top_skus`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TopSkuResponse {
+    pub sku: String,
+    pub units: u64,
+    pub revenue: u64,
+}
+
+/// One hour of `by_hour`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HourResponse {
+    /// Start of the hour, RFC 3339 UTC.
+    pub hour: String,
+    pub orders: u64,
+    pub revenue: u64,
+}
+
+/// `GET /v1/analytics/summary`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SalesSummaryResponse {
+    pub orders: u64,
+    pub cancelled: u64,
+    pub units: u64,
+    pub revenue: u64,
+    pub top_skus: Vec<TopSkuResponse>,
+    pub by_hour: Vec<HourResponse>,
+}
+
 /// One page of a list: `next` is the cursor to pass as `after` for the next page, or null on
 /// the last page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
 }
 
 /// One shard as `GET /v1/ops/shards` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardResponse {
     pub id: u16,
     /// `running`, `restarting` or `failed`.
@@ -210,7 +346,7 @@ pub struct ShardResponse {
 }
 
 /// Answer of `POST /v1/ops/shards/{id}/restart` (202): the restart runs in the background.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardRestartResponse {
     pub id: u16,
     /// Always `restarting`; poll `GET /v1/ops/shards` for the outcome.
@@ -218,7 +354,7 @@ pub struct ShardRestartResponse {
 }
 
 /// Answer of `POST /v1/ops/keys/rotate` (200).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyRotationResponse {
     /// Id of the new master key: the first 8 bytes of its SHA-256, 16 hex digits.
     pub master_key_id: String,
@@ -228,15 +364,134 @@ pub struct KeyRotationResponse {
     pub rewrapped: u64,
 }
 
+/// `POST /v1/keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// One of the seven roles; kept as text so that the server can name `role` when it is not.
+    pub role: String,
+    /// Required for (and only for) the `customer` role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+}
+
+/// An API key as `GET /v1/keys` lists it: never its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyResponse {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub customer_id: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// Answer of `POST /v1/keys` (201): the only time the secret is shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedKeyResponse {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub customer_id: Option<String>,
+    pub secret: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// Query of `GET /v1/keys`, kept as text like [`ListOrdersQuery`].
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeysQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// One entry of the audit trail. `hash` chains it to the entry before: the hex SHA-256 of the
+/// previous entry's `hash` (64 zeros for `seq` 1) followed by the canonical serialization of
+/// this entry's other fields (see the gateway's `audit` module).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// 1, 2, 3, ... without gaps.
+    pub seq: u64,
+    /// RFC 3339 UTC; never decreases from one entry to the next.
+    pub at: String,
+    /// The API key id that acted, or `anonymous`.
+    pub actor: String,
+    /// What happened, e.g. `order.place`, `key.revoke`, `auth.unauthorized`.
+    pub action: String,
+    /// What it happened to: an id, a SKU, or `METHOD /path` for refusals.
+    pub target: String,
+    /// A short note without personal data.
+    pub detail: String,
+    pub hash: String,
+}
+
+/// Query of `GET /v1/audit`, kept as text like [`ListOrdersQuery`].
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// RFC 3339: entries at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// A key id, or `anonymous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The `next` of the previous page (a `seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// Answer of `GET /v1/audit/verify`: the chain recomputed over everything stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditVerifyResponse {
+    pub ok: bool,
+    /// Entries read from storage.
+    pub entries: u64,
+    /// The first entry that is edited, missing or out of place; null when `ok`.
+    pub first_bad_seq: Option<u64>,
+    pub detail: String,
+    /// `hash` of the newest entry (null when there is none): write it down elsewhere to detect
+    /// a rewrite of the whole chain later.
+    pub last_hash: Option<String>,
+}
+
 /// Answer of `/livez` and of a ready `/readyz`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     /// `live` or `ready`.
     pub status: String,
 }
 
 /// An RFC 9457 problem document (`application/problem+json`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// `/problems/<code>`.
     #[serde(rename = "type")]

@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::{CustomerId, Engine, NewCustomer};
 use orderd_proto::CreateCustomerRequest;
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
@@ -12,11 +13,16 @@ use crate::roles::{self, Role};
 use crate::vault::Vault;
 use crate::{validate, wire};
 
+#[utoipa::path(post, path = "/v1/customers", tag = "customers",
+    request_body = orderd_proto::CreateCustomerRequest,
+    responses((status = 201, description = "The new customer", body = orderd_proto::CustomerResponse)),
+    security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
     body: RawBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_CREATE)?;
     let request: CreateCustomerRequest = decode_json(&body.0)?;
@@ -29,6 +35,10 @@ pub async fn create(
             address: request.address,
         }))
         .await?;
+    // Personal data never goes into the audit trail: the id only.
+    audit
+        .record(&caller, "customer.create", view.id.to_string(), "")
+        .await?;
     let view = vault.open_customer(view)?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()
@@ -36,6 +46,10 @@ pub async fn create(
         .json(wire::customer(view)))
 }
 
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
+    params(("id" = String, Path, description = "A customer id (`cus_…`)")),
+    responses((status = 200, description = "The customer (masked for auditors)", body = orderd_proto::CustomerResponse)),
+    security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,

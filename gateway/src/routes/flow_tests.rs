@@ -11,7 +11,9 @@ use actix_web::{test, web, App};
 use orderd_engine::{CustomerId, Durability, Engine, EngineConfig};
 use serde_json::{json, Value};
 
+use crate::audit::AuditLog;
 use crate::auth::{hash_secret, new_secret, Auth, KeyRecord, KeyStore, RateLimiter};
+use crate::config::AuditConfig;
 use crate::error::problem_fallback;
 use crate::roles::Role;
 use crate::vault::{MasterKeySource, Vault};
@@ -23,6 +25,7 @@ struct Fixture {
     engine: Engine,
     auth: web::Data<Auth>,
     vault: web::Data<Vault>,
+    audit: web::Data<AuditLog>,
     admin: String,
 }
 
@@ -57,11 +60,22 @@ impl Fixture {
             keys,
             limiter: RateLimiter::new(0),
         }));
+        let audit = web::Data::new(
+            AuditLog::start(
+                engine.storage(),
+                &AuditConfig {
+                    queue_capacity: 64,
+                    scan_entries_max: 10_000,
+                },
+            )
+            .unwrap(),
+        );
         Fixture {
             _dir: dir,
             engine,
             auth,
             vault,
+            audit,
             admin,
         }
     }
@@ -93,6 +107,10 @@ macro_rules! app {
                 .app_data($fixture.auth.clone())
                 .app_data(web::Data::new($fixture.engine.clone()))
                 .app_data($fixture.vault.clone())
+                .app_data($fixture.audit.clone())
+                .wrap(actix_web::middleware::from_fn(
+                    crate::audit::record_refusals,
+                ))
                 .wrap(problem_fallback())
                 .configure(|cfg| super::configure(cfg, 65_536)),
         )
@@ -705,6 +723,225 @@ async fn roles_are_enforced_and_customer_keys_see_only_their_own() {
     }
     assert!(restarted, "shard 1 did not come back within 5 s");
 
+    f.engine.shutdown().await;
+}
+
+fn delete(uri: &str, secret: &str) -> TestRequest {
+    TestRequest::delete()
+        .uri(uri)
+        .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
+}
+
+#[actix_web::test]
+async fn keys_and_audit_validate_their_input_and_roles() {
+    let f = Fixture::new();
+    let app = app!(f);
+    let admin = f.admin.as_str();
+    let (_, _, customer) = call!(
+        app,
+        post(
+            "/v1/customers",
+            admin,
+            r#"{"name": "Kim", "email": "kim@example.com"}"#
+        )
+    )
+    .await;
+    let customer_id = customer["id"].as_str().unwrap().to_string();
+    let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
+        (
+            r#"{"name": "", "role": "admin"}"#.into(),
+            400,
+            "invalid_request",
+            Some("name"),
+        ),
+        (
+            r#"{"name": "   ", "role": "admin"}"#.into(),
+            400,
+            "invalid_request",
+            Some("name"),
+        ),
+        (
+            format!(r#"{{"name": "{}", "role": "admin"}}"#, "n".repeat(101)),
+            400,
+            "invalid_request",
+            Some("name"),
+        ),
+        (
+            r#"{"name": "x", "role": "root"}"#.into(),
+            400,
+            "invalid_request",
+            Some("role"),
+        ),
+        (
+            r#"{"name": "x"}"#.into(),
+            400,
+            "invalid_request",
+            Some("role"),
+        ),
+        (
+            r#"{"name": "x", "role": "admin", "secret": "mine"}"#.into(),
+            400,
+            "invalid_request",
+            Some("secret"),
+        ),
+        (
+            r#"{"name": "x", "role": "customer"}"#.into(),
+            400,
+            "invalid_request",
+            Some("customer_id"),
+        ),
+        (
+            format!(r#"{{"name": "x", "role": "frontend", "customer_id": "{customer_id}"}}"#),
+            400,
+            "invalid_request",
+            Some("customer_id"),
+        ),
+        (
+            r#"{"name": "x", "role": "customer", "customer_id": "cus_1_999999"}"#.into(),
+            422,
+            "unknown_customer",
+            None,
+        ),
+        (
+            r#"{"name": "x", "role": "customer", "customer_id": "nonsense"}"#.into(),
+            422,
+            "unknown_customer",
+            None,
+        ),
+    ];
+    for (body, status, code, param) in cases {
+        let result = call!(app, post("/v1/keys", admin, &body)).await;
+        assert_problem(&result, status, code);
+        assert_eq!(result.2["param"].as_str(), param, "{body}: {}", result.2);
+    }
+    let (status, headers, created) = call!(
+        app,
+        post(
+            "/v1/keys",
+            admin,
+            &format!(
+                r#"{{"name": "{}", "role": "customer", "customer_id": "{customer_id}"}}"#,
+                "n".repeat(100)
+            ),
+        )
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
+    assert_eq!(created["customer_id"], customer_id.as_str());
+
+    let frontend = f.key(Role::Frontend, None);
+    let auditor = f.key(Role::Auditor, None);
+    let buyer = created["secret"].as_str().unwrap().to_string();
+    for secret in [&frontend, &auditor] {
+        assert_problem(&call!(app, get("/v1/keys", secret)).await, 403, "forbidden");
+        assert_problem(
+            &call!(
+                app,
+                post("/v1/keys", secret, r#"{"name": "x", "role": "admin"}"#)
+            )
+            .await,
+            403,
+            "forbidden",
+        );
+        assert_problem(
+            &call!(app, delete("/v1/keys/key_admin", secret)).await,
+            403,
+            "forbidden",
+        );
+    }
+    assert_problem(&call!(app, get("/v1/keys", &buyer)).await, 404, "not_found");
+    assert_problem(
+        &call!(app, get("/v1/audit", &buyer)).await,
+        404,
+        "not_found",
+    );
+    assert_problem(
+        &call!(app, get("/v1/audit", &frontend)).await,
+        403,
+        "forbidden",
+    );
+    assert_problem(
+        &call!(app, get("/v1/audit/verify", &frontend)).await,
+        403,
+        "forbidden",
+    );
+    assert_problem(
+        &call!(app, delete("/v1/keys/key_nope", admin)).await,
+        404,
+        "not_found",
+    );
+    for (query, param) in [
+        ("since=yesterday", "since"),
+        ("since=2025-01-01", "since"),
+        ("after=x", "after"),
+        ("after=-1", "after"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("who=me", "who"),
+    ] {
+        let result = call!(app, get(&format!("/v1/audit?{query}"), &auditor)).await;
+        assert_problem(&result, 400, "invalid_request");
+        assert_eq!(result.2["param"], param, "{query}: {}", result.2);
+    }
+    for query in ["after=x", "limit=0", "after=5"] {
+        let result = call!(app, get(&format!("/v1/keys?{query}"), admin)).await;
+        assert_problem(&result, 400, "invalid_request");
+    }
+
+    // What happened so far, as the auditor reads it: customer and key created, then the eight
+    // 403s of the frontend and auditor keys. (400s are not audited; the customer key's
+    // refusals are 404s, which are not either.)
+    let (status, _, page) = call!(app, get("/v1/audit?limit=1000", &auditor)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    let actions: Vec<&str> = items
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "customer.create",
+            "key.create",
+            "auth.forbidden",
+            "auth.forbidden",
+            "auth.forbidden",
+            "auth.forbidden",
+            "auth.forbidden",
+            "auth.forbidden",
+            "auth.forbidden",
+            "auth.forbidden",
+        ]
+    );
+    assert_eq!(items[1]["target"], created["id"]);
+    assert_eq!(
+        items[1]["detail"],
+        format!("role=customer customer={customer_id}")
+    );
+    assert_eq!(items[2]["actor"], "key_frontend");
+    assert_eq!(items[2]["target"], "GET /v1/keys");
+    assert_eq!(items[2]["detail"], "role=frontend");
+    assert_eq!(page["next"], Value::Null);
+    let entries: Vec<crate::audit::AuditEntry> =
+        serde_json::from_value(page["items"].clone()).unwrap();
+    assert_eq!(crate::audit::verify_chain(&entries), Ok(10));
+    let (status, _, report) = call!(app, get("/v1/audit/verify", &auditor)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["entries"], 10);
+    assert_eq!(report["first_bad_seq"], Value::Null);
+    assert_eq!(report["last_hash"], items[9]["hash"]);
+    for item in items {
+        assert!(
+            !item.to_string().contains("Kim"),
+            "no personal data: {item}"
+        );
+        assert!(
+            !item.to_string().contains("kim@"),
+            "no personal data: {item}"
+        );
+    }
     f.engine.shutdown().await;
 }
 

@@ -7,6 +7,8 @@ use orderd_proto::HealthResponse;
 use crate::error::ApiError;
 
 /// 200 while the process serves requests.
+#[utoipa::path(get, path = "/livez", tag = "health",
+    responses((status = 200, description = "The process serves", body = orderd_proto::HealthResponse)))]
 pub async fn livez() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse {
         status: "live".to_string(),
@@ -14,6 +16,11 @@ pub async fn livez() -> HttpResponse {
 }
 
 /// 200 when every shard runs and storage is open; else 503 with the reasons.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Every shard runs and storage is open", body = orderd_proto::HealthResponse),
+        (status = 503, description = "Not ready, with `reasons`", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn readyz(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     match engine.readiness() {
         Ok(()) => Ok(HttpResponse::Ok().json(HealthResponse {

@@ -4,11 +4,15 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::{KeyRotationResponse, ShardRestartResponse};
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::vault::Vault;
 use crate::{roles, wire};
 
+#[utoipa::path(get, path = "/v1/ops/shards", tag = "ops",
+    responses((status = 200, description = "Every shard", body = Vec<orderd_proto::ShardResponse>)),
+    security(("bearer" = [])))]
 pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_SHARDS_READ)?;
     let shards: Vec<_> = engine.shards().await.into_iter().map(wire::shard).collect();
@@ -17,16 +21,24 @@ pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpRes
 
 /// 202: the shard is rebuilt from storage in the background; `GET /v1/ops/shards` shows when
 /// it runs again.
+#[utoipa::path(post, path = "/v1/ops/shards/{id}/restart", tag = "ops",
+    params(("id" = String, Path, description = "A shard number")),
+    responses((status = 202, description = "The shard is being rebuilt from storage", body = orderd_proto::ShardRestartResponse)),
+    security(("bearer" = [])))]
 pub async fn restart_shard(
     caller: Caller,
     id: web::Path<String>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_SHARD_RESTART)?;
     let id: u16 = id.parse().map_err(|_| ApiError::not_found())?;
     if usize::from(id) >= engine.shard_count() {
         return Err(ApiError::NotFound(format!("no shard {id}")));
     }
+    audit
+        .record(&caller, "shard.restart", id.to_string(), "")
+        .await?;
     let engine = engine.into_inner();
     let actor = caller.key_id;
     tracing::info!(message = "Shard restart requested.", shard = id, %actor);
@@ -46,9 +58,16 @@ pub async fn restart_shard(
 
 /// 200: a new master key and a new data key; every data key re-wrapped under the new master
 /// key while requests keep being served. 409 when the master key comes from the environment.
+#[utoipa::path(post, path = "/v1/ops/keys/rotate", tag = "ops",
+    responses(
+        (status = 200, description = "The new master key and data key, and how many data keys were re-wrapped", body = orderd_proto::KeyRotationResponse),
+        (status = 409, description = "`invalid_transition`: the master key comes from ORDERD_MASTER_KEY and is rotated by the operator", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn rotate_keys(
     caller: Caller,
     vault: web::Data<Vault>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_KEYS_ROTATE)?;
     let vault = vault.into_inner();
@@ -62,6 +81,18 @@ pub async fn rotate_keys(
         rewrapped = rotation.rewrapped,
         actor = %caller.key_id
     );
+    // After the fact: the rotation is done and durable; ids and counts only, never a key.
+    audit
+        .record(
+            &caller,
+            "keys.rotate",
+            rotation.master_key_id.to_string(),
+            format!(
+                "data_key={:x} rewrapped={}",
+                rotation.data_key_id, rotation.rewrapped
+            ),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(KeyRotationResponse {
         master_key_id: rotation.master_key_id.to_string(),
         data_key_id: format!("{:x}", rotation.data_key_id),

@@ -9,6 +9,7 @@ use orderd_engine::{
 use orderd_proto::{CancelOrderRequest, ListOrdersQuery, Page, PlaceOrderRequest};
 use sha2::{Digest, Sha256};
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
@@ -48,12 +49,22 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(text.to_string()))
 }
 
+#[utoipa::path(post, path = "/v1/orders", tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer")),
+    request_body = orderd_proto::PlaceOrderRequest,
+    responses(
+        (status = 201, description = "The confirmed order", body = orderd_proto::OrderResponse),
+        (status = 409, description = "`insufficient_stock` (with `skus`)", body = orderd_proto::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_customer` or `idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn place(
     caller: Caller,
     req: HttpRequest,
     body: RawBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_PLACE)?;
     let key = idempotency_key(&req)?;
@@ -76,6 +87,7 @@ pub async fn place(
         key: format!("{}:{key}", caller.key_id),
         request_hash: request_hash(&body.0),
     });
+    let started_us = chrono::Utc::now().timestamp_micros();
     let view = engine
         .place_order(PlaceOrder {
             customer_id,
@@ -83,8 +95,25 @@ pub async fn place(
             shipping_address: vault.seal_shipping_address(request.shipping_address),
             note: request.note,
             idempotency,
-            actor: caller.key_id,
+            actor: caller.key_id.clone(),
         })
+        .await?;
+    // An order created before this request is an idempotent repeat (see `record_once`).
+    let detail = format!(
+        "customer={} lines={} total={}",
+        view.customer_id,
+        view.lines.len(),
+        view.total
+    );
+    audit
+        .record_once(
+            &caller,
+            "order.place",
+            view.id.to_string(),
+            detail,
+            started_us,
+            view.created_at_us,
+        )
         .await?;
     // A replay answers the stored order, sealed under whichever data key sealed it then.
     let view = vault.open_order(view)?;
@@ -94,6 +123,10 @@ pub async fn place(
         .json(wire::order(view, false)))
 }
 
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    responses((status = 200, description = "The order with its shipments and history", body = orderd_proto::OrderResponse)),
+    security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,
@@ -107,6 +140,10 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
 }
 
+#[utoipa::path(get, path = "/v1/orders", tag = "orders",
+    params(orderd_proto::ListOrdersQuery),
+    responses((status = 200, description = "A page of orders, newest first", body = orderd_proto::Page<orderd_proto::OrderResponse>)),
+    security(("bearer" = [])))]
 pub async fn list(
     caller: Caller,
     query: web::Query<ListOrdersQuery>,
@@ -165,12 +202,21 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    request_body(content = Option<orderd_proto::CancelOrderRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "The cancelled order", body = orderd_proto::OrderResponse),
+        (status = 409, description = "`invalid_transition`: the order has shipments", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn cancel(
     caller: Caller,
     id: web::Path<String>,
     body: RawBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_CANCEL)?;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
@@ -190,8 +236,27 @@ pub async fn cancel(
         let view = engine.order(id).await?;
         caller.may_see_customer(view.customer_id)?;
     }
+    let started_us = chrono::Utc::now().timestamp_micros();
     let view = engine
         .cancel_order(id, request.reason, &caller.key_id)
+        .await?;
+    // Cancelling a cancelled order is a repeat (see `record_once`). The reason is free text and
+    // stays out of the audit trail.
+    let cancelled_at_us = view
+        .history
+        .iter()
+        .rev()
+        .find(|step| step.status == OrderStatus::Cancelled)
+        .map_or(started_us, |step| step.at_us);
+    audit
+        .record_once(
+            &caller,
+            "order.cancel",
+            view.id.to_string(),
+            "",
+            started_us,
+            cancelled_at_us,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
 }

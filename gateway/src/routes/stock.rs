@@ -4,11 +4,16 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::StockAdjustmentRequest;
 
+use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
 use crate::{roles, validate, wire};
 
+#[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock",
+    params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")),
+    responses((status = 200, description = "The stock record", body = orderd_proto::StockResponse)),
+    security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
     sku: web::Path<String>,
@@ -20,11 +25,20 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(wire::stock(view)))
 }
 
+#[utoipa::path(post, path = "/v1/stock/{sku}/adjustments", tag = "stock",
+    params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")),
+    request_body = orderd_proto::StockAdjustmentRequest,
+    responses(
+        (status = 200, description = "The stock record after the adjustment", body = orderd_proto::StockResponse),
+        (status = 409, description = "`insufficient_stock`: on_hand would fall below reserved", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn adjust(
     caller: Caller,
     sku: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::STOCK_ADJUST)?;
     validate::sku("sku", &sku)?;
@@ -35,6 +49,11 @@ pub async fn adjust(
     validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
     let view = engine
         .adjust_stock(&sku, request.delta, &request.reason, &caller.key_id)
+        .await?;
+    // The reason is free text and may name people: it stays out of the audit trail.
+    let detail = format!("delta={:+}", request.delta);
+    audit
+        .record(&caller, "stock.adjust", sku.as_str(), detail)
         .await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))
 }

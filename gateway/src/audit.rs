@@ -1,0 +1,1262 @@
+//! The audit trail: a hash-chained, durable record of every mutation and every refused request
+//! (401, 403), its single writer thread, reading with filters, and verification of the chain.
+//!
+//! Storage: the engine's `audit` column family, key = `seq` as a big-endian u64, value = the JSON
+//! of the [`AuditEntry`]. Beside the entries, the `control` family holds the chain tip
+//! (`seq`, `hash`, `at` of the newest entry), written in the same atomic batch, so that deleting
+//! the newest entries is detected as well as editing or deleting older ones.
+//!
+//! The chain: `hash(n) = hex(SHA-256(hash(n-1) ‖ canonical(n)))` with 64 ASCII zeros as
+//! `hash(0)`, where `canonical(n)` is the compact JSON array
+//! `[seq, at, actor, action, target, detail]` exactly as `serde_json` writes it (no whitespace;
+//! strings escape `"`, `\` and control characters only, everything else is raw UTF-8).
+//! [`verify_chain`] recomputes it over entries fetched from `GET /v1/audit`.
+//!
+//! Writing: one thread owns `seq` and the chain tip. Handlers submit over a bounded queue
+//! (`audit.queue_capacity`) and await an acknowledgement; the thread takes everything queued,
+//! writes it in one batch with `sync = true` (one fsync for the whole batch) and then answers
+//! every submitter. A handler answers its client only after that, so an acknowledged mutation
+//! always has its durable audit entry; when the write fails the request answers 503.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage};
+use chrono::DateTime;
+use orderd_engine::storage::{Family, Storage, StorageError, Write};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+pub use orderd_proto::AuditEntry;
+
+use crate::auth::Caller;
+use crate::config::AuditConfig;
+use crate::error::ApiError;
+use crate::wire;
+
+/// Actor of entries about requests without a valid key.
+pub const ANONYMOUS: &str = "anonymous";
+/// The `hash` before the first entry.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Key of the chain tip in the `control` column family.
+const TIP_KEY: &[u8] = b"gateway/audit/tip";
+/// Longest `action`, in characters (actions are constants in the code).
+const ACTION_CHARS_MAX: usize = 64;
+/// Longest `target`, in characters; longer ones (a long request path) are cut.
+pub const TARGET_CHARS_MAX: usize = 200;
+/// Longest `detail`, in characters; longer ones are cut.
+pub const DETAIL_CHARS_MAX: usize = 500;
+/// A retried request that finds its mutation already done looks for the entry of the first
+/// attempt among entries written up to this long after the mutation.
+const RETRY_LOOKUP_WINDOW_US: i64 = 60 * 1_000_000;
+
+/// Why the audit trail could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the audit trail is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the audit write failed: {0}")]
+    WriteFailed(String),
+    #[error("reading the audit trail failed: {0}")]
+    ReadFailed(String),
+    #[error("the audit writer has stopped")]
+    Stopped,
+    #[error("the audit queue is full")]
+    QueueFull,
+}
+
+impl From<AuditError> for ApiError {
+    fn from(error: AuditError) -> ApiError {
+        tracing::error!(message = "Audit trail unavailable; refusing the request.", %error);
+        let detail = match error {
+            AuditError::WriteFailed(_) | AuditError::Stopped | AuditError::QueueFull => {
+                "the audit trail could not be written; the request's effect may have been applied, retry with the same Idempotency-Key where there is one"
+            }
+            AuditError::Storage(_) | AuditError::Corrupt(_) | AuditError::ReadFailed(_) => {
+                "the audit trail could not be read; retry shortly"
+            }
+        };
+        ApiError::Unavailable {
+            detail: detail.into(),
+            reasons: None,
+        }
+    }
+}
+
+/// The storage key of entry `seq`.
+pub fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn key_seq(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// The bytes hashed for an entry besides the previous hash: `[seq, at, actor, action, target,
+/// detail]` as compact JSON.
+pub fn canonical(entry: &AuditEntry) -> Vec<u8> {
+    serde_json::json!([
+        entry.seq,
+        entry.at,
+        entry.actor,
+        entry.action,
+        entry.target,
+        entry.detail
+    ])
+    .to_string()
+    .into_bytes()
+}
+
+/// The `hash` an entry must have after an entry whose hash is `previous`.
+pub fn entry_hash(previous: &str, entry: &AuditEntry) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(previous.as_bytes());
+    hasher.update(canonical(entry));
+    hex::encode(hasher.finalize())
+}
+
+/// Checks entries one at a time against the chain starting at `seq` 1.
+#[derive(Clone, Debug)]
+pub struct ChainVerifier {
+    next_seq: u64,
+    previous_hash: String,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier {
+            next_seq: 1,
+            previous_hash: GENESIS_HASH.to_string(),
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Entries accepted so far.
+    pub fn verified(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Accepts the next entry, or names the first bad `seq` and why.
+    pub fn push(&mut self, entry: &AuditEntry) -> Result<(), (u64, String)> {
+        let expected = self.next_seq;
+        if entry.seq > expected {
+            return Err((
+                expected,
+                format!(
+                    "entry {expected} is missing (the entry after {} is {})",
+                    expected - 1,
+                    entry.seq
+                ),
+            ));
+        }
+        if entry.seq < expected {
+            return Err((
+                entry.seq,
+                format!(
+                    "entry {} is out of order (found where {expected} belongs)",
+                    entry.seq
+                ),
+            ));
+        }
+        if entry_hash(&self.previous_hash, entry) != entry.hash {
+            return Err((
+                entry.seq,
+                format!(
+                    "entry {} does not match its hash: it or the entry before it was edited",
+                    entry.seq
+                ),
+            ));
+        }
+        self.previous_hash.clone_from(&entry.hash);
+        self.next_seq += 1;
+        Ok(())
+    }
+}
+
+/// Verifies a whole chain, as fetched page by page from `GET /v1/audit` without filters:
+/// ascending, starting at `seq` 1, without gaps, every hash right. `Ok(entries)` or the first
+/// bad `seq` and why. (The newest entries being cut off is visible only against the server's
+/// tip: compare with `last_hash` of `GET /v1/audit/verify`.)
+pub fn verify_chain(entries: &[AuditEntry]) -> Result<usize, (u64, String)> {
+    let mut verifier = ChainVerifier::default();
+    for entry in entries {
+        verifier.push(entry)?;
+    }
+    Ok(entries.len())
+}
+
+/// The newest entry, as the writer continues from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Tip {
+    seq: u64,
+    hash: String,
+    /// RFC 3339 of the newest entry; the next one is never earlier.
+    at: String,
+}
+
+impl Tip {
+    fn genesis() -> Tip {
+        Tip {
+            seq: 0,
+            hash: GENESIS_HASH.to_string(),
+            at: wire::time(0),
+        }
+    }
+
+    fn of(entry: &AuditEntry) -> Tip {
+        Tip {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+            at: entry.at.clone(),
+        }
+    }
+}
+
+fn parse_time_us(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+fn read_tip_record(storage: &dyn Storage) -> Result<Option<Tip>, AuditError> {
+    match storage.get(Family::Control, TIP_KEY)? {
+        None => Ok(None),
+        Some(bytes) => match serde_json::from_slice::<Tip>(&bytes) {
+            Ok(tip) => Ok(Some(tip)),
+            Err(error) => {
+                tracing::error!(message = "The audit chain tip record is unreadable.", %error);
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// The newest stored entry: its `seq` (from the key) and the entry when it parses.
+fn last_stored(storage: &dyn Storage) -> Result<Option<(u64, Option<AuditEntry>)>, AuditError> {
+    let Some((key, value)) = storage.last_in(Family::Audit, &seq_key(0), &seq_key(u64::MAX))?
+    else {
+        return Ok(None);
+    };
+    let seq = key_seq(&key).ok_or_else(|| AuditError::Corrupt("a key is not 8 bytes".into()))?;
+    Ok(Some((seq, serde_json::from_slice(&value).ok())))
+}
+
+/// Where the writer continues: after the newest of the tip record and the newest stored entry,
+/// so that no `seq` is ever written twice (a deleted tail stays a visible gap).
+fn load_tip(storage: &dyn Storage) -> Result<Tip, AuditError> {
+    let recorded = read_tip_record(storage)?;
+    let stored = last_stored(storage)?;
+    let stored_seq = stored.as_ref().map_or(0, |(seq, _)| *seq);
+    let tip = match (recorded, stored) {
+        (None, None) => Tip::genesis(),
+        (Some(tip), None) => tip,
+        (Some(tip), Some((seq, _))) if tip.seq >= seq => tip,
+        (_, Some((seq, Some(entry)))) if entry.seq == seq => Tip::of(&entry),
+        (_, Some((seq, _))) => {
+            // Keep serving: continue after it (never reusing a seq); the chain breaks at this
+            // entry, which is where `GET /v1/audit/verify` points.
+            tracing::error!(
+                message = "The newest audit entry is unreadable and no chain tip records it; continuing after it.",
+                seq
+            );
+            Tip {
+                seq,
+                hash: GENESIS_HASH.to_string(),
+                at: wire::time(chrono::Utc::now().timestamp_micros()),
+            }
+        }
+    };
+    if stored_seq < tip.seq {
+        tracing::error!(
+            message = "The newest audit entries are missing; GET /v1/audit/verify reports it.",
+            stored_seq,
+            tip_seq = tip.seq
+        );
+    }
+    Ok(tip)
+}
+
+struct Submission {
+    actor: String,
+    action: String,
+    target: String,
+    detail: String,
+    ack: oneshot::Sender<Result<AuditEntry, String>>,
+}
+
+fn cut(text: String, chars_max: usize) -> String {
+    match text.char_indices().nth(chars_max) {
+        Some((end, _)) => text[..end].to_string(),
+        None => text,
+    }
+}
+
+/// The writer thread: takes everything queued (up to `batch_max`), chains it, writes it in one
+/// synced batch with the new tip, then acknowledges each submitter.
+fn writer_loop(
+    storage: Arc<dyn Storage>,
+    mut queue: mpsc::Receiver<Submission>,
+    mut tip: Tip,
+    batch_max: usize,
+) {
+    let mut batch: Vec<Submission> = Vec::with_capacity(batch_max);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut next_tip = tip.clone();
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut writes = Vec::with_capacity(batch.len() + 1);
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let at_us = now_us.max(parse_time_us(&tip.at).unwrap_or(now_us));
+        let at = wire::time(at_us);
+        for submission in &batch {
+            let mut entry = AuditEntry {
+                seq: next_tip.seq + 1,
+                at: at.clone(),
+                actor: submission.actor.clone(),
+                action: submission.action.clone(),
+                target: submission.target.clone(),
+                detail: submission.detail.clone(),
+                hash: String::new(),
+            };
+            entry.hash = entry_hash(&next_tip.hash, &entry);
+            next_tip = Tip::of(&entry);
+            writes.push(Write::Put {
+                family: Family::Audit,
+                key: seq_key(entry.seq).to_vec(),
+                value: serde_json::to_vec(&entry).unwrap_or_default(),
+            });
+            entries.push(entry);
+        }
+        writes.push(Write::Put {
+            family: Family::Control,
+            key: TIP_KEY.to_vec(),
+            value: serde_json::to_vec(&next_tip).unwrap_or_default(),
+        });
+        match storage.write(writes, true) {
+            Ok(()) => {
+                tip = next_tip;
+                for (submission, entry) in batch.drain(..).zip(entries) {
+                    let _ = submission.ack.send(Ok(entry));
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    message = "Failed to write audit entries.",
+                    %error,
+                    entries = batch.len()
+                );
+                // The batch may or may not have landed: continue from what storage holds, so
+                // that no `seq` is reused.
+                match load_tip(storage.as_ref()) {
+                    Ok(stored) if stored.seq >= tip.seq => tip = stored,
+                    Ok(_) | Err(_) => {}
+                }
+                let why = error.to_string();
+                for submission in batch.drain(..) {
+                    let _ = submission.ack.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+    tracing::info!(message = "Audit writer stopped.");
+}
+
+/// Filters of an audit listing.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Entries at or after this time (microseconds since the epoch).
+    pub since_us: Option<i64>,
+    pub actor: Option<String>,
+    /// 1..=1000.
+    pub limit: usize,
+    /// Entries after this `seq`.
+    pub after: Option<u64>,
+}
+
+/// One page of entries, ascending by `seq`; `next` is the `after` of the following page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    pub next: Option<u64>,
+}
+
+/// The outcome of recomputing the chain over storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub entries: u64,
+    pub first_bad_seq: Option<u64>,
+    pub detail: String,
+    pub last_hash: Option<String>,
+}
+
+/// The audit trail as handlers use it: [`AuditLog::record`] for mutations, plus reading.
+pub struct AuditLog {
+    queue: mpsc::Sender<Submission>,
+    storage: Arc<dyn Storage>,
+    scan_entries_max: usize,
+    refusals_dropped_total: AtomicU64,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("scan_entries_max", &self.scan_entries_max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Loads the chain tip from `storage` and starts the writer thread. The thread stops when
+    /// the last `AuditLog` is dropped.
+    pub fn start(storage: Arc<dyn Storage>, config: &AuditConfig) -> Result<AuditLog, AuditError> {
+        let tip = load_tip(storage.as_ref())?;
+        tracing::info!(message = "Audit trail open.", last_seq = tip.seq);
+        let (queue, receiver) = mpsc::channel(config.queue_capacity);
+        let writer_storage = storage.clone();
+        let batch_max = config.queue_capacity;
+        thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer_loop(writer_storage, receiver, tip, batch_max))
+            .map_err(|e| AuditError::WriteFailed(format!("cannot start the writer: {e}")))?;
+        Ok(AuditLog {
+            queue,
+            storage,
+            scan_entries_max: config.scan_entries_max,
+            refusals_dropped_total: AtomicU64::new(0),
+        })
+    }
+
+    fn submission(
+        actor: &str,
+        action: &str,
+        target: String,
+        detail: String,
+    ) -> (Submission, oneshot::Receiver<Result<AuditEntry, String>>) {
+        debug_assert!(!action.is_empty() && action.chars().count() <= ACTION_CHARS_MAX);
+        let (ack, done) = oneshot::channel();
+        let submission = Submission {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: cut(target, TARGET_CHARS_MAX),
+            detail: cut(detail, DETAIL_CHARS_MAX),
+            ack,
+        };
+        (submission, done)
+    }
+
+    async fn acknowledged(
+        done: oneshot::Receiver<Result<AuditEntry, String>>,
+    ) -> Result<AuditEntry, AuditError> {
+        match done.await {
+            Ok(Ok(entry)) => Ok(entry),
+            Ok(Err(why)) => Err(AuditError::WriteFailed(why)),
+            Err(_) => Err(AuditError::Stopped),
+        }
+    }
+
+    /// Appends an entry and waits until it is durable (waiting for room when the queue is full).
+    pub async fn append(
+        &self,
+        actor: &str,
+        action: &str,
+        target: String,
+        detail: String,
+    ) -> Result<AuditEntry, AuditError> {
+        let (submission, done) = Self::submission(actor, action, target, detail);
+        self.queue
+            .send(submission)
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        Self::acknowledged(done).await
+    }
+
+    /// Records a mutation `caller` just made; returns once the entry is durable. `detail` is
+    /// short and never holds personal data (names, emails, phones, addresses, free text).
+    /// On failure the request must fail: `?` turns it into 503 `unavailable`.
+    ///
+    /// ```ignore
+    /// audit.record(&caller, "shipment.create", shipment_id, format!("order={order_id}")).await?;
+    /// ```
+    pub async fn record(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Result<AuditEntry, ApiError> {
+        Ok(self
+            .append(&caller.key_id, action, target.into(), detail.into())
+            .await?)
+    }
+
+    /// [`AuditLog::record`] for a request that may be an idempotent repeat (an order placed
+    /// again with its `Idempotency-Key`, a cancelled order cancelled again): `done_at_us` is
+    /// when the object got its state. At or after `request_started_us`, this request did it and
+    /// the entry is recorded; before, an earlier request did, and the entry is recorded only if
+    /// that one's is missing (see [`AuditLog::record_unless_present`]).
+    pub async fn record_once(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: impl Into<String>,
+        detail: impl Into<String>,
+        request_started_us: i64,
+        done_at_us: i64,
+    ) -> Result<Option<AuditEntry>, ApiError> {
+        if done_at_us >= request_started_us {
+            return self.record(caller, action, target, detail).await.map(Some);
+        }
+        self.record_unless_present(caller, action, target, detail, done_at_us)
+            .await
+    }
+
+    /// Like [`AuditLog::record`] for a request that found its mutation already done at
+    /// `done_at_us` (an idempotent repeat): records it only when no entry with this `action`
+    /// and `target` was written since then, so that a first attempt whose answer was lost
+    /// (503, dropped connection) still ends up audited, once. At worst, under a concurrent
+    /// repeat, the entry appears twice; it is never missing.
+    pub async fn record_unless_present(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: impl Into<String>,
+        detail: impl Into<String>,
+        done_at_us: i64,
+    ) -> Result<Option<AuditEntry>, ApiError> {
+        let target = cut(target.into(), TARGET_CHARS_MAX);
+        let storage = self.storage.clone();
+        let scan_entries_max = self.scan_entries_max;
+        let (action_owned, target_owned) = (action.to_string(), target.clone());
+        let present = web::block(move || {
+            contains(
+                storage.as_ref(),
+                &action_owned,
+                &target_owned,
+                done_at_us,
+                scan_entries_max,
+            )
+        })
+        .await
+        .map_err(|e| AuditError::ReadFailed(e.to_string()))??;
+        if present {
+            return Ok(None);
+        }
+        self.record(caller, action, target, detail).await.map(Some)
+    }
+
+    /// Records a refused request (401, 403) without waiting for room: when the queue is full
+    /// the entry is dropped and counted, so that a flood of bad requests cannot delay the
+    /// entries of real mutations.
+    pub async fn record_refusal(
+        &self,
+        actor: &str,
+        action: &str,
+        target: String,
+        detail: String,
+    ) -> Result<AuditEntry, AuditError> {
+        let (submission, done) = Self::submission(actor, action, target, detail);
+        self.queue
+            .try_send(submission)
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.refusals_dropped_total.fetch_add(1, Ordering::Relaxed);
+                    AuditError::QueueFull
+                }
+                mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
+            })?;
+        Self::acknowledged(done).await
+    }
+
+    /// Refusal entries dropped because the queue was full, since start.
+    pub fn refusals_dropped_total(&self) -> u64 {
+        self.refusals_dropped_total.load(Ordering::Relaxed)
+    }
+
+    /// One page of entries (runs on the blocking pool).
+    pub async fn page(&self, filter: AuditFilter) -> Result<AuditPage, ApiError> {
+        let storage = self.storage.clone();
+        let scan_entries_max = self.scan_entries_max;
+        Ok(
+            web::block(move || read_page(storage.as_ref(), &filter, scan_entries_max))
+                .await
+                .map_err(|e| AuditError::ReadFailed(e.to_string()))??,
+        )
+    }
+
+    /// Recomputes the whole chain over storage (runs on the blocking pool).
+    pub async fn verify(&self) -> Result<VerifyReport, ApiError> {
+        let storage = self.storage.clone();
+        Ok(web::block(move || verify_stored(storage.as_ref()))
+            .await
+            .map_err(|e| AuditError::ReadFailed(e.to_string()))??)
+    }
+}
+
+/// The first `seq` in `[low, ..]` whose entry is at or after `since_us`, by binary search (the
+/// writer never lets `at` decrease). Falls back to `low` when an entry on the way is missing
+/// or unreadable; the caller filters by time anyway.
+fn first_seq_since(storage: &dyn Storage, since_us: i64, low: u64) -> Result<u64, AuditError> {
+    let Some((high_seq, _)) = last_stored(storage)? else {
+        return Ok(low);
+    };
+    let (mut lo, mut hi) = (low, high_seq.saturating_add(1));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let at_us = storage
+            .get(Family::Audit, &seq_key(mid))?
+            .and_then(|bytes| serde_json::from_slice::<AuditEntry>(&bytes).ok())
+            .and_then(|entry| parse_time_us(&entry.at));
+        match at_us {
+            Some(at_us) if at_us < since_us => lo = mid + 1,
+            Some(_) => hi = mid,
+            None => return Ok(low),
+        }
+    }
+    Ok(lo)
+}
+
+/// Reads one page: scans from the cursor (or the first entry at `since`), keeps the entries
+/// that match, and stops at `limit` matches or after `scan_entries_max` entries read (then
+/// `next` points past what was read, and the page may hold fewer than `limit` entries).
+pub fn read_page(
+    storage: &dyn Storage,
+    filter: &AuditFilter,
+    scan_entries_max: usize,
+) -> Result<AuditPage, AuditError> {
+    debug_assert!(filter.limit >= 1);
+    let mut start = filter.after.map_or(1, |after| after.saturating_add(1));
+    if let Some(since_us) = filter.since_us {
+        start = start.max(first_seq_since(storage, since_us, start)?);
+    }
+    let mut items: Vec<AuditEntry> = Vec::new();
+    let mut examined = 0usize;
+    let mut last_examined: Option<u64> = None;
+    let mut more = false;
+    let mut unreadable = 0u64;
+    storage.scan(
+        Family::Audit,
+        &seq_key(start),
+        &seq_key(u64::MAX),
+        &mut |key, value| {
+            examined += 1;
+            last_examined = key_seq(key).or(last_examined);
+            let Ok(entry) = serde_json::from_slice::<AuditEntry>(value) else {
+                unreadable += 1;
+                return examined < scan_entries_max;
+            };
+            let matches = filter
+                .actor
+                .as_deref()
+                .is_none_or(|actor| entry.actor == actor)
+                && filter
+                    .since_us
+                    .is_none_or(|since| parse_time_us(&entry.at).is_some_and(|at| at >= since));
+            if matches {
+                if items.len() == filter.limit {
+                    more = true;
+                    return false;
+                }
+                items.push(entry);
+            }
+            examined < scan_entries_max
+        },
+    )?;
+    if unreadable > 0 {
+        tracing::warn!(
+            message = "Skipped unreadable audit entries; GET /v1/audit/verify reports them.",
+            unreadable
+        );
+    }
+    let next = if more {
+        items.last().map(|entry| entry.seq)
+    } else if examined >= scan_entries_max {
+        last_examined
+    } else {
+        None
+    };
+    Ok(AuditPage { items, next })
+}
+
+/// Whether an entry with `action` and `target` exists among those written from `since_us` to
+/// `since_us + RETRY_LOOKUP_WINDOW_US` (reading at most `scan_entries_max` entries; past that
+/// it answers false, which at worst records an entry twice).
+fn contains(
+    storage: &dyn Storage,
+    action: &str,
+    target: &str,
+    since_us: i64,
+    scan_entries_max: usize,
+) -> Result<bool, AuditError> {
+    let start = first_seq_since(storage, since_us, 1)?;
+    let until_us = since_us.saturating_add(RETRY_LOOKUP_WINDOW_US);
+    let mut examined = 0usize;
+    let mut found = false;
+    storage.scan(
+        Family::Audit,
+        &seq_key(start),
+        &seq_key(u64::MAX),
+        &mut |_, value| {
+            examined += 1;
+            if let Ok(entry) = serde_json::from_slice::<AuditEntry>(value) {
+                if entry.action == action && entry.target == target {
+                    found = true;
+                    return false;
+                }
+                if parse_time_us(&entry.at).is_some_and(|at| at > until_us) {
+                    return false;
+                }
+            }
+            examined < scan_entries_max
+        },
+    )?;
+    Ok(found)
+}
+
+/// Recomputes the chain over every stored entry, then checks the newest against the tip
+/// record. Reads everything once, in constant memory.
+pub fn verify_stored(storage: &dyn Storage) -> Result<VerifyReport, AuditError> {
+    let mut verifier = ChainVerifier::default();
+    let mut entries = 0u64;
+    let mut first_bad: Option<(u64, String)> = None;
+    let mut last_hash: Option<String> = None;
+    let mut last_seq = 0u64;
+    storage.scan(
+        Family::Audit,
+        &seq_key(0),
+        &seq_key(u64::MAX),
+        &mut |key, value| {
+            entries += 1;
+            let key_seq = key_seq(key).unwrap_or(0);
+            last_seq = key_seq;
+            let entry = serde_json::from_slice::<AuditEntry>(value);
+            last_hash = entry.as_ref().ok().map(|e| e.hash.clone());
+            if first_bad.is_some() {
+                return true;
+            }
+            first_bad = match entry {
+                Err(error) => Some((
+                    key_seq,
+                    format!("entry {key_seq} is not a valid entry: {error}"),
+                )),
+                Ok(entry) if entry.seq != key_seq => Some((
+                    key_seq.min(verifier.verified() + 1),
+                    format!("the entry stored as {key_seq} says it is {}", entry.seq),
+                )),
+                Ok(entry) => verifier.push(&entry).err(),
+            };
+            true
+        },
+    )?;
+    if first_bad.is_none() {
+        first_bad = match read_tip_record(storage)? {
+            Some(tip) if tip.seq > last_seq => Some((
+                last_seq + 1,
+                format!(
+                    "entries {} to {} are missing (the newest entries were deleted)",
+                    last_seq + 1,
+                    tip.seq
+                ),
+            )),
+            Some(tip) if tip.seq < last_seq => Some((
+                tip.seq + 1,
+                format!(
+                    "entries after {} were not written by the audit writer",
+                    tip.seq
+                ),
+            )),
+            Some(tip) if last_hash.as_deref() != Some(tip.hash.as_str()) => Some((
+                tip.seq,
+                format!("entry {} differs from the recorded chain tip", tip.seq),
+            )),
+            Some(_) => None,
+            None if entries > 0 => Some((
+                last_seq,
+                "the chain tip record is missing or unreadable".to_string(),
+            )),
+            None => None,
+        };
+    }
+    Ok(match first_bad {
+        None => VerifyReport {
+            ok: true,
+            entries,
+            first_bad_seq: None,
+            detail: format!("{entries} entries verified"),
+            last_hash,
+        },
+        Some((seq, detail)) => VerifyReport {
+            ok: false,
+            entries,
+            first_bad_seq: Some(seq),
+            detail,
+            last_hash,
+        },
+    })
+}
+
+/// The `target` of a refusal: method and path (no query string: it is not needed and could
+/// carry anything).
+fn request_target(req: &actix_web::HttpRequest) -> String {
+    format!("{} {}", req.method(), req.path())
+}
+
+/// Middleware: writes an entry for every 401 (`auth.unauthorized`, actor `anonymous`, detail
+/// the reason, never the secret) and every 403 (`auth.forbidden`, actor the key id, detail its
+/// role), and answers once the entry is durable. A refusal entry that cannot be written is
+/// logged; the refusal itself is answered anyway.
+pub async fn record_refusals(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let response = next.call(req).await?;
+    let status = response.status();
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+        return Ok(response);
+    }
+    let Some(audit) = response
+        .request()
+        .app_data::<web::Data<AuditLog>>()
+        .cloned()
+    else {
+        return Ok(response);
+    };
+    let (actor, action, detail) = match status {
+        StatusCode::UNAUTHORIZED => {
+            let reason = response
+                .response()
+                .error()
+                .and_then(|error| error.as_error::<ApiError>())
+                .map_or_else(|| "unauthorized".to_string(), ApiError::to_string);
+            (ANONYMOUS.to_string(), "auth.unauthorized", reason)
+        }
+        StatusCode::FORBIDDEN => match response.request().extensions().get::<Caller>() {
+            Some(caller) => (
+                caller.key_id.clone(),
+                "auth.forbidden",
+                format!("role={}", caller.role),
+            ),
+            None => (ANONYMOUS.to_string(), "auth.forbidden", String::new()),
+        },
+        _ => return Ok(response),
+    };
+    let target = request_target(response.request());
+    if let Err(error) = audit.record_refusal(&actor, action, target, detail).await {
+        tracing::warn!(
+            message = "Could not write the audit entry of a refused request.",
+            %error,
+            status = status.as_u16()
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderd_engine::MemoryStorage;
+
+    fn config(queue_capacity: usize) -> AuditConfig {
+        AuditConfig {
+            queue_capacity,
+            scan_entries_max: 100_000,
+        }
+    }
+
+    fn caller(key_id: &str) -> Caller {
+        Caller {
+            key_id: key_id.to_string(),
+            role: crate::roles::Role::Admin,
+            customer_id: None,
+        }
+    }
+
+    fn all(storage: &dyn Storage) -> Vec<AuditEntry> {
+        read_page(
+            storage,
+            &AuditFilter {
+                limit: 1000,
+                ..AuditFilter::default()
+            },
+            100_000,
+        )
+        .unwrap()
+        .items
+    }
+
+    fn put(storage: &dyn Storage, seq: u64, value: Vec<u8>) {
+        storage
+            .write(
+                vec![Write::Put {
+                    family: Family::Audit,
+                    key: seq_key(seq).to_vec(),
+                    value,
+                }],
+                true,
+            )
+            .unwrap();
+    }
+
+    fn delete(storage: &dyn Storage, seq: u64) {
+        storage
+            .write(
+                vec![Write::DeleteRange {
+                    family: Family::Audit,
+                    from: seq_key(seq).to_vec(),
+                    to: seq_key(seq + 1).to_vec(),
+                }],
+                true,
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_previous_hash_and_the_canonical_form() {
+        let entry = AuditEntry {
+            seq: 1,
+            at: "2025-01-02T03:04:05.000006Z".into(),
+            actor: "key_1".into(),
+            action: "stock.adjust".into(),
+            target: "SKU-\"1\"".into(),
+            detail: "delta=+5".into(),
+            hash: String::new(),
+        };
+        assert_eq!(
+            String::from_utf8(canonical(&entry)).unwrap(),
+            r#"[1,"2025-01-02T03:04:05.000006Z","key_1","stock.adjust","SKU-\"1\"","delta=+5"]"#
+        );
+        let mut input = GENESIS_HASH.as_bytes().to_vec();
+        input.extend_from_slice(&canonical(&entry));
+        assert_eq!(
+            entry_hash(GENESIS_HASH, &entry),
+            hex::encode(Sha256::digest(&input))
+        );
+        assert_ne!(
+            entry_hash(GENESIS_HASH, &entry),
+            entry_hash(&"1".repeat(64), &entry)
+        );
+    }
+
+    #[actix_web::test]
+    async fn entries_chain_survive_a_restart_and_verify() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let log = AuditLog::start(storage.clone(), &config(16)).unwrap();
+        let mut handles = Vec::new();
+        let log = Arc::new(log);
+        for i in 0..50 {
+            let log = log.clone();
+            handles.push(actix_web::rt::spawn(async move {
+                log.record(
+                    &caller("key_a"),
+                    "stock.adjust",
+                    format!("S{i}"),
+                    "delta=+1",
+                )
+                .await
+                .unwrap()
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        drop(log);
+        // A second writer on the same storage continues the chain.
+        let log = AuditLog::start(storage.clone(), &config(16)).unwrap();
+        let entry = log
+            .record(&caller("key_b"), "key.revoke", "key_x", "role=frontend")
+            .await
+            .unwrap();
+        assert_eq!(entry.seq, 51);
+        let entries = all(storage.as_ref());
+        assert_eq!(entries.len(), 51);
+        assert_eq!(verify_chain(&entries), Ok(51));
+        for pair in entries.windows(2) {
+            assert!(pair[0].at <= pair[1].at, "at never decreases");
+        }
+        let report = verify_stored(storage.as_ref()).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.entries, 51);
+        assert_eq!(report.last_hash.as_deref(), Some(entry.hash.as_str()));
+    }
+
+    #[actix_web::test]
+    async fn edits_deletions_and_reorderings_are_detected() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let log = AuditLog::start(storage.clone(), &config(4)).unwrap();
+        for i in 0..6 {
+            log.record(&caller("key_a"), "customer.create", format!("cus_{i}"), "")
+                .await
+                .unwrap();
+        }
+        let good = all(storage.as_ref());
+        assert_eq!(verify_chain(&good), Ok(6));
+
+        // Client side: edited, missing, swapped, and a first entry that is not 1.
+        let mut edited = good.clone();
+        edited[2].detail = "changed".into();
+        assert_eq!(verify_chain(&edited).unwrap_err().0, 3);
+        let mut missing = good.clone();
+        missing.remove(3);
+        assert_eq!(verify_chain(&missing).unwrap_err().0, 4);
+        let mut swapped = good.clone();
+        swapped.swap(1, 2);
+        assert_eq!(verify_chain(&swapped).unwrap_err().0, 2);
+        assert_eq!(verify_chain(&good[1..]).unwrap_err().0, 1);
+        // Editing an entry and recomputing its own hash breaks the next link.
+        let mut rehashed = good.clone();
+        rehashed[2].detail = "changed".into();
+        rehashed[2].hash = entry_hash(&rehashed[1].hash, &rehashed[2]);
+        assert_eq!(verify_chain(&rehashed).unwrap_err().0, 4);
+
+        // Server side, over storage.
+        let mut tampered = good[4].clone();
+        tampered.detail = "changed".into();
+        put(storage.as_ref(), 5, serde_json::to_vec(&tampered).unwrap());
+        let report = verify_stored(storage.as_ref()).unwrap();
+        assert_eq!((report.ok, report.first_bad_seq), (false, Some(5)));
+        put(storage.as_ref(), 5, serde_json::to_vec(&good[4]).unwrap());
+        assert!(verify_stored(storage.as_ref()).unwrap().ok);
+
+        delete(storage.as_ref(), 2);
+        let report = verify_stored(storage.as_ref()).unwrap();
+        assert_eq!(report.first_bad_seq, Some(2), "{report:?}");
+        put(storage.as_ref(), 2, serde_json::to_vec(&good[1]).unwrap());
+
+        // Two values swapped between their keys.
+        put(storage.as_ref(), 3, serde_json::to_vec(&good[3]).unwrap());
+        put(storage.as_ref(), 4, serde_json::to_vec(&good[2]).unwrap());
+        let report = verify_stored(storage.as_ref()).unwrap();
+        assert_eq!(report.first_bad_seq, Some(3), "{report:?}");
+        put(storage.as_ref(), 3, serde_json::to_vec(&good[2]).unwrap());
+        put(storage.as_ref(), 4, serde_json::to_vec(&good[3]).unwrap());
+
+        put(storage.as_ref(), 6, b"not json".to_vec());
+        assert_eq!(
+            verify_stored(storage.as_ref()).unwrap().first_bad_seq,
+            Some(6)
+        );
+        // Unreadable newest entry and no tip record: a writer still starts, after it.
+        let tip = storage.get(Family::Control, TIP_KEY).unwrap().unwrap();
+        storage
+            .write(
+                vec![Write::DeleteRange {
+                    family: Family::Control,
+                    from: TIP_KEY.to_vec(),
+                    to: b"gateway/audit/tiq".to_vec(),
+                }],
+                true,
+            )
+            .unwrap();
+        assert_eq!(load_tip(storage.as_ref()).unwrap().seq, 6);
+        storage
+            .write(
+                vec![Write::Put {
+                    family: Family::Control,
+                    key: TIP_KEY.to_vec(),
+                    value: tip,
+                }],
+                true,
+            )
+            .unwrap();
+        put(storage.as_ref(), 6, serde_json::to_vec(&good[5]).unwrap());
+        assert!(verify_stored(storage.as_ref()).unwrap().ok);
+        // The newest entry deleted: only the tip record shows it.
+        delete(storage.as_ref(), 6);
+        let report = verify_stored(storage.as_ref()).unwrap();
+        assert_eq!(report.first_bad_seq, Some(6), "{report:?}");
+        assert!(report.detail.contains("missing"), "{report:?}");
+        // A restarted writer does not reuse the deleted seq.
+        drop(log);
+        let log = AuditLog::start(storage.clone(), &config(4)).unwrap();
+        let entry = log
+            .record(&caller("key_a"), "key.create", "key_y", "role=admin")
+            .await
+            .unwrap();
+        assert_eq!(entry.seq, 7);
+        assert_eq!(
+            verify_stored(storage.as_ref()).unwrap().first_bad_seq,
+            Some(6)
+        );
+    }
+
+    #[actix_web::test]
+    async fn pages_filter_by_actor_and_time_and_follow_the_cursor() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let log = AuditLog::start(storage.clone(), &config(8)).unwrap();
+        for i in 0..30 {
+            let actor = if i % 3 == 0 { "key_x" } else { "key_y" };
+            log.record(&caller(actor), "order.cancel", format!("ord_{i}"), "")
+                .await
+                .unwrap();
+        }
+        let everything = all(storage.as_ref());
+        // Pages of 4 of key_x's entries: 10 in all, in order, no repeats.
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = read_page(
+                storage.as_ref(),
+                &AuditFilter {
+                    actor: Some("key_x".into()),
+                    limit: 4,
+                    after,
+                    ..AuditFilter::default()
+                },
+                100_000,
+            )
+            .unwrap();
+            assert!(page.items.len() <= 4);
+            got.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let want: Vec<_> = everything
+            .iter()
+            .filter(|e| e.actor == "key_x")
+            .cloned()
+            .collect();
+        assert_eq!(got, want);
+
+        // A scan bound smaller than the page still makes progress through `next`.
+        let page = read_page(
+            storage.as_ref(),
+            &AuditFilter {
+                actor: Some("key_x".into()),
+                limit: 100,
+                ..AuditFilter::default()
+            },
+            5,
+        )
+        .unwrap();
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.next, Some(5));
+
+        // `since`: entries at or after the time of entry 20.
+        let since_us = parse_time_us(&everything[19].at).unwrap();
+        let page = read_page(
+            storage.as_ref(),
+            &AuditFilter {
+                since_us: Some(since_us),
+                limit: 1000,
+                ..AuditFilter::default()
+            },
+            100_000,
+        )
+        .unwrap();
+        let want: Vec<_> = everything
+            .iter()
+            .filter(|e| parse_time_us(&e.at).unwrap() >= since_us)
+            .cloned()
+            .collect();
+        assert!(want.len() >= 11, "entries 20 to 30 at least");
+        assert_eq!(page.items, want);
+        assert_eq!(page.next, None);
+    }
+
+    #[actix_web::test]
+    async fn a_repeat_is_recorded_only_when_the_first_attempt_was_not() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let log = AuditLog::start(storage.clone(), &config(8)).unwrap();
+        let before = chrono::Utc::now().timestamp_micros();
+        log.record(&caller("key_a"), "order.place", "ord_1", "lines=1")
+            .await
+            .unwrap();
+        let again = log
+            .record_unless_present(&caller("key_a"), "order.place", "ord_1", "lines=1", before)
+            .await
+            .unwrap();
+        assert_eq!(again, None);
+        let lost = log
+            .record_unless_present(&caller("key_a"), "order.place", "ord_2", "lines=1", before)
+            .await
+            .unwrap();
+        assert_eq!(lost.map(|e| e.seq), Some(2));
+        assert_eq!(all(storage.as_ref()).len(), 2);
+    }
+
+    /// Real in-memory storage whose writes fail while `failing` is set.
+    #[derive(Default)]
+    struct FailingWrites {
+        inner: MemoryStorage,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl Storage for FailingWrites {
+        fn write(&self, writes: Vec<Write>, sync: bool) -> Result<(), StorageError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StorageError::Io("disk full".into()));
+            }
+            self.inner.write(writes, sync)
+        }
+        fn sync(&self) -> Result<(), StorageError> {
+            self.inner.sync()
+        }
+        fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(family, key)
+        }
+        fn scan(
+            &self,
+            family: Family,
+            from: &[u8],
+            to: &[u8],
+            visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), StorageError> {
+            self.inner.scan(family, from, to, visit)
+        }
+        fn last_in(
+            &self,
+            family: Family,
+            from: &[u8],
+            to: &[u8],
+        ) -> Result<Option<orderd_engine::storage::KeyValue>, StorageError> {
+            self.inner.last_in(family, from, to)
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_failed_write_is_a_503_and_the_chain_goes_on_without_a_gap() {
+        let storage = Arc::new(FailingWrites::default());
+        let log = AuditLog::start(storage.clone(), &config(8)).unwrap();
+        log.record(&caller("key_a"), "customer.create", "cus_1", "")
+            .await
+            .unwrap();
+        storage.failing.store(true, Ordering::SeqCst);
+        let error = log
+            .record(&caller("key_a"), "customer.create", "cus_2", "")
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ApiError::Unavailable { .. }), "{error:?}");
+        storage.failing.store(false, Ordering::SeqCst);
+        let entry = log
+            .record(&caller("key_a"), "customer.create", "cus_3", "")
+            .await
+            .unwrap();
+        assert_eq!(entry.seq, 2);
+        let entries = all(storage.as_ref());
+        assert_eq!(verify_chain(&entries), Ok(2));
+        assert!(verify_stored(storage.as_ref()).unwrap().ok);
+    }
+
+    #[test]
+    fn long_targets_and_details_are_cut_by_characters() {
+        assert_eq!(cut("é".repeat(300), TARGET_CHARS_MAX).chars().count(), 200);
+        assert_eq!(cut("short".into(), TARGET_CHARS_MAX), "short");
+    }
+}

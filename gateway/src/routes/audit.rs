@@ -1,0 +1,81 @@
+//! `GET /v1/audit` and `GET /v1/audit/verify` (admin, auditor).
+
+use actix_web::{web, HttpResponse};
+use chrono::DateTime;
+use orderd_proto::{AuditQuery, AuditVerifyResponse, Page};
+
+use crate::audit::{AuditFilter, AuditLog};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::{roles, validate};
+
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(orderd_proto::AuditQuery),
+    responses((status = 200, description = "A page of entries, oldest first", body = orderd_proto::Page<orderd_proto::AuditEntry>)),
+    security(("bearer" = [])))]
+pub async fn list(
+    caller: Caller,
+    query: web::Query<AuditQuery>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::AUDIT_READ)?;
+    let query = query.into_inner();
+    let since_us = match query.since.as_deref() {
+        Some(text) => Some(
+            DateTime::parse_from_rfc3339(text)
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "since",
+                        "since must be an RFC 3339 time, e.g. 2025-01-02T03:04:05Z",
+                    )
+                })?
+                .timestamp_micros(),
+        ),
+        None => None,
+    };
+    let limit = validate::limit(query.limit.as_deref())?;
+    let after = match query.after.as_deref() {
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::invalid(
+                "after",
+                "after must be the `next` cursor of a previous page",
+            )
+        })?),
+        None => None,
+    };
+    let page = audit
+        .page(AuditFilter {
+            since_us,
+            actor: query.actor,
+            limit,
+            after,
+        })
+        .await?;
+    debug_assert!(page.items.len() <= limit);
+    Ok(HttpResponse::Ok().json(Page {
+        items: page.items,
+        next: page.next.map(|seq| seq.to_string()),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The chain recomputed over storage", body = orderd_proto::AuditVerifyResponse)),
+    security(("bearer" = [])))]
+pub async fn verify(caller: Caller, audit: web::Data<AuditLog>) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::AUDIT_READ)?;
+    let report = audit.verify().await?;
+    if !report.ok {
+        tracing::error!(
+            message = "The audit chain does not verify.",
+            first_bad_seq = report.first_bad_seq,
+            detail = %report.detail
+        );
+    }
+    Ok(HttpResponse::Ok().json(AuditVerifyResponse {
+        ok: report.ok,
+        entries: report.entries,
+        first_bad_seq: report.first_bad_seq,
+        detail: report.detail,
+        last_hash: report.last_hash,
+    }))
+}

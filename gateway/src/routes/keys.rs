@@ -1,0 +1,202 @@
+//! `POST /v1/keys`, `GET /v1/keys` and `DELETE /v1/keys/{id}`: API key management (admin only).
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use orderd_engine::{CommandError, CustomerId, Engine};
+use orderd_proto::{CreateKeyRequest, CreatedKeyResponse, KeyResponse, ListKeysQuery, Page};
+
+use crate::audit::AuditLog;
+use crate::auth::{Auth, Caller, KeyRecord, RevokeError, KEY_NAME_CHARS_MAX};
+use crate::body::{decode_json, RawBody};
+use crate::error::ApiError;
+use crate::roles::{self, Role};
+use crate::{validate, wire};
+
+fn key_response(record: KeyRecord) -> KeyResponse {
+    KeyResponse {
+        id: record.id,
+        name: record.name,
+        role: record.role.as_str().to_string(),
+        customer_id: record.customer_id.map(|id| id.to_string()),
+        created_at: wire::time(record.created_at_us),
+    }
+}
+
+/// The list cursor of a key: its place in the (created_at, id) order, which stays valid when
+/// the key itself is revoked in the meantime.
+fn cursor(record: &KeyRecord) -> String {
+    format!("{}.{}", record.created_at_us, record.id)
+}
+
+fn parse_cursor(text: &str) -> Option<(i64, String)> {
+    let (at, id) = text.split_once('.')?;
+    Some((at.parse().ok()?, id.to_string()))
+}
+
+fn unavailable(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(message = "Cannot save the key table.", %error);
+    ApiError::Unavailable {
+        detail: "the key table could not be saved; retry shortly".into(),
+        reasons: None,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/keys", tag = "keys",
+    request_body = orderd_proto::CreateKeyRequest,
+    responses(
+        (status = 201, description = "The new key; its secret is shown only here", body = orderd_proto::CreatedKeyResponse),
+        (status = 422, description = "`unknown_customer`", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    caller: Caller,
+    body: RawBody,
+    engine: web::Data<Engine>,
+    auth: web::Data<Auth>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::KEYS_MANAGE)?;
+    let request: CreateKeyRequest = decode_json(&body.0)?;
+    let name_chars = request.name.chars().count();
+    if name_chars == 0 || name_chars > KEY_NAME_CHARS_MAX || request.name.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "name",
+            format!("name must be 1 to {KEY_NAME_CHARS_MAX} characters, not blank"),
+        ));
+    }
+    let role: Role = request.role.parse().map_err(|()| {
+        let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        ApiError::invalid("role", format!("role is one of {}", roles.join(", ")))
+    })?;
+    let customer_id = match (role, request.customer_id.as_deref()) {
+        (Role::Customer, None) => {
+            return Err(ApiError::invalid(
+                "customer_id",
+                "a key with role customer needs a customer_id",
+            ))
+        }
+        (Role::Customer, Some(text)) => {
+            // An id that cannot parse names no customer, as in an order body.
+            let id: CustomerId = text.parse().map_err(|()| ApiError::UnknownCustomer)?;
+            engine.customer(id).await.map_err(|error| match error {
+                CommandError::NotFound => ApiError::UnknownCustomer,
+                other => other.into(),
+            })?;
+            Some(id)
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "customer_id",
+                "only a key with role customer has a customer_id",
+            ))
+        }
+        (_, None) => None,
+    };
+    let (record, secret) = auth
+        .keys
+        .create(request.name, role, customer_id)
+        .map_err(unavailable)?;
+    let detail = match customer_id {
+        Some(customer) => format!("role={role} customer={customer}"),
+        None => format!("role={role}"),
+    };
+    if let Err(error) = audit
+        .record(&caller, "key.create", record.id.as_str(), detail)
+        .await
+    {
+        // Nobody has seen the secret yet: take the unaudited key back.
+        if let Err(revoke) = auth.keys.revoke(&record.id) {
+            tracing::error!(message = "Could not take back an unaudited key.", key_id = %record.id, error = %revoke);
+        }
+        return Err(error);
+    }
+    tracing::info!(message = "API key created.", key_id = %record.id, %role, actor = %caller.key_id);
+    let response = CreatedKeyResponse {
+        id: record.id,
+        name: record.name,
+        role: role.as_str().to_string(),
+        customer_id: customer_id.map(|id| id.to_string()),
+        secret,
+        created_at: wire::time(record.created_at_us),
+    };
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(response))
+}
+
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    params(orderd_proto::ListKeysQuery),
+    responses((status = 200, description = "A page of keys, without secrets", body = orderd_proto::Page<orderd_proto::KeyResponse>)),
+    security(("bearer" = [])))]
+pub async fn list(
+    caller: Caller,
+    query: web::Query<ListKeysQuery>,
+    auth: web::Data<Auth>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::KEYS_MANAGE)?;
+    let query = query.into_inner();
+    let limit = validate::limit(query.limit.as_deref())?;
+    let after = match query.after.as_deref() {
+        Some(text) => Some(parse_cursor(text).ok_or_else(|| {
+            ApiError::invalid(
+                "after",
+                "after must be the `next` cursor of a previous page",
+            )
+        })?),
+        None => None,
+    };
+    let mut keys: Vec<KeyRecord> = auth
+        .keys
+        .list()
+        .into_iter()
+        .filter(|record| {
+            after
+                .as_ref()
+                .is_none_or(|(at, id)| (record.created_at_us, &record.id) > (*at, id))
+        })
+        .take(limit + 1)
+        .collect();
+    let next = if keys.len() > limit {
+        keys.truncate(limit);
+        keys.last().map(cursor)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page {
+        items: keys.into_iter().map(key_response).collect(),
+        next,
+    }))
+}
+
+/// 204; the key fails from now on. The last admin key cannot be revoked (409).
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "A key id (`key_…`)")),
+    responses(
+        (status = 204, description = "Revoked: the key fails from now on"),
+        (status = 409, description = "`invalid_transition`: the last admin key", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn revoke(
+    caller: Caller,
+    id: web::Path<String>,
+    auth: web::Data<Auth>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::KEYS_MANAGE)?;
+    let record = auth.keys.revoke(&id).map_err(|error| match error {
+        RevokeError::NotFound => ApiError::not_found(),
+        RevokeError::LastAdmin => ApiError::InvalidTransition(error.to_string()),
+        RevokeError::Store(error) => unavailable(error),
+    })?;
+    auth.limiter.forget(&record.id);
+    tracing::info!(message = "API key revoked.", key_id = %record.id, actor = %caller.key_id);
+    audit
+        .record(
+            &caller,
+            "key.revoke",
+            record.id.as_str(),
+            format!("role={}", record.role),
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,154 @@
+//! `POST /v1/orders/{id}/shipments`, `POST /v1/shipments/{id}/events` and
+//! `GET /v1/shipments/{id}`: logistics moves reserved units out of the warehouse.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use orderd_engine::{Engine, NewShipment, OrderId, ShipmentId, ShipmentStatus, ShipmentView};
+use orderd_proto::{
+    CreateShipmentRequest, ShipmentEventRequest, ShipmentEventResponse, ShipmentLineResponse,
+    ShipmentResponse,
+};
+
+use crate::audit::AuditLog;
+use crate::auth::Caller;
+use crate::body::{decode_json, RawBody};
+use crate::error::ApiError;
+use crate::{roles, validate, wire};
+
+/// Longest carrier name.
+pub const CARRIER_CHARS_MAX: usize = 100;
+
+pub fn shipment(view: ShipmentView) -> ShipmentResponse {
+    ShipmentResponse {
+        id: view.id.to_string(),
+        order_id: view.order_id.to_string(),
+        carrier: view.carrier,
+        tracking_number: view.tracking_number,
+        status: view.status.as_str().to_string(),
+        lines: view
+            .lines
+            .into_iter()
+            .map(|(sku, qty)| ShipmentLineResponse { sku, qty })
+            .collect(),
+        events: view
+            .events
+            .into_iter()
+            .map(|e| ShipmentEventResponse {
+                at: wire::time(e.at_us),
+                status: e.status.as_str().to_string(),
+                note: e.note,
+            })
+            .collect(),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/orders/{id}/shipments", tag = "shipments",
+    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    request_body = orderd_proto::CreateShipmentRequest,
+    responses(
+        (status = 201, description = "The shipment", body = orderd_proto::ShipmentResponse),
+        (status = 409, description = "`invalid_transition`: more than is left to ship, or the order is cancelled", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    caller: Caller,
+    id: web::Path<String>,
+    body: RawBody,
+    engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::SHIPMENT_WRITE)?;
+    let order_id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
+    let request: CreateShipmentRequest = decode_json(&body.0)?;
+    let carrier = request.carrier.trim();
+    if carrier.is_empty() || carrier.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "carrier",
+            "carrier is a non-empty name without control characters",
+        ));
+    }
+    validate::text_max("carrier", carrier, CARRIER_CHARS_MAX)?;
+    let lines = match request.lines {
+        None => None,
+        Some(lines) => {
+            if lines.is_empty() || lines.len() > orderd_engine::ORDER_LINES_MAX {
+                return Err(ApiError::invalid(
+                    "lines",
+                    "a shipment has 1 to 100 lines (or none: everything left)",
+                ));
+            }
+            let mut out = Vec::with_capacity(lines.len());
+            for (i, line) in lines.into_iter().enumerate() {
+                validate::sku(&format!("lines[{i}].sku"), &line.sku)?;
+                if line.qty == 0 {
+                    return Err(ApiError::invalid(
+                        format!("lines[{i}].qty"),
+                        "qty must be at least 1",
+                    ));
+                }
+                out.push((line.sku, line.qty));
+            }
+            Some(out)
+        }
+    };
+    let view = engine
+        .ship(NewShipment {
+            order_id,
+            carrier: carrier.to_string(),
+            lines,
+            actor: caller.key_id.clone(),
+        })
+        .await?;
+    let units: u32 = view.lines.iter().map(|(_, qty)| qty).sum();
+    let detail = format!("order={order_id} units={units}");
+    audit
+        .record(&caller, "shipment.create", view.id.to_string(), detail)
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/shipments/{}", view.id)))
+        .json(shipment(view)))
+}
+
+#[utoipa::path(post, path = "/v1/shipments/{id}/events", tag = "shipments",
+    params(("id" = String, Path, description = "A shipment id (`shp_…`)")),
+    request_body = orderd_proto::ShipmentEventRequest,
+    responses(
+        (status = 200, description = "The shipment", body = orderd_proto::ShipmentResponse),
+        (status = 409, description = "`invalid_transition`: the shipment is delivered or failed", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn event(
+    caller: Caller,
+    id: web::Path<String>,
+    body: RawBody,
+    engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::SHIPMENT_WRITE)?;
+    let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
+    let request: ShipmentEventRequest = decode_json(&body.0)?;
+    let status = ShipmentStatus::parse_event(&request.status).ok_or_else(|| {
+        ApiError::invalid("status", "status is one of in_transit, delivered, failed")
+    })?;
+    validate::optional_text_max("note", request.note.as_deref(), validate::NOTE_CHARS_MAX)?;
+    let view = engine.shipment_event(id, status, request.note).await?;
+    audit
+        .record(&caller, "shipment.event", id.to_string(), status.as_str())
+        .await?;
+    Ok(HttpResponse::Ok().json(shipment(view)))
+}
+
+#[utoipa::path(get, path = "/v1/shipments/{id}", tag = "shipments",
+    params(("id" = String, Path, description = "A shipment id (`shp_…`)")),
+    responses((status = 200, description = "The shipment", body = orderd_proto::ShipmentResponse)),
+    security(("bearer" = [])))]
+pub async fn get(
+    caller: Caller,
+    id: web::Path<String>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::SHIPMENT_READ)?;
+    let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
+    let view = engine.shipment(id).await?;
+    Ok(HttpResponse::Ok().json(shipment(view)))
+}

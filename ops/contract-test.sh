@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Contract test: runs schemathesis (from PyPI, pinned, in a venv under the cache directory)
+# against a real orderd serving its own OpenAPI document at /v1/openapi.json, with every check
+# but `positive_data_acceptance` (some valid-looking requests are refused by rules that depend
+# on state, such as an unknown customer or an on_hand overflow; see gateway/README.md).
+# Fails on any 5xx, any response that does not match the document, any undocumented status.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$HOME/.cache/orderd/target}"
+VENV="${ORDERD_ST_VENV:-$HOME/.cache/orderd/st-venv}"
+ST_VERSION="4.32.5"
+MAX_EXAMPLES="${ST_MAX_EXAMPLES:-25}"
+
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$ST_VERSION"; then
+    echo "Installing schemathesis $ST_VERSION into $VENV ..." >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "schemathesis==$ST_VERSION"
+fi
+
+cargo build --release --bin orderd
+WORK="$(mktemp -d /tmp/orderd-contract-XXXXXX)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cleanup() {
+    if [[ -n "${PID:-}" ]] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+(
+    cd "$WORK"
+    ORDERD__HTTP__LISTEN="127.0.0.1:$PORT" ORDERD__TCP__LISTEN="127.0.0.1:0" \
+    ORDERD__STORAGE__DATA_DIR="$WORK/data" ORDERD__ENGINE__SHARDS=2 \
+    ORDERD__BACKUP__DIR="$WORK/backups" ORDERD__BACKUP__OFFSITE="$WORK/offsite" \
+        exec "$TARGET/release/orderd"
+) >"$WORK/orderd.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+KEY="$(cat "$WORK/data/admin.key")"
+set +e
+"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/v1/openapi.json" \
+    -H "Authorization: Bearer $KEY" \
+    --checks all --exclude-checks positive_data_acceptance \
+    --phases examples,coverage,fuzzing --max-examples "$MAX_EXAMPLES" \
+    --seed 1 -w 2 --no-color
+STATUS=$?
+set -e
+if grep -q "panicked" "$WORK/orderd.log"; then
+    echo "orderd panicked during the contract test:" >&2
+    grep -A5 "panicked" "$WORK/orderd.log" >&2
+    STATUS=1
+fi
+if ! kill -0 "$PID" 2>/dev/null; then
+    echo "orderd died during the contract test" >&2
+    STATUS=1
+fi
+exit "$STATUS"
