@@ -48,6 +48,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+    pub security: SecurityConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -105,6 +106,15 @@ pub struct BackupConfig {
     pub dir: PathBuf,
     /// A path or an `s3://` URL.
     pub offsite: String,
+}
+
+/// The `[security]` section: where the master key of personal data lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Key file (64 hex digits); relative paths are relative to the working directory. Unused
+    /// when `ORDERD_MASTER_KEY` is set. Must not lie inside `storage.data_dir`.
+    pub master_key_file: PathBuf,
 }
 
 /// The `[audit]` section: the audit trail's writer queue and read bounds.
@@ -205,6 +215,9 @@ impl Config {
         }
         if self.backup.offsite.is_empty() {
             return invalid("backup.offsite", "must not be empty");
+        }
+        if self.security.master_key_file.as_os_str().is_empty() {
+            return invalid("security.master_key_file", "must not be empty");
         }
         if self.audit.queue_capacity == 0 {
             return invalid("audit.queue_capacity", "must be at least 1");
@@ -311,6 +324,10 @@ mod tests {
         assert_eq!(c.audit.scan_entries_max, 100_000);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(
+            c.security.master_key_file,
+            PathBuf::from("./orderd-master.key")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   leaves stock, transitions and idempotency to `orderd-engine`.
 //! - Engine types never go on the wire: [`wire`] maps them onto `orderd-proto` types.
 //! - Every error a client sees is one `application/problem+json` document ([`error`]).
+//! - Personal data reaches the engine sealed and leaves it opened only here ([`vault`]).
 
 pub mod audit;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod roles;
 pub mod routes;
 pub mod server;
 pub mod validate;
+pub mod vault;
 pub mod wire;
 
 pub use config::Config;

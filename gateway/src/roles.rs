@@ -124,6 +124,8 @@ pub const ANALYTICS_READ: RoleSet = RoleSet::of(&[Admin, Analyst, Operator]);
 pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/shards/{id}/restart`.
 pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/keys/rotate`.
+pub const OPS_KEYS_ROTATE: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
 pub const KEYS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
 /// `GET /v1/audit`, `GET /v1/audit/verify`.

@@ -1,6 +1,8 @@
-//! Process start-up and shutdown: logging, the engine, the key table, the HTTP server.
+//! Process start-up and shutdown: logging, the master key, the engine, the data keys, the key
+//! table, the HTTP server.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +16,7 @@ use crate::auth::{Auth, KeyStore, RateLimiter};
 use crate::config::{Config, LogFormat};
 use crate::error;
 use crate::routes;
+use crate::vault::{MasterKeySource, Vault};
 
 /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_S: u64 = 10;
@@ -56,6 +59,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    // Before the engine opens: a key file inside the data directory is refused untouched.
+    let key_source = MasterKeySource::from_config(&config).context("cannot use the master key")?;
     let opened_at = Instant::now();
     let engine = Engine::open(config.engine_config())
         .with_context(|| format!("cannot open the engine in {}", data_dir.display()))?;
@@ -65,15 +70,49 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         elapsed_ms = opened_at.elapsed().as_millis() as u64
     );
 
-    let served = serve(&config, engine.clone()).await;
+    let vault = match prepare_personal_data(&engine, key_source).await {
+        Ok(vault) => vault,
+        Err(error) => {
+            engine.shutdown().await;
+            return Err(error);
+        }
+    };
+    let served = serve(&config, engine.clone(), vault).await;
     tracing::info!(message = "HTTP server stopped; shutting the engine down.");
     engine.shutdown().await;
     tracing::info!(message = "orderd stopped.");
     served
 }
 
+/// Loads the keys of personal data, then seals what an earlier version stored in plaintext (the
+/// engine then rewrites its snapshots and drops the older log, so no plaintext stays on disk).
+async fn prepare_personal_data(
+    engine: &Engine,
+    key_source: MasterKeySource,
+) -> anyhow::Result<Arc<Vault>> {
+    let vault = Arc::new(
+        Vault::load(engine.storage(), key_source)
+            .context("cannot load the keys of personal data")?,
+    );
+    let sealed = Arc::new(AtomicU64::new(0));
+    let started_at = Instant::now();
+    let records = engine
+        .reseal_personal_data(vault.resealer(sealed.clone()))
+        .await
+        .context("cannot seal the personal data written by an earlier version")?;
+    if records > 0 {
+        tracing::warn!(
+            message = "Sealed personal data that an earlier version stored in plaintext; older log batches and snapshots were deleted and storage compacted.",
+            values = sealed.load(Ordering::Relaxed),
+            records,
+            elapsed_ms = started_at.elapsed().as_millis() as u64
+        );
+    }
+    Ok(vault)
+}
+
 /// Loads the keys, binds and runs the HTTP server until it stops.
-async fn serve(config: &Config, engine: Engine) -> anyhow::Result<()> {
+async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Result<()> {
     let keys = KeyStore::open(&config.storage.data_dir).context("cannot load the API keys")?;
     match keys
         .ensure_admin_key()
@@ -97,12 +136,14 @@ async fn serve(config: &Config, engine: Engine) -> anyhow::Result<()> {
         AuditLog::start(engine.storage(), &config.audit).context("cannot open the audit trail")?,
     );
     let engine = web::Data::new(engine);
+    let vault = web::Data::from(vault);
     let body_limit_bytes = config.http.body_limit_bytes;
 
     let server = HttpServer::new(move || {
         App::new()
             .app_data(auth.clone())
             .app_data(engine.clone())
+            .app_data(vault.clone())
             .app_data(audit.clone())
             .wrap(middleware::from_fn(audit::record_refusals))
             .wrap(error::problem_fallback())

@@ -61,6 +61,32 @@ pub fn optional_text_max(param: &str, value: Option<&str>, max: usize) -> Result
     }
 }
 
+/// Personal text (name, phone, address, shipping address): no longer than `max` characters and
+/// free of control characters, so that no plaintext can look like a sealed value
+/// ([`crate::vault::is_sealed`]).
+pub fn personal_text(param: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    text_max(param, value, max)?;
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            param,
+            format!("{param} must not contain control characters (line breaks included)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Optional personal text; see [`personal_text`].
+pub fn optional_personal_text(
+    param: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<(), ApiError> {
+    match value {
+        Some(value) => personal_text(param, value, max),
+        None => Ok(()),
+    }
+}
+
 /// Whether `value` looks like an e-mail address: at most 254 characters, exactly one `@`, a
 /// non-empty local part, and a domain of at least two non-empty dot-separated labels; no
 /// whitespace or control characters anywhere.
@@ -81,20 +107,21 @@ pub fn email_looks_valid(value: &str) -> bool {
     domain.split('.').all(|label| !label.is_empty())
 }
 
-/// A new customer: name 1–200 characters, a plausible e-mail, phone ≤ 50, address ≤ 500.
+/// A new customer: name 1–200 characters, a plausible e-mail, phone ≤ 50, address ≤ 500; no
+/// control characters in any of them.
 pub fn customer(c: &CreateCustomerRequest) -> Result<(), ApiError> {
     if c.name.trim().is_empty() {
         return Err(ApiError::invalid("name", "name must not be empty"));
     }
-    text_max("name", &c.name, NAME_CHARS_MAX)?;
+    personal_text("name", &c.name, NAME_CHARS_MAX)?;
     if !email_looks_valid(&c.email) {
         return Err(ApiError::invalid(
             "email",
             format!("email must look like an address (name@example.com, at most {EMAIL_CHARS_MAX} characters)"),
         ));
     }
-    optional_text_max("phone", c.phone.as_deref(), PHONE_CHARS_MAX)?;
-    optional_text_max("address", c.address.as_deref(), ADDRESS_CHARS_MAX)?;
+    optional_personal_text("phone", c.phone.as_deref(), PHONE_CHARS_MAX)?;
+    optional_personal_text("address", c.address.as_deref(), ADDRESS_CHARS_MAX)?;
     Ok(())
 }
 
@@ -239,6 +266,42 @@ mod tests {
         c.phone = None;
         c.address = Some("a".repeat(ADDRESS_CHARS_MAX + 1));
         assert_eq!(param(customer(&c).unwrap_err()), "address");
+    }
+
+    #[test]
+    fn personal_fields_refuse_control_characters() {
+        let good = CreateCustomerRequest {
+            name: "Jane".into(),
+            email: "jane@example.com".into(),
+            phone: Some("+41 79".into()),
+            address: Some("1 Main Street, Zürich".into()),
+        };
+        assert!(customer(&good).is_ok());
+        // The mark of a sealed value first: a client must never be able to send one.
+        for bad in [
+            "\u{1}1:AAAA",
+            "a\nb",
+            "tab\there",
+            "del\u{7f}",
+            "\u{85}next",
+        ] {
+            let mut c = good.clone();
+            c.name = bad.into();
+            assert_eq!(param(customer(&c).unwrap_err()), "name", "{bad:?}");
+            let mut c = good.clone();
+            c.email = format!("{bad}@example.com");
+            assert_eq!(param(customer(&c).unwrap_err()), "email", "{bad:?}");
+            let mut c = good.clone();
+            c.phone = Some(bad.into());
+            assert_eq!(param(customer(&c).unwrap_err()), "phone", "{bad:?}");
+            let mut c = good.clone();
+            c.address = Some(bad.into());
+            assert_eq!(param(customer(&c).unwrap_err()), "address", "{bad:?}");
+            assert_eq!(
+                param(optional_personal_text("shipping_address", Some(bad), 500).unwrap_err()),
+                "shipping_address"
+            );
+        }
     }
 
     fn line(sku: &str, qty: u32, unit_price: u64) -> OrderLineRequest {

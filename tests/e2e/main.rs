@@ -7,5 +7,6 @@ mod concurrency;
 mod crash;
 mod keys;
 mod logistics;
+mod pii;
 mod shard_restart;
 mod support;

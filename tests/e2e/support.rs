@@ -383,6 +383,20 @@ impl Server {
         server
     }
 
+    /// Replaces the extra environment of later starts.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.extra_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// The temporary root: the working directory of the server (holds `data/` and, by
+    /// default, the master key file `orderd-master.key`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The data directory (`storage.data_dir`).
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
@@ -400,25 +414,8 @@ impl Server {
                 .expect("open log");
             writeln!(log, "===== e2e: starting orderd on port {port} =====").expect("log");
             let log_err = log.try_clone().expect("clone log");
-            let mut cmd = Command::new(BIN);
-            for (name, _) in std::env::vars_os() {
-                if name.to_string_lossy().starts_with("ORDERD__") {
-                    cmd.env_remove(name);
-                }
-            }
-            let root = &self.root;
-            cmd.env("ORDERD__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-                .env("ORDERD__TCP__LISTEN", "127.0.0.1:0")
-                .env("ORDERD__STORAGE__DATA_DIR", root.join("data"))
-                .env("ORDERD__ENGINE__SHARDS", self.shards.to_string())
-                .env("ORDERD__BACKUP__DIR", root.join("backups"))
-                .env("ORDERD__BACKUP__OFFSITE", root.join("offsite"))
-                .env("RUST_LOG", "warn")
-                .current_dir(root)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err);
-            cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
+            let mut cmd = self.command(port);
+            cmd.stdout(log).stderr(log_err);
             let child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
@@ -440,6 +437,79 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The command line and environment of a start on `port` (output not yet redirected).
+    fn command(&self, port: u16) -> Command {
+        let mut cmd = Command::new(BIN);
+        // Nothing of the test runner's own orderd settings (ORDERD__*, ORDERD_MASTER_KEY) leaks in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ORDERD_") {
+                cmd.env_remove(name);
+            }
+        }
+        let root = &self.root;
+        cmd.env("ORDERD__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("ORDERD__TCP__LISTEN", "127.0.0.1:0")
+            .env("ORDERD__STORAGE__DATA_DIR", root.join("data"))
+            .env("ORDERD__ENGINE__SHARDS", self.shards.to_string())
+            .env("ORDERD__BACKUP__DIR", root.join("backups"))
+            .env("ORDERD__BACKUP__OFFSITE", root.join("offsite"))
+            .env("RUST_LOG", "warn")
+            .current_dir(root)
+            .stdin(Stdio::null());
+        for (name, value) in &self.extra_env {
+            cmd.env(name, value);
+        }
+        cmd
+    }
+
+    /// Starts orderd on this directory expecting it to refuse to start: waits up to `within`
+    /// for it to exit and returns its exit status and its output. Panics if it gets ready.
+    pub fn start_expecting_exit(&mut self, within: Duration) -> (ExitStatus, String) {
+        self.kill_9();
+        let offset = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        writeln!(
+            log,
+            "===== e2e: starting orderd, expecting it to refuse ====="
+        )
+        .expect("log");
+        let log_err = log.try_clone().expect("clone log");
+        let port = free_port();
+        let mut cmd = self.command(port);
+        cmd.stdout(log).stderr(log_err);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return (status, self.log_since(offset));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "orderd did not exit within {within:?}\n----- orderd log -----\n{}",
+                    self.log_since(offset)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits up to 30 s for a clean exit (asserted).
+    pub fn terminate(&mut self) {
+        // SAFETY: plain syscall on the pid of our own child process.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM)");
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "exit status after SIGTERM: {status}");
     }
 
     fn after_ready(&mut self) {

@@ -353,6 +353,17 @@ pub struct ShardRestartResponse {
     pub state: String,
 }
 
+/// Answer of `POST /v1/ops/keys/rotate` (200).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyRotationResponse {
+    /// Id of the new master key: the first 8 bytes of its SHA-256, 16 hex digits.
+    pub master_key_id: String,
+    /// Id of the new data key (hex), which seals new values from now on.
+    pub data_key_id: String,
+    /// Data keys that existed before and are now wrapped under the new master key.
+    pub rewrapped: u64,
+}
+
 /// `POST /v1/keys`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -10,6 +10,7 @@ use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
 use crate::roles::{self, Role};
+use crate::vault::Vault;
 use crate::{validate, wire};
 
 #[utoipa::path(post, path = "/v1/customers", tag = "customers",
@@ -19,6 +20,7 @@ use crate::{validate, wire};
 pub async fn create(
     caller: Caller,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
@@ -26,17 +28,18 @@ pub async fn create(
     let request: CreateCustomerRequest = decode_json(&body.0)?;
     validate::customer(&request)?;
     let view = engine
-        .create_customer(NewCustomer {
+        .create_customer(vault.seal_customer(NewCustomer {
             name: request.name,
             email: request.email,
             phone: request.phone,
             address: request.address,
-        })
+        }))
         .await?;
     // Personal data never goes into the audit trail: the id only.
     audit
         .record(&caller, "customer.create", view.id.to_string(), "")
         .await?;
+    let view = vault.open_customer(view)?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -50,12 +53,14 @@ pub async fn create(
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_READ)?;
     let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
     caller.may_see_customer(id)?;
-    let view = engine.customer(id).await?;
+    // Opened first: masking works on the plaintext.
+    let view = vault.open_customer(engine.customer(id).await?)?;
     let body = if caller.role == Role::Auditor {
         wire::customer_masked(view)
     } else {

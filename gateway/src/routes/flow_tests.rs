@@ -16,6 +16,7 @@ use crate::auth::{hash_secret, new_secret, Auth, KeyRecord, KeyStore, RateLimite
 use crate::config::AuditConfig;
 use crate::error::problem_fallback;
 use crate::roles::Role;
+use crate::vault::{MasterKeySource, Vault};
 
 const SHARDS: usize = 2;
 
@@ -23,6 +24,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     engine: Engine,
     auth: web::Data<Auth>,
+    vault: web::Data<Vault>,
     audit: web::Data<AuditLog>,
     admin: String,
 }
@@ -42,6 +44,15 @@ impl Fixture {
             pending_retry_ms: 500,
         })
         .unwrap();
+        let vault = web::Data::new(
+            Vault::load(
+                engine.storage(),
+                MasterKeySource::File {
+                    path: dir.path().join("master.key"),
+                },
+            )
+            .unwrap(),
+        );
         let keys = KeyStore::open(dir.path()).unwrap();
         let path = keys.ensure_admin_key().unwrap().unwrap();
         let admin = std::fs::read_to_string(path).unwrap().trim().to_string();
@@ -63,6 +74,7 @@ impl Fixture {
             _dir: dir,
             engine,
             auth,
+            vault,
             audit,
             admin,
         }
@@ -94,6 +106,7 @@ macro_rules! app {
             App::new()
                 .app_data($fixture.auth.clone())
                 .app_data(web::Data::new($fixture.engine.clone()))
+                .app_data($fixture.vault.clone())
                 .app_data($fixture.audit.clone())
                 .wrap(actix_web::middleware::from_fn(
                     crate::audit::record_refusals,
@@ -615,6 +628,7 @@ async fn roles_are_enforced_and_customer_keys_see_only_their_own() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(masked["email"], "o***@example.com");
+    assert_eq!(masked["name"], "o***");
 
     // A customer key: its own record and orders only; everything else is 404.
     assert_eq!(
@@ -928,5 +942,149 @@ async fn keys_and_audit_validate_their_input_and_roles() {
             "no personal data: {item}"
         );
     }
+    f.engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn personal_data_is_sealed_in_the_engine_and_survives_rotation() {
+    let f = Fixture::new();
+    let app = app!(f);
+    let admin = f.admin.as_str();
+    call!(
+        app,
+        post(
+            "/v1/stock/A/adjustments",
+            admin,
+            r#"{"delta": 10, "reason": "r"}"#
+        )
+    )
+    .await;
+    let customer_body = json!({
+        "name": "Jane Doe",
+        "email": "jane@example.com",
+        "phone": "+41 79 000 00 00",
+        "address": "1 Main Street, Zürich",
+    });
+    let (status, _, created) = call!(
+        app,
+        post("/v1/customers", admin, &customer_body.to_string())
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    for field in ["name", "email", "phone", "address"] {
+        assert_eq!(created[field], customer_body[field], "{field}");
+    }
+    let customer_id = created["id"].as_str().unwrap().to_string();
+    let order_body = json!({
+        "customer_id": customer_id,
+        "lines": [{"sku": "A", "qty": 1, "unit_price": 5}],
+        "shipping_address": "2 Side Road",
+    })
+    .to_string();
+    let (status, _, placed) = call!(app, post_keyed("/v1/orders", admin, "k1", &order_body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(placed["shipping_address"], "2 Side Road");
+    let order_id = placed["id"].as_str().unwrap().to_string();
+
+    // The engine holds sealed strings only.
+    let stored = f
+        .engine
+        .customer(customer_id.parse().unwrap())
+        .await
+        .unwrap();
+    for value in [
+        &stored.name,
+        &stored.email,
+        stored.phone.as_ref().unwrap(),
+        stored.address.as_ref().unwrap(),
+    ] {
+        assert!(crate::vault::is_sealed(value), "{value:?}");
+        assert!(!value.contains("Jane") && !value.contains("jane"));
+    }
+    let stored_order = f.engine.order(order_id.parse().unwrap()).await.unwrap();
+    assert!(crate::vault::is_sealed(
+        stored_order.shipping_address.as_deref().unwrap()
+    ));
+
+    // A sealed-looking value from a client is refused, never stored.
+    let forged = stored.name.clone();
+    let result = call!(
+        app,
+        post(
+            "/v1/customers",
+            admin,
+            &json!({"name": forged, "email": "x@example.com"}).to_string()
+        )
+    )
+    .await;
+    assert_problem(&result, 400, "invalid_request");
+    assert_eq!(result.2["param"], "name");
+
+    // Rotation: admin and operator only; old values stay readable, new ones use the new key.
+    for role in [
+        Role::Frontend,
+        Role::Customer,
+        Role::Logistics,
+        Role::Analyst,
+        Role::Auditor,
+    ] {
+        let secret = f.key(role, Some(&customer_id));
+        assert_problem(
+            &call!(app, post("/v1/ops/keys/rotate", &secret, "")).await,
+            if role == Role::Customer { 404 } else { 403 },
+            if role == Role::Customer {
+                "not_found"
+            } else {
+                "forbidden"
+            },
+        );
+    }
+    let operator = f.key(Role::Operator, None);
+    let (status, _, rotation) = call!(app, post("/v1/ops/keys/rotate", &operator, "")).await;
+    assert_eq!(status, StatusCode::OK, "{rotation}");
+    assert_eq!(rotation["data_key_id"], "2");
+    assert_eq!(rotation["rewrapped"], 1);
+    assert_eq!(rotation["master_key_id"].as_str().unwrap().len(), 16);
+    assert_eq!(
+        rotation["master_key_id"].as_str().unwrap(),
+        f.vault.master_key_id().to_string()
+    );
+    let (status, _, read) = call!(app, get(&format!("/v1/customers/{customer_id}"), admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read, created);
+    let (_, _, replayed) = call!(app, post_keyed("/v1/orders", admin, "k1", &order_body)).await;
+    assert_eq!(
+        replayed, placed,
+        "an idempotent replay opens the stored order"
+    );
+    let (_, _, page) = call!(app, get("/v1/orders", admin)).await;
+    assert_eq!(page["items"][0]["shipping_address"], "2 Side Road");
+    let (_, _, cancelled) = call!(
+        app,
+        post(&format!("/v1/orders/{order_id}/cancel"), admin, "")
+    )
+    .await;
+    assert_eq!(cancelled["shipping_address"], "2 Side Road");
+    let (_, _, second) = call!(
+        app,
+        post("/v1/customers", admin, &customer_body.to_string())
+    )
+    .await;
+    let second_id = second["id"].as_str().unwrap();
+    let stored = f.engine.customer(second_id.parse().unwrap()).await.unwrap();
+    assert!(
+        stored.email.starts_with("\u{1}2:"),
+        "sealed under the new data key"
+    );
+    let (_, _, masked) = call!(
+        app,
+        get(
+            &format!("/v1/customers/{second_id}"),
+            &f.key(Role::Auditor, None)
+        )
+    )
+    .await;
+    assert_eq!(masked["email"], "j***@example.com");
+    assert_eq!(masked["phone"], "+***");
     f.engine.shutdown().await;
 }

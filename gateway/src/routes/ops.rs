@@ -1,12 +1,13 @@
-//! `GET /v1/ops/shards` and `POST /v1/ops/shards/{id}/restart`.
+//! `GET /v1/ops/shards`, `POST /v1/ops/shards/{id}/restart` and `POST /v1/ops/keys/rotate`.
 
 use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
-use orderd_proto::ShardRestartResponse;
+use orderd_proto::{KeyRotationResponse, ShardRestartResponse};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::vault::Vault;
 use crate::{roles, wire};
 
 #[utoipa::path(get, path = "/v1/ops/shards", tag = "ops",
@@ -52,5 +53,49 @@ pub async fn restart_shard(
     Ok(HttpResponse::Accepted().json(ShardRestartResponse {
         id,
         state: "restarting".to_string(),
+    }))
+}
+
+/// 200: a new master key and a new data key; every data key re-wrapped under the new master
+/// key while requests keep being served. 409 when the master key comes from the environment.
+#[utoipa::path(post, path = "/v1/ops/keys/rotate", tag = "ops",
+    responses(
+        (status = 200, description = "The new master key and data key, and how many data keys were re-wrapped", body = orderd_proto::KeyRotationResponse),
+        (status = 409, description = "`invalid_transition`: the master key comes from ORDERD_MASTER_KEY and is rotated by the operator", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn rotate_keys(
+    caller: Caller,
+    vault: web::Data<Vault>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_KEYS_ROTATE)?;
+    let vault = vault.into_inner();
+    let rotation = web::block(move || vault.rotate())
+        .await
+        .map_err(|error| ApiError::Internal(format!("key rotation did not run: {error}")))??;
+    tracing::info!(
+        message = "Rotated the master key.",
+        master_key_id = %rotation.master_key_id,
+        data_key_id = format!("{:x}", rotation.data_key_id),
+        rewrapped = rotation.rewrapped,
+        actor = %caller.key_id
+    );
+    // After the fact: the rotation is done and durable; ids and counts only, never a key.
+    audit
+        .record(
+            &caller,
+            "keys.rotate",
+            rotation.master_key_id.to_string(),
+            format!(
+                "data_key={:x} rewrapped={}",
+                rotation.data_key_id, rotation.rewrapped
+            ),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyRotationResponse {
+        master_key_id: rotation.master_key_id.to_string(),
+        data_key_id: format!("{:x}", rotation.data_key_id),
+        rewrapped: rotation.rewrapped,
     }))
 }

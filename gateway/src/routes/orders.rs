@@ -13,6 +13,7 @@ use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, RawBody};
 use crate::error::ApiError;
+use crate::vault::Vault;
 use crate::{roles, validate, wire};
 
 /// Name of the idempotency header.
@@ -61,6 +62,7 @@ pub async fn place(
     caller: Caller,
     req: HttpRequest,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
@@ -68,7 +70,7 @@ pub async fn place(
     let key = idempotency_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
     let lines = validate::order_lines(&request.lines)?;
-    validate::optional_text_max(
+    validate::optional_personal_text(
         "shipping_address",
         request.shipping_address.as_deref(),
         validate::ADDRESS_CHARS_MAX,
@@ -90,7 +92,7 @@ pub async fn place(
         .place_order(PlaceOrder {
             customer_id,
             lines,
-            shipping_address: request.shipping_address,
+            shipping_address: vault.seal_shipping_address(request.shipping_address),
             note: request.note,
             idempotency,
             actor: caller.key_id.clone(),
@@ -113,6 +115,8 @@ pub async fn place(
             view.created_at_us,
         )
         .await?;
+    // A replay answers the stored order, sealed under whichever data key sealed it then.
+    let view = vault.open_order(view)?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -126,13 +130,14 @@ pub async fn place(
 pub async fn get(
     caller: Caller,
     id: web::Path<String>,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_READ)?;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     let view = engine.order(id).await?;
     caller.may_see_customer(view.customer_id)?;
-    Ok(HttpResponse::Ok().json(wire::order(view, true)))
+    Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
 }
 
 #[utoipa::path(get, path = "/v1/orders", tag = "orders",
@@ -142,6 +147,7 @@ pub async fn get(
 pub async fn list(
     caller: Caller,
     query: web::Query<ListOrdersQuery>,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_LIST)?;
@@ -190,8 +196,8 @@ pub async fn list(
         items: page
             .items
             .into_iter()
-            .map(|view| wire::order(view, true))
-            .collect(),
+            .map(|view| Ok(wire::order(vault.open_order(view)?, true)))
+            .collect::<Result<_, ApiError>>()?,
         next: page.next.map(|cursor| cursor.to_string()),
     }))
 }
@@ -208,6 +214,7 @@ pub async fn cancel(
     caller: Caller,
     id: web::Path<String>,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
@@ -251,7 +258,7 @@ pub async fn cancel(
             cancelled_at_us,
         )
         .await?;
-    Ok(HttpResponse::Ok().json(wire::order(view, true)))
+    Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,1410 @@
+//! Personal data at rest: the master key (from `ORDERD_MASTER_KEY` or a key file outside the
+//! data directory), the data keys it wraps (in the engine's `control` column family), sealing
+//! and opening of personal strings with AES-256-GCM, and master key rotation while serving.
+//!
+//! Architecture invariants:
+//! - The engine never sees personal data in plaintext: the gateway seals every personal string
+//!   before a command reaches the engine and opens it when it maps a view onto a response. The
+//!   engine stores sealed strings as ordinary strings, so its log, snapshots and therefore
+//!   backups hold ciphertext only.
+//! - No key, no plaintext and no ciphertext is ever logged; logs carry key ids and counts.
+//! - The master key never lives in the data directory ([`MasterKeySource::resolve`] refuses a
+//!   key file inside it), so a copy of the data directory alone reveals nothing.
+//!
+//! A sealed string is `"\u{1}" <data key id, hex> ":" <base64url, no padding, of nonce (12
+//! bytes) || ciphertext || tag (16 bytes)>`, with the field name (e.g. `customer.email`) as
+//! associated data, so a value moved to another field fails to open. Validation rejects control
+//! characters in personal fields, so no client plaintext can look sealed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use orderd_engine::storage::{Family, StorageError, Write};
+use orderd_engine::{CustomerView, NewCustomer, OrderView, PersonalField, ResealFn, Storage};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// Environment variable holding the master key (64 hex digits); it replaces the key file.
+pub const MASTER_KEY_ENV: &str = "ORDERD_MASTER_KEY";
+/// Environment variable holding the previous master key while an operator rotates an
+/// environment key: data keys wrapped under it are re-wrapped under `ORDERD_MASTER_KEY` at start.
+pub const MASTER_KEY_PREVIOUS_ENV: &str = "ORDERD_MASTER_KEY_PREVIOUS";
+/// First character of every sealed string (a control character, which validation refuses in
+/// client text).
+pub const SEALED_MARK: char = '\u{1}';
+/// Most data keys a data directory may hold; every rotation adds one.
+pub const DATA_KEYS_MAX: usize = 65_536;
+
+/// Bytes of a master key and of a data key (AES-256).
+const KEY_BYTES: usize = 32;
+/// Bytes of an AES-GCM nonce (random per sealed value).
+const NONCE_BYTES: usize = 12;
+/// Bytes of an AES-GCM tag.
+const TAG_BYTES: usize = 16;
+/// Bytes of a master key id: the first bytes of SHA-256 of the key.
+const MASTER_KEY_ID_BYTES: usize = 8;
+/// Storage keys of wrapped data keys: `dek/` and the id as 8 hex digits (sorted by id).
+const DATA_KEY_PREFIX: &[u8] = b"dek/";
+/// The first key after every `dek/…` key (`'0'` follows `'/'`).
+const DATA_KEY_PREFIX_END: &[u8] = b"dek0";
+/// Format version of a wrapped data key record.
+const WRAPPED_VERSION: u8 = 1;
+/// A wrapped data key: version, master key id, nonce, AES-GCM(master, data key) with its tag.
+const WRAPPED_BYTES: usize = 1 + MASTER_KEY_ID_BYTES + NONCE_BYTES + KEY_BYTES + TAG_BYTES;
+/// Shortest base64 part of a sealed string: nonce and tag of an empty plaintext.
+const SEALED_BODY_CHARS_MIN: usize = ((NONCE_BYTES + TAG_BYTES) * 4).div_ceil(3);
+/// Longest data key id in a sealed string, in hex digits (a `u32`).
+const DATA_KEY_ID_HEX_MAX: usize = 8;
+
+/// A personal field; its name is the associated data of its sealed values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    CustomerName,
+    CustomerEmail,
+    CustomerPhone,
+    CustomerAddress,
+    OrderShippingAddress,
+}
+
+impl Field {
+    pub const ALL: [Field; 5] = [
+        Field::CustomerName,
+        Field::CustomerEmail,
+        Field::CustomerPhone,
+        Field::CustomerAddress,
+        Field::OrderShippingAddress,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::CustomerName => "customer.name",
+            Field::CustomerEmail => "customer.email",
+            Field::CustomerPhone => "customer.phone",
+            Field::CustomerAddress => "customer.address",
+            Field::OrderShippingAddress => "order.shipping_address",
+        }
+    }
+}
+
+impl From<PersonalField> for Field {
+    fn from(field: PersonalField) -> Field {
+        match field {
+            PersonalField::CustomerName => Field::CustomerName,
+            PersonalField::CustomerEmail => Field::CustomerEmail,
+            PersonalField::CustomerPhone => Field::CustomerPhone,
+            PersonalField::CustomerAddress => Field::CustomerAddress,
+            PersonalField::OrderShippingAddress => Field::OrderShippingAddress,
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why keys could not be loaded or rotated, or a value could not be opened. No variant carries
+/// key material or personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "the master key file {key_file} lies inside the data directory {data_dir}; move it \
+         elsewhere (security.master_key_file) so that the data and its key never travel together"
+    )]
+    KeyFileInDataDir {
+        key_file: PathBuf,
+        data_dir: PathBuf,
+    },
+    #[error("invalid master key in {origin}: {detail}")]
+    BadMasterKey { origin: String, detail: String },
+    #[error(
+        "the data directory's data keys are wrapped under master key id(s) {}, but the \
+         configured master key id(s) are {}; start with the master key this data directory \
+         was written with",
+        stored.join(", "),
+        configured.join(", ")
+    )]
+    MasterKeyMismatch {
+        stored: Vec<String>,
+        configured: Vec<String>,
+    },
+    #[error(
+        "the data directory holds data keys (wrapped under master key id(s) {}) but there is no \
+         master key: {MASTER_KEY_ENV} is not set and {path} does not exist; restore the key file \
+         from its backup",
+        stored.join(", ")
+    )]
+    MasterKeyMissing { path: PathBuf, stored: Vec<String> },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("wrapped data key {id}: {detail}")]
+    CorruptDataKey { id: String, detail: String },
+    #[error(
+        "the master key comes from {MASTER_KEY_ENV}; rotate it yourself: restart orderd with \
+         the new key in {MASTER_KEY_ENV} and the old one in {MASTER_KEY_PREVIOUS_ENV}, which \
+         re-wraps the data keys at start"
+    )]
+    EnvironmentKey,
+    #[error("key rotation is unavailable until a restart: {0}")]
+    RotationBlocked(String),
+    #[error("this data directory already holds {DATA_KEYS_MAX} data keys")]
+    TooManyDataKeys,
+    #[error("a sealed {field} value cannot be opened: {detail}")]
+    Open { field: Field, detail: String },
+}
+
+impl From<VaultError> for ApiError {
+    fn from(error: VaultError) -> Self {
+        match error {
+            VaultError::EnvironmentKey | VaultError::TooManyDataKeys => {
+                ApiError::InvalidTransition(error.to_string())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> VaultError + '_ {
+    move |source| VaultError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The first 8 bytes of SHA-256 of a master key: names the key without revealing it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MasterKeyId([u8; MASTER_KEY_ID_BYTES]);
+
+impl fmt::Display for MasterKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for MasterKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKeyId({self})")
+    }
+}
+
+/// A 256-bit master key. Its `Debug` shows only its id.
+#[derive(Clone)]
+pub struct MasterKey([u8; KEY_BYTES]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKey({})", self.id())
+    }
+}
+
+impl MasterKey {
+    /// A fresh random key from the operating system.
+    pub fn generate() -> MasterKey {
+        let mut bytes = [0u8; KEY_BYTES];
+        OsRng.fill_bytes(&mut bytes);
+        MasterKey(bytes)
+    }
+
+    /// Parses 64 hex digits (surrounding whitespace allowed). The error never quotes the text.
+    pub fn from_hex(text: &str) -> Result<MasterKey, String> {
+        let text = text.trim();
+        if text.len() != KEY_BYTES * 2 {
+            return Err(format!(
+                "expected {} hex digits, found {} characters",
+                KEY_BYTES * 2,
+                text.chars().count()
+            ));
+        }
+        let bytes = hex::decode(text).map_err(|_| "not hexadecimal".to_string())?;
+        let bytes: [u8; KEY_BYTES] = bytes.try_into().map_err(|_| "wrong length".to_string())?;
+        Ok(MasterKey(bytes))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn id(&self) -> MasterKeyId {
+        let digest = Sha256::digest(self.0);
+        let mut id = [0u8; MASTER_KEY_ID_BYTES];
+        id.copy_from_slice(&digest[..MASTER_KEY_ID_BYTES]);
+        MasterKeyId(id)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+    }
+}
+
+/// Where the master key comes from.
+#[derive(Debug)]
+pub enum MasterKeySource {
+    /// `ORDERD_MASTER_KEY`, and `ORDERD_MASTER_KEY_PREVIOUS` while an operator rotates it.
+    Environment {
+        current: MasterKey,
+        previous: Option<MasterKey>,
+    },
+    /// `security.master_key_file`, with its `.new` and `.previous` siblings during and after a
+    /// rotation; generated on a first start.
+    File { path: PathBuf },
+}
+
+impl MasterKeySource {
+    /// The source configured for this process: the environment when `ORDERD_MASTER_KEY` is set,
+    /// else the key file.
+    pub fn from_config(config: &crate::Config) -> Result<MasterKeySource, VaultError> {
+        let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        MasterKeySource::resolve(
+            var(MASTER_KEY_ENV),
+            var(MASTER_KEY_PREVIOUS_ENV),
+            &config.security.master_key_file,
+            &config.storage.data_dir,
+        )
+    }
+
+    /// Decides the source from the two environment values and the configured paths. A key
+    /// file inside `data_dir` is refused (after resolving symbolic links and `..`).
+    pub fn resolve(
+        env_current: Option<String>,
+        env_previous: Option<String>,
+        key_file: &Path,
+        data_dir: &Path,
+    ) -> Result<MasterKeySource, VaultError> {
+        let parse = |name: &str, text: &str| {
+            MasterKey::from_hex(text).map_err(|detail| VaultError::BadMasterKey {
+                origin: name.to_string(),
+                detail,
+            })
+        };
+        if let Some(text) = env_current {
+            let current = parse(MASTER_KEY_ENV, &text)?;
+            let previous = match env_previous {
+                Some(text) => Some(parse(MASTER_KEY_PREVIOUS_ENV, &text)?),
+                None => None,
+            };
+            return Ok(MasterKeySource::Environment { current, previous });
+        }
+        if env_previous.is_some() {
+            return Err(VaultError::BadMasterKey {
+                origin: MASTER_KEY_PREVIOUS_ENV.to_string(),
+                detail: format!("it is set but {MASTER_KEY_ENV} is not"),
+            });
+        }
+        let resolved_key = resolve_path(key_file).map_err(io_error(key_file))?;
+        let resolved_data = resolve_path(data_dir).map_err(io_error(data_dir))?;
+        if resolved_key.starts_with(&resolved_data) {
+            return Err(VaultError::KeyFileInDataDir {
+                key_file: resolved_key,
+                data_dir: resolved_data,
+            });
+        }
+        Ok(MasterKeySource::File {
+            path: key_file.to_path_buf(),
+        })
+    }
+}
+
+/// An absolute path with symbolic links of its existing part resolved and `.`/`..` removed, so
+/// that two spellings of one place compare equal (the path need not exist).
+fn resolve_path(path: &Path) -> io::Result<PathBuf> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let components: Vec<Component> = absolute.components().collect();
+    for split in (1..=components.len()).rev() {
+        let prefix: PathBuf = components[..split].iter().collect();
+        if let Ok(mut out) = prefix.canonicalize() {
+            for component in &components[split..] {
+                match component {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::Normal(name) => out.push(name),
+                    Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+                }
+            }
+            return Ok(out);
+        }
+    }
+    Ok(absolute)
+}
+
+/// `path` with `suffix` appended to its file name (`master.key` → `master.key.new`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), VaultError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Reads a key file; `None` when it does not exist.
+fn read_key_file(path: &Path) -> Result<Option<MasterKey>, VaultError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(path)(error)),
+    };
+    let key = MasterKey::from_hex(&text).map_err(|detail| VaultError::BadMasterKey {
+        origin: path.display().to_string(),
+        detail,
+    })?;
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                message = "The master key file is readable by other users; make it mode 0600.",
+                path = %path.display()
+            );
+        }
+    }
+    Ok(Some(key))
+}
+
+/// Writes a key file (mode 0600) and fsyncs it; the caller syncs the directory.
+fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), VaultError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.write_all(format!("{}\n", key.to_hex()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(path))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), VaultError> {
+    fs::rename(from, to).map_err(io_error(to))
+}
+
+/// A data key and its cipher.
+#[derive(Clone)]
+struct DataKey {
+    bytes: [u8; KEY_BYTES],
+    cipher: Aes256Gcm,
+}
+
+impl DataKey {
+    fn new(bytes: [u8; KEY_BYTES]) -> DataKey {
+        DataKey {
+            bytes,
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+        }
+    }
+
+    fn generate() -> DataKey {
+        let mut bytes = [0u8; KEY_BYTES];
+        OsRng.fill_bytes(&mut bytes);
+        DataKey::new(bytes)
+    }
+}
+
+/// Storage key of data key `id`.
+fn data_key_storage_key(id: u32) -> Vec<u8> {
+    let mut key = DATA_KEY_PREFIX.to_vec();
+    key.extend_from_slice(format!("{id:08x}").as_bytes());
+    key
+}
+
+fn parse_data_key_storage_key(key: &[u8]) -> Option<u32> {
+    let digits = key.strip_prefix(DATA_KEY_PREFIX)?;
+    if digits.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// A wrapped data key as stored.
+struct Wrapped {
+    id: u32,
+    master: MasterKeyId,
+    record: Vec<u8>,
+}
+
+/// `version || master id || nonce || AES-GCM(master, data key)`, with the storage key as
+/// associated data so that a record cannot be moved to another id.
+fn wrap(master: &MasterKey, id: u32, key: &DataKey) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    OsRng.fill_bytes(&mut nonce);
+    let aad = data_key_storage_key(id);
+    let sealed = master
+        .cipher()
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &key.bytes,
+                aad: &aad,
+            },
+        )
+        .expect("AES-GCM encrypts 32 bytes");
+    let mut record = Vec::with_capacity(WRAPPED_BYTES);
+    record.push(WRAPPED_VERSION);
+    record.extend_from_slice(&master.id().0);
+    record.extend_from_slice(&nonce);
+    record.extend_from_slice(&sealed);
+    debug_assert_eq!(record.len(), WRAPPED_BYTES);
+    record
+}
+
+fn corrupt(id: u32, detail: impl Into<String>) -> VaultError {
+    VaultError::CorruptDataKey {
+        id: format!("{id:x}"),
+        detail: detail.into(),
+    }
+}
+
+fn parse_wrapped(id: u32, record: &[u8]) -> Result<Wrapped, VaultError> {
+    if record.len() != WRAPPED_BYTES {
+        return Err(corrupt(id, format!("{} bytes", record.len())));
+    }
+    if record[0] != WRAPPED_VERSION {
+        return Err(corrupt(id, format!("unknown version {}", record[0])));
+    }
+    let mut master = [0u8; MASTER_KEY_ID_BYTES];
+    master.copy_from_slice(&record[1..1 + MASTER_KEY_ID_BYTES]);
+    Ok(Wrapped {
+        id,
+        master: MasterKeyId(master),
+        record: record.to_vec(),
+    })
+}
+
+fn unwrap(master: &MasterKey, wrapped: &Wrapped) -> Result<DataKey, VaultError> {
+    debug_assert_eq!(master.id(), wrapped.master);
+    let nonce_at = 1 + MASTER_KEY_ID_BYTES;
+    let nonce = &wrapped.record[nonce_at..nonce_at + NONCE_BYTES];
+    let aad = data_key_storage_key(wrapped.id);
+    let bytes = master
+        .cipher()
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: &wrapped.record[nonce_at + NONCE_BYTES..],
+                aad: &aad,
+            },
+        )
+        .map_err(|_| corrupt(wrapped.id, "authentication failed under its master key"))?;
+    let bytes: [u8; KEY_BYTES] = bytes
+        .try_into()
+        .map_err(|_| corrupt(wrapped.id, "wrong key length"))?;
+    Ok(DataKey::new(bytes))
+}
+
+/// Every wrapped data key in storage, by id.
+fn load_wrapped(storage: &dyn Storage) -> Result<Vec<Wrapped>, VaultError> {
+    let mut out = Vec::new();
+    let mut error = None;
+    storage.scan(
+        Family::Control,
+        DATA_KEY_PREFIX,
+        DATA_KEY_PREFIX_END,
+        &mut |key, value| {
+            let parsed = match parse_data_key_storage_key(key) {
+                Some(id) => parse_wrapped(id, value),
+                None => Err(VaultError::CorruptDataKey {
+                    id: String::from_utf8_lossy(key).into_owned(),
+                    detail: "malformed storage key".into(),
+                }),
+            };
+            match parsed {
+                Ok(wrapped) if out.len() < DATA_KEYS_MAX => {
+                    out.push(wrapped);
+                    true
+                }
+                Ok(_) => {
+                    error = Some(VaultError::TooManyDataKeys);
+                    false
+                }
+                Err(e) => {
+                    error = Some(e);
+                    false
+                }
+            }
+        },
+    )?;
+    match error {
+        Some(error) => Err(error),
+        None => Ok(out),
+    }
+}
+
+/// The keys in use: the master key that wraps every data key, and the data keys.
+struct KeyRing {
+    master: MasterKey,
+    data_keys: BTreeMap<u32, DataKey>,
+    /// The newest data key; it seals new values.
+    current: u32,
+}
+
+impl KeyRing {
+    /// One synced write storing every data key wrapped under `master`.
+    fn store(
+        storage: &dyn Storage,
+        master: &MasterKey,
+        keys: &BTreeMap<u32, DataKey>,
+    ) -> Result<(), VaultError> {
+        let writes = keys
+            .iter()
+            .map(|(id, key)| Write::Put {
+                family: Family::Control,
+                key: data_key_storage_key(*id),
+                value: wrap(master, *id, key),
+            })
+            .collect();
+        storage.write(writes, true)?;
+        Ok(())
+    }
+}
+
+/// What a rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub master_key_id: MasterKeyId,
+    /// The new data key, which seals new values from now on.
+    pub data_key_id: u32,
+    /// Data keys re-wrapped under the new master key (those that existed before).
+    pub rewrapped: u64,
+}
+
+#[derive(Debug)]
+enum SourceKind {
+    Environment,
+    File { path: PathBuf },
+}
+
+/// The keys of personal data: seals and opens values, rotates the master key.
+pub struct Vault {
+    storage: Arc<dyn Storage>,
+    source: SourceKind,
+    ring: RwLock<Arc<KeyRing>>,
+    /// Serializes rotations; holds the reason when rotating must wait for a restart.
+    rotation: Mutex<Option<String>>,
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ring = self.ring();
+        f.debug_struct("Vault")
+            .field("source", &self.source)
+            .field("master_key_id", &ring.master.id())
+            .field("data_keys", &ring.data_keys.len())
+            .field("current", &ring.current)
+            .finish()
+    }
+}
+
+impl Vault {
+    /// Loads the master key and the data keys; on a first start creates what is missing (a key
+    /// file, the first data key). Finishes or discards a rotation a crash interrupted, and
+    /// re-wraps under the current master key any data key wrapped under another known one.
+    pub fn load(storage: Arc<dyn Storage>, source: MasterKeySource) -> Result<Vault, VaultError> {
+        let stored = load_wrapped(storage.as_ref())?;
+        let (kind, master, candidates) = match source {
+            MasterKeySource::Environment { current, previous } => {
+                tracing::info!(
+                    message = "The master key comes from the environment.",
+                    variable = MASTER_KEY_ENV,
+                    master_key_id = %current.id()
+                );
+                let mut candidates = vec![current.clone()];
+                candidates.extend(previous);
+                (SourceKind::Environment, current, candidates)
+            }
+            MasterKeySource::File { path } => {
+                let (master, candidates) = open_key_files(&path, &stored)?;
+                (SourceKind::File { path }, master, candidates)
+            }
+        };
+        let mut data_keys = BTreeMap::new();
+        let mut missing = BTreeSet::new();
+        let mut foreign = 0u64;
+        for wrapped in &stored {
+            match candidates.iter().find(|key| key.id() == wrapped.master) {
+                Some(key) => {
+                    data_keys.insert(wrapped.id, unwrap(key, wrapped)?);
+                    if key.id() != master.id() {
+                        foreign += 1;
+                    }
+                }
+                None => {
+                    missing.insert(wrapped.master);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(VaultError::MasterKeyMismatch {
+                stored: missing.iter().map(ToString::to_string).collect(),
+                configured: candidates.iter().map(|k| k.id().to_string()).collect(),
+            });
+        }
+        if data_keys.is_empty() {
+            data_keys.insert(1, DataKey::generate());
+            KeyRing::store(storage.as_ref(), &master, &data_keys)?;
+            tracing::info!(
+                message = "Created the first data key for personal data.",
+                data_key_id = "1",
+                master_key_id = %master.id()
+            );
+        } else if foreign > 0 {
+            KeyRing::store(storage.as_ref(), &master, &data_keys)?;
+            tracing::info!(
+                message = "Re-wrapped data keys under the current master key.",
+                rewrapped = foreign,
+                master_key_id = %master.id()
+            );
+        }
+        let current = *data_keys.keys().next_back().expect("at least one data key");
+        Ok(Vault {
+            storage,
+            source: kind,
+            ring: RwLock::new(Arc::new(KeyRing {
+                master,
+                data_keys,
+                current,
+            })),
+            rotation: Mutex::new(None),
+        })
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Id of the master key in use.
+    pub fn master_key_id(&self) -> MasterKeyId {
+        self.ring().master.id()
+    }
+
+    /// Id of the data key that seals new values.
+    pub fn data_key_id(&self) -> u32 {
+        self.ring().current
+    }
+
+    /// Seals `plaintext` as a value of `field` under the newest data key.
+    pub fn seal(&self, field: Field, plaintext: &str) -> String {
+        let ring = self.ring();
+        let key = &ring.data_keys[&ring.current];
+        let mut nonce = [0u8; NONCE_BYTES];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = key
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: field.name().as_bytes(),
+                },
+            )
+            // AES-GCM fails only for plaintexts over 64 GiB; request bodies are bounded far below.
+            .expect("AES-GCM encrypts any bounded plaintext");
+        let mut body = Vec::with_capacity(NONCE_BYTES + sealed.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&sealed);
+        format!(
+            "{SEALED_MARK}{:x}:{}",
+            ring.current,
+            URL_SAFE_NO_PAD.encode(body)
+        )
+    }
+
+    /// Opens a value of `field`. A value that is not sealed (data written before sealing
+    /// existed and not yet migrated) is returned as it is.
+    pub fn open(&self, field: Field, value: &str) -> Result<String, VaultError> {
+        let Some((id, body)) = parse_sealed(value) else {
+            return Ok(value.to_string());
+        };
+        let fail = |detail: String| VaultError::Open { field, detail };
+        let ring = self.ring();
+        let key = ring
+            .data_keys
+            .get(&id)
+            .ok_or_else(|| fail(format!("unknown data key {id:x}")))?;
+        let body = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| fail("malformed base64".into()))?;
+        if body.len() < NONCE_BYTES + TAG_BYTES {
+            return Err(fail("too short".into()));
+        }
+        let (nonce, sealed) = body.split_at(NONCE_BYTES);
+        let plaintext = key
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: field.name().as_bytes(),
+                },
+            )
+            .map_err(|_| fail(format!("authentication failed under data key {id:x}")))?;
+        String::from_utf8(plaintext).map_err(|_| fail("not UTF-8".into()))
+    }
+
+    fn seal_option(&self, field: Field, value: Option<String>) -> Option<String> {
+        value.map(|v| self.seal(field, &v))
+    }
+
+    fn open_option(
+        &self,
+        field: Field,
+        value: Option<String>,
+    ) -> Result<Option<String>, VaultError> {
+        value.map(|v| self.open(field, &v)).transpose()
+    }
+
+    /// A new customer with its personal fields sealed.
+    pub fn seal_customer(&self, customer: NewCustomer) -> NewCustomer {
+        NewCustomer {
+            name: self.seal(Field::CustomerName, &customer.name),
+            email: self.seal(Field::CustomerEmail, &customer.email),
+            phone: self.seal_option(Field::CustomerPhone, customer.phone),
+            address: self.seal_option(Field::CustomerAddress, customer.address),
+        }
+    }
+
+    /// A shipping address sealed (when present).
+    pub fn seal_shipping_address(&self, address: Option<String>) -> Option<String> {
+        self.seal_option(Field::OrderShippingAddress, address)
+    }
+
+    /// A customer view with its personal fields opened.
+    pub fn open_customer(&self, view: CustomerView) -> Result<CustomerView, VaultError> {
+        Ok(CustomerView {
+            name: self.open(Field::CustomerName, &view.name)?,
+            email: self.open(Field::CustomerEmail, &view.email)?,
+            phone: self.open_option(Field::CustomerPhone, view.phone)?,
+            address: self.open_option(Field::CustomerAddress, view.address)?,
+            ..view
+        })
+    }
+
+    /// An order view with its shipping address opened.
+    pub fn open_order(&self, view: OrderView) -> Result<OrderView, VaultError> {
+        Ok(OrderView {
+            shipping_address: self
+                .open_option(Field::OrderShippingAddress, view.shipping_address)?,
+            ..view
+        })
+    }
+
+    /// The re-sealing function of the start-up migration
+    /// ([`orderd_engine::Engine::reseal_personal_data`]): seals every value that is not sealed
+    /// yet (written by a version before sealing) and counts them in `sealed`; leaves sealed
+    /// values alone.
+    pub fn resealer(self: &Arc<Self>, sealed: Arc<AtomicU64>) -> ResealFn {
+        let vault = Arc::clone(self);
+        Arc::new(move |field: PersonalField, value: &str| {
+            if is_sealed(value) {
+                return None;
+            }
+            sealed.fetch_add(1, Ordering::Relaxed);
+            Some(vault.seal(field.into(), value))
+        })
+    }
+
+    /// Rotates the master key while serving: a new master key and a new data key; every data
+    /// key re-wrapped under the new master in one synced write; then the new key becomes the
+    /// key file and the old one `<file>.previous`. Blocking (file and storage syncs).
+    ///
+    /// Crash safety: the new key is on disk in `<file>.new` before any data key is wrapped
+    /// under it, and [`Vault::load`] reads the file, `.new` and `.previous`, so whatever step a
+    /// crash interrupts, every data key stays readable; the next start finishes the rotation
+    /// (data keys under the `.new` key) or discards it (none are).
+    pub fn rotate(&self) -> Result<Rotation, VaultError> {
+        let path = match &self.source {
+            SourceKind::Environment => return Err(VaultError::EnvironmentKey),
+            SourceKind::File { path } => path.clone(),
+        };
+        let mut blocked = self
+            .rotation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(reason) = blocked.as_ref() {
+            return Err(VaultError::RotationBlocked(reason.clone()));
+        }
+        let old = self.ring();
+        if old.data_keys.len() >= DATA_KEYS_MAX {
+            return Err(VaultError::TooManyDataKeys);
+        }
+        let master = MasterKey::generate();
+        let new_path = with_suffix(&path, ".new");
+        let previous_path = with_suffix(&path, ".previous");
+        let dir = parent_dir(&path);
+        write_key_file(&new_path, &master)?;
+        sync_dir(&dir)?;
+        let data_key_id = old
+            .current
+            .checked_add(1)
+            .ok_or(VaultError::TooManyDataKeys)?;
+        let mut data_keys = old.data_keys.clone();
+        data_keys.insert(data_key_id, DataKey::generate());
+        if let Err(error) = KeyRing::store(self.storage.as_ref(), &master, &data_keys) {
+            // Nothing is wrapped under the new key: it is not needed.
+            let _ = fs::remove_file(&new_path);
+            return Err(error);
+        }
+        let rotation = Rotation {
+            master_key_id: master.id(),
+            data_key_id,
+            rewrapped: old.data_keys.len() as u64,
+        };
+        *self
+            .ring
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(KeyRing {
+            master,
+            data_keys,
+            current: data_key_id,
+        });
+        let renamed = rename(&path, &previous_path)
+            .and_then(|()| rename(&new_path, &path))
+            .and_then(|()| sync_dir(&dir));
+        if let Err(error) = renamed {
+            // The data keys are wrapped under the key in `.new`; a new rotation must not
+            // overwrite it. The next start finishes the renames.
+            let reason = format!("the key files could not be renamed after a rotation: {error}");
+            *blocked = Some(reason.clone());
+            return Err(VaultError::RotationBlocked(reason));
+        }
+        Ok(rotation)
+    }
+}
+
+/// The master key and every candidate (file, `.new`, `.previous`), after finishing or
+/// discarding an interrupted rotation; generates the key file on a first start.
+fn open_key_files(
+    path: &Path,
+    stored: &[Wrapped],
+) -> Result<(MasterKey, Vec<MasterKey>), VaultError> {
+    let new_path = with_suffix(path, ".new");
+    let previous_path = with_suffix(path, ".previous");
+    let dir = parent_dir(path);
+    let main = read_key_file(path)?;
+    let new = match read_key_file(&new_path) {
+        Ok(key) => key,
+        // A crash while writing `.new` leaves a partial file under which nothing is wrapped.
+        Err(VaultError::BadMasterKey { .. }) => {
+            tracing::warn!(
+                message = "Discarding an unreadable key file left by an interrupted rotation.",
+                path = %new_path.display()
+            );
+            fs::remove_file(&new_path).map_err(io_error(&new_path))?;
+            None
+        }
+        Err(error) => return Err(error),
+    };
+    let previous = read_key_file(&previous_path)?;
+    let uses = |key: &Option<MasterKey>| {
+        key.as_ref()
+            .is_some_and(|k| stored.iter().any(|w| w.master == k.id()))
+    };
+    let main = match (main, new) {
+        (main, Some(new)) if uses(&Some(new.clone())) || (main.is_none() && stored.is_empty()) => {
+            // The data keys are wrapped under the new key: finish the renames.
+            if main.is_some() {
+                rename(path, &previous_path)?;
+            }
+            rename(&new_path, path)?;
+            sync_dir(&dir)?;
+            tracing::warn!(
+                message = "Finished a master key rotation that a stop interrupted.",
+                path = %path.display(),
+                master_key_id = %new.id()
+            );
+            Some(new)
+        }
+        (main, Some(new)) => {
+            fs::remove_file(&new_path).map_err(io_error(&new_path))?;
+            sync_dir(&dir)?;
+            tracing::warn!(
+                message = "Discarded a master key rotation that a stop interrupted before any data key was re-wrapped.",
+                path = %new_path.display(),
+                discarded_master_key_id = %new.id()
+            );
+            main
+        }
+        (main, None) => main,
+    };
+    let main = match main {
+        Some(main) => main,
+        None if stored.is_empty() => {
+            let key = MasterKey::generate();
+            let tmp = with_suffix(path, ".tmp");
+            write_key_file(&tmp, &key)?;
+            rename(&tmp, path)?;
+            sync_dir(&dir)?;
+            let absolute = resolve_path(path).unwrap_or_else(|_| path.to_path_buf());
+            tracing::warn!(
+                message = "GENERATED A NEW MASTER KEY for personal data. Back this file up now, separately from the data and its backups, and keep it off the data disk: without it the personal data in this data directory and in every backup cannot be read.",
+                path = %absolute.display(),
+                master_key_id = %key.id()
+            );
+            key
+        }
+        None => {
+            let ids: BTreeSet<MasterKeyId> = stored.iter().map(|w| w.master).collect();
+            return Err(VaultError::MasterKeyMissing {
+                path: path.to_path_buf(),
+                stored: ids.iter().map(ToString::to_string).collect(),
+            });
+        }
+    };
+    let mut candidates = vec![main.clone()];
+    candidates.extend(previous.filter(|p| p.id() != main.id()));
+    Ok((main, candidates))
+}
+
+/// The data key id and the base64 body of a sealed string, if `value` is one.
+fn parse_sealed(value: &str) -> Option<(u32, &str)> {
+    let rest = value.strip_prefix(SEALED_MARK)?;
+    let (id, body) = rest.split_once(':')?;
+    if id.is_empty() || id.len() > DATA_KEY_ID_HEX_MAX || !id.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    if body.len() < SEALED_BODY_CHARS_MIN
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    Some((u32::from_str_radix(id, 16).ok()?, body))
+}
+
+/// Whether `value` has the shape of a sealed string (it may still fail to open).
+pub fn is_sealed(value: &str) -> bool {
+    parse_sealed(value).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderd_engine::MemoryStorage;
+
+    fn memory() -> Arc<dyn Storage> {
+        Arc::new(MemoryStorage::new())
+    }
+
+    fn env(key: &MasterKey) -> MasterKeySource {
+        MasterKeySource::Environment {
+            current: key.clone(),
+            previous: None,
+        }
+    }
+
+    fn file(path: &Path) -> MasterKeySource {
+        MasterKeySource::File {
+            path: path.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn values_round_trip_in_every_field() {
+        let vault = Vault::load(memory(), env(&MasterKey::generate())).unwrap();
+        for field in Field::ALL {
+            for plain in [
+                "",
+                "Jane Doe",
+                "jane@example.com",
+                "Zürich, 8000 — 東京",
+                "x",
+            ] {
+                let sealed = vault.seal(field, plain);
+                assert!(is_sealed(&sealed), "{sealed:?}");
+                // (Each of these has a character outside base64url, so this cannot hit by chance.)
+                assert!(plain.len() < 2 || !sealed.contains(plain), "{sealed:?}");
+                assert_eq!(vault.open(field, &sealed).unwrap(), plain);
+            }
+        }
+        // A fresh nonce per value: equal plaintexts seal differently.
+        let a = vault.seal(Field::CustomerName, "Jane");
+        let b = vault.seal(Field::CustomerName, "Jane");
+        assert_ne!(a, b);
+        assert!(a.starts_with("\u{1}1:"), "{a:?}");
+    }
+
+    #[test]
+    fn the_wrong_field_fails_to_open() {
+        let vault = Vault::load(memory(), env(&MasterKey::generate())).unwrap();
+        let sealed = vault.seal(Field::CustomerEmail, "jane@example.com");
+        let error = vault.open(Field::CustomerName, &sealed).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                VaultError::Open {
+                    field: Field::CustomerName,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("jane"));
+        assert!(vault.open(Field::CustomerEmail, &sealed).is_ok());
+    }
+
+    #[test]
+    fn tampered_values_fail_to_open() {
+        let vault = Vault::load(memory(), env(&MasterKey::generate())).unwrap();
+        let sealed = vault.seal(Field::OrderShippingAddress, "1 Main Street");
+        let (head, body) = sealed.split_once(':').unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(body).unwrap();
+        for at in [0, NONCE_BYTES, bytes.len() - 1] {
+            bytes[at] ^= 0x01;
+            let tampered = format!("{head}:{}", URL_SAFE_NO_PAD.encode(&bytes));
+            assert!(is_sealed(&tampered));
+            assert!(vault.open(Field::OrderShippingAddress, &tampered).is_err());
+            bytes[at] ^= 0x01;
+        }
+        // Truncated, and under a data key id that does not exist.
+        let short = format!(
+            "{head}:{}",
+            URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() - 1])
+        );
+        assert!(vault.open(Field::OrderShippingAddress, &short).is_err());
+        let unknown = format!("\u{1}7:{body}");
+        assert!(vault.open(Field::OrderShippingAddress, &unknown).is_err());
+        // Another vault (another master, another data key) cannot open it.
+        let other = Vault::load(memory(), env(&MasterKey::generate())).unwrap();
+        assert!(other.open(Field::OrderShippingAddress, &sealed).is_err());
+    }
+
+    #[test]
+    fn only_the_sealed_shape_counts_as_sealed() {
+        for plain in [
+            "",
+            "Jane",
+            "\u{1}",
+            "\u{1}1:",
+            "\u{1}1:short",
+            "\u{1}zz:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "\u{1}1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA+/",
+            "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(!is_sealed(plain), "{plain:?}");
+        }
+        // Not sealed: returned as it is (data of the previous version before the migration).
+        let vault = Vault::load(memory(), env(&MasterKey::generate())).unwrap();
+        assert_eq!(vault.open(Field::CustomerName, "Jane").unwrap(), "Jane");
+    }
+
+    #[test]
+    fn the_migration_seals_plaintext_only() {
+        let vault = Arc::new(Vault::load(memory(), env(&MasterKey::generate())).unwrap());
+        let sealed = Arc::new(AtomicU64::new(0));
+        let reseal = vault.resealer(sealed.clone());
+        let already = vault.seal(Field::CustomerEmail, "jane@example.com");
+        assert_eq!(reseal(PersonalField::CustomerEmail, &already), None);
+        let fresh = reseal(PersonalField::CustomerEmail, "joe@example.com").unwrap();
+        assert_eq!(
+            vault.open(Field::CustomerEmail, &fresh).unwrap(),
+            "joe@example.com"
+        );
+        // Sealed under the engine's field name: another field cannot open it.
+        let address = reseal(PersonalField::OrderShippingAddress, "1 Main Street").unwrap();
+        assert!(vault.open(Field::CustomerAddress, &address).is_err());
+        assert_eq!(
+            vault.open(Field::OrderShippingAddress, &address).unwrap(),
+            "1 Main Street"
+        );
+        assert_eq!(sealed.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn first_start_generates_a_private_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let storage = memory();
+        let vault = Vault::load(storage.clone(), file(&path)).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let key = read_key_file(&path).unwrap().unwrap();
+        assert_eq!(vault.master_key_id(), key.id());
+        let sealed = vault.seal(Field::CustomerPhone, "+41 79");
+        // The same file opens the same data keys; nothing else is written.
+        let again = Vault::load(storage, file(&path)).unwrap();
+        assert_eq!(again.open(Field::CustomerPhone, &sealed).unwrap(), "+41 79");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["master.key"]);
+    }
+
+    #[test]
+    fn rotation_keeps_old_values_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let storage = memory();
+        let vault = Vault::load(storage.clone(), file(&path)).unwrap();
+        let first_master = vault.master_key_id();
+        let before = vault.seal(Field::CustomerEmail, "jane@example.com");
+        let rotation = vault.rotate().unwrap();
+        assert_ne!(rotation.master_key_id, first_master);
+        assert_eq!(rotation.data_key_id, 2);
+        assert_eq!(rotation.rewrapped, 1);
+        let after = vault.seal(Field::CustomerEmail, "joe@example.com");
+        assert!(after.starts_with("\u{1}2:"));
+        assert_eq!(
+            vault.open(Field::CustomerEmail, &before).unwrap(),
+            "jane@example.com"
+        );
+        let second = vault.rotate().unwrap();
+        assert_eq!((second.data_key_id, second.rewrapped), (3, 2));
+        // Files: the newest key, the one before it, no leftovers.
+        let main = read_key_file(&path).unwrap().unwrap();
+        assert_eq!(main.id(), second.master_key_id);
+        let previous = read_key_file(&with_suffix(&path, ".previous"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(previous.id(), rotation.master_key_id);
+        assert!(!with_suffix(&path, ".new").exists());
+        // Every data key is wrapped under the newest master key.
+        let stored = load_wrapped(storage.as_ref()).unwrap();
+        assert_eq!(stored.len(), 3);
+        assert!(stored.iter().all(|w| w.master == second.master_key_id));
+        // After a restart, with the key file alone, everything still opens.
+        fs::remove_file(with_suffix(&path, ".previous")).unwrap();
+        let reopened = Vault::load(storage, file(&path)).unwrap();
+        assert_eq!(reopened.data_key_id(), 3);
+        assert_eq!(
+            reopened.open(Field::CustomerEmail, &before).unwrap(),
+            "jane@example.com"
+        );
+        assert_eq!(
+            reopened.open(Field::CustomerEmail, &after).unwrap(),
+            "joe@example.com"
+        );
+    }
+
+    #[test]
+    fn a_rotation_interrupted_before_rewrapping_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let storage = memory();
+        let vault = Vault::load(storage.clone(), file(&path)).unwrap();
+        let sealed = vault.seal(Field::CustomerName, "Jane");
+        let master = vault.master_key_id();
+        // A crash right after `.new` was written.
+        write_key_file(&with_suffix(&path, ".new"), &MasterKey::generate()).unwrap();
+        let reopened = Vault::load(storage, file(&path)).unwrap();
+        assert_eq!(reopened.master_key_id(), master);
+        assert!(!with_suffix(&path, ".new").exists());
+        assert_eq!(reopened.open(Field::CustomerName, &sealed).unwrap(), "Jane");
+    }
+
+    #[test]
+    fn a_rotation_interrupted_after_rewrapping_is_finished() {
+        // A crash after the synced re-wrap: before the renames, or between the two renames.
+        for renamed_old in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("master.key");
+            let storage = memory();
+            let vault = Vault::load(storage.clone(), file(&path)).unwrap();
+            let sealed = vault.seal(Field::CustomerName, "Jane");
+            let old = read_key_file(&path).unwrap().unwrap();
+            let new = MasterKey::generate();
+            write_key_file(&with_suffix(&path, ".new"), &new).unwrap();
+            KeyRing::store(storage.as_ref(), &new, &vault.ring().data_keys).unwrap();
+            if renamed_old {
+                rename(&path, &with_suffix(&path, ".previous")).unwrap();
+            }
+            let reopened = Vault::load(storage, file(&path)).unwrap();
+            assert_eq!(reopened.master_key_id(), new.id());
+            assert_eq!(reopened.open(Field::CustomerName, &sealed).unwrap(), "Jane");
+            assert_eq!(read_key_file(&path).unwrap().unwrap().id(), new.id());
+            let previous = read_key_file(&with_suffix(&path, ".previous"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(previous.id(), old.id());
+            assert!(!with_suffix(&path, ".new").exists());
+        }
+    }
+
+    #[test]
+    fn the_wrong_master_key_is_refused_with_both_ids() {
+        let storage = memory();
+        let right = MasterKey::generate();
+        Vault::load(storage.clone(), env(&right)).unwrap();
+        let wrong = MasterKey::generate();
+        let error = Vault::load(storage.clone(), env(&wrong)).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains(&right.id().to_string()), "{text}");
+        assert!(text.contains(&wrong.id().to_string()), "{text}");
+        assert!(!text.contains(&right.to_hex()) && !text.contains(&wrong.to_hex()));
+        // No key file and no environment key, but data keys exist: refused, nothing generated.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let error = Vault::load(storage, file(&path)).unwrap_err();
+        assert!(
+            matches!(error, VaultError::MasterKeyMissing { .. }),
+            "{error}"
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_environment_key_is_rotated_by_restarting_with_the_previous_one() {
+        let storage = memory();
+        let old = MasterKey::generate();
+        let vault = Vault::load(storage.clone(), env(&old)).unwrap();
+        let sealed = vault.seal(Field::CustomerAddress, "1 Main Street");
+        let error = vault.rotate().unwrap_err();
+        assert!(matches!(error, VaultError::EnvironmentKey));
+        assert!(matches!(
+            ApiError::from(error),
+            ApiError::InvalidTransition(_)
+        ));
+        let new = MasterKey::generate();
+        let vault = Vault::load(
+            storage.clone(),
+            MasterKeySource::Environment {
+                current: new.clone(),
+                previous: Some(old),
+            },
+        )
+        .unwrap();
+        assert_eq!(vault.master_key_id(), new.id());
+        // Re-wrapped at start: the new key alone now suffices.
+        let vault = Vault::load(storage, env(&new)).unwrap();
+        assert_eq!(
+            vault.open(Field::CustomerAddress, &sealed).unwrap(),
+            "1 Main Street"
+        );
+    }
+
+    #[test]
+    fn a_key_file_inside_the_data_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        for inside in [
+            data.join("master.key"),
+            data.join("sub/../master.key"),
+            dir.path().join("./data/x/master.key"),
+        ] {
+            let error = MasterKeySource::resolve(None, None, &inside, &data).unwrap_err();
+            assert!(
+                matches!(error, VaultError::KeyFileInDataDir { .. }),
+                "{inside:?}"
+            );
+        }
+        // Through a symbolic link to the data directory.
+        fs::create_dir_all(&data).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        let error = MasterKeySource::resolve(None, None, &link.join("k"), &data).unwrap_err();
+        assert!(matches!(error, VaultError::KeyFileInDataDir { .. }));
+        for outside in [
+            dir.path().join("master.key"),
+            data.join("../master.key"),
+            dir.path().join("data2/master.key"),
+        ] {
+            assert!(
+                MasterKeySource::resolve(None, None, &outside, &data).is_ok(),
+                "{outside:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_keys_are_validated_without_echoing_them() {
+        let data = Path::new("/nonexistent/data");
+        let key = Path::new("/nonexistent/key");
+        let bad = "zz".repeat(KEY_BYTES);
+        let error = MasterKeySource::resolve(Some(bad.clone()), None, key, data).unwrap_err();
+        assert!(!error.to_string().contains(&bad), "{error}");
+        assert!(MasterKeySource::resolve(Some("ab".into()), None, key, data).is_err());
+        let good = MasterKey::generate().to_hex();
+        assert!(matches!(
+            MasterKeySource::resolve(Some(format!("{good}\n")), None, key, data),
+            Ok(MasterKeySource::Environment { previous: None, .. })
+        ));
+        assert!(MasterKeySource::resolve(None, Some(good), key, data).is_err());
+    }
+
+    #[test]
+    fn customers_and_orders_seal_and_open_every_personal_field() {
+        use orderd_engine::{CustomerId, OrderId, OrderStatus};
+        let vault = Vault::load(memory(), env(&MasterKey::generate())).unwrap();
+        let sealed = vault.seal_customer(NewCustomer {
+            name: "Jane".into(),
+            email: "jane@example.com".into(),
+            phone: Some("+41".into()),
+            address: None,
+        });
+        for value in [&sealed.name, &sealed.email, sealed.phone.as_ref().unwrap()] {
+            assert!(is_sealed(value));
+        }
+        assert_eq!(sealed.address, None);
+        let view = vault
+            .open_customer(CustomerView {
+                id: CustomerId(1),
+                name: sealed.name,
+                email: sealed.email,
+                phone: sealed.phone,
+                address: None,
+                created_at_us: 7,
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                view.name.as_str(),
+                view.email.as_str(),
+                view.phone.as_deref()
+            ),
+            ("Jane", "jane@example.com", Some("+41"))
+        );
+        let address = vault.seal_shipping_address(Some("1 Main Street".into()));
+        let order = vault
+            .open_order(OrderView {
+                id: OrderId::new(0, 1),
+                customer_id: CustomerId(1),
+                status: OrderStatus::Confirmed,
+                lines: vec![],
+                total: 0,
+                shipping_address: address,
+                note: Some("gift".into()),
+                created_at_us: 0,
+                updated_at_us: 0,
+                history: vec![],
+                shipments: vec![],
+            })
+            .unwrap();
+        assert_eq!(order.shipping_address.as_deref(), Some("1 Main Street"));
+        assert_eq!(order.note.as_deref(), Some("gift"));
+    }
+}
