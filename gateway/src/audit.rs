@@ -304,16 +304,25 @@ fn cut(text: String, chars_max: usize) -> String {
 /// synced batch with the new tip, then acknowledges each submitter.
 fn writer_loop(
     storage: Arc<dyn Storage>,
-    mut queue: mpsc::Receiver<Submission>,
+    mut queue: mpsc::Receiver<Option<Submission>>,
     mut tip: Tip,
     batch_max: usize,
 ) {
     let mut batch: Vec<Submission> = Vec::with_capacity(batch_max);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
+    // `None` asks the writer to stop after what was queued before it.
+    let mut stopping = false;
+    while !stopping {
+        match queue.blocking_recv() {
+            Some(Some(first)) => batch.push(first),
+            Some(None) | None => break,
+        }
         while batch.len() < batch_max {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(Some(next)) => batch.push(next),
+                Ok(None) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -407,7 +416,8 @@ pub struct VerifyReport {
 
 /// The audit trail as handlers use it: [`AuditLog::record`] for mutations, plus reading.
 pub struct AuditLog {
-    queue: mpsc::Sender<Submission>,
+    queue: mpsc::Sender<Option<Submission>>,
+    writer: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
     storage: Arc<dyn Storage>,
     scan_entries_max: usize,
     refusals_dropped_total: AtomicU64,
@@ -430,12 +440,13 @@ impl AuditLog {
         let (queue, receiver) = mpsc::channel(config.queue_capacity);
         let writer_storage = storage.clone();
         let batch_max = config.queue_capacity;
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer_loop(writer_storage, receiver, tip, batch_max))
             .map_err(|e| AuditError::WriteFailed(format!("cannot start the writer: {e}")))?;
         Ok(AuditLog {
             queue,
+            writer: std::sync::Mutex::new(Some(writer)),
             storage,
             scan_entries_max: config.scan_entries_max,
             refusals_dropped_total: AtomicU64::new(0),
@@ -480,7 +491,7 @@ impl AuditLog {
     ) -> Result<AuditEntry, AuditError> {
         let (submission, done) = Self::submission(actor, action, target, detail);
         self.queue
-            .send(submission)
+            .send(Some(submission))
             .await
             .map_err(|_| AuditError::Stopped)?;
         Self::acknowledged(done).await
@@ -572,7 +583,7 @@ impl AuditLog {
     ) -> Result<AuditEntry, AuditError> {
         let (submission, done) = Self::submission(actor, action, target, detail);
         self.queue
-            .try_send(submission)
+            .try_send(Some(submission))
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => {
                     self.refusals_dropped_total.fetch_add(1, Ordering::Relaxed);
@@ -581,6 +592,21 @@ impl AuditLog {
                 mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
             })?;
         Self::acknowledged(done).await
+    }
+
+    /// Stops the writer once the entries queued before this call are written, and waits for
+    /// it, so that it lets go of storage (RocksDB must close before the process exits). Later
+    /// submissions fail with `unavailable`.
+    pub async fn shutdown(&self) {
+        let _ = self.queue.send(None).await;
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
     }
 
     /// Refusal entries dropped because the queue was full, since start.

@@ -135,6 +135,7 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
     let audit = web::Data::new(
         AuditLog::start(engine.storage(), &config.audit).context("cannot open the audit trail")?,
     );
+    let audit_at_exit = audit.clone();
     let engine = web::Data::new(engine);
     let vault = web::Data::from(vault);
     let body_limit_bytes = config.http.body_limit_bytes;
@@ -162,5 +163,8 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
         message = "The binary TCP protocol is not served in this version.",
         tcp_listen = %config.tcp.listen
     );
-    server.run().await.context("HTTP server failed")
+    let served = server.run().await.context("HTTP server failed");
+    // The audit writer holds storage: stop it so that RocksDB can close before exit.
+    audit_at_exit.shutdown().await;
+    served
 }

@@ -30,6 +30,13 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Stops the audit writer and the engine, so that RocksDB closes before the test process
+    /// exits (a database still open at exit can abort in RocksDB's static destructors).
+    async fn close(self) {
+        self.audit.shutdown().await;
+        self.engine.shutdown().await;
+    }
+
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(EngineConfig {
@@ -323,6 +330,7 @@ async fn order_lifecycle_with_idempotency() {
     assert_problem(&result, 409, "insufficient_stock");
 
     f.engine.shutdown().await;
+    f.close().await;
 }
 
 #[actix_web::test]
@@ -547,6 +555,7 @@ async fn invalid_requests_name_their_param() {
         }
     }
     f.engine.shutdown().await;
+    f.close().await;
 }
 
 #[actix_web::test]
@@ -724,6 +733,7 @@ async fn roles_are_enforced_and_customer_keys_see_only_their_own() {
     assert!(restarted, "shard 1 did not come back within 5 s");
 
     f.engine.shutdown().await;
+    f.close().await;
 }
 
 fn delete(uri: &str, secret: &str) -> TestRequest {
@@ -943,6 +953,7 @@ async fn keys_and_audit_validate_their_input_and_roles() {
         );
     }
     f.engine.shutdown().await;
+    f.close().await;
 }
 
 #[actix_web::test]
@@ -1087,4 +1098,5 @@ async fn personal_data_is_sealed_in_the_engine_and_survives_rotation() {
     assert_eq!(masked["email"], "j***@example.com");
     assert_eq!(masked["phone"], "+***");
     f.engine.shutdown().await;
+    f.close().await;
 }
