@@ -7,5 +7,7 @@ mod concurrency;
 mod crash;
 mod keys;
 mod logistics;
+mod mass_assignment;
+mod role_matrix;
 mod shard_restart;
 mod support;
