@@ -6,7 +6,8 @@
 # Fails on any 5xx, any response that does not match the document, any undocumented status.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$HOME/.cache/orderd/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orderd/target}"
+TARGET="$CARGO_TARGET_DIR"
 VENV="${ORDERD_ST_VENV:-$HOME/.cache/orderd/st-venv}"
 ST_VERSION="4.32.5"
 MAX_EXAMPLES="${ST_MAX_EXAMPLES:-25}"
@@ -46,7 +47,7 @@ set +e
     -H "Authorization: Bearer $KEY" \
     --checks all --exclude-checks positive_data_acceptance \
     --phases examples,coverage,fuzzing --max-examples "$MAX_EXAMPLES" \
-    --seed 1 -w 2 --no-color
+    --seed 1 -w 1 --no-color
 STATUS=$?
 set -e
 if grep -q "panicked" "$WORK/orderd.log"; then

@@ -7,7 +7,8 @@
 # Usage: ops/measure-http.sh [seconds per run, default 10] [connections, default 64]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$HOME/.cache/orderd/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orderd/target}"
+TARGET="$CARGO_TARGET_DIR"
 SECONDS_PER_RUN="${1:-10}"
 CONNECTIONS="${2:-64}"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }

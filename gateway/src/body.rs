@@ -5,7 +5,7 @@
 //! raw bytes are needed for the idempotency hash, and knowing them lets a type error name its
 //! field by path (`lines[2].qty`), which serde_json's message alone does not.
 
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
@@ -13,6 +13,7 @@ use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
 use actix_web::{web, FromRequest, HttpRequest};
 use orderd_proto::ObjectOnly;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::error::ApiError;
 
@@ -80,6 +81,38 @@ impl FromRequest for RawBody {
                 }),
             }
         })
+    }
+}
+
+/// The query of a `/v1` route that takes no parameters, as `QueryParams<NoQuery>`: any
+/// parameter is 400 naming it, like an unknown body field (`POST /v1/stock/X/adjustments?on_hand=5`
+/// must not look accepted).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// A query string decoded into `T`, its error held back until [`QueryParams::get`]. Handlers
+/// call `get` after the role check, as they decode bodies after it: a caller who may not use
+/// the route gets its 403 (a `customer` key its 404), never a 400 about the parameters.
+#[derive(Debug)]
+pub struct QueryParams<T>(Result<T, ApiError>);
+
+impl<T> QueryParams<T> {
+    /// The decoded query, or 400 `invalid_request` naming the offending parameter.
+    pub fn get(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for QueryParams<T> {
+    type Error = ApiError;
+    type Future = Ready<Result<QueryParams<T>, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let decoded = web::Query::<T>::from_query(req.query_string())
+            .map(web::Query::into_inner)
+            .map_err(|error| query_error(&error));
+        ready(Ok(QueryParams(decoded)))
     }
 }
 

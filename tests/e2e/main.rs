@@ -7,6 +7,8 @@ mod concurrency;
 mod crash;
 mod keys;
 mod logistics;
+mod mass_assignment;
 mod pii;
+mod role_matrix;
 mod shard_restart;
 mod support;

@@ -11,6 +11,7 @@ use orderd_proto::{AnalyticsQuery, HourResponse, SalesSummaryResponse, TopSkuRes
 use tokio::sync::mpsc;
 
 use crate::auth::Caller;
+use crate::body::QueryParams;
 use crate::error::ApiError;
 use crate::{roles, wire};
 
@@ -46,11 +47,11 @@ fn range(query: &AnalyticsQuery) -> Result<(i64, i64), ApiError> {
     security(("bearer" = [])))]
 pub async fn summary(
     caller: Caller,
-    query: web::Query<AnalyticsQuery>,
+    query: QueryParams<AnalyticsQuery>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ANALYTICS_READ)?;
-    let (from, to) = range(&query)?;
+    let (from, to) = range(&query.get()?)?;
     let summary = engine.sales_summary(from, to).await?;
     let top_skus = summary
         .top_skus(TOP_SKUS)
@@ -97,11 +98,11 @@ impl futures_core::Stream for ChannelBody {
     security(("bearer" = [])))]
 pub async fn orders_csv(
     caller: Caller,
-    query: web::Query<AnalyticsQuery>,
+    query: QueryParams<AnalyticsQuery>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ANALYTICS_READ)?;
-    let (from, to) = range(&query)?;
+    let (from, to) = range(&query.get()?)?;
     // The first page is fetched before answering, so that an unavailable shard is a 503
     // rather than a cut-off 200.
     let engine = engine.into_inner();

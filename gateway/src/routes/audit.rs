@@ -6,6 +6,7 @@ use orderd_proto::{AuditQuery, AuditVerifyResponse, Page};
 
 use crate::audit::{AuditFilter, AuditLog};
 use crate::auth::Caller;
+use crate::body::{NoQuery, QueryParams};
 use crate::error::ApiError;
 use crate::{roles, validate};
 
@@ -15,11 +16,11 @@ use crate::{roles, validate};
     security(("bearer" = [])))]
 pub async fn list(
     caller: Caller,
-    query: web::Query<AuditQuery>,
+    query: QueryParams<AuditQuery>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::AUDIT_READ)?;
-    let query = query.into_inner();
+    let query = query.get()?;
     let since_us = match query.since.as_deref() {
         Some(text) => Some(
             DateTime::parse_from_rfc3339(text)
@@ -61,8 +62,13 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
     responses((status = 200, description = "The chain recomputed over storage", body = orderd_proto::AuditVerifyResponse)),
     security(("bearer" = [])))]
-pub async fn verify(caller: Caller, audit: web::Data<AuditLog>) -> Result<HttpResponse, ApiError> {
+pub async fn verify(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(roles::AUDIT_READ)?;
+    query.get()?;
     let report = audit.verify().await?;
     if !report.ok {
         tracing::error!(

@@ -7,7 +7,7 @@ use orderd_proto::CreateCustomerRequest;
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::{decode_json, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
 use crate::roles::{self, Role};
 use crate::vault::Vault;
@@ -19,12 +19,14 @@ use crate::{validate, wire};
     security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     body: RawBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_CREATE)?;
+    query.get()?;
     let request: CreateCustomerRequest = decode_json(&body.0)?;
     validate::customer(&request)?;
     let view = engine
@@ -52,11 +54,13 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_READ)?;
+    query.get()?;
     let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
     caller.may_see_customer(id)?;
     // Opened first: masking works on the plaintext.

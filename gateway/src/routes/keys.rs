@@ -7,7 +7,7 @@ use orderd_proto::{CreateKeyRequest, CreatedKeyResponse, KeyResponse, ListKeysQu
 
 use crate::audit::AuditLog;
 use crate::auth::{Auth, Caller, KeyRecord, RevokeError, KEY_NAME_CHARS_MAX};
-use crate::body::{decode_json, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
 use crate::roles::{self, Role};
 use crate::{validate, wire};
@@ -50,12 +50,14 @@ fn unavailable(error: impl std::fmt::Display) -> ApiError {
     security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     body: RawBody,
     engine: web::Data<Engine>,
     auth: web::Data<Auth>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::KEYS_MANAGE)?;
+    query.get()?;
     let request: CreateKeyRequest = decode_json(&body.0)?;
     let name_chars = request.name.chars().count();
     if name_chars == 0 || name_chars > KEY_NAME_CHARS_MAX || request.name.trim().is_empty() {
@@ -130,11 +132,11 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn list(
     caller: Caller,
-    query: web::Query<ListKeysQuery>,
+    query: QueryParams<ListKeysQuery>,
     auth: web::Data<Auth>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::KEYS_MANAGE)?;
-    let query = query.into_inner();
+    let query = query.get()?;
     let limit = validate::limit(query.limit.as_deref())?;
     let after = match query.after.as_deref() {
         Some(text) => Some(parse_cursor(text).ok_or_else(|| {
@@ -178,11 +180,13 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn revoke(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     auth: web::Data<Auth>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::KEYS_MANAGE)?;
+    query.get()?;
     let record = auth.keys.revoke(&id).map_err(|error| match error {
         RevokeError::NotFound => ApiError::not_found(),
         RevokeError::LastAdmin => ApiError::InvalidTransition(error.to_string()),

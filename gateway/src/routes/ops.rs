@@ -6,6 +6,7 @@ use orderd_proto::{KeyRotationResponse, ShardRestartResponse};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
+use crate::body::{NoQuery, QueryParams};
 use crate::error::ApiError;
 use crate::vault::Vault;
 use crate::{roles, wire};
@@ -13,8 +14,13 @@ use crate::{roles, wire};
 #[utoipa::path(get, path = "/v1/ops/shards", tag = "ops",
     responses((status = 200, description = "Every shard", body = Vec<orderd_proto::ShardResponse>)),
     security(("bearer" = [])))]
-pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+pub async fn shards(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_SHARDS_READ)?;
+    query.get()?;
     let shards: Vec<_> = engine.shards().await.into_iter().map(wire::shard).collect();
     Ok(HttpResponse::Ok().json(shards))
 }
@@ -27,11 +33,13 @@ pub async fn shards(caller: Caller, engine: web::Data<Engine>) -> Result<HttpRes
     security(("bearer" = [])))]
 pub async fn restart_shard(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_SHARD_RESTART)?;
+    query.get()?;
     let id: u16 = id.parse().map_err(|_| ApiError::not_found())?;
     if usize::from(id) >= engine.shard_count() {
         return Err(ApiError::NotFound(format!("no shard {id}")));
@@ -66,10 +74,12 @@ pub async fn restart_shard(
     security(("bearer" = [])))]
 pub async fn rotate_keys(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     vault: web::Data<Vault>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_KEYS_ROTATE)?;
+    query.get()?;
     let vault = vault.into_inner();
     let rotation = web::block(move || vault.rotate())
         .await

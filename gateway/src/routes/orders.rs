@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::{decode_json, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
 use crate::vault::Vault;
 use crate::{roles, validate, wire};
@@ -60,6 +60,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     security(("bearer" = [])))]
 pub async fn place(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     req: HttpRequest,
     body: RawBody,
     vault: web::Data<Vault>,
@@ -67,6 +68,7 @@ pub async fn place(
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_PLACE)?;
+    query.get()?;
     let key = idempotency_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
     let lines = validate::order_lines(&request.lines)?;
@@ -129,11 +131,13 @@ pub async fn place(
     security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_READ)?;
+    query.get()?;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     let view = engine.order(id).await?;
     caller.may_see_customer(view.customer_id)?;
@@ -146,12 +150,12 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn list(
     caller: Caller,
-    query: web::Query<ListOrdersQuery>,
+    query: QueryParams<ListOrdersQuery>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_LIST)?;
-    let query = query.into_inner();
+    let query = query.get()?;
     let mut customer_id = match query.customer_id.as_deref() {
         Some(text) => Some(text.parse::<CustomerId>().map_err(|()| {
             ApiError::invalid("customer_id", "customer_id is not a customer id (cus_…)")
@@ -212,6 +216,7 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn cancel(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     body: RawBody,
     vault: web::Data<Vault>,
@@ -219,6 +224,7 @@ pub async fn cancel(
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_CANCEL)?;
+    query.get()?;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     // The body is optional: nothing (or only whitespace) means no reason.
     let request = if body.0.iter().all(u8::is_ascii_whitespace) {

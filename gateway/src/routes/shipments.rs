@@ -11,7 +11,7 @@ use orderd_proto::{
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::{decode_json, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
 use crate::{roles, validate, wire};
 
@@ -52,12 +52,14 @@ pub fn shipment(view: ShipmentView) -> ShipmentResponse {
     security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
+    query.get()?;
     let order_id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     let request: CreateShipmentRequest = decode_json(&body.0)?;
     let carrier = request.carrier.trim();
@@ -119,12 +121,14 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn event(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
+    query.get()?;
     let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
     let request: ShipmentEventRequest = decode_json(&body.0)?;
     let status = ShipmentStatus::parse_event(&request.status).ok_or_else(|| {
@@ -146,10 +150,12 @@ pub async fn event(
     security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     id: web::Path<String>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_READ)?;
+    query.get()?;
     let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
     let view = engine.shipment(id).await?;
     Ok(HttpResponse::Ok().json(shipment(view)))

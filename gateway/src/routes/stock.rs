@@ -6,7 +6,7 @@ use orderd_proto::StockAdjustmentRequest;
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::{decode_json, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
 use crate::{roles, validate, wire};
 
@@ -16,10 +16,12 @@ use crate::{roles, validate, wire};
     security(("bearer" = [])))]
 pub async fn get(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     sku: web::Path<String>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::STOCK_READ)?;
+    query.get()?;
     validate::sku("sku", &sku)?;
     let view = engine.stock(&sku).await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))
@@ -35,12 +37,14 @@ pub async fn get(
     security(("bearer" = [])))]
 pub async fn adjust(
     caller: Caller,
+    query: QueryParams<NoQuery>,
     sku: web::Path<String>,
     body: RawBody,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::STOCK_ADJUST)?;
+    query.get()?;
     validate::sku("sku", &sku)?;
     let request: StockAdjustmentRequest = decode_json(&body.0)?;
     if request.delta == 0 {

@@ -156,9 +156,11 @@ async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
 async fn unknown_and_repeated_query_parameters_are_400() {
     let (_dir, auth, secret) = auth(0);
     let app = app!(auth);
+    // `/v1/keys` needs no engine (this app has none); query errors come after the role check,
+    // by which time a route needing the engine would already have failed for want of it.
     for (query, param) in [("foo=1", "foo"), ("limit=1&limit=2", "limit")] {
         let request = test::TestRequest::get()
-            .uri(&format!("/v1/orders?{query}"))
+            .uri(&format!("/v1/keys?{query}"))
             .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
             .to_request();
         let (status, _, body) = problem(test::call_service(&app, request).await).await;
@@ -174,7 +176,7 @@ async fn keys_over_their_rate_get_429_with_retry_after() {
     let app = app!(auth);
     let request = || {
         test::TestRequest::get()
-            .uri("/v1/orders?bogus=1")
+            .uri("/v1/keys?bogus=1")
             .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
             .to_request()
     };

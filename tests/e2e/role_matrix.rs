@@ -1,0 +1,890 @@
+//! Role × route matrix: every route of `orderd_gateway::routes::ROUTES` called by each of the
+//! seven roles, with no key and with a revoked key, checked against the role table of API.md
+//! written out below (not derived from the server's own table); a `customer` key on its own
+//! objects and on another customer's; refused calls change nothing; auditors read customers
+//! masked.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use orderd_gateway::routes::ROUTES;
+use serde_json::{json, Value};
+
+use crate::support::{code, serial, unique, Client, Reply, Server};
+
+/// Roles allowed to read stock.
+const STOCK_READERS: &[&str] = &["admin", "frontend", "logistics", "analyst", "operator"];
+/// Roles allowed to read and list orders (a `customer` key only its own).
+const ORDER_READERS: &[&str] = &[
+    "admin",
+    "frontend",
+    "customer",
+    "logistics",
+    "analyst",
+    "operator",
+];
+/// Roles allowed to place and cancel orders (a `customer` key only its own).
+const ORDER_WRITERS: &[&str] = &["admin", "frontend", "customer"];
+/// Roles allowed to create shipments and report their events.
+const SHIPPERS: &[&str] = &["admin", "logistics"];
+/// Roles allowed to read analytics.
+const ANALYSTS: &[&str] = &["admin", "analyst", "operator"];
+/// Roles allowed under `/v1/ops`.
+const OPERATORS: &[&str] = &["admin", "operator"];
+/// Roles allowed to read the audit log.
+const AUDITORS: &[&str] = &["admin", "auditor"];
+/// Roles allowed to manage keys.
+const ADMINS: &[&str] = &["admin"];
+
+/// API.md "Authentication and roles", route by route: (method, path template, the roles that
+/// may call it — `None` when no key is needed —, the status of a successful call). `customer`
+/// in a list means: on its own customer record and orders only.
+const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
+    ("GET", "/livez", None, 200),
+    ("GET", "/readyz", None, 200),
+    ("GET", "/v1/openapi.json", None, 200),
+    ("GET", "/v1/stock/{sku}", Some(STOCK_READERS), 200),
+    (
+        "POST",
+        "/v1/stock/{sku}/adjustments",
+        Some(&["admin", "logistics"]),
+        200,
+    ),
+    ("POST", "/v1/customers", Some(&["admin", "frontend"]), 201),
+    (
+        "GET",
+        "/v1/customers/{id}",
+        Some(&["admin", "frontend", "customer", "operator", "auditor"]),
+        200,
+    ),
+    ("POST", "/v1/orders", Some(ORDER_WRITERS), 201),
+    ("GET", "/v1/orders", Some(ORDER_READERS), 200),
+    ("GET", "/v1/orders/{id}", Some(ORDER_READERS), 200),
+    ("POST", "/v1/orders/{id}/cancel", Some(ORDER_WRITERS), 200),
+    ("POST", "/v1/orders/{id}/shipments", Some(SHIPPERS), 201),
+    ("POST", "/v1/shipments/{id}/events", Some(SHIPPERS), 200),
+    (
+        "GET",
+        "/v1/shipments/{id}",
+        Some(&["admin", "logistics", "operator"]),
+        200,
+    ),
+    ("GET", "/v1/analytics/summary", Some(ANALYSTS), 200),
+    ("GET", "/v1/analytics/orders.csv", Some(ANALYSTS), 200),
+    ("GET", "/v1/ops/shards", Some(OPERATORS), 200),
+    ("POST", "/v1/ops/shards/{id}/restart", Some(OPERATORS), 202),
+    ("POST", "/v1/ops/keys/rotate", Some(OPERATORS), 200),
+    ("POST", "/v1/keys", Some(ADMINS), 201),
+    ("GET", "/v1/keys", Some(ADMINS), 200),
+    ("DELETE", "/v1/keys/{id}", Some(ADMINS), 204),
+    ("GET", "/v1/audit", Some(AUDITORS), 200),
+    ("GET", "/v1/audit/verify", Some(AUDITORS), 200),
+];
+
+const ROLES: [&str; 7] = [
+    "admin",
+    "frontend",
+    "customer",
+    "logistics",
+    "analyst",
+    "operator",
+    "auditor",
+];
+
+/// Who calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// No `Authorization` header.
+    NoKey,
+    /// A key of this role; `customer` acts on its own customer (A) and its orders.
+    Role(&'static str),
+    /// The `customer` key of A acting on B's customer record and orders.
+    CustomerOnOther,
+    /// An `admin` key that has been revoked.
+    Revoked,
+}
+
+impl Who {
+    fn label(self) -> &'static str {
+        match self {
+            Who::NoKey => "no key",
+            Who::Role(role) => role,
+            Who::CustomerOnOther => "cust→B",
+            Who::Revoked => "revoked",
+        }
+    }
+}
+
+/// Every caller of the matrix, in column order.
+fn callers() -> Vec<Who> {
+    let mut out = vec![Who::NoKey];
+    for role in ROLES {
+        out.push(Who::Role(role));
+        if role == "customer" {
+            out.push(Who::CustomerOnOther);
+        }
+    }
+    out.push(Who::Revoked);
+    out
+}
+
+/// Routes whose objects belong to a customer: a `customer` key is tried on its own and on B's.
+fn customer_scoped(path: &str) -> bool {
+    ["/v1/customers/", "/v1/orders", "/v1/shipments/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
+/// What the contract says `who` gets from a route: (status, problem code if an error).
+fn expected(allowed: Option<&[&str]>, ok: u16, who: Who) -> (u16, Option<&'static str>) {
+    let Some(roles) = allowed else {
+        return (ok, None);
+    };
+    match who {
+        Who::NoKey | Who::Revoked => (401, Some("unauthorized")),
+        Who::CustomerOnOther => (404, Some("not_found")),
+        Who::Role(role) if roles.contains(&role) => (ok, None),
+        // "anything else is 404": a customer key never learns what exists.
+        Who::Role("customer") => (404, Some("not_found")),
+        Who::Role(_) => (403, Some("forbidden")),
+    }
+}
+
+/// What a mutation must have done (if allowed) or not done (if refused), checked right after
+/// the call through the admin key.
+enum Effect {
+    None,
+    /// `on_hand` of the SKU was `before`; an allowed adjustment adds 1.
+    Stock {
+        sku: String,
+        before: i64,
+    },
+    /// The customer had `before` orders; an allowed placement adds one.
+    OrderCount {
+        customer: String,
+        before: usize,
+    },
+    /// The order's status: `allowed` after an allowed call, `refused` otherwise.
+    OrderStatus {
+        id: String,
+        allowed: &'static str,
+        refused: &'static str,
+    },
+    /// The shipment's status, likewise.
+    ShipmentStatus {
+        id: String,
+        allowed: &'static str,
+        refused: &'static str,
+    },
+    /// There were `before` keys; an allowed creation adds one.
+    KeyCount {
+        before: usize,
+    },
+    /// A spare key: revoked (401) after an allowed call, still working otherwise.
+    KeyRevoked {
+        id: String,
+        spare: Client,
+    },
+    /// The master key had been rotated `before` times (audited `keys.rotate` entries); an
+    /// allowed call rotates it once more.
+    KeyRotation {
+        before: usize,
+    },
+    /// Shard `id` had restarted `before` times; an allowed call restarts it once more.
+    ShardRestart {
+        id: u64,
+        before: u64,
+    },
+}
+
+/// One request of the matrix.
+struct Call {
+    path: String,
+    body: Option<Value>,
+    effect: Effect,
+}
+
+impl Call {
+    fn read(path: impl Into<String>) -> Call {
+        Call {
+            path: path.into(),
+            body: None,
+            effect: Effect::None,
+        }
+    }
+}
+
+/// The objects the calls refer to; fresh ones are made per call for mutations so that each
+/// allowed call succeeds on its own.
+struct Fixtures {
+    admin: Client,
+    /// The customer of the `customer` key.
+    a: String,
+    /// Another customer.
+    b: String,
+    /// Stocked SKU that orders reserve.
+    sku: String,
+    /// SKU that the adjustment route moves.
+    adjusted_sku: String,
+    /// An order of A and one of B.
+    order_a: String,
+    order_b: String,
+    /// A shipment of A's order and one of B's.
+    shipment_a: String,
+    shipment_b: String,
+}
+
+impl Fixtures {
+    fn new(admin: &Client) -> Fixtures {
+        let sku = "MTX-1".to_string();
+        let adjusted_sku = "MTX-ADJ".to_string();
+        admin.adjust_stock(&sku, 100_000);
+        admin.adjust_stock(&adjusted_sku, 10);
+        let a = admin.create_customer();
+        let b = admin.create_customer();
+        let mut fx = Fixtures {
+            admin: admin.clone(),
+            a,
+            b,
+            sku,
+            adjusted_sku,
+            order_a: String::new(),
+            order_b: String::new(),
+            shipment_a: String::new(),
+            shipment_b: String::new(),
+        };
+        fx.order_a = fx.fresh_order(&fx.a.clone());
+        fx.order_b = fx.fresh_order(&fx.b.clone());
+        fx.shipment_a = fx.ship_one(&fx.order_a.clone());
+        fx.shipment_b = fx.ship_one(&fx.order_b.clone());
+        fx
+    }
+
+    /// A confirmed order of `customer`: two units of the SKU.
+    fn fresh_order(&self, customer: &str) -> String {
+        let body = json!({"customer_id": customer, "lines": [{"sku": self.sku, "qty": 2, "unit_price": 250}]});
+        let (status, order) = self.admin.post_json("/v1/orders", &body, None);
+        assert_eq!(status, 201, "fixture order: {order}");
+        order["id"].as_str().expect("order id").to_string()
+    }
+
+    /// Ships one unit of `order`; returns the shipment id.
+    fn ship_one(&self, order: &str) -> String {
+        let (status, shipment) = self.admin.post_json(
+            &format!("/v1/orders/{order}/shipments"),
+            &json!({"carrier": "dhl", "lines": [{"sku": self.sku, "qty": 1}]}),
+            None,
+        );
+        assert_eq!(status, 201, "fixture shipment: {shipment}");
+        shipment["id"].as_str().expect("shipment id").to_string()
+    }
+
+    /// A fresh `analyst` key: its id and a client using it.
+    fn spare_key(&self) -> (String, Client) {
+        let (id, spare) = key_of(&self.admin, "analyst", None);
+        assert_eq!(spare.get_json("/v1/orders").0, 200, "spare key works");
+        (id, spare)
+    }
+
+    fn order_count(&self, customer: &str) -> usize {
+        self.admin
+            .list_orders(&format!("customer_id={customer}"))
+            .len()
+    }
+
+    /// Master key rotations so far, as the audit trail records them.
+    fn rotations(&self) -> usize {
+        let mut count = 0;
+        let mut path = "/v1/audit?limit=1000".to_string();
+        loop {
+            let (status, page) = self.admin.get_json(&path);
+            assert_eq!(status, 200, "GET {path}: {page}");
+            count += page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .filter(|e| e["action"] == "keys.rotate")
+                .count();
+            match page["next"].as_u64() {
+                Some(next) => path = format!("/v1/audit?limit=1000&after={next}"),
+                None => match page["next"].as_str() {
+                    Some(next) => path = format!("/v1/audit?limit=1000&after={next}"),
+                    None => return count,
+                },
+            }
+        }
+    }
+
+    fn key_count(&self) -> usize {
+        let (status, page) = self.admin.get_json("/v1/keys?limit=1000");
+        assert_eq!(status, 200, "GET /v1/keys: {page}");
+        assert!(page["next"].is_null(), "fewer than 1000 keys: {page}");
+        page["items"].as_array().expect("items").len()
+    }
+
+    fn shard(&self, id: u64) -> Value {
+        let (status, shards) = self.admin.get_json("/v1/ops/shards");
+        assert_eq!(status, 200, "GET /v1/ops/shards: {shards}");
+        shards
+            .as_array()
+            .expect("shards")
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no shard {id}: {shards}"))
+            .clone()
+    }
+
+    fn status_of(&self, path: &str) -> String {
+        let (status, body) = self.admin.get_json(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body["status"].as_str().expect("status").to_string()
+    }
+
+    /// A well-formed request for `method template` on the objects of `owner`, with fresh
+    /// objects for mutations.
+    fn call(&self, method: &str, template: &str, owner: &str) -> Call {
+        match (method, template) {
+            ("GET", "/livez" | "/readyz" | "/v1/openapi.json") => Call::read(template),
+            ("GET", "/v1/stock/{sku}") => Call::read(format!("/v1/stock/{}", self.sku)),
+            ("POST", "/v1/stock/{sku}/adjustments") => Call {
+                path: format!("/v1/stock/{}/adjustments", self.adjusted_sku),
+                body: Some(json!({"delta": 1, "reason": "matrix"})),
+                effect: Effect::Stock {
+                    sku: self.adjusted_sku.clone(),
+                    before: self.admin.stock(&self.adjusted_sku).on_hand,
+                },
+            },
+            ("POST", "/v1/customers") => {
+                let n = unique("m");
+                Call {
+                    path: template.into(),
+                    body: Some(
+                        json!({"name": format!("Matrix {n}"), "email": format!("{n}@example.com")}),
+                    ),
+                    effect: Effect::None,
+                }
+            }
+            ("GET", "/v1/customers/{id}") => Call::read(format!("/v1/customers/{owner}")),
+            ("POST", "/v1/orders") => Call {
+                path: template.into(),
+                body: Some(
+                    json!({"customer_id": owner, "lines": [{"sku": self.sku, "qty": 1, "unit_price": 100}]}),
+                ),
+                effect: Effect::OrderCount {
+                    customer: owner.to_string(),
+                    before: self.order_count(owner),
+                },
+            },
+            ("GET", "/v1/orders") => Call::read(format!("/v1/orders?customer_id={owner}")),
+            ("GET", "/v1/orders/{id}") => {
+                let order = if owner == self.a {
+                    &self.order_a
+                } else {
+                    &self.order_b
+                };
+                Call::read(format!("/v1/orders/{order}"))
+            }
+            ("POST", "/v1/orders/{id}/cancel") => {
+                let id = self.fresh_order(owner);
+                Call {
+                    path: format!("/v1/orders/{id}/cancel"),
+                    body: Some(json!({"reason": "matrix"})),
+                    effect: Effect::OrderStatus {
+                        id,
+                        allowed: "cancelled",
+                        refused: "confirmed",
+                    },
+                }
+            }
+            ("POST", "/v1/orders/{id}/shipments") => {
+                let id = self.fresh_order(owner);
+                Call {
+                    path: format!("/v1/orders/{id}/shipments"),
+                    body: Some(json!({"carrier": "dhl", "lines": [{"sku": self.sku, "qty": 1}]})),
+                    effect: Effect::OrderStatus {
+                        id,
+                        allowed: "partially_shipped",
+                        refused: "confirmed",
+                    },
+                }
+            }
+            ("POST", "/v1/shipments/{id}/events") => {
+                let id = self.ship_one(&self.fresh_order(owner));
+                Call {
+                    path: format!("/v1/shipments/{id}/events"),
+                    body: Some(json!({"status": "in_transit", "note": "matrix"})),
+                    effect: Effect::ShipmentStatus {
+                        id,
+                        allowed: "in_transit",
+                        refused: "shipped",
+                    },
+                }
+            }
+            ("GET", "/v1/shipments/{id}") => {
+                let shipment = if owner == self.a {
+                    &self.shipment_a
+                } else {
+                    &self.shipment_b
+                };
+                Call::read(format!("/v1/shipments/{shipment}"))
+            }
+            ("GET", "/v1/analytics/summary" | "/v1/analytics/orders.csv") => Call::read(template),
+            ("GET", "/v1/ops/shards") => Call::read(template),
+            ("POST", "/v1/ops/shards/{id}/restart") => Call {
+                path: "/v1/ops/shards/0/restart".into(),
+                body: None,
+                effect: Effect::ShardRestart {
+                    id: 0,
+                    before: self.shard(0)["restarts"].as_u64().expect("restarts"),
+                },
+            },
+            ("POST", "/v1/ops/keys/rotate") => Call {
+                path: template.into(),
+                body: None,
+                effect: Effect::KeyRotation {
+                    before: self.rotations(),
+                },
+            },
+            ("POST", "/v1/keys") => Call {
+                path: template.into(),
+                body: Some(json!({"name": unique("matrix"), "role": "analyst"})),
+                effect: Effect::KeyCount {
+                    before: self.key_count(),
+                },
+            },
+            ("GET", "/v1/keys") => Call::read(template),
+            ("DELETE", "/v1/keys/{id}") => {
+                let (id, spare) = self.spare_key();
+                Call {
+                    path: format!("/v1/keys/{id}"),
+                    body: None,
+                    effect: Effect::KeyRevoked { id, spare },
+                }
+            }
+            ("GET", "/v1/audit" | "/v1/audit/verify") => Call::read(template),
+            _ => panic!("route {method} {template} has no request in this test: add one"),
+        }
+    }
+
+    /// Checks the effect of a call that should have been `allowed` (or refused); `Err` says
+    /// what differs.
+    fn check(&self, effect: &Effect, allowed: bool) -> Result<(), String> {
+        match effect {
+            Effect::None => Ok(()),
+            Effect::Stock { sku, before } => {
+                let now = self.admin.stock(sku).on_hand;
+                let want = before + i64::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("{sku} on_hand {now}, expected {want}"))
+            }
+            Effect::OrderCount { customer, before } => {
+                let now = self.order_count(customer);
+                let want = before + usize::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("{customer} has {now} orders, expected {want}"))
+            }
+            Effect::OrderStatus {
+                id,
+                allowed: yes,
+                refused: no,
+            } => {
+                let now = self.status_of(&format!("/v1/orders/{id}"));
+                let want = if allowed { yes } else { no };
+                (now == *want)
+                    .then_some(())
+                    .ok_or(format!("order {id} is {now}, expected {want}"))
+            }
+            Effect::ShipmentStatus {
+                id,
+                allowed: yes,
+                refused: no,
+            } => {
+                let now = self.status_of(&format!("/v1/shipments/{id}"));
+                let want = if allowed { yes } else { no };
+                (now == *want)
+                    .then_some(())
+                    .ok_or(format!("shipment {id} is {now}, expected {want}"))
+            }
+            Effect::KeyCount { before } => {
+                let now = self.key_count();
+                let want = before + usize::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("{now} keys, expected {want}"))
+            }
+            Effect::KeyRevoked { id, spare } => {
+                let status = spare.get_json("/v1/orders").0;
+                let want = if allowed { 401 } else { 200 };
+                (status == want)
+                    .then_some(())
+                    .ok_or(format!("spare key {id} answers {status}, expected {want}"))
+            }
+            Effect::KeyRotation { before } => {
+                let now = self.rotations();
+                let want = before + usize::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("{now} key rotations, expected {want}"))
+            }
+            Effect::ShardRestart { id, before } => {
+                let want = before + u64::from(allowed);
+                // An allowed restart runs in the background: wait for it to finish, so that
+                // later calls do not meet a restarting shard.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let shard = self.shard(*id);
+                    let restarts = shard["restarts"].as_u64().expect("restarts");
+                    if shard["state"] == "running" && restarts == want {
+                        return Ok(());
+                    }
+                    if restarts > want || Instant::now() >= deadline {
+                        return Err(format!("shard {id}: {shard}, expected {want} restarts"));
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// One cell of the matrix.
+struct Cell {
+    status: u16,
+    wrong: Option<String>,
+}
+
+fn render(rows: &[(String, Vec<Option<Cell>>)], columns: &[Who]) -> String {
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    let mut out = format!("{:width$}", "");
+    for who in columns {
+        let _ = write!(out, " {:>8}", who.label());
+    }
+    out.push('\n');
+    for (label, cells) in rows {
+        let _ = write!(out, "{label:width$}");
+        for cell in cells {
+            let text = match cell {
+                None => "-".to_string(),
+                Some(Cell {
+                    status,
+                    wrong: None,
+                }) => status.to_string(),
+                Some(Cell {
+                    status,
+                    wrong: Some(_),
+                }) => format!("!{status}"),
+            };
+            let _ = write!(out, " {text:>8}");
+        }
+        out.push('\n');
+    }
+    out.push_str("(!: not what the table says; the reasons follow)\n");
+    out
+}
+
+/// The answer a call must get.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    status: u16,
+    /// The problem `code` of an error.
+    problem: Option<&'static str>,
+    /// The problem's `param`, where one is named.
+    param: Option<&'static str>,
+}
+
+/// Compares one answer with what is wanted; `Err` says what differs.
+fn judge(reply: &Reply, want: Want) -> Result<(), String> {
+    if reply.status != want.status {
+        let unexpected = if (200..300).contains(&reply.status) {
+            "UNEXPECTED 2xx: "
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{unexpected}got {} {}, expected {}",
+            reply.status,
+            truncate(&reply.body.to_string()),
+            want.status
+        ));
+    }
+    if let Some(problem) = want.problem {
+        let param_ok = want.param.is_none_or(|param| reply.body["param"] == param);
+        if reply.content_type != "application/problem+json"
+            || code(&reply.body) != problem
+            || !param_ok
+        {
+            return Err(format!(
+                "expected a {problem} problem (param {:?}), got {} {}",
+                want.param,
+                reply.content_type,
+                truncate(&reply.body.to_string())
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+/// Creates a key of `role` (with `customer_id` for customer keys) through the API.
+fn key_of(admin: &Client, role: &str, customer_id: Option<&str>) -> (String, Client) {
+    let mut body = json!({"name": unique(role), "role": role});
+    if let Some(customer) = customer_id {
+        body["customer_id"] = json!(customer);
+    }
+    let (status, key) = admin.post_json("/v1/keys", &body, None);
+    assert_eq!(status, 201, "create a {role} key: {key}");
+    (
+        key["id"].as_str().expect("id").to_string(),
+        admin.with_key(key["secret"].as_str().expect("secret")),
+    )
+}
+
+/// An unknown query parameter that the probing walk adds to every `/v1` call.
+const PROBE: &str = "matrix_probe";
+
+/// A server with the fixtures, one key of each role (the customer key belongs to A) and a
+/// revoked admin key.
+struct Setup {
+    _server: Server,
+    admin: Client,
+    fx: Fixtures,
+    keys: Vec<(&'static str, Client)>,
+    revoked: Client,
+}
+
+/// The outcome of a walk over the table: the rendered matrix and what differs.
+struct Walk {
+    matrix: String,
+    failures: Vec<String>,
+    unexpected_2xx: usize,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let server = Server::start(2);
+        let admin = server.client();
+        let fx = Fixtures::new(&admin);
+        let keys = ROLES
+            .iter()
+            .map(|role| {
+                let customer = (*role == "customer").then_some(fx.a.as_str());
+                (*role, key_of(&admin, role, customer).1)
+            })
+            .collect();
+        let (revoked_id, revoked) = key_of(&admin, "admin", None);
+        assert_eq!(revoked.get_json("/v1/keys").0, 200, "fresh admin key works");
+        let r = admin.call("DELETE", &format!("/v1/keys/{revoked_id}"), None, None);
+        assert_eq!(r.status, 204, "revoke: {}", r.body);
+        Setup {
+            _server: server,
+            admin,
+            fx,
+            keys,
+            revoked,
+        }
+    }
+
+    fn key(&self, role: &str) -> Client {
+        let (_, client) = self.keys.iter().find(|(r, _)| *r == role).expect("a key");
+        client.clone()
+    }
+
+    /// Calls every route of the table as every caller and checks answer and effect. With
+    /// `probe`, every `/v1` call carries the unknown parameter [`PROBE`]: refusals by key or
+    /// role stay what they are (those are checked first), and calls of an admitted role become
+    /// 400 naming it.
+    fn walk(&self, probe: bool) -> Walk {
+        let fx = &self.fx;
+        let columns = callers();
+        let mut rows = Vec::new();
+        let mut failures = Vec::new();
+        let mut unexpected_2xx = 0;
+        for (method, template, allowed, ok) in TABLE {
+            let mut cells = Vec::new();
+            for &who in &columns {
+                let skip = (who == Who::CustomerOnOther && !customer_scoped(template))
+                    || (probe && allowed.is_none());
+                if skip {
+                    cells.push(None);
+                    continue;
+                }
+                let (client, owner) = match who {
+                    Who::NoKey => (self.admin.without_key(), &fx.b),
+                    Who::Revoked => (self.revoked.clone(), &fx.b),
+                    Who::CustomerOnOther => (self.key("customer"), &fx.b),
+                    Who::Role(role) => (
+                        self.key(role),
+                        if role == "customer" { &fx.a } else { &fx.b },
+                    ),
+                };
+                let mut call = fx.call(method, template, owner);
+                let (status, problem) = expected(*allowed, *ok, who);
+                let mut want = Want {
+                    status,
+                    problem,
+                    param: None,
+                };
+                if probe {
+                    let joint = if call.path.contains('?') { '&' } else { '?' };
+                    call.path = format!("{}{joint}{PROBE}=1", call.path);
+                    // The request's shape is checked once the role admits the route and
+                    // before any object is looked up: a customer key asking about B's objects
+                    // with a bad parameter learns nothing about them from its 400.
+                    let admitted = match (allowed, who) {
+                        (Some(roles), Who::Role(role)) => roles.contains(&role),
+                        (Some(roles), Who::CustomerOnOther) => roles.contains(&"customer"),
+                        _ => false,
+                    };
+                    if admitted {
+                        want = Want {
+                            status: 400,
+                            problem: Some("invalid_request"),
+                            param: Some(PROBE),
+                        };
+                    }
+                }
+                let reply = client.call(method, &call.path, call.body.as_ref(), None);
+                let allowed_call = want.status == *ok;
+                if (200..300).contains(&reply.status) && !allowed_call {
+                    unexpected_2xx += 1;
+                }
+                let verdict =
+                    judge(&reply, want).and_then(|()| fx.check(&call.effect, allowed_call));
+                // Even a wrong answer must not leave a shard restarting for the next calls.
+                if verdict.is_err() {
+                    if let Effect::ShardRestart { .. } = call.effect {
+                        let _ = fx.check(&call.effect, reply.status == 202);
+                    }
+                }
+                let wrong = verdict.err().map(|why| {
+                    let text = format!("{method} {} as {}: {why}", call.path, who.label());
+                    failures.push(text.clone());
+                    text
+                });
+                cells.push(Some(Cell {
+                    status: reply.status,
+                    wrong,
+                }));
+            }
+            rows.push((format!("{method} {template}"), cells));
+        }
+        Walk {
+            matrix: render(&rows, &columns),
+            failures,
+            unexpected_2xx,
+        }
+    }
+}
+
+/// Panics with the whole matrix and every difference unless the walk matched the table.
+fn assert_walk(walk: &Walk) {
+    println!("{}", walk.matrix);
+    assert!(
+        walk.failures.is_empty() && walk.unexpected_2xx == 0,
+        "{} calls differ from the role table ({} unexpected 2xx):\n{}\n{}",
+        walk.failures.len(),
+        walk.unexpected_2xx,
+        walk.matrix,
+        walk.failures.join("\n")
+    );
+}
+
+#[test]
+fn every_route_answers_every_role_as_the_table_says() {
+    let _serial = serial();
+    // The table covers exactly the routes the server serves.
+    let served: BTreeSet<(&str, &str)> = ROUTES.iter().copied().collect();
+    let tabled: BTreeSet<(&str, &str)> = TABLE.iter().map(|(m, p, _, _)| (*m, *p)).collect();
+    assert_eq!(TABLE.len(), tabled.len(), "a route appears twice in TABLE");
+    assert_eq!(
+        served, tabled,
+        "ROUTES and this test's TABLE differ: write the new route's roles into TABLE"
+    );
+
+    let setup = Setup::new();
+    assert_walk(&setup.walk(false));
+
+    // A customer key lists only its own orders, without a filter too.
+    let fx = &setup.fx;
+    let own = setup.key("customer").list_orders("");
+    assert!(!own.is_empty(), "A has orders");
+    assert!(
+        own.iter().all(|o| o["customer_id"] == fx.a.as_str()),
+        "a customer key listed another customer's order"
+    );
+    assert_eq!(own.len(), fx.order_count(&fx.a), "all of A's orders");
+}
+
+/// An unknown query parameter is 400 on every `/v1` route, also those that take none, but only
+/// for a caller the route admits: the key and the role are checked first.
+#[test]
+fn unknown_query_parameters_are_refused_after_the_role_check() {
+    let _serial = serial();
+    let setup = Setup::new();
+    assert_walk(&setup.walk(true));
+}
+
+#[test]
+fn auditors_read_customers_masked_and_frontend_in_full() {
+    let _serial = serial();
+    let server = Server::start(2);
+    let admin = server.client();
+    let (_, frontend) = key_of(&admin, "frontend", None);
+    let (_, auditor) = key_of(&admin, "auditor", None);
+    let person = json!({
+        "name": "Jane Doemasked",
+        "email": "jane.doemasked@example.com",
+        "phone": "+44 20 7946 0123",
+        "address": "17 Quillfeather Lane, Oxford",
+    });
+    let (status, created) = frontend.post_json("/v1/customers", &person, None);
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+
+    let (status, full) = frontend.get_json(&format!("/v1/customers/{id}"));
+    assert_eq!(status, 200, "{full}");
+    for field in ["name", "email", "phone", "address"] {
+        assert_eq!(full[field], person[field], "frontend sees {field} in full");
+    }
+
+    let (status, masked) = auditor.get_json(&format!("/v1/customers/{id}"));
+    assert_eq!(status, 200, "{masked}");
+    assert_eq!(masked["id"], id);
+    assert_eq!(masked["created_at"], full["created_at"]);
+    assert_eq!(masked["email"], "j***@example.com", "{masked}");
+    for field in ["name", "phone", "address"] {
+        let value = masked[field].as_str().expect("a masked string");
+        let original = person[field].as_str().unwrap();
+        assert_ne!(value, original, "{field} masked: {masked}");
+        assert!(
+            value.contains("***") && value.starts_with(&original[..1]),
+            "{field} masked as first character and ***: {value}"
+        );
+    }
+    // Nothing of the personal data beyond first characters shows anywhere in the answer.
+    let text = masked.to_string();
+    for secret_part in [
+        "Doemasked",
+        "jane.",
+        "7946",
+        "0123",
+        "Quillfeather",
+        "Oxford",
+    ] {
+        assert!(
+            !text.contains(secret_part),
+            "{secret_part} leaks to the auditor: {text}"
+        );
+    }
+
+    // A customer read by an auditor is still only a read: the auditor reads no orders.
+    let (status, _) = auditor.get_json("/v1/orders");
+    assert_eq!(status, 403);
+}
