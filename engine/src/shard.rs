@@ -973,21 +973,18 @@ impl Shard {
                     });
                 }
                 for (i, (sku, qty)) in lines.iter().enumerate() {
-                    let invalid = |detail: &str| CommandError::Invalid {
-                        param: format!(
-                            "lines[{i}].{}",
-                            if detail.contains("qty") { "qty" } else { "sku" }
-                        ),
+                    let invalid = |field: &str, detail: &str| CommandError::Invalid {
+                        param: format!("lines[{i}].{field}"),
                         detail: detail.into(),
                     };
                     if lines[..i].iter().any(|(other, _)| other == sku) {
-                        return Err(invalid("each SKU appears once"));
+                        return Err(invalid("sku", "each SKU appears once"));
                     }
                     if *qty == 0 {
-                        return Err(invalid("qty must be positive"));
+                        return Err(invalid("qty", "qty must be positive"));
                     }
                     let Some(line) = order.lines.iter().find(|l| *l.sku == **sku) else {
-                        return Err(invalid("this SKU is not in the order"));
+                        return Err(invalid("sku", "this SKU is not in the order"));
                     };
                     if *qty > line.qty - line.shipped {
                         return Err(CommandError::InvalidTransition(format!(

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
+use orderd_engine::storage::{Family, Write};
 use orderd_engine::Engine;
 use tracing_subscriber::EnvFilter;
 
@@ -84,6 +85,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     served
 }
 
+/// Marker in `control`: every personal-data value in storage is sealed. This version seals
+/// before it writes, so once a start-up migration has run, later starts skip the walk over
+/// every customer and order.
+const PERSONAL_DATA_SEALED_KEY: &[u8] = b"gateway/personal_data/sealed";
+
 /// Loads the keys of personal data, then seals what an earlier version stored in plaintext (the
 /// engine then rewrites its snapshots and drops the older log, so no plaintext stays on disk).
 async fn prepare_personal_data(
@@ -94,6 +100,14 @@ async fn prepare_personal_data(
         Vault::load(engine.storage(), key_source)
             .context("cannot load the keys of personal data")?,
     );
+    let storage = engine.storage();
+    if storage
+        .get(Family::Control, PERSONAL_DATA_SEALED_KEY)
+        .context("cannot read the personal-data marker")?
+        .is_some()
+    {
+        return Ok(vault);
+    }
     let sealed = Arc::new(AtomicU64::new(0));
     let started_at = Instant::now();
     let records = engine
@@ -108,6 +122,16 @@ async fn prepare_personal_data(
             elapsed_ms = started_at.elapsed().as_millis() as u64
         );
     }
+    storage
+        .write(
+            vec![Write::Put {
+                family: Family::Control,
+                key: PERSONAL_DATA_SEALED_KEY.to_vec(),
+                value: vec![1],
+            }],
+            true,
+        )
+        .context("cannot record that personal data is sealed")?;
     Ok(vault)
 }
 
