@@ -7,6 +7,9 @@ export CARGO_TERM_COLOR ?= never
 # One profile for everything (clippy, tests, run, benches): RocksDB is built once.
 PROFILE := --release
 BIN := $(CARGO_TARGET_DIR)/release
+# Tests (and clippy, so that it checks the same code) are built with the test-only failpoints
+# (engine/src/failpoint.rs); `make run` and `make bench` build without them.
+TEST_FEATURES := --features orderd-gateway/failpoints
 
 .PHONY: deps build run test test-only lint contract bench fmt clean-data
 
@@ -25,7 +28,7 @@ run: build
 
 lint: deps
 	cargo fmt --all -- --check
-	cargo clippy $(PROFILE) --workspace --all-targets -- -D warnings
+	cargo clippy $(PROFILE) --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
 ## Everything CI checks: format, clippy (warnings are errors), the OpenAPI contract test
 ## (schemathesis against the real server), and every test (the runner's summary comes last).
@@ -38,9 +41,9 @@ contract: deps
 # The e2e tests are a test target of orderd-gateway, so the runner builds `orderd` itself.
 test-only: deps
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run $(PROFILE) --workspace --no-fail-fast; \
+		cargo nextest run $(PROFILE) --workspace $(TEST_FEATURES) --no-fail-fast; \
 	else \
-		cargo test $(PROFILE) --workspace --tests --no-fail-fast; \
+		cargo test $(PROFILE) --workspace --tests $(TEST_FEATURES) --no-fail-fast; \
 	fi
 
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.

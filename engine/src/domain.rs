@@ -421,6 +421,9 @@ pub enum CommandError {
     Invalid { param: String, detail: String },
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The command made a shard panic twice; it is refused from then on.
+    #[error("quarantined: {0}")]
+    Quarantined(String),
 }
 
 #[cfg(test)]

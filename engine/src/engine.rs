@@ -1,12 +1,15 @@
-//! The engine handle: opens storage, recovers shards, starts their actors, routes commands,
-//! restarts single shards from storage, and shuts down cleanly.
+//! The engine handle: opens storage, recovers shards, starts their actors and their
+//! supervisor, routes commands, rebuilds single shards from storage (on request or after a
+//! fault), and shuts down cleanly.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{
     CommandError, CustomerId, CustomerView, NewCustomer, NewShipment, OrderCursor, OrderFilter,
@@ -14,13 +17,15 @@ use crate::domain::{
     ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
 };
 use crate::event::{batch_decode, DecodeError};
+use crate::incident::{IncidentLog, RETENTION_MAX_DEFAULT};
 use crate::log::{Durability, LogWriter, WriterMsg, WriterStats};
 use crate::shard::{
-    ClientCmd, Reply, ResealFn, Router, Shard, ShardGauges, ShardMsg, ShardSettings,
+    ClientCmd, Reply, ResealFn, Router, Shard, ShardGauges, ShardLink, ShardMsg, ShardSettings,
 };
 use crate::state::{shard_of_key, shard_of_sku, ShardData, Snapshot};
 use crate::storage::rocks::RocksStorage;
 use crate::storage::{parse_shard_key, shard_key, Family, Storage, StorageError, Write};
+use crate::supervisor::{self, Fault, Quarantine, SupervisorConfig, FAULT_QUEUE_MAX};
 
 /// Everything the engine is configured with.
 #[derive(Clone, Debug)]
@@ -34,6 +39,9 @@ pub struct EngineConfig {
     pub snapshot_interval_events: u64,
     pub idempotency_retention_s: u64,
     pub pending_retry_ms: u64,
+    pub supervisor: SupervisorConfig,
+    /// Incidents kept in storage; the oldest are deleted past it.
+    pub incident_retention_max: usize,
 }
 
 impl EngineConfig {
@@ -49,6 +57,8 @@ impl EngineConfig {
             snapshot_interval_events: 500_000,
             idempotency_retention_s: 86_400,
             pending_retry_ms: 500,
+            supervisor: SupervisorConfig::default(),
+            incident_retention_max: RETENTION_MAX_DEFAULT,
         }
     }
 }
@@ -152,13 +162,20 @@ struct ShardSlot {
     restarts: AtomicU64,
     gauges: Arc<ShardGauges>,
     arbiter: Mutex<Option<Arbiter>>,
+    /// The generation of the running actor (mirrors `WriterStats::generations`); callers
+    /// waiting on a reply watch it, so a replaced shard's requests fail fast.
+    generation: watch::Sender<u64>,
+    /// Why the shard is `FAILED`, for `/readyz` and refusals.
+    failure: Mutex<Option<String>>,
+    /// When the supervisor restarted it, within the intensity window.
+    auto_restarts: Mutex<VecDeque<Instant>>,
 }
 
 const RUNNING: u8 = 0;
 const RESTARTING: u8 = 1;
 const FAILED: u8 = 2;
 
-struct Inner {
+pub(crate) struct Inner {
     storage: Arc<dyn Storage>,
     router: Arc<Router>,
     writer: Mutex<Option<LogWriter>>,
@@ -168,6 +185,13 @@ struct Inner {
     settings: ShardSettings,
     shard_count: u16,
     next_customer_shard: AtomicU64,
+    incidents: IncidentLog,
+    quarantine: Arc<Quarantine>,
+    faults: mpsc::Sender<Fault>,
+    supervisor_config: SupervisorConfig,
+    supervisor: Mutex<Option<Arbiter>>,
+    /// The reason of the first escalation, once one happened.
+    escalation: watch::Sender<Option<String>>,
 }
 
 /// The handle the gateway and benchmarks use. Cheap to clone.
@@ -186,7 +210,20 @@ pub struct LogCounters {
     pub bytes: u64,
 }
 
+/// Why a shard is rebuilt, for its incident.
+enum Rebuild {
+    /// Asked for (`POST /v1/ops/shards/{id}/restart`): the running shard flushes first.
+    Requested,
+    /// After a fault: the shard's actor is gone or stuck; whatever it had not written is
+    /// dropped (none of it was acknowledged).
+    AfterFault,
+}
+
 impl Engine {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Engine {
+        Engine { inner }
+    }
+
     /// Opens RocksDB under `config.data_dir` and recovers every shard. Must be called inside a
     /// running actix System.
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
@@ -265,38 +302,19 @@ impl Engine {
                 restarts: AtomicU64::new(0),
                 gauges: Arc::new(ShardGauges::default()),
                 arbiter: Mutex::new(None),
+                generation: watch::Sender::new(0),
+                failure: Mutex::new(None),
+                auto_restarts: Mutex::new(VecDeque::new()),
             })
             .collect();
-        // The router is filled before any message that needs it (`Recover`) is sent.
-        let router = Arc::new(Router::new(Vec::with_capacity(shard_count as usize)));
-        for (index, rec) in recovered.into_iter().enumerate() {
-            let arbiter = Arbiter::new();
-            let sender = writer.sender.clone();
-            let stats = writer.stats.clone();
-            let gauges = slots[index].gauges.clone();
-            let settings = settings.clone();
-            let shard_router = router.clone();
-            let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_ctx| {
-                Shard::new(
-                    rec.data,
-                    rec.log_digest,
-                    rec.snapshot_seq,
-                    settings,
-                    sender,
-                    stats,
-                    shard_router,
-                    gauges,
-                )
-            });
-            router.push(addr);
-            *slots[index].arbiter.lock().expect("arbiter slot") = Some(arbiter);
-        }
-        for shard in 0..shard_count {
-            router.send(shard, ShardMsg::Recover);
-        }
+        let incidents = IncidentLog::open(storage.clone(), config.incident_retention_max)?;
+        let quarantine = Arc::new(Quarantine::load(storage.clone())?);
+        let (faults, fault_receiver) = mpsc::channel(FAULT_QUEUE_MAX);
         let writer_sender = writer.sender.clone();
         let writer_stats = writer.stats.clone();
-        Ok(Engine {
+        // The router is filled before any message that needs it (`Recover`) is sent.
+        let router = Arc::new(Router::new(Vec::with_capacity(shard_count as usize)));
+        let engine = Engine {
             inner: Arc::new(Inner {
                 storage,
                 router,
@@ -307,8 +325,92 @@ impl Engine {
                 settings,
                 shard_count,
                 next_customer_shard: AtomicU64::new(0),
+                incidents,
+                quarantine,
+                faults,
+                supervisor_config: config.supervisor.clone(),
+                supervisor: Mutex::new(None),
+                escalation: watch::Sender::new(None),
             }),
-        })
+        };
+        for (index, rec) in recovered.into_iter().enumerate() {
+            let (arbiter, addr) = engine.spawn_shard(index as u16, rec, 0);
+            engine.inner.router.push(addr);
+            *engine.inner.slots[index]
+                .arbiter
+                .lock()
+                .expect("arbiter slot") = Some(arbiter);
+        }
+        for shard in 0..shard_count {
+            engine.inner.router.send(shard, ShardMsg::Recover);
+        }
+        let supervisor = Arbiter::new();
+        supervisor.spawn(supervisor::run(
+            Arc::downgrade(&engine.inner),
+            fault_receiver,
+            config.supervisor,
+        ));
+        *engine.inner.supervisor.lock().expect("supervisor slot") = Some(supervisor);
+        Ok(engine)
+    }
+
+    /// Starts a shard's actor on a fresh arbiter.
+    fn spawn_shard(&self, shard: u16, rec: Recovered, generation: u64) -> (Arbiter, Addr<Shard>) {
+        let inner = &self.inner;
+        let arbiter = Arbiter::new();
+        let sender = inner.writer_sender.clone();
+        let stats = inner.writer_stats.clone();
+        let gauges = inner.slots[shard as usize].gauges.clone();
+        let settings = inner.settings.clone();
+        let router = inner.router.clone();
+        let link = ShardLink {
+            generation,
+            faults: inner.faults.clone(),
+            quarantine: inner.quarantine.clone(),
+        };
+        let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_ctx| {
+            Shard::new(
+                rec.data,
+                rec.log_digest,
+                rec.snapshot_seq,
+                settings,
+                sender,
+                stats,
+                router,
+                gauges,
+                link,
+            )
+        });
+        (arbiter, addr)
+    }
+
+    /// The incident store (faults, restarts, failed checks).
+    pub fn incidents(&self) -> &IncidentLog {
+        &self.inner.incidents
+    }
+
+    /// Commands refused because they made a shard panic twice.
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.inner.quarantine
+    }
+
+    /// The supervisor's settings.
+    pub fn supervisor_config(&self) -> &SupervisorConfig {
+        &self.inner.supervisor_config
+    }
+
+    /// Resolves with the reason once the supervisor escalates (a shard past its restart
+    /// intensity is left failed); never resolves otherwise.
+    pub async fn escalation(&self) -> String {
+        let mut receiver = self.inner.escalation.subscribe();
+        loop {
+            if let Some(reason) = receiver.borrow_and_update().clone() {
+                return reason;
+            }
+            if receiver.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The storage the engine writes, for the gateway's own column families (audit trail,
@@ -328,11 +430,19 @@ impl Engine {
         shard: u16,
         make: impl FnOnce(Reply<T>) -> ClientCmd,
     ) -> Result<T, CommandError> {
+        let mut generation = self.inner.slots[shard as usize].generation.subscribe();
         let (reply, answer) = oneshot::channel();
         self.call_untracked(shard, ShardMsg::Client(make(reply)))?;
-        answer.await.map_err(|_| {
-            CommandError::Unavailable(format!("shard {shard} restarted during the request"))
-        })?
+        // A shard replaced while this request waits (a panic, a hang) never answers it.
+        tokio::select! {
+            biased;
+            answer = answer => answer.map_err(|_| {
+                CommandError::Unavailable(format!("shard {shard} restarted during the request"))
+            })?,
+            _ = generation.changed() => Err(CommandError::Unavailable(format!(
+                "shard {shard} was replaced during the request"
+            ))),
+        }
     }
 
     pub async fn adjust_stock(
@@ -426,10 +536,20 @@ impl Engine {
     /// messages in (`enqueued`) against messages the shard has taken (`handled`).
     fn call_untracked(&self, shard: u16, msg: ShardMsg) -> Result<(), CommandError> {
         let slot = &self.inner.slots[shard as usize];
-        if slot.state.load(Ordering::SeqCst) != RUNNING {
-            return Err(CommandError::Unavailable(format!(
-                "shard {shard} is restarting"
-            )));
+        match slot.state.load(Ordering::SeqCst) {
+            RUNNING => {}
+            RESTARTING => {
+                return Err(CommandError::Unavailable(format!(
+                    "shard {shard} is restarting"
+                )))
+            }
+            _ => {
+                let reason = slot.failure.lock().expect("failure slot").clone();
+                return Err(CommandError::Unavailable(format!(
+                    "shard {shard} failed: {}",
+                    reason.as_deref().unwrap_or("stopped")
+                )));
+            }
         }
         let gauges = &slot.gauges;
         let depth = gauges
@@ -659,29 +779,211 @@ impl Engine {
             .collect()
     }
 
-    /// Stops one shard (flushing what it applied), rebuilds it from storage on a fresh
-    /// arbiter, and lets it finish any placement it had in flight. Other shards keep serving.
+    /// Rebuilds one shard from storage on a fresh arbiter, on request. A running shard first
+    /// flushes what it applied; a failed one (left failed past its restart intensity, or whose
+    /// rebuild failed) is brought back and its restart window cleared. Other shards keep
+    /// serving. Written as a `restart` incident.
     pub async fn restart_shard(&self, shard: u16) -> Result<(), CommandError> {
-        let inner = &self.inner;
-        let slot = inner
+        let slot = self
+            .inner
             .slots
             .get(shard as usize)
             .ok_or(CommandError::NotFound)?;
+        let was_running = if slot
+            .state
+            .compare_exchange(RUNNING, RESTARTING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            true
+        } else if slot
+            .state
+            .compare_exchange(FAILED, RESTARTING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            false
+        } else {
+            return Err(CommandError::InvalidTransition(format!(
+                "shard {shard} is already restarting"
+            )));
+        };
+        let at_us = crate::shard::now_us();
+        let how = if was_running {
+            Rebuild::Requested
+        } else {
+            Rebuild::AfterFault
+        };
+        let elapsed = self.rebuild(shard, how).await?;
+        slot.auto_restarts.lock().expect("restart window").clear();
+        let cleared = slot.failure.lock().expect("failure slot").take();
+        let detail = match cleared {
+            Some(reason) => format!("restart of the failed shard requested ({reason})"),
+            None => "restart requested".to_string(),
+        };
+        if let Err(error) = self.inner.incidents.record_recovered(
+            at_us,
+            &format!("shard/{shard}"),
+            "restart",
+            detail,
+            format!("rebuilt from storage in {} ms", elapsed.as_millis()),
+        ) {
+            tracing::error!(message = "Could not record an incident.", %error);
+        }
+        Ok(())
+    }
+
+    /// After a fault: rebuilds the shard unless it has been restarted `max_restarts` times
+    /// within `window_s`, in which case it is left failed and the supervisor escalates.
+    pub(crate) async fn auto_restart(&self, shard: u16, kind: &str, detail: String) {
+        let inner = &self.inner;
+        let slot = &inner.slots[shard as usize];
         if slot
             .state
             .compare_exchange(RUNNING, RESTARTING, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            return Err(CommandError::InvalidTransition(format!(
-                "shard {shard} is already restarting"
-            )));
+            return; // being restarted already, or failed
         }
-        let started = std::time::Instant::now();
-        let (done, stopped) = oneshot::channel();
-        inner.router.send(shard, ShardMsg::Stop { done });
-        let _ = stopped.await;
+        let component = format!("shard/{shard}");
+        let config = &inner.supervisor_config;
+        let window = Duration::from_secs(config.window_s.max(1));
+        let recent = {
+            let mut times = slot.auto_restarts.lock().expect("restart window");
+            let now = Instant::now();
+            while times
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > window)
+            {
+                times.pop_front();
+            }
+            times.len()
+        };
+        if recent >= config.max_restarts as usize {
+            let reason = format!(
+                "restart intensity exceeded: {recent} restarts within {} s (supervisor.max_restarts = {}), then {kind}",
+                window.as_secs(),
+                config.max_restarts
+            );
+            self.fail(shard, reason.clone());
+            self.record(
+                &component,
+                kind,
+                detail,
+                "not restarted: restart intensity exceeded",
+            );
+            self.record(
+                &component,
+                "escalation",
+                reason.clone(),
+                "shard left failed; /readyz answers 503; the process exits if supervisor.exit_on_escalation is set",
+            );
+            self.escalate(format!("shard {shard}: {reason}"));
+            return;
+        }
+        let incident = inner
+            .incidents
+            .record(
+                &component,
+                kind,
+                detail,
+                "shard rebuilt from storage on a fresh arbiter",
+            )
+            .map_err(|error| tracing::error!(message = "Could not record an incident.", %error))
+            .ok();
+        match self.rebuild(shard, Rebuild::AfterFault).await {
+            Ok(elapsed) => {
+                slot.auto_restarts
+                    .lock()
+                    .expect("restart window")
+                    .push_back(Instant::now());
+                if let Some(incident) = incident {
+                    if let Err(error) = inner.incidents.recovered(incident.id) {
+                        tracing::error!(message = "Could not close an incident.", %error);
+                    }
+                }
+                tracing::warn!(
+                    message = "Shard healed: rebuilt from storage after a fault.",
+                    shard,
+                    kind,
+                    elapsed_ms = elapsed.as_millis() as u64
+                );
+            }
+            Err(error) => {
+                let reason = format!("rebuild after {kind} failed: {error}");
+                self.record(
+                    &component,
+                    "escalation",
+                    reason.clone(),
+                    "shard left failed; /readyz answers 503; the process exits if supervisor.exit_on_escalation is set",
+                );
+                self.escalate(format!("shard {shard}: {reason}"));
+            }
+        }
+    }
+
+    fn record(&self, component: &str, kind: &str, detail: String, action: &str) {
+        if let Err(error) = self.inner.incidents.record(component, kind, detail, action) {
+            tracing::error!(message = "Could not record an incident.", %error);
+        }
+    }
+
+    /// Leaves a shard failed: its actor retired, requests refused with the reason.
+    fn fail(&self, shard: u16, reason: String) {
+        let slot = &self.inner.slots[shard as usize];
+        self.retire(shard);
+        tracing::error!(message = "Shard failed.", shard, %reason);
+        *slot.failure.lock().expect("failure slot") = Some(reason);
+        slot.state.store(FAILED, Ordering::SeqCst);
+    }
+
+    fn escalate(&self, reason: String) {
+        tracing::error!(message = "Supervisor escalates.", %reason);
+        self.inner.escalation.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Ends the life of a shard's current actor: its generation moves on (the log writer
+    /// refuses whatever the old actor still sends, the old actor stops at its next message,
+    /// and callers waiting on it get `unavailable` at once) and its arbiter is told to stop.
+    /// A stuck thread cannot be killed; it is left to finish and then exits.
+    fn retire(&self, shard: u16) {
+        let slot = &self.inner.slots[shard as usize];
+        let generation =
+            self.inner.writer_stats.generations[shard as usize].fetch_add(1, Ordering::SeqCst) + 1;
+        slot.generation.send_replace(generation);
         if let Some(old) = slot.arbiter.lock().expect("arbiter slot").take() {
             old.stop();
+        }
+    }
+
+    /// Replaces a shard (state `RESTARTING`, set by the caller) with one rebuilt from storage.
+    async fn rebuild(&self, shard: u16, how: Rebuild) -> Result<Duration, CommandError> {
+        let inner = &self.inner;
+        let slot = &inner.slots[shard as usize];
+        let started = Instant::now();
+        if let Rebuild::Requested = how {
+            let (done, stopped) = oneshot::channel();
+            inner.router.send(shard, ShardMsg::Stop { done });
+            let _ = stopped.await;
+        }
+        self.retire(shard);
+        // Everything the old actor handed the writer is written (or refused) once this
+        // barrier is through, so storage holds exactly what was acknowledged.
+        let (done, barrier) = oneshot::channel();
+        let sent = inner.writer_sender.send(WriterMsg::Raw {
+            writes: Vec::new(),
+            guard: None,
+            done: Box::new(move |_| {
+                let _ = done.send(());
+            }),
+        });
+        if sent.is_ok() {
+            let _ = barrier.await;
         }
         let storage = inner.storage.clone();
         let count = inner.shard_count;
@@ -692,51 +994,76 @@ impl Engine {
         let recovered = match rx.await {
             Ok(Ok(recovered)) => recovered,
             Ok(Err(error)) => {
-                tracing::error!(message = "Shard rebuild failed.", shard, %error);
-                slot.state.store(FAILED, Ordering::SeqCst);
-                return Err(CommandError::Unavailable(format!(
-                    "shard {shard} could not be rebuilt: {error}"
-                )));
+                let reason = format!("could not be rebuilt from storage: {error}");
+                self.fail(shard, reason.clone());
+                return Err(CommandError::Unavailable(format!("shard {shard} {reason}")));
             }
             Err(_) => {
-                slot.state.store(FAILED, Ordering::SeqCst);
+                self.fail(shard, "the rebuild thread died".into());
                 return Err(CommandError::Unavailable(
                     "shard rebuild thread died".into(),
                 ));
             }
         };
-        let arbiter = Arbiter::new();
-        let sender = inner.writer_sender.clone();
-        let stats = inner.writer_stats.clone();
-        let router = inner.router.clone();
-        let gauges = slot.gauges.clone();
-        let settings = inner.settings.clone();
-        let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_ctx| {
-            Shard::new(
-                recovered.data,
-                recovered.log_digest,
-                recovered.snapshot_seq,
-                settings,
-                sender,
-                stats,
-                router,
-                gauges,
-            )
-        });
+        let generation = inner.writer_stats.generations[shard as usize].load(Ordering::SeqCst);
+        let (arbiter, addr) = self.spawn_shard(shard, recovered, generation);
         inner.router.set(shard, addr);
         *slot.arbiter.lock().expect("arbiter slot") = Some(arbiter);
         // Requests queued in the old mailbox were answered `unavailable`; reset the depth.
-        let handled = slot.gauges.handled.load(Ordering::Relaxed);
-        slot.gauges.enqueued.store(handled, Ordering::Relaxed);
+        let gauges = &slot.gauges;
+        gauges
+            .enqueued
+            .store(gauges.handled.load(Ordering::Relaxed), Ordering::Relaxed);
+        gauges.heartbeat_seen.store(
+            gauges.heartbeat_sent.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
         inner.router.send(shard, ShardMsg::Recover);
         slot.restarts.fetch_add(1, Ordering::Relaxed);
         slot.state.store(RUNNING, Ordering::SeqCst);
         tracing::info!(
-            message = "Shard restarted from storage.",
+            message = "Shard rebuilt from storage.",
             shard,
+            generation,
             elapsed_ms = started.elapsed().as_millis() as u64
         );
-        Ok(())
+        Ok(started.elapsed())
+    }
+
+    /// The generation of a shard's current actor.
+    pub(crate) fn generation(&self, shard: u16) -> u64 {
+        self.inner.writer_stats.generations[shard as usize].load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_running(&self, shard: u16) -> bool {
+        self.inner.slots[shard as usize]
+            .state
+            .load(Ordering::SeqCst)
+            == RUNNING
+    }
+
+    /// Heartbeats sent to a shard and the last one it answered.
+    pub(crate) fn heartbeats(&self, shard: u16) -> (u64, u64) {
+        let g = &self.inner.slots[shard as usize].gauges;
+        (
+            g.heartbeat_sent.load(Ordering::SeqCst),
+            g.heartbeat_seen.load(Ordering::SeqCst),
+        )
+    }
+
+    pub(crate) fn send_heartbeat(&self, shard: u16, n: u64) {
+        self.inner.slots[shard as usize]
+            .gauges
+            .heartbeat_sent
+            .store(n, Ordering::SeqCst);
+        self.inner.router.send(shard, ShardMsg::Heartbeat { n });
+    }
+
+    pub(crate) fn mailbox_depth(&self, shard: u16) -> u64 {
+        let g = &self.inner.slots[shard as usize].gauges;
+        g.enqueued
+            .load(Ordering::Relaxed)
+            .saturating_sub(g.handled.load(Ordering::Relaxed))
     }
 
     /// `Ok` when every shard runs and storage accepts writes; else the reasons.
@@ -746,7 +1073,13 @@ impl Engine {
             match slot.state.load(Ordering::SeqCst) {
                 RUNNING => {}
                 RESTARTING => reasons.push(format!("shard {id} is restarting")),
-                _ => reasons.push(format!("shard {id} failed")),
+                _ => {
+                    let reason = slot.failure.lock().expect("failure slot").clone();
+                    reasons.push(format!(
+                        "shard {id} failed: {}",
+                        reason.as_deref().unwrap_or("stopped")
+                    ))
+                }
             }
         }
         if self.inner.writer_stats.failed.load(Ordering::SeqCst) {
@@ -773,13 +1106,29 @@ impl Engine {
     /// Flushes and stops every shard, then the log writer; storage closes when the last
     /// handle drops.
     pub async fn shutdown(&self) {
+        if let Some(supervisor) = self
+            .inner
+            .supervisor
+            .lock()
+            .expect("supervisor slot")
+            .take()
+        {
+            supervisor.stop();
+        }
         for (shard, slot) in self.inner.slots.iter().enumerate() {
             if slot.state.load(Ordering::SeqCst) == RUNNING {
                 let (done, stopped) = oneshot::channel();
                 self.inner
                     .router
                     .send(shard as u16, ShardMsg::Stop { done });
-                let _ = stopped.await;
+                // A stuck shard never answers; what it holds was never acknowledged.
+                let patience = self.inner.supervisor_config.heartbeat_timeout_ms.max(1000);
+                if tokio::time::timeout(Duration::from_millis(patience), stopped)
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(message = "Shard did not stop in time; leaving it.", shard);
+                }
                 slot.state.store(FAILED, Ordering::SeqCst);
             }
             if let Some(arbiter) = slot.arbiter.lock().expect("arbiter slot").take() {

@@ -6,15 +6,20 @@
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod failpoint;
+pub mod incident;
 pub mod log;
 pub mod shard;
 pub mod state;
 pub mod storage;
+pub mod supervisor;
 
 pub use domain::*;
 pub use engine::{recover_shard, Engine, EngineConfig, EngineError, LogCounters, Recovered};
+pub use incident::{Incident, IncidentLog};
 pub use log::Durability;
 pub use shard::ResealFn;
 pub use storage::memory::MemoryStorage;
 pub use storage::rocks::RocksStorage;
 pub use storage::Storage;
+pub use supervisor::SupervisorConfig;

@@ -38,14 +38,19 @@ pub enum WriterMsg {
     /// continuations (replies to reads).
     Batch {
         shard: u16,
+        /// The generation of the shard actor that sent it: a batch of a replaced actor is
+        /// refused (its continuations run with `false`).
+        generation: u64,
         first_seq: u64,
         last_seq: u64,
         value: Option<Vec<u8>>,
         continuations: Vec<Continuation>,
     },
-    /// Arbitrary writes (snapshots, control records), ordered with the batches.
+    /// Arbitrary writes (snapshots, control records), ordered with the batches. With a
+    /// `guard` of (shard, generation), refused like a batch of a replaced actor.
     Raw {
         writes: Vec<Write>,
+        guard: Option<(u16, u64)>,
         done: Continuation,
     },
     Stop,
@@ -61,6 +66,8 @@ pub struct WriterStats {
     pub failed: AtomicBool,
     /// Per shard: the last sequence number known durable.
     pub durable_seq: Vec<AtomicU64>,
+    /// Per shard: the generation of its current actor (moved on when the shard is replaced).
+    pub generations: Vec<AtomicU64>,
 }
 
 pub struct LogWriter {
@@ -84,6 +91,7 @@ impl LogWriter {
             events: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            generations: durable_seq.iter().map(|_| AtomicU64::new(0)).collect(),
             durable_seq: durable_seq.into_iter().map(AtomicU64::new).collect(),
         });
         let thread_stats = stats.clone();
@@ -132,6 +140,8 @@ fn run(
     let mut unsynced = false;
     let mut last_sync = Instant::now();
     let mut group: Vec<WriterMsg> = Vec::with_capacity(GROUP_MESSAGES_MAX);
+    // Per message of `group`: sent by a replaced shard actor, so refused.
+    let mut refused: Vec<bool> = Vec::with_capacity(GROUP_MESSAGES_MAX);
     loop {
         let first = if unsynced {
             match receiver.recv_timeout(flush_interval.saturating_sub(last_sync.elapsed())) {
@@ -167,7 +177,22 @@ fn run(
         let mut batches = 0u64;
         let mut events = 0u64;
         let mut bytes = 0u64;
+        refused.clear();
         for msg in group.iter_mut() {
+            let stale = match msg {
+                WriterMsg::Batch {
+                    shard, generation, ..
+                }
+                | WriterMsg::Raw {
+                    guard: Some((shard, generation)),
+                    ..
+                } => stats.generations[*shard as usize].load(Ordering::SeqCst) != *generation,
+                _ => false,
+            };
+            refused.push(stale);
+            if stale {
+                continue;
+            }
             match msg {
                 WriterMsg::Batch {
                     shard,
@@ -214,7 +239,8 @@ fn run(
                 }
             }
         };
-        for msg in group.drain(..) {
+        for (msg, stale) in group.drain(..).zip(refused.iter()) {
+            let ok = ok && !stale;
             match msg {
                 WriterMsg::Batch {
                     shard,
@@ -240,5 +266,67 @@ fn run(
             }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+
+    fn outcome() -> (Continuation, std::sync::mpsc::Receiver<bool>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (
+            Box::new(move |ok| {
+                let _ = tx.send(ok);
+            }),
+            rx,
+        )
+    }
+
+    #[test]
+    fn batches_and_snapshots_of_a_replaced_shard_actor_are_refused() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut writer = LogWriter::start(storage.clone(), Durability::Sync, 5, vec![0, 0]);
+        // Shard 1 is replaced: generation 0 is now stale.
+        writer.stats.generations[1].store(1, Ordering::SeqCst);
+        let batch = |shard: u16, generation: u64, done: Continuation| WriterMsg::Batch {
+            shard,
+            generation,
+            first_seq: 1,
+            last_seq: 1,
+            value: Some(vec![7]),
+            continuations: vec![done],
+        };
+        let (stale, stale_rx) = outcome();
+        let (fresh, fresh_rx) = outcome();
+        let (other, other_rx) = outcome();
+        let (snap, snap_rx) = outcome();
+        writer.sender.send(batch(1, 0, stale)).unwrap();
+        writer.sender.send(batch(1, 1, fresh)).unwrap();
+        writer.sender.send(batch(0, 0, other)).unwrap();
+        writer
+            .sender
+            .send(WriterMsg::Raw {
+                writes: vec![Write::Put {
+                    family: Family::Snap,
+                    key: shard_key(1, 1),
+                    value: vec![1],
+                }],
+                guard: Some((1, 0)),
+                done: snap,
+            })
+            .unwrap();
+        assert!(!stale_rx.recv().unwrap(), "stale batch refused");
+        assert!(fresh_rx.recv().unwrap(), "current generation written");
+        assert!(other_rx.recv().unwrap(), "other shards unaffected");
+        assert!(!snap_rx.recv().unwrap(), "stale snapshot refused");
+        writer.stop();
+        assert_eq!(
+            storage.get(Family::Log, &shard_key(1, 1)).unwrap(),
+            Some(vec![7])
+        );
+        assert_eq!(storage.get(Family::Snap, &shard_key(1, 1)).unwrap(), None);
+        assert_eq!(writer.stats.durable_seq[1].load(Ordering::SeqCst), 1);
     }
 }

@@ -3,6 +3,12 @@
 //!
 //! Invariant: a shard's state is touched only by its own thread. Every reply leaves through
 //! [`Shard::after_durable`], so no client sees state that a crash could take back.
+//!
+//! Every message is applied inside `catch_unwind`. A panic poisons the shard: it drops its
+//! unwritten batch (nothing in it was acknowledged; its waiters hear `unavailable`), reports
+//! a [`Fault`] to the supervisor and stops; the supervisor rebuilds it from storage. A shard
+//! whose generation has moved on (it was replaced while stuck) stops at its next message, and
+//! the log writer refuses anything it still sends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,9 +25,11 @@ use crate::domain::{
     ShipmentView, SnapshotTaken, StockView, ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
+use crate::failpoint;
 use crate::log::{Continuation, WriterMsg, WriterStats};
 use crate::state::{shard_of_sku, IdMap, IdemOutcome, ShardData};
 use crate::storage::{shard_key, Family, Write};
+use crate::supervisor::{panic_message, Fault, Quarantine};
 
 /// The reply channel of one client command.
 pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
@@ -77,6 +85,17 @@ pub struct ShardGauges {
     pub skus: AtomicU64,
     pub customers: AtomicU64,
     pub log_digest: AtomicU64,
+    /// The last heartbeat the supervisor sent, and the last one the shard answered.
+    pub heartbeat_sent: AtomicU64,
+    pub heartbeat_seen: AtomicU64,
+}
+
+/// A shard's ties to its supervisor.
+pub struct ShardLink {
+    /// This actor's generation; see `WriterStats::generations`.
+    pub generation: u64,
+    pub faults: tokio::sync::mpsc::Sender<Fault>,
+    pub quarantine: Arc<Quarantine>,
 }
 
 /// Client commands a shard serves.
@@ -193,6 +212,10 @@ pub enum ShardMsg {
     },
     /// Drive pending placements and check holds after (re)start.
     Recover,
+    /// From the supervisor: answered by recording `n` as seen.
+    Heartbeat {
+        n: u64,
+    },
     Flush,
     Tick,
     /// Flush, wait until everything submitted is durable, then stop.
@@ -286,6 +309,11 @@ pub struct Shard {
     events_since_snapshot: u64,
     last_snapshot_seq: u64,
     last_sweep: Instant,
+    link: ShardLink,
+    /// Set by a panic or by finding itself replaced: every later message is dropped.
+    poisoned: bool,
+    /// The client command being applied (its kind and fingerprint), for the fault report.
+    current: Option<(&'static str, u64)>,
 }
 
 pub fn now_us() -> i64 {
@@ -317,6 +345,7 @@ impl Shard {
         writer_stats: Arc<WriterStats>,
         router: Arc<Router>,
         gauges: Arc<ShardGauges>,
+        link: ShardLink,
     ) -> Shard {
         let seq = data.last_seq;
         let shard = Shard {
@@ -339,6 +368,9 @@ impl Shard {
             events_since_snapshot: seq - last_snapshot_seq,
             last_snapshot_seq,
             last_sweep: Instant::now(),
+            link,
+            poisoned: false,
+            current: None,
         };
         shard.publish_gauges();
         shard
@@ -433,6 +465,7 @@ impl Shard {
         };
         let msg = WriterMsg::Batch {
             shard: self.id,
+            generation: self.link.generation,
             first_seq: self.batch_first_seq,
             last_seq: self.data.last_seq,
             value,
@@ -465,6 +498,13 @@ impl Shard {
     }
 
     fn client(&mut self, cmd: ClientCmd) {
+        self.current = fingerprint(&cmd);
+        if let Some((kind, fingerprint)) = self.current {
+            if self.link.quarantine.contains(fingerprint) {
+                refuse(cmd, quarantined(kind, fingerprint));
+                return;
+            }
+        }
         match cmd {
             ClientCmd::AdjustStock {
                 sku,
@@ -472,6 +512,7 @@ impl Shard {
                 reason,
                 reply,
             } => {
+                failpoint::on_sku(&sku);
                 let result = self.adjust(sku, delta, reason);
                 self.after_durable(answer(reply, result));
             }
@@ -673,6 +714,14 @@ impl Shard {
         place: PlaceOrder,
         reply: Waiter,
     ) -> Option<(Waiter, Result<OrderId, CommandError>)> {
+        let fingerprint = place_fingerprint(&place);
+        self.current = Some(("place_order", fingerprint));
+        if self.link.quarantine.contains(fingerprint) {
+            return Some((reply, Err(quarantined("place_order", fingerprint))));
+        }
+        for line in &place.lines {
+            failpoint::on_sku(&line.sku);
+        }
         if let Some(idem) = &place.idempotency {
             if let Some(entry) = self.data.idempotency.get(idem.key.as_str()) {
                 if entry.hash != idem.request_hash {
@@ -1342,7 +1391,11 @@ impl Shard {
                 to: shard_key(self.id, self.last_snapshot_seq + 1),
             });
         }
-        let msg = WriterMsg::Raw { writes, done };
+        let msg = WriterMsg::Raw {
+            writes,
+            guard: Some((self.id, self.link.generation)),
+            done,
+        };
         let _ = self.writer.send(msg);
         tracing::info!(
             message = "Snapshot taken.",
@@ -1355,6 +1408,106 @@ impl Shard {
         self.events_since_snapshot = 0;
         SnapshotTaken { seq, pause_us }
     }
+}
+
+/// The error of a quarantined command.
+fn quarantined(kind: &str, fingerprint: u64) -> CommandError {
+    CommandError::Quarantined(format!(
+        "{kind} (command {fingerprint:016x}) made a shard panic twice and is refused; see GET /v1/ops/incidents"
+    ))
+}
+
+/// Answers a client command with an error without applying it.
+fn refuse(cmd: ClientCmd, error: CommandError) {
+    fn send<T>(reply: Reply<T>, error: CommandError) {
+        let _ = reply.send(Err(error));
+    }
+    match cmd {
+        ClientCmd::AdjustStock { reply, .. } | ClientCmd::GetStock { reply, .. } => {
+            send(reply, error)
+        }
+        ClientCmd::CreateCustomer { reply, .. } | ClientCmd::GetCustomer { reply, .. } => {
+            send(reply, error)
+        }
+        ClientCmd::Place { reply, .. }
+        | ClientCmd::GetOrder { reply, .. }
+        | ClientCmd::Cancel { reply, .. } => send(reply, error),
+        ClientCmd::PlaceBatch { reply, .. } => send(reply, error),
+        ClientCmd::ListOrders { reply, .. } | ClientCmd::OrdersBetween { reply, .. } => {
+            send(reply, error)
+        }
+        ClientCmd::Ship { reply, .. }
+        | ClientCmd::ShipmentEvent { reply, .. }
+        | ClientCmd::GetShipment { reply, .. } => send(reply, error),
+        ClientCmd::Sales { reply, .. } => send(reply, error),
+        ClientCmd::Reseal { reply, .. } | ClientCmd::StateDigest { reply, .. } => {
+            send(reply, error)
+        }
+        ClientCmd::Snapshot { reply } => send(reply, error),
+    }
+}
+
+fn hash_u64(seed: u64, value: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&value.to_le_bytes(), seed)
+}
+
+fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed)
+}
+
+/// Names a client command and hashes what identifies it (its kind and arguments, never who
+/// asks or when), so the same command sent again has the same fingerprint across restarts.
+/// `None` for commands that are not quarantined one by one: placements (fingerprinted per
+/// order in `place`), listings and the internal ones.
+fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
+    let (kind, bytes, number): (&'static str, &[u8], u64) = match cmd {
+        ClientCmd::AdjustStock { sku, delta, .. } => {
+            ("adjust_stock", sku.as_bytes(), *delta as u64)
+        }
+        ClientCmd::GetStock { sku, .. } => ("get_stock", sku.as_bytes(), 0),
+        // Personal data arrives sealed under a fresh nonce, so a repeat differs; the
+        // supervisor's restart intensity bounds a customer that keeps panicking.
+        ClientCmd::CreateCustomer { customer, .. } => {
+            ("create_customer", customer.email.as_bytes(), 0)
+        }
+        ClientCmd::GetCustomer { id, .. } => ("get_customer", &[], id.0),
+        ClientCmd::GetOrder { id, .. } => ("get_order", &[], id.0),
+        ClientCmd::Cancel { id, .. } => ("cancel_order", &[], id.0),
+        ClientCmd::Ship { shipment, .. } => {
+            ("ship", shipment.carrier.as_bytes(), shipment.order_id.0)
+        }
+        ClientCmd::ShipmentEvent { id, status, .. } => {
+            ("shipment_event", status.as_str().as_bytes(), id.0)
+        }
+        ClientCmd::GetShipment { id, .. } => ("get_shipment", &[], id.0),
+        ClientCmd::Sales { from_us, to_us, .. } => (
+            "sales_summary",
+            &[],
+            hash_u64(*from_us as u64, *to_us as u64),
+        ),
+        ClientCmd::OrdersBetween { from_us, to_us, .. } => (
+            "orders_between",
+            &[],
+            hash_u64(*from_us as u64, *to_us as u64),
+        ),
+        ClientCmd::Place { .. }
+        | ClientCmd::PlaceBatch { .. }
+        | ClientCmd::ListOrders { .. }
+        | ClientCmd::Reseal { .. }
+        | ClientCmd::Snapshot { .. }
+        | ClientCmd::StateDigest { .. } => return None,
+    };
+    let seed = hash_bytes(0, kind.as_bytes());
+    Some((kind, hash_u64(hash_bytes(seed, bytes), number)))
+}
+
+/// The fingerprint of one order: customer and lines (what decides how it is applied).
+fn place_fingerprint(place: &PlaceOrder) -> u64 {
+    let mut hash = hash_u64(hash_bytes(0, b"place_order"), place.customer_id.0);
+    for line in &place.lines {
+        hash = hash_u64(hash_bytes(hash, line.sku.as_bytes()), u64::from(line.qty));
+    }
+    hash
 }
 
 impl Actor for Shard {
@@ -1371,6 +1524,69 @@ impl Handler<ShardMsg> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: ShardMsg, ctx: &mut Context<Self>) {
+        if self.poisoned {
+            return; // dropped: a reply inside it answers `unavailable`
+        }
+        if self.writer_stats.generations[self.id as usize].load(Ordering::SeqCst)
+            != self.link.generation
+        {
+            tracing::warn!(
+                message = "Replaced shard actor woke up; it stops without writing anything.",
+                shard = self.id,
+                generation = self.link.generation
+            );
+            self.poison();
+            ctx.stop();
+            return;
+        }
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(msg, ctx)));
+        match applied {
+            Ok(()) => self.current = None,
+            Err(payload) => self.on_panic(payload, ctx),
+        }
+    }
+}
+
+impl Shard {
+    /// After a panic: the state may be half-changed, so nothing more is applied or written.
+    fn on_panic(&mut self, payload: Box<dyn std::any::Any + Send>, ctx: &mut Context<Self>) {
+        let message = panic_message(payload.as_ref());
+        let command = self.current.take();
+        tracing::error!(
+            message = "Shard panicked; it stops and the supervisor rebuilds it from storage.",
+            shard = self.id,
+            command = command.map(|(kind, _)| kind),
+            panic = %message
+        );
+        self.poison();
+        let fault = Fault::Panic {
+            shard: self.id,
+            generation: self.link.generation,
+            command,
+            message,
+        };
+        if let Err(error) = self.link.faults.try_send(fault) {
+            tracing::error!(message = "Could not report a shard fault.", shard = self.id, %error);
+        }
+        ctx.stop();
+    }
+
+    /// Drops everything not yet written: the batch, its continuations (answered `false`, so
+    /// their waiters hear `unavailable`), protocol messages waiting for it, and the waiters of
+    /// pending placements (the placements themselves are durable and finish after the rebuild).
+    fn poison(&mut self) {
+        self.poisoned = true;
+        self.batch.clear();
+        self.batch_events = 0;
+        self.outbox.clear();
+        for continuation in std::mem::take(&mut self.batch_continuations) {
+            continuation(false);
+        }
+        self.pending.clear();
+    }
+
+    fn dispatch(&mut self, msg: ShardMsg, ctx: &mut Context<Self>) {
         match msg {
             ShardMsg::Client(cmd) => {
                 self.gauges.handled.fetch_add(1, Ordering::Relaxed);
@@ -1398,6 +1614,10 @@ impl Handler<ShardMsg> for Shard {
             }
             ShardMsg::HoldCheck { from, orders } => self.hold_check(from, orders),
             ShardMsg::Recover => self.recover(),
+            ShardMsg::Heartbeat { n } => {
+                self.gauges.heartbeat_seen.store(n, Ordering::SeqCst);
+                return;
+            }
             ShardMsg::Flush => {
                 self.flush();
                 return;
@@ -1407,6 +1627,7 @@ impl Handler<ShardMsg> for Shard {
                 self.flush();
                 let _ = self.writer.send(WriterMsg::Batch {
                     shard: self.id,
+                    generation: self.link.generation,
                     first_seq: self.data.last_seq + 1,
                     last_seq: self.data.last_seq,
                     value: None,

@@ -49,6 +49,28 @@ pub struct Config {
     pub audit: AuditConfig,
     pub log: LogConfig,
     pub security: SecurityConfig,
+    pub supervisor: SupervisorSection,
+    pub incidents: IncidentsConfig,
+}
+
+/// The `[supervisor]` section: heartbeats, restart intensity and escalation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSection {
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub max_restarts: u32,
+    pub window_s: u64,
+    /// Exit non-zero after an escalation (for systemd's `Restart=on-failure`).
+    pub exit_on_escalation: bool,
+}
+
+/// The `[incidents]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsConfig {
+    /// Incidents kept in storage; the oldest are deleted past it.
+    pub retention_max: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -225,6 +247,21 @@ impl Config {
         if self.audit.scan_entries_max == 0 {
             return invalid("audit.scan_entries_max", "must be at least 1");
         }
+        if self.supervisor.heartbeat_interval_ms < 10 {
+            return invalid("supervisor.heartbeat_interval_ms", "must be at least 10");
+        }
+        if self.supervisor.heartbeat_timeout_ms < self.supervisor.heartbeat_interval_ms {
+            return invalid(
+                "supervisor.heartbeat_timeout_ms",
+                "must be at least supervisor.heartbeat_interval_ms",
+            );
+        }
+        if self.supervisor.window_s == 0 {
+            return invalid("supervisor.window_s", "must be at least 1");
+        }
+        if self.incidents.retention_max == 0 {
+            return invalid("incidents.retention_max", "must be at least 1");
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("{:?}: {error}", self.log.level));
         }
@@ -256,6 +293,13 @@ impl Config {
             snapshot_interval_events: self.engine.snapshot_interval_events,
             idempotency_retention_s: self.engine.idempotency_retention_s,
             pending_retry_ms: self.engine.pending_retry_ms,
+            supervisor: orderd_engine::SupervisorConfig {
+                heartbeat_interval_ms: self.supervisor.heartbeat_interval_ms,
+                heartbeat_timeout_ms: self.supervisor.heartbeat_timeout_ms,
+                max_restarts: self.supervisor.max_restarts,
+                window_s: self.supervisor.window_s,
+            },
+            incident_retention_max: self.incidents.retention_max,
         }
     }
 }

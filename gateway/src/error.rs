@@ -38,6 +38,9 @@ pub enum ApiError {
     UnknownCustomer,
     #[error("too many requests for this key; retry after a second")]
     RateLimited,
+    /// 422: the command made a shard panic twice and is refused (not retryable).
+    #[error("{0}")]
+    Quarantined(String),
     #[error("{detail}")]
     Unavailable {
         detail: String,
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::IdempotencyConflict => "idempotency_conflict",
             ApiError::UnknownCustomer => "unknown_customer",
             ApiError::RateLimited => "rate_limited",
+            ApiError::Quarantined(_) => "quarantined",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -101,6 +105,7 @@ impl ApiError {
             ApiError::IdempotencyConflict => "Idempotency conflict",
             ApiError::UnknownCustomer => "Unknown customer",
             ApiError::RateLimited => "Rate limited",
+            ApiError::Quarantined(_) => "Quarantined",
             ApiError::Unavailable { .. } => "Unavailable",
             ApiError::Internal(_) => "Internal error",
         }
@@ -163,6 +168,7 @@ impl From<CommandError> for ApiError {
                 detail,
                 reasons: None,
             },
+            CommandError::Quarantined(detail) => ApiError::Quarantined(detail),
         }
     }
 }
@@ -181,6 +187,7 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnknownCustomer => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Quarantined(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -126,6 +126,8 @@ pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/keys/rotate`.
 pub const OPS_KEYS_ROTATE: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `GET /v1/ops/incidents` (auditors may read incidents, API.md).
+pub const OPS_INCIDENTS_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
 /// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
 pub const KEYS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
 /// `GET /v1/audit`, `GET /v1/audit/verify`.
@@ -135,7 +137,7 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 15] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 16] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -146,6 +148,7 @@ mod tests {
         ("order cancel", ORDER_CANCEL),
         ("ops shards read", OPS_SHARDS_READ),
         ("ops shard restart", OPS_SHARD_RESTART),
+        ("ops incidents read", OPS_INCIDENTS_READ),
         ("shipment write", SHIPMENT_WRITE),
         ("shipment read", SHIPMENT_READ),
         ("analytics read", ANALYTICS_READ),
@@ -175,7 +178,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 15] = [
+        let expected: [(&str, &[Role]); 16] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -198,6 +201,7 @@ mod tests {
             ("order cancel", &[Admin, Frontend, Customer]),
             ("ops shards read", &[Admin, Operator]),
             ("ops shard restart", &[Admin, Operator]),
+            ("ops incidents read", &[Admin, Operator, Auditor]),
             ("shipment write", &[Admin, Logistics]),
             ("shipment read", &[Admin, Logistics, Operator]),
             ("analytics read", &[Admin, Analyst, Operator]),

@@ -53,6 +53,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shards = config.shard_count(),
         durability = ?config.storage.durability,
     );
+    if orderd_engine::failpoint::ENABLED {
+        tracing::warn!(
+            message = "This is a test build: failpoints are compiled in (SKUs named FAILPOINT-* make shards panic or hang). Never run it in production."
+        );
+    }
     if config.http.rate_limit_per_key_per_s > 0 {
         tracing::info!(
             message = "Per-key rate limit is on.",
@@ -160,6 +165,7 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
         AuditLog::start(engine.storage(), &config.audit).context("cannot open the audit trail")?,
     );
     let audit_at_exit = audit.clone();
+    let engine_at_exit = engine.clone();
     let engine = web::Data::new(engine);
     let vault = web::Data::from(vault);
     let body_limit_bytes = config.http.body_limit_bytes;
@@ -187,8 +193,29 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
         message = "The binary TCP protocol is not served in this version.",
         tcp_listen = %config.tcp.listen
     );
-    let served = server.run().await.context("HTTP server failed");
+    let server = server.run();
+    // Escalation: the supervisor gave up on a shard. With `exit_on_escalation` the server
+    // drains and the process exits non-zero, for the service manager to restart it.
+    let escalated = Arc::new(std::sync::Mutex::new(None::<String>));
+    if config.supervisor.exit_on_escalation {
+        let handle = server.handle();
+        let engine = engine_at_exit.clone();
+        let escalated = escalated.clone();
+        actix_web::rt::spawn(async move {
+            let reason = engine.escalation().await;
+            tracing::error!(
+                message = "Supervisor escalated; stopping so that the service manager restarts orderd.",
+                %reason
+            );
+            *escalated.lock().expect("escalation slot") = Some(reason);
+            handle.stop(true).await;
+        });
+    }
+    let served = server.await.context("HTTP server failed");
     // The audit writer holds storage: stop it so that RocksDB can close before exit.
     audit_at_exit.shutdown().await;
+    if let Some(reason) = escalated.lock().expect("escalation slot").take() {
+        return Err(anyhow::anyhow!("supervisor escalated: {reason}"));
+    }
     served
 }

@@ -114,6 +114,18 @@ pub fn shard(status: ShardStatus) -> ShardResponse {
     }
 }
 
+pub fn incident(incident: orderd_engine::Incident) -> orderd_proto::IncidentResponse {
+    orderd_proto::IncidentResponse {
+        id: incident.display_id(),
+        at: time(incident.at_us),
+        component: incident.component,
+        kind: incident.kind,
+        detail: incident.detail,
+        action: incident.action,
+        recovered_at: incident.recovered_at_us.map(time),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

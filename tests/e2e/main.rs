@@ -11,4 +11,5 @@ mod mass_assignment;
 mod pii;
 mod role_matrix;
 mod shard_restart;
+mod supervisor;
 mod support;

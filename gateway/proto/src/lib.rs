@@ -441,6 +441,48 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// One incident as `GET /v1/ops/incidents` shows it: a fault, its cause, and what the server did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IncidentResponse {
+    /// `inc_` and 16 hex digits; grows with time.
+    pub id: String,
+    /// RFC 3339 UTC: when the fault was found.
+    pub at: String,
+    /// What failed: `shard/3`, `inspection/disk`, `backup`, ...
+    pub component: String,
+    /// `panic`, `stuck`, `quarantine`, `escalation`, `restart`, `check_failed`, ...
+    pub kind: String,
+    /// The cause as found.
+    pub detail: String,
+    /// What the server did about it.
+    pub action: String,
+    /// RFC 3339 UTC: when the repair completed; null while open or when nothing heals it.
+    pub recovered_at: Option<String>,
+}
+
+/// Query of `GET /v1/ops/incidents`.
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsQuery {
+    /// RFC 3339: the first incidents found at or after this time. Without it, the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// 1–1000, 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
 /// Query of `GET /v1/audit`, kept as text like [`ListOrdersQuery`].
 #[derive(
     Clone,

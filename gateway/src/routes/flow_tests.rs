@@ -49,6 +49,7 @@ impl Fixture {
             snapshot_interval_events: 500_000,
             idempotency_retention_s: 86_400,
             pending_retry_ms: 500,
+            ..EngineConfig::new(dir.path().join("db"), SHARDS)
         })
         .unwrap();
         let vault = web::Data::new(

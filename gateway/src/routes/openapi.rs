@@ -38,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         super::analytics::orders_csv,
         super::ops::shards,
         super::ops::restart_shard,
+        super::ops::incidents,
         super::ops::rotate_keys,
         super::keys::create,
         super::keys::list,

@@ -1,15 +1,17 @@
-//! `GET /v1/ops/shards`, `POST /v1/ops/shards/{id}/restart` and `POST /v1/ops/keys/rotate`.
+//! `GET /v1/ops/shards`, `POST /v1/ops/shards/{id}/restart`, `GET /v1/ops/incidents` and
+//! `POST /v1/ops/keys/rotate`.
 
 use actix_web::{web, HttpResponse};
+use chrono::DateTime;
 use orderd_engine::Engine;
-use orderd_proto::{KeyRotationResponse, ShardRestartResponse};
+use orderd_proto::{IncidentsQuery, KeyRotationResponse, ShardRestartResponse};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{NoQuery, QueryParams};
 use crate::error::ApiError;
 use crate::vault::Vault;
-use crate::{roles, wire};
+use crate::{roles, validate, wire};
 
 #[utoipa::path(get, path = "/v1/ops/shards", tag = "ops",
     responses((status = 200, description = "Every shard", body = Vec<orderd_proto::ShardResponse>)),
@@ -62,6 +64,44 @@ pub async fn restart_shard(
         id,
         state: "restarting".to_string(),
     }))
+}
+
+/// Incidents, oldest first: the first `limit` found at or after `since`, or the newest `limit`.
+#[utoipa::path(get, path = "/v1/ops/incidents", tag = "ops",
+    params(orderd_proto::IncidentsQuery),
+    responses((status = 200, description = "Incidents, oldest first", body = Vec<orderd_proto::IncidentResponse>)),
+    security(("bearer" = [])))]
+pub async fn incidents(
+    caller: Caller,
+    query: QueryParams<IncidentsQuery>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_INCIDENTS_READ)?;
+    let query = query.get()?;
+    let since_us = match query.since.as_deref() {
+        Some(text) => Some(
+            DateTime::parse_from_rfc3339(text)
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "since",
+                        "since must be an RFC 3339 time, e.g. 2025-01-02T03:04:05Z",
+                    )
+                })?
+                .timestamp_micros(),
+        ),
+        None => None,
+    };
+    let limit = validate::limit(query.limit.as_deref())?;
+    let engine = engine.into_inner();
+    let incidents = web::block(move || engine.incidents().list(since_us, limit))
+        .await
+        .map_err(|error| ApiError::Internal(format!("incident read did not run: {error}")))?
+        .map_err(|error| ApiError::Unavailable {
+            detail: format!("cannot read incidents: {error}"),
+            reasons: None,
+        })?;
+    let items: Vec<_> = incidents.into_iter().map(wire::incident).collect();
+    Ok(HttpResponse::Ok().json(items))
 }
 
 /// 200: a new master key and a new data key; every data key re-wrapped under the new master
