@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use orderd_engine::{
     CustomerId, Durability, Engine, EngineConfig, LogCounters, NewCustomer, NewLine, PlaceOrder,
 };
@@ -96,6 +97,13 @@ struct Run {
     confirmed: u64,
     elapsed: Duration,
     log: LogCounters,
+    /// Per order: the round trip of the message that carried it (every order of a batch is
+    /// answered at once), in microseconds.
+    latency: Histogram<u64>,
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
 /// Drives `total` orders from `make(shard, i)` through `place_batch`, keeping
@@ -109,13 +117,14 @@ async fn drive(
     let next = Arc::new(AtomicU64::new(0));
     let confirmed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<actix_rt::task::JoinHandle<Histogram<u64>>> = Vec::new();
     for _ in 0..IN_FLIGHT_BATCHES {
         let engine = engine.clone();
         let next = next.clone();
         let confirmed = confirmed.clone();
         let make = make.clone();
         tasks.push(actix_rt::spawn(async move {
+            let mut latency = latency_histogram();
             loop {
                 let first = next.fetch_add(BATCH_ORDERS as u64, Ordering::Relaxed);
                 if first >= total {
@@ -133,18 +142,29 @@ async fn drive(
                     }
                     // The mailbox holds far more than the batches in flight: a refusal
                     // here is a bug, not load.
+                    let sent = Instant::now();
                     let results = engine
                         .place_batch(shard as u16, places)
                         .await
                         .expect("batch accepted");
+                    latency
+                        .record_n(
+                            (sent.elapsed().as_micros() as u64).max(1),
+                            results.len() as u64,
+                        )
+                        .expect("latency within bounds");
                     let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
                     confirmed.fetch_add(ok, Ordering::Relaxed);
                 }
             }
+            latency
         }));
     }
+    let mut latency = latency_histogram();
     for task in tasks {
-        task.await.expect("driver task");
+        latency
+            .add(task.await.expect("driver task"))
+            .expect("merge histograms");
     }
     let elapsed = started.elapsed();
     let after = engine.log_counters();
@@ -159,6 +179,7 @@ async fn drive(
             events: after.events - before.events,
             bytes: after.bytes - before.bytes,
         },
+        latency,
     }
 }
 
@@ -184,8 +205,11 @@ fn report(name: &str, run: &Run, base: Duration) {
     let rate = run.orders as f64 / secs;
     let base_rate = run.orders as f64 / base.as_secs_f64();
     println!(
-        "| {name} | {:.0} orders/s | {} of {} confirmed | {:.0} fsync/s | {:.0} events/batch | {:.0} events/fsync | {:.0} B/order | baseline raw RocksDB {:.0} orders-equivalent/s | engine/baseline {:.2} |",
+        "| {name} | {:.0} orders/s | p50/p99/p99.9 {:.1}/{:.1}/{:.1} ms | {} of {} confirmed | {:.0} fsync/s | {:.0} events/batch | {:.0} events/fsync | {:.0} B/order | baseline raw RocksDB {:.0} orders-equivalent/s | engine/baseline {:.2} |",
         rate,
+        run.latency.value_at_quantile(0.50) as f64 / 1000.0,
+        run.latency.value_at_quantile(0.99) as f64 / 1000.0,
+        run.latency.value_at_quantile(0.999) as f64 / 1000.0,
         run.confirmed,
         run.orders,
         run.log.syncs as f64 / secs,
@@ -276,6 +300,11 @@ fn main() {
                 batches: first.log.batches + second.log.batches,
                 events: first.log.events + second.log.events,
                 bytes: first.log.bytes + second.log.bytes,
+            },
+            latency: {
+                let mut latency = first.latency;
+                latency.add(&second.latency).expect("merge histograms");
+                latency
             },
         };
         let base_dir = tempfile::tempdir().expect("tempdir");

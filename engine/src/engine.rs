@@ -308,7 +308,7 @@ impl Engine {
             })
             .collect();
         let incidents = IncidentLog::open(storage.clone(), config.incident_retention_max)?;
-        let quarantine = Arc::new(Quarantine::load(storage.clone())?);
+        let quarantine = Arc::new(Quarantine::load(storage.as_ref())?);
         let (faults, fault_receiver) = mpsc::channel(FAULT_QUEUE_MAX);
         let writer_sender = writer.sender.clone();
         let writer_stats = writer.stats.clone();

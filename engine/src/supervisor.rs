@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -78,12 +78,11 @@ pub struct Quarantine {
     active: AtomicBool,
     set: RwLock<HashSet<u64>>,
     panics: Mutex<HashMap<u64, u32>>,
-    storage: Arc<dyn Storage>,
 }
 
 impl Quarantine {
     /// Loads the commands quarantined earlier (the quarantine survives restarts).
-    pub fn load(storage: Arc<dyn Storage>) -> Result<Quarantine, StorageError> {
+    pub fn load(storage: &dyn Storage) -> Result<Quarantine, StorageError> {
         let mut set = HashSet::new();
         let mut end = QUARANTINE_PREFIX.to_vec();
         *end.last_mut().expect("prefix") += 1;
@@ -97,7 +96,6 @@ impl Quarantine {
             active: AtomicBool::new(!set.is_empty()),
             set: RwLock::new(set),
             panics: Mutex::new(HashMap::new()),
-            storage,
         })
     }
 
@@ -116,6 +114,7 @@ impl Quarantine {
     /// `Some` is returned.
     fn note_panic(
         &self,
+        storage: &dyn Storage,
         command: &str,
         fingerprint: u64,
         message: &str,
@@ -139,7 +138,7 @@ impl Quarantine {
         key.extend_from_slice(&fingerprint.to_be_bytes());
         let mut value = vec![QUARANTINE_VERSION];
         value.extend(postcard::to_stdvec(&entry).expect("a quarantine entry encodes"));
-        self.storage.write(
+        storage.write(
             vec![Write::Put {
                 family: Family::Control,
                 key,
@@ -236,7 +235,11 @@ async fn handle_fault(engine: &Engine, fault: Fault) {
                 None => format!("a protocol message panicked: {message}"),
             };
             if let Some((kind, fingerprint)) = command {
-                match engine.quarantine().note_panic(kind, fingerprint, &message) {
+                let storage = engine.storage();
+                match engine
+                    .quarantine()
+                    .note_panic(storage.as_ref(), kind, fingerprint, &message)
+                {
                     Ok(Some(entry)) => {
                         let _ = engine.incidents().record_recovered(
                             entry.at_us,
