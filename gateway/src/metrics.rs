@@ -82,6 +82,10 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let handle = build_recorder();
         describe();
+        // Every outcome from the start, so that rate() and ratios see 0 rather than no series.
+        for outcome in ORDER_OUTCOMES {
+            metrics::counter!(ORDERS_TOTAL, "outcome" => *outcome).absolute(0);
+        }
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("orderd-metrics".into())
@@ -221,6 +225,9 @@ pub async fn record_request(
     record_latency(elapsed);
     result
 }
+
+/// Every `outcome` of `orderd_orders_total`.
+pub const ORDER_OUTCOMES: &[&str] = &["placed", "insufficient_stock", "rejected", "unavailable"];
 
 /// `outcome` label of `orderd_orders_total` for the answer of one placement request.
 pub fn order_outcome<T>(result: &Result<T, ApiError>) -> &'static str {
