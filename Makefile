@@ -18,6 +18,11 @@ deps:
 		echo "Installing libclang-dev (needed to build RocksDB)..." >&2; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev; \
 	fi
+	@# promtool (Debian package `prometheus`) checks /metrics and the alert rules in the e2e tests.
+	@if ! command -v promtool >/dev/null 2>&1; then \
+		echo "Installing prometheus (for promtool)..." >&2; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
 
 build: deps
 	cargo build $(PROFILE) --bin orderd

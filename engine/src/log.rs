@@ -4,7 +4,8 @@
 //! Shards never wait for an fsync. They hand finished batches (and the continuations that send
 //! their replies) to this thread through a bounded queue; it takes everything queued, writes it
 //! as one RocksDB write batch (`sync=true` in `sync` durability), and only then runs the
-//! continuations, in submission order.
+//! continuations, in submission order. Per group commit (never per event) it records the fsync
+//! time and the events written through the `metrics` facade.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,14 @@ pub enum Durability {
     /// nothing, a machine crash may lose that window.
     Async,
 }
+
+/// Histogram of the time one fsync takes, in seconds: the synced group write (write + fsync)
+/// in `sync` durability, the periodic `sync` in `async` durability. Recorded once per group
+/// commit through the `metrics` facade (a no-op until a recorder is installed); the gateway
+/// sets its buckets.
+pub const FSYNC_DURATION_SECONDS_METRIC: &str = "orderd_log_fsync_duration_seconds";
+/// Histogram of the events written by one group commit (all shards' batches in it).
+pub const BATCH_EVENTS_METRIC: &str = "orderd_log_batch_events";
 
 /// Maximum messages taken into one group commit.
 pub const GROUP_MESSAGES_MAX: usize = 4096;
@@ -156,7 +165,11 @@ fn run(
             }
         };
         if unsynced && last_sync.elapsed() >= flush_interval {
-            if let Err(error) = storage.sync() {
+            let sync_started = Instant::now();
+            let synced = storage.sync();
+            metrics::histogram!(FSYNC_DURATION_SECONDS_METRIC)
+                .record(sync_started.elapsed().as_secs_f64());
+            if let Err(error) = synced {
                 tracing::error!(message = "Failed to sync the log.", %error);
                 stats.failed.store(true, Ordering::SeqCst);
             }
@@ -219,11 +232,18 @@ fn run(
         let ok = if writes.is_empty() {
             !stats.failed.load(Ordering::SeqCst)
         } else {
-            match storage.write(writes, sync) {
+            let write_started = Instant::now();
+            let written = storage.write(writes, sync);
+            let write_s = write_started.elapsed().as_secs_f64();
+            match written {
                 Ok(()) => {
                     stats.writes.fetch_add(1, Ordering::Relaxed);
+                    if events > 0 {
+                        metrics::histogram!(BATCH_EVENTS_METRIC).record(events as f64);
+                    }
                     if sync {
                         stats.syncs.fetch_add(1, Ordering::Relaxed);
+                        metrics::histogram!(FSYNC_DURATION_SECONDS_METRIC).record(write_s);
                     } else {
                         unsynced = true;
                     }

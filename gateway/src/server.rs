@@ -45,6 +45,8 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
 /// Must be called inside an actix system (`#[actix_web::main]`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_tracing(&config)?;
+    // Before the engine opens, so that the log writer's first group commits are recorded.
+    crate::metrics::handle();
     let data_dir = config.storage.data_dir.clone();
     tracing::info!(
         message = "Starting orderd.",
@@ -178,6 +180,8 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
             .app_data(audit.clone())
             .wrap(middleware::from_fn(audit::record_refusals))
             .wrap(error::problem_fallback())
+            // Outermost: times everything, refusals and fallbacks included.
+            .wrap(middleware::from_fn(crate::metrics::record_request))
             .configure(|cfg| routes::configure(cfg, body_limit_bytes))
     })
     .workers(config.http_workers())

@@ -8,6 +8,7 @@ mod crash;
 mod keys;
 mod logistics;
 mod mass_assignment;
+mod metrics;
 mod pii;
 mod role_matrix;
 mod shard_restart;

@@ -44,6 +44,7 @@ const ADMINS: &[&str] = &["admin"];
 const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
     ("GET", "/livez", None, 200),
     ("GET", "/readyz", None, 200),
+    ("GET", "/metrics", None, 200),
     ("GET", "/v1/openapi.json", None, 200),
     ("GET", "/v1/stock/{sku}", Some(STOCK_READERS), 200),
     (
@@ -352,7 +353,7 @@ impl Fixtures {
     /// objects for mutations.
     fn call(&self, method: &str, template: &str, owner: &str) -> Call {
         match (method, template) {
-            ("GET", "/livez" | "/readyz" | "/v1/openapi.json") => Call::read(template),
+            ("GET", "/livez" | "/readyz" | "/metrics" | "/v1/openapi.json") => Call::read(template),
             ("GET", "/v1/stock/{sku}") => Call::read(format!("/v1/stock/{}", self.sku)),
             ("POST", "/v1/stock/{sku}/adjustments") => Call {
                 path: format!("/v1/stock/{}/adjustments", self.adjusted_sku),

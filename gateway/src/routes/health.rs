@@ -1,10 +1,12 @@
-//! `GET /livez` and `GET /readyz`: no key needed.
+//! `GET /livez`, `GET /readyz` and `GET /metrics`: no key needed.
 
 use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::HealthResponse;
 
+use crate::audit::AuditLog;
 use crate::error::ApiError;
+use crate::metrics;
 
 /// 200 while the process serves requests.
 #[utoipa::path(get, path = "/livez", tag = "health",
@@ -35,4 +37,18 @@ pub async fn readyz(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError>
             reasons: Some(reasons),
         }),
     }
+}
+
+/// Every `orderd_` metric in the Prometheus text format 0.0.4 (see `docs/OPERATIONS.md`,
+/// "Metrics").
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4: names start with `orderd_`, latencies are histograms (`_bucket` series), counters end in `_total`", body = String, content_type = "text/plain")))]
+pub async fn metrics(
+    engine: web::Data<Engine>,
+    audit: Option<web::Data<AuditLog>>,
+) -> HttpResponse {
+    let text = metrics::render(&engine, audit.as_ref().map(|audit| audit.get_ref())).await;
+    HttpResponse::Ok()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(text)
 }

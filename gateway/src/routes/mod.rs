@@ -30,6 +30,7 @@ use crate::error::ApiError;
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/livez"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/stock/{sku}"),
     ("POST", "/v1/stock/{sku}/adjustments"),
@@ -60,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
     body::configure_extractors(cfg, body_limit_bytes);
     cfg.service(web::resource("/livez").route(web::get().to(health::livez)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(health::metrics)))
         .service(web::resource("/v1/openapi.json").route(web::get().to(openapi::openapi_json)))
         .service(web::resource("/v1/stock/{sku}").route(web::get().to(stock::get)))
         .service(web::resource("/v1/stock/{sku}/adjustments").route(web::post().to(stock::adjust)))

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         super::health::livez,
         super::health::readyz,
+        super::health::metrics,
         openapi_json,
         super::stock::get,
         super::stock::adjust,

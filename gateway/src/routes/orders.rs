@@ -13,6 +13,7 @@ use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
+use crate::metrics;
 use crate::vault::Vault;
 use crate::{roles, validate, wire};
 
@@ -59,6 +60,21 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     ),
     security(("bearer" = [])))]
 pub async fn place(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    req: HttpRequest,
+    body: RawBody,
+    vault: web::Data<Vault>,
+    engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    let answer = place_order(caller, query, req, body, vault, engine, audit).await;
+    metrics::record_order(&answer);
+    answer
+}
+
+/// `POST /v1/orders` once the key is known; [`place`] counts its outcome.
+async fn place_order(
     caller: Caller,
     query: QueryParams<NoQuery>,
     req: HttpRequest,
