@@ -285,6 +285,12 @@ pub async fn render(engine: &Engine, audit: Option<&AuditLog>) -> String {
         };
         metrics::gauge!(SHARD_UP, "shard" => id).set(up);
     }
+    let incidents = engine.incidents().counts();
+    let incidents: Vec<(&str, &str, u64)> = incidents
+        .iter()
+        .map(|(component, kind, count)| (component.as_str(), kind.as_str(), *count))
+        .collect();
+    set_incident_counts(&incidents);
     let log = engine.log_counters();
     metrics::counter!(LOG_SYNCS_TOTAL).absolute(log.syncs);
     metrics::counter!(LOG_BYTES_TOTAL).absolute(log.bytes);

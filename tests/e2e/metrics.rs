@@ -336,6 +336,15 @@ fn metrics_count_what_happened_and_pass_promtool() {
         must(&samples, "orderd_shard_restarts_total", &[("shard", "0")]),
         0.0
     );
+    // The restart is an incident too (component class and kind only, never an id).
+    assert_eq!(
+        must(
+            &samples,
+            "orderd_incidents_total",
+            &[("component", "shard"), ("kind", "restart")]
+        ),
+        1.0
+    );
     let orders_held: f64 = samples
         .iter()
         .filter(|s| s.name == "orderd_shard_orders")
