@@ -77,7 +77,9 @@ pub enum EngineError {
     Config(String),
 }
 
-const SHARD_COUNT_KEY: &[u8] = b"engine/shard_count";
+/// Key in `control` of the shard count the data was written with; present from the first start
+/// on (the inspection reads it to prove storage answers).
+pub const SHARD_COUNT_KEY: &[u8] = b"engine/shard_count";
 
 /// A shard's state as rebuilt from storage.
 pub struct Recovered {
@@ -1082,7 +1084,7 @@ impl Engine {
                 }
             }
         }
-        if self.inner.writer_stats.failed.load(Ordering::SeqCst) {
+        if self.storage_writes_failing() {
             reasons.push("storage writes are failing".to_string());
         }
         if reasons.is_empty() {
@@ -1090,6 +1092,12 @@ impl Engine {
         } else {
             Err(reasons)
         }
+    }
+
+    /// True while the log writer's last write failed ("storage writes are failing" in
+    /// [`Engine::readiness`]).
+    pub fn storage_writes_failing(&self) -> bool {
+        self.inner.writer_stats.failed.load(Ordering::SeqCst)
     }
 
     pub fn log_counters(&self) -> LogCounters {

@@ -51,6 +51,41 @@ pub struct Config {
     pub security: SecurityConfig,
     pub supervisor: SupervisorSection,
     pub incidents: IncidentsConfig,
+    pub inspection: InspectionConfig,
+}
+
+/// The `[inspection]` section: the health inspection's schedule and thresholds
+/// (`GET /v1/ops/inspection`, `docs/OPERATIONS.md` "Health inspection").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectionConfig {
+    /// Seconds between scheduled inspections.
+    pub interval_s: u64,
+    /// Seconds from start to the first scheduled inspection.
+    pub first_run_delay_s: u64,
+    /// Window over which the process's CPU use is measured.
+    pub cpu_sample_ms: u64,
+    /// Process CPU use, percent of all cores.
+    pub cpu_warn_percent: u32,
+    pub cpu_fail_percent: u32,
+    /// System memory in use (MemTotal − MemAvailable), percent.
+    pub memory_warn_percent: u32,
+    pub memory_fail_percent: u32,
+    /// Free space of the data (and backup) filesystem, percent: at or below warns / fails.
+    pub disk_free_warn_percent: u32,
+    pub disk_free_fail_percent: u32,
+    /// RocksDB's estimate of bytes still to compact, summed over column families.
+    pub pending_compaction_warn_bytes: u64,
+    /// A shard mailbox this full, percent of `engine.mailbox_capacity`, warns.
+    pub mailbox_warn_percent: u32,
+    /// How long a connection to a listener may take before the listener counts as down.
+    pub listener_connect_timeout_ms: u64,
+    /// p99 of HTTP request latency since start, milliseconds: at or above warns / fails.
+    pub latency_p99_warn_ms: u64,
+    pub latency_p99_fail_ms: u64,
+    /// Age of the newest backup.
+    pub backup_age_warn_s: u64,
+    pub backup_age_fail_s: u64,
 }
 
 /// The `[supervisor]` section: heartbeats, restart intensity and escalation.
@@ -262,8 +297,83 @@ impl Config {
         if self.incidents.retention_max == 0 {
             return invalid("incidents.retention_max", "must be at least 1");
         }
+        self.validate_inspection()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("{:?}: {error}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The `[inspection]` keys: percents up to 100, warn before fail, a schedule that runs.
+    fn validate_inspection(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, detail: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                detail: detail.into(),
+            })
+        }
+        let i = &self.inspection;
+        if i.interval_s == 0 {
+            return invalid("inspection.interval_s", "must be at least 1");
+        }
+        if !(10..=10_000).contains(&i.cpu_sample_ms) {
+            return invalid("inspection.cpu_sample_ms", "must be 10..=10000");
+        }
+        if i.listener_connect_timeout_ms == 0 {
+            return invalid(
+                "inspection.listener_connect_timeout_ms",
+                "must be at least 1",
+            );
+        }
+        for (key, percent) in [
+            ("inspection.cpu_warn_percent", i.cpu_warn_percent),
+            ("inspection.cpu_fail_percent", i.cpu_fail_percent),
+            ("inspection.memory_warn_percent", i.memory_warn_percent),
+            ("inspection.memory_fail_percent", i.memory_fail_percent),
+            (
+                "inspection.disk_free_warn_percent",
+                i.disk_free_warn_percent,
+            ),
+            (
+                "inspection.disk_free_fail_percent",
+                i.disk_free_fail_percent,
+            ),
+            ("inspection.mailbox_warn_percent", i.mailbox_warn_percent),
+        ] {
+            if percent > 100 {
+                return invalid(key, "must be a percent, 0..=100");
+            }
+        }
+        if i.cpu_warn_percent > i.cpu_fail_percent {
+            return invalid(
+                "inspection.cpu_warn_percent",
+                "must be at most inspection.cpu_fail_percent",
+            );
+        }
+        if i.memory_warn_percent > i.memory_fail_percent {
+            return invalid(
+                "inspection.memory_warn_percent",
+                "must be at most inspection.memory_fail_percent",
+            );
+        }
+        // Free space: less is worse, so the warning comes at the higher figure.
+        if i.disk_free_warn_percent < i.disk_free_fail_percent {
+            return invalid(
+                "inspection.disk_free_warn_percent",
+                "must be at least inspection.disk_free_fail_percent",
+            );
+        }
+        if i.latency_p99_warn_ms > i.latency_p99_fail_ms {
+            return invalid(
+                "inspection.latency_p99_warn_ms",
+                "must be at most inspection.latency_p99_fail_ms",
+            );
+        }
+        if i.backup_age_warn_s > i.backup_age_fail_s {
+            return invalid(
+                "inspection.backup_age_warn_s",
+                "must be at most inspection.backup_age_fail_s",
+            );
         }
         Ok(())
     }
@@ -372,6 +482,58 @@ mod tests {
             c.security.master_key_file,
             PathBuf::from("./orderd-master.key")
         );
+        let i = &c.inspection;
+        assert_eq!(i.interval_s, 86_400);
+        assert_eq!(i.first_run_delay_s, 60);
+        assert_eq!(i.cpu_sample_ms, 200);
+        assert_eq!((i.cpu_warn_percent, i.cpu_fail_percent), (80, 95));
+        assert_eq!((i.memory_warn_percent, i.memory_fail_percent), (85, 95));
+        assert_eq!(
+            (i.disk_free_warn_percent, i.disk_free_fail_percent),
+            (15, 5)
+        );
+        assert_eq!(i.pending_compaction_warn_bytes, 17_179_869_184);
+        assert_eq!(i.mailbox_warn_percent, 80);
+        assert_eq!(i.listener_connect_timeout_ms, 1000);
+        assert_eq!(
+            (i.backup_age_warn_s, i.backup_age_fail_s),
+            (93_600, 180_000)
+        );
+    }
+
+    #[test]
+    fn inspection_thresholds_must_be_percents_in_order() {
+        for (toml, key) in [
+            ("cpu_fail_percent = 101", "inspection.cpu_fail_percent"),
+            (
+                "memory_warn_percent = 99\nmemory_fail_percent = 90",
+                "inspection.memory_warn_percent",
+            ),
+            (
+                "disk_free_warn_percent = 5\ndisk_free_fail_percent = 10",
+                "inspection.disk_free_warn_percent",
+            ),
+            ("interval_s = 0", "inspection.interval_s"),
+            (
+                "backup_age_warn_s = 10\nbackup_age_fail_s = 5",
+                "inspection.backup_age_warn_s",
+            ),
+        ] {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            writeln!(file, "[inspection]\n{toml}").unwrap();
+            let text = Config::load_with_env(Some(file.path()), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(key), "{toml}: {text}");
+        }
+        // Forcing a check to fail, as the e2e tests do, is valid.
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[inspection]\ndisk_free_warn_percent = 100\ndisk_free_fail_percent = 100"
+        )
+        .unwrap();
+        Config::load_with_env(Some(file.path()), no_env()).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod inspection;
 pub mod metrics;
 pub mod roles;
 pub mod routes;

@@ -126,6 +126,8 @@ pub const OPS_SHARDS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/keys/rotate`.
 pub const OPS_KEYS_ROTATE: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `GET /v1/ops/inspection`.
+pub const OPS_INSPECTION_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `GET /v1/ops/incidents` (auditors may read incidents, API.md).
 pub const OPS_INCIDENTS_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
 /// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
@@ -137,7 +139,7 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 16] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 17] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -149,6 +151,7 @@ mod tests {
         ("ops shards read", OPS_SHARDS_READ),
         ("ops shard restart", OPS_SHARD_RESTART),
         ("ops incidents read", OPS_INCIDENTS_READ),
+        ("ops inspection read", OPS_INSPECTION_READ),
         ("shipment write", SHIPMENT_WRITE),
         ("shipment read", SHIPMENT_READ),
         ("analytics read", ANALYTICS_READ),
@@ -178,7 +181,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 16] = [
+        let expected: [(&str, &[Role]); 17] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -202,6 +205,7 @@ mod tests {
             ("ops shards read", &[Admin, Operator]),
             ("ops shard restart", &[Admin, Operator]),
             ("ops incidents read", &[Admin, Operator, Auditor]),
+            ("ops inspection read", &[Admin, Operator]),
             ("shipment write", &[Admin, Logistics]),
             ("shipment read", &[Admin, Logistics, Operator]),
             ("analytics read", &[Admin, Analyst, Operator]),
@@ -221,6 +225,7 @@ mod tests {
         // Spot checks of what must never be allowed.
         assert!(!STOCK_ADJUST.contains(Frontend));
         assert!(!OPS_SHARD_RESTART.contains(Auditor));
+        assert!(!OPS_INSPECTION_READ.contains(Auditor));
         assert!(!ORDER_READ.contains(Auditor));
         assert!(!STOCK_READ.contains(Customer));
     }

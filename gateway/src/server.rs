@@ -16,6 +16,7 @@ use crate::audit::{self, AuditLog};
 use crate::auth::{Auth, KeyStore, RateLimiter};
 use crate::config::{Config, LogFormat};
 use crate::error;
+use crate::inspection::{self, Inspector};
 use crate::routes;
 use crate::vault::{MasterKeySource, Vault};
 
@@ -168,6 +169,8 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
     );
     let audit_at_exit = audit.clone();
     let engine_at_exit = engine.clone();
+    let inspector = web::Data::new(Inspector::new(config, engine.clone()));
+    let inspector_for_schedule = inspector.clone().into_inner();
     let engine = web::Data::new(engine);
     let vault = web::Data::from(vault);
     let body_limit_bytes = config.http.body_limit_bytes;
@@ -178,6 +181,7 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
             .app_data(engine.clone())
             .app_data(vault.clone())
             .app_data(audit.clone())
+            .app_data(inspector.clone())
             .wrap(middleware::from_fn(audit::record_refusals))
             .wrap(error::problem_fallback())
             // Outermost: times everything, refusals and fallbacks included.
@@ -193,6 +197,7 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
     for addr in server.addrs() {
         tracing::info!(message = "listening", %addr, protocol = "http");
     }
+    inspector_for_schedule.set_http_addrs(server.addrs());
     tracing::info!(
         message = "The binary TCP protocol is not served in this version.",
         tcp_listen = %config.tcp.listen
@@ -215,7 +220,10 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
             handle.stop(true).await;
         });
     }
+    let schedule = inspection::Schedule::start(inspector_for_schedule);
     let served = server.await.context("HTTP server failed");
+    // A scheduled inspection in progress finishes (its incident writes need storage) first.
+    schedule.stop().await;
     // The audit writer holds storage: stop it so that RocksDB can close before exit.
     audit_at_exit.shutdown().await;
     if let Some(reason) = escalated.lock().expect("escalation slot").take() {

@@ -5,6 +5,7 @@ mod api_basics;
 mod audit;
 mod concurrency;
 mod crash;
+mod inspection;
 mod keys;
 mod logistics;
 mod mass_assignment;

@@ -82,6 +82,7 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
         Some(&["admin", "operator", "auditor"]),
         200,
     ),
+    ("GET", "/v1/ops/inspection", Some(OPERATORS), 200),
     ("POST", "/v1/ops/keys/rotate", Some(OPERATORS), 200),
     ("POST", "/v1/keys", Some(ADMINS), 201),
     ("GET", "/v1/keys", Some(ADMINS), 200),
@@ -438,7 +439,9 @@ impl Fixtures {
                 Call::read(format!("/v1/shipments/{shipment}"))
             }
             ("GET", "/v1/analytics/summary" | "/v1/analytics/orders.csv") => Call::read(template),
-            ("GET", "/v1/ops/shards" | "/v1/ops/incidents") => Call::read(template),
+            ("GET", "/v1/ops/shards" | "/v1/ops/incidents" | "/v1/ops/inspection") => {
+                Call::read(template)
+            }
             ("POST", "/v1/ops/shards/{id}/restart") => Call {
                 path: "/v1/ops/shards/0/restart".into(),
                 body: None,

@@ -77,6 +77,19 @@ pub fn parse_shard_key(key: &[u8]) -> Option<(u16, u64)> {
 /// A stored key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// Health figures of a store, for the gateway's inspection (`GET /v1/ops/inspection`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageHealth {
+    /// Writes are stopped (RocksDB `rocksdb.is-write-stopped`): every write waits.
+    pub write_stopped: bool,
+    /// Rate writes are slowed to, bytes per second; 0 when they are not slowed
+    /// (`rocksdb.actual-delayed-write-rate`).
+    pub delayed_write_rate_bytes_per_s: u64,
+    /// Bytes compaction still has to rewrite, summed over every family
+    /// (`rocksdb.estimate-pending-compaction-bytes`).
+    pub pending_compaction_bytes: u64,
+}
+
 /// What the engine needs from storage. Implementations are shared by all shard threads and
 /// the log writer thread.
 pub trait Storage: Send + Sync + 'static {
@@ -98,6 +111,10 @@ pub trait Storage: Send + Sync + 'static {
     /// the files on disk (used after re-sealing personal data).
     fn compact(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+    /// The store's health figures; `None` when the implementation has none (in memory).
+    fn health(&self) -> Result<Option<StorageHealth>, StorageError> {
+        Ok(None)
     }
     /// The last `(key, value)` with `from <= key < to`.
     fn last_in(

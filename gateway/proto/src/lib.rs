@@ -460,6 +460,49 @@ pub struct IncidentResponse {
     pub recovered_at: Option<String>,
 }
 
+/// Answer of `GET /v1/ops/inspection` (200, whatever the outcome: the report is the answer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InspectionResponse {
+    /// The worst status of any check: `pass`, `warn` or `fail`.
+    pub overall: String,
+    /// Every check, in a fixed order: `cpu`, `memory`, `disk`, `storage`, `listeners`,
+    /// `shards`, `backup_age`, `backup_verified`.
+    pub checks: Vec<InspectionCheck>,
+    /// RFC 3339 UTC: when this inspection ran.
+    pub at: String,
+    /// How long it took, in milliseconds (the CPU check measures over a window).
+    pub duration_ms: u64,
+    /// The newest scheduled inspection; null before the first one.
+    pub last_scheduled: Option<ScheduledInspection>,
+}
+
+/// One check of an inspection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InspectionCheck {
+    /// `cpu`, `memory`, `disk`, `storage`, `listeners`, `shards`, `backup_age`,
+    /// `backup_verified`.
+    pub name: String,
+    /// `pass`, `warn` or `fail`.
+    pub status: String,
+    /// What was read and the thresholds it was judged against, in words.
+    pub detail: String,
+    /// The check's main reading (its unit is named in `detail`), or null when there is none.
+    pub value: Option<f64>,
+}
+
+/// Summary of the newest scheduled inspection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScheduledInspection {
+    /// RFC 3339 UTC: when it ran.
+    pub at: String,
+    /// `pass`, `warn` or `fail`.
+    pub overall: String,
+    /// Names of the checks that failed (each wrote or kept open an incident).
+    pub failed: Vec<String>,
+    /// Names of the checks that warned.
+    pub warned: Vec<String>,
+}
+
 /// Query of `GET /v1/ops/incidents`.
 #[derive(
     Clone,

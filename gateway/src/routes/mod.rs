@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ops/shards"),
     ("POST", "/v1/ops/shards/{id}/restart"),
     ("GET", "/v1/ops/incidents"),
+    ("GET", "/v1/ops/inspection"),
     ("POST", "/v1/ops/keys/rotate"),
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
@@ -88,6 +89,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
             web::resource("/v1/ops/shards/{id}/restart").route(web::post().to(ops::restart_shard)),
         )
         .service(web::resource("/v1/ops/incidents").route(web::get().to(ops::incidents)))
+        .service(web::resource("/v1/ops/inspection").route(web::get().to(ops::inspection)))
         .service(web::resource("/v1/ops/keys/rotate").route(web::post().to(ops::rotate_keys)))
         .service(
             web::resource("/v1/keys")

@@ -40,6 +40,7 @@ use utoipa::{Modify, OpenApi};
         super::ops::shards,
         super::ops::restart_shard,
         super::ops::incidents,
+        super::ops::inspection,
         super::ops::rotate_keys,
         super::keys::create,
         super::keys::list,

@@ -1,5 +1,5 @@
-//! `GET /v1/ops/shards`, `POST /v1/ops/shards/{id}/restart`, `GET /v1/ops/incidents` and
-//! `POST /v1/ops/keys/rotate`.
+//! `GET /v1/ops/shards`, `POST /v1/ops/shards/{id}/restart`, `GET /v1/ops/incidents`,
+//! `GET /v1/ops/inspection` and `POST /v1/ops/keys/rotate`.
 
 use actix_web::{web, HttpResponse};
 use chrono::DateTime;
@@ -10,6 +10,7 @@ use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{NoQuery, QueryParams};
 use crate::error::ApiError;
+use crate::inspection::{self, Inspector};
 use crate::vault::Vault;
 use crate::{roles, validate, wire};
 
@@ -102,6 +103,30 @@ pub async fn incidents(
         })?;
     let items: Vec<_> = incidents.into_iter().map(wire::incident).collect();
     Ok(HttpResponse::Ok().json(items))
+}
+
+/// Runs the health inspection now and answers its report: 200 whatever the outcome (a failing
+/// check is part of the answer, not an error of the request).
+#[utoipa::path(get, path = "/v1/ops/inspection", tag = "ops",
+    responses((status = 200, description = "Every check with its status (`overall` is the worst), and the newest scheduled run", body = orderd_proto::InspectionResponse)),
+    security(("bearer" = [])))]
+pub async fn inspection(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    inspector: web::Data<Inspector>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_INSPECTION_READ)?;
+    query.get()?;
+    let inspector = inspector.into_inner();
+    let report = inspector
+        .clone()
+        .inspect()
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(HttpResponse::Ok().json(inspection::response(
+        &report,
+        inspector.last_scheduled().as_ref(),
+    )))
 }
 
 /// 200: a new master key and a new data key; every data key re-wrapped under the new master
