@@ -432,15 +432,29 @@ impl Engine {
         shard: u16,
         make: impl FnOnce(Reply<T>) -> ClientCmd,
     ) -> Result<T, CommandError> {
-        let mut generation = self.inner.slots[shard as usize].generation.subscribe();
-        let (reply, answer) = oneshot::channel();
+        let slot = &self.inner.slots[shard as usize];
+        let sent_to = *slot.generation.borrow();
+        let (reply, mut answer) = oneshot::channel();
         self.call_untracked(shard, ShardMsg::Client(make(reply)))?;
+        let restarted =
+            || CommandError::Unavailable(format!("shard {shard} restarted during the request"));
+        // Fast path: almost every answer comes within one heartbeat interval. Only a request
+        // still waiting then watches the shard's generation (registering with the shared watch
+        // on every request would cost a contended lock each).
+        let patience = Duration::from_millis(self.inner.supervisor_config.heartbeat_interval_ms);
+        if let Ok(answer) = tokio::time::timeout(patience, &mut answer).await {
+            return answer.map_err(|_| restarted())?;
+        }
         // A shard replaced while this request waits (a panic, a hang) never answers it.
+        let mut generation = slot.generation.subscribe();
+        if *generation.borrow_and_update() != sent_to {
+            return Err(CommandError::Unavailable(format!(
+                "shard {shard} was replaced during the request"
+            )));
+        }
         tokio::select! {
             biased;
-            answer = answer => answer.map_err(|_| {
-                CommandError::Unavailable(format!("shard {shard} restarted during the request"))
-            })?,
+            answer = answer => answer.map_err(|_| restarted())?,
             _ = generation.changed() => Err(CommandError::Unavailable(format!(
                 "shard {shard} was replaced during the request"
             ))),

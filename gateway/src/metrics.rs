@@ -204,26 +204,61 @@ pub fn request_outcome(status: u16) -> &'static str {
 
 /// Middleware: records the latency of every request in `orderd_request_duration_seconds` (by
 /// route template and outcome) and in the HDR recorder.
+///
+/// The route is the matched resource's name, which `routes::configure` sets to its template
+/// (so nothing is matched twice), and the histogram handles are cached per worker thread (so
+/// no label set is built and no registry lookup is made per request).
 pub async fn record_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = req.match_pattern();
     let result = next.call(req).await;
-    let status = match &result {
-        Ok(response) => response.status().as_u16(),
-        Err(error) => error.as_response_error().status_code().as_u16(),
+    let (status, route) = match &result {
+        Ok(response) => (
+            response.status().as_u16(),
+            response.request().match_name().unwrap_or(UNMATCHED),
+        ),
+        Err(error) => (error.as_response_error().status_code().as_u16(), UNMATCHED),
     };
     let elapsed = started.elapsed();
-    metrics::histogram!(
-        REQUEST_DURATION_SECONDS,
-        "route" => route.unwrap_or_else(|| "unmatched".to_string()),
-        "outcome" => request_outcome(status),
-    )
-    .record(elapsed.as_secs_f64());
+    record_duration(route, request_outcome(status), elapsed);
     record_latency(elapsed);
     result
+}
+
+/// `route` label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+thread_local! {
+    /// Per route name: the histogram handle of each outcome (`ok`, `client_error`,
+    /// `server_error`).
+    static DURATION_HANDLES: std::cell::RefCell<std::collections::HashMap<String, [Option<metrics::Histogram>; 3]>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn record_duration(route: &str, outcome: &'static str, elapsed: Duration) {
+    let index = match outcome {
+        "ok" => 0,
+        "client_error" => 1,
+        _ => 2,
+    };
+    DURATION_HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        if !handles.contains_key(route) {
+            handles.insert(route.to_string(), [None, None, None]);
+        }
+        let slots = handles.get_mut(route).expect("inserted above");
+        slots[index]
+            .get_or_insert_with(|| {
+                metrics::histogram!(
+                    REQUEST_DURATION_SECONDS,
+                    "route" => route.to_string(),
+                    "outcome" => outcome,
+                )
+            })
+            .record(elapsed.as_secs_f64());
+    });
 }
 
 /// Every `outcome` of `orderd_orders_total`.
