@@ -886,13 +886,7 @@ impl Engine {
                 detail,
                 "not restarted: restart intensity exceeded",
             );
-            self.record(
-                &component,
-                "escalation",
-                reason.clone(),
-                "shard left failed; /readyz answers 503; the process exits if supervisor.exit_on_escalation is set",
-            );
-            self.escalate(format!("shard {shard}: {reason}"));
+            self.escalate(shard, reason);
             return;
         }
         let incident = inner
@@ -924,14 +918,7 @@ impl Engine {
                 );
             }
             Err(error) => {
-                let reason = format!("rebuild after {kind} failed: {error}");
-                self.record(
-                    &component,
-                    "escalation",
-                    reason.clone(),
-                    "shard left failed; /readyz answers 503; the process exits if supervisor.exit_on_escalation is set",
-                );
-                self.escalate(format!("shard {shard}: {reason}"));
+                self.escalate(shard, format!("rebuild after {kind} failed: {error}"));
             }
         }
     }
@@ -951,7 +938,16 @@ impl Engine {
         slot.state.store(FAILED, Ordering::SeqCst);
     }
 
-    fn escalate(&self, reason: String) {
+    /// Writes the `escalation` incident of a shard left failed and signals
+    /// [`Engine::escalation`].
+    fn escalate(&self, shard: u16, reason: String) {
+        self.record(
+            &format!("shard/{shard}"),
+            "escalation",
+            reason.clone(),
+            "shard left failed; /readyz answers 503; the process exits if supervisor.exit_on_escalation is set",
+        );
+        let reason = format!("shard {shard}: {reason}");
         tracing::error!(message = "Supervisor escalates.", %reason);
         self.inner.escalation.send_if_modified(|current| {
             if current.is_none() {

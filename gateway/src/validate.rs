@@ -185,6 +185,22 @@ pub fn idempotency_key(value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A `since` query parameter: an RFC 3339 time, as microseconds since the Unix epoch.
+pub fn since(value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|at| at.timestamp_micros())
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "since",
+                        "since must be an RFC 3339 time, e.g. 2025-01-02T03:04:05Z",
+                    )
+                })
+        })
+        .transpose()
+}
+
 /// A list's `limit`: 1–1000, 100 when absent.
 pub fn limit(value: Option<&str>) -> Result<usize, ApiError> {
     let Some(value) = value else {

@@ -1,7 +1,6 @@
 //! `GET /v1/audit` and `GET /v1/audit/verify` (admin, auditor).
 
 use actix_web::{web, HttpResponse};
-use chrono::DateTime;
 use orderd_proto::{AuditQuery, AuditVerifyResponse, Page};
 
 use crate::audit::{AuditFilter, AuditLog};
@@ -21,19 +20,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::AUDIT_READ)?;
     let query = query.get()?;
-    let since_us = match query.since.as_deref() {
-        Some(text) => Some(
-            DateTime::parse_from_rfc3339(text)
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "since",
-                        "since must be an RFC 3339 time, e.g. 2025-01-02T03:04:05Z",
-                    )
-                })?
-                .timestamp_micros(),
-        ),
-        None => None,
-    };
+    let since_us = validate::since(query.since.as_deref())?;
     let limit = validate::limit(query.limit.as_deref())?;
     let after = match query.after.as_deref() {
         Some(text) => Some(text.parse::<u64>().map_err(|_| {

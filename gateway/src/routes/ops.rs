@@ -2,7 +2,6 @@
 //! `GET /v1/ops/inspection` and `POST /v1/ops/keys/rotate`.
 
 use actix_web::{web, HttpResponse};
-use chrono::DateTime;
 use orderd_engine::Engine;
 use orderd_proto::{IncidentsQuery, KeyRotationResponse, ShardRestartResponse};
 
@@ -79,19 +78,7 @@ pub async fn incidents(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::OPS_INCIDENTS_READ)?;
     let query = query.get()?;
-    let since_us = match query.since.as_deref() {
-        Some(text) => Some(
-            DateTime::parse_from_rfc3339(text)
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "since",
-                        "since must be an RFC 3339 time, e.g. 2025-01-02T03:04:05Z",
-                    )
-                })?
-                .timestamp_micros(),
-        ),
-        None => None,
-    };
+    let since_us = validate::since(query.since.as_deref())?;
     let limit = validate::limit(query.limit.as_deref())?;
     let engine = engine.into_inner();
     let incidents = web::block(move || engine.incidents().list(since_us, limit))
