@@ -11,18 +11,16 @@ BIN := $(CARGO_TARGET_DIR)/release
 # (engine/src/failpoint.rs); `make run` and `make bench` build without them.
 TEST_FEATURES := --features orderd-gateway/failpoints
 
-.PHONY: deps build run test test-only lint contract bench fmt clean-data
+.PHONY: deps test-deps build run test test-only lint contract bench fmt clean-data
 
+# Installs what is missing with one `apt-get update`: libclang-dev (RocksDB's build) always,
+# and for the tests promtool (Debian package `prometheus`), which checks /metrics and the alert
+# rules in the e2e suite.
 deps:
-	@if ! dpkg -s libclang-dev >/dev/null 2>&1; then \
-		echo "Installing libclang-dev (needed to build RocksDB)..." >&2; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev; \
-	fi
-	@# promtool (Debian package `prometheus`) checks /metrics and the alert rules in the e2e tests.
-	@if ! command -v promtool >/dev/null 2>&1; then \
-		echo "Installing prometheus (for promtool)..." >&2; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
-	fi
+	@./ops/install-deps.sh libclang-dev
+
+test-deps:
+	@./ops/install-deps.sh libclang-dev prometheus
 
 build: deps
 	cargo build $(PROFILE) --bin orderd
@@ -44,7 +42,7 @@ contract: deps
 	./ops/contract-test.sh
 
 # The e2e tests are a test target of orderd-gateway, so the runner builds `orderd` itself.
-test-only: deps
+test-only: test-deps
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run $(PROFILE) --workspace $(TEST_FEATURES) --no-fail-fast; \
 	else \
