@@ -41,8 +41,11 @@ test: lint contract test-only
 contract: deps
 	./ops/contract-test.sh
 
-# The e2e tests are a test target of orderd-gateway, so the runner builds `orderd` itself.
+# The e2e tests are a test target of orderd-gateway, so the runner builds `orderd` itself; the
+# other binaries they run (`orderctl`, from tools/) belong to other packages and are built here
+# first, into the same profile directory.
 test-only: test-deps
+	cargo build $(PROFILE) --workspace $(TEST_FEATURES) --bins
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run $(PROFILE) --workspace $(TEST_FEATURES) --no-fail-fast; \
 	else \

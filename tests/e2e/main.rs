@@ -10,6 +10,7 @@ mod keys;
 mod logistics;
 mod mass_assignment;
 mod metrics;
+mod orderctl;
 mod pii;
 mod role_matrix;
 mod shard_restart;

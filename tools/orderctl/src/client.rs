@@ -1,0 +1,184 @@
+//! The HTTP side of orderctl: one blocking agent, the bearer key, and the mapping of every
+//! failure to the exit code it stands for.
+
+use orderd_proto::Problem;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Why a command could not finish. Each variant has one exit code (see [`CliError::exit_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Wrong use of orderctl itself: a missing key, an unreadable key file, a bad server URL.
+    #[error("{0}")]
+    Usage(String),
+    /// No HTTP answer at all: connection refused, DNS failure, timeout.
+    #[error("cannot reach {server}: {detail}")]
+    Unreachable { server: String, detail: String },
+    /// The server answered with an error (a problem document, or an unexpected status).
+    #[error("{code}: {detail}")]
+    Http {
+        status: u16,
+        code: String,
+        detail: String,
+    },
+    /// The server answered 2xx with a body orderctl does not understand.
+    #[error("unexpected answer from {path}: {detail}")]
+    BadAnswer { path: String, detail: String },
+}
+
+impl CliError {
+    /// 2 for usage errors, 3 when the server is unreachable, 1 for every answer that is an
+    /// error (including 401 and 403: the server was reached and said no).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Unreachable { .. } => 3,
+            CliError::Http { .. } | CliError::BadAnswer { .. } => 1,
+        }
+    }
+}
+
+/// An HTTP answer: its status and its body as JSON (`null` when empty).
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// A client of one server, with an optional bearer secret.
+pub struct Api {
+    agent: ureq::Agent,
+    server: String,
+    key: Option<String>,
+}
+
+impl Api {
+    pub fn new(server: &str, key: Option<String>, timeout: Duration) -> Api {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .redirects(0)
+            .build();
+        Api {
+            agent,
+            server: server.trim_end_matches('/').to_string(),
+            key,
+        }
+    }
+
+    /// Fails with a usage error when no key was given: every `/v1` route needs one.
+    pub fn require_key(&self) -> Result<(), CliError> {
+        if self.key.is_none() {
+            return Err(CliError::Usage(
+                "this command needs a key: pass --key, --key-file or set ORDERD_KEY".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends one request and returns the answer whatever its status; only a request that got no
+    /// answer is an error.
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer, CliError> {
+        let url = format!("{}{path}", self.server);
+        let mut request = self.agent.request(method, &url);
+        if let Some(key) = &self.key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        let result = match body {
+            Some(body) => request
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string()),
+            None if method == "GET" => request.call(),
+            None => request.send_bytes(&[]),
+        };
+        let response = match result {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(ureq::Error::Transport(transport)) => return Err(self.transport(transport)),
+        };
+        let status = response.status();
+        let text = response.into_string().map_err(|e| CliError::Unreachable {
+            server: self.server.clone(),
+            detail: format!("reading the answer to {method} {path}: {e}"),
+        })?;
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| CliError::BadAnswer {
+                path: path.to_string(),
+                detail: format!("status {status}, body is not JSON ({e})"),
+            })?
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// Sends one request and expects a 2xx answer; any other status becomes [`CliError::Http`].
+    pub fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let answer = self.send(method, path, body)?;
+        if (200..300).contains(&answer.status) {
+            Ok(answer.body)
+        } else {
+            Err(http_error(answer))
+        }
+    }
+
+    /// `GET path`, expecting 2xx.
+    pub fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.expect("GET", path, None)
+    }
+
+    fn transport(&self, transport: ureq::Transport) -> CliError {
+        match transport.kind() {
+            ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => {
+                CliError::Usage(format!(
+                    "--server {}: not a usable http URL ({transport})",
+                    self.server
+                ))
+            }
+            _ => CliError::Unreachable {
+                server: self.server.clone(),
+                detail: transport.to_string(),
+            },
+        }
+    }
+}
+
+/// The error of a non-2xx answer: `code: detail` from its problem document, or the bare status.
+pub fn http_error(answer: Answer) -> CliError {
+    match serde_json::from_value::<Problem>(answer.body.clone()) {
+        Ok(problem) => CliError::Http {
+            status: answer.status,
+            code: problem.code,
+            detail: problem.detail,
+        },
+        Err(_) => CliError::Http {
+            status: answer.status,
+            code: format!("http_{}", answer.status),
+            detail: answer.body.to_string(),
+        },
+    }
+}
+
+/// Reads a server answer into its wire type.
+pub fn decode<T: DeserializeOwned>(path: &str, body: &Value) -> Result<T, CliError> {
+    serde_json::from_value(body.clone()).map_err(|e| CliError::BadAnswer {
+        path: path.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay as they are).
+pub fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
