@@ -434,3 +434,54 @@ fn inspect_exits_1_when_a_check_fails() {
     assert_eq!(json.code, 1);
     assert_eq!(json.json()["overall"], "fail");
 }
+
+#[test]
+fn a_failed_shard_makes_health_and_inspect_exit_1_and_restart_brings_it_back() {
+    let _serial = serial();
+    // Failpoints (test build): with no automatic restart allowed, one panic leaves a shard
+    // failed.
+    let server = Server::start_with_env(2, &[("ORDERD__SUPERVISOR__MAX_RESTARTS", "0")]);
+    let client = server.client();
+    let (status, body) = client.post_json(
+        "/v1/stock/FAILPOINT-PANIC-CTL/adjustments",
+        &serde_json::json!({"delta": 1, "reason": "orderctl test"}),
+        None,
+    );
+    assert_eq!(status, 503, "{body}");
+    let shard = orderd_engine::state::shard_of_sku("FAILPOINT-PANIC-CTL", 2).to_string();
+
+    let health = admin(&server, &["health"]);
+    assert_eq!(health.code, 1, "not ready is a failed check");
+    assert!(
+        health.stderr.contains(&format!("shard {shard} failed")),
+        "{}",
+        health.stderr
+    );
+    let inspect = admin(&server, &["inspect"]);
+    assert_eq!(inspect.code, 1);
+    assert!(inspect.stderr.contains("shards"), "{}", inspect.stderr);
+    let incidents = admin(&server, &["--output", "json", "incidents"]);
+    assert_eq!(incidents.code, 0, "{}", incidents.stderr);
+    let kinds: Vec<String> = incidents
+        .json()
+        .as_array()
+        .expect("incidents")
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["component"].as_str().unwrap(),
+                i["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&format!("shard/{shard}:escalation")),
+        "{kinds:?}"
+    );
+
+    // The operator's repair: restart the failed shard and wait; then healthy again.
+    let restart = admin(&server, &["shards", "restart", &shard, "--wait"]);
+    assert_eq!(restart.code, 0, "{}", restart.stderr);
+    assert_eq!(admin(&server, &["health"]).code, 0);
+}
