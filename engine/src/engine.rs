@@ -433,7 +433,8 @@ impl Engine {
         make: impl FnOnce(Reply<T>) -> ClientCmd,
     ) -> Result<T, CommandError> {
         let slot = &self.inner.slots[shard as usize];
-        let sent_to = *slot.generation.borrow();
+        // The writer's atomic mirror, not the watch: reading the watch takes its lock.
+        let sent_to = self.generation(shard);
         let (reply, mut answer) = oneshot::channel();
         self.call_untracked(shard, ShardMsg::Client(make(reply)))?;
         let restarted =
@@ -446,8 +447,9 @@ impl Engine {
             return answer.map_err(|_| restarted())?;
         }
         // A shard replaced while this request waits (a panic, a hang) never answers it.
+        // Subscribed before the check: a replacement after it wakes `changed` below.
         let mut generation = slot.generation.subscribe();
-        if *generation.borrow_and_update() != sent_to {
+        if self.generation(shard) != sent_to {
             return Err(CommandError::Unavailable(format!(
                 "shard {shard} was replaced during the request"
             )));

@@ -373,15 +373,7 @@ fn health_audit_inspect_and_exit_codes() {
         "{}",
         inspect.stdout
     );
-    for check in [
-        "cpu",
-        "memory",
-        "disk",
-        "storage",
-        "listeners",
-        "shards",
-        "backup_age",
-    ] {
+    for check in orderd_gateway::inspection::CHECK_NAMES {
         assert!(
             inspect
                 .stdout
