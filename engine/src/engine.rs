@@ -421,6 +421,17 @@ impl Engine {
         self.inner.storage.clone()
     }
 
+    /// Per shard, the last sequence number the log writer made durable: every acknowledged
+    /// event is at or below it (a backup started now must hold at least these).
+    pub fn durable_seqs(&self) -> Vec<u64> {
+        self.inner
+            .writer_stats
+            .durable_seq
+            .iter()
+            .map(|seq| seq.load(Ordering::SeqCst))
+            .collect()
+    }
+
     pub fn shard_count(&self) -> usize {
         self.inner.shard_count as usize
     }

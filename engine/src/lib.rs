@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: this crate knows no HTTP, JSON or sockets.
 
+pub mod backup;
 pub mod domain;
 pub mod engine;
 pub mod event;

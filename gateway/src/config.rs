@@ -163,6 +163,18 @@ pub struct BackupConfig {
     pub dir: PathBuf,
     /// A path or an `s3://` URL.
     pub offsite: String,
+    /// Seconds between scheduled backups; 0 turns the schedule off.
+    pub interval_s: u64,
+    /// Seconds between scheduled restore drills of the newest backup; 0 turns them off.
+    pub verify_interval_s: u64,
+    /// Backups kept, locally and off-site; older ones are deleted after each new backup.
+    pub retention_count: usize,
+    /// Attempts of an off-site upload before its backup is marked `failed`.
+    pub offsite_attempts: u32,
+    /// Wait before the second attempt, in milliseconds; doubled for each further attempt.
+    pub offsite_retry_base_ms: u64,
+    /// Backup requests waiting for the backup worker; more are refused with 503.
+    pub queue_capacity: usize,
 }
 
 /// The `[security]` section: where the master key of personal data lives.
@@ -272,6 +284,15 @@ impl Config {
         }
         if self.backup.offsite.is_empty() {
             return invalid("backup.offsite", "must not be empty");
+        }
+        if !(1..=10_000).contains(&self.backup.retention_count) {
+            return invalid("backup.retention_count", "must be 1..=10000");
+        }
+        if !(1..=20).contains(&self.backup.offsite_attempts) {
+            return invalid("backup.offsite_attempts", "must be 1..=20");
+        }
+        if !(1..=1024).contains(&self.backup.queue_capacity) {
+            return invalid("backup.queue_capacity", "must be 1..=1024");
         }
         if self.security.master_key_file.as_os_str().is_empty() {
             return invalid("security.master_key_file", "must not be empty");

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod inspection;
 pub mod metrics;
+pub mod offsite;
 pub mod roles;
 pub mod routes;
 pub mod server;

@@ -112,6 +112,14 @@ pub trait Storage: Send + Sync + 'static {
     fn compact(&self) -> Result<(), StorageError> {
         Ok(())
     }
+    /// Writes a consistent, openable copy of the whole store into `dir` (which must not exist);
+    /// the first step of a backup. Stores that cannot (in memory) say so.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StorageError> {
+        Err(StorageError::Io(format!(
+            "this store cannot write a checkpoint to {}",
+            dir.display()
+        )))
+    }
     /// The store's health figures; `None` when the implementation has none (in memory).
     fn health(&self) -> Result<Option<StorageHealth>, StorageError> {
         Ok(None)

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
@@ -37,11 +38,69 @@ impl RocksStorage {
         Ok(RocksStorage { db })
     }
 
+    /// A consistent copy of the whole database in `dir` (which must not exist), flushed first:
+    /// SST files are hard links when `dir` is on the same filesystem, so it is quick and
+    /// costs little space. Writes continue meanwhile.
+    pub fn checkpoint_to(&self, dir: &Path) -> Result<(), StorageError> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(io)?;
+        checkpoint.create_checkpoint(dir).map_err(io)
+    }
+
+    /// Backs this database up into the `BackupEngine` directory `dir` (memory tables flushed
+    /// first; incremental: files the directory already holds are shared, not copied) and returns
+    /// the new backup's engine id.
+    pub fn backup_into(&self, dir: &Path) -> Result<u32, StorageError> {
+        let mut engine = open_backup_engine(dir)?;
+        engine.create_new_backup_flush(&self.db, true).map_err(io)?;
+        engine
+            .get_backup_info()
+            .iter()
+            .map(|info| info.backup_id)
+            .max()
+            .ok_or_else(|| StorageError::Io("the new backup is not listed".into()))
+    }
+
     fn cf(&self, family: Family) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(family.name())
             .expect("column family created at open")
     }
+}
+
+fn open_backup_engine(dir: &Path) -> Result<BackupEngine, StorageError> {
+    let mut options = BackupEngineOptions::new(dir).map_err(io)?;
+    options.set_sync(true);
+    options.set_max_background_operations(1);
+    let env = rocksdb::Env::new().map_err(io)?;
+    BackupEngine::open(&options, &env).map_err(io)
+}
+
+/// The engine ids of the backups in the `BackupEngine` directory `dir`, oldest first.
+pub fn backup_ids(dir: &Path) -> Result<Vec<u32>, StorageError> {
+    let engine = open_backup_engine(dir)?;
+    let mut ids: Vec<u32> = engine
+        .get_backup_info()
+        .iter()
+        .map(|info| info.backup_id)
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Restores backup `id` of the `BackupEngine` directory `dir` into the database directory
+/// `target` (its WAL too). RocksDB checks every file's checksum while it copies.
+pub fn restore_backup(dir: &Path, id: u32, target: &Path) -> Result<(), StorageError> {
+    let mut engine = open_backup_engine(dir)?;
+    let options = RestoreOptions::default();
+    engine
+        .restore_from_backup(target, target, &options, id)
+        .map_err(io)
+}
+
+/// Deletes all but the newest `keep` backups of `dir` and the files only they used.
+pub fn purge_backups(dir: &Path, keep: usize) -> Result<(), StorageError> {
+    let mut engine = open_backup_engine(dir)?;
+    engine.purge_old_backups(keep.max(1)).map_err(io)
 }
 
 impl Storage for RocksStorage {
@@ -62,6 +121,10 @@ impl Storage for RocksStorage {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true).map_err(io)
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        self.checkpoint_to(dir)
     }
 
     fn compact(&self) -> Result<(), StorageError> {

@@ -684,3 +684,82 @@ mod tests {
         assert!(v.get("note").unwrap().is_null());
     }
 }
+
+/// One shard as a backup holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupShardResponse {
+    pub id: u16,
+    /// The last sequence number in the backup.
+    pub seq: u64,
+    /// The shard's durable sequence when the backup started: every order acknowledged before
+    /// then is in the backup (`seq >= acknowledged_seq`).
+    pub acknowledged_seq: u64,
+    /// The rebuilt state's digest, 16 hex digits.
+    pub state_digest: String,
+    /// The chained digest of the shard's log up to `seq`, 16 hex digits.
+    pub log_digest: String,
+    pub orders: u64,
+}
+
+/// One backup (`POST /v1/ops/backups` answers 201 with it; `GET /v1/ops/backups` lists them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupResponse {
+    /// `bak_…`.
+    pub id: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Bytes of every file the backup needs (shared files included).
+    pub size_bytes: u64,
+    /// Bytes this backup added to the backup directory (it is incremental).
+    pub new_bytes: u64,
+    /// `copied`, `pending` (the upload runs, or waits for a retry) or `failed`.
+    pub offsite: String,
+    /// Why the off-site copy failed, when it did.
+    pub offsite_detail: Option<String>,
+    /// null until a restore drill ran; then its result.
+    pub verified: Option<bool>,
+    /// RFC 3339 UTC of the newest drill.
+    pub verified_at: Option<String>,
+    /// What the newest drill checked or found.
+    pub verify_detail: Option<String>,
+    /// How long taking the backup took, in milliseconds.
+    pub duration_ms: u64,
+    /// Number of files.
+    pub files: u64,
+    pub shards: Vec<BackupShardResponse>,
+}
+
+/// Answer of `POST /v1/ops/backups/{id}/verify`: a restore drill's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupVerifyResponse {
+    pub id: String,
+    pub verified: bool,
+    /// What was checked, or the problems found.
+    pub detail: String,
+    /// Where the drill restored from: `local` or `offsite`.
+    pub source: String,
+    pub duration_ms: u64,
+}
+
+/// Query of `GET /v1/ops/backups`: newest first.
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsQuery {
+    /// 1–1000, 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The `next` cursor of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}

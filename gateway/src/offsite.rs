@@ -1,0 +1,298 @@
+//! The off-site copy of backups through `object_store`: a local directory (meant to be another
+//! disk or mount) by default, S3-compatible storage for an `s3://bucket/prefix` address.
+//!
+//! The off-site store mirrors the local backup directory's layout (`rocksdb/…`, `extras/…`,
+//! `manifests/<id>.manifest`). An upload sends the files the store lacks (shared files are
+//! immutable and named by content, so an incremental backup sends only its new files), each with
+//! retries and a doubling wait, and the manifest last: a manifest off-site means a complete
+//! copy. A download fetches a manifest and its files into a staging directory, checking each
+//! file's size and SHA-256 as it lands.
+//!
+//! S3 credentials and endpoint come from the usual `AWS_*` environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
+//! `AWS_ALLOW_HTTP` for an S3-compatible server on plain HTTP).
+//!
+//! Every call blocks on the store's own single-threaded runtime; call it from a plain thread
+//! (the backup worker, `orderctl`), never from inside an async runtime.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+use orderd_engine::backup::{
+    sha256_file, write_atomic, Manifest, Progress, MANIFEST_DIR, MANIFEST_SUFFIX,
+};
+
+pub struct Offsite {
+    store: Arc<dyn ObjectStore>,
+    /// Where it is, for messages (no credentials).
+    pub location: String,
+    runtime: tokio::runtime::Runtime,
+    attempts: u32,
+    retry_base: Duration,
+}
+
+/// What an upload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    pub files_skipped: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+}
+
+impl Offsite {
+    /// The store at `spec`: a directory path (created if missing) or `s3://bucket[/prefix]`.
+    /// Each operation on one object is tried up to `attempts` times, waiting `retry_base`, then
+    /// twice that, and so on (at most 60 s) between tries.
+    pub fn open(spec: &str, attempts: u32, retry_base: Duration) -> Result<Offsite, String> {
+        let store: Arc<dyn ObjectStore> = if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("{spec}: no bucket"));
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| format!("{spec}: {e}"))?;
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+            }
+        } else if spec.contains("://") {
+            return Err(format!(
+                "{spec}: an off-site store is a directory path or an s3:// URL"
+            ));
+        } else {
+            std::fs::create_dir_all(spec).map_err(|e| format!("create {spec}: {e}"))?;
+            Arc::new(LocalFileSystem::new_with_prefix(spec).map_err(|e| format!("{spec}: {e}"))?)
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("start the off-site runtime: {e}"))?;
+        Ok(Offsite {
+            store,
+            location: spec.to_string(),
+            runtime,
+            attempts: attempts.max(1),
+            retry_base,
+        })
+    }
+
+    /// Runs `op` until it succeeds or the attempts are used up; counts retries.
+    fn retrying<T, F, Fut>(&self, what: &str, retries: &mut u64, op: F) -> Result<T, String>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let mut wait = self.retry_base;
+        let mut attempt = 1;
+        loop {
+            match self.runtime.block_on(op()) {
+                Ok(value) => return Ok(value),
+                Err(object_store::Error::NotFound { path, .. }) => {
+                    return Err(format!("{what}: {path} not found off-site"))
+                }
+                Err(error) if attempt >= self.attempts => {
+                    return Err(format!(
+                        "{what} failed after {attempt} attempts: {error}"
+                    ))
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Off-site operation failed; retrying.", what, attempt, %error, wait_ms = wait.as_millis() as u64);
+                    *retries += 1;
+                    attempt += 1;
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    /// Size of the object at `path`, `None` when absent.
+    fn size_of(&self, path: &StorePath, retries: &mut u64) -> Result<Option<u64>, String> {
+        match self.retrying("look up", retries, || self.store.head(path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if e.ends_with("not found off-site") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies backup `manifest` from the local backup directory `dir`: the files the store
+    /// lacks (or holds with another size), then the manifest.
+    pub fn upload(
+        &self,
+        dir: &Path,
+        manifest: &Manifest,
+        progress: &dyn Progress,
+    ) -> Result<UploadReport, String> {
+        let mut report = UploadReport::default();
+        progress.phase("upload", manifest.size_bytes);
+        for file in &manifest.files {
+            let path = StorePath::from(file.path.as_str());
+            // Shared files are immutable and named by content: present with the same size
+            // means present. Everything else (meta, private, extras) is sent again.
+            let shared = file.path.contains("/shared");
+            if shared && self.size_of(&path, &mut report.retries)? == Some(file.size) {
+                report.files_skipped += 1;
+                progress.advance(file.size);
+                continue;
+            }
+            let bytes = std::fs::read(dir.join(&file.path))
+                .map_err(|e| format!("read {}: {e}", file.path))?;
+            if bytes.len() as u64 != file.size {
+                return Err(format!(
+                    "{} is {} bytes locally, the manifest says {}",
+                    file.path,
+                    bytes.len(),
+                    file.size
+                ));
+            }
+            let payload = PutPayload::from(bytes);
+            self.retrying(&format!("upload {}", file.path), &mut report.retries, || {
+                self.store.put(&path, payload.clone())
+            })?;
+            report.files_sent += 1;
+            report.bytes_sent += file.size;
+            progress.advance(file.size);
+        }
+        let path = StorePath::from(Manifest::relative_path(&manifest.id));
+        let payload = PutPayload::from(manifest.encode());
+        self.retrying("upload the manifest", &mut report.retries, || {
+            self.store.put(&path, payload.clone())
+        })?;
+        Ok(report)
+    }
+
+    /// The manifest of backup `id` off-site; `Ok(None)` when there is none.
+    pub fn manifest(&self, id: &str) -> Result<Option<Manifest>, String> {
+        if !orderd_engine::backup::valid_id(id) {
+            return Ok(None);
+        }
+        let path = StorePath::from(Manifest::relative_path(id));
+        let mut retries = 0;
+        let bytes = match self.retrying("fetch the manifest", &mut retries, || async {
+            self.store.get(&path).await?.bytes().await
+        }) {
+            Ok(bytes) => bytes,
+            Err(e) if e.ends_with("not found off-site") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Manifest::decode(&bytes)
+            .map(Some)
+            .map_err(|e| format!("off-site manifest of {id}: {e}"))
+    }
+
+    /// Every manifest off-site, oldest first (unreadable ones skipped with a warning).
+    pub fn manifests(&self) -> Result<Vec<Manifest>, String> {
+        let prefix = StorePath::from(MANIFEST_DIR);
+        let mut retries = 0;
+        let listed = self.retrying("list manifests", &mut retries, || {
+            self.store.list(Some(&prefix)).try_collect::<Vec<_>>()
+        })?;
+        let mut manifests = Vec::new();
+        for meta in listed {
+            let Some(id) = meta
+                .location
+                .filename()
+                .and_then(|name| name.strip_suffix(MANIFEST_SUFFIX))
+            else {
+                continue;
+            };
+            match self.manifest(id) {
+                Ok(Some(manifest)) => manifests.push(manifest),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(message = "Unreadable off-site manifest.", id, %error)
+                }
+            }
+        }
+        manifests.sort_by_key(|m| (m.created_at_us, m.engine_id));
+        Ok(manifests)
+    }
+
+    /// Fetches backup `id` into the directory `into` (laid out like a local backup
+    /// directory), checking every file's size and SHA-256; a file that does not match is an
+    /// error. Returns its manifest.
+    pub fn download(
+        &self,
+        id: &str,
+        into: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Manifest, String> {
+        let manifest = self
+            .manifest(id)?
+            .ok_or_else(|| format!("no backup {id} off-site at {}", self.location))?;
+        progress.phase("download", manifest.size_bytes);
+        let mut retries = 0;
+        for file in &manifest.files {
+            let path = StorePath::from(file.path.as_str());
+            let bytes = self.retrying(&format!("download {}", file.path), &mut retries, || async {
+                self.store.get(&path).await?.bytes().await
+            })?;
+            let target = into.join(&file.path);
+            write_atomic(&target, &bytes).map_err(|e| e.to_string())?;
+            let (sum, len) = sha256_file(&target, &orderd_engine::backup::NoProgress)
+                .map_err(|e| format!("{}: {e}", target.display()))?;
+            if len != file.size || sum != file.sha256 {
+                return Err(format!(
+                    "{} off-site does not match the manifest (size or SHA-256)",
+                    file.path
+                ));
+            }
+            progress.advance(file.size);
+        }
+        write_atomic(
+            &into.join(Manifest::relative_path(id)),
+            &manifest.encode(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(manifest)
+    }
+
+    /// Keeps the newest `keep` manifests off-site and deletes the rest, then every file no
+    /// kept manifest names. Returns the ids deleted.
+    pub fn retain(&self, keep: usize) -> Result<Vec<String>, String> {
+        let manifests = self.manifests()?;
+        let cut = manifests.len().saturating_sub(keep.max(1));
+        let (old, kept) = manifests.split_at(cut);
+        let mut retries = 0;
+        for manifest in old {
+            let path = StorePath::from(Manifest::relative_path(&manifest.id));
+            self.retrying("delete a manifest", &mut retries, || self.store.delete(&path))?;
+        }
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
+        let needed: std::collections::HashSet<&str> = kept
+            .iter()
+            .flat_map(|m| m.files.iter().map(|f| f.path.as_str()))
+            .collect();
+        for top in [
+            orderd_engine::backup::ENGINE_DIR,
+            orderd_engine::backup::EXTRAS_DIR,
+        ] {
+            let prefix = StorePath::from(top);
+            let listed = self.retrying("list files", &mut retries, || {
+                self.store.list(Some(&prefix)).try_collect::<Vec<_>>()
+            })?;
+            for meta in listed {
+                if !needed.contains(meta.location.as_ref()) {
+                    let location = meta.location.clone();
+                    self.retrying("delete a file", &mut retries, || {
+                        self.store.delete(&location)
+                    })?;
+                }
+            }
+        }
+        Ok(old.iter().map(|m| m.id.clone()).collect())
+    }
+}
