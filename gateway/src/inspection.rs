@@ -7,9 +7,8 @@
 //! to our own listener) and judging it, a pure function of the reading and the thresholds
 //! (`judge_*`, unit-tested with made-up readings). The overall status is the worst check's.
 //!
-//! What is deliberately absent: backups do not exist in this version, so `backup_age` and
-//! `backup_verified` warn "no backup has been taken yet" (see [`BackupStatus`], the input the
-//! backup issue fills in). `latency` reads the exact percentiles of the HDR histogram that
+//! `backup_age` and `backup_verified` read the backup index ([`crate::backups::Index`]); until
+//! the first backup they warn "no backup has been taken yet". `latency` reads the exact percentiles of the HDR histogram that
 //! [`crate::metrics`] keeps of every request since the process started.
 
 use std::collections::BTreeMap;
@@ -547,11 +546,13 @@ pub fn judge_shards(
 }
 
 /// The newest backup as the backup index knows it: the input of `backup_age` and
-/// `backup_verified`. Backups are not implemented in this version, so it is always empty;
-/// the backup issue fills it from its index in `control` (see [`Inspector::backup_status`]).
+/// `backup_verified`, read from the backup index in `control` (see [`Inspector::backup_status`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackupStatus {
     pub newest: Option<BackupInfo>,
+    /// The backup whose restore drill ran most recently (drills run daily, backups hourly,
+    /// so it is usually older than `newest`).
+    pub last_drill: Option<BackupInfo>,
 }
 
 /// One backup.
@@ -610,11 +611,16 @@ pub fn judge_backup_age(backups: &BackupStatus, now_us: i64, t: &InspectionConfi
     )
 }
 
-/// `backup_verified`: the newest backup's restore drill. Verified passes (value 1), a failed
-/// drill fails (value 0), no drill yet or no backup warns (value null).
+/// `backup_verified`: the newest restore drill (of the newest backup when it has been drilled,
+/// else of the most recently drilled one). Verified passes (value 1), a failed drill fails
+/// (value 0), no drill yet or no backup warns (value null).
 pub fn judge_backup_verified(backups: &BackupStatus) -> Check {
     let Some(newest) = &backups.newest else {
         return Check::new("backup_verified", Status::Warn, NO_BACKUP.to_string(), None);
+    };
+    let newest = match (&newest.verification, &backups.last_drill) {
+        (None, Some(drilled)) => drilled,
+        _ => newest,
     };
     match &newest.verification {
         None => Check::new(
@@ -1001,12 +1007,11 @@ impl Inspector {
         }
     }
 
-    /// The newest backup and its verification. Backups are not implemented in this version
-    /// (`backup.dir` is configured but nothing writes it), so there is none and the backup
-    /// checks warn. BACKUP HOOK: the backup issue reads the newest entry of its backup index
-    /// (in `control`) here and returns its time and restore-drill result.
+    /// The newest backup and the newest restore drill, from the backup index.
     fn backup_status(&self) -> Result<BackupStatus, String> {
-        Ok(BackupStatus::default())
+        crate::backups::Index::new(self.engine.storage())
+            .status()
+            .map_err(|e| e.to_string())
     }
 
     /// The newest scheduled inspection, if one has run.
@@ -1517,6 +1522,7 @@ mod tests {
                 created_at_us: now_us - age_s * 1_000_000,
                 verification,
             }),
+            last_drill: None,
         };
         let c = judge_backup_age(&taken(3600, None), now_us, &t);
         assert_eq!((c.status, c.value), (Status::Pass, Some(3600.0)));

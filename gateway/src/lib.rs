@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod body;
 pub mod config;
 pub mod error;

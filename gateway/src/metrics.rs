@@ -283,8 +283,8 @@ pub fn record_order<T>(result: &Result<T, ApiError>) {
 /// Unix seconds of the last successful backup; 0 until one succeeds.
 static BACKUP_LAST_SUCCESS_S: AtomicU64 = AtomicU64::new(0);
 
-/// To be called by the backup job after a backup succeeded (backups come with a later issue;
-/// until then the gauge stays 0, which the `OrderdBackupMissing` alert reports).
+/// Called by the backup worker after a backup succeeded, and at start with the newest backup
+/// in the index (0 while none exists, which the `OrderdBackupMissing` alert reports).
 pub fn record_backup_success(at_unix_s: u64) {
     BACKUP_LAST_SUCCESS_S.fetch_max(at_unix_s, Ordering::Relaxed);
 }

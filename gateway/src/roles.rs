@@ -128,6 +128,12 @@ pub const OPS_SHARD_RESTART: RoleSet = RoleSet::of(&[Admin, Operator]);
 pub const OPS_KEYS_ROTATE: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `GET /v1/ops/inspection`.
 pub const OPS_INSPECTION_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/backups`.
+pub const OPS_BACKUP_CREATE: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `GET /v1/ops/backups`.
+pub const OPS_BACKUPS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/backups/{id}/verify`.
+pub const OPS_BACKUP_VERIFY: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `GET /v1/ops/incidents` (auditors may read incidents, API.md).
 pub const OPS_INCIDENTS_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
 /// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
@@ -139,7 +145,7 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 17] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 20] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -152,6 +158,9 @@ mod tests {
         ("ops shard restart", OPS_SHARD_RESTART),
         ("ops incidents read", OPS_INCIDENTS_READ),
         ("ops inspection read", OPS_INSPECTION_READ),
+        ("ops backup create", OPS_BACKUP_CREATE),
+        ("ops backups read", OPS_BACKUPS_READ),
+        ("ops backup verify", OPS_BACKUP_VERIFY),
         ("shipment write", SHIPMENT_WRITE),
         ("shipment read", SHIPMENT_READ),
         ("analytics read", ANALYTICS_READ),

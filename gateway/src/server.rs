@@ -170,6 +170,12 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
     let audit_at_exit = audit.clone();
     let engine_at_exit = engine.clone();
     let inspector = web::Data::new(Inspector::new(config, engine.clone()));
+    let backups = web::Data::new(crate::backups::Backups::start(
+        &config.backup,
+        config.storage.data_dir.clone(),
+        engine.clone(),
+    ));
+    let backups_at_exit = backups.clone();
     let inspector_for_schedule = inspector.clone().into_inner();
     let engine = web::Data::new(engine);
     let vault = web::Data::from(vault);
@@ -182,6 +188,7 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
             .app_data(vault.clone())
             .app_data(audit.clone())
             .app_data(inspector.clone())
+            .app_data(backups.clone())
             .wrap(middleware::from_fn(audit::record_refusals))
             .wrap(error::problem_fallback())
             // Outermost: times everything, refusals and fallbacks included.
@@ -224,6 +231,8 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
     let served = server.await.context("HTTP server failed");
     // A scheduled inspection in progress finishes (its incident writes need storage) first.
     schedule.stop().await;
+    // A backup or drill in progress finishes first (it reads storage).
+    let _ = web::block(move || backups_at_exit.stop()).await;
     // The audit writer holds storage: stop it so that RocksDB can close before exit.
     audit_at_exit.shutdown().await;
     if let Some(reason) = escalated.lock().expect("escalation slot").take() {

@@ -7,6 +7,7 @@
 
 mod analytics;
 mod audit;
+mod backups;
 mod customers;
 #[cfg(test)]
 mod flow_tests;
@@ -50,6 +51,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ops/incidents"),
     ("GET", "/v1/ops/inspection"),
     ("POST", "/v1/ops/keys/rotate"),
+    ("POST", "/v1/ops/backups"),
+    ("GET", "/v1/ops/backups"),
+    ("POST", "/v1/ops/backups/{id}/verify"),
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}"),
@@ -165,6 +169,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
         web::resource("/v1/ops/keys/rotate")
             .name("/v1/ops/keys/rotate")
             .route(web::post().to(ops::rotate_keys)),
+    )
+    .service(
+        web::resource("/v1/ops/backups")
+            .name("/v1/ops/backups")
+            .route(web::post().to(backups::create))
+            .route(web::get().to(backups::list)),
+    )
+    .service(
+        web::resource("/v1/ops/backups/{id}/verify")
+            .name("/v1/ops/backups/{id}/verify")
+            .route(web::post().to(backups::verify)),
     )
     .service(
         web::resource("/v1/keys")

@@ -1,0 +1,634 @@
+//! The backup service: one worker thread that takes backups (on request and on schedule),
+//! copies them off-site with retries, runs restore drills (on request and on schedule), keeps
+//! the newest `backup.retention_count`, and the backup index in `control` that
+//! `GET /v1/ops/backups`, the inspection and the metrics read.
+//!
+//! One worker, one job at a time: backups and drills never overlap, and a queue of
+//! `backup.queue_capacity` requests bounds what waits (more get 503). The worker owns the
+//! off-site store (it blocks on its own runtime, so it must not run on an actix thread).
+//! Failures write incidents (component `backup`, kinds `backup_failed`, `offsite_failed`,
+//! `verify_failed`), marked recovered by the next success of the same kind.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use orderd_engine::backup::{self, NoProgress, Repo, ShardDigest};
+use orderd_engine::storage::{Family, Storage, StorageError, Write};
+use orderd_engine::Engine;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::auth::KEYS_FILE;
+use crate::config::BackupConfig;
+use crate::inspection::{BackupInfo, BackupStatus, Verification};
+use crate::offsite::Offsite;
+
+/// Keys of the backup index in `control`: this prefix, then the backup id.
+const INDEX_PREFIX: &[u8] = b"backup/";
+const RECORD_FORMAT: u8 = 1;
+/// Wait after start before a schedule that is already due runs (lets the server settle).
+const START_GRACE: Duration = Duration::from_secs(60);
+
+/// Where a backup's off-site copy stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OffsiteState {
+    Pending,
+    Copied,
+    Failed,
+}
+
+impl OffsiteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsiteState::Pending => "pending",
+            OffsiteState::Copied => "copied",
+            OffsiteState::Failed => "failed",
+        }
+    }
+}
+
+/// A restore drill's outcome as the index keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drill {
+    pub at_us: i64,
+    pub verified: bool,
+    pub detail: String,
+    /// `local` or `offsite`.
+    pub source: String,
+    pub duration_ms: u64,
+}
+
+/// One backup in the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub id: String,
+    pub created_at_us: i64,
+    pub size_bytes: u64,
+    pub new_bytes: u64,
+    pub duration_ms: u64,
+    pub files: u64,
+    pub shards: Vec<ShardDigest>,
+    pub offsite: OffsiteState,
+    pub offsite_detail: Option<String>,
+    pub drill: Option<Drill>,
+}
+
+impl BackupRecord {
+    fn from_manifest(manifest: &backup::Manifest) -> BackupRecord {
+        BackupRecord {
+            id: manifest.id.clone(),
+            created_at_us: manifest.created_at_us,
+            size_bytes: manifest.size_bytes,
+            new_bytes: manifest.new_bytes,
+            duration_ms: manifest.duration_ms,
+            files: manifest.files.len() as u64,
+            shards: manifest.shards.clone(),
+            offsite: OffsiteState::Pending,
+            offsite_detail: None,
+            drill: None,
+        }
+    }
+}
+
+/// The backup index in `control`.
+#[derive(Clone)]
+pub struct Index {
+    storage: Arc<dyn Storage>,
+}
+
+fn index_key(id: &str) -> Vec<u8> {
+    let mut key = INDEX_PREFIX.to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+impl Index {
+    pub fn new(storage: Arc<dyn Storage>) -> Index {
+        Index { storage }
+    }
+
+    pub fn put(&self, record: &BackupRecord) -> Result<(), StorageError> {
+        let mut value = vec![RECORD_FORMAT];
+        value.extend(postcard::to_stdvec(record).expect("a backup record serializes"));
+        self.storage.write(
+            vec![Write::Put {
+                family: Family::Control,
+                key: index_key(&record.id),
+                value,
+            }],
+            true,
+        )
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), StorageError> {
+        let from = index_key(id);
+        let mut to = from.clone();
+        to.push(0);
+        self.storage.write(
+            vec![Write::DeleteRange {
+                family: Family::Control,
+                from,
+                to,
+            }],
+            true,
+        )
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<BackupRecord>, StorageError> {
+        Ok(self
+            .storage
+            .get(Family::Control, &index_key(id))?
+            .and_then(|value| decode(&value)))
+    }
+
+    /// Every backup, newest first.
+    pub fn list(&self) -> Result<Vec<BackupRecord>, StorageError> {
+        let mut end = INDEX_PREFIX.to_vec();
+        *end.last_mut().expect("non-empty prefix") += 1;
+        let mut records = Vec::new();
+        self.storage
+            .scan(Family::Control, INDEX_PREFIX, &end, &mut |_, value| {
+                if let Some(record) = decode(value) {
+                    records.push(record);
+                }
+                true
+            })?;
+        records.sort_by(|a, b| b.created_at_us.cmp(&a.created_at_us).then(b.id.cmp(&a.id)));
+        Ok(records)
+    }
+
+    /// The inputs of the inspection's `backup_age` and `backup_verified`: the newest backup,
+    /// and the most recently drilled one.
+    pub fn status(&self) -> Result<BackupStatus, StorageError> {
+        let records = self.list()?;
+        let info = |r: &BackupRecord| BackupInfo {
+            id: r.id.clone(),
+            created_at_us: r.created_at_us,
+            verification: r.drill.as_ref().map(|d| Verification {
+                at_us: d.at_us,
+                verified: d.verified,
+                detail: d.detail.clone(),
+            }),
+        };
+        Ok(BackupStatus {
+            newest: records.first().map(info),
+            last_drill: records
+                .iter()
+                .filter(|r| r.drill.is_some())
+                .max_by_key(|r| r.drill.as_ref().map(|d| d.at_us))
+                .map(info),
+        })
+    }
+}
+
+fn decode(value: &[u8]) -> Option<BackupRecord> {
+    match value.split_first() {
+        Some((&RECORD_FORMAT, body)) => postcard::from_bytes(body).ok(),
+        _ => None,
+    }
+}
+
+/// Why a request to the worker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupJobError {
+    #[error("no backup {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+enum Job {
+    Create(oneshot::Sender<Result<BackupRecord, BackupJobError>>),
+    Verify(String, oneshot::Sender<Result<Drill, BackupJobError>>),
+    Stop,
+}
+
+/// The handle routes use. Cheap to share (`web::Data`).
+pub struct Backups {
+    jobs: mpsc::SyncSender<Job>,
+    index: Index,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Backups {
+    /// Starts the worker. `data_dir` holds the checkpoint of a backup in progress and the
+    /// `keys.json` kept with each backup.
+    pub fn start(config: &BackupConfig, data_dir: PathBuf, engine: Engine) -> Backups {
+        let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity);
+        let index = Index::new(engine.storage());
+        // The gauge survives restarts: it starts at the newest backup in the index.
+        if let Ok(Some(newest)) = index.list().map(|l| l.into_iter().next()) {
+            crate::metrics::record_backup_success((newest.created_at_us / 1_000_000) as u64);
+        }
+        let mut worker = Worker {
+            repo: Repo::new(config.dir.clone()),
+            offsite_spec: config.offsite.clone(),
+            offsite: None,
+            config: config.clone(),
+            data_dir,
+            engine,
+            index: index.clone(),
+            open_incidents: Default::default(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("orderd-backup".into())
+            .spawn(move || worker.run(receiver))
+            .expect("spawn the backup worker");
+        Backups {
+            jobs,
+            index,
+            handle: Mutex::new(Some(handle)),
+        }
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    fn submit(&self, job: Job) -> Result<(), BackupJobError> {
+        self.jobs.try_send(job).map_err(|error| match error {
+            mpsc::TrySendError::Full(_) => {
+                BackupJobError::Busy("the backup worker's queue is full".into())
+            }
+            mpsc::TrySendError::Disconnected(_) => {
+                BackupJobError::Busy("the backup worker has stopped".into())
+            }
+        })
+    }
+
+    /// Takes a backup now (after the jobs queued before it); answers once it exists, before
+    /// its off-site copy.
+    pub async fn create(&self) -> Result<BackupRecord, BackupJobError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Create(reply))?;
+        answer
+            .await
+            .map_err(|_| BackupJobError::Busy("the backup worker has stopped".into()))?
+    }
+
+    /// Runs a restore drill of backup `id`.
+    pub async fn verify(&self, id: String) -> Result<Drill, BackupJobError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Verify(id, reply))?;
+        answer
+            .await
+            .map_err(|_| BackupJobError::Busy("the backup worker has stopped".into()))?
+    }
+
+    /// Stops the worker after its current job.
+    pub fn stop(&self) {
+        let _ = self.jobs.send(Job::Stop);
+        if let Some(handle) = self.handle.lock().expect("backup handle").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Incident kinds this service writes, and the open incident of each.
+#[derive(Default)]
+struct OpenIncidents {
+    backup_failed: Option<u64>,
+    offsite_failed: Option<u64>,
+    verify_failed: Option<u64>,
+}
+
+struct Worker {
+    repo: Repo,
+    offsite_spec: String,
+    offsite: Option<Offsite>,
+    config: BackupConfig,
+    data_dir: PathBuf,
+    engine: Engine,
+    index: Index,
+    open_incidents: OpenIncidents,
+}
+
+fn now_us() -> i64 {
+    orderd_engine::shard::now_us()
+}
+
+impl Worker {
+    fn run(&mut self, jobs: mpsc::Receiver<Job>) {
+        let started = Instant::now();
+        self.reconcile();
+        let mut next_backup = self.first_due(self.config.interval_s, |r| Some(r.created_at_us));
+        let mut next_drill = self.first_due(self.config.verify_interval_s, |r| {
+            r.drill.as_ref().map(|d| d.at_us)
+        });
+        let mut uploads_due = Some(started + START_GRACE.min(Duration::from_secs(5)));
+        loop {
+            let now = Instant::now();
+            let wake = [next_backup, next_drill, uploads_due]
+                .into_iter()
+                .flatten()
+                .min();
+            let job = match wake {
+                Some(at) if at <= now => Err(RecvTimeoutError::Timeout),
+                Some(at) => jobs.recv_timeout(at - now),
+                None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match job {
+                Ok(Job::Create(reply)) => {
+                    let created = self.create();
+                    let id = created.as_ref().ok().map(|r| r.id.clone());
+                    let _ = reply.send(created);
+                    if let Some(id) = id {
+                        self.after_create(&id);
+                    }
+                }
+                Ok(Job::Verify(id, reply)) => {
+                    let _ = reply.send(self.verify(&id));
+                }
+                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if next_backup.is_some_and(|at| at <= now) {
+                        if let Ok(record) = self.create() {
+                            self.after_create(&record.id);
+                        }
+                        next_backup = Some(now + Duration::from_secs(self.config.interval_s));
+                    }
+                    if next_drill.is_some_and(|at| at <= now) {
+                        if let Ok(Some(newest)) = self.index.list().map(|l| l.into_iter().next())
+                        {
+                            let _ = self.verify(&newest.id);
+                        }
+                        next_drill =
+                            Some(now + Duration::from_secs(self.config.verify_interval_s));
+                    }
+                    if uploads_due.is_some_and(|at| at <= now) {
+                        self.upload_unfinished();
+                        uploads_due = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// When a schedule of `interval_s` next runs: `interval_s` after the newest time `at`
+    /// gives (or after start when none), and never sooner than a grace period after start.
+    fn first_due(&self, interval_s: u64, at: impl Fn(&BackupRecord) -> Option<i64>) -> Option<Instant> {
+        if interval_s == 0 {
+            return None;
+        }
+        let interval = Duration::from_secs(interval_s);
+        let last = self
+            .index
+            .list()
+            .ok()
+            .and_then(|records| records.iter().filter_map(&at).max());
+        let wait = match last {
+            Some(last_us) => {
+                let age = Duration::from_micros((now_us() - last_us).max(0) as u64);
+                interval.saturating_sub(age).max(START_GRACE)
+            }
+            None => interval,
+        };
+        Some(Instant::now() + wait)
+    }
+
+    /// Adds local backups the index lacks (after a restore, or a lost index write).
+    fn reconcile(&mut self) {
+        let Ok((manifests, _)) = self.repo.manifests() else {
+            return;
+        };
+        for manifest in manifests {
+            if matches!(self.index.get(&manifest.id), Ok(None)) {
+                let _ = self.index.put(&BackupRecord::from_manifest(&manifest));
+            }
+        }
+    }
+
+    fn offsite(&mut self) -> Result<&Offsite, String> {
+        if self.offsite.is_none() {
+            self.offsite = Some(Offsite::open(
+                &self.offsite_spec,
+                self.config.offsite_attempts,
+                Duration::from_millis(self.config.offsite_retry_base_ms),
+            )?);
+        }
+        Ok(self.offsite.as_ref().expect("just opened"))
+    }
+
+    fn incident(&mut self, kind: &'static str, detail: String, action: &str) {
+        let slot = match kind {
+            "backup_failed" => &mut self.open_incidents.backup_failed,
+            "offsite_failed" => &mut self.open_incidents.offsite_failed,
+            _ => &mut self.open_incidents.verify_failed,
+        };
+        if slot.is_some() {
+            return;
+        }
+        match self
+            .engine
+            .incidents()
+            .record("backup", kind, detail, action)
+        {
+            Ok(incident) => *slot = Some(incident.id),
+            Err(error) => tracing::error!(message = "Cannot record a backup incident.", %error),
+        }
+    }
+
+    fn recovered(&mut self, kind: &'static str) {
+        let slot = match kind {
+            "backup_failed" => &mut self.open_incidents.backup_failed,
+            "offsite_failed" => &mut self.open_incidents.offsite_failed,
+            _ => &mut self.open_incidents.verify_failed,
+        };
+        if let Some(id) = slot.take() {
+            let _ = self.engine.incidents().recovered(id);
+        }
+    }
+
+    fn create(&mut self) -> Result<BackupRecord, BackupJobError> {
+        let acknowledged = self.engine.durable_seqs();
+        let storage = self.engine.storage();
+        let keys = std::fs::read(self.data_dir.join(KEYS_FILE)).ok();
+        let extras: Vec<(&str, Vec<u8>)> = keys.map(|k| (KEYS_FILE, k)).into_iter().collect();
+        let checkpoint = self.data_dir.join("backup-checkpoint");
+        let started = Instant::now();
+        match self
+            .repo
+            .create(storage.as_ref(), &checkpoint, &acknowledged, &extras, &NoProgress)
+        {
+            Ok(manifest) => {
+                let record = BackupRecord::from_manifest(&manifest);
+                self.index
+                    .put(&record)
+                    .map_err(|e| BackupJobError::Failed(format!("index the backup: {e}")))?;
+                crate::metrics::record_backup_success((manifest.created_at_us / 1_000_000) as u64);
+                tracing::info!(
+                    message = "Backup taken.",
+                    id = %manifest.id,
+                    size_bytes = manifest.size_bytes,
+                    new_bytes = manifest.new_bytes,
+                    files = manifest.files.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64
+                );
+                self.recovered("backup_failed");
+                Ok(record)
+            }
+            Err(error) => {
+                tracing::error!(message = "Backup failed.", %error);
+                self.incident(
+                    "backup_failed",
+                    error.to_string(),
+                    "no backup taken; the next scheduled or requested backup tries again",
+                );
+                Err(BackupJobError::Failed(error.to_string()))
+            }
+        }
+    }
+
+    /// The off-site copy of a new backup, then retention.
+    fn after_create(&mut self, id: &str) {
+        self.upload(id);
+        match self.repo.retain(self.config.retention_count) {
+            Ok(deleted) => {
+                for old in deleted {
+                    tracing::info!(message = "Backup deleted by retention.", id = %old);
+                    let _ = self.index.delete(&old);
+                }
+            }
+            Err(error) => tracing::warn!(message = "Local backup retention failed.", %error),
+        }
+        // Index entries of backups gone both locally and off-site by retention.
+        if let Ok(records) = self.index.list() {
+            for old in records.iter().skip(self.config.retention_count) {
+                let _ = self.index.delete(&old.id);
+            }
+        }
+        let keep = self.config.retention_count;
+        if let Ok(offsite) = self.offsite() {
+            if let Err(error) = offsite.retain(keep) {
+                tracing::warn!(message = "Off-site backup retention failed.", %error);
+            }
+        }
+    }
+
+    /// Uploads every backup whose copy is pending or failed (after start, after an outage).
+    fn upload_unfinished(&mut self) {
+        let Ok(records) = self.index.list() else {
+            return;
+        };
+        for record in records.iter().rev() {
+            if record.offsite != OffsiteState::Copied {
+                self.upload(&record.id);
+            }
+        }
+    }
+
+    fn upload(&mut self, id: &str) {
+        let Ok(Some(mut record)) = self.index.get(id) else {
+            return;
+        };
+        let manifest = match self.repo.manifest(id) {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                record.offsite = OffsiteState::Failed;
+                record.offsite_detail = Some(format!("the local backup is unreadable: {error}"));
+                let _ = self.index.put(&record);
+                return;
+            }
+        };
+        let started = Instant::now();
+        let dir = self.repo.dir().to_path_buf();
+        let result = self
+            .offsite()
+            .and_then(|offsite| offsite.upload(&dir, &manifest, &NoProgress));
+        match result {
+            Ok(report) => {
+                record.offsite = OffsiteState::Copied;
+                record.offsite_detail = None;
+                tracing::info!(
+                    message = "Backup copied off-site.",
+                    id,
+                    files_sent = report.files_sent,
+                    bytes_sent = report.bytes_sent,
+                    files_skipped = report.files_skipped,
+                    retries = report.retries,
+                    elapsed_ms = started.elapsed().as_millis() as u64
+                );
+                let _ = self.index.put(&record);
+                self.recovered("offsite_failed");
+            }
+            Err(error) => {
+                tracing::error!(message = "Off-site copy failed.", id, %error);
+                record.offsite = OffsiteState::Failed;
+                record.offsite_detail = Some(error.clone());
+                let _ = self.index.put(&record);
+                self.incident(
+                    "offsite_failed",
+                    format!("{id}: {error}"),
+                    "the local backup is kept; the copy is retried after the next backup or restart",
+                );
+            }
+        }
+    }
+
+    /// A restore drill of `id`: from the local backup directory, or from the off-site copy
+    /// when the local one is gone.
+    fn verify(&mut self, id: &str) -> Result<Drill, BackupJobError> {
+        if !backup::valid_id(id) {
+            return Err(BackupJobError::NotFound(id.to_string()));
+        }
+        let at_us = now_us();
+        let local = self.repo.manifest(id);
+        let (report, source) = match local {
+            Err(backup::BackupError::NotFound(_)) => {
+                let staging = self
+                    .repo
+                    .dir()
+                    .join(backup::SCRATCH_DIR)
+                    .join(format!("offsite-{id}"));
+                let _ = std::fs::remove_dir_all(&staging);
+                let offsite = self.offsite().map_err(BackupJobError::Failed)?;
+                match offsite.manifest(id).map_err(BackupJobError::Failed)? {
+                    None => return Err(BackupJobError::NotFound(id.to_string())),
+                    Some(_) => {}
+                }
+                let report = match offsite.download(id, &staging, &NoProgress) {
+                    Ok(_) => Repo::new(staging.clone()).verify(id, &NoProgress),
+                    Err(detail) => Ok(backup::VerifyReport {
+                        id: id.to_string(),
+                        verified: false,
+                        detail,
+                        duration_ms: 0,
+                    }),
+                };
+                let _ = std::fs::remove_dir_all(&staging);
+                (report, "offsite")
+            }
+            _ => (self.repo.verify(id, &NoProgress), "local"),
+        };
+        let report = report.map_err(|e| BackupJobError::Failed(e.to_string()))?;
+        let drill = Drill {
+            at_us,
+            verified: report.verified,
+            detail: report.detail.clone(),
+            source: source.to_string(),
+            duration_ms: report.duration_ms,
+        };
+        if let Ok(Some(mut record)) = self.index.get(id) {
+            record.drill = Some(drill.clone());
+            let _ = self.index.put(&record);
+        }
+        if report.verified {
+            tracing::info!(message = "Restore drill passed.", id, source, duration_ms = report.duration_ms);
+            self.recovered("verify_failed");
+        } else {
+            tracing::error!(message = "Restore drill FAILED.", id, source, detail = %report.detail);
+            self.incident(
+                "verify_failed",
+                format!("{id}: {}", report.detail),
+                "the backup is marked unverified and restore refuses it; take a new backup and find the damaged storage",
+            );
+        }
+        Ok(drill)
+    }
+}
