@@ -1,6 +1,8 @@
 //! Engine benchmark: in-process placement with `sync` durability, flash sale and catalog, with
 //! a raw-RocksDB baseline (sync=true puts of the same bytes in the same write sizes) measured in
-//! the same run, plus recovery time and resident memory per live order.
+//! the same run, plus recovery time and resident memory per live order, and backups of the
+//! flash-sale store (take, incremental, off-site copy, restore drill, restore) against a plain
+//! copy of the same files, with the order latency seen while a backup runs.
 //!
 //! Run: `make bench` (or `cargo test --release --workspace --bench engine -- [--orders N]`).
 
@@ -100,6 +102,161 @@ struct Run {
     /// Per order: the round trip of the message that carried it (every order of a batch is
     /// answered at once), in microseconds.
     latency: Histogram<u64>,
+}
+
+/// Places one-order requests back to back until `done()`; their latencies in microseconds.
+async fn probe(
+    engine: &Engine,
+    sku: &str,
+    customer: CustomerId,
+    done: impl Fn() -> bool,
+) -> Histogram<u64> {
+    let mut latency = latency_histogram();
+    while !done() {
+        let sent = Instant::now();
+        engine
+            .place_order(PlaceOrder {
+                customer_id: customer,
+                lines: vec![NewLine {
+                    sku: sku.to_string(),
+                    qty: 1,
+                    unit_price: 1999,
+                }],
+                shipping_address: None,
+                note: None,
+                idempotency: None,
+                actor: "bench".into(),
+            })
+            .await
+            .expect("probe order");
+        latency
+            .record((sent.elapsed().as_micros() as u64).max(1))
+            .expect("latency within bounds");
+    }
+    latency
+}
+
+/// Copies a directory tree file by file: the baseline of a backup's copy.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> u64 {
+    std::fs::create_dir_all(to).expect("create copy dir");
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            bytes += copy_tree(&entry.path(), &target);
+        } else {
+            bytes += std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+    let _ = std::fs::File::open(to).and_then(|d| d.sync_all());
+    bytes
+}
+
+/// Backups of the store under `data_dir` while `engine` serves it, each step timed.
+async fn bench_backups(
+    engine: &Engine,
+    data_dir: &std::path::Path,
+    hot: &str,
+    customer: CustomerId,
+) {
+    use orderd_engine::backup::{NoProgress, Repo};
+    let root = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(root.path().join("backups"));
+    // Order latency with no backup, then while one runs.
+    let until = Instant::now() + Duration::from_secs(2);
+    let quiet = probe(engine, hot, customer, || Instant::now() >= until).await;
+    let storage = engine.storage();
+    let acknowledged = engine.durable_seqs();
+    let checkpoint = data_dir.join("backup-checkpoint");
+    let worker_repo = repo.clone();
+    let worker = std::thread::spawn(move || {
+        let started = Instant::now();
+        let manifest = worker_repo
+            .create(
+                storage.as_ref(),
+                &checkpoint,
+                &acknowledged,
+                &[],
+                &NoProgress,
+            )
+            .expect("backup");
+        (manifest, started.elapsed())
+    });
+    let busy = probe(engine, hot, customer, || worker.is_finished()).await;
+    let (manifest, took) = worker.join().expect("backup thread");
+    let started = Instant::now();
+    let copied = copy_tree(&data_dir.join("db"), &root.path().join("plain-copy"));
+    let plain = started.elapsed();
+    let orders: u64 = manifest.shards.iter().map(|s| s.orders).sum();
+    println!(
+        "| backup | {orders} orders, {} files, {:.0} MiB: {:.2} s (checkpoint, rebuild of every shard for the digests, BackupEngine copy, SHA-256 of every file); plain copy of the store ({:.0} MiB) {:.2} s (baseline); ratio {:.1}x |",
+        manifest.files.len(),
+        manifest.size_bytes as f64 / 1048576.0,
+        took.as_secs_f64(),
+        copied as f64 / 1048576.0,
+        plain.as_secs_f64(),
+        took.as_secs_f64() / plain.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "| backup: orders meanwhile | one-order requests while the backup ran: {} orders, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; with no backup: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms |",
+        busy.len(),
+        busy.value_at_quantile(0.5) as f64 / 1000.0,
+        busy.value_at_quantile(0.99) as f64 / 1000.0,
+        busy.max() as f64 / 1000.0,
+        quiet.value_at_quantile(0.5) as f64 / 1000.0,
+        quiet.value_at_quantile(0.99) as f64 / 1000.0,
+        quiet.max() as f64 / 1000.0,
+    );
+    let started = Instant::now();
+    let second = repo
+        .create(
+            engine.storage().as_ref(),
+            &data_dir.join("backup-checkpoint"),
+            &engine.durable_seqs(),
+            &[],
+            &NoProgress,
+        )
+        .expect("second backup");
+    println!(
+        "| backup, incremental | {:.2} s; {:.1} MiB new of {:.0} MiB |",
+        started.elapsed().as_secs_f64(),
+        second.new_bytes as f64 / 1048576.0,
+        second.size_bytes as f64 / 1048576.0
+    );
+    let offsite = orderd_gateway::offsite::Offsite::open(
+        root.path().join("offsite").to_str().expect("utf-8 path"),
+        3,
+        Duration::from_millis(100),
+    )
+    .expect("off-site store");
+    let started = Instant::now();
+    offsite
+        .upload(repo.dir(), &manifest, &NoProgress)
+        .expect("upload");
+    println!(
+        "| backup: off-site copy | first backup to a local directory through object_store: {:.2} s |",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let report = repo.verify(&manifest.id, &NoProgress).expect("verify");
+    assert!(report.verified, "{}", report.detail);
+    println!(
+        "| backup: restore drill | {:.2} s (SHA-256 of every file, restore to scratch, rebuild every shard, compare digests) |",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    repo.restore(
+        &manifest.id,
+        &root.path().join("restored"),
+        false,
+        &NoProgress,
+    )
+    .expect("restore");
+    println!(
+        "| backup: restore | {:.2} s into a new data directory (same checks as the drill, then the move into place) |",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn latency_histogram() -> Histogram<u64> {
@@ -339,6 +496,7 @@ fn main() {
             started.elapsed().as_secs_f64(),
             orders_in_state
         );
+        bench_backups(&engine, &flash_dir, hot, customer).await;
         engine.shutdown().await;
         drop(engine);
 

@@ -293,6 +293,10 @@ fn engine_files(engine_dir: &Path, engine_id: u32) -> Result<Vec<String>, Backup
     Ok(files)
 }
 
+/// The readable manifests of a backup directory, oldest first, and `(id, error)` of each
+/// unreadable one.
+pub type ManifestList = (Vec<Manifest>, Vec<(String, String)>);
+
 /// A backup directory (see the module documentation for its layout).
 #[derive(Clone, Debug)]
 pub struct Repo {
@@ -317,7 +321,7 @@ impl Repo {
     }
 
     /// Every readable manifest, oldest first; unreadable ones are returned as `(id, error)`.
-    pub fn manifests(&self) -> Result<(Vec<Manifest>, Vec<(String, String)>), BackupError> {
+    pub fn manifests(&self) -> Result<ManifestList, BackupError> {
         let dir = self.dir.join(MANIFEST_DIR);
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -463,8 +467,8 @@ impl Repo {
                     files.push(entry.clone());
                 }
                 _ => {
-                    let (sha256, len) =
-                        sha256_file(&self.dir.join(&path), progress).map_err(|e| io_err(&path, e))?;
+                    let (sha256, len) = sha256_file(&self.dir.join(&path), progress)
+                        .map_err(|e| io_err(&path, e))?;
                     new_bytes += len;
                     files.push(FileEntry {
                         path,

@@ -354,12 +354,10 @@ impl Worker {
                         next_backup = Some(now + Duration::from_secs(self.config.interval_s));
                     }
                     if next_drill.is_some_and(|at| at <= now) {
-                        if let Ok(Some(newest)) = self.index.list().map(|l| l.into_iter().next())
-                        {
+                        if let Ok(Some(newest)) = self.index.list().map(|l| l.into_iter().next()) {
                             let _ = self.verify(&newest.id);
                         }
-                        next_drill =
-                            Some(now + Duration::from_secs(self.config.verify_interval_s));
+                        next_drill = Some(now + Duration::from_secs(self.config.verify_interval_s));
                     }
                     if uploads_due.is_some_and(|at| at <= now) {
                         self.upload_unfinished();
@@ -372,7 +370,11 @@ impl Worker {
 
     /// When a schedule of `interval_s` next runs: `interval_s` after the newest time `at`
     /// gives (or after start when none), and never sooner than a grace period after start.
-    fn first_due(&self, interval_s: u64, at: impl Fn(&BackupRecord) -> Option<i64>) -> Option<Instant> {
+    fn first_due(
+        &self,
+        interval_s: u64,
+        at: impl Fn(&BackupRecord) -> Option<i64>,
+    ) -> Option<Instant> {
         if interval_s == 0 {
             return None;
         }
@@ -452,10 +454,13 @@ impl Worker {
         let extras: Vec<(&str, Vec<u8>)> = keys.map(|k| (KEYS_FILE, k)).into_iter().collect();
         let checkpoint = self.data_dir.join("backup-checkpoint");
         let started = Instant::now();
-        match self
-            .repo
-            .create(storage.as_ref(), &checkpoint, &acknowledged, &extras, &NoProgress)
-        {
+        match self.repo.create(
+            storage.as_ref(),
+            &checkpoint,
+            &acknowledged,
+            &extras,
+            &NoProgress,
+        ) {
             Ok(manifest) => {
                 let record = BackupRecord::from_manifest(&manifest);
                 self.index
@@ -588,9 +593,12 @@ impl Worker {
                     .join(format!("offsite-{id}"));
                 let _ = std::fs::remove_dir_all(&staging);
                 let offsite = self.offsite().map_err(BackupJobError::Failed)?;
-                match offsite.manifest(id).map_err(BackupJobError::Failed)? {
-                    None => return Err(BackupJobError::NotFound(id.to_string())),
-                    Some(_) => {}
+                if offsite
+                    .manifest(id)
+                    .map_err(BackupJobError::Failed)?
+                    .is_none()
+                {
+                    return Err(BackupJobError::NotFound(id.to_string()));
                 }
                 let report = match offsite.download(id, &staging, &NoProgress) {
                     Ok(_) => Repo::new(staging.clone()).verify(id, &NoProgress),
@@ -619,7 +627,12 @@ impl Worker {
             let _ = self.index.put(&record);
         }
         if report.verified {
-            tracing::info!(message = "Restore drill passed.", id, source, duration_ms = report.duration_ms);
+            tracing::info!(
+                message = "Restore drill passed.",
+                id,
+                source,
+                duration_ms = report.duration_ms
+            );
             self.recovered("verify_failed");
         } else {
             tracing::error!(message = "Restore drill FAILED.", id, source, detail = %report.detail);

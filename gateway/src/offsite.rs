@@ -102,9 +102,7 @@ impl Offsite {
                     return Err(format!("{what}: {path} not found off-site"))
                 }
                 Err(error) if attempt >= self.attempts => {
-                    return Err(format!(
-                        "{what} failed after {attempt} attempts: {error}"
-                    ))
+                    return Err(format!("{what} failed after {attempt} attempts: {error}"))
                 }
                 Err(error) => {
                     tracing::warn!(message = "Off-site operation failed; retrying.", what, attempt, %error, wait_ms = wait.as_millis() as u64);
@@ -157,9 +155,11 @@ impl Offsite {
                 ));
             }
             let payload = PutPayload::from(bytes);
-            self.retrying(&format!("upload {}", file.path), &mut report.retries, || {
-                self.store.put(&path, payload.clone())
-            })?;
+            self.retrying(
+                &format!("upload {}", file.path),
+                &mut report.retries,
+                || self.store.put(&path, payload.clone()),
+            )?;
             report.files_sent += 1;
             report.bytes_sent += file.size;
             progress.advance(file.size);
@@ -235,9 +235,10 @@ impl Offsite {
         let mut retries = 0;
         for file in &manifest.files {
             let path = StorePath::from(file.path.as_str());
-            let bytes = self.retrying(&format!("download {}", file.path), &mut retries, || async {
-                self.store.get(&path).await?.bytes().await
-            })?;
+            let bytes =
+                self.retrying(&format!("download {}", file.path), &mut retries, || async {
+                    self.store.get(&path).await?.bytes().await
+                })?;
             let target = into.join(&file.path);
             write_atomic(&target, &bytes).map_err(|e| e.to_string())?;
             let (sum, len) = sha256_file(&target, &orderd_engine::backup::NoProgress)
@@ -250,11 +251,8 @@ impl Offsite {
             }
             progress.advance(file.size);
         }
-        write_atomic(
-            &into.join(Manifest::relative_path(id)),
-            &manifest.encode(),
-        )
-        .map_err(|e| e.to_string())?;
+        write_atomic(&into.join(Manifest::relative_path(id)), &manifest.encode())
+            .map_err(|e| e.to_string())?;
         Ok(manifest)
     }
 
@@ -267,7 +265,9 @@ impl Offsite {
         let mut retries = 0;
         for manifest in old {
             let path = StorePath::from(Manifest::relative_path(&manifest.id));
-            self.retrying("delete a manifest", &mut retries, || self.store.delete(&path))?;
+            self.retrying("delete a manifest", &mut retries, || {
+                self.store.delete(&path)
+            })?;
         }
         if old.is_empty() {
             return Ok(Vec::new());

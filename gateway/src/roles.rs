@@ -190,7 +190,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 17] = [
+        let expected: [(&str, &[Role]); 20] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -215,6 +215,9 @@ mod tests {
             ("ops shard restart", &[Admin, Operator]),
             ("ops incidents read", &[Admin, Operator, Auditor]),
             ("ops inspection read", &[Admin, Operator]),
+            ("ops backup create", &[Admin, Operator]),
+            ("ops backups read", &[Admin, Operator]),
+            ("ops backup verify", &[Admin, Operator]),
             ("shipment write", &[Admin, Logistics]),
             ("shipment read", &[Admin, Logistics, Operator]),
             ("analytics read", &[Admin, Analyst, Operator]),

@@ -3,6 +3,7 @@
 
 mod api_basics;
 mod audit;
+mod backup;
 mod concurrency;
 mod crash;
 mod inspection;

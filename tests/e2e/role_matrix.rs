@@ -84,6 +84,9 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
     ),
     ("GET", "/v1/ops/inspection", Some(OPERATORS), 200),
     ("POST", "/v1/ops/keys/rotate", Some(OPERATORS), 200),
+    ("POST", "/v1/ops/backups", Some(OPERATORS), 201),
+    ("GET", "/v1/ops/backups", Some(OPERATORS), 200),
+    ("POST", "/v1/ops/backups/{id}/verify", Some(OPERATORS), 200),
     ("POST", "/v1/keys", Some(ADMINS), 201),
     ("GET", "/v1/keys", Some(ADMINS), 200),
     ("DELETE", "/v1/keys/{id}", Some(ADMINS), 204),
@@ -200,6 +203,11 @@ enum Effect {
     KeyRotation {
         before: usize,
     },
+    /// `before` audit entries had `action`; an allowed call adds one.
+    Audited {
+        action: &'static str,
+        before: usize,
+    },
     /// Shard `id` had restarted `before` times; an allowed call restarts it once more.
     ShardRestart {
         id: u64,
@@ -304,6 +312,23 @@ impl Fixtures {
 
     /// Master key rotations so far, as the audit trail records them.
     fn rotations(&self) -> usize {
+        self.audited("keys.rotate")
+    }
+
+    /// The id of a backup (the first call takes one, as admin).
+    fn backup_id(&self) -> String {
+        let (status, page) = self.admin.get_json("/v1/ops/backups");
+        assert_eq!(status, 200, "GET /v1/ops/backups: {page}");
+        if let Some(id) = page["items"][0]["id"].as_str() {
+            return id.to_string();
+        }
+        let (status, backup) = self.admin.post_json("/v1/ops/backups", &json!({}), None);
+        assert_eq!(status, 201, "POST /v1/ops/backups: {backup}");
+        backup["id"].as_str().expect("backup id").to_string()
+    }
+
+    /// Audit entries with `action` so far.
+    fn audited(&self, action: &str) -> usize {
         let mut count = 0;
         let mut path = "/v1/audit?limit=1000".to_string();
         loop {
@@ -313,7 +338,7 @@ impl Fixtures {
                 .as_array()
                 .expect("items")
                 .iter()
-                .filter(|e| e["action"] == "keys.rotate")
+                .filter(|e| e["action"] == action)
                 .count();
             match page["next"].as_u64() {
                 Some(next) => path = format!("/v1/audit?limit=1000&after={next}"),
@@ -457,6 +482,23 @@ impl Fixtures {
                     before: self.rotations(),
                 },
             },
+            ("GET", "/v1/ops/backups") => Call::read(template),
+            ("POST", "/v1/ops/backups") => Call {
+                path: template.into(),
+                body: None,
+                effect: Effect::Audited {
+                    action: "backup.create",
+                    before: self.audited("backup.create"),
+                },
+            },
+            ("POST", "/v1/ops/backups/{id}/verify") => Call {
+                path: format!("/v1/ops/backups/{}/verify", self.backup_id()),
+                body: None,
+                effect: Effect::Audited {
+                    action: "backup.verify",
+                    before: self.audited("backup.verify"),
+                },
+            },
             ("POST", "/v1/keys") => Call {
                 path: template.into(),
                 body: Some(json!({"name": unique("matrix"), "role": "analyst"})),
@@ -539,6 +581,13 @@ impl Fixtures {
                 (now == want)
                     .then_some(())
                     .ok_or(format!("{now} key rotations, expected {want}"))
+            }
+            Effect::Audited { action, before } => {
+                let now = self.audited(action);
+                let want = before + usize::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("{now} `{action}` audit entries, expected {want}"))
             }
             Effect::ShardRestart { id, before } => {
                 let want = before + u64::from(allowed);
