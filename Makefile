@@ -56,6 +56,7 @@ test-only: test-deps
 ## Built in the same (release) profile as the tests, so RocksDB is not built a second time.
 BENCH_ORDERS ?= 1000000
 bench: deps
+	cargo build $(PROFILE) --workspace --bins
 	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
 
 fmt:

@@ -104,14 +104,16 @@ struct Run {
     latency: Histogram<u64>,
 }
 
-/// Places one-order requests back to back until `done()`; their latencies in microseconds.
+/// Places one-order requests back to back until `done()`; their latencies in microseconds, and
+/// when each one slower than 20 ms was sent.
 async fn probe(
     engine: &Engine,
     sku: &str,
     customer: CustomerId,
     done: impl Fn() -> bool,
-) -> Histogram<u64> {
+) -> (Histogram<u64>, Vec<(Instant, u64)>) {
     let mut latency = latency_histogram();
+    let mut slow = Vec::new();
     while !done() {
         let sent = Instant::now();
         engine
@@ -129,11 +131,27 @@ async fn probe(
             })
             .await
             .expect("probe order");
-        latency
-            .record((sent.elapsed().as_micros() as u64).max(1))
-            .expect("latency within bounds");
+        let us = (sent.elapsed().as_micros() as u64).max(1);
+        if us > 20_000 {
+            slow.push((sent, us));
+        }
+        latency.record(us).expect("latency within bounds");
     }
-    latency
+    (latency, slow)
+}
+
+/// Remembers when each phase of a backup began.
+#[derive(Default)]
+struct Phases(std::sync::Mutex<Vec<(Instant, String)>>);
+
+impl orderd_engine::backup::Progress for Phases {
+    fn phase(&self, name: &str, _total: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((Instant::now(), name.to_string()));
+    }
+    fn advance(&self, _done: u64) {}
 }
 
 /// Copies a directory tree file by file: the baseline of a backup's copy.
@@ -162,15 +180,33 @@ async fn bench_backups(
 ) {
     use orderd_engine::backup::{NoProgress, Repo};
     let root = tempfile::tempdir().expect("tempdir");
-    let repo = Repo::new(root.path().join("backups"));
+    // As the server does: shards are rebuilt by a child `orderd` (built by `make bench`).
+    let orderd = std::env::current_exe()
+        .expect("bench binary")
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("orderd");
+    assert!(
+        orderd.is_file(),
+        "{} missing: run `make bench`",
+        orderd.display()
+    );
+    let repo = Repo::new(root.path().join("backups")).with_digester(Arc::new(
+        orderd_gateway::backups::ChildDigester { exe: orderd },
+    ));
     // Order latency with no backup, then while one runs.
     let until = Instant::now() + Duration::from_secs(2);
-    let quiet = probe(engine, hot, customer, || Instant::now() >= until).await;
+    let (quiet, _) = probe(engine, hot, customer, || Instant::now() >= until).await;
+    let phases = Arc::new(Phases::default());
+    let worker_phases = phases.clone();
     let storage = engine.storage();
     let acknowledged = engine.durable_seqs();
     let checkpoint = data_dir.join("backup-checkpoint");
     let worker_repo = repo.clone();
     let worker = std::thread::spawn(move || {
+        // As the server's backup worker does.
+        orderd_engine::backup::lower_thread_priority();
         let started = Instant::now();
         let manifest = worker_repo
             .create(
@@ -178,13 +214,30 @@ async fn bench_backups(
                 &checkpoint,
                 &acknowledged,
                 &[],
-                &NoProgress,
+                worker_phases.as_ref(),
             )
             .expect("backup");
         (manifest, started.elapsed())
     });
-    let busy = probe(engine, hot, customer, || worker.is_finished()).await;
+    let (busy, slow) = probe(engine, hot, customer, || worker.is_finished()).await;
     let (manifest, took) = worker.join().expect("backup thread");
+    let phases = phases.0.lock().unwrap().clone();
+    let phase_at = |at: Instant| {
+        phases
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= at)
+            .map_or("before checkpoint", |(_, name)| name.as_str())
+    };
+    let slow: Vec<String> = slow
+        .iter()
+        .map(|(at, us)| format!("{:.0} ms in {}", *us as f64 / 1000.0, phase_at(*at)))
+        .collect();
+    println!(
+        "| backup: slow orders | {} one-order requests over 20 ms while it ran: {} |",
+        slow.len(),
+        slow.join(", ")
+    );
     let started = Instant::now();
     let copied = copy_tree(&data_dir.join("db"), &root.path().join("plain-copy"));
     let plain = started.elapsed();
@@ -231,9 +284,16 @@ async fn bench_backups(
     )
     .expect("off-site store");
     let started = Instant::now();
-    offsite
-        .upload(repo.dir(), &manifest, &NoProgress)
-        .expect("upload");
+    // The off-site store blocks on its own runtime: not from inside actix's.
+    let upload_dir = repo.dir().to_path_buf();
+    let upload_manifest = manifest.clone();
+    std::thread::spawn(move || {
+        offsite
+            .upload(&upload_dir, &upload_manifest, &NoProgress)
+            .expect("upload")
+    })
+    .join()
+    .expect("upload thread");
     println!(
         "| backup: off-site copy | first backup to a local directory through object_store: {:.2} s |",
         started.elapsed().as_secs_f64()

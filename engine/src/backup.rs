@@ -162,6 +162,22 @@ pub struct VerifyReport {
     pub duration_ms: u64,
 }
 
+/// Lowers the calling thread's CPU priority to nice 19 (Linux: per thread; threads it starts
+/// inherit it). Backups and drills rebuild every shard, which is CPU work that must not take
+/// cores from the live shards: the backup worker calls this once at start.
+pub fn lower_thread_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
+            tracing::warn!(
+                message = "Cannot lower the backup thread's priority.",
+                error = %std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// The shard count stored in `storage` and every shard rebuilt from it, with its digests.
 pub fn digest_store(storage: &dyn Storage) -> Result<(u16, Vec<ShardDigest>), BackupError> {
     let stored = storage
@@ -195,6 +211,70 @@ pub fn digest_store(storage: &dyn Storage) -> Result<(u16, Vec<ShardDigest>), Ba
             .collect::<Result<Vec<_>, _>>()
     })?;
     Ok((shard_count, shards))
+}
+
+/// Rebuilds every shard of the store in a RocksDB directory (a checkpoint, a restored copy) and
+/// returns the shard count and each shard's digests. Backups and drills take it as a strategy:
+/// in process ([`InProcess`]), or in a child process so that the rebuild's CPU, memory and
+/// RocksDB threads stay away from a live server's shards (the gateway's).
+pub trait Digester: Send + Sync {
+    fn digest(&self, db_dir: &Path) -> Result<(u16, Vec<ShardDigest>), BackupError>;
+}
+
+/// Rebuilds in the calling process.
+pub struct InProcess;
+
+impl Digester for InProcess {
+    fn digest(&self, db_dir: &Path) -> Result<(u16, Vec<ShardDigest>), BackupError> {
+        let storage = RocksStorage::open(db_dir)?;
+        digest_store(&storage)
+    }
+}
+
+/// First line of [`encode_digests`]: a name and a format number.
+const DIGESTS_HEADER: &str = "orderd-digests 1";
+
+/// Digests as text, for a child process to hand them to its parent: a header line with the
+/// shard count, then one line per shard (`shard seq state_digest log_digest orders`).
+pub fn encode_digests(shard_count: u16, shards: &[ShardDigest]) -> String {
+    let mut text = format!("{DIGESTS_HEADER} {shard_count}\n");
+    for s in shards {
+        text.push_str(&format!(
+            "{} {} {:016x} {:016x} {}\n",
+            s.shard, s.seq, s.state_digest, s.log_digest, s.orders
+        ));
+    }
+    text
+}
+
+/// The inverse of [`encode_digests`].
+pub fn parse_digests(text: &str) -> Result<(u16, Vec<ShardDigest>), String> {
+    let mut lines = text.lines();
+    let count: u16 = lines
+        .next()
+        .and_then(|line| line.strip_prefix(DIGESTS_HEADER))
+        .and_then(|rest| rest.trim().parse().ok())
+        .ok_or_else(|| format!("not a digest list: {text:?}"))?;
+    let mut shards = Vec::new();
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let bad = || format!("bad digest line {line:?}");
+        if words.len() != 5 {
+            return Err(bad());
+        }
+        shards.push(ShardDigest {
+            shard: words[0].parse().map_err(|_| bad())?,
+            seq: words[1].parse().map_err(|_| bad())?,
+            acknowledged_seq: 0,
+            state_digest: u64::from_str_radix(words[2], 16).map_err(|_| bad())?,
+            log_digest: u64::from_str_radix(words[3], 16).map_err(|_| bad())?,
+            orders: words[4].parse().map_err(|_| bad())?,
+        });
+    }
+    if shards.len() != count as usize {
+        return Err(format!("{} digest lines for {count} shards", shards.len()));
+    }
+    Ok((count, shards))
 }
 
 /// Compares rebuilt shards with a manifest's; `None` when they match.
@@ -298,14 +378,32 @@ fn engine_files(engine_dir: &Path, engine_id: u32) -> Result<Vec<String>, Backup
 pub type ManifestList = (Vec<Manifest>, Vec<(String, String)>);
 
 /// A backup directory (see the module documentation for its layout).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Repo {
     dir: PathBuf,
+    digester: std::sync::Arc<dyn Digester>,
 }
 
 impl Repo {
+    /// The backup directory `dir`; shards are rebuilt in this process.
     pub fn new(dir: impl Into<PathBuf>) -> Repo {
-        Repo { dir: dir.into() }
+        Repo {
+            dir: dir.into(),
+            digester: std::sync::Arc::new(InProcess),
+        }
+    }
+
+    /// Another backup directory, with this one's digester.
+    pub fn at(&self, dir: impl Into<PathBuf>) -> Repo {
+        Repo {
+            dir: dir.into(),
+            digester: self.digester.clone(),
+        }
+    }
+
+    /// The same directory, with shards rebuilt by `digester`.
+    pub fn with_digester(self, digester: std::sync::Arc<dyn Digester>) -> Repo {
+        Repo { digester, ..self }
     }
 
     pub fn dir(&self) -> &Path {
@@ -407,9 +505,8 @@ impl Repo {
         started: Instant,
         progress: &dyn Progress,
     ) -> Result<Manifest, BackupError> {
-        let copy = RocksStorage::open(checkpoint_dir)?;
         progress.phase("rebuild", 0);
-        let (shard_count, mut shards) = digest_store(&copy)?;
+        let (shard_count, mut shards) = self.digester.digest(checkpoint_dir)?;
         for shard in &mut shards {
             let acked = acknowledged.get(shard.shard as usize).copied().unwrap_or(0);
             if shard.seq < acked {
@@ -423,6 +520,7 @@ impl Repo {
         let engine_dir = self.engine_dir();
         std::fs::create_dir_all(&engine_dir).map_err(|e| io_err(engine_dir.display(), e))?;
         progress.phase("copy", 0);
+        let copy = RocksStorage::open(checkpoint_dir)?;
         let engine_id = copy.backup_into(&engine_dir)?;
         drop(copy);
         let id = format!("bak_{engine_id:06}_{:08x}", rand_u32());
@@ -548,13 +646,7 @@ impl Repo {
         }
         progress.advance(manifest.size_bytes);
         progress.phase("rebuild", 0);
-        let restored = match RocksStorage::open(&db) {
-            Ok(storage) => storage,
-            Err(error) => return Ok(Err(format!("the restored store does not open: {error}"))),
-        };
-        let digests = digest_store(&restored);
-        drop(restored);
-        match digests {
+        match self.digester.digest(&db) {
             Ok((count, shards)) => Ok(match compare_shards(manifest, count, &shards) {
                 Some(problem) => Err(problem),
                 None => Ok(()),
@@ -774,6 +866,32 @@ mod tests {
             assert!(Manifest::decode(&bad).is_err(), "flip at {i} undetected");
         }
         assert!(Manifest::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn digests_round_trip_as_text() {
+        let shards = vec![
+            ShardDigest {
+                shard: 0,
+                seq: 12,
+                acknowledged_seq: 0,
+                state_digest: u64::MAX,
+                log_digest: 0,
+                orders: 7,
+            },
+            ShardDigest {
+                shard: 1,
+                seq: 0,
+                acknowledged_seq: 0,
+                state_digest: 1,
+                log_digest: 2,
+                orders: 0,
+            },
+        ];
+        let text = encode_digests(2, &shards);
+        assert_eq!(parse_digests(&text).unwrap(), (2, shards));
+        assert!(parse_digests("orderd-digests 1 3\n0 1 2 3 4\n").is_err());
+        assert!(parse_digests("hello").is_err());
     }
 
     #[test]

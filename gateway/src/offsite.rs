@@ -1,8 +1,12 @@
 //! The off-site copy of backups through `object_store`: a local directory (meant to be another
 //! disk or mount) by default, S3-compatible storage for an `s3://bucket/prefix` address.
 //!
-//! The off-site store mirrors the local backup directory's layout (`rocksdb/…`, `extras/…`,
-//! `manifests/<id>.manifest`). An upload sends the files the store lacks (shared files are
+//! Layout off-site: shared files at their local paths (`rocksdb/shared_checksum/…`: their names
+//! hold file number, database session and size, so they are unique and never change), every
+//! other file of a backup under `backups/<id>/` (`rocksdb/meta/<n>` and `rocksdb/private/<n>/`
+//! are numbered by the local `BackupEngine`, which starts again at 1 when the local directory is
+//! lost: kept under the backup's id, a new backup can never overwrite an older one's files), and
+//! `manifests/<id>.manifest`. A download puts every file back at its local path. An upload sends the files the store lacks (shared files are
 //! immutable and named by content, so an incremental backup sends only its new files), each with
 //! retries and a doubling wait, and the manifest last: a manifest off-site means a complete
 //! copy. A download fetches a manifest and its files into a staging directory, checking each
@@ -24,7 +28,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use orderd_engine::backup::{
-    sha256_file, write_atomic, Manifest, Progress, MANIFEST_DIR, MANIFEST_SUFFIX,
+    sha256_file, write_atomic, Manifest, Progress, ENGINE_DIR, MANIFEST_DIR, MANIFEST_SUFFIX,
 };
 
 pub struct Offsite {
@@ -45,6 +49,23 @@ pub struct UploadReport {
     /// Attempts that failed and were retried.
     pub retries: u64,
 }
+
+/// Where a backup's file lives off-site (see the module documentation).
+pub fn offsite_path(id: &str, local: &str) -> String {
+    if is_shared(local) {
+        local.to_string()
+    } else {
+        format!("{BACKUPS_DIR}/{id}/{local}")
+    }
+}
+
+/// Shared files: immutable and named uniquely, used by several backups.
+fn is_shared(local: &str) -> bool {
+    local.starts_with(&format!("{ENGINE_DIR}/shared"))
+}
+
+/// Off-site folder of each backup's own files.
+pub const BACKUPS_DIR: &str = "backups";
 
 impl Offsite {
     /// The store at `spec`: a directory path (created if missing) or `s3://bucket[/prefix]`.
@@ -135,11 +156,11 @@ impl Offsite {
         let mut report = UploadReport::default();
         progress.phase("upload", manifest.size_bytes);
         for file in &manifest.files {
-            let path = StorePath::from(file.path.as_str());
-            // Shared files are immutable and named by content: present with the same size
-            // means present. Everything else (meta, private, extras) is sent again.
-            let shared = file.path.contains("/shared");
-            if shared && self.size_of(&path, &mut report.retries)? == Some(file.size) {
+            let path = StorePath::from(offsite_path(&manifest.id, &file.path));
+            // Shared files never change: present with the same size means present. The
+            // backup's own files (meta, private, extras) are sent again.
+            if is_shared(&file.path) && self.size_of(&path, &mut report.retries)? == Some(file.size)
+            {
                 report.files_skipped += 1;
                 progress.advance(file.size);
                 continue;
@@ -234,7 +255,7 @@ impl Offsite {
         progress.phase("download", manifest.size_bytes);
         let mut retries = 0;
         for file in &manifest.files {
-            let path = StorePath::from(file.path.as_str());
+            let path = StorePath::from(offsite_path(id, &file.path));
             let bytes =
                 self.retrying(&format!("download {}", file.path), &mut retries, || async {
                     self.store.get(&path).await?.bytes().await
@@ -272,20 +293,17 @@ impl Offsite {
         if old.is_empty() {
             return Ok(Vec::new());
         }
-        let needed: std::collections::HashSet<&str> = kept
+        let needed: std::collections::HashSet<String> = kept
             .iter()
-            .flat_map(|m| m.files.iter().map(|f| f.path.as_str()))
+            .flat_map(|m| m.files.iter().map(|f| offsite_path(&m.id, &f.path)))
             .collect();
-        for top in [
-            orderd_engine::backup::ENGINE_DIR,
-            orderd_engine::backup::EXTRAS_DIR,
-        ] {
+        for top in [ENGINE_DIR, BACKUPS_DIR] {
             let prefix = StorePath::from(top);
             let listed = self.retrying("list files", &mut retries, || {
                 self.store.list(Some(&prefix)).try_collect::<Vec<_>>()
             })?;
             for meta in listed {
-                if !needed.contains(meta.location.as_ref()) {
+                if !needed.contains(meta.location.as_ref() as &str) {
                     let location = meta.location.clone();
                     self.retrying("delete a file", &mut retries, || {
                         self.store.delete(&location)
@@ -294,5 +312,94 @@ impl Offsite {
             }
         }
         Ok(old.iter().map(|m| m.id.clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderd_engine::backup::{NoProgress, Repo};
+    use orderd_engine::engine::SHARD_COUNT_KEY;
+    use orderd_engine::storage::{Family, Storage, Write};
+    use orderd_engine::RocksStorage;
+
+    /// A one-shard store with one distinguishing record, backed up into a new backup directory.
+    fn backup_of(root: &Path, name: &str) -> (Repo, Manifest) {
+        let data = root.join(format!("{name}-data"));
+        let storage = RocksStorage::open(&data).unwrap();
+        let writes = vec![
+            Write::Put {
+                family: Family::Control,
+                key: SHARD_COUNT_KEY.to_vec(),
+                value: 1u16.to_be_bytes().to_vec(),
+            },
+            Write::Put {
+                family: Family::Control,
+                key: b"test/name".to_vec(),
+                value: name.as_bytes().to_vec(),
+            },
+        ];
+        storage.write(writes, true).unwrap();
+        let repo = Repo::new(root.join(format!("{name}-backups")));
+        let manifest = repo
+            .create(
+                &storage,
+                &root.join(format!("{name}-checkpoint")),
+                &[0],
+                &[],
+                &NoProgress,
+            )
+            .unwrap();
+        (repo, manifest)
+    }
+
+    #[test]
+    fn a_new_local_backup_directory_never_overwrites_older_backups_off_site() {
+        let root = tempfile::tempdir().unwrap();
+        let offsite = Offsite::open(
+            root.path().join("offsite").to_str().unwrap(),
+            2,
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        // Two backup directories whose BackupEngines both number their first backup 1, as
+        // after the loss of the local directory.
+        let (first_repo, first) = backup_of(root.path(), "first");
+        let (second_repo, second) = backup_of(root.path(), "second");
+        assert_eq!(first.engine_id, second.engine_id);
+        offsite
+            .upload(first_repo.dir(), &first, &NoProgress)
+            .unwrap();
+        offsite
+            .upload(second_repo.dir(), &second, &NoProgress)
+            .unwrap();
+        for manifest in [&first, &second] {
+            let staging = root.path().join(format!("staging-{}", manifest.id));
+            offsite
+                .download(&manifest.id, &staging, &NoProgress)
+                .unwrap();
+            let report = Repo::new(&staging)
+                .verify(&manifest.id, &NoProgress)
+                .unwrap();
+            assert!(report.verified, "{}: {}", manifest.id, report.detail);
+        }
+        let listed: Vec<String> = offsite
+            .manifests()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(listed.len(), 2);
+        // Retention off-site keeps the newest and deletes only what it alone needed.
+        assert_eq!(offsite.retain(1).unwrap(), vec![first.id.clone()]);
+        assert!(offsite.manifest(&first.id).unwrap().is_none());
+        let staging = root.path().join("staging-after-retention");
+        offsite.download(&second.id, &staging, &NoProgress).unwrap();
+        assert!(
+            Repo::new(&staging)
+                .verify(&second.id, &NoProgress)
+                .unwrap()
+                .verified
+        );
     }
 }

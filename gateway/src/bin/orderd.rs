@@ -14,6 +14,17 @@ struct Cli {
     /// environment variables override both).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Internal: rebuilds every shard of the RocksDB store in DB_DIR at low priority and prints
+    /// their digests (the backup worker runs it as a child process, see
+    /// `orderd_gateway::backups::ChildDigester`).
+    #[command(hide = true)]
+    DigestStore { db_dir: PathBuf },
 }
 
 /// Exit code of a configuration error (as in sysexits' EX_CONFIG spirit: distinct from a crash).
@@ -21,6 +32,9 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::DigestStore { db_dir }) = &cli.command {
+        return orderd_gateway::backups::digest_store_main(db_dir);
+    }
     let config = match orderd_gateway::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
