@@ -114,6 +114,16 @@ fn verified_cell(verified: Option<bool>) -> String {
     verified.map_or("-".to_string(), |v| v.to_string())
 }
 
+/// Bytes for people, without a space (`38.62KiB`) so that every table cell is one word.
+fn size_cell(bytes: u64) -> String {
+    HumanBytes(bytes).to_string().replace(' ', "")
+}
+
+/// Milliseconds as one word (`1234ms`).
+fn ms_cell(ms: u64) -> String {
+    format!("{ms}ms")
+}
+
 fn create(api: &Api, timeout: Duration, out: Output, wait: &WaitArgs) -> Outcome {
     api.require_key()?;
     let api = api.patient(timeout, Duration::from_secs(wait.wait_timeout_s));
@@ -142,11 +152,11 @@ fn create(api: &Api, timeout: Duration, out: Output, wait: &WaitArgs) -> Outcome
             table.row(vec![
                 backup.id.clone(),
                 backup.created_at.clone(),
-                HumanBytes(backup.size_bytes).to_string(),
-                HumanBytes(backup.new_bytes).to_string(),
+                size_cell(backup.size_bytes),
+                size_cell(backup.new_bytes),
                 backup.offsite.clone(),
                 verified_cell(backup.verified),
-                format!("{} ms", backup.duration_ms),
+                ms_cell(backup.duration_ms),
             ]);
             print!("{}", table.render());
         }
@@ -215,7 +225,7 @@ fn list(api: &Api, out: Output, limit: Option<u16>) -> Outcome {
                 table.row(vec![
                     b.id,
                     b.created_at,
-                    HumanBytes(b.size_bytes).to_string(),
+                    size_cell(b.size_bytes),
                     b.offsite,
                     verified_cell(b.verified),
                     or_dash(b.verified_at.as_deref()),
@@ -247,10 +257,7 @@ fn verify(api: &Api, timeout: Duration, out: Output, id: &str, wait: &WaitArgs) 
             table.row(vec!["id".into(), report.id.clone()]);
             table.row(vec!["verified".into(), report.verified.to_string()]);
             table.row(vec!["source".into(), report.source.clone()]);
-            table.row(vec![
-                "duration".into(),
-                format!("{} ms", report.duration_ms),
-            ]);
+            table.row(vec!["duration".into(), ms_cell(report.duration_ms)]);
             table.row(vec!["detail".into(), report.detail.clone()]);
             print!("{}", table.render());
         }
@@ -358,10 +365,7 @@ pub fn restore(out: Output, args: &RestoreArgs) -> Outcome {
             table.row(vec!["data_dir".into(), plan.data_dir.display().to_string()]);
             table.row(vec!["shards".into(), manifest.shards.len().to_string()]);
             table.row(vec!["orders".into(), orders.to_string()]);
-            table.row(vec![
-                "size".into(),
-                HumanBytes(manifest.size_bytes).to_string(),
-            ]);
+            table.row(vec!["size".into(), size_cell(manifest.size_bytes)]);
             table.row(vec!["replaced".into(), or_dash(moved_text.as_deref())]);
             print!("{}", table.render());
         }
@@ -750,6 +754,13 @@ mod tests {
         let error = restore_error(BackupError::Target("in the way".into()));
         assert_eq!(error.to_string(), "in the way");
         assert_eq!(error.exit_code(), 1);
+    }
+
+    #[test]
+    fn table_cells_are_one_word() {
+        assert_eq!(size_cell(0), "0B");
+        assert_eq!(size_cell(39_547), "38.62KiB");
+        assert_eq!(ms_cell(12), "12ms");
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Bars {
     /// Finishes the bar of the last phase, leaving it on screen.
     pub fn finish(&self) {
         if let Some(bar) = self.lock().take() {
-            bar.finish();
+            finish_phase(&bar);
         }
     }
 
@@ -101,6 +101,15 @@ impl Bars {
     #[cfg(test)]
     fn current(&self) -> Option<ProgressBar> {
         self.lock().clone()
+    }
+}
+
+/// Leaves a finished phase on screen: a full bar, or a spinner that says `done`.
+fn finish_phase(bar: &ProgressBar) {
+    if bar.length().is_none() {
+        bar.finish_with_message("done");
+    } else {
+        bar.finish();
     }
 }
 
@@ -118,7 +127,7 @@ impl Progress for Bars {
             bar.enable_steady_tick(TICK);
         }
         if let Some(previous) = self.lock().replace(bar) {
-            previous.finish();
+            finish_phase(&previous);
         }
     }
 
@@ -183,6 +192,7 @@ mod tests {
 
         bars.finish();
         assert!(rebuild.is_finished());
+        assert_eq!(rebuild.message(), "done");
         assert!(bars.current().is_none());
     }
 
