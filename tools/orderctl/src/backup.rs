@@ -39,9 +39,12 @@ pub enum BackupAction {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Restore a backup into a data directory, offline: orderd must be stopped; no server and
-    /// no key are used. The backup is verified first (every file's SHA-256, then every shard
-    /// rebuilt and its digests compared) and refused, exit 1, when anything differs.
+    /// Restore a backup into a data directory, offline (orderd stopped; no server, no key)
+    ///
+    /// The backup is verified first (every file's SHA-256, then every shard rebuilt and its
+    /// digests compared with the manifest) and refused, exit 1, when anything differs; the
+    /// target is then left as it was. The master key is not part of a backup: start orderd on
+    /// the restored directory with the key file (or `ORDERD_MASTER_KEY`) it had.
     Restore(RestoreArgs),
 }
 
