@@ -1,13 +1,21 @@
 //! `orderctl`, the on-call CLI, run as a real process against a real server: tables on stdout,
 //! messages on stderr, `--output json` equal to the API's answer, the exit codes (0 ok, 1 check
 //! failed or error answer, 2 usage or no key, 3 unreachable), and the effects of its commands
-//! seen through the API.
+//! seen through the API. Backups: create, list and verify through the server, and the offline
+//! restore (local or off-site) checked by starting a new server on the restored directory.
 
-use crate::support::{free_port, serial, unique, Server};
-use serde_json::Value;
+use crate::support::{
+    check_order, free_port, norm_lines, order_body, place_definitive, serial, unique, Client,
+    Outcome, Server,
+};
+use orderd_proto::{BackupResponse, BackupVerifyResponse, Page};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The `orderd` binary of this test target; Cargo puts `orderctl` beside it.
 const ORDERD: &str = env!("CARGO_BIN_EXE_orderd");
@@ -40,12 +48,21 @@ fn orderctl_path() -> PathBuf {
 
 /// Runs `orderctl args...` with no `ORDERD_*` variables from the test's own environment.
 fn orderctl(args: &[&str]) -> Run {
-    let output = Command::new(orderctl_path())
-        .args(args)
-        .env_remove("ORDERD_KEY")
-        .env_remove("ORDERD_SERVER")
-        .output()
-        .expect("run orderctl");
+    orderctl_with_env(args, &[])
+}
+
+/// Runs `orderctl args...` with `env` and no other `ORDERD_*` variables (`backup restore` reads
+/// `ORDERD__*` settings as orderd does).
+fn orderctl_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(orderctl_path());
+    command.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ORDERD_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    let output = command.output().expect("run orderctl");
     let run = Run {
         code: output.status.code().expect("orderctl exited by a signal"),
         stdout: String::from_utf8(output.stdout).expect("stdout UTF-8"),
@@ -476,4 +493,593 @@ fn a_failed_shard_makes_health_and_inspect_exit_1_and_restart_brings_it_back() {
     let restart = admin(&server, &["shards", "restart", &shard, "--wait"]);
     assert_eq!(restart.code, 0, "{}", restart.stderr);
     assert_eq!(admin(&server, &["health"]).code, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backups
+
+/// The master key file in a server's root (`security.master_key_file` by default); a backup
+/// never carries it.
+const MASTER_KEY_FILE: &str = "orderd-master.key";
+
+/// A server for backup tests: backups only on request (no schedule, no scheduled drills). The
+/// harness puts `backup.dir` and `backup.offsite` in the test's root (`backups/`, `offsite/`).
+fn backup_server() -> Server {
+    Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__BACKUP__INTERVAL_S", "0"),
+            ("ORDERD__BACKUP__VERIFY_INTERVAL_S", "0"),
+        ],
+    )
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Places `n` confirmed orders over six SKUs of one customer (so both shards get some).
+fn place_orders(client: &Client, n: usize, tag: &str) -> Vec<Value> {
+    let customer = client.create_customer();
+    let skus: Vec<String> = (0..6).map(|i| format!("BAK-{tag}-{i}")).collect();
+    for sku in &skus {
+        client.adjust_stock(sku, 1000);
+    }
+    (0..n)
+        .map(|i| {
+            let body = order_body(
+                &customer,
+                &[(skus[i % skus.len()].clone(), 1 + (i % 3) as u32, 150)],
+            );
+            match place_definitive(client, &unique("bak"), &body) {
+                Outcome::Confirmed(order) => {
+                    check_order(&order, &body);
+                    order
+                }
+                other => panic!("order {i}: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn ids_of(orders: &[Value]) -> BTreeSet<String> {
+    orders
+        .iter()
+        .map(|o| o["id"].as_str().expect("order id").to_string())
+        .collect()
+}
+
+/// `backup create --output json`: asserts exit 0 and the API's shape; returns the backup.
+fn create_backup(server: &Server) -> Value {
+    let run = admin(server, &["--output", "json", "backup", "create"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let body = run.json();
+    let parsed: BackupResponse = serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("not a BackupResponse ({e}): {body}"));
+    assert!(parsed.id.starts_with("bak_"), "{body}");
+    body
+}
+
+fn total_orders(backup: &Value) -> u64 {
+    backup["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| s["orders"].as_u64().expect("orders"))
+        .sum()
+}
+
+/// Polls `GET /v1/ops/backups` until backup `id`'s off-site copy is `copied` (the upload runs
+/// after the answer to the create); returns the listed backup.
+fn wait_offsite_copied(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, page) = server.get_json("/v1/ops/backups?limit=1000");
+        assert_eq!(status, 200, "{page}");
+        let backup = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {page}"))
+            .clone();
+        match backup["offsite"].as_str() {
+            Some("copied") => return backup,
+            Some("failed") => panic!("the off-site copy of {id} failed: {backup}"),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} not copied off-site within 60 s: {backup}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The listed backup `id` (`GET /v1/ops/backups`).
+fn listed(server: &Server, id: &str) -> Value {
+    let (status, page) = server.get_json("/v1/ops/backups?limit=1000");
+    assert_eq!(status, 200, "{page}");
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {page}"))
+        .clone()
+}
+
+/// A table's value column for `field` (`FIELD  VALUE` tables).
+fn field<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .filter(|rest| rest.starts_with(' '))
+                .map(str::trim)
+        })
+        .unwrap_or_else(|| panic!("no {name} row:\n{stdout}"))
+}
+
+/// A fresh directory for a restored server (removed on drop).
+fn fresh_root() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("orderd-e2e-restored-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Starts orderd on `root`, whose `data/` was just restored from a backup of `source`: with
+/// `source`'s master key file (it never travels in a backup, the operator keeps it), and with
+/// `source`'s `admin.key` when the restored key table came without it.
+fn start_restored(source: &Server, root: &Path) -> Server {
+    fs::copy(
+        source.root().join(MASTER_KEY_FILE),
+        root.join(MASTER_KEY_FILE),
+    )
+    .expect("copy the master key file");
+    let data = root.join("data");
+    if data.join("keys.json").is_file() && !data.join("admin.key").is_file() {
+        fs::copy(source.data_dir().join("admin.key"), data.join("admin.key"))
+            .expect("copy admin.key");
+    }
+    Server::start_in(root, 2)
+}
+
+/// Every order of `before` is on `server`, as it was acknowledged, and nothing else is listed.
+fn assert_orders_restored(server: &Server, before: &[Value]) {
+    let client = server.client();
+    let listed = client.list_orders("");
+    assert_eq!(
+        ids_of(&listed),
+        ids_of(before),
+        "the restored server lists exactly the orders placed before the backup"
+    );
+    for order in before {
+        let id = order["id"].as_str().expect("id");
+        let (status, got) = client.get_json(&format!("/v1/orders/{id}"));
+        assert_eq!(status, 200, "GET {id} after the restore: {got}");
+        assert_eq!(got["status"], order["status"], "{id}");
+        assert_eq!(got["customer_id"], order["customer_id"], "{id}");
+        assert_eq!(got["total"], order["total"], "{id}");
+        assert_eq!(norm_lines(&got), norm_lines(order), "{id}");
+    }
+    // Personal data still opens: the restored store and the same master key fit together.
+    let customer = before[0]["customer_id"].as_str().expect("customer id");
+    let (status, body) = client.get_json(&format!("/v1/customers/{customer}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["email"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("@example.com")),
+        "{body}"
+    );
+}
+
+/// Names of the entries beside `dir` that start with its name and a dot (`data.replaced-…`,
+/// `data.restoring`).
+fn siblings(dir: &Path) -> Vec<String> {
+    let name = dir.file_name().expect("name").to_string_lossy().to_string();
+    let mut found: Vec<String> = fs::read_dir(dir.parent().expect("parent"))
+        .expect("read parent")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(&format!("{name}.")))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn orderctl_backup_create_list_verify_and_json() {
+    let _serial = serial();
+    let server = backup_server();
+    let api = server.client();
+    let orders = place_orders(&api, 5, "clv");
+
+    // Created through the table form: one row, newest fields, the drill not run yet.
+    let table = admin(&server, &["backup", "create"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", table.stdout);
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "CREATED_AT",
+            "SIZE",
+            "NEW",
+            "OFFSITE",
+            "VERIFIED",
+            "DURATION"
+        ]
+    );
+    let first = lines[1].split_whitespace().next().expect("id").to_string();
+    assert!(first.starts_with("bak_"), "{}", lines[1]);
+    assert!(
+        table.stderr.contains(&format!("created {first}")),
+        "{}",
+        table.stderr
+    );
+
+    // The JSON form is the API's `BackupResponse`.
+    let second = create_backup(&server);
+    let second_id = second["id"].as_str().expect("id").to_string();
+    assert_ne!(second_id, first);
+    assert_eq!(second["shards"].as_array().expect("shards").len(), 2);
+    assert_eq!(total_orders(&second), orders.len() as u64);
+    assert!(
+        ["pending", "copied"].contains(&second["offsite"].as_str().unwrap_or("")),
+        "{second}"
+    );
+    assert_eq!(second["verified"], Value::Null, "no drill yet: {second}");
+    assert!(second["size_bytes"].as_u64().expect("size") > 0);
+    wait_offsite_copied(&server, &first);
+    wait_offsite_copied(&server, &second_id);
+
+    // Listed newest first, as a table and as the API's page.
+    let list = admin(&server, &["backup", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let rows: Vec<Vec<&str>> = list
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "ID",
+            "CREATED_AT",
+            "SIZE",
+            "OFFSITE",
+            "VERIFIED",
+            "VERIFIED_AT"
+        ]
+    );
+    assert_eq!(rows.len(), 3, "{}", list.stdout);
+    assert_eq!(rows[1][0], second_id);
+    assert_eq!(rows[2][0], first);
+    assert!(rows[1].contains(&"copied"), "{:?}", rows[1]);
+    let json = admin(&server, &["--output", "json", "backup", "list"]);
+    assert_eq!(json.code, 0);
+    let json = json.json();
+    let page: Page<BackupResponse> =
+        serde_json::from_value(json.clone()).expect("a Page<BackupResponse>");
+    assert_eq!(
+        page.items.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [second_id.as_str(), first.as_str()]
+    );
+    assert_eq!(page.next, None);
+    let (status, from_api) = api.get_json("/v1/ops/backups?limit=1000");
+    assert_eq!(status, 200);
+    assert_eq!(json["items"], from_api["items"]);
+
+    // --limit: the newest only, with the cursor to go on.
+    let one = admin(
+        &server,
+        &["--output", "json", "backup", "list", "--limit", "1"],
+    )
+    .json();
+    let items = one["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], second_id.as_str());
+    assert!(one["next"].is_string(), "{one}");
+    let one = admin(&server, &["backup", "list", "--limit", "1"]);
+    assert_eq!(one.stdout.lines().count(), 2, "{}", one.stdout);
+
+    // A restore drill on the server: exit 0, verified, and the list shows it.
+    let verify = admin(&server, &["backup", "verify", &first]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert_eq!(field(&verify.stdout, "id"), first);
+    assert_eq!(field(&verify.stdout, "verified"), "true");
+    assert_eq!(field(&verify.stdout, "source"), "local");
+    let verify = admin(
+        &server,
+        &["--output", "json", "backup", "verify", &second_id],
+    );
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    let report: BackupVerifyResponse =
+        serde_json::from_value(verify.json()).expect("a BackupVerifyResponse");
+    assert_eq!(report.id, second_id);
+    assert!(report.verified, "{report:?}");
+    let first_listed = listed(&server, &first);
+    assert_eq!(first_listed["verified"], true, "{first_listed}");
+    assert!(first_listed["verified_at"].is_string(), "{first_listed}");
+    let list = admin(&server, &["backup", "list"]);
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&first))
+        .expect("first listed");
+    assert_eq!(row.split_whitespace().nth(4), Some("true"), "{row}");
+
+    // Errors: an unknown backup is the server's 404 (exit 1); no key is a usage error (2);
+    // nobody listening is 3.
+    let unknown = admin(&server, &["backup", "verify", "bak_999999_deadbeef"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("not_found"), "{}", unknown.stderr);
+    assert_eq!(unknown.stdout, "");
+    let no_key = orderctl(&["--server", server.base(), "backup", "list"]);
+    assert_eq!(no_key.code, 2);
+    assert!(no_key.stderr.contains("needs a key"), "{}", no_key.stderr);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    assert_eq!(
+        orderctl(&["--server", &closed, "--key", "k", "backup", "create"]).code,
+        3
+    );
+    assert_eq!(admin(&server, &["backup", "list", "--limit", "0"]).code, 2);
+
+    // Roles: an operator may, an analyst may not.
+    let key = |role: &str| {
+        let (status, body) = api.post_json(
+            "/v1/keys",
+            &json!({"name": unique(role), "role": role}),
+            None,
+        );
+        assert_eq!(status, 201, "{body}");
+        body["secret"].as_str().expect("secret").to_string()
+    };
+    let operator = key("operator");
+    let by_operator = as_key(&server, &operator, &["backup", "list"]);
+    assert_eq!(by_operator.code, 0, "{}", by_operator.stderr);
+    let analyst = key("analyst");
+    let by_analyst = as_key(&server, &analyst, &["backup", "create"]);
+    assert_eq!(by_analyst.code, 1);
+    assert!(
+        by_analyst.stderr.contains("forbidden"),
+        "{}",
+        by_analyst.stderr
+    );
+}
+
+#[test]
+fn orderctl_backup_restore_brings_back_every_order_placed_before_the_backup() {
+    let _serial = serial();
+    let mut server = backup_server();
+    let api = server.client();
+    let before = place_orders(&api, 24, "rst");
+    let backup = create_backup(&server);
+    let id = backup["id"].as_str().expect("id").to_string();
+    assert_eq!(total_orders(&backup), 24);
+    // Placed after the backup: not in it.
+    let late = place_orders(&api, 3, "late");
+    wait_offsite_copied(&server, &id);
+    server.terminate();
+
+    let restored_root = fresh_root();
+    let data = restored_root.path().join("data");
+    let backups = server.root().join("backups");
+    let offsite = server.root().join("offsite");
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "backup",
+            "restore",
+            &id,
+            "--data-dir",
+            path_str(&data),
+            "--backup-dir",
+            path_str(&backups),
+            "--offsite",
+            path_str(&offsite),
+        ];
+        args.extend_from_slice(extra);
+        orderctl(&args)
+    };
+    let run = restore(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(field(&run.stdout, "id"), id);
+    assert_eq!(field(&run.stdout, "shards"), "2");
+    assert_eq!(field(&run.stdout, "orders"), "24");
+    assert_eq!(field(&run.stdout, "source"), "local");
+    assert_eq!(field(&run.stdout, "replaced"), "-");
+    assert!(run.stderr.contains("restored"), "{}", run.stderr);
+    assert!(data.join("db").join("CURRENT").is_file());
+
+    // A new server on the restored directory has every order placed before the backup.
+    let mut restored = start_restored(&server, restored_root.path());
+    assert_orders_restored(&restored, &before);
+    for order in &late {
+        let id = order["id"].as_str().expect("id");
+        let (status, _) = restored.get_json(&format!("/v1/orders/{id}"));
+        assert_eq!(status, 404, "{id} was placed after the backup");
+    }
+
+    // While a server holds the directory, even --replace is refused, and nothing moves.
+    let held = restore(&["--replace"]);
+    assert_eq!(held.code, 1);
+    assert!(held.stderr.contains("still running"), "{}", held.stderr);
+    assert_eq!(siblings(&data), Vec::<String>::new());
+    assert_eq!(restored.client().get("/readyz").status, 200);
+    restored.terminate();
+
+    // Stopped: without --replace the non-empty directory is refused; with it, moved aside.
+    let occupied = restore(&[]);
+    assert_eq!(occupied.code, 1);
+    assert!(occupied.stderr.contains("--replace"), "{}", occupied.stderr);
+    assert_eq!(occupied.stdout, "");
+    let replaced = restore(&["--replace", "--output", "json"]);
+    assert_eq!(replaced.code, 0, "{}", replaced.stderr);
+    let summary = replaced.json();
+    assert_eq!(summary["id"], id.as_str());
+    assert_eq!(summary["orders"], 24);
+    let moved = PathBuf::from(summary["replaced"].as_str().expect("replaced path"));
+    assert!(
+        moved.join("db").join("CURRENT").is_file(),
+        "the previous store was moved to {}",
+        moved.display()
+    );
+    assert!(data.join("db").join("CURRENT").is_file());
+    drop(restored);
+}
+
+#[test]
+fn orderctl_a_damaged_backup_fails_verify_and_restore_is_refused() {
+    let _serial = serial();
+    let mut server = backup_server();
+    place_orders(&server.client(), 8, "dmg");
+    let backup = create_backup(&server);
+    let id = backup["id"].as_str().expect("id").to_string();
+    // The upload reads the local files: let it finish before one is damaged.
+    wait_offsite_copied(&server, &id);
+
+    // One byte flipped in the largest shared file of the local backup.
+    let shared = server.root().join("backups/rocksdb/shared_checksum");
+    let victim = fs::read_dir(&shared)
+        .unwrap_or_else(|e| panic!("{}: {e}", shared.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .max_by_key(|p| fs::metadata(p).expect("metadata").len())
+        .expect("a shared file");
+    let mut bytes = fs::read(&victim).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&victim, &bytes).expect("write");
+
+    let verify = admin(&server, &["backup", "verify", &id]);
+    assert_eq!(verify.code, 1, "a failed drill is a failed check");
+    assert_eq!(field(&verify.stdout, "verified"), "false");
+    assert!(
+        verify.stderr.contains("failed verification"),
+        "{}",
+        verify.stderr
+    );
+    let json = admin(&server, &["--output", "json", "backup", "verify", &id]);
+    assert_eq!(json.code, 1);
+    let report: BackupVerifyResponse =
+        serde_json::from_value(json.json()).expect("a BackupVerifyResponse");
+    assert!(!report.verified);
+    assert!(!report.detail.is_empty(), "{report:?}");
+    assert_eq!(listed(&server, &id)["verified"], false);
+    server.terminate();
+
+    // Restore is refused: an occupied target with --replace keeps its contents, nothing is
+    // moved or left beside it; a fresh target is not even created.
+    let other = fresh_root();
+    let target = other.path().join("data");
+    fs::create_dir_all(&target).expect("target");
+    fs::write(target.join("marker"), b"previous data").expect("marker");
+    let backups = server.root().join("backups");
+    let offsite = server.root().join("offsite");
+    let restore = |target: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "backup",
+            "restore",
+            &id,
+            "--data-dir",
+            path_str(target),
+            "--backup-dir",
+            path_str(&backups),
+            "--offsite",
+            path_str(&offsite),
+        ];
+        args.extend_from_slice(extra);
+        orderctl(&args)
+    };
+    let refused = restore(&target, &["--replace"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
+    assert_eq!(refused.stdout, "");
+    assert_eq!(
+        fs::read(target.join("marker")).expect("marker kept"),
+        b"previous data"
+    );
+    assert_eq!(fs::read_dir(&target).expect("read").count(), 1);
+    assert_eq!(siblings(&target), Vec::<String>::new());
+    let fresh = other.path().join("fresh");
+    let refused = restore(&fresh, &[]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
+    assert!(!fresh.exists(), "no target created for a refused restore");
+    assert_eq!(siblings(&fresh), Vec::<String>::new());
+}
+
+#[test]
+fn orderctl_restore_from_offsite_when_the_local_backups_are_gone() {
+    let _serial = serial();
+    let mut server = backup_server();
+    let before = place_orders(&server.client(), 10, "off");
+    let backup = create_backup(&server);
+    let id = backup["id"].as_str().expect("id").to_string();
+    wait_offsite_copied(&server, &id);
+    server.terminate();
+    let backups = server.root().join("backups");
+    fs::remove_dir_all(&backups).expect("lose the local backups");
+
+    // Settings as an operator has them: a config file, and the off-site store from the
+    // environment (`ORDERD__*`, as for orderd).
+    let restored_root = fresh_root();
+    let data = restored_root.path().join("data");
+    let config = restored_root.path().join("orderd.toml");
+    fs::write(
+        &config,
+        format!(
+            "[storage]\ndata_dir = {:?}\n\n[backup]\ndir = {:?}\n",
+            path_str(&data),
+            path_str(&backups)
+        ),
+    )
+    .expect("write config");
+    let offsite = server.root().join("offsite");
+    let env = [("ORDERD__BACKUP__OFFSITE", path_str(&offsite))];
+
+    let local = orderctl_with_env(
+        &["backup", "restore", &id, "--config", path_str(&config)],
+        &env,
+    );
+    assert_eq!(local.code, 1);
+    assert!(local.stderr.contains("--from offsite"), "{}", local.stderr);
+    assert!(!data.exists());
+
+    let run = orderctl_with_env(
+        &[
+            "--output",
+            "json",
+            "backup",
+            "restore",
+            &id,
+            "--config",
+            path_str(&config),
+            "--from",
+            "offsite",
+        ],
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["id"], id.as_str());
+    assert_eq!(summary["source"], "offsite");
+    assert_eq!(summary["orders"], 10);
+    assert_eq!(summary["shards"].as_array().expect("shards").len(), 2);
+    assert_eq!(summary["replaced"], Value::Null);
+    assert_eq!(summary["data_dir"], path_str(&data));
+    assert!(
+        !backups
+            .join("scratch")
+            .join(format!("restore-{id}"))
+            .exists(),
+        "the downloaded copy is removed"
+    );
+
+    let restored = start_restored(&server, restored_root.path());
+    assert_orders_restored(&restored, &before);
 }

@@ -25,6 +25,10 @@ pub enum CliError {
     /// The server answered 2xx with a body orderctl does not understand.
     #[error("unexpected answer from {path}: {detail}")]
     BadAnswer { path: String, detail: String },
+    /// An offline operation (`backup restore`) could not be done: no such backup, a backup
+    /// that fails verification, a target directory in the way, an unreadable off-site store.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CliError {
@@ -34,7 +38,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Unreachable { .. } => 3,
-            CliError::Http { .. } | CliError::BadAnswer { .. } => 1,
+            CliError::Http { .. } | CliError::BadAnswer { .. } | CliError::Failed(_) => 1,
         }
     }
 }
@@ -62,6 +66,21 @@ impl Api {
             agent,
             server: server.trim_end_matches('/').to_string(),
             key,
+        }
+    }
+
+    /// The same server and key, for requests whose answer may take up to `wait` (a backup, a
+    /// restore drill): connecting is still limited to `connect`.
+    pub fn patient(&self, connect: Duration, wait: Duration) -> Api {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(connect)
+            .timeout(wait)
+            .redirects(0)
+            .build();
+        Api {
+            agent,
+            server: self.server.clone(),
+            key: self.key.clone(),
         }
     }
 

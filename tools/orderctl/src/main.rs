@@ -1,13 +1,19 @@
-//! orderctl: the on-call CLI of orderd. A thin client of the server's public HTTP API (wire types
-//! from `orderd-proto`, never the engine): health, inspection, shards, incidents, API keys and
-//! the audit chain.
+//! orderctl: the on-call CLI of orderd. Mostly a thin client of the server's public HTTP API
+//! (wire types from `orderd-proto`): health, inspection, shards, incidents, API keys, the audit
+//! chain, and backups (create, list, restore drills). One command works without the server:
+//! `backup restore` restores a backup into a data directory with orderd stopped, through the
+//! public library APIs of the engine (the backup repository) and of the gateway (its
+//! configuration and the off-site store); it needs no key.
 //!
-//! Data goes to stdout (a table, or with `--output json` the server's JSON, pretty); messages and
-//! errors go to stderr. Exit codes: 0 ok, 1 a check failed or the server answered with an error,
-//! 2 usage error (including a missing key), 3 server unreachable. `docs/OPERATIONS.md`,
-//! "orderctl", shows every command with its output.
+//! Data goes to stdout (a table, or with `--output json` the server's JSON, pretty); messages,
+//! errors and progress (only when stderr is a terminal) go to stderr. Exit codes: 0 ok, 1 a
+//! check failed, the server answered with an error or a restore could not be done, 2 usage
+//! error (including a missing key), 3 server unreachable. `docs/OPERATIONS.md`, "orderctl",
+//! shows every command with its output.
 
+mod backup;
 mod client;
+mod progress;
 mod table;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -34,11 +40,15 @@ const WAIT_POLL_INTERVAL_MS: u64 = 100;
 #[command(
     name = "orderctl",
     version,
-    about = "On-call CLI of orderd: health, inspection, shards, incidents, API keys, audit",
+    about = "On-call CLI of orderd: health, inspection, shards, incidents, API keys, audit, \
+backups",
     after_help = "Exit codes: 0 ok; 1 a check failed (not ready, inspection fail, audit chain \
-broken) or the server answered with an error (printed as `code: detail`, also for 401 and 403); \
-2 usage error or no key; 3 server unreachable.\n\nNot in this version (the server has no such \
-endpoints yet): `backup create|list|verify|restore` and `changes ...`."
+broken, backup drill failed) or the server answered with an error (printed as `code: detail`, \
+also for 401 and 403) or a restore could not be done (unknown backup, `refused: ...` when the \
+backup fails verification, a data directory in the way); 2 usage error or no key; 3 server \
+unreachable.\n\nBackups: `backup create|list|verify` ask the server; `backup restore` works \
+offline on the files, with orderd stopped, and needs no key.\n\nNot in this version (the \
+server has no such endpoints yet): `changes ...`."
 )]
 struct Cli {
     /// Base URL of the orderd HTTP API [env: ORDERD_SERVER] [default: http://127.0.0.1:8080]
@@ -96,8 +106,10 @@ enum Command {
     /// The audit trail
     #[command(subcommand)]
     Audit(AuditAction),
-    // Room for later issues, deliberately absent until the server has their endpoints (no stubs):
-    // - `Backup(BackupAction)`: `backup create|list|verify|restore` over `/v1/ops/backups`.
+    /// Take, list and verify backups on the server; restore one offline
+    #[command(subcommand)]
+    Backup(backup::BackupAction),
+    // Room for a later issue, deliberately absent until the server has its endpoints (no stubs):
     // - `Changes(ChangesAction)`: change requests over `/v1/ops/changes`.
 }
 
@@ -176,13 +188,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Outcome {
+    // Offline: no server, no key (a bad --key-file must not stop a restore).
+    if let Command::Backup(backup::BackupAction::Restore(args)) = &cli.command {
+        return backup::restore(cli.output, args);
+    }
     let server = cli
         .server
         .clone()
         .or_else(|| non_empty_env("ORDERD_SERVER"))
         .unwrap_or_else(|| SERVER_DEFAULT.to_string());
     let key = resolve_key(cli)?;
-    let api = Api::new(&server, key, Duration::from_millis(cli.timeout_ms));
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let api = Api::new(&server, key, timeout);
     let out = cli.output;
     match &cli.command {
         Command::Health => health(&api, out),
@@ -210,6 +227,7 @@ fn run(cli: &Cli) -> Outcome {
         Command::Keys(KeysAction::List) => keys_list(&api, out),
         Command::Keys(KeysAction::Revoke { id }) => keys_revoke(&api, id),
         Command::Audit(AuditAction::Verify) => audit_verify(&api, out),
+        Command::Backup(action) => backup::run(&api, timeout, out, action),
     }
 }
 
