@@ -11,7 +11,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 # (engine/src/failpoint.rs); `make run` and `make bench` build without them.
 TEST_FEATURES := --features orderd-gateway/failpoints
 
-.PHONY: deps test-deps build run test test-only lint contract bench fmt clean-data
+.PHONY: deps test-deps build run test test-only lint contract s3-test bench fmt clean-data
 
 # Installs what is missing with one `apt-get update`: libclang-dev (RocksDB's build) always,
 # and for the tests promtool (Debian package `prometheus`), which checks /metrics and the alert
@@ -55,6 +55,10 @@ test-only: test-deps
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.
 ## Built in the same (release) profile as the tests, so RocksDB is not built a second time.
 BENCH_ORDERS ?= 1000000
+## Off-site backups to S3: an S3 server (moto, PyPI, pinned) on loopback, backup, drill and restore.
+s3-test: deps
+	./ops/s3-test.sh
+
 bench: deps
 	cargo build $(PROFILE) --workspace --bins
 	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)

@@ -9,6 +9,7 @@ use crate::{print_json, Outcome, Output};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::HumanBytes;
 use orderd_engine::backup::{valid_id, BackupError, Manifest, Repo, SCRATCH_DIR};
+use orderd_gateway::auth::ADMIN_KEY_FILE;
 use orderd_gateway::config::Config;
 use orderd_gateway::offsite::Offsite;
 use orderd_proto::{BackupResponse, BackupVerifyResponse, Page};
@@ -464,7 +465,30 @@ fn restore_from(
     let moved = repo
         .restore(&plan.id, &plan.data_dir, plan.replace, progress)
         .map_err(restore_error)?;
+    if let Some(old) = &moved {
+        keep_admin_key(old, &plan.data_dir);
+    }
     Ok(Restored { manifest, moved })
+}
+
+/// A backup holds no `admin.key` (a plaintext secret); when the restore replaced a data
+/// directory, its `admin.key` comes along, so the admin key (if the restored key table has it)
+/// is still at hand. A failure is only a warning: the restore is done.
+fn keep_admin_key(old: &Path, data_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let (from, to) = (old.join(ADMIN_KEY_FILE), data_dir.join(ADMIN_KEY_FILE));
+    if !from.is_file() || to.exists() {
+        return;
+    }
+    let copied = std::fs::copy(&from, &to)
+        .and_then(|_| std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)));
+    if let Err(error) = copied {
+        eprintln!(
+            "orderctl: warning: cannot copy {} to {}: {error}",
+            from.display(),
+            to.display()
+        );
+    }
 }
 
 /// A failed restore as orderctl reports it (exit 1 for all of them).
@@ -876,9 +900,14 @@ mod tests {
         assert!(error.to_string().contains("--replace"), "{error}");
         assert_eq!(siblings(&plan.data_dir), Vec::<String>::new());
 
-        // --replace: the old directory is moved aside and returned.
+        // --replace: the old directory is moved aside and returned; its admin.key comes along.
+        std::fs::write(plan.data_dir.join(ADMIN_KEY_FILE), "secret\n").expect("admin.key");
         plan.replace = true;
         let restored = restore_plan(&plan, &Bars::new(false)).expect("replaced");
+        assert_eq!(
+            std::fs::read_to_string(plan.data_dir.join(ADMIN_KEY_FILE)).expect("admin.key kept"),
+            "secret\n"
+        );
         let moved = restored.moved.expect("moved aside");
         assert!(
             moved.join("db").join("CURRENT").is_file(),
