@@ -474,3 +474,58 @@ fn a_failing_offsite_store_is_retried_marked_failed_and_reported() {
     // The local backup is unaffected.
     assert_eq!(verify(&admin, &id)["verified"], true);
 }
+
+#[test]
+fn scheduled_backups_and_drills_run_by_themselves_and_feed_the_metrics() {
+    let _serial = serial();
+    let server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__BACKUP__INTERVAL_S", "1"),
+            ("ORDERD__BACKUP__VERIFY_INTERVAL_S", "2"),
+        ],
+    );
+    let admin = server.client();
+    let sku = unique("SCHED");
+    admin.adjust_stock(&sku, 100);
+    let buyer = customer(&admin);
+    place(&admin, &buyer, &sku).expect("order");
+    // Nobody asks: a backup appears, then a drill verifies it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let drilled = loop {
+        let listed = backups(&admin);
+        if let Some(b) = listed.iter().find(|b| b["verified"] == true) {
+            break b.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled backup and drill: {listed:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(drilled["verify_detail"]
+        .as_str()
+        .unwrap()
+        .contains("every digest matches"));
+    let metrics = server.client().without_key().get("/metrics");
+    let line = metrics
+        .body
+        .as_str()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("orderd_backup_last_success_timestamp_seconds "))
+        .expect("backup gauge")
+        .to_string();
+    let value: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(value > 1.7e9, "{line}");
+    // No backup request was audited: these came from the schedule.
+    let (_, audit) = admin.get_json("/v1/audit?limit=1000");
+    assert!(
+        !audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "backup.create"),
+        "{audit}"
+    );
+}
