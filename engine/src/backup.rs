@@ -221,12 +221,12 @@ pub trait Digester: Send + Sync {
     fn digest(&self, db_dir: &Path) -> Result<(u16, Vec<ShardDigest>), BackupError>;
 }
 
-/// Rebuilds in the calling process.
+/// Rebuilds in the calling process, reading the store read-only (no disk writes).
 pub struct InProcess;
 
 impl Digester for InProcess {
     fn digest(&self, db_dir: &Path) -> Result<(u16, Vec<ShardDigest>), BackupError> {
-        let storage = RocksStorage::open(db_dir)?;
+        let storage = RocksStorage::open_read_only(db_dir)?;
         digest_store(&storage)
     }
 }

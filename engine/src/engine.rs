@@ -892,14 +892,16 @@ impl Engine {
                 window.as_secs(),
                 config.max_restarts
             );
-            self.fail(shard, reason.clone());
+            // Incidents first, then the state: whoever sees the shard failed (`/readyz`,
+            // `GET /v1/ops/shards`) finds the escalation incident already written.
             self.record(
                 &component,
                 kind,
                 detail,
                 "not restarted: restart intensity exceeded",
             );
-            self.escalate(shard, reason);
+            self.escalate(shard, reason.clone());
+            self.fail(shard, reason);
             return;
         }
         let incident = inner

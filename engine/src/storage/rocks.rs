@@ -38,6 +38,17 @@ impl RocksStorage {
         Ok(RocksStorage { db })
     }
 
+    /// Opens the database under `path` for reading only: nothing is written to it (a write
+    /// fails), not even the flush of its WAL at open. Used to rebuild shards from a checkpoint
+    /// or a restored copy without disk writes that would compete with a live store's fsyncs.
+    pub fn open_read_only(path: &Path) -> Result<RocksStorage, StorageError> {
+        let mut options = Options::default();
+        options.set_max_background_jobs(1);
+        let families: Vec<&str> = Family::ALL.iter().map(|family| family.name()).collect();
+        let db = DB::open_cf_for_read_only(&options, path, families, false).map_err(io)?;
+        Ok(RocksStorage { db })
+    }
+
     /// A consistent copy of the whole database in `dir` (which must not exist), flushed first:
     /// SST files are hard links when `dir` is on the same filesystem, so it is quick and
     /// costs little space. Writes continue meanwhile.

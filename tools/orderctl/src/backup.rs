@@ -2,7 +2,7 @@
 //! `/v1/ops/backups`), and restore one into a data directory offline, with orderd stopped,
 //! through the engine's backup repository and the gateway's off-site store.
 
-use crate::client::{decode, query_value, Api, CliError};
+use crate::client::{decode, pages, query_value, Api, CliError};
 use crate::progress::{stderr_is_terminal, Bars, Spinner};
 use crate::table::{or_dash, Table};
 use crate::{print_json, Outcome, Output};
@@ -12,7 +12,7 @@ use orderd_engine::backup::{valid_id, BackupError, Manifest, Repo, SCRATCH_DIR};
 use orderd_gateway::auth::ADMIN_KEY_FILE;
 use orderd_gateway::config::Config;
 use orderd_gateway::offsite::Offsite;
-use orderd_proto::{BackupResponse, BackupVerifyResponse, Page};
+use orderd_proto::{BackupResponse, BackupVerifyResponse};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -178,42 +178,22 @@ fn create(api: &Api, timeout: Duration, out: Output, wait: &WaitArgs) -> Outcome
 
 fn list(api: &Api, out: Output, limit: Option<u16>) -> Outcome {
     api.require_key()?;
-    let mut backups: Vec<BackupResponse> = Vec::new();
-    let mut raw: Vec<Value> = Vec::new();
-    let mut after: Option<String> = None;
-    let mut complete = false;
-    for _ in 0..LIST_PAGES_MAX {
-        let page_limit = match limit {
-            Some(limit) => limit - backups.len() as u16,
-            None => LIST_PAGE_MAX,
-        };
-        let mut path = format!("/v1/ops/backups?limit={page_limit}");
-        if let Some(cursor) = &after {
-            path = format!("{path}&after={}", query_value(cursor));
-        }
-        let body = api.get(&path)?;
-        let page: Page<BackupResponse> = decode(&path, &body)?;
-        backups.extend(page.items);
-        if let Some(items) = body.get("items").and_then(Value::as_array) {
-            raw.extend(items.iter().cloned());
-        }
-        match page.next {
-            Some(next) if after.as_ref() != Some(&next) => after = Some(next),
-            _ => {
-                after = None;
-                complete = true;
-                break;
-            }
-        }
-        if limit.is_some_and(|limit| backups.len() >= usize::from(limit)) {
-            break;
-        }
-    }
-    if !complete && limit.is_none() {
+    let walk = pages::<BackupResponse>(
+        api,
+        "/v1/ops/backups",
+        LIST_PAGES_MAX,
+        limit.map(usize::from),
+        |got| match limit {
+            Some(limit) => usize::from(limit) - got,
+            None => usize::from(LIST_PAGE_MAX),
+        },
+    )?;
+    if walk.next.is_some() && limit.is_none() {
         eprintln!(
             "orderctl: stopped after {LIST_PAGES_MAX} pages of backups; the list is incomplete"
         );
     }
+    let (backups, raw, after) = (walk.items, walk.raw, walk.next);
     match out {
         Output::Json => print_json(&json!({"items": raw, "next": after})),
         Output::Table => {

@@ -201,3 +201,53 @@ pub fn query_value(value: &str) -> String {
     }
     out
 }
+
+/// The pages of a list endpoint, followed through their `next` cursors.
+pub struct Pages<T> {
+    /// The items, typed.
+    pub items: Vec<T>,
+    /// The same items as the server sent them (for `--output json`).
+    pub raw: Vec<Value>,
+    /// The cursor to go on from when the walk stopped early (page or item cap), else `None`.
+    pub next: Option<String>,
+}
+
+/// Walks `path` (without a query), asking each page for `page_limit(items so far)` items, until
+/// the last page, `pages_max` pages, or `stop_at` items.
+pub fn pages<T: DeserializeOwned>(
+    api: &Api,
+    path: &str,
+    pages_max: usize,
+    stop_at: Option<usize>,
+    page_limit: impl Fn(usize) -> usize,
+) -> Result<Pages<T>, CliError> {
+    let mut walk = Pages {
+        items: Vec::new(),
+        raw: Vec::new(),
+        next: None,
+    };
+    for _ in 0..pages_max {
+        let mut url = format!("{path}?limit={}", page_limit(walk.items.len()));
+        if let Some(cursor) = &walk.next {
+            url = format!("{url}&after={}", query_value(cursor));
+        }
+        let body = api.get(&url)?;
+        let page: orderd_proto::Page<T> = decode(&url, &body)?;
+        walk.items.extend(page.items);
+        if let Some(items) = body.get("items").and_then(Value::as_array) {
+            walk.raw.extend(items.iter().cloned());
+        }
+        match page.next {
+            // A server that repeats a cursor would loop: treat it as the end.
+            Some(next) if walk.next.as_ref() != Some(&next) => walk.next = Some(next),
+            _ => {
+                walk.next = None;
+                return Ok(walk);
+            }
+        }
+        if stop_at.is_some_and(|stop| walk.items.len() >= stop) {
+            break;
+        }
+    }
+    Ok(walk)
+}

@@ -17,10 +17,10 @@ mod progress;
 mod table;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use client::{decode, http_error, query_value, Api, CliError};
+use client::{decode, http_error, pages, query_value, Api, CliError};
 use orderd_proto::{
     AuditVerifyResponse, CreatedKeyResponse, IncidentResponse, InspectionResponse, KeyResponse,
-    Page, Problem, ShardResponse,
+    Problem, ShardResponse,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -522,31 +522,11 @@ fn keys_create(
 
 fn keys_list(api: &Api, out: Output) -> Outcome {
     api.require_key()?;
-    let mut keys: Vec<KeyResponse> = Vec::new();
-    let mut raw: Vec<Value> = Vec::new();
-    let mut after: Option<String> = None;
-    for _ in 0..KEY_PAGES_MAX {
-        let mut path = "/v1/keys?limit=1000".to_string();
-        if let Some(cursor) = &after {
-            path = format!("{path}&after={}", query_value(cursor));
-        }
-        let body = api.get(&path)?;
-        let page: Page<KeyResponse> = decode(&path, &body)?;
-        keys.extend(page.items);
-        if let Some(items) = body.get("items").and_then(Value::as_array) {
-            raw.extend(items.iter().cloned());
-        }
-        match page.next {
-            Some(next) if after.as_ref() != Some(&next) => after = Some(next),
-            _ => {
-                after = None;
-                break;
-            }
-        }
-    }
-    if after.is_some() {
+    let walk = pages::<KeyResponse>(api, "/v1/keys", KEY_PAGES_MAX, None, |_| 1000)?;
+    if walk.next.is_some() {
         eprintln!("orderctl: stopped after {KEY_PAGES_MAX} pages of keys; the list is incomplete");
     }
+    let (keys, raw, after) = (walk.items, walk.raw, walk.next);
     match out {
         Output::Json => print_json(&json!({"items": raw, "next": after})),
         Output::Table => {
