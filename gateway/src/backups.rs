@@ -629,14 +629,15 @@ impl Worker {
             }
             Err(error) => {
                 tracing::error!(message = "Off-site copy failed.", id, %error);
-                record.offsite = OffsiteState::Failed;
-                record.offsite_detail = Some(error.clone());
-                let _ = self.index.put(&record);
+                // The incident first: whoever sees `failed` finds it.
                 self.incident(
                     "offsite_failed",
                     format!("{id}: {error}"),
                     "the local backup is kept; the copy is retried after the next backup or restart",
                 );
+                record.offsite = OffsiteState::Failed;
+                record.offsite_detail = Some(error.clone());
+                let _ = self.index.put(&record);
             }
         }
     }
