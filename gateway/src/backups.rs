@@ -353,14 +353,6 @@ impl Backups {
     }
 }
 
-/// Incident kinds this service writes, and the open incident of each.
-#[derive(Default)]
-struct OpenIncidents {
-    backup_failed: Option<u64>,
-    offsite_failed: Option<u64>,
-    verify_failed: Option<u64>,
-}
-
 struct Worker {
     repo: Repo,
     offsite_spec: String,
@@ -369,7 +361,9 @@ struct Worker {
     data_dir: PathBuf,
     engine: Engine,
     index: Index,
-    open_incidents: OpenIncidents,
+    /// The open incident of each kind this service writes (`backup_failed`, `offsite_failed`,
+    /// `verify_failed`), by kind.
+    open_incidents: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn now_us() -> i64 {
@@ -482,13 +476,9 @@ impl Worker {
         Ok(self.offsite.as_ref().expect("just opened"))
     }
 
+    /// Writes a `backup/<kind>` incident unless one of that kind is open.
     fn incident(&mut self, kind: &'static str, detail: String, action: &str) {
-        let slot = match kind {
-            "backup_failed" => &mut self.open_incidents.backup_failed,
-            "offsite_failed" => &mut self.open_incidents.offsite_failed,
-            _ => &mut self.open_incidents.verify_failed,
-        };
-        if slot.is_some() {
+        if self.open_incidents.contains_key(kind) {
             return;
         }
         match self
@@ -496,18 +486,16 @@ impl Worker {
             .incidents()
             .record("backup", kind, detail, action)
         {
-            Ok(incident) => *slot = Some(incident.id),
+            Ok(incident) => {
+                self.open_incidents.insert(kind, incident.id);
+            }
             Err(error) => tracing::error!(message = "Cannot record a backup incident.", %error),
         }
     }
 
+    /// Marks the open incident of `kind`, if any, recovered.
     fn recovered(&mut self, kind: &'static str) {
-        let slot = match kind {
-            "backup_failed" => &mut self.open_incidents.backup_failed,
-            "offsite_failed" => &mut self.open_incidents.offsite_failed,
-            _ => &mut self.open_incidents.verify_failed,
-        };
-        if let Some(id) = slot.take() {
+        if let Some(id) = self.open_incidents.remove(kind) {
             let _ = self.engine.incidents().recovered(id);
         }
     }

@@ -354,6 +354,41 @@ mod tests {
     }
 
     #[test]
+    fn uploads_are_retried_with_a_growing_wait_and_give_up_after_the_attempts() {
+        let root = tempfile::tempdir().unwrap();
+        let (repo, manifest) = backup_of(root.path(), "retry");
+        // A file where the off-site store needs its `rocksdb` directory: every put fails
+        // until it goes.
+        let store_dir = root.path().join("offsite");
+        std::fs::create_dir_all(&store_dir).unwrap();
+        let blocker = store_dir.join(ENGINE_DIR);
+        std::fs::write(&blocker, b"in the way").unwrap();
+        let offsite =
+            Offsite::open(store_dir.to_str().unwrap(), 3, Duration::from_millis(20)).unwrap();
+        let started = std::time::Instant::now();
+        let error = offsite
+            .upload(repo.dir(), &manifest, &NoProgress)
+            .unwrap_err();
+        assert!(error.contains("failed after 3 attempts"), "{error}");
+        // Waits of 20 ms, then 40 ms, between the three attempts.
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        // The blocker goes away while the retries wait: the upload then succeeds.
+        let offsite =
+            Offsite::open(store_dir.to_str().unwrap(), 8, Duration::from_millis(20)).unwrap();
+        let remover = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::remove_file(&blocker).unwrap();
+        });
+        let report = offsite
+            .upload(repo.dir(), &manifest, &NoProgress)
+            .expect("succeeds once the store works again");
+        remover.join().unwrap();
+        assert!(report.retries >= 1, "{report:?}");
+        assert_eq!(report.files_sent as usize, manifest.files.len());
+        assert!(offsite.manifest(&manifest.id).unwrap().is_some());
+    }
+
+    #[test]
     fn a_new_local_backup_directory_never_overwrites_older_backups_off_site() {
         let root = tempfile::tempdir().unwrap();
         let offsite = Offsite::open(
