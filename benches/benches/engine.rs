@@ -104,6 +104,22 @@ struct Run {
     latency: Histogram<u64>,
 }
 
+/// The flash sale's order: one unit of `sku`.
+fn flash_order(customer: CustomerId, sku: &str) -> PlaceOrder {
+    PlaceOrder {
+        customer_id: customer,
+        lines: vec![NewLine {
+            sku: sku.to_string(),
+            qty: 1,
+            unit_price: 1999,
+        }],
+        shipping_address: None,
+        note: None,
+        idempotency: None,
+        actor: "bench".into(),
+    }
+}
+
 /// Places one-order requests back to back until `done()`; their latencies in microseconds, and
 /// when each one slower than 20 ms was sent.
 async fn probe(
@@ -117,18 +133,7 @@ async fn probe(
     while !done() {
         let sent = Instant::now();
         engine
-            .place_order(PlaceOrder {
-                customer_id: customer,
-                lines: vec![NewLine {
-                    sku: sku.to_string(),
-                    qty: 1,
-                    unit_price: 1999,
-                }],
-                shipping_address: None,
-                note: None,
-                idempotency: None,
-                actor: "bench".into(),
-            })
+            .place_order(flash_order(customer, sku))
             .await
             .expect("probe order");
         let us = (sent.elapsed().as_micros() as u64).max(1);
@@ -483,21 +488,7 @@ fn main() {
         let hot_shard = orderd_engine::state::shard_of_sku(hot, shards as u16);
         let customer = customers[hot_shard as usize];
         let make: Arc<dyn Fn(u64) -> (u16, PlaceOrder) + Send + Sync> = Arc::new(move |_i| {
-            (
-                hot_shard,
-                PlaceOrder {
-                    customer_id: customer,
-                    lines: vec![NewLine {
-                        sku: hot.to_string(),
-                        qty: 1,
-                        unit_price: 1999,
-                    }],
-                    shipping_address: None,
-                    note: None,
-                    idempotency: None,
-                    actor: "bench".into(),
-                },
-            )
+            (hot_shard, flash_order(customer, hot))
         });
         // Two halves: the resident memory that the second half adds, per order, is the cost
         // of one more live order (RocksDB's memtables and caches are bounded and already
