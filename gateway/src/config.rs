@@ -125,8 +125,13 @@ pub struct HttpConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
-    /// Not served yet.
     pub listen: String,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub idle_timeout_ms: u64,
+    /// 0 = one per core.
+    pub workers: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -246,6 +251,22 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             return invalid("http.max_connections", "must be at least 1");
+        }
+        // The frame must hold the header and a reasonable body; the length field is 32 bits.
+        if !(1024..=16 * 1024 * 1024).contains(&self.tcp.max_frame_bytes) {
+            return invalid(
+                "tcp.max_frame_bytes",
+                "must be between 1024 and 16777216 bytes",
+            );
+        }
+        if self.tcp.max_connections == 0 {
+            return invalid("tcp.max_connections", "must be at least 1");
+        }
+        if !(1..=65_536).contains(&self.tcp.max_in_flight) {
+            return invalid("tcp.max_in_flight", "must be between 1 and 65536");
+        }
+        if self.tcp.idle_timeout_ms == 0 {
+            return invalid("tcp.idle_timeout_ms", "must be at least 1");
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must not be empty");
@@ -402,6 +423,11 @@ impl Config {
     /// HTTP worker threads, with 0 resolved to the number of cores.
     pub fn http_workers(&self) -> usize {
         resolve_cores(self.http.workers)
+    }
+
+    /// TCP threads, with 0 resolved to the number of cores.
+    pub fn tcp_workers(&self) -> usize {
+        resolve_cores(self.tcp.workers)
     }
 
     /// Shard count, with 0 resolved to the number of cores.

@@ -448,26 +448,33 @@ pub struct ListenerReading {
     pub answer: Result<Duration, String>,
 }
 
-/// `listeners`: every HTTP listener answers `GET /livez` with 200 over a fresh connection.
-/// The binary TCP protocol is not served in this version: the detail says so, and it does
-/// not count. The value is the slowest answer in milliseconds.
-pub fn judge_listeners(http: &[ListenerReading], tcp_listen: &str) -> Check {
+/// `listeners`: every HTTP listener answers `GET /livez` with 200, and the binary TCP
+/// listener answers a `PING` frame, each over a fresh connection. The value is the slowest
+/// answer in milliseconds.
+pub fn judge_listeners(http: &[ListenerReading], tcp: Option<&ListenerReading>) -> Check {
     let mut status = Status::Pass;
     let mut slowest_ms: Option<f64> = None;
     let mut parts = Vec::new();
-    for listener in http {
+    let readings = http
+        .iter()
+        .map(|l| ("HTTP", "GET /livez", l))
+        .chain(tcp.map(|l| ("TCP", "PING", l)));
+    for (protocol, request, listener) in readings {
         match &listener.answer {
             Ok(elapsed) => {
                 let ms = elapsed.as_secs_f64() * 1000.0;
                 slowest_ms = Some(slowest_ms.map_or(ms, |s: f64| s.max(ms)));
                 parts.push(format!(
-                    "HTTP {} answered GET /livez in {ms:.1} ms",
+                    "{protocol} {} answered {request} in {ms:.1} ms",
                     listener.addr
                 ));
             }
             Err(error) => {
                 status = Status::Fail;
-                parts.push(format!("HTTP {} does not answer: {error}", listener.addr));
+                parts.push(format!(
+                    "{protocol} {} does not answer: {error}",
+                    listener.addr
+                ));
             }
         }
     }
@@ -475,9 +482,10 @@ pub fn judge_listeners(http: &[ListenerReading], tcp_listen: &str) -> Check {
         status = Status::Fail;
         parts.push("no HTTP listener is bound".to_string());
     }
-    parts.push(format!(
-        "the binary TCP protocol (tcp.listen {tcp_listen}) is not served in this version and is not checked"
-    ));
+    if tcp.is_none() {
+        status = Status::Fail;
+        parts.push("the TCP listener is not bound".to_string());
+    }
     Check::new("listeners", status, parts.join("; "), slowest_ms)
 }
 
@@ -824,10 +832,9 @@ fn read_disk(role: &'static str, path: &Path) -> DiskReading {
     }
 }
 
-/// Connects to `addr` (the loopback address of its family when it is unspecified, such as
-/// `0.0.0.0`), sends `GET /livez` and expects `200`.
-fn probe_http(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
-    let target = if addr.ip().is_unspecified() {
+/// `addr`, or the loopback address of its family when it is unspecified (such as `0.0.0.0`).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
         let loopback = match addr.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -835,14 +842,65 @@ fn probe_http(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
         SocketAddr::new(loopback, addr.port())
     } else {
         addr
-    };
-    let started = Instant::now();
-    let mut stream =
+    }
+}
+
+/// A fresh connection to `target` with read and write timeouts.
+fn connect(target: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let stream =
         TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("socket: {e}"))?;
+    Ok(stream)
+}
+
+/// Connects to the TCP listener, sends a `PING` frame and expects its reply.
+fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+    use orderd_proto::frame::{self, Frame, FrameDecoder};
+    use orderd_proto::tcp::op;
+    let started = Instant::now();
+    let mut stream = connect(reachable(addr), timeout)?;
+    let mut bytes = Vec::new();
+    frame::encode(
+        &Frame {
+            opcode: op::PING,
+            request_id: 1,
+            payload: Vec::new(),
+        },
+        &mut bytes,
+    );
+    stream.write_all(&bytes).map_err(|e| format!("send: {e}"))?;
+    let mut decoder = FrameDecoder::new(frame::MAX_FRAME_BYTES_DEFAULT);
+    let mut chunk = [0u8; 256];
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(reply)) if reply.opcode == op::PING | op::REPLY && reply.request_id == 1 => {
+                return Ok(started.elapsed())
+            }
+            Ok(Some(reply)) => {
+                return Err(format!(
+                    "answered opcode 0x{:02x}, not PING's reply",
+                    reply.opcode
+                ))
+            }
+            Ok(None) => {}
+            Err(error) => return Err(format!("answered something that is not a frame: {error}")),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("the connection closed without an answer".to_string()),
+            Ok(n) => decoder.feed(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+/// Connects to `addr`, sends `GET /livez` and expects `200`.
+fn probe_http(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+    let target = reachable(addr);
+    let started = Instant::now();
+    let mut stream = connect(target, timeout)?;
     let request = format!("GET /livez HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
@@ -878,7 +936,8 @@ pub struct Inspector {
     data_dir: PathBuf,
     backup_dir: PathBuf,
     mailbox_capacity: usize,
-    tcp_listen: String,
+    /// The bound TCP address, set once the TCP server has bound it.
+    tcp_addr: OnceLock<SocketAddr>,
     /// The bound HTTP addresses, set once the server has bound them.
     http_addrs: OnceLock<Vec<SocketAddr>>,
     /// The newest scheduled inspection.
@@ -895,7 +954,7 @@ impl Inspector {
             data_dir: config.storage.data_dir.clone(),
             backup_dir: config.backup.dir.clone(),
             mailbox_capacity: config.engine.mailbox_capacity,
-            tcp_listen: config.tcp.listen.clone(),
+            tcp_addr: OnceLock::new(),
             http_addrs: OnceLock::new(),
             last_scheduled: Mutex::new(None),
             open_incidents: Mutex::new(BTreeMap::new()),
@@ -906,6 +965,13 @@ impl Inspector {
     pub fn set_http_addrs(&self, addrs: Vec<SocketAddr>) {
         if self.http_addrs.set(addrs).is_err() {
             tracing::warn!(message = "HTTP addresses of the inspection were already set.");
+        }
+    }
+
+    /// The address the TCP server bound; called once, after binding.
+    pub fn set_tcp_addr(&self, addr: SocketAddr) {
+        if self.tcp_addr.set(addr).is_err() {
+            tracing::warn!(message = "TCP address of the inspection was already set.");
         }
     }
 
@@ -948,7 +1014,11 @@ impl Inspector {
                 answer: probe_http(addr, timeout),
             })
             .collect();
-        let listeners = judge_listeners(&listeners, &self.tcp_listen);
+        let tcp = self.tcp_addr.get().map(|&addr| ListenerReading {
+            addr,
+            answer: probe_tcp(addr, timeout),
+        });
+        let listeners = judge_listeners(&listeners, tcp.as_ref());
         let shards = judge_shards(&shards, self.mailbox_capacity, t);
         let latency = judge_latency(&crate::metrics::latency_summary(), t);
         let backups = match self.backup_status() {
@@ -1419,33 +1489,43 @@ mod tests {
     }
 
     #[test]
-    fn listeners_fail_when_one_does_not_answer_and_name_the_tcp_protocol() {
+    fn listeners_fail_when_one_does_not_answer_or_tcp_is_not_bound() {
         let a: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let b: SocketAddr = "[::1]:8080".parse().unwrap();
+        let t: SocketAddr = "127.0.0.1:7070".parse().unwrap();
         let up = |addr, ms| ListenerReading {
             addr,
             answer: Ok(Duration::from_millis(ms)),
         };
-        let c = judge_listeners(&[up(a, 2), up(b, 5)], "127.0.0.1:7070");
-        assert_eq!((c.status, c.value), (Status::Pass, Some(5.0)));
+        let c = judge_listeners(&[up(a, 2), up(b, 5)], Some(&up(t, 7)));
+        assert_eq!((c.status, c.value), (Status::Pass, Some(7.0)));
         assert!(
             c.detail
-                .contains("tcp.listen 127.0.0.1:7070) is not served"),
+                .contains("TCP 127.0.0.1:7070 answered PING in 7.0 ms"),
             "{}",
             c.detail
         );
-        let down = ListenerReading {
-            addr: b,
+        let down = |addr| ListenerReading {
+            addr,
             answer: Err("connect: refused".into()),
         };
-        let c = judge_listeners(&[up(a, 2), down], "127.0.0.1:7070");
+        let c = judge_listeners(&[up(a, 2), down(b)], Some(&up(t, 1)));
         assert_eq!(c.status, Status::Fail);
         assert!(
             c.detail.contains("[::1]:8080 does not answer"),
             "{}",
             c.detail
         );
-        assert_eq!(judge_listeners(&[], "x:1").status, Status::Fail);
+        let c = judge_listeners(&[up(a, 2)], Some(&down(t)));
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.detail.contains("TCP 127.0.0.1:7070 does not answer"),
+            "{}",
+            c.detail
+        );
+        let c = judge_listeners(&[up(a, 2)], None);
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(judge_listeners(&[], Some(&up(t, 1))).status, Status::Fail);
     }
 
     #[test]
@@ -1617,6 +1697,47 @@ mod tests {
         addr
     }
 
+    /// A listener answering every connection's first frame with `PING`'s reply.
+    fn answering_ping() -> SocketAddr {
+        use orderd_proto::frame::{self, Frame};
+        use orderd_proto::tcp::op;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(4) {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; frame::HEADER_BYTES];
+                if stream.read_exact(&mut buf).is_err() {
+                    continue;
+                }
+                let request_id = u64::from_be_bytes(buf[6..14].try_into().unwrap());
+                let mut reply = Vec::new();
+                frame::encode(
+                    &Frame {
+                        opcode: op::PING | op::REPLY,
+                        request_id,
+                        payload: Vec::new(),
+                    },
+                    &mut reply,
+                );
+                let _ = stream.write_all(&reply);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn the_tcp_probe_needs_the_ping_reply() {
+        let timeout = Duration::from_secs(2);
+        assert!(probe_tcp(answering_ping(), timeout).is_ok());
+        // An HTTP server is not a TCP protocol server.
+        let error = probe_tcp(answering("HTTP/1.1 200 OK"), timeout).unwrap_err();
+        assert!(
+            error.contains("not a frame") || error.contains("closed"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn the_listener_probe_needs_a_200() {
         let timeout = Duration::from_secs(2);
@@ -1657,6 +1778,7 @@ mod tests {
         let engine = Engine::open(config.engine_config()).unwrap();
         let inspector = Arc::new(Inspector::new(&config, engine.clone()));
         inspector.set_http_addrs(vec![answering("HTTP/1.1 200 OK")]);
+        inspector.set_tcp_addr(answering_ping());
 
         let report = inspector.clone().inspect().await.unwrap();
         let names: Vec<_> = report.checks.iter().map(|c| c.name).collect();

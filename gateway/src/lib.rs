@@ -1,4 +1,4 @@
-//! orderd's gateway: the HTTP API over the engine, API keys and roles, configuration loading and
+//! orderd's gateway: the HTTP API and the binary TCP protocol over the engine, API keys and roles, configuration loading and
 //! process start-up (the `orderd` binary is a thin shell over [`server::run`]).
 //!
 //! Architecture invariants:
@@ -18,9 +18,11 @@ pub mod error;
 pub mod inspection;
 pub mod metrics;
 pub mod offsite;
+pub mod ops;
 pub mod roles;
 pub mod routes;
 pub mod server;
+pub mod tcp;
 pub mod validate;
 pub mod vault;
 pub mod wire;

@@ -55,6 +55,8 @@ pub const BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
     "orderd_backup_last_success_timestamp_seconds";
 pub const AUDIT_REFUSALS_DROPPED_TOTAL: &str = "orderd_audit_refusals_dropped_total";
 pub const INCIDENTS_TOTAL: &str = "orderd_incidents_total";
+pub const TCP_CONNECTIONS: &str = "orderd_tcp_connections";
+pub const TCP_CLOSED_TOTAL: &str = "orderd_tcp_connections_closed_total";
 
 /// Request latency buckets, in seconds: 250 µs (a read with nothing in flight) to 10 s (a
 /// snapshot stall or an overloaded shard).
@@ -187,6 +189,11 @@ fn describe() {
         AUDIT_REFUSALS_DROPPED_TOTAL,
         "Audit entries of refused requests (401, 403) dropped because the audit queue was full."
     );
+    describe_gauge!(TCP_CONNECTIONS, "Binary TCP protocol connections open.");
+    describe_counter!(
+        TCP_CLOSED_TOTAL,
+        "Binary TCP protocol connections closed, by reason (client_closed, read_error, bad_frame, unauthorized, idle_timeout, shutdown, too_many_connections)."
+    );
     describe_counter!(
         INCIDENTS_TOTAL,
         "Incidents recorded by the supervisor, by component and kind."
@@ -225,6 +232,13 @@ pub async fn record_request(
     record_duration(route, request_outcome(status), elapsed);
     record_latency(elapsed);
     result
+}
+
+/// Records one request of the binary TCP protocol, as [`record_request`] does for HTTP: in
+/// `orderd_request_duration_seconds` with route `tcp <opcode name>`, and in the HDR recorder.
+pub fn record_tcp_request(opcode_name: &str, outcome: &'static str, elapsed: Duration) {
+    record_duration(&["tcp ", opcode_name].concat(), outcome, elapsed);
+    record_latency(elapsed);
 }
 
 /// `route` label of a request that matched no route.

@@ -1,5 +1,5 @@
 //! Process start-up and shutdown: logging, the master key, the engine, the data keys, the key
-//! table, the HTTP server.
+//! table, the HTTP server and the TCP server.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,6 +176,18 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
         engine.clone(),
     ));
     let backups_at_exit = backups.clone();
+    let tcp = crate::tcp::TcpServer::start(
+        &config.tcp.listen,
+        config.tcp_workers(),
+        crate::tcp::Shared {
+            engine: engine.clone(),
+            vault: vault.clone(),
+            audit: audit.clone().into_inner(),
+            auth: auth.clone().into_inner(),
+            limits: crate::tcp::Limits::from_config(&config.tcp),
+        },
+    )?;
+    tracing::info!(message = "listening", addr = %tcp.local_addr(), protocol = "tcp");
     let inspector_for_schedule = inspector.clone().into_inner();
     let engine = web::Data::new(engine);
     let vault = web::Data::from(vault);
@@ -205,10 +217,7 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
         tracing::info!(message = "listening", %addr, protocol = "http");
     }
     inspector_for_schedule.set_http_addrs(server.addrs());
-    tracing::info!(
-        message = "The binary TCP protocol is not served in this version.",
-        tcp_listen = %config.tcp.listen
-    );
+    inspector_for_schedule.set_tcp_addr(tcp.local_addr());
     let server = server.run();
     // Escalation: the supervisor gave up on a shard. With `exit_on_escalation` the server
     // drains and the process exits non-zero, for the service manager to restart it.
@@ -229,6 +238,9 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
     }
     let schedule = inspection::Schedule::start(inspector_for_schedule);
     let served = server.await.context("HTTP server failed");
+    // TCP connections finish what they have in flight (they need the engine and the audit
+    // writer) before those stop.
+    let _ = web::block(move || tcp.stop()).await;
     // A scheduled inspection in progress finishes (its incident writes need storage) first.
     schedule.stop().await;
     // A backup or drill in progress finishes first (it reads storage).

@@ -129,10 +129,13 @@ fn every_check_is_reported_and_a_healthy_server_fails_none() {
         "{listeners} {}",
         server.base()
     );
-    assert!(listeners["detail"]
-        .as_str()
-        .unwrap()
-        .contains("TCP protocol"));
+    assert!(
+        listeners["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("TCP {} answered PING", server.tcp_addr())),
+        "{listeners}"
+    );
     // Backups do not exist yet: said honestly, not passed.
     for name in ["backup_age", "backup_verified"] {
         let c = check(&report, name);

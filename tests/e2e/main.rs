@@ -17,3 +17,4 @@ mod role_matrix;
 mod shard_restart;
 mod supervisor;
 mod support;
+mod tcp;

@@ -323,6 +323,9 @@ pub struct Server {
     shards: usize,
     child: Option<Child>,
     port: u16,
+    /// The binary TCP protocol's port: chosen once, kept across restarts (so that a client's
+    /// reconnect finds the restarted server).
+    tcp_port: u16,
     key: String,
     client: Client,
     log_path: PathBuf,
@@ -367,6 +370,7 @@ impl Server {
             shards,
             child: None,
             port: 0,
+            tcp_port: free_port(),
             key: String::new(),
             client: Client {
                 agent: agent(),
@@ -450,7 +454,10 @@ impl Server {
         }
         let root = &self.root;
         cmd.env("ORDERD__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("ORDERD__TCP__LISTEN", "127.0.0.1:0")
+            .env(
+                "ORDERD__TCP__LISTEN",
+                format!("127.0.0.1:{}", self.tcp_port),
+            )
             .env("ORDERD__STORAGE__DATA_DIR", root.join("data"))
             .env("ORDERD__ENGINE__SHARDS", self.shards.to_string())
             .env("ORDERD__BACKUP__DIR", root.join("backups"))
@@ -579,6 +586,11 @@ impl Server {
     /// `http://127.0.0.1:<port>` of the current process.
     pub fn base(&self) -> &str {
         &self.client.base
+    }
+
+    /// `127.0.0.1:<port>` of the binary TCP protocol.
+    pub fn tcp_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.tcp_port)
     }
 
     /// The admin secret from `<data_dir>/admin.key`.

@@ -1,5 +1,5 @@
 //! Wire types of orderd's HTTP JSON API: request and response bodies shared by server and clients;
-//! and, in [`frame`], the frame codec of the binary TCP protocol.
+//! and, in [`frame`] and [`tcp`], the frame codec and the messages of the binary TCP protocol.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing about actix or the engine.
 //! The JSON shape of these types is a compatibility promise to every client; the engine's own
@@ -10,6 +10,7 @@
 //! fields when a client deserializes them, so that adding a field to a response is compatible.
 
 pub mod frame;
+pub mod tcp;
 
 use std::fmt;
 use std::marker::PhantomData;

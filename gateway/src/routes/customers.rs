@@ -2,16 +2,16 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use orderd_engine::{CustomerId, Engine, NewCustomer};
+use orderd_engine::Engine;
 use orderd_proto::CreateCustomerRequest;
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
-use crate::roles::{self, Role};
+use crate::roles;
 use crate::vault::Vault;
-use crate::{validate, wire};
+use crate::{ops, wire};
 
 #[utoipa::path(post, path = "/v1/customers", tag = "customers",
     request_body = orderd_proto::CreateCustomerRequest,
@@ -28,20 +28,12 @@ pub async fn create(
     caller.require(roles::CUSTOMER_CREATE)?;
     query.get()?;
     let request: CreateCustomerRequest = decode_json(&body.0)?;
-    validate::customer(&request)?;
-    let view = engine
-        .create_customer(vault.seal_customer(NewCustomer {
-            name: request.name,
-            email: request.email,
-            phone: request.phone,
-            address: request.address,
-        }))
-        .await?;
-    // Personal data never goes into the audit trail: the id only.
-    audit
-        .record(&caller, "customer.create", view.id.to_string(), "")
-        .await?;
-    let view = vault.open_customer(view)?;
+    let ctx = ops::Ctx {
+        engine: &engine,
+        vault: &vault,
+        audit: &audit,
+    };
+    let view = ops::create_customer(ctx, &caller, request).await?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -58,14 +50,17 @@ pub async fn get(
     id: web::Path<String>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_READ)?;
     query.get()?;
-    let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
-    caller.may_see_customer(id)?;
-    // Opened first: masking works on the plaintext.
-    let view = vault.open_customer(engine.customer(id).await?)?;
-    let body = if caller.role == Role::Auditor {
+    let ctx = ops::Ctx {
+        engine: &engine,
+        vault: &vault,
+        audit: &audit,
+    };
+    let (view, masked) = ops::get_customer(ctx, &caller, &id).await?;
+    let body = if masked {
         wire::customer_masked(view)
     } else {
         wire::customer(view)

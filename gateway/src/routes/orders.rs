@@ -3,11 +3,8 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use orderd_engine::{
-    CustomerId, Engine, Idempotency, OrderCursor, OrderFilter, OrderId, OrderStatus, PlaceOrder,
-};
+use orderd_engine::Engine;
 use orderd_proto::{CancelOrderRequest, ListOrdersQuery, Page, PlaceOrderRequest};
-use sha2::{Digest, Sha256};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
@@ -15,18 +12,12 @@ use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
 use crate::metrics;
 use crate::vault::Vault;
-use crate::{roles, validate, wire};
+use crate::{ops, roles, validate, wire};
 
 /// Name of the idempotency header.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
-/// First 16 bytes of SHA-256 over the raw body: a retry must send the same bytes.
-pub fn request_hash(body: &[u8]) -> u128 {
-    let digest = Sha256::digest(body);
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&digest[..16]);
-    u128::from_be_bytes(first)
-}
+pub use crate::ops::request_hash;
 
 /// The `Idempotency-Key` header, validated (1–255 characters), if present.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -87,54 +78,12 @@ async fn place_order(
     query.get()?;
     let key = idempotency_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
-    let lines = validate::order_lines(&request.lines)?;
-    validate::optional_personal_text(
-        "shipping_address",
-        request.shipping_address.as_deref(),
-        validate::ADDRESS_CHARS_MAX,
-    )?;
-    validate::optional_text_max("note", request.note.as_deref(), validate::NOTE_CHARS_MAX)?;
-    // An id that cannot parse names no customer: the same answer as a well-formed unknown one.
-    let customer_id: CustomerId = request
-        .customer_id
-        .parse()
-        .map_err(|()| ApiError::UnknownCustomer)?;
-    caller.may_see_customer(customer_id)?;
-    let idempotency = key.map(|key| Idempotency {
-        // Scoped by API key: two clients choosing the same key never collide.
-        key: format!("{}:{key}", caller.key_id),
-        request_hash: request_hash(&body.0),
-    });
-    let started_us = chrono::Utc::now().timestamp_micros();
-    let view = engine
-        .place_order(PlaceOrder {
-            customer_id,
-            lines,
-            shipping_address: vault.seal_shipping_address(request.shipping_address),
-            note: request.note,
-            idempotency,
-            actor: caller.key_id.clone(),
-        })
-        .await?;
-    // An order created before this request is an idempotent repeat (see `record_once`).
-    let detail = format!(
-        "customer={} lines={} total={}",
-        view.customer_id,
-        view.lines.len(),
-        view.total
-    );
-    audit
-        .record_once(
-            &caller,
-            "order.place",
-            view.id.to_string(),
-            detail,
-            started_us,
-            view.created_at_us,
-        )
-        .await?;
-    // A replay answers the stored order, sealed under whichever data key sealed it then.
-    let view = vault.open_order(view)?;
+    let ctx = ops::Ctx {
+        engine: &engine,
+        vault: &vault,
+        audit: &audit,
+    };
+    let view = ops::place_order(ctx, &caller, request, key, request_hash(&body.0)).await?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -151,13 +100,12 @@ pub async fn get(
     id: web::Path<String>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_READ)?;
     query.get()?;
-    let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
-    let view = engine.order(id).await?;
-    caller.may_see_customer(view.customer_id)?;
-    Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
+    let view = ops::get_order(ctx(&engine, &vault, &audit), &caller, &id).await?;
+    Ok(HttpResponse::Ok().json(wire::order(view, true)))
 }
 
 #[utoipa::path(get, path = "/v1/orders", tag = "orders",
@@ -169,56 +117,17 @@ pub async fn list(
     query: QueryParams<ListOrdersQuery>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_LIST)?;
     let query = query.get()?;
-    let mut customer_id = match query.customer_id.as_deref() {
-        Some(text) => Some(text.parse::<CustomerId>().map_err(|()| {
-            ApiError::invalid("customer_id", "customer_id is not a customer id (cus_…)")
-        })?),
-        None => None,
-    };
-    if let Some(own) = caller.customer_scope()? {
-        if customer_id.is_some_and(|asked| asked != own) {
-            return Err(ApiError::not_found());
-        }
-        customer_id = Some(own);
-    }
-    let status = match query.status.as_deref() {
-        Some(text) => Some(OrderStatus::parse(text).ok_or_else(|| {
-            ApiError::invalid(
-                "status",
-                "status is one of confirmed, partially_shipped, shipped, delivered, cancelled",
-            )
-        })?),
-        None => None,
-    };
-    let limit = validate::limit(query.limit.as_deref())?;
-    let after = match query.after.as_deref() {
-        Some(text) => Some(text.parse::<OrderCursor>().map_err(|()| {
-            ApiError::invalid(
-                "after",
-                "after must be the `next` cursor of a previous page",
-            )
-        })?),
-        None => None,
-    };
-    let page = engine
-        .list_orders(OrderFilter {
-            customer_id,
-            status,
-            limit,
-            after,
-        })
-        .await?;
-    debug_assert!(page.items.len() <= limit);
+    let (items, next) = ops::list_orders(ctx(&engine, &vault, &audit), &caller, &query).await?;
     Ok(HttpResponse::Ok().json(Page {
-        items: page
-            .items
+        items: items
             .into_iter()
-            .map(|view| Ok(wire::order(vault.open_order(view)?, true)))
-            .collect::<Result<_, ApiError>>()?,
-        next: page.next.map(|cursor| cursor.to_string()),
+            .map(|view| wire::order(view, true))
+            .collect(),
+        next,
     }))
 }
 
@@ -241,46 +150,24 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_CANCEL)?;
     query.get()?;
-    let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     // The body is optional: nothing (or only whitespace) means no reason.
     let request = if body.0.iter().all(u8::is_ascii_whitespace) {
         CancelOrderRequest::default()
     } else {
         decode_json::<CancelOrderRequest>(&body.0)?
     };
-    validate::optional_text_max(
-        "reason",
-        request.reason.as_deref(),
-        validate::REASON_CHARS_MAX,
-    )?;
-    if caller.customer_scope()?.is_some() {
-        // The owner of an order never changes, so checking it first is race-free.
-        let view = engine.order(id).await?;
-        caller.may_see_customer(view.customer_id)?;
+    let view =
+        ops::cancel_order(ctx(&engine, &vault, &audit), &caller, &id, request.reason).await?;
+    Ok(HttpResponse::Ok().json(wire::order(view, true)))
+}
+
+/// The operations' context from the handlers' app data.
+fn ctx<'a>(engine: &'a Engine, vault: &'a Vault, audit: &'a AuditLog) -> ops::Ctx<'a> {
+    ops::Ctx {
+        engine,
+        vault,
+        audit,
     }
-    let started_us = chrono::Utc::now().timestamp_micros();
-    let view = engine
-        .cancel_order(id, request.reason, &caller.key_id)
-        .await?;
-    // Cancelling a cancelled order is a repeat (see `record_once`). The reason is free text and
-    // stays out of the audit trail.
-    let cancelled_at_us = view
-        .history
-        .iter()
-        .rev()
-        .find(|step| step.status == OrderStatus::Cancelled)
-        .map_or(started_us, |step| step.at_us);
-    audit
-        .record_once(
-            &caller,
-            "order.cancel",
-            view.id.to_string(),
-            "",
-            started_us,
-            cancelled_at_us,
-        )
-        .await?;
-    Ok(HttpResponse::Ok().json(wire::order(vault.open_order(view)?, true)))
 }
 
 #[cfg(test)]

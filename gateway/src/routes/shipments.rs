@@ -3,7 +3,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use orderd_engine::{Engine, NewShipment, OrderId, ShipmentId, ShipmentStatus, ShipmentView};
+use orderd_engine::{Engine, ShipmentId, ShipmentStatus, ShipmentView};
 use orderd_proto::{
     CreateShipmentRequest, ShipmentEventRequest, ShipmentEventResponse, ShipmentLineResponse,
     ShipmentResponse,
@@ -13,10 +13,8 @@ use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
-use crate::{roles, validate, wire};
-
-/// Longest carrier name.
-pub const CARRIER_CHARS_MAX: usize = 100;
+use crate::vault::Vault;
+use crate::{ops, roles, validate, wire};
 
 pub fn shipment(view: ShipmentView) -> ShipmentResponse {
     ShipmentResponse {
@@ -55,57 +53,19 @@ pub async fn create(
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
     query.get()?;
-    let order_id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     let request: CreateShipmentRequest = decode_json(&body.0)?;
-    let carrier = request.carrier.trim();
-    if carrier.is_empty() || carrier.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "carrier",
-            "carrier is a non-empty name without control characters",
-        ));
-    }
-    validate::text_max("carrier", carrier, CARRIER_CHARS_MAX)?;
-    let lines = match request.lines {
-        None => None,
-        Some(lines) => {
-            if lines.is_empty() || lines.len() > orderd_engine::ORDER_LINES_MAX {
-                return Err(ApiError::invalid(
-                    "lines",
-                    "a shipment has 1 to 100 lines (or none: everything left)",
-                ));
-            }
-            let mut out = Vec::with_capacity(lines.len());
-            for (i, line) in lines.into_iter().enumerate() {
-                validate::sku(&format!("lines[{i}].sku"), &line.sku)?;
-                if line.qty == 0 {
-                    return Err(ApiError::invalid(
-                        format!("lines[{i}].qty"),
-                        "qty must be at least 1",
-                    ));
-                }
-                out.push((line.sku, line.qty));
-            }
-            Some(out)
-        }
+    let ctx = ops::Ctx {
+        engine: &engine,
+        vault: &vault,
+        audit: &audit,
     };
-    let view = engine
-        .ship(NewShipment {
-            order_id,
-            carrier: carrier.to_string(),
-            lines,
-            actor: caller.key_id.clone(),
-        })
-        .await?;
-    let units: u32 = view.lines.iter().map(|(_, qty)| qty).sum();
-    let detail = format!("order={order_id} units={units}");
-    audit
-        .record(&caller, "shipment.create", view.id.to_string(), detail)
-        .await?;
+    let view = ops::create_shipment(ctx, &caller, &id, request).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/shipments/{}", view.id)))
         .json(shipment(view)))

@@ -8,7 +8,8 @@ use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
-use crate::{roles, validate, wire};
+use crate::vault::Vault;
+use crate::{ops, roles, validate, wire};
 
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock",
     params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")),
@@ -18,12 +19,22 @@ pub async fn get(
     caller: Caller,
     query: QueryParams<NoQuery>,
     sku: web::Path<String>,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::STOCK_READ)?;
     query.get()?;
-    validate::sku("sku", &sku)?;
-    let view = engine.stock(&sku).await?;
+    let view = ops::get_stock(
+        ops::Ctx {
+            engine: &engine,
+            vault: &vault,
+            audit: &audit,
+        },
+        &caller,
+        &sku,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))
 }
 
@@ -40,6 +51,7 @@ pub async fn adjust(
     query: QueryParams<NoQuery>,
     sku: web::Path<String>,
     body: RawBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
@@ -47,17 +59,16 @@ pub async fn adjust(
     query.get()?;
     validate::sku("sku", &sku)?;
     let request: StockAdjustmentRequest = decode_json(&body.0)?;
-    if request.delta == 0 {
-        return Err(ApiError::invalid("delta", "delta must not be zero"));
-    }
-    validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
-    let view = engine
-        .adjust_stock(&sku, request.delta, &request.reason, &caller.key_id)
-        .await?;
-    // The reason is free text and may name people: it stays out of the audit trail.
-    let detail = format!("delta={:+}", request.delta);
-    audit
-        .record(&caller, "stock.adjust", sku.as_str(), detail)
-        .await?;
+    let view = ops::adjust_stock(
+        ops::Ctx {
+            engine: &engine,
+            vault: &vault,
+            audit: &audit,
+        },
+        &caller,
+        &sku,
+        request,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))
 }

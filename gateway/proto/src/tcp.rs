@@ -1,0 +1,384 @@
+//! The message layer of orderd's binary TCP protocol (`docs/PROTOCOL.md`): the opcodes and the
+//! postcard bodies they carry, on top of the frames of [`crate::frame`]. Pure types and
+//! functions over bytes, no I/O.
+//!
+//! These are separate types from the JSON ones on purpose: postcard is not self-describing, so
+//! every field is always encoded in order (no `skip_serializing_if`, no `deserialize_any`), and
+//! times are Unix microseconds instead of RFC 3339 text.
+//!
+//! A reply carries the request's id and opcode `request | REPLY`, or [`op::ERROR`] with an
+//! [`ErrorBody`]. Frame id 0 with [`op::ERROR`] is about the connection itself (a frame that
+//! cannot be read, the idle timeout, shutdown): the server closes the connection after it.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::frame::Frame;
+
+/// Opcodes. Requests are below [`op::REPLY`]; a reply is the request's opcode with
+/// [`op::REPLY`] set, or [`op::ERROR`].
+pub mod op {
+    /// [`super::Auth`] → [`super::AuthOk`]. Must be the connection's first frame.
+    pub const AUTH: u8 = 0x01;
+    /// Empty → empty: a liveness check that needs no role.
+    pub const PING: u8 = 0x02;
+    /// [`super::PlaceOrder`] → [`super::Order`] (`POST /v1/orders`).
+    pub const PLACE_ORDER: u8 = 0x10;
+    /// [`super::OrderRef`] → [`super::Order`] (`GET /v1/orders/{id}`).
+    pub const GET_ORDER: u8 = 0x11;
+    /// [`super::CancelOrder`] → [`super::Order`] (`POST /v1/orders/{id}/cancel`).
+    pub const CANCEL_ORDER: u8 = 0x12;
+    /// [`super::ListOrders`] → [`super::OrderPage`] (`GET /v1/orders`).
+    pub const LIST_ORDERS: u8 = 0x13;
+    /// [`super::CreateShipment`] → [`super::Shipment`] (`POST /v1/orders/{id}/shipments`).
+    pub const CREATE_SHIPMENT: u8 = 0x14;
+    /// [`super::SkuRef`] → [`super::Stock`] (`GET /v1/stock/{sku}`).
+    pub const GET_STOCK: u8 = 0x20;
+    /// [`super::AdjustStock`] → [`super::Stock`] (`POST /v1/stock/{sku}/adjustments`).
+    pub const ADJUST_STOCK: u8 = 0x21;
+    /// [`super::CreateCustomer`] → [`super::Customer`] (`POST /v1/customers`).
+    pub const CREATE_CUSTOMER: u8 = 0x30;
+    /// [`super::CustomerRef`] → [`super::Customer`] (`GET /v1/customers/{id}`).
+    pub const GET_CUSTOMER: u8 = 0x31;
+    /// Set on every successful reply's opcode.
+    pub const REPLY: u8 = 0x80;
+    /// An error reply: [`super::ErrorBody`].
+    pub const ERROR: u8 = 0xFF;
+
+    /// The name of a request opcode (for logs and metrics labels), `None` if unknown.
+    pub fn name(opcode: u8) -> Option<&'static str> {
+        Some(match opcode {
+            AUTH => "auth",
+            PING => "ping",
+            PLACE_ORDER => "place_order",
+            GET_ORDER => "get_order",
+            CANCEL_ORDER => "cancel_order",
+            LIST_ORDERS => "list_orders",
+            CREATE_SHIPMENT => "create_shipment",
+            GET_STOCK => "get_stock",
+            ADJUST_STOCK => "adjust_stock",
+            CREATE_CUSTOMER => "create_customer",
+            GET_CUSTOMER => "get_customer",
+            _ => return None,
+        })
+    }
+}
+
+/// The request id of frames about the connection rather than one request.
+pub const CONNECTION_REQUEST_ID: u64 = 0;
+
+/// Encodes a body with postcard.
+pub fn encode_body<T: Serialize>(body: &T) -> Vec<u8> {
+    postcard::to_stdvec(body).expect("postcard encodes into a Vec without failing")
+}
+
+/// Decodes a body; every byte must be used (trailing bytes are an error, as unknown JSON
+/// fields are).
+pub fn decode_body<T: DeserializeOwned>(payload: &[u8]) -> Result<T, BodyError> {
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(payload).map_err(|e| BodyError(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(BodyError(format!(
+            "{} bytes after the end of the body",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// A payload that is not the opcode's body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyError(pub String);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "body does not decode: {}", self.0)
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// A frame carrying `body`.
+pub fn frame<T: Serialize>(opcode: u8, request_id: u64, body: &T) -> Frame {
+    Frame {
+        opcode,
+        request_id,
+        payload: encode_body(body),
+    }
+}
+
+/// `AUTH`: the API key's secret, as in `Authorization: Bearer <secret>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    pub api_key: String,
+}
+
+/// The reply to `AUTH`: who the connection is, and the limits it must keep.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthOk {
+    pub key_id: String,
+    pub role: String,
+    /// Requests in flight on this connection above this are refused (`rate_limited`).
+    pub max_in_flight: u32,
+    /// The largest `length` a frame may have.
+    pub max_frame_bytes: u32,
+}
+
+/// One line of [`PlaceOrder`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub sku: String,
+    pub qty: u32,
+    /// Minor currency units.
+    pub unit_price: u64,
+}
+
+/// `PLACE_ORDER`: the body of `POST /v1/orders`, with the `Idempotency-Key` inside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub lines: Vec<Line>,
+    pub shipping_address: Option<String>,
+    pub note: Option<String>,
+    /// 1–255 visible ASCII characters; a repeat with the same body bytes returns the first
+    /// answer.
+    pub idempotency_key: Option<String>,
+}
+
+/// `GET_ORDER`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRef {
+    pub id: String,
+}
+
+/// `CANCEL_ORDER`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub id: String,
+    pub reason: Option<String>,
+}
+
+/// `LIST_ORDERS`: the query of `GET /v1/orders`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOrders {
+    pub customer_id: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+/// One line of an order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub qty: u32,
+    pub unit_price: u64,
+    pub shipped_qty: u32,
+}
+
+/// One step of an order's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryStep {
+    pub at_us: i64,
+    pub status: String,
+    pub actor: String,
+}
+
+/// An order. `shipments` and `history` are empty in the reply to a placement (as the HTTP
+/// reply leaves them out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub lines: Vec<OrderLine>,
+    pub total: u64,
+    pub shipping_address: Option<String>,
+    pub note: Option<String>,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+    pub shipments: Vec<String>,
+    pub history: Vec<HistoryStep>,
+}
+
+/// The reply to `LIST_ORDERS`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    pub next: Option<String>,
+}
+
+/// One line of [`CreateShipment`] and of a shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentLine {
+    pub sku: String,
+    pub qty: u32,
+}
+
+/// `CREATE_SHIPMENT`: without lines, everything not yet shipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateShipment {
+    pub order_id: String,
+    pub carrier: String,
+    pub lines: Option<Vec<ShipmentLine>>,
+}
+
+/// One step of a shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentEvent {
+    pub at_us: i64,
+    pub status: String,
+    pub note: Option<String>,
+}
+
+/// A shipment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub id: String,
+    pub order_id: String,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub status: String,
+    pub lines: Vec<ShipmentLine>,
+    pub events: Vec<ShipmentEvent>,
+}
+
+/// `GET_STOCK`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuRef {
+    pub sku: String,
+}
+
+/// `ADJUST_STOCK`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustStock {
+    pub sku: String,
+    pub delta: i64,
+    pub reason: String,
+}
+
+/// A stock record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stock {
+    pub sku: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+}
+
+/// `CREATE_CUSTOMER`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateCustomer {
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+}
+
+/// `GET_CUSTOMER`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerRef {
+    pub id: String,
+}
+
+/// A customer (masked for auditors, as over HTTP).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub created_at_us: i64,
+}
+
+/// The body of an [`op::ERROR`] frame: the fields of the HTTP problem document, with the same
+/// codes and statuses (API.md), plus the codes of the connection layer (`docs/PROTOCOL.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The HTTP status the same error has over HTTP.
+    pub status: u16,
+    /// Machine-readable, e.g. `insufficient_stock`.
+    pub code: String,
+    pub detail: String,
+    /// For `invalid_request`: the offending field.
+    pub param: Option<String>,
+    /// For `insufficient_stock`: every short SKU.
+    pub skus: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_and_refuse_trailing_bytes() {
+        let place = PlaceOrder {
+            customer_id: "cus_1".into(),
+            lines: vec![Line {
+                sku: "A-1".into(),
+                qty: 2,
+                unit_price: 1999,
+            }],
+            shipping_address: None,
+            note: Some("gift".into()),
+            idempotency_key: Some("k1".into()),
+        };
+        let bytes = encode_body(&place);
+        assert_eq!(decode_body::<PlaceOrder>(&bytes), Ok(place));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let error = decode_body::<PlaceOrder>(&longer).unwrap_err();
+        assert!(error.0.contains("1 bytes after"), "{error}");
+        assert!(decode_body::<PlaceOrder>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_documented_encoding_of_a_place_order() {
+        // docs/PROTOCOL.md shows these bytes; keep the two in step.
+        let place = PlaceOrder {
+            customer_id: "c".into(),
+            lines: vec![Line {
+                sku: "S".into(),
+                qty: 1,
+                unit_price: 300,
+            }],
+            shipping_address: None,
+            note: None,
+            idempotency_key: None,
+        };
+        assert_eq!(
+            encode_body(&place),
+            vec![0x01, b'c', 0x01, 0x01, b'S', 0x01, 0xac, 0x02, 0x00, 0x00, 0x00]
+        );
+    }
+
+    #[test]
+    fn opcodes_have_names_and_replies_do_not_clash_with_requests() {
+        for code in 0u8..op::REPLY {
+            if let Some(name) = op::name(code) {
+                assert!(!name.is_empty());
+                assert!(op::name(code | op::REPLY).is_none());
+            }
+        }
+        assert_eq!(op::name(op::ERROR), None);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_any_decoder() {
+        let mut seed = 0x1234_5678_u64;
+        for len in 0..400usize {
+            let bytes: Vec<u8> = (0..len % 64)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed >> 33) as u8
+                })
+                .collect();
+            let _ = decode_body::<PlaceOrder>(&bytes);
+            let _ = decode_body::<ListOrders>(&bytes);
+            let _ = decode_body::<CreateShipment>(&bytes);
+            let _ = decode_body::<Order>(&bytes);
+            let _ = decode_body::<ErrorBody>(&bytes);
+        }
+    }
+}

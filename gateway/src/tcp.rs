@@ -1,0 +1,811 @@
+//! The binary TCP protocol's server (`docs/PROTOCOL.md`): the listener on `tcp.listen`, one
+//! task per connection reading frames and one writing replies, authentication once per
+//! connection, the bounds (`tcp.max_connections`, `tcp.max_in_flight`, `tcp.max_frame_bytes`,
+//! `tcp.idle_timeout_ms`) and the mapping of opcodes onto [`crate::ops`].
+//!
+//! It runs on a tokio runtime of its own (`tcp.workers` threads named `orderd-tcp`), beside
+//! actix's HTTP workers, so that neither front door can starve the other's event loops.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use orderd_engine::{CustomerView, Engine, OrderView, ShipmentView, StockView};
+use orderd_proto::frame::{self, Frame, FrameDecoder, FrameError};
+use orderd_proto::tcp::{self as msg, op, ErrorBody, CONNECTION_REQUEST_ID};
+use orderd_proto::{
+    CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, OrderLineRequest,
+    PlaceOrderRequest, ShipmentLineRequest, StockAdjustmentRequest,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::audit::{AuditLog, ANONYMOUS};
+use crate::auth::{Auth, Caller};
+use crate::config::TcpConfig;
+use crate::error::ApiError;
+use crate::metrics;
+use crate::ops::{self, Ctx};
+use crate::vault::Vault;
+
+/// Seconds that connections get, after shutdown begins, to finish what they have in flight.
+const SHUTDOWN_GRACE_S: u64 = 10;
+/// Bytes read from a socket at once.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The limits of one server, from `[tcp]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(config: &TcpConfig) -> Limits {
+        Limits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_connections: config.max_connections,
+            max_in_flight: config.max_in_flight,
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        }
+    }
+}
+
+/// What every connection serves with.
+pub struct Shared {
+    pub engine: Engine,
+    pub vault: Arc<Vault>,
+    pub audit: Arc<AuditLog>,
+    pub auth: Arc<Auth>,
+    pub limits: Limits,
+}
+
+impl Shared {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            engine: &self.engine,
+            vault: &self.vault,
+            audit: &self.audit,
+        }
+    }
+}
+
+/// A running TCP server.
+pub struct TcpServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpServer {
+    /// Binds `listen` (failing at once if it cannot) and serves it on `workers` threads.
+    pub fn start(listen: &str, workers: usize, shared: Shared) -> anyhow::Result<TcpServer> {
+        let std_listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen} (tcp.listen)"))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name("orderd-tcp")
+            .enable_all()
+            .build()
+            .context("cannot start the TCP runtime")?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(shared);
+        let thread = std::thread::Builder::new()
+            .name("orderd-tcp-accept".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(listener) => accept_loop(listener, shared, shutdown_rx).await,
+                        Err(error) => tracing::error!(
+                            message = "The TCP listener could not join its runtime.",
+                            %error
+                        ),
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .context("cannot start the TCP thread")?;
+        Ok(TcpServer {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets every connection finish what it has in flight (up to
+    /// [`SHUTDOWN_GRACE_S`]), tells it `unavailable` and closes it. Blocks until done.
+    pub fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap finished connections so the set stays as small as the connections open.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(message = "TCP accept failed.", %error);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    ::metrics::gauge!(metrics::TCP_CONNECTIONS).increment(1.0);
+                    serve_connection(stream, peer, shared, shutdown).await;
+                    ::metrics::gauge!(metrics::TCP_CONNECTIONS).decrement(1.0);
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                ::metrics::counter!(metrics::TCP_CLOSED_TOTAL, "reason" => "too_many_connections")
+                    .increment(1);
+                let max = shared.limits.max_connections;
+                connections.spawn(async move {
+                    let error = connection_error(
+                        503,
+                        "unavailable",
+                        format!("the server has its maximum of {max} TCP connections"),
+                    );
+                    let mut stream = stream;
+                    let mut bytes = Vec::new();
+                    frame::encode(&error, &mut bytes);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        let _ = stream.write_all(&bytes).await;
+                        let _ = stream.shutdown().await;
+                    })
+                    .await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    // Connections see the same signal and wind down; give them the grace period.
+    let _ = tokio::time::timeout(Duration::from_secs(SHUTDOWN_GRACE_S + 1), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// An error frame about the connection itself (request id 0).
+fn connection_error(status: u16, code: &str, detail: String) -> Frame {
+    msg::frame(
+        op::ERROR,
+        CONNECTION_REQUEST_ID,
+        &ErrorBody {
+            status,
+            code: code.to_string(),
+            detail,
+            param: None,
+            skus: Vec::new(),
+        },
+    )
+}
+
+/// The error frame of a request.
+fn error_frame(request_id: u64, error: &ApiError) -> Frame {
+    let problem = error.problem();
+    msg::frame(
+        op::ERROR,
+        request_id,
+        &ErrorBody {
+            status: problem.status,
+            code: problem.code,
+            detail: problem.detail,
+            param: problem.param,
+            skus: problem.skus.unwrap_or_default(),
+        },
+    )
+}
+
+/// Why a connection ends, for the log and `orderd_tcp_connections_closed_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Close {
+    /// The client closed its side.
+    Eof,
+    /// A read failed (reset).
+    ReadError,
+    /// Bytes that are not frames.
+    BadFrame,
+    Unauthorized,
+    IdleTimeout,
+    Shutdown,
+}
+
+impl Close {
+    fn label(self) -> &'static str {
+        match self {
+            Close::Eof => "client_closed",
+            Close::ReadError => "read_error",
+            Close::BadFrame => "bad_frame",
+            Close::Unauthorized => "unauthorized",
+            Close::IdleTimeout => "idle_timeout",
+            Close::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The authenticated side of a connection.
+struct Session {
+    caller: Caller,
+    /// The secret, checked again before each request so that a revoked key stops working on
+    /// connections it opened earlier too.
+    secret: String,
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut reader, writer) = stream.into_split();
+    let limits = shared.limits;
+    // Replies; every request holds one slot of `max_in_flight`, and connection errors take
+    // the spare ones.
+    let (replies, reply_rx) = mpsc::channel::<Frame>(limits.max_in_flight + 2);
+    let writer_task = tokio::spawn(write_replies(writer, reply_rx));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let idle = Arc::new(tokio::sync::Notify::new());
+    let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut session: Option<Session> = None;
+    let mut last_frame_at = Instant::now();
+    let close = 'conn: loop {
+        if *shutdown.borrow() {
+            break Close::Shutdown;
+        }
+        let deadline = last_frame_at + limits.idle_timeout;
+        let read = tokio::select! {
+            _ = shutdown.changed() => break Close::Shutdown,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if in_flight.load(Ordering::Acquire) == 0 {
+                    break Close::IdleTimeout;
+                }
+                // Busy on our side: the client is waiting for us, not idle.
+                last_frame_at = Instant::now();
+                continue;
+            }
+            read = reader.read(&mut chunk) => read,
+        };
+        let n = match read {
+            Ok(0) => break Close::Eof,
+            Ok(n) => n,
+            Err(_) => break Close::ReadError,
+        };
+        decoder.feed(&chunk[..n]);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    let (status, code) = match error {
+                        FrameError::TooLarge { .. } => (413, "payload_too_large"),
+                        _ => (400, "invalid_frame"),
+                    };
+                    let _ = replies
+                        .send(connection_error(status, code, error.to_string()))
+                        .await;
+                    break 'conn Close::BadFrame;
+                }
+            };
+            last_frame_at = Instant::now();
+            if let Some(close) = handle_frame(
+                frame,
+                &mut session,
+                &shared,
+                &replies,
+                &in_flight,
+                &idle,
+                peer,
+            )
+            .await
+            {
+                break 'conn close;
+            }
+        }
+    };
+    match close {
+        Close::IdleTimeout => {
+            let _ = replies
+                .send(connection_error(
+                    408,
+                    "idle_timeout",
+                    format!(
+                        "nothing received for {} ms",
+                        limits.idle_timeout.as_millis()
+                    ),
+                ))
+                .await;
+        }
+        Close::Shutdown => {
+            // What is in flight finishes and is answered first.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(SHUTDOWN_GRACE_S),
+                wait_idle(&in_flight, &idle),
+            )
+            .await;
+            let _ = replies
+                .send(connection_error(
+                    503,
+                    "unavailable",
+                    "the server is shutting down".into(),
+                ))
+                .await;
+        }
+        _ => {}
+    }
+    ::metrics::counter!(metrics::TCP_CLOSED_TOTAL, "reason" => close.label()).increment(1);
+    tracing::debug!(message = "TCP connection closed.", %peer, reason = close.label());
+    // The writer ends once every request task has sent its reply and dropped its sender.
+    drop(replies);
+    let _ = writer_task.await;
+}
+
+async fn wait_idle(in_flight: &AtomicUsize, idle: &tokio::sync::Notify) {
+    loop {
+        let notified = idle.notified();
+        if in_flight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Writes replies as they come, many per write when they queue up; closes the write side
+/// cleanly (FIN) when every sender is gone.
+async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<Frame>) {
+    let mut bytes = Vec::with_capacity(READ_CHUNK_BYTES);
+    while let Some(first) = replies.recv().await {
+        bytes.clear();
+        frame::encode(&first, &mut bytes);
+        while bytes.len() < READ_CHUNK_BYTES {
+            match replies.try_recv() {
+                Ok(next) => frame::encode(&next, &mut bytes),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&bytes).await.is_err() {
+            // The client is gone; drain so that request tasks never wait on a full channel.
+            while replies.recv().await.is_some() {}
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Handles one frame; `Some` ends the connection (after whatever was queued is written).
+async fn handle_frame(
+    frame: Frame,
+    session: &mut Option<Session>,
+    shared: &Arc<Shared>,
+    replies: &mpsc::Sender<Frame>,
+    in_flight: &Arc<AtomicUsize>,
+    idle: &Arc<tokio::sync::Notify>,
+    peer: SocketAddr,
+) -> Option<Close> {
+    let request_id = frame.request_id;
+    if frame.opcode == op::PING {
+        let _ = replies
+            .send(Frame {
+                opcode: op::PING | op::REPLY,
+                request_id,
+                payload: Vec::new(),
+            })
+            .await;
+        return None;
+    }
+    let Some(current) = session.as_ref() else {
+        if frame.opcode != op::AUTH {
+            let error = ApiError::Unauthorized(
+                "send AUTH first: the connection is not authenticated".into(),
+            );
+            refuse(shared, replies, request_id, &error, ANONYMOUS, "tcp", peer).await;
+            return Some(Close::Unauthorized);
+        }
+        return match authenticate(shared, &frame.payload) {
+            Ok((caller, secret)) => {
+                let ok = msg::AuthOk {
+                    key_id: caller.key_id.clone(),
+                    role: caller.role.to_string(),
+                    max_in_flight: shared.limits.max_in_flight as u32,
+                    max_frame_bytes: shared.limits.max_frame_bytes as u32,
+                };
+                let _ = replies
+                    .send(msg::frame(op::AUTH | op::REPLY, request_id, &ok))
+                    .await;
+                *session = Some(Session { caller, secret });
+                None
+            }
+            Err(error) => {
+                refuse(
+                    shared, replies, request_id, &error, ANONYMOUS, "tcp auth", peer,
+                )
+                .await;
+                Some(Close::Unauthorized)
+            }
+        };
+    };
+    if frame.opcode == op::AUTH {
+        let error = ApiError::invalid("opcode", "this connection is already authenticated");
+        let _ = replies.send(error_frame(request_id, &error)).await;
+        return None;
+    }
+    // The key may have been revoked since AUTH.
+    let Some(record) = shared.auth.keys.lookup(&current.secret) else {
+        let error = ApiError::Unauthorized("unknown or revoked API key".into());
+        refuse(shared, replies, request_id, &error, ANONYMOUS, "tcp", peer).await;
+        return Some(Close::Unauthorized);
+    };
+    if !shared.auth.limiter.allow(&record.id, Instant::now()) {
+        let _ = replies
+            .send(error_frame(request_id, &ApiError::RateLimited))
+            .await;
+        return None;
+    }
+    let Some(name) = op::name(frame.opcode) else {
+        let error = ApiError::invalid("opcode", format!("unknown opcode 0x{:02x}", frame.opcode));
+        let _ = replies.send(error_frame(request_id, &error)).await;
+        return None;
+    };
+    let max = shared.limits.max_in_flight;
+    if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        let error = ApiError::RateLimited;
+        let mut body = error.problem();
+        body.detail = format!("more than {max} requests in flight on this connection");
+        let _ = replies
+            .send(msg::frame(
+                op::ERROR,
+                request_id,
+                &ErrorBody {
+                    status: body.status,
+                    code: body.code,
+                    detail: body.detail,
+                    param: None,
+                    skus: Vec::new(),
+                },
+            ))
+            .await;
+        return None;
+    }
+    let caller = current.caller.clone();
+    let shared = shared.clone();
+    let replies = replies.clone();
+    let in_flight = in_flight.clone();
+    let idle = idle.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let reply = match dispatch(&shared, &caller, frame.opcode, &frame.payload).await {
+            Ok(payload) => Frame {
+                opcode: frame.opcode | op::REPLY,
+                request_id,
+                payload,
+            },
+            Err(error) => {
+                if matches!(error, ApiError::Forbidden(_)) {
+                    record_refusal(&shared.audit, &error, &caller.key_id, name, &caller).await;
+                }
+                error_frame(request_id, &error)
+            }
+        };
+        let outcome = if reply.opcode == op::ERROR {
+            let status = msg::decode_body::<ErrorBody>(&reply.payload).map_or(500, |b| b.status);
+            metrics::request_outcome(status)
+        } else {
+            "ok"
+        };
+        let elapsed = started.elapsed();
+        metrics::record_tcp_request(name, outcome, elapsed);
+        let _ = replies.send(reply).await;
+        if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            idle.notify_waiters();
+        }
+    });
+    None
+}
+
+/// Answers a refused request, and writes the refusal to the audit trail first (as HTTP does).
+async fn refuse(
+    shared: &Shared,
+    replies: &mpsc::Sender<Frame>,
+    request_id: u64,
+    error: &ApiError,
+    actor: &str,
+    target: &str,
+    peer: SocketAddr,
+) {
+    tracing::warn!(message = "TCP request refused.", %peer, code = error.code(), detail = %error);
+    if let Err(audit_error) = shared
+        .audit
+        .record_refusal(
+            actor,
+            "auth.unauthorized",
+            target.to_string(),
+            error.to_string(),
+        )
+        .await
+    {
+        tracing::warn!(message = "Could not write the audit entry of a refused request.", error = %audit_error);
+    }
+    let _ = replies.send(error_frame(request_id, error)).await;
+}
+
+async fn record_refusal(
+    audit: &AuditLog,
+    _error: &ApiError,
+    actor: &str,
+    op_name: &str,
+    caller: &Caller,
+) {
+    if let Err(error) = audit
+        .record_refusal(
+            actor,
+            "auth.forbidden",
+            format!("tcp {op_name}"),
+            format!("role={}", caller.role),
+        )
+        .await
+    {
+        tracing::warn!(message = "Could not write the audit entry of a refused request.", %error);
+    }
+}
+
+/// Checks an `AUTH` body against the key table.
+fn authenticate(shared: &Shared, payload: &[u8]) -> Result<(Caller, String), ApiError> {
+    let auth: msg::Auth = msg::decode_body(payload)
+        .map_err(|_| ApiError::Unauthorized("malformed AUTH body".into()))?;
+    let Some(record) = shared.auth.keys.lookup(&auth.api_key) else {
+        return Err(ApiError::Unauthorized("unknown or revoked API key".into()));
+    };
+    Ok((
+        Caller {
+            key_id: record.id,
+            role: record.role,
+            customer_id: record.customer_id,
+        },
+        auth.api_key,
+    ))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ApiError> {
+    msg::decode_body(payload).map_err(|error| ApiError::invalid("body", error.to_string()))
+}
+
+/// Runs one authenticated request; the reply's payload.
+async fn dispatch(
+    shared: &Shared,
+    caller: &Caller,
+    opcode: u8,
+    payload: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let ctx = shared.ctx();
+    Ok(match opcode {
+        op::PLACE_ORDER => {
+            let request: msg::PlaceOrder = decode(payload)?;
+            let hash = crate::ops::request_hash(payload);
+            let body = PlaceOrderRequest {
+                customer_id: request.customer_id,
+                lines: request
+                    .lines
+                    .into_iter()
+                    .map(|l| OrderLineRequest {
+                        sku: l.sku,
+                        qty: l.qty,
+                        unit_price: l.unit_price,
+                    })
+                    .collect(),
+                shipping_address: request.shipping_address,
+                note: request.note,
+            };
+            let answer = ops::place_order(ctx, caller, body, request.idempotency_key, hash).await;
+            metrics::record_order(&answer);
+            msg::encode_body(&order(answer?, false))
+        }
+        op::GET_ORDER => {
+            let request: msg::OrderRef = decode(payload)?;
+            msg::encode_body(&order(
+                ops::get_order(ctx, caller, &request.id).await?,
+                true,
+            ))
+        }
+        op::CANCEL_ORDER => {
+            let request: msg::CancelOrder = decode(payload)?;
+            let view = ops::cancel_order(ctx, caller, &request.id, request.reason).await?;
+            msg::encode_body(&order(view, true))
+        }
+        op::LIST_ORDERS => {
+            let request: msg::ListOrders = decode(payload)?;
+            let query = ListOrdersQuery {
+                customer_id: request.customer_id,
+                status: request.status,
+                limit: request.limit.map(|l| l.to_string()),
+                after: request.after,
+            };
+            let (items, next) = ops::list_orders(ctx, caller, &query).await?;
+            msg::encode_body(&msg::OrderPage {
+                items: items.into_iter().map(|v| order(v, true)).collect(),
+                next,
+            })
+        }
+        op::CREATE_SHIPMENT => {
+            let request: msg::CreateShipment = decode(payload)?;
+            let body = CreateShipmentRequest {
+                carrier: request.carrier,
+                lines: request.lines.map(|lines| {
+                    lines
+                        .into_iter()
+                        .map(|l| ShipmentLineRequest {
+                            sku: l.sku,
+                            qty: l.qty,
+                        })
+                        .collect()
+                }),
+            };
+            let view = ops::create_shipment(ctx, caller, &request.order_id, body).await?;
+            msg::encode_body(&shipment(view))
+        }
+        op::GET_STOCK => {
+            let request: msg::SkuRef = decode(payload)?;
+            msg::encode_body(&stock(ops::get_stock(ctx, caller, &request.sku).await?))
+        }
+        op::ADJUST_STOCK => {
+            let request: msg::AdjustStock = decode(payload)?;
+            let body = StockAdjustmentRequest {
+                delta: request.delta,
+                reason: request.reason,
+            };
+            msg::encode_body(&stock(
+                ops::adjust_stock(ctx, caller, &request.sku, body).await?,
+            ))
+        }
+        op::CREATE_CUSTOMER => {
+            let request: msg::CreateCustomer = decode(payload)?;
+            let body = CreateCustomerRequest {
+                name: request.name,
+                email: request.email,
+                phone: request.phone,
+                address: request.address,
+            };
+            msg::encode_body(&customer(
+                ops::create_customer(ctx, caller, body).await?,
+                false,
+            ))
+        }
+        op::GET_CUSTOMER => {
+            let request: msg::CustomerRef = decode(payload)?;
+            let (view, masked) = ops::get_customer(ctx, caller, &request.id).await?;
+            msg::encode_body(&customer(view, masked))
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "opcode",
+                format!("unknown opcode 0x{other:02x}"),
+            ))
+        }
+    })
+}
+
+/// An order on the wire; `detailed` adds shipments and history (as over HTTP).
+fn order(view: OrderView, detailed: bool) -> msg::Order {
+    let (shipments, history) = if detailed {
+        (
+            view.shipments,
+            view.history
+                .into_iter()
+                .map(|h| msg::HistoryStep {
+                    at_us: h.at_us,
+                    status: h.status.as_str().to_string(),
+                    actor: h.actor,
+                })
+                .collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    msg::Order {
+        id: view.id.to_string(),
+        customer_id: view.customer_id.to_string(),
+        status: view.status.as_str().to_string(),
+        lines: view
+            .lines
+            .into_iter()
+            .map(|l| msg::OrderLine {
+                sku: l.sku,
+                qty: l.qty,
+                unit_price: l.unit_price,
+                shipped_qty: l.shipped_qty,
+            })
+            .collect(),
+        total: view.total,
+        shipping_address: view.shipping_address,
+        note: view.note,
+        created_at_us: view.created_at_us,
+        updated_at_us: view.updated_at_us,
+        shipments,
+        history,
+    }
+}
+
+fn stock(view: StockView) -> msg::Stock {
+    msg::Stock {
+        sku: view.sku,
+        on_hand: view.on_hand,
+        reserved: view.reserved,
+        available: view.available,
+    }
+}
+
+fn customer(view: CustomerView, masked: bool) -> msg::Customer {
+    let created_at_us = view.created_at_us;
+    let json = if masked {
+        crate::wire::customer_masked(view)
+    } else {
+        crate::wire::customer(view)
+    };
+    msg::Customer {
+        id: json.id,
+        name: json.name,
+        email: json.email,
+        phone: json.phone,
+        address: json.address,
+        created_at_us,
+    }
+}
+
+fn shipment(view: ShipmentView) -> msg::Shipment {
+    msg::Shipment {
+        id: view.id.to_string(),
+        order_id: view.order_id.to_string(),
+        carrier: view.carrier,
+        tracking_number: view.tracking_number,
+        status: view.status.as_str().to_string(),
+        lines: view
+            .lines
+            .into_iter()
+            .map(|(sku, qty)| msg::ShipmentLine { sku, qty })
+            .collect(),
+        events: view
+            .events
+            .into_iter()
+            .map(|e| msg::ShipmentEvent {
+                at_us: e.at_us,
+                status: e.status.as_str().to_string(),
+                note: e.note,
+            })
+            .collect(),
+    }
+}
