@@ -109,7 +109,7 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
         .execute(
             "INSERT INTO customers (id, name, email)
              SELECT i, 'Bench Customer ' || i, 'bench' || i || '@example.com'
-             FROM generate_series(0, $1 - 1) AS i",
+             FROM generate_series(0, $1::bigint - 1) AS i",
             &[&customers],
         )
         .await
