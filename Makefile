@@ -65,12 +65,13 @@ bench: deps
 
 ## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts
 ## them on loopback, the bench runs every target and workload, and the peers are stopped (and
-## their data removed) however the bench ends. Extra flags: make compare COMPARE_ARGS='...'.
+## their data removed) however the bench ends. Every workload, closed loop, unless COMPARE_ARGS says
+## otherwise: make compare COMPARE_ARGS="--duration-s 30 --workloads flash-sale,catalog".
 COMPARE_ARGS ?= --duration-s 20 --warmup-s 3
 compare: deps
 	cargo build $(PROFILE) --workspace --bins
-	trap './ops/peers.sh stop' EXIT; eval "$$(./ops/peers.sh start)" && \
-		$(BIN)/orderd-bench --workloads flash-sale,catalog,mixed --mode closed $(COMPARE_ARGS)
+	trap './ops/peers.sh stop' EXIT; urls="$$(./ops/peers.sh start)" && eval "$$urls" && \
+		$(BIN)/orderd-bench $(COMPARE_ARGS)
 
 fmt:
 	cargo fmt --all
