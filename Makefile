@@ -11,7 +11,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 # (engine/src/failpoint.rs); `make run` and `make bench` build without them.
 TEST_FEATURES := --features orderd-gateway/failpoints
 
-.PHONY: deps test-deps build run test test-only lint contract s3-test bench fmt clean-data
+.PHONY: deps test-deps build run test test-only lint contract s3-test bench compare fmt clean-data
 
 # Installs what is missing with one `apt-get update`: libclang-dev (RocksDB's build) always,
 # and for the tests promtool (Debian package `prometheus`), which checks /metrics and the alert
@@ -62,6 +62,16 @@ s3-test: deps
 bench: deps
 	cargo build $(PROFILE) --workspace --bins
 	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
+
+## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts
+## them on loopback, the bench runs every target and workload, and the peers are stopped (and
+## their data removed) however the bench ends. Every workload, closed loop, unless COMPARE_ARGS says
+## otherwise: make compare COMPARE_ARGS="--duration-s 30 --workloads flash-sale,catalog".
+COMPARE_ARGS ?= --duration-s 20 --warmup-s 3
+compare: deps
+	cargo build $(PROFILE) --workspace --bins
+	trap './ops/peers.sh stop' EXIT; urls="$$(./ops/peers.sh start)" && eval "$$urls" && \
+		$(BIN)/orderd-bench $(COMPARE_ARGS)
 
 fmt:
 	cargo fmt --all
