@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use orderd_engine::{CustomerView, Engine, OrderView, ShipmentView, StockView};
 use orderd_proto::frame::{self, Frame, FrameDecoder, FrameError};
 use orderd_proto::tcp::{self as msg, op, ErrorBody, CONNECTION_REQUEST_ID};
@@ -307,10 +308,11 @@ async fn serve_connection(
             Err(_) => break Close::ReadError,
         };
         decoder.feed(&chunk[..n]);
-        loop {
+        let mut batch = Vec::new();
+        let closing = loop {
             let frame = match decoder.next_frame() {
                 Ok(Some(frame)) => frame,
-                Ok(None) => break,
+                Ok(None) => break None,
                 Err(error) => {
                     let (status, code) = match error {
                         FrameError::TooLarge { .. } => (413, "payload_too_large"),
@@ -319,23 +321,22 @@ async fn serve_connection(
                     let _ = replies
                         .send(connection_error(status, code, error.to_string()))
                         .await;
-                    break 'conn Close::BadFrame;
+                    break Some(Close::BadFrame);
                 }
             };
             last_frame_at = Instant::now();
-            if let Some(close) = handle_frame(
-                frame,
-                &mut session,
-                &shared,
-                &replies,
-                &in_flight,
-                &idle,
-                peer,
-            )
-            .await
-            {
-                break 'conn close;
+            match handle_frame(frame, &mut session, &shared, &replies, &in_flight, peer).await {
+                Step::Done => {}
+                Step::Run(request) => batch.push(request),
+                Step::Close(close) => break Some(close),
             }
+        };
+        // What was read before a bad frame is still run and answered.
+        if !batch.is_empty() {
+            run_batch(batch, &shared, &replies, &in_flight, &idle);
+        }
+        if let Some(close) = closing {
+            break 'conn close;
         }
     };
     match close {
@@ -407,16 +408,33 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<F
     let _ = writer.shutdown().await;
 }
 
-/// Handles one frame; `Some` ends the connection (after whatever was queued is written).
+/// What the reader does after a frame.
+enum Step {
+    /// Answered already (or nothing to answer): go on reading.
+    Done,
+    /// Run this request.
+    Run(Request),
+    /// End the connection (after whatever was queued is written).
+    Close(Close),
+}
+
+/// One authenticated request that passed the connection's checks, holding one in-flight slot.
+struct Request {
+    caller: Caller,
+    name: &'static str,
+    frame: Frame,
+}
+
+/// Checks one frame against the connection's state: `PING`, `AUTH` and refusals are answered
+/// here; a request to run holds an in-flight slot.
 async fn handle_frame(
     frame: Frame,
     session: &mut Option<Session>,
     shared: &Arc<Shared>,
     replies: &mpsc::Sender<Frame>,
-    in_flight: &Arc<AtomicUsize>,
-    idle: &Arc<tokio::sync::Notify>,
+    in_flight: &AtomicUsize,
     peer: SocketAddr,
-) -> Option<Close> {
+) -> Step {
     let request_id = frame.request_id;
     if frame.opcode == op::PING {
         let _ = replies
@@ -426,15 +444,15 @@ async fn handle_frame(
                 payload: Vec::new(),
             })
             .await;
-        return None;
+        return Step::Done;
     }
     let Some(current) = session.as_ref() else {
         if frame.opcode != op::AUTH {
             let error = ApiError::Unauthorized(
                 "send AUTH first: the connection is not authenticated".into(),
             );
-            refuse(shared, replies, request_id, &error, ANONYMOUS, "tcp", peer).await;
-            return Some(Close::Unauthorized);
+            refuse(shared, replies, request_id, &error, "tcp", peer).await;
+            return Step::Close(Close::Unauthorized);
         }
         return match authenticate(shared, &frame.payload) {
             Ok((caller, secret)) => {
@@ -448,44 +466,40 @@ async fn handle_frame(
                     .send(msg::frame(op::AUTH | op::REPLY, request_id, &ok))
                     .await;
                 *session = Some(Session { caller, secret });
-                None
+                Step::Done
             }
             Err(error) => {
-                refuse(
-                    shared, replies, request_id, &error, ANONYMOUS, "tcp auth", peer,
-                )
-                .await;
-                Some(Close::Unauthorized)
+                refuse(shared, replies, request_id, &error, "tcp auth", peer).await;
+                Step::Close(Close::Unauthorized)
             }
         };
     };
     if frame.opcode == op::AUTH {
         let error = ApiError::invalid("opcode", "this connection is already authenticated");
         let _ = replies.send(error_frame(request_id, &error)).await;
-        return None;
+        return Step::Done;
     }
     // The key may have been revoked since AUTH.
     let Some(record) = shared.auth.keys.lookup(&current.secret) else {
         let error = ApiError::Unauthorized("unknown or revoked API key".into());
-        refuse(shared, replies, request_id, &error, ANONYMOUS, "tcp", peer).await;
-        return Some(Close::Unauthorized);
+        refuse(shared, replies, request_id, &error, "tcp", peer).await;
+        return Step::Close(Close::Unauthorized);
     };
     if !shared.auth.limiter.allow(&record.id, Instant::now()) {
         let _ = replies
             .send(error_frame(request_id, &ApiError::RateLimited))
             .await;
-        return None;
+        return Step::Done;
     }
     let Some(name) = op::name(frame.opcode) else {
         let error = ApiError::invalid("opcode", format!("unknown opcode 0x{:02x}", frame.opcode));
         let _ = replies.send(error_frame(request_id, &error)).await;
-        return None;
+        return Step::Done;
     };
     let max = shared.limits.max_in_flight;
     if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
         in_flight.fetch_sub(1, Ordering::AcqRel);
-        let error = ApiError::RateLimited;
-        let mut body = error.problem();
+        let mut body = ApiError::RateLimited.problem();
         body.detail = format!("more than {max} requests in flight on this connection");
         let _ = replies
             .send(msg::frame(
@@ -500,51 +514,82 @@ async fn handle_frame(
                 },
             ))
             .await;
-        return None;
+        return Step::Done;
     }
-    let caller = current.caller.clone();
+    Step::Run(Request {
+        caller: current.caller.clone(),
+        name,
+        frame,
+    })
+}
+
+/// Runs the requests decoded from one read together, in one task: their engine calls and
+/// audit entries go out at once and come back in the same group commits, so a read of N
+/// pipelined requests costs a few wake-ups instead of a few per request (a cross-thread
+/// wake-up costs 20–50 µs on small VMs). Each reply is sent as soon as its request is done.
+fn run_batch(
+    batch: Vec<Request>,
+    shared: &Arc<Shared>,
+    replies: &mpsc::Sender<Frame>,
+    in_flight: &Arc<AtomicUsize>,
+    idle: &Arc<tokio::sync::Notify>,
+) {
     let shared = shared.clone();
     let replies = replies.clone();
     let in_flight = in_flight.clone();
     let idle = idle.clone();
     tokio::spawn(async move {
-        let started = Instant::now();
-        let reply = match dispatch(&shared, &caller, frame.opcode, &frame.payload).await {
-            Ok(payload) => Frame {
-                opcode: frame.opcode | op::REPLY,
-                request_id,
-                payload,
-            },
-            Err(error) => {
-                if matches!(error, ApiError::Forbidden(_)) {
-                    record_refusal(&shared.audit, &error, &caller.key_id, name, &caller).await;
-                }
-                error_frame(request_id, &error)
+        let mut running: FuturesUnordered<_> = batch
+            .into_iter()
+            .map(|request| run_request(&shared, request))
+            .collect();
+        while let Some(reply) = running.next().await {
+            let _ = replies.send(reply).await;
+            if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                idle.notify_waiters();
             }
-        };
-        let outcome = if reply.opcode == op::ERROR {
-            let status = msg::decode_body::<ErrorBody>(&reply.payload).map_or(500, |b| b.status);
-            metrics::request_outcome(status)
-        } else {
-            "ok"
-        };
-        let elapsed = started.elapsed();
-        metrics::record_tcp_request(name, outcome, elapsed);
-        let _ = replies.send(reply).await;
-        if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            idle.notify_waiters();
         }
     });
-    None
 }
 
-/// Answers a refused request, and writes the refusal to the audit trail first (as HTTP does).
+/// Runs one request; its reply frame.
+async fn run_request(shared: &Shared, request: Request) -> Frame {
+    let Request {
+        caller,
+        name,
+        frame,
+    } = request;
+    let started = Instant::now();
+    let reply = match dispatch(shared, &caller, frame.opcode, &frame.payload).await {
+        Ok(payload) => Frame {
+            opcode: frame.opcode | op::REPLY,
+            request_id: frame.request_id,
+            payload,
+        },
+        Err(error) => {
+            if matches!(error, ApiError::Forbidden(_)) {
+                record_forbidden(&shared.audit, name, &caller).await;
+            }
+            error_frame(frame.request_id, &error)
+        }
+    };
+    let outcome = if reply.opcode == op::ERROR {
+        let status = msg::decode_body::<ErrorBody>(&reply.payload).map_or(500, |b| b.status);
+        metrics::request_outcome(status)
+    } else {
+        "ok"
+    };
+    metrics::record_tcp_request(name, outcome, started.elapsed());
+    reply
+}
+
+/// Answers a refused authentication, and writes it to the audit trail first (as HTTP does:
+/// `auth.unauthorized`, actor `anonymous`, never the secret).
 async fn refuse(
     shared: &Shared,
     replies: &mpsc::Sender<Frame>,
     request_id: u64,
     error: &ApiError,
-    actor: &str,
     target: &str,
     peer: SocketAddr,
 ) {
@@ -552,7 +597,7 @@ async fn refuse(
     if let Err(audit_error) = shared
         .audit
         .record_refusal(
-            actor,
+            ANONYMOUS,
             "auth.unauthorized",
             target.to_string(),
             error.to_string(),
@@ -564,16 +609,11 @@ async fn refuse(
     let _ = replies.send(error_frame(request_id, error)).await;
 }
 
-async fn record_refusal(
-    audit: &AuditLog,
-    _error: &ApiError,
-    actor: &str,
-    op_name: &str,
-    caller: &Caller,
-) {
+/// Writes a 403 to the audit trail, as HTTP does (`auth.forbidden`, the key and its role).
+async fn record_forbidden(audit: &AuditLog, op_name: &str, caller: &Caller) {
     if let Err(error) = audit
         .record_refusal(
-            actor,
+            &caller.key_id,
             "auth.forbidden",
             format!("tcp {op_name}"),
             format!("role={}", caller.role),

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: requests allocate many small values on one thread and
+/// free them on another (docs/PERFORMANCE.md, "TCP protocol").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// orderd, an order-processing server.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -21,7 +21,7 @@ pub const REDIS_URL_ENV: &str = "ORDERD_BENCH_REDIS_URL";
 #[derive(Clone, Debug, Parser)]
 #[command(version, about)]
 pub struct Options {
-    /// Targets, comma-separated: inproc, http, http-bare, postgres, redis. Default: all of them
+    /// Targets, comma-separated: inproc, tcp, http, http-bare, postgres, redis. Default: all of them
     /// that are available (a target named here that is not available is an error).
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
@@ -259,7 +259,7 @@ mod tests {
             options.target_list().unwrap(),
             (vec![TargetKind::Redis, TargetKind::Inproc], true)
         );
-        let options = Options::parse_from(["orderd-bench", "--targets", "tcp"]);
+        let options = Options::parse_from(["orderd-bench", "--targets", "ftp"]);
         assert!(options.target_list().is_err());
 
         let options = Options::parse_from(["orderd-bench", "--mode", "open"]);

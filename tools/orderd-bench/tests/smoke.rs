@@ -180,6 +180,34 @@ async fn http_target_against_the_real_orderd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_target_pipelines_against_the_real_orderd() {
+    let orderd = orderd_binary();
+    let report = bench(&[
+        "--orderd",
+        orderd.to_str().expect("utf-8 path"),
+        "--targets",
+        "tcp",
+        "--workloads",
+        "flash-sale,mixed",
+        "--skus",
+        "200",
+        "--orders",
+        "600",
+        "--stock",
+        "250",
+        "--connections",
+        "2",
+        "--in-flight",
+        "16",
+    ])
+    .await;
+    let row = only_row(&report, "flash-sale");
+    assert_eq!(row.target, "tcp");
+    assert_flash_sale(row, 600, 250);
+    assert_mixed(only_row(&report, "mixed"), 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_bare_serves_the_same_requests() {
     let report = bench(&[
         "--bare-exe",
@@ -246,8 +274,11 @@ async fn a_requested_peer_that_is_not_reachable_is_an_error_and_others_are_skipp
     ])
     .await;
     let skipped: Vec<&str> = report.skipped.iter().map(|s| s.target.as_str()).collect();
-    assert_eq!(skipped, vec!["http", "http-bare", "postgres", "redis"]);
-    assert!(report.skipped[3].reason.contains("not reachable"));
+    assert_eq!(
+        skipped,
+        vec!["tcp", "http", "http-bare", "postgres", "redis"]
+    );
+    assert!(report.skipped[4].reason.contains("not reachable"));
     assert_eq!(report.rows.len(), 1);
     assert_eq!(report.rows[0].target, "inproc");
     assert!(report.markdown().contains("- skipped postgres: "));

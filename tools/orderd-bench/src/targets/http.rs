@@ -43,12 +43,22 @@ pub async fn probe(settings: &Settings) -> Result<()> {
 
 pub struct Http {
     server: Option<ServerProcess>,
-    shared: Arc<HttpShared>,
+    pub shared: Arc<HttpShared>,
+    /// orderd's binary TCP protocol (the `tcp` target).
+    pub tcp_addr: SocketAddr,
+    /// The admin secret (for the TCP protocol's `AUTH`).
+    pub secret: String,
     /// Data directory, configuration, log, master key: removed after the server stops.
     dir: Option<tempfile::TempDir>,
 }
 
 pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
+    Ok(Box::new(start(settings, plan).await?))
+}
+
+/// Starts orderd and sets `plan` up through its HTTP API; the `tcp` target drives the same
+/// server over its binary protocol.
+pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
     probe(settings).await?;
     let dir = tempfile::Builder::new()
         .prefix("orderd-bench-http-")
@@ -88,11 +98,13 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
         skus: plan.skus.clone(),
     });
     add_stock(&shared, plan, settings.setup_concurrency).await?;
-    Ok(Box::new(Http {
+    Ok(Http {
         server: Some(server),
         shared,
+        tcp_addr: ([127, 0, 0, 1], tcp_port).into(),
+        secret: secret.trim().to_string(),
         dir: Some(dir),
-    }))
+    })
 }
 
 /// orderd's configuration for a run: everything under `dir`, loopback only, `sync` durability,

@@ -21,6 +21,7 @@ pub mod http_bare;
 pub mod inproc;
 pub mod postgres;
 pub mod redis;
+pub mod tcp;
 
 /// A boxed, sendable future: what the object-safe target traits return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -116,6 +117,7 @@ impl Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TargetKind {
     Inproc,
+    Tcp,
     Http,
     HttpBare,
     Postgres,
@@ -123,8 +125,9 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 5] = [
+    pub const ALL: [TargetKind; 6] = [
         TargetKind::Inproc,
+        TargetKind::Tcp,
         TargetKind::Http,
         TargetKind::HttpBare,
         TargetKind::Postgres,
@@ -134,6 +137,7 @@ impl TargetKind {
     pub fn name(self) -> &'static str {
         match self {
             TargetKind::Inproc => "inproc",
+            TargetKind::Tcp => "tcp",
             TargetKind::Http => "http",
             TargetKind::HttpBare => "http-bare",
             TargetKind::Postgres => "postgres",
@@ -147,7 +151,7 @@ impl TargetKind {
 
     pub fn role(self) -> Role {
         match self {
-            TargetKind::Inproc | TargetKind::Http => Role::Orderd,
+            TargetKind::Inproc | TargetKind::Tcp | TargetKind::Http => Role::Orderd,
             TargetKind::Postgres | TargetKind::Redis => Role::Peer,
             TargetKind::HttpBare => Role::Ceiling,
         }
@@ -166,6 +170,7 @@ impl TargetKind {
     pub fn probe(self, settings: &Settings) -> BoxFuture<'_, Result<()>> {
         match self {
             TargetKind::Inproc => Box::pin(async { Ok(()) }),
+            TargetKind::Tcp => Box::pin(tcp::probe(settings)),
             TargetKind::Http => Box::pin(http::probe(settings)),
             TargetKind::HttpBare => Box::pin(http_bare::probe(settings)),
             TargetKind::Postgres => Box::pin(postgres::probe(settings)),
@@ -181,6 +186,7 @@ impl TargetKind {
     ) -> BoxFuture<'a, Result<Box<dyn Target>>> {
         match self {
             TargetKind::Inproc => Box::pin(inproc::open(settings, plan)),
+            TargetKind::Tcp => Box::pin(tcp::open(settings, plan)),
             TargetKind::Http => Box::pin(http::open(settings, plan)),
             TargetKind::HttpBare => Box::pin(http_bare::open(settings, plan)),
             TargetKind::Postgres => Box::pin(postgres::open(settings, plan)),
@@ -227,7 +233,8 @@ mod tests {
         for kind in TargetKind::ALL {
             assert_eq!(TargetKind::parse(kind.name()), Some(kind));
         }
-        assert_eq!(TargetKind::parse("tcp"), None);
+        assert_eq!(TargetKind::parse("ftp"), None);
+        assert_eq!(TargetKind::Tcp.role(), Role::Orderd);
         assert_eq!(TargetKind::Http.ceiling(), Some(TargetKind::HttpBare));
         assert_eq!(TargetKind::Inproc.ceiling(), None);
         assert_eq!(TargetKind::Postgres.role(), Role::Peer);
