@@ -67,11 +67,19 @@ bench: deps
 ## them on loopback, the bench runs every target and workload, and the peers are stopped (and
 ## their data removed) however the bench ends. Every workload, closed loop, unless COMPARE_ARGS says
 ## otherwise: make compare COMPARE_ARGS="--duration-s 30 --workloads flash-sale,catalog".
+## Three passes: every target with 64 clients of one request each (what HTTP and SQL clients
+## do); the pipelining targets (inproc, tcp, redis) with 4 connections of 256 in flight; and
+## an open loop at OPEN_RATE orders/s (about half the tcp closed-loop rate) for latency.
 COMPARE_ARGS ?= --duration-s 20 --warmup-s 3
+PIPELINED_ARGS ?= --targets inproc,tcp,redis --connections 4 --in-flight 256 --duration-s 20 --warmup-s 3
+OPEN_RATE ?= 20000
 compare: deps
 	cargo build $(PROFILE) --workspace --bins
 	trap './ops/peers.sh stop' EXIT; urls="$$(./ops/peers.sh start)" && eval "$$urls" && \
-		$(BIN)/orderd-bench $(COMPARE_ARGS)
+		$(BIN)/orderd-bench $(COMPARE_ARGS) && \
+		$(BIN)/orderd-bench $(PIPELINED_ARGS) && \
+		$(BIN)/orderd-bench --targets inproc,tcp,redis --workloads flash-sale --mode open \
+			--rate $(OPEN_RATE) --connections 4 --in-flight 256 --duration-s 20 --warmup-s 3
 
 fmt:
 	cargo fmt --all
