@@ -41,6 +41,16 @@ pub struct Ctx<'a> {
     pub audit: &'a AuditLog,
 }
 
+impl<'a> Ctx<'a> {
+    pub fn new(engine: &'a Engine, vault: &'a Vault, audit: &'a AuditLog) -> Ctx<'a> {
+        Ctx {
+            engine,
+            vault,
+            audit,
+        }
+    }
+}
+
 /// Places an order. `key` is the idempotency key as the client sent it (validated here) and
 /// `request_hash` identifies the request's bytes: a repeat with the same key must send the
 /// same bytes. Answers the order opened.

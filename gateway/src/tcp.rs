@@ -69,11 +69,7 @@ pub struct Shared {
 
 impl Shared {
     fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            engine: &self.engine,
-            vault: &self.vault,
-            audit: &self.audit,
-        }
+        Ctx::new(&self.engine, &self.vault, &self.audit)
     }
 }
 

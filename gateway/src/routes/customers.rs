@@ -28,11 +28,7 @@ pub async fn create(
     caller.require(roles::CUSTOMER_CREATE)?;
     query.get()?;
     let request: CreateCustomerRequest = decode_json(&body.0)?;
-    let ctx = ops::Ctx {
-        engine: &engine,
-        vault: &vault,
-        audit: &audit,
-    };
+    let ctx = ops::Ctx::new(&engine, &vault, &audit);
     let view = ops::create_customer(ctx, &caller, request).await?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()
@@ -54,11 +50,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_READ)?;
     query.get()?;
-    let ctx = ops::Ctx {
-        engine: &engine,
-        vault: &vault,
-        audit: &audit,
-    };
+    let ctx = ops::Ctx::new(&engine, &vault, &audit);
     let (view, masked) = ops::get_customer(ctx, &caller, &id).await?;
     let body = if masked {
         wire::customer_masked(view)

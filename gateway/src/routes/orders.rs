@@ -78,11 +78,7 @@ async fn place_order(
     query.get()?;
     let key = idempotency_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
-    let ctx = ops::Ctx {
-        engine: &engine,
-        vault: &vault,
-        audit: &audit,
-    };
+    let ctx = ops::Ctx::new(&engine, &vault, &audit);
     let view = ops::place_order(ctx, &caller, request, key, request_hash(&body.0)).await?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
@@ -104,7 +100,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_READ)?;
     query.get()?;
-    let view = ops::get_order(ctx(&engine, &vault, &audit), &caller, &id).await?;
+    let view = ops::get_order(ops::Ctx::new(&engine, &vault, &audit), &caller, &id).await?;
     Ok(HttpResponse::Ok().json(wire::order(view, true)))
 }
 
@@ -121,7 +117,8 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_LIST)?;
     let query = query.get()?;
-    let (items, next) = ops::list_orders(ctx(&engine, &vault, &audit), &caller, &query).await?;
+    let (items, next) =
+        ops::list_orders(ops::Ctx::new(&engine, &vault, &audit), &caller, &query).await?;
     Ok(HttpResponse::Ok().json(Page {
         items: items
             .into_iter()
@@ -156,18 +153,14 @@ pub async fn cancel(
     } else {
         decode_json::<CancelOrderRequest>(&body.0)?
     };
-    let view =
-        ops::cancel_order(ctx(&engine, &vault, &audit), &caller, &id, request.reason).await?;
+    let view = ops::cancel_order(
+        ops::Ctx::new(&engine, &vault, &audit),
+        &caller,
+        &id,
+        request.reason,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(wire::order(view, true)))
-}
-
-/// The operations' context from the handlers' app data.
-fn ctx<'a>(engine: &'a Engine, vault: &'a Vault, audit: &'a AuditLog) -> ops::Ctx<'a> {
-    ops::Ctx {
-        engine,
-        vault,
-        audit,
-    }
 }
 
 #[cfg(test)]

@@ -60,11 +60,7 @@ pub async fn create(
     caller.require(roles::SHIPMENT_WRITE)?;
     query.get()?;
     let request: CreateShipmentRequest = decode_json(&body.0)?;
-    let ctx = ops::Ctx {
-        engine: &engine,
-        vault: &vault,
-        audit: &audit,
-    };
+    let ctx = ops::Ctx::new(&engine, &vault, &audit);
     let view = ops::create_shipment(ctx, &caller, &id, request).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/shipments/{}", view.id)))

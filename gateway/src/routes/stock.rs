@@ -25,16 +25,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::STOCK_READ)?;
     query.get()?;
-    let view = ops::get_stock(
-        ops::Ctx {
-            engine: &engine,
-            vault: &vault,
-            audit: &audit,
-        },
-        &caller,
-        &sku,
-    )
-    .await?;
+    let view = ops::get_stock(ops::Ctx::new(&engine, &vault, &audit), &caller, &sku).await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))
 }
 
@@ -60,11 +51,7 @@ pub async fn adjust(
     validate::sku("sku", &sku)?;
     let request: StockAdjustmentRequest = decode_json(&body.0)?;
     let view = ops::adjust_stock(
-        ops::Ctx {
-            engine: &engine,
-            vault: &vault,
-            audit: &audit,
-        },
+        ops::Ctx::new(&engine, &vault, &audit),
         &caller,
         &sku,
         request,
