@@ -192,7 +192,7 @@ fn describe() {
     describe_gauge!(TCP_CONNECTIONS, "Binary TCP protocol connections open.");
     describe_counter!(
         TCP_CLOSED_TOTAL,
-        "Binary TCP protocol connections closed, by reason (client_closed, read_error, bad_frame, unauthorized, idle_timeout, shutdown, too_many_connections)."
+        "Binary TCP protocol connections closed, by reason (client_closed, read_error, bad_frame, unauthorized, idle_timeout, write_timeout, shutdown, too_many_connections)."
     );
     describe_counter!(
         INCIDENTS_TOTAL,

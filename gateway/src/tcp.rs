@@ -235,6 +235,8 @@ enum Close {
     Eof,
     /// A read failed (reset).
     ReadError,
+    /// The client stopped reading its replies: a write blocked for the idle timeout.
+    WriteTimeout,
     /// Bytes that are not frames.
     BadFrame,
     Unauthorized,
@@ -247,6 +249,7 @@ impl Close {
         match self {
             Close::Eof => "client_closed",
             Close::ReadError => "read_error",
+            Close::WriteTimeout => "write_timeout",
             Close::BadFrame => "bad_frame",
             Close::Unauthorized => "unauthorized",
             Close::IdleTimeout => "idle_timeout",
@@ -274,7 +277,13 @@ async fn serve_connection(
     // Replies; every request holds one slot of `max_in_flight`, and connection errors take
     // the spare ones.
     let (replies, reply_rx) = mpsc::channel::<Frame>(limits.max_in_flight + 2);
-    let writer_task = tokio::spawn(write_replies(writer, reply_rx));
+    let stalled = Arc::new(tokio::sync::Notify::new());
+    let writer_task = tokio::spawn(write_replies(
+        writer,
+        reply_rx,
+        limits.idle_timeout,
+        stalled.clone(),
+    ));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let idle = Arc::new(tokio::sync::Notify::new());
     let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
@@ -286,8 +295,12 @@ async fn serve_connection(
             break Close::Shutdown;
         }
         let deadline = last_frame_at + limits.idle_timeout;
+        // Biased: a stalled writer is named as the reason even when the idle deadline has
+        // passed too (the reader may have waited on the full reply channel meanwhile).
         let read = tokio::select! {
+            biased;
             _ = shutdown.changed() => break Close::Shutdown,
+            _ = stalled.notified() => break Close::WriteTimeout,
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if in_flight.load(Ordering::Acquire) == 0 {
                     break Close::IdleTimeout;
@@ -383,8 +396,15 @@ async fn wait_idle(in_flight: &AtomicUsize, idle: &tokio::sync::Notify) {
 }
 
 /// Writes replies as they come, many per write when they queue up; closes the write side
-/// cleanly (FIN) when every sender is gone.
-async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<Frame>) {
+/// cleanly (FIN) when every sender is gone. A write that does not finish within `timeout` (the
+/// client stopped reading and the socket buffers are full) or fails ends the writer: its
+/// channel closes, so nothing waits on it, and `stalled` tells the reader to close.
+async fn write_replies(
+    mut writer: OwnedWriteHalf,
+    mut replies: mpsc::Receiver<Frame>,
+    timeout: Duration,
+    stalled: Arc<tokio::sync::Notify>,
+) {
     let mut bytes = Vec::with_capacity(READ_CHUNK_BYTES);
     while let Some(first) = replies.recv().await {
         bytes.clear();
@@ -395,10 +415,12 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<F
                 Err(_) => break,
             }
         }
-        if writer.write_all(&bytes).await.is_err() {
-            // The client is gone; drain so that request tasks never wait on a full channel.
-            while replies.recv().await.is_some() {}
-            return;
+        match tokio::time::timeout(timeout, writer.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                stalled.notify_one();
+                return;
+            }
         }
     }
     let _ = writer.shutdown().await;

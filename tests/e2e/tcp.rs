@@ -693,3 +693,70 @@ fn the_client_reconnects_after_a_restart_and_shutdown_says_unavailable() {
         assert_eq!(c.connects(), 2, "one reconnect");
     });
 }
+
+#[test]
+fn a_client_that_stops_reading_is_closed_and_others_are_served() {
+    let _g = serial();
+    let server = Server::start_with_env(2, &[("ORDERD__TCP__IDLE_TIMEOUT_MS", "500")]);
+    let admin = server.admin_key().to_string();
+    // PINGs are answered by the server's reader itself: 2,000,000 of them (28 MB of requests,
+    // as much in replies) fill the socket buffers both ways when the client never reads.
+    let mut raw = Raw::auth(&server);
+    raw.stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut bytes = Vec::new();
+    for id in 0..2_000_000u64 {
+        frame::encode(
+            &Frame {
+                opcode: op::PING,
+                request_id: id + 10,
+                payload: Vec::new(),
+            },
+            &mut bytes,
+        );
+    }
+    // The write stops when the server stops reading; that is the point.
+    // (The server may also reset it once it closes with requests unread.)
+    let _ = raw.stream.write_all(&bytes);
+    // Meanwhile another client is served.
+    runtime().block_on(async { client(&server, &admin).ping().await.unwrap() });
+    // The stalled connection is closed: what was sent before the stall can still be read,
+    // then the stream ends (or is reset) instead of staying open forever.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match raw.stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "the stalled connection stays open"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the stalled connection was not closed: {e}"),
+        }
+    }
+    // The server records the reason once the connection's reader has finished.
+    let wanted = "orderd_tcp_connections_closed_total{reason=\"write_timeout\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = server.client().without_key().get("/metrics");
+        let text = metrics.body.as_str().expect("/metrics is text").to_string();
+        if text.contains(wanted) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write_timeout close in /metrics: {}",
+            text.lines()
+                .filter(|l| l.starts_with("orderd_tcp"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.get_json("/livez").0, 200);
+}
