@@ -578,24 +578,25 @@ async fn run_request(shared: &Shared, request: Request) -> Frame {
         frame,
     } = request;
     let started = Instant::now();
-    let reply = match dispatch(shared, &caller, frame.opcode, &frame.payload).await {
-        Ok(payload) => Frame {
-            opcode: frame.opcode | op::REPLY,
-            request_id: frame.request_id,
-            payload,
-        },
+    let (reply, outcome) = match dispatch(shared, &caller, frame.opcode, &frame.payload).await {
+        Ok(payload) => (
+            Frame {
+                opcode: frame.opcode | op::REPLY,
+                request_id: frame.request_id,
+                payload,
+            },
+            "ok",
+        ),
         Err(error) => {
             if matches!(error, ApiError::Forbidden(_)) {
                 record_forbidden(&shared.audit, name, &caller).await;
             }
-            error_frame(frame.request_id, &error)
+            let status = actix_web::ResponseError::status_code(&error).as_u16();
+            (
+                error_frame(frame.request_id, &error),
+                metrics::request_outcome(status),
+            )
         }
-    };
-    let outcome = if reply.opcode == op::ERROR {
-        let status = msg::decode_body::<ErrorBody>(&reply.payload).map_or(500, |b| b.status);
-        metrics::request_outcome(status)
-    } else {
-        "ok"
     };
     metrics::record_tcp_request(name, outcome, started.elapsed());
     reply
