@@ -459,8 +459,19 @@ fn a_failed_shard_makes_health_and_inspect_exit_1_and_restart_brings_it_back() {
     assert_eq!(status, 503, "{body}");
     let shard = orderd_engine::state::shard_of_sku("FAILPOINT-PANIC-CTL", 2).to_string();
 
-    let health = admin(&server, &["health"]);
-    assert_eq!(health.code, 1, "not ready is a failed check");
+    // The 503 answers the caller as soon as the shard panics; the supervisor then decides, a
+    // moment later, that it may not restart it ("restarting" turns into "failed").
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let health = loop {
+        let health = admin(&server, &["health"]);
+        assert_eq!(health.code, 1, "not ready is a failed check");
+        if health.stderr.contains(&format!("shard {shard} failed"))
+            || std::time::Instant::now() > deadline
+        {
+            break health;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert!(
         health.stderr.contains(&format!("shard {shard} failed")),
         "{}",
