@@ -26,6 +26,7 @@ use crate::state::{shard_of_key, shard_of_sku, ShardData, Snapshot};
 use crate::storage::rocks::RocksStorage;
 use crate::storage::{parse_shard_key, shard_key, Family, Storage, StorageError, Write};
 use crate::supervisor::{self, Fault, Quarantine, SupervisorConfig, FAULT_QUEUE_MAX};
+use crate::tunables::Tunables;
 
 /// Everything the engine is configured with.
 #[derive(Clone, Debug)]
@@ -285,15 +286,21 @@ impl Engine {
             orders = recovered.iter().map(|r| r.data.orders.len()).sum::<usize>(),
             elapsed_ms = started.elapsed().as_millis() as u64
         );
+        let tunables = Arc::new(Tunables::new(
+            config.batch_events_max,
+            config.flush_interval_ms,
+            config.supervisor.max_restarts,
+            config.supervisor.window_s,
+        ));
         let writer = LogWriter::start(
             storage.clone(),
             config.durability,
-            config.flush_interval_ms,
+            tunables.clone(),
             recovered.iter().map(|r| r.data.last_seq).collect(),
         );
         let settings = ShardSettings {
             mailbox_capacity: config.mailbox_capacity.max(16),
-            batch_events_max: config.batch_events_max.max(1),
+            tunables: tunables.clone(),
             snapshot_interval_events: config.snapshot_interval_events.max(1),
             idempotency_retention_s: config.idempotency_retention_s,
             pending_retry_ms: config.pending_retry_ms.max(1),
@@ -396,7 +403,14 @@ impl Engine {
         &self.inner.quarantine
     }
 
-    /// The supervisor's settings.
+    /// The settings that change while the engine runs (batch size, flush interval, restart
+    /// intensity).
+    pub fn tunables(&self) -> &Tunables {
+        &self.inner.settings.tunables
+    }
+
+    /// The supervisor's settings as configured at start (restart intensity: see
+    /// [`Engine::tunables`]).
     pub fn supervisor_config(&self) -> &SupervisorConfig {
         &self.inner.supervisor_config
     }
@@ -873,8 +887,9 @@ impl Engine {
             return; // being restarted already, or failed
         }
         let component = format!("shard/{shard}");
-        let config = &inner.supervisor_config;
-        let window = Duration::from_secs(config.window_s.max(1));
+        let tunables = &inner.settings.tunables;
+        let window = Duration::from_secs(tunables.restart_window_s());
+        let max_restarts = tunables.max_restarts();
         let recent = {
             let mut times = slot.auto_restarts.lock().expect("restart window");
             let now = Instant::now();
@@ -886,11 +901,10 @@ impl Engine {
             }
             times.len()
         };
-        if recent >= config.max_restarts as usize {
+        if recent >= max_restarts as usize {
             let reason = format!(
-                "restart intensity exceeded: {recent} restarts within {} s (supervisor.max_restarts = {}), then {kind}",
+                "restart intensity exceeded: {recent} restarts within {} s (supervisor.max_restarts = {max_restarts}), then {kind}",
                 window.as_secs(),
-                config.max_restarts
             );
             // Incidents first, then the state: whoever sees the shard failed (`/readyz`,
             // `GET /v1/ops/shards`) finds the escalation incident already written.

@@ -14,6 +14,7 @@ pub mod shard;
 pub mod state;
 pub mod storage;
 pub mod supervisor;
+pub mod tunables;
 
 pub use domain::*;
 pub use engine::{recover_shard, Engine, EngineConfig, EngineError, LogCounters, Recovered};

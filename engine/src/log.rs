@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::storage::{shard_key, Family, Storage, Write};
+use crate::tunables::Tunables;
 
 /// Runs once the writes submitted before it are durable (`true`) or failed (`false`).
 pub type Continuation = Box<dyn FnOnce(bool) + Send>;
@@ -89,7 +90,7 @@ impl LogWriter {
     pub fn start(
         storage: Arc<dyn Storage>,
         durability: Durability,
-        flush_interval_ms: u64,
+        tunables: Arc<Tunables>,
         durable_seq: Vec<u64>,
     ) -> LogWriter {
         let (sender, receiver) = crossbeam_channel::bounded(WRITER_QUEUE_MAX);
@@ -106,15 +107,7 @@ impl LogWriter {
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("orderd-log".into())
-            .spawn(move || {
-                run(
-                    storage,
-                    durability,
-                    Duration::from_millis(flush_interval_ms.max(1)),
-                    receiver,
-                    thread_stats,
-                )
-            })
+            .spawn(move || run(storage, durability, tunables, receiver, thread_stats))
             .expect("spawn log writer thread");
         LogWriter {
             sender,
@@ -141,7 +134,7 @@ impl Drop for LogWriter {
 fn run(
     storage: Arc<dyn Storage>,
     durability: Durability,
-    flush_interval: Duration,
+    tunables: Arc<Tunables>,
     receiver: Receiver<WriterMsg>,
     stats: Arc<WriterStats>,
 ) {
@@ -152,6 +145,8 @@ fn run(
     // Per message of `group`: sent by a replaced shard actor, so refused.
     let mut refused: Vec<bool> = Vec::with_capacity(GROUP_MESSAGES_MAX);
     loop {
+        // Read each round: change management may change it while the writer runs.
+        let flush_interval = Duration::from_millis(tunables.flush_interval_ms());
         let first = if unsynced {
             match receiver.recv_timeout(flush_interval.saturating_sub(last_sync.elapsed())) {
                 Ok(msg) => Some(msg),
@@ -307,7 +302,12 @@ mod tests {
     #[test]
     fn batches_and_snapshots_of_a_replaced_shard_actor_are_refused() {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let mut writer = LogWriter::start(storage.clone(), Durability::Sync, 5, vec![0, 0]);
+        let mut writer = LogWriter::start(
+            storage.clone(),
+            Durability::Sync,
+            Arc::new(Tunables::new(4096, 5, 5, 60)),
+            vec![0, 0],
+        );
         // Shard 1 is replaced: generation 0 is now stale.
         writer.stats.generations[1].store(1, Ordering::SeqCst);
         let batch = |shard: u16, generation: u64, done: Continuation| WriterMsg::Batch {

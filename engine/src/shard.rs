@@ -38,7 +38,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 #[derive(Clone, Debug)]
 pub struct ShardSettings {
     pub mailbox_capacity: usize,
-    pub batch_events_max: usize,
+    /// `batch_events_max` lives here, changeable while the shard runs.
+    pub tunables: Arc<crate::tunables::Tunables>,
     pub snapshot_interval_events: u64,
     pub idempotency_retention_s: u64,
     pub pending_retry_ms: u64,
@@ -485,7 +486,7 @@ impl Shard {
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.batch_events >= self.settings.batch_events_max {
+        if self.batch_events >= self.settings.tunables.batch_events_max() {
             self.flush();
         } else if !self.flush_scheduled
             && (self.batch_events > 0

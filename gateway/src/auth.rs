@@ -397,7 +397,8 @@ fn sync_dir(dir: &Path) -> Result<(), KeyStoreError> {
 /// A per-key token bucket: `rate_per_s` tokens a second, bursts of up to one second's worth.
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate_per_s: u32,
+    /// Changed while running by change management (`http.rate_limit_per_key_per_s`).
+    rate_per_s: std::sync::atomic::AtomicU32,
     buckets: DashMap<String, Bucket>,
 }
 
@@ -411,9 +412,16 @@ impl RateLimiter {
     /// `rate_per_s` 0 turns limiting off.
     pub fn new(rate_per_s: u32) -> RateLimiter {
         RateLimiter {
-            rate_per_s,
+            rate_per_s: std::sync::atomic::AtomicU32::new(rate_per_s),
             buckets: DashMap::new(),
         }
+    }
+
+    /// A new rate, from the next request on; 0 turns limiting off. Buckets start full again.
+    pub fn set_rate(&self, rate_per_s: u32) {
+        self.rate_per_s
+            .store(rate_per_s, std::sync::atomic::Ordering::Relaxed);
+        self.buckets.clear();
     }
 
     /// Drops the bucket of a revoked key.
@@ -423,10 +431,11 @@ impl RateLimiter {
 
     /// Takes one token for `key_id`; false when the key is over its rate.
     pub fn allow(&self, key_id: &str, now: Instant) -> bool {
-        if self.rate_per_s == 0 {
+        let rate_per_s = self.rate_per_s.load(std::sync::atomic::Ordering::Relaxed);
+        if rate_per_s == 0 {
             return true;
         }
-        let rate = f64::from(self.rate_per_s);
+        let rate = f64::from(rate_per_s);
         let mut bucket = self.buckets.entry(key_id.to_string()).or_insert(Bucket {
             tokens: rate,
             refilled_at: now,

@@ -262,6 +262,8 @@ pub enum BackupJobError {
 enum Job {
     Create(oneshot::Sender<Result<BackupRecord, BackupJobError>>),
     Verify(String, oneshot::Sender<Result<Drill, BackupJobError>>),
+    /// New settings wait in `Backups::settings`: read them and plan the schedules anew.
+    Settings,
     Stop,
 }
 
@@ -269,6 +271,8 @@ enum Job {
 pub struct Backups {
     jobs: mpsc::SyncSender<Job>,
     index: Index,
+    /// Settings changed by change management, for the worker to take.
+    settings: Arc<Mutex<Option<BackupConfig>>>,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -289,7 +293,9 @@ impl Backups {
                 Repo::new(config.dir.clone())
             }
         };
+        let settings = Arc::new(Mutex::new(None));
         let mut worker = Worker {
+            new_settings: settings.clone(),
             repo,
             offsite_spec: config.offsite.clone(),
             offsite: None,
@@ -306,6 +312,7 @@ impl Backups {
         Backups {
             jobs,
             index,
+            settings,
             handle: Mutex::new(Some(handle)),
         }
     }
@@ -344,6 +351,15 @@ impl Backups {
             .map_err(|_| BackupJobError::Busy("the backup worker has stopped".into()))?
     }
 
+    /// New schedule, retention and off-site retry settings (change management). The worker
+    /// takes them after its current job; the schedules are planned anew from the newest backup
+    /// and drill.
+    pub fn set_settings(&self, config: BackupConfig) {
+        *self.settings.lock().expect("backup settings") = Some(config);
+        // A full queue means the worker has jobs to run; it reads the settings before each.
+        let _ = self.jobs.try_send(Job::Settings);
+    }
+
     /// Stops the worker after its current job.
     pub fn stop(&self) {
         let _ = self.jobs.send(Job::Stop);
@@ -354,6 +370,8 @@ impl Backups {
 }
 
 struct Worker {
+    /// Settings changed while running, taken before each job.
+    new_settings: Arc<Mutex<Option<BackupConfig>>>,
     repo: Repo,
     offsite_spec: String,
     offsite: Option<Offsite>,
@@ -381,6 +399,20 @@ impl Worker {
         });
         let mut uploads_due = Some(started + START_GRACE.min(Duration::from_secs(5)));
         loop {
+            let changed = self.new_settings.lock().expect("backup settings").take();
+            if let Some(config) = changed {
+                tracing::info!(
+                    message = "Backup settings changed.",
+                    interval_s = config.interval_s,
+                    verify_interval_s = config.verify_interval_s,
+                    retention_count = config.retention_count
+                );
+                self.config = config;
+                next_backup = self.first_due(self.config.interval_s, |r| Some(r.created_at_us));
+                next_drill = self.first_due(self.config.verify_interval_s, |r| {
+                    r.drill.as_ref().map(|d| d.at_us)
+                });
+            }
             let now = Instant::now();
             let wake = [next_backup, next_drill, uploads_due]
                 .into_iter()
@@ -403,6 +435,7 @@ impl Worker {
                 Ok(Job::Verify(id, reply)) => {
                     let _ = reply.send(self.verify(&id));
                 }
+                Ok(Job::Settings) => {}
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();

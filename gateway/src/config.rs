@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The shipped default configuration, embedded in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../../config/orderd.toml");
@@ -38,7 +38,7 @@ impl From<figment::Error> for ConfigError {
 }
 
 /// The whole configuration. Every key exists in `config/orderd.toml`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
@@ -52,11 +52,33 @@ pub struct Config {
     pub supervisor: SupervisorSection,
     pub incidents: IncidentsConfig,
     pub inspection: InspectionConfig,
+    pub changes: ChangesConfig,
+}
+
+/// The `[changes]` section: how change management watches an applied change
+/// (`docs/OPERATIONS.md`, "Change management").
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesConfig {
+    /// Watch window of a change that does not name its own, in seconds.
+    pub watch_window_s: u64,
+    /// Longest watch window a change may ask for, in seconds.
+    pub watch_window_max_s: u64,
+    /// How often a change in its watch window is judged, in milliseconds.
+    pub watch_check_interval_ms: u64,
+    /// Requests a watch must observe before it may judge a change.
+    pub watch_min_requests: u64,
+    /// Error rate (5xx and 429 answers) may rise by at most this many percentage points.
+    pub watch_error_rate_increase_max_percent: f64,
+    /// p99 latency may rise by at most this percent of the window before, …
+    pub watch_p99_increase_max_percent: u64,
+    /// … or by at most this many milliseconds, whichever is more.
+    pub watch_p99_increase_min_ms: u64,
 }
 
 /// The `[inspection]` section: the health inspection's schedule and thresholds
 /// (`GET /v1/ops/inspection`, `docs/OPERATIONS.md` "Health inspection").
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InspectionConfig {
     /// Seconds between scheduled inspections.
@@ -89,7 +111,7 @@ pub struct InspectionConfig {
 }
 
 /// The `[supervisor]` section: heartbeats, restart intensity and escalation.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisorSection {
     pub heartbeat_interval_ms: u64,
@@ -101,14 +123,14 @@ pub struct SupervisorSection {
 }
 
 /// The `[incidents]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentsConfig {
     /// Incidents kept in storage; the oldest are deleted past it.
     pub retention_max: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `host:port`; port 0 picks a free port.
@@ -122,7 +144,7 @@ pub struct HttpConfig {
     pub rate_limit_per_key_per_s: u32,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
     pub listen: String,
@@ -134,14 +156,14 @@ pub struct TcpConfig {
     pub workers: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilitySetting {
     Sync,
     Async,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
@@ -150,7 +172,7 @@ pub struct StorageConfig {
 }
 
 /// The `[engine]` section (named so as not to clash with `orderd_engine::EngineConfig`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSection {
     /// 0 = one per core.
@@ -162,7 +184,7 @@ pub struct EngineSection {
     pub pending_retry_ms: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupConfig {
     pub dir: PathBuf,
@@ -183,7 +205,7 @@ pub struct BackupConfig {
 }
 
 /// The `[security]` section: where the master key of personal data lives.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Key file (64 hex digits); relative paths are relative to the working directory. Unused
@@ -192,7 +214,7 @@ pub struct SecurityConfig {
 }
 
 /// The `[audit]` section: the audit trail's writer queue and read bounds.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Entries waiting for the writer; also the most entries of one group commit.
@@ -201,14 +223,14 @@ pub struct AuditConfig {
     pub scan_entries_max: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A level or `tracing` filter directives; `RUST_LOG` replaces it when set.
@@ -340,8 +362,42 @@ impl Config {
             return invalid("incidents.retention_max", "must be at least 1");
         }
         self.validate_inspection()?;
+        self.validate_changes()?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("{:?}: {error}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The `[changes]` keys.
+    fn validate_changes(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, detail: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                detail: detail.into(),
+            })
+        }
+        let c = &self.changes;
+        if !(1..=crate::window::WINDOW_S_MAX).contains(&c.watch_window_max_s) {
+            return invalid(
+                "changes.watch_window_max_s",
+                format!("must be 1..={}", crate::window::WINDOW_S_MAX),
+            );
+        }
+        if !(1..=c.watch_window_max_s).contains(&c.watch_window_s) {
+            return invalid(
+                "changes.watch_window_s",
+                "must be 1..=changes.watch_window_max_s",
+            );
+        }
+        if !(10..=60_000).contains(&c.watch_check_interval_ms) {
+            return invalid("changes.watch_check_interval_ms", "must be 10..=60000");
+        }
+        if !(0.0..=100.0).contains(&c.watch_error_rate_increase_max_percent) {
+            return invalid(
+                "changes.watch_error_rate_increase_max_percent",
+                "must be a percent, 0..=100",
+            );
         }
         Ok(())
     }

@@ -932,7 +932,10 @@ fn probe_http(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
 /// Runs inspections; shared by the route and the schedule (`web::Data<Inspector>`).
 pub struct Inspector {
     engine: Engine,
-    settings: InspectionConfig,
+    /// Changed while running by change management.
+    settings: std::sync::RwLock<Arc<InspectionConfig>>,
+    /// Wakes the schedule when the settings change (`inspection.interval_s`).
+    settings_changed: tokio::sync::Notify,
     data_dir: PathBuf,
     backup_dir: PathBuf,
     mailbox_capacity: usize,
@@ -950,7 +953,8 @@ impl Inspector {
     pub fn new(config: &Config, engine: Engine) -> Inspector {
         Inspector {
             engine,
-            settings: config.inspection.clone(),
+            settings: std::sync::RwLock::new(Arc::new(config.inspection.clone())),
+            settings_changed: tokio::sync::Notify::new(),
             data_dir: config.storage.data_dir.clone(),
             backup_dir: config.backup.dir.clone(),
             mailbox_capacity: config.engine.mailbox_capacity,
@@ -975,8 +979,16 @@ impl Inspector {
         }
     }
 
-    pub fn settings(&self) -> &InspectionConfig {
-        &self.settings
+    /// The thresholds and schedule in effect now.
+    pub fn settings(&self) -> Arc<InspectionConfig> {
+        self.settings.read().expect("inspection settings").clone()
+    }
+
+    /// New thresholds and schedule (change management); the schedule picks up a new
+    /// interval at once.
+    pub fn set_settings(&self, settings: InspectionConfig) {
+        *self.settings.write().expect("inspection settings") = Arc::new(settings);
+        self.settings_changed.notify_waiters();
     }
 
     /// Runs every check now. The readings block (a CPU sampling window, `statvfs`, RocksDB,
@@ -992,7 +1004,8 @@ impl Inspector {
     fn gather(&self, shards: Vec<ShardStatus>) -> Report {
         let started = Instant::now();
         let at_us = chrono::Utc::now().timestamp_micros();
-        let t = &self.settings;
+        let settings = self.settings();
+        let t = &*settings;
         // The CPU window opens first and closes after the other readings, so that their
         // time counts as part of it.
         let cpu_start = process_cpu_ticks();
@@ -1162,16 +1175,26 @@ impl Schedule {
     /// Starts the schedule on the current actix runtime.
     pub fn start(inspector: Arc<Inspector>) -> Schedule {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let first = Duration::from_secs(inspector.settings.first_run_delay_s);
-        let interval = Duration::from_secs(inspector.settings.interval_s);
+        let first = Duration::from_secs(inspector.settings().first_run_delay_s);
         let task = actix_web::rt::spawn(async move {
-            let mut delay = first;
+            // The first run at `first_run_delay_s` after start; then every `interval_s` after
+            // the previous run, read anew whenever the settings change.
+            let mut due = tokio::time::Instant::now() + first;
+            let mut first_run = true;
             loop {
+                let changed = inspector.settings_changed.notified();
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = changed => {
+                        if !first_run {
+                            due = next_due(&inspector);
+                        }
+                        continue;
+                    }
                     // A stop, or the sender gone: either way the schedule ends.
                     _ = stopped.changed() => return,
                 }
+                first_run = false;
                 match inspector.clone().inspect().await {
                     Ok(report) => {
                         let inspector = inspector.clone();
@@ -1185,7 +1208,8 @@ impl Schedule {
                         tracing::error!(message = "Scheduled inspection did not run.", %error)
                     }
                 }
-                delay = interval;
+                due = tokio::time::Instant::now()
+                    + Duration::from_secs(inspector.settings().interval_s);
             }
         });
         Schedule { stop, task }
@@ -1198,6 +1222,22 @@ impl Schedule {
             tracing::error!(message = "The inspection schedule ended abnormally.", %error);
         }
     }
+}
+
+/// When the next scheduled run is due after `inspection.interval_s` changed: one new interval
+/// after the previous scheduled run (or after now, when none ran yet), never in the past.
+fn next_due(inspector: &Inspector) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let previous_run = inspector
+        .last_scheduled()
+        .map(|report| {
+            let age_us = (chrono::Utc::now().timestamp_micros() - report.at_us).max(0) as u64;
+            now.checked_sub(Duration::from_micros(age_us))
+                .unwrap_or(now)
+        })
+        .unwrap_or(now);
+    let next = previous_run + Duration::from_secs(inspector.settings().interval_s);
+    next.max(now)
 }
 
 /// The wire form of a report, with the newest scheduled run.

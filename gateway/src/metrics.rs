@@ -210,7 +210,9 @@ pub fn request_outcome(status: u16) -> &'static str {
 }
 
 /// Middleware: records the latency of every request in `orderd_request_duration_seconds` (by
-/// route template and outcome) and in the HDR recorder.
+/// route template and outcome) and in the HDR recorder, and of the requests change management
+/// watches in [`crate::window`]. In test builds, `test.added_latency_ms` delays the watched
+/// requests here.
 ///
 /// The route is the matched resource's name, which `routes::configure` sets to its template
 /// (so nothing is matched twice), and the histogram handles are cached per worker thread (so
@@ -220,6 +222,13 @@ pub async fn record_request(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let watched = crate::window::watched_path(req.path());
+    if watched && orderd_engine::failpoint::ENABLED {
+        let delay_ms = crate::settings::added_latency_ms();
+        if delay_ms > 0 {
+            actix_web::rt::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+    }
     let result = next.call(req).await;
     let (status, route) = match &result {
         Ok(response) => (
@@ -231,6 +240,9 @@ pub async fn record_request(
     let elapsed = started.elapsed();
     record_duration(route, request_outcome(status), elapsed);
     record_latency(elapsed);
+    if watched {
+        crate::window::global().record(elapsed, crate::window::is_error(status));
+    }
     result
 }
 

@@ -136,6 +136,19 @@ pub const OPS_BACKUPS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 pub const OPS_BACKUP_VERIFY: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `GET /v1/ops/incidents` (auditors may read incidents, API.md).
 pub const OPS_INCIDENTS_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
+/// `GET /v1/ops/config`.
+pub const OPS_CONFIG_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/changes`.
+pub const CHANGE_REQUEST: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/changes/{id}/approve`: an admin, and never the requester (checked by the
+/// change service).
+pub const CHANGE_APPROVE: RoleSet = RoleSet::of(&[Admin]);
+/// `POST /v1/ops/changes/{id}/apply`.
+pub const CHANGE_APPLY: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `POST /v1/ops/changes/{id}/rollback`.
+pub const CHANGE_ROLLBACK: RoleSet = RoleSet::of(&[Admin, Operator]);
+/// `GET /v1/ops/changes` and `GET /v1/ops/changes/{id}`: the change history, auditors too.
+pub const CHANGES_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
 /// `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
 pub const KEYS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
 /// `GET /v1/audit`, `GET /v1/audit/verify`.
@@ -145,7 +158,7 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 20] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 26] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -166,6 +179,12 @@ mod tests {
         ("analytics read", ANALYTICS_READ),
         ("keys manage", KEYS_MANAGE),
         ("audit read", AUDIT_READ),
+        ("ops config read", OPS_CONFIG_READ),
+        ("change request", CHANGE_REQUEST),
+        ("change approve", CHANGE_APPROVE),
+        ("change apply", CHANGE_APPLY),
+        ("change rollback", CHANGE_ROLLBACK),
+        ("changes read", CHANGES_READ),
     ];
 
     #[test]
@@ -190,7 +209,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 20] = [
+        let expected: [(&str, &[Role]); 26] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -223,6 +242,12 @@ mod tests {
             ("analytics read", &[Admin, Analyst, Operator]),
             ("keys manage", &[Admin]),
             ("audit read", &[Admin, Auditor]),
+            ("ops config read", &[Admin, Operator]),
+            ("change request", &[Admin, Operator]),
+            ("change approve", &[Admin]),
+            ("change apply", &[Admin, Operator]),
+            ("change rollback", &[Admin, Operator]),
+            ("changes read", &[Admin, Operator, Auditor]),
         ];
         for ((name, set), (expected_name, allowed)) in ALL_PERMISSIONS.iter().zip(expected) {
             assert_eq!(*name, expected_name);

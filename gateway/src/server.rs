@@ -32,13 +32,38 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
         }
         _ => EnvFilter::try_new(&config.log.level).context("invalid log.level")?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    let _ = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    // The filter is reloadable: change management changes `log.level` while running.
+    let ansi = std::io::stdout().is_terminal();
+    match config.log.format {
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                crate::settings::set_log_reload(Box::new(move |level| {
+                    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                    handle.reload(filter).map_err(|e| e.to_string())
+                }));
+            }
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                crate::settings::set_log_reload(Box::new(move |level| {
+                    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                    handle.reload(filter).map_err(|e| e.to_string())
+                }));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -86,7 +111,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Err(error);
         }
     };
-    let served = serve(&config, engine.clone(), vault).await;
+    // The values applied changes left (change management) override the configuration.
+    let live = match crate::changes::load_overrides(engine.storage().as_ref()) {
+        Ok(overrides) => {
+            if !overrides.is_empty() {
+                tracing::info!(
+                    message = "Settings changed by applied changes override the configuration.",
+                    settings = ?overrides.keys().collect::<Vec<_>>()
+                );
+            }
+            let live = crate::settings::Live::start(config.clone(), &overrides);
+            if overrides.contains_key("log.level") {
+                crate::settings::reload_log(&live.config().log.level);
+            }
+            Arc::new(live)
+        }
+        Err(error) => {
+            engine.shutdown().await;
+            return Err(error.context("cannot read the settings applied changes left"));
+        }
+    };
+    let config = (*live.config()).clone();
+    let served = serve(&config, engine.clone(), vault, live).await;
     tracing::info!(message = "HTTP server stopped; shutting the engine down.");
     engine.shutdown().await;
     tracing::info!(message = "orderd stopped.");
@@ -144,7 +190,12 @@ async fn prepare_personal_data(
 }
 
 /// Loads the keys, binds and runs the HTTP server until it stops.
-async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Result<()> {
+async fn serve(
+    config: &Config,
+    engine: Engine,
+    vault: Arc<Vault>,
+    live: Arc<crate::settings::Live>,
+) -> anyhow::Result<()> {
     let keys = KeyStore::open(&config.storage.data_dir).context("cannot load the API keys")?;
     match keys
         .ensure_admin_key()
@@ -176,6 +227,22 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
         engine.clone(),
     ));
     let backups_at_exit = backups.clone();
+    live.set_hooks(crate::settings::Hooks {
+        auth: auth.clone().into_inner(),
+        engine: engine.clone(),
+        inspector: inspector.clone().into_inner(),
+        backups: backups.clone().into_inner(),
+    });
+    let changes = crate::changes::Changes::open(
+        engine.clone(),
+        live.clone(),
+        audit.clone().into_inner(),
+        config.changes.clone(),
+    )
+    .context("cannot read the change requests")?;
+    let watcher = changes.start_watcher();
+    let changes = web::Data::from(changes);
+    let live = web::Data::from(live);
     let tcp = crate::tcp::TcpServer::start(
         &config.tcp.listen,
         config.tcp_workers(),
@@ -201,6 +268,8 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
             .app_data(audit.clone())
             .app_data(inspector.clone())
             .app_data(backups.clone())
+            .app_data(live.clone())
+            .app_data(changes.clone())
             .wrap(middleware::from_fn(audit::record_refusals))
             .wrap(error::problem_fallback())
             // Outermost: times everything, refusals and fallbacks included.
@@ -241,6 +310,8 @@ async fn serve(config: &Config, engine: Engine, vault: Arc<Vault>) -> anyhow::Re
     // TCP connections finish what they have in flight (they need the engine and the audit
     // writer) before those stop.
     let _ = web::block(move || tcp.stop()).await;
+    // A watch round in progress finishes (it writes storage and the audit trail).
+    watcher.stop().await;
     // A scheduled inspection in progress finishes (its incident writes need storage) first.
     schedule.stop().await;
     // A backup or drill in progress finishes first (it reads storage).

@@ -578,27 +578,34 @@ async fn run_request(shared: &Shared, request: Request) -> Frame {
         frame,
     } = request;
     let started = Instant::now();
-    let (reply, outcome) = match dispatch(shared, &caller, frame.opcode, &frame.payload).await {
-        Ok(payload) => (
-            Frame {
-                opcode: frame.opcode | op::REPLY,
-                request_id: frame.request_id,
-                payload,
-            },
-            "ok",
-        ),
-        Err(error) => {
-            if matches!(error, ApiError::Forbidden(_)) {
-                record_forbidden(&shared.audit, name, &caller).await;
+    let (reply, outcome, status) =
+        match dispatch(shared, &caller, frame.opcode, &frame.payload).await {
+            Ok(payload) => (
+                Frame {
+                    opcode: frame.opcode | op::REPLY,
+                    request_id: frame.request_id,
+                    payload,
+                },
+                "ok",
+                200,
+            ),
+            Err(error) => {
+                if matches!(error, ApiError::Forbidden(_)) {
+                    record_forbidden(&shared.audit, name, &caller).await;
+                }
+                let status = actix_web::ResponseError::status_code(&error).as_u16();
+                (
+                    error_frame(frame.request_id, &error),
+                    metrics::request_outcome(status),
+                    status,
+                )
             }
-            let status = actix_web::ResponseError::status_code(&error).as_u16();
-            (
-                error_frame(frame.request_id, &error),
-                metrics::request_outcome(status),
-            )
-        }
-    };
-    metrics::record_tcp_request(name, outcome, started.elapsed());
+        };
+    let elapsed = started.elapsed();
+    metrics::record_tcp_request(name, outcome, elapsed);
+    if frame.opcode != op::PING {
+        crate::window::global().record(elapsed, crate::window::is_error(status));
+    }
     reply
 }
 

@@ -4,6 +4,7 @@
 mod api_basics;
 mod audit;
 mod backup;
+mod changes;
 mod concurrency;
 mod crash;
 mod inspection;

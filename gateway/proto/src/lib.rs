@@ -767,3 +767,166 @@ pub struct BackupsQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Change management: live settings and change requests.
+
+/// Answer of `GET /v1/ops/config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConfigResponse {
+    pub items: Vec<SettingResponse>,
+}
+
+/// One setting of the registry with its effective value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SettingResponse {
+    /// `section.key`, as in `config/orderd.toml`.
+    pub setting: String,
+    /// The value in effect now.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// `integer` or `string`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    /// `low`, `medium` or `high`.
+    pub risk: String,
+    /// False when a new value takes effect only at the next start.
+    pub live: bool,
+    pub description: String,
+    /// The change that set the value in effect; null when it comes from the configuration.
+    pub change_id: Option<String>,
+    /// For a setting that needs a restart: the value an applied change set, in effect from the
+    /// next start.
+    #[schema(value_type = Option<Object>)]
+    pub pending_value: Option<serde_json::Value>,
+}
+
+/// `POST /v1/ops/changes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// A setting of `GET /v1/ops/config`.
+    pub setting: String,
+    /// The new value, of the setting's type and within its bounds.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// Why (1–1000 characters).
+    pub reason: String,
+    /// How to undo it by hand if the automatic rollback is not enough (up to 1000 characters).
+    #[serde(default)]
+    pub rollback_plan: Option<String>,
+    /// Seconds the server watches the change after it is applied (default
+    /// `changes.watch_window_s`).
+    #[serde(default)]
+    pub watch_window_s: Option<u64>,
+}
+
+/// Request statistics of a watch window (requests outside `/v1/ops`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WindowStatsResponse {
+    pub requests: u64,
+    /// Answers 5xx or 429.
+    pub errors: u64,
+    /// `errors / requests`, 0 when no request.
+    pub error_rate: f64,
+    /// p99 latency in milliseconds (to about 20 %), 0 when no request.
+    pub p99_ms: f64,
+}
+
+/// The bounds a change's watch holds it to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WatchBoundsResponse {
+    pub error_rate_increase_max_percent: f64,
+    pub p99_increase_max_percent: u64,
+    pub p99_increase_min_ms: u64,
+    pub min_requests: u64,
+}
+
+/// The automatic assessment of a change request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AssessmentResponse {
+    /// `setting: old → new`.
+    pub summary: String,
+    pub risk: String,
+    pub live: bool,
+    pub restart_required: bool,
+    /// What the setting affects.
+    pub touches: String,
+    pub watch_window_s: u64,
+    pub bounds: WatchBoundsResponse,
+}
+
+/// The watch of an applied change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WatchResponse {
+    /// Null while a change that needs a restart waits for it.
+    pub started_at: Option<String>,
+    pub until: Option<String>,
+    /// The window of the same length before the change was applied.
+    pub baseline: WindowStatsResponse,
+    /// Since the watch started; null before the first judgement.
+    pub observed: Option<WindowStatsResponse>,
+    /// `awaiting_restart`, `watching`, `passed`, `breached` or `ended` (rolled back by hand).
+    pub verdict: String,
+}
+
+/// One step of a change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChangeStepResponse {
+    /// `requested`, `approved`, `applied`, `watch_started`, `watch_resumed`, `closed`,
+    /// `rolled_back` or `auto_rolled_back`.
+    pub step: String,
+    /// The key id, or `system` for the server's own steps.
+    pub actor: String,
+    pub at: String,
+    pub detail: String,
+}
+
+/// A change request and its history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChangeResponse {
+    pub id: String,
+    /// `pending`, `approved`, `applied`, `closed`, `rolled_back` or `auto_rolled_back`.
+    pub status: String,
+    pub setting: String,
+    #[schema(value_type = Object)]
+    pub old_value: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    pub risk: String,
+    pub live: bool,
+    pub reason: String,
+    pub rollback_plan: Option<String>,
+    pub requested_by: String,
+    pub requested_at: String,
+    pub assessment: AssessmentResponse,
+    pub watch: Option<WatchResponse>,
+    /// The incident written by an automatic rollback.
+    pub incident_id: Option<String>,
+    pub steps: Vec<ChangeStepResponse>,
+}
+
+/// Query of `GET /v1/ops/changes`: newest first.
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    /// 1–1000, 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The `next` cursor of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}

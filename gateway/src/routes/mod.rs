@@ -8,6 +8,7 @@
 mod analytics;
 mod audit;
 mod backups;
+mod changes;
 mod customers;
 #[cfg(test)]
 mod flow_tests;
@@ -54,6 +55,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/ops/backups"),
     ("GET", "/v1/ops/backups"),
     ("POST", "/v1/ops/backups/{id}/verify"),
+    ("GET", "/v1/ops/config"),
+    ("POST", "/v1/ops/changes"),
+    ("GET", "/v1/ops/changes"),
+    ("GET", "/v1/ops/changes/{id}"),
+    ("POST", "/v1/ops/changes/{id}/approve"),
+    ("POST", "/v1/ops/changes/{id}/apply"),
+    ("POST", "/v1/ops/changes/{id}/rollback"),
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}"),
@@ -180,6 +188,37 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
         web::resource("/v1/ops/backups/{id}/verify")
             .name("/v1/ops/backups/{id}/verify")
             .route(web::post().to(backups::verify)),
+    )
+    .service(
+        web::resource("/v1/ops/config")
+            .name("/v1/ops/config")
+            .route(web::get().to(changes::config)),
+    )
+    .service(
+        web::resource("/v1/ops/changes")
+            .name("/v1/ops/changes")
+            .route(web::post().to(changes::request))
+            .route(web::get().to(changes::list)),
+    )
+    .service(
+        web::resource("/v1/ops/changes/{id}")
+            .name("/v1/ops/changes/{id}")
+            .route(web::get().to(changes::get)),
+    )
+    .service(
+        web::resource("/v1/ops/changes/{id}/approve")
+            .name("/v1/ops/changes/{id}/approve")
+            .route(web::post().to(changes::approve)),
+    )
+    .service(
+        web::resource("/v1/ops/changes/{id}/apply")
+            .name("/v1/ops/changes/{id}/apply")
+            .route(web::post().to(changes::apply)),
+    )
+    .service(
+        web::resource("/v1/ops/changes/{id}/rollback")
+            .name("/v1/ops/changes/{id}/rollback")
+            .route(web::post().to(changes::rollback)),
     )
     .service(
         web::resource("/v1/keys")

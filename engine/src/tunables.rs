@@ -1,0 +1,92 @@
+//! The engine settings that change while it runs (applied by change management in the
+//! gateway): one atomic each, read where they are used, so a new value takes effect on the
+//! next batch, fsync or fault without a restart.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Live engine settings. Shared by the shards, the log writer and the supervisor.
+#[derive(Debug)]
+pub struct Tunables {
+    batch_events_max: AtomicUsize,
+    flush_interval_ms: AtomicU64,
+    max_restarts: AtomicU32,
+    restart_window_s: AtomicU64,
+}
+
+impl Tunables {
+    pub fn new(
+        batch_events_max: usize,
+        flush_interval_ms: u64,
+        max_restarts: u32,
+        restart_window_s: u64,
+    ) -> Tunables {
+        Tunables {
+            batch_events_max: AtomicUsize::new(batch_events_max.max(1)),
+            flush_interval_ms: AtomicU64::new(flush_interval_ms.max(1)),
+            max_restarts: AtomicU32::new(max_restarts),
+            restart_window_s: AtomicU64::new(restart_window_s.max(1)),
+        }
+    }
+
+    /// Most events in one log batch.
+    pub fn batch_events_max(&self) -> usize {
+        self.batch_events_max.load(Ordering::Relaxed)
+    }
+
+    pub fn set_batch_events_max(&self, value: usize) {
+        self.batch_events_max.store(value.max(1), Ordering::Relaxed);
+    }
+
+    /// Interval between fsyncs in `async` durability, in milliseconds.
+    pub fn flush_interval_ms(&self) -> u64 {
+        self.flush_interval_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_flush_interval_ms(&self, value: u64) {
+        self.flush_interval_ms
+            .store(value.max(1), Ordering::Relaxed);
+    }
+
+    /// Automatic restarts of one shard allowed within [`Tunables::restart_window_s`].
+    pub fn max_restarts(&self) -> u32 {
+        self.max_restarts.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_restarts(&self, value: u32) {
+        self.max_restarts.store(value, Ordering::Relaxed);
+    }
+
+    pub fn restart_window_s(&self) -> u64 {
+        self.restart_window_s.load(Ordering::Relaxed)
+    }
+
+    pub fn set_restart_window_s(&self, value: u64) {
+        self.restart_window_s.store(value.max(1), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_change_and_stay_in_range() {
+        let t = Tunables::new(0, 0, 5, 0);
+        assert_eq!(t.batch_events_max(), 1);
+        assert_eq!(t.flush_interval_ms(), 1);
+        assert_eq!(t.restart_window_s(), 1);
+        t.set_batch_events_max(64);
+        t.set_flush_interval_ms(20);
+        t.set_max_restarts(0);
+        t.set_restart_window_s(120);
+        assert_eq!(
+            (
+                t.batch_events_max(),
+                t.flush_interval_ms(),
+                t.max_restarts(),
+                t.restart_window_s()
+            ),
+            (64, 20, 0, 120)
+        );
+    }
+}

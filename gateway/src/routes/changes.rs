@@ -1,0 +1,179 @@
+//! `GET /v1/ops/config` and the change requests under `/v1/ops/changes` (the flow lives in
+//! [`crate::changes`]).
+
+use actix_web::{web, HttpResponse};
+use orderd_proto::{ChangeRequest, ChangesQuery, ConfigResponse, Page};
+
+use crate::auth::Caller;
+use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
+use crate::changes::{self, Changes, NewChange};
+use crate::error::ApiError;
+use crate::settings::Live;
+use crate::{roles, validate};
+
+/// The settings change management may change, with their effective values.
+#[utoipa::path(get, path = "/v1/ops/config", tag = "changes",
+    responses((status = 200, description = "Every setting of the registry with its value in effect", body = orderd_proto::ConfigResponse)),
+    security(("bearer" = [])))]
+pub async fn config(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    live: web::Data<Live>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_CONFIG_READ)?;
+    query.get()?;
+    Ok(HttpResponse::Ok().json(ConfigResponse {
+        items: live.items(),
+    }))
+}
+
+/// 201: the change, `pending`, with its assessment.
+#[utoipa::path(post, path = "/v1/ops/changes", tag = "changes",
+    request_body = orderd_proto::ChangeRequest,
+    responses(
+        (status = 201, description = "The change request, pending approval", body = orderd_proto::ChangeResponse),
+    ),
+    security(("bearer" = [])))]
+pub async fn request(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    body: RawBody,
+    changes: web::Data<Changes>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CHANGE_REQUEST)?;
+    query.get()?;
+    let request: ChangeRequest = decode_json(&body.0)?;
+    let change = changes
+        .request(
+            &caller,
+            NewChange {
+                setting: request.setting,
+                value: request.value,
+                reason: request.reason,
+                rollback_plan: request.rollback_plan,
+                watch_window_s: request.watch_window_s,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/v1/ops/changes/{}", change.id()),
+        ))
+        .json(changes::response(&change)))
+}
+
+/// Changes, newest first.
+#[utoipa::path(get, path = "/v1/ops/changes", tag = "changes",
+    params(orderd_proto::ChangesQuery),
+    responses((status = 200, description = "A page of changes, newest first", body = orderd_proto::Page<orderd_proto::ChangeResponse>)),
+    security(("bearer" = [])))]
+pub async fn list(
+    caller: Caller,
+    query: QueryParams<ChangesQuery>,
+    changes: web::Data<Changes>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CHANGES_READ)?;
+    let query = query.get()?;
+    let limit = validate::limit(query.limit.as_deref())?;
+    let all = changes.list().await?;
+    let start = match &query.after {
+        None => 0,
+        Some(cursor) => match all.iter().position(|c| &c.id() == cursor) {
+            Some(at) => at + 1,
+            None => {
+                return Err(ApiError::invalid(
+                    "after",
+                    "after must be the `next` cursor of a previous page",
+                ))
+            }
+        },
+    };
+    let mut page: Vec<_> = all.into_iter().skip(start).take(limit + 1).collect();
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|c| c.id())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page {
+        items: page.iter().map(changes::response).collect(),
+        next,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/ops/changes/{id}", tag = "changes",
+    params(("id" = String, Path, description = "A change id (`chg_…`)")),
+    responses((status = 200, description = "The change with every step", body = orderd_proto::ChangeResponse)),
+    security(("bearer" = [])))]
+pub async fn get(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    id: web::Path<String>,
+    changes: web::Data<Changes>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CHANGES_READ)?;
+    query.get()?;
+    let change = changes.get(&id).await?;
+    Ok(HttpResponse::Ok().json(changes::response(&change)))
+}
+
+/// 200 `approved`. Only an admin who did not request the change (403 otherwise).
+#[utoipa::path(post, path = "/v1/ops/changes/{id}/approve", tag = "changes",
+    params(("id" = String, Path, description = "A change id (`chg_…`)")),
+    responses(
+        (status = 200, description = "The change, approved", body = orderd_proto::ChangeResponse),
+        (status = 409, description = "`invalid_transition`: the change is not pending", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn approve(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    id: web::Path<String>,
+    changes: web::Data<Changes>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CHANGE_APPROVE)?;
+    query.get()?;
+    let change = changes.approve(&caller, &id).await?;
+    Ok(HttpResponse::Ok().json(changes::response(&change)))
+}
+
+/// 200 `applied`: the value is in effect (or will be at the next start) and watched.
+#[utoipa::path(post, path = "/v1/ops/changes/{id}/apply", tag = "changes",
+    params(("id" = String, Path, description = "A change id (`chg_…`)")),
+    responses(
+        (status = 200, description = "The change, applied and watched", body = orderd_proto::ChangeResponse),
+        (status = 409, description = "`invalid_transition`: not approved, the setting changed since, or another change of it is in its watch window", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn apply(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    id: web::Path<String>,
+    changes: web::Data<Changes>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CHANGE_APPLY)?;
+    query.get()?;
+    let change = changes.apply(&caller, &id).await?;
+    Ok(HttpResponse::Ok().json(changes::response(&change)))
+}
+
+/// 200 `rolled_back`: the old value is back.
+#[utoipa::path(post, path = "/v1/ops/changes/{id}/rollback", tag = "changes",
+    params(("id" = String, Path, description = "A change id (`chg_…`)")),
+    responses(
+        (status = 200, description = "The change, rolled back", body = orderd_proto::ChangeResponse),
+        (status = 409, description = "`invalid_transition`: not applied, or a later change set the setting since", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn rollback(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    id: web::Path<String>,
+    changes: web::Data<Changes>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::CHANGE_ROLLBACK)?;
+    query.get()?;
+    let change = changes.rollback(&caller, &id).await?;
+    Ok(HttpResponse::Ok().json(changes::response(&change)))
+}
