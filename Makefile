@@ -62,6 +62,7 @@ s3-test: deps
 bench: deps
 	cargo build $(PROFILE) --workspace --bins
 	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
+	cargo test $(PROFILE) --workspace --bench window
 
 ## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts
 ## them on loopback, the bench runs every target and workload, and the peers are stopped (and

@@ -126,7 +126,8 @@ pub struct Watch {
     pub until_us: Option<i64>,
     pub baseline: Stats,
     pub observed: Option<Stats>,
-    /// `awaiting_restart`, `watching`, `passed`, `breached` or `ended`.
+    /// `awaiting_restart`, `watching`, `passed`, `unjudged` (too few requests to judge),
+    /// `breached` or `ended` (rolled back by hand).
     pub verdict: String,
 }
 
@@ -848,9 +849,14 @@ impl Changes {
             };
             change.step(step, SYSTEM_ACTOR, detail);
             self.persist(&change, None).await?;
+            let action = if step == "watch_started" {
+                "change.watch_start"
+            } else {
+                "change.watch_resume"
+            };
             self.audit(
                 SYSTEM_ACTOR,
-                "change.watch_resume",
+                action,
                 &change,
                 format!("setting={}", change.setting),
             )
@@ -887,8 +893,9 @@ impl Changes {
                 continue;
             }
             if now >= until_us {
-                watch.verdict = "passed".into();
-                let detail = if observed.requests < change.bounds.min_requests {
+                let judged = observed.requests >= change.bounds.min_requests;
+                watch.verdict = if judged { "passed" } else { "unjudged" }.into();
+                let detail = if !judged {
                     format!(
                         "watch window ended with {} requests, fewer than the {} needed to judge; closed unjudged",
                         observed.requests, change.bounds.min_requests

@@ -509,10 +509,11 @@ fn steps_and_values_survive_restarts_and_a_watch_resumes() {
         assert_eq!(status, 200, "{applied}");
         id
     };
-    // A live setting in its watch window, and one that needs a restart.
+    // A live setting in its watch window (long enough that the restart below falls inside it
+    // on a loaded machine too), and one that needs a restart.
     let batch = applied(
         &admin_a,
-        json!({"setting": "engine.batch_events_max", "value": 64, "reason": "smaller batches", "watch_window_s": 4}),
+        json!({"setting": "engine.batch_events_max", "value": 64, "reason": "smaller batches", "watch_window_s": 15}),
     );
     let body_limit = applied(
         &admin_a,
@@ -569,11 +570,16 @@ fn steps_and_values_survive_restarts_and_a_watch_resumes() {
         steps(&started).contains(&("watch_started".to_string(), "system".to_string())),
         "{started:#}"
     );
+    assert_eq!(
+        audited_eventually(&admin_a, "change.watch_start", &body_limit),
+        vec!["system".to_string()]
+    );
 
     // Both watches end within bounds: closed, the values stay.
     for id in [&batch, &body_limit] {
-        let closed = wait_status(&admin_a, id, "closed", Duration::from_secs(20));
-        assert_eq!(closed["watch"]["verdict"], "passed", "{closed:#}");
+        let closed = wait_status(&admin_a, id, "closed", Duration::from_secs(40));
+        // No traffic in the window: closed, but not judged.
+        assert_eq!(closed["watch"]["verdict"], "unjudged", "{closed:#}");
         assert_eq!(steps(&closed).last().unwrap().0, "closed");
     }
     assert_eq!(
@@ -598,4 +604,62 @@ fn steps_and_values_survive_restarts_and_a_watch_resumes() {
         (now["value"].clone(), now["change_id"].clone()),
         (json!(4096), Value::Null)
     );
+}
+
+#[test]
+fn live_values_reach_the_log_filter_and_the_engine_without_a_restart() {
+    let _serial = serial();
+    let server = Server::start_with_env(2, &[("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100")]);
+    let admin_a = server.client();
+    let (_, admin_b) = key_of(&admin_a, "admin");
+    let apply = |setting: &str, value: Value| {
+        let change = request(
+            &admin_a,
+            json!({"setting": setting, "value": value, "reason": "e2e", "watch_window_s": 60}),
+        );
+        let id = change["id"].as_str().unwrap().to_string();
+        assert_eq!(step(&admin_b, &id, "approve").0, 200);
+        let (status, applied) = step(&admin_a, &id, "apply");
+        assert_eq!(status, 200, "{applied}");
+    };
+    // The inspection's listener check opens and closes a TCP connection, which orderd logs at
+    // debug level ("TCP connection closed.").
+    let inspect = || assert_eq!(admin_a.get_json("/v1/ops/inspection").0, 200);
+    inspect();
+    assert!(
+        !server.log().contains("TCP connection closed."),
+        "info level"
+    );
+    apply("log.level", json!("info,orderd_gateway=debug"));
+    inspect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("TCP connection closed.") {
+        assert!(Instant::now() < deadline, "no debug line after the change");
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    // The supervisor's restart intensity, live: with 0 restarts allowed, one panic leaves the
+    // shard failed (with the default 5 it would be rebuilt).
+    apply("supervisor.max_restarts", json!(0));
+    let poison = "FAILPOINT-PANIC-CHG";
+    let (status, problem) = admin_a.post_json(
+        &format!("/v1/stock/{poison}/adjustments"),
+        &json!({"delta": 1, "reason": "x"}),
+        None,
+    );
+    assert_eq!(status, 503, "{problem}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, shards) = admin_a.get_json("/v1/ops/shards");
+        if shards
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["state"] == "failed")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no shard failed: {shards}");
+        thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -3,6 +3,8 @@
 //! failed or error answer, 2 usage or no key, 3 unreachable), and the effects of its commands
 //! seen through the API. Backups: create, list and verify through the server, and the offline
 //! restore (local or off-site) checked by starting a new server on the restored directory.
+//! Changes: request, four-eyes approval, apply (and `--wait` through a watch that closes or that
+//! the server ends by rolling back), rollback, each seen through `orderctl config`.
 
 use crate::support::{
     check_order, free_port, norm_lines, order_body, place_definitive, serial, unique, Client,
@@ -14,6 +16,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1093,4 +1097,447 @@ fn orderctl_restore_from_offsite_when_the_local_backups_are_gone() {
 
     let restored = start_restored(&server, restored_root.path());
     assert_orders_restored(&restored, &before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings and change requests
+
+/// A live setting that every test build has; 100000 a second never limits a test.
+const RATE_SETTING: &str = "http.rate_limit_per_key_per_s";
+
+/// The cells of `setting`'s row of `orderctl config` (SETTING VALUE TYPE BOUNDS RISK LIVE SOURCE
+/// PENDING; no cell holds a space).
+fn config_row(server: &Server, setting: &str) -> Vec<String> {
+    let run = admin(server, &["config"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let header: Vec<&str> = run
+        .stdout
+        .lines()
+        .next()
+        .expect("header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["SETTING", "VALUE", "TYPE", "BOUNDS", "RISK", "LIVE", "SOURCE", "PENDING"]
+    );
+    let row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{setting} ")))
+        .unwrap_or_else(|| panic!("no {setting} row:\n{}", run.stdout));
+    let cells: Vec<String> = row.split_whitespace().map(str::to_string).collect();
+    assert_eq!(cells.len(), 8, "{row}");
+    cells
+}
+
+/// A second admin key's secret, created through `orderctl keys create`.
+fn second_admin(server: &Server) -> String {
+    let created = admin(
+        server,
+        &[
+            "--output",
+            "json",
+            "keys",
+            "create",
+            "--name",
+            &unique("second-admin"),
+            "--role",
+            "admin",
+        ],
+    );
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    created.json()["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string()
+}
+
+/// `changes request RATE_SETTING value` by the server's admin with a 1 s watch window: the id.
+fn request_rate_change(server: &Server, value: &str) -> String {
+    let run = admin(
+        server,
+        &[
+            "--output",
+            "json",
+            "changes",
+            "request",
+            RATE_SETTING,
+            value,
+            "--reason",
+            "e2e: raise the per-key rate limit",
+            "--watch-window-s",
+            "1",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.json()["id"].as_str().expect("id").to_string()
+}
+
+#[test]
+fn orderctl_changes_request_approve_apply_rollback() {
+    let _serial = serial();
+    let server = Server::start(2);
+    let admin_b = second_admin(&server);
+
+    // Before: the value of the configuration.
+    let before = config_row(&server, RATE_SETTING);
+    assert_eq!(
+        &before[2..],
+        ["integer", "0..=1000000", "medium", "true", "config", "-"]
+    );
+    let old = before[1].clone();
+    assert_ne!(old, "100000");
+
+    // Requested by admin A: pending, old → new, the watch window asked for.
+    let requested = admin(
+        &server,
+        &[
+            "changes",
+            "request",
+            RATE_SETTING,
+            "100000",
+            "--reason",
+            "e2e: raise the per-key rate limit",
+            "--rollback-plan",
+            "orderctl changes rollback",
+            "--watch-window-s",
+            "1",
+        ],
+    );
+    assert_eq!(requested.code, 0, "{}", requested.stderr);
+    let out = &requested.stdout;
+    let id = field(out, "id").to_string();
+    assert!(id.starts_with("chg_"), "{out}");
+    assert_eq!(field(out, "status"), "pending");
+    assert_eq!(field(out, "setting"), RATE_SETTING);
+    assert_eq!(field(out, "change"), format!("{old} → 100000"));
+    assert_eq!(field(out, "risk"), "medium");
+    assert_eq!(field(out, "live"), "true");
+    assert_eq!(field(out, "watch_window"), "1s");
+    assert_eq!(field(out, "watch"), "-");
+    assert!(field(out, "assessment").contains(RATE_SETTING), "{out}");
+    assert!(
+        requested.stderr.contains(&format!("changes approve {id}")),
+        "{}",
+        requested.stderr
+    );
+
+    // The requester may not approve their own change; nothing changed.
+    let own = admin(&server, &["changes", "approve", &id]);
+    assert_eq!(own.code, 1);
+    assert!(own.stderr.contains("forbidden"), "{}", own.stderr);
+    assert_eq!(own.stdout, "");
+    assert_eq!(config_row(&server, RATE_SETTING)[1], old);
+
+    // Admin B approves; the value is still the old one until apply.
+    let approved = as_key(&server, &admin_b, &["changes", "approve", &id]);
+    assert_eq!(approved.code, 0, "{}", approved.stderr);
+    assert_eq!(field(&approved.stdout, "status"), "approved");
+    assert_eq!(config_row(&server, RATE_SETTING)[1], old);
+    // Approving twice is an invalid transition.
+    let again = as_key(&server, &admin_b, &["changes", "approve", &id]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("invalid_transition"),
+        "{}",
+        again.stderr
+    );
+
+    // Applied and watched; with --wait orderctl returns once the 1 s window has closed (the
+    // test sends far fewer requests than the bounds need to judge, so it closes).
+    let applied = admin(&server, &["changes", "apply", &id, "--wait"]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_eq!(field(&applied.stdout, "status"), "closed");
+    assert!(
+        field(&applied.stdout, "watch").starts_with("unjudged"),
+        "{}",
+        applied.stdout
+    );
+    assert!(
+        applied.stderr.contains(&format!("{id} closed")),
+        "{}",
+        applied.stderr
+    );
+
+    // The new value, set by the change.
+    let after = config_row(&server, RATE_SETTING);
+    assert_eq!(
+        (after[1].as_str(), after[6].as_str()),
+        ("100000", id.as_str())
+    );
+
+    // Listed, and shown with every step and its actor.
+    let list = admin(&server, &["changes", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let row: Vec<&str> = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{id} ")))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{}", list.stdout))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..6],
+        [
+            id.as_str(),
+            "closed",
+            RATE_SETTING,
+            &old,
+            "100000",
+            "medium"
+        ]
+    );
+    let show = admin(&server, &["changes", "show", &id]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert_eq!(
+        field(&show.stdout, "reason"),
+        "e2e: raise the per-key rate limit"
+    );
+    assert_eq!(
+        field(&show.stdout, "rollback_plan"),
+        "orderctl changes rollback"
+    );
+    assert_eq!(field(&show.stdout, "watch_verdict"), "unjudged");
+    assert!(show.stdout.contains("\nWINDOW "), "{}", show.stdout);
+    let steps: Vec<&str> = show
+        .stdout
+        .split("\nSTEP ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no steps table:\n{}", show.stdout))
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().expect("step"))
+        .collect();
+    assert_eq!(steps, ["requested", "approved", "applied", "closed"]);
+
+    // Rolled back: the old value again.
+    let rolled = admin(&server, &["changes", "rollback", &id]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    assert_eq!(field(&rolled.stdout, "status"), "rolled_back");
+    assert!(
+        rolled
+            .stderr
+            .contains(&format!("{RATE_SETTING} is {old} again")),
+        "{}",
+        rolled.stderr
+    );
+    assert_eq!(config_row(&server, RATE_SETTING)[1], old);
+    // Only once.
+    let twice = admin(&server, &["changes", "rollback", &id]);
+    assert_eq!(twice.code, 1);
+    assert!(
+        twice.stderr.contains("invalid_transition"),
+        "{}",
+        twice.stderr
+    );
+}
+
+#[test]
+fn orderctl_changes_errors_and_json() {
+    let _serial = serial();
+    let server = Server::start(2);
+    let api = server.client();
+    let admin_b = second_admin(&server);
+
+    // An unknown setting, a value out of bounds or of the wrong type: the server's 400, exit 1.
+    for (setting, value) in [
+        ("no.such.setting", "1"),
+        (RATE_SETTING, "1000001"),
+        (RATE_SETTING, "fast"),
+    ] {
+        let run = admin(
+            &server,
+            &["changes", "request", setting, value, "--reason", "x"],
+        );
+        assert_eq!(run.code, 1, "{setting} {value}");
+        assert!(run.stderr.contains("invalid_request"), "{}", run.stderr);
+        assert_eq!(run.stdout, "");
+    }
+    // Nothing was created.
+    let (status, listed) = api.get_json("/v1/ops/changes");
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["items"], json!([]));
+    // Unknown ids are the server's 404.
+    for action in ["show", "approve", "apply", "rollback"] {
+        let run = admin(&server, &["changes", action, "chg_999999"]);
+        assert_eq!(run.code, 1, "{action}");
+        assert!(run.stderr.contains("not_found"), "{action}: {}", run.stderr);
+    }
+    // Usage errors never reach the server.
+    assert_eq!(
+        admin(&server, &["changes", "request", RATE_SETTING, "1"]).code,
+        2
+    );
+    assert_eq!(orderctl(&["--server", server.base(), "config"]).code, 2);
+
+    // --output json is the API's answer: the config, a created change, a change shown in each
+    // state that does not move on its own, and the list.
+    let config = admin(&server, &["--output", "json", "config"]);
+    assert_eq!(config.code, 0, "{}", config.stderr);
+    let (status, from_api) = api.get_json("/v1/ops/config");
+    assert_eq!(status, 200);
+    assert_eq!(config.json(), from_api);
+    let setting = from_api["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|s| s["setting"] == RATE_SETTING)
+        .unwrap_or_else(|| panic!("no {RATE_SETTING}: {from_api}"));
+    assert_eq!(setting["change_id"], Value::Null);
+
+    let id = request_rate_change(&server, "100000");
+    let show_json = |id: &str| {
+        let run = admin(&server, &["--output", "json", "changes", "show", id]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let (status, from_api) = api.get_json(&format!("/v1/ops/changes/{id}"));
+        assert_eq!(status, 200, "{from_api}");
+        assert_eq!(run.json(), from_api);
+        from_api
+    };
+    let pending = show_json(&id);
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["value"], 100000);
+    assert_eq!(pending["assessment"]["watch_window_s"], 1);
+    let approved = as_key(
+        &server,
+        &admin_b,
+        &["--output", "json", "changes", "approve", &id],
+    );
+    assert_eq!(approved.code, 0, "{}", approved.stderr);
+    assert_eq!(approved.json(), show_json(&id));
+    assert_eq!(approved.json()["status"], "approved");
+
+    let applied = admin(&server, &["--output", "json", "changes", "apply", &id]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_eq!(applied.json()["status"], "applied");
+    assert_eq!(applied.json()["watch"]["verdict"], "watching");
+    let rolled = admin(&server, &["--output", "json", "changes", "rollback", &id]);
+    assert_eq!(rolled.code, 0, "{}", rolled.stderr);
+    assert_eq!(rolled.json()["status"], "rolled_back");
+    assert_eq!(rolled.json(), show_json(&id));
+
+    let second = request_rate_change(&server, "200000");
+    let list = admin(&server, &["--output", "json", "changes", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let (status, from_api) = api.get_json("/v1/ops/changes?limit=1000");
+    assert_eq!(status, 200);
+    assert_eq!(list.json()["items"], from_api["items"]);
+    let ids: Vec<&str> = from_api["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [second.as_str(), id.as_str()], "newest first");
+    let one = admin(
+        &server,
+        &["--output", "json", "changes", "list", "--limit", "1"],
+    )
+    .json();
+    assert_eq!(one["items"], json!([from_api["items"][0]]));
+}
+
+#[test]
+fn orderctl_changes_apply_wait_exits_1_when_the_server_rolls_the_change_back() {
+    let _serial = serial();
+    // The watch judges every 100 ms, from 20 requests on.
+    let server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100"),
+            ("ORDERD__CHANGES__WATCH_MIN_REQUESTS", "20"),
+        ],
+    );
+    let api = server.client();
+    api.adjust_stock("CTL-CHG-SKU", 10);
+    let admin_b = second_admin(&server);
+
+    // Steady traffic outside /v1/ops, before and after the change, for the watch to compare.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic: Vec<_> = (0..4)
+        .map(|_| {
+            let client = api.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(client.get("/v1/stock/CTL-CHG-SKU").status, 200);
+                    thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+
+    // A change that makes every request 300 ms slower (test builds only).
+    let delay = "test.added_latency_ms";
+    let requested = admin(
+        &server,
+        &[
+            "--output",
+            "json",
+            "changes",
+            "request",
+            delay,
+            "300",
+            "--reason",
+            "e2e: prove that the watch rolls back",
+            "--watch-window-s",
+            "30",
+        ],
+    );
+    assert_eq!(requested.code, 0, "{}", requested.stderr);
+    let id = requested.json()["id"].as_str().expect("id").to_string();
+    let approved = as_key(&server, &admin_b, &["changes", "approve", &id]);
+    assert_eq!(approved.code, 0, "{}", approved.stderr);
+    let applied = admin(
+        &server,
+        &["changes", "apply", &id, "--wait", "--wait-timeout-s", "30"],
+    );
+    stop.store(true, Ordering::Relaxed);
+    for thread in traffic {
+        thread.join().expect("traffic");
+    }
+
+    // Exit 1, the change as the server left it, and why on stderr.
+    assert_eq!(applied.code, 1, "{}", applied.stderr);
+    assert_eq!(field(&applied.stdout, "status"), "auto_rolled_back");
+    assert!(
+        field(&applied.stdout, "watch").starts_with("breached"),
+        "{}",
+        applied.stdout
+    );
+    let incident = field(&applied.stdout, "incident_id").to_string();
+    assert!(incident.starts_with("inc_"), "{}", applied.stdout);
+    assert!(
+        applied.stderr.contains("rolled back automatically")
+            && applied
+                .stderr
+                .contains(&format!("{delay} is 0 again; see incident {incident}")),
+        "{}",
+        applied.stderr
+    );
+
+    // The old value is back; the last step is the server's.
+    assert_eq!(config_row(&server, delay)[1], "0");
+    let show = admin(&server, &["changes", "show", &id]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    let last: Vec<&str> = show
+        .stdout
+        .lines()
+        .last()
+        .expect("a step")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &last[..2],
+        ["auto_rolled_back", "system"],
+        "{}",
+        show.stdout
+    );
+    assert!(
+        show.stdout.lines().any(|l| l.starts_with("observed ")),
+        "{}",
+        show.stdout
+    );
 }

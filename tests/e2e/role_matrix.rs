@@ -35,6 +35,8 @@ const ANALYSTS: &[&str] = &["admin", "analyst", "operator"];
 const OPERATORS: &[&str] = &["admin", "operator"];
 /// Roles allowed to read the audit log.
 const AUDITORS: &[&str] = &["admin", "auditor"];
+/// Roles allowed to read the change history.
+const CHANGE_READERS: &[&str] = &["admin", "operator", "auditor"];
 /// Roles allowed to manage keys.
 const ADMINS: &[&str] = &["admin"];
 
@@ -87,6 +89,25 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
     ("POST", "/v1/ops/backups", Some(OPERATORS), 201),
     ("GET", "/v1/ops/backups", Some(OPERATORS), 200),
     ("POST", "/v1/ops/backups/{id}/verify", Some(OPERATORS), 200),
+    ("GET", "/v1/ops/config", Some(OPERATORS), 200),
+    ("POST", "/v1/ops/changes", Some(OPERATORS), 201),
+    ("GET", "/v1/ops/changes", Some(CHANGE_READERS), 200),
+    ("GET", "/v1/ops/changes/{id}", Some(CHANGE_READERS), 200),
+    // An admin other than the requester: the fixtures' changes are requested with the
+    // server's admin key, the matrix's `admin` is a key of its own (see `Setup::new`).
+    (
+        "POST",
+        "/v1/ops/changes/{id}/approve",
+        Some(&["admin"]),
+        200,
+    ),
+    ("POST", "/v1/ops/changes/{id}/apply", Some(OPERATORS), 200),
+    (
+        "POST",
+        "/v1/ops/changes/{id}/rollback",
+        Some(OPERATORS),
+        200,
+    ),
     ("POST", "/v1/keys", Some(ADMINS), 201),
     ("GET", "/v1/keys", Some(ADMINS), 200),
     ("DELETE", "/v1/keys/{id}", Some(ADMINS), 204),
@@ -213,6 +234,15 @@ enum Effect {
         id: u64,
         before: u64,
     },
+    /// The change's status: one of `allowed` after an allowed call, one of `refused` otherwise
+    /// (an applied change closes by itself when its 1 s watch window ends); with `value`, the
+    /// setting's value in effect likewise: (setting, value if allowed, value if refused).
+    ChangeStatus {
+        id: String,
+        allowed: &'static [&'static str],
+        refused: &'static [&'static str],
+        value: Option<(String, i64, i64)>,
+    },
 }
 
 /// One request of the matrix.
@@ -232,6 +262,20 @@ impl Call {
     }
 }
 
+/// Integer settings whose larger values are always valid: the matrix's changes raise one of
+/// them by 1.
+const CHANGE_SETTINGS: &[&str] = &[
+    "inspection.latency_p99_fail_ms",
+    "inspection.backup_age_fail_s",
+    "inspection.pending_compaction_warn_bytes",
+    "inspection.interval_s",
+    "supervisor.window_s",
+];
+
+/// The watch window of the matrix's changes, in seconds: one setting may have only one
+/// change in its watch window, so windows are short (and the server checks them often).
+const WATCH_WINDOW_S: u64 = 1;
+
 /// The objects the calls refer to; fresh ones are made per call for mutations so that each
 /// allowed call succeeds on its own.
 struct Fixtures {
@@ -250,6 +294,11 @@ struct Fixtures {
     /// A shipment of A's order and one of B's.
     shipment_a: String,
     shipment_b: String,
+    /// A second admin key, which approves the changes the server's admin key requests (a
+    /// change is approved by an admin other than its requester).
+    approver: Client,
+    /// A pending change, requested with the server's admin key.
+    change: String,
 }
 
 impl Fixtures {
@@ -270,7 +319,13 @@ impl Fixtures {
             order_b: String::new(),
             shipment_a: String::new(),
             shipment_b: String::new(),
+            approver: key_of(admin, "admin", None).1,
+            change: String::new(),
         };
+        fx.change = fx.fresh_change(&[])["id"]
+            .as_str()
+            .expect("change id")
+            .to_string();
         fx.order_a = fx.fresh_order(&fx.a.clone());
         fx.order_b = fx.fresh_order(&fx.b.clone());
         fx.shipment_a = fx.ship_one(&fx.order_a.clone());
@@ -367,6 +422,90 @@ impl Fixtures {
             .find(|s| s["id"] == id)
             .unwrap_or_else(|| panic!("no shard {id}: {shards}"))
             .clone()
+    }
+
+    /// The value in effect of an integer `setting`, from `GET /v1/ops/config`.
+    fn setting_value(&self, setting: &str) -> i64 {
+        let (status, config) = self.admin.get_json("/v1/ops/config");
+        assert_eq!(status, 200, "GET /v1/ops/config: {config}");
+        config["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|item| item["setting"] == setting)
+            .and_then(|item| item["value"].as_i64())
+            .unwrap_or_else(|| panic!("no integer setting {setting}: {config}"))
+    }
+
+    /// Every change, newest first.
+    fn changes(&self) -> Vec<Value> {
+        let mut changes = Vec::new();
+        let mut path = "/v1/ops/changes?limit=1000".to_string();
+        loop {
+            let (status, page) = self.admin.get_json(&path);
+            assert_eq!(status, 200, "GET {path}: {page}");
+            changes.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => path = format!("/v1/ops/changes?limit=1000&after={next}"),
+                None => return changes,
+            }
+        }
+    }
+
+    /// A setting of [`CHANGE_SETTINGS`] with no change in its watch window (status
+    /// `applied`), so that a change of it can be applied; waits for a window to end when
+    /// every one is busy.
+    fn free_setting(&self) -> &'static str {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let busy: BTreeSet<String> = self
+                .changes()
+                .iter()
+                .filter(|c| c["status"] == "applied")
+                .filter_map(|c| c["setting"].as_str().map(str::to_string))
+                .collect();
+            if let Some(setting) = CHANGE_SETTINGS.iter().find(|s| !busy.contains(**s)) {
+                return setting;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the matrix's settings stay in their watch windows: {busy:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A well-formed change request: `setting` one above its current value, watched
+    /// [`WATCH_WINDOW_S`].
+    fn change_body(&self, setting: &str) -> Value {
+        json!({
+            "setting": setting,
+            "value": self.setting_value(setting) + 1,
+            "reason": "role matrix",
+            "watch_window_s": WATCH_WINDOW_S,
+        })
+    }
+
+    /// A fresh change of a free setting, requested with the server's admin key, then taken
+    /// through `steps` (`approve`: by the second admin key, `apply`: by the server's admin
+    /// key); the change as the last step answered.
+    fn fresh_change(&self, steps: &[&str]) -> Value {
+        let body = self.change_body(self.free_setting());
+        let (status, mut change) = self.admin.post_json("/v1/ops/changes", &body, None);
+        assert_eq!(status, 201, "fixture change request {body}: {change}");
+        let id = change["id"].as_str().expect("change id").to_string();
+        for step in steps {
+            let client = match *step {
+                "approve" => &self.approver,
+                "apply" => &self.admin,
+                other => panic!("no change step {other}"),
+            };
+            let path = format!("/v1/ops/changes/{id}/{step}");
+            let reply = client.call("POST", &path, None, None);
+            assert_eq!(reply.status, 200, "fixture POST {path}: {}", reply.body);
+            change = reply.body;
+        }
+        change
     }
 
     fn status_of(&self, path: &str) -> String {
@@ -515,6 +654,72 @@ impl Fixtures {
                     effect: Effect::KeyRevoked { id, spare },
                 }
             }
+            ("GET", "/v1/ops/config" | "/v1/ops/changes") => Call::read(template),
+            ("POST", "/v1/ops/changes") => Call {
+                path: template.into(),
+                body: Some(self.change_body(CHANGE_SETTINGS[0])),
+                effect: Effect::Audited {
+                    action: "change.request",
+                    before: self.audited("change.request"),
+                },
+            },
+            ("GET", "/v1/ops/changes/{id}") => {
+                Call::read(format!("/v1/ops/changes/{}", self.change))
+            }
+            ("POST", "/v1/ops/changes/{id}/approve") => {
+                let change = self.fresh_change(&[]);
+                let id = change["id"].as_str().expect("change id").to_string();
+                Call {
+                    path: format!("/v1/ops/changes/{id}/approve"),
+                    body: None,
+                    effect: Effect::ChangeStatus {
+                        id,
+                        allowed: &["approved"],
+                        refused: &["pending"],
+                        value: None,
+                    },
+                }
+            }
+            ("POST", "/v1/ops/changes/{id}/apply") => {
+                let change = self.fresh_change(&["approve"]);
+                let id = change["id"].as_str().expect("change id").to_string();
+                let old = change["old_value"].as_i64().expect("old_value");
+                let new = change["value"].as_i64().expect("value");
+                Call {
+                    path: format!("/v1/ops/changes/{id}/apply"),
+                    body: None,
+                    effect: Effect::ChangeStatus {
+                        id,
+                        allowed: &["applied", "closed"],
+                        refused: &["approved"],
+                        value: Some((
+                            change["setting"].as_str().expect("setting").into(),
+                            new,
+                            old,
+                        )),
+                    },
+                }
+            }
+            ("POST", "/v1/ops/changes/{id}/rollback") => {
+                let change = self.fresh_change(&["approve", "apply"]);
+                let id = change["id"].as_str().expect("change id").to_string();
+                let old = change["old_value"].as_i64().expect("old_value");
+                let new = change["value"].as_i64().expect("value");
+                Call {
+                    path: format!("/v1/ops/changes/{id}/rollback"),
+                    body: None,
+                    effect: Effect::ChangeStatus {
+                        id,
+                        allowed: &["rolled_back"],
+                        refused: &["applied", "closed"],
+                        value: Some((
+                            change["setting"].as_str().expect("setting").into(),
+                            old,
+                            new,
+                        )),
+                    },
+                }
+            }
             ("GET", "/v1/audit" | "/v1/audit/verify") => Call::read(template),
             _ => panic!("route {method} {template} has no request in this test: add one"),
         }
@@ -605,6 +810,29 @@ impl Fixtures {
                     }
                     thread::sleep(Duration::from_millis(50));
                 }
+            }
+            Effect::ChangeStatus {
+                id,
+                allowed: yes,
+                refused: no,
+                value,
+            } => {
+                let now = self.status_of(&format!("/v1/ops/changes/{id}"));
+                let want = if allowed { yes } else { no };
+                if !want.contains(&now.as_str()) {
+                    return Err(format!(
+                        "change {id} is {now}, expected {}",
+                        want.join(" or ")
+                    ));
+                }
+                if let Some((setting, yes, no)) = value {
+                    let now = self.setting_value(setting);
+                    let want = if allowed { yes } else { no };
+                    if now != *want {
+                        return Err(format!("{setting} is {now} after {id}, expected {want}"));
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -727,16 +955,28 @@ struct Walk {
 
 impl Setup {
     fn new() -> Setup {
-        let server = Server::start(2);
+        // The matrix's changes are watched 1 s: checked every 100 ms, their windows end soon.
+        let server =
+            Server::start_with_env(2, &[("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100")]);
         let admin = server.client();
         let fx = Fixtures::new(&admin);
-        let keys = ROLES
-            .iter()
-            .map(|role| {
-                let customer = (*role == "customer").then_some(fx.a.as_str());
-                (*role, key_of(&admin, role, customer).1)
-            })
-            .collect();
+        let mut keys = Vec::new();
+        for role in ROLES {
+            let customer = (role == "customer").then_some(fx.a.as_str());
+            let (id, client) = key_of(&admin, role, customer);
+            if role == "admin" {
+                // The matrix's admin approves changes requested with the server's admin key:
+                // it must not be their requester (self-approval is 403 by design).
+                let path = format!("/v1/ops/changes/{}", fx.change);
+                let (status, change) = admin.get_json(&path);
+                assert_eq!(status, 200, "GET {path}: {change}");
+                assert_ne!(
+                    change["requested_by"], id,
+                    "the matrix's admin key requested the fixture change"
+                );
+            }
+            keys.push((role, client));
+        }
         let (revoked_id, revoked) = key_of(&admin, "admin", None);
         assert_eq!(revoked.get_json("/v1/keys").0, 200, "fresh admin key works");
         let r = admin.call("DELETE", &format!("/v1/keys/{revoked_id}"), None, None);

@@ -783,7 +783,6 @@ pub struct SettingResponse {
     /// `section.key`, as in `config/orderd.toml`.
     pub setting: String,
     /// The value in effect now.
-    #[schema(value_type = Object)]
     pub value: serde_json::Value,
     /// `integer` or `string`.
     #[serde(rename = "type")]
@@ -799,7 +798,6 @@ pub struct SettingResponse {
     pub change_id: Option<String>,
     /// For a setting that needs a restart: the value an applied change set, in effect from the
     /// next start.
-    #[schema(value_type = Option<Object>)]
     pub pending_value: Option<serde_json::Value>,
 }
 
@@ -810,7 +808,6 @@ pub struct ChangeRequest {
     /// A setting of `GET /v1/ops/config`.
     pub setting: String,
     /// The new value, of the setting's type and within its bounds.
-    #[schema(value_type = Object)]
     pub value: serde_json::Value,
     /// Why (1–1000 characters).
     pub reason: String,
@@ -868,7 +865,8 @@ pub struct WatchResponse {
     pub baseline: WindowStatsResponse,
     /// Since the watch started; null before the first judgement.
     pub observed: Option<WindowStatsResponse>,
-    /// `awaiting_restart`, `watching`, `passed`, `breached` or `ended` (rolled back by hand).
+    /// `awaiting_restart`, `watching`, `passed`, `unjudged` (the window ended with fewer than
+    /// `min_requests` requests), `breached` or `ended` (rolled back by hand).
     pub verdict: String,
 }
 
@@ -891,9 +889,7 @@ pub struct ChangeResponse {
     /// `pending`, `approved`, `applied`, `closed`, `rolled_back` or `auto_rolled_back`.
     pub status: String,
     pub setting: String,
-    #[schema(value_type = Object)]
     pub old_value: serde_json::Value,
-    #[schema(value_type = Object)]
     pub value: serde_json::Value,
     pub risk: String,
     pub live: bool,

@@ -1,6 +1,7 @@
 //! orderctl: the on-call CLI of orderd. Mostly a thin client of the server's public HTTP API
 //! (wire types from `orderd-proto`): health, inspection, shards, incidents, API keys, the audit
-//! chain, and backups (create, list, restore drills). One command works without the server:
+//! chain, backups (create, list, restore drills), the live settings and change requests. One
+//! command works without the server:
 //! `backup restore` restores a backup into a data directory with orderd stopped, through the
 //! public library APIs of the engine (the backup repository) and of the gateway (its
 //! configuration and the off-site store); it needs no key.
@@ -12,6 +13,7 @@
 //! shows every command with its output.
 
 mod backup;
+mod changes;
 mod client;
 mod progress;
 mod table;
@@ -41,14 +43,17 @@ const WAIT_POLL_INTERVAL_MS: u64 = 100;
     name = "orderctl",
     version,
     about = "On-call CLI of orderd: health, inspection, shards, incidents, API keys, audit, \
-backups",
+backups, settings and changes",
     after_help = "Exit codes: 0 ok; 1 a check failed (not ready, inspection fail, audit chain \
-broken, backup drill failed) or the server answered with an error (printed as `code: detail`, \
+broken, backup drill failed, a change rolled back automatically under `changes apply --wait`) \
+or the server answered with an error (printed as `code: detail`, \
 also for 401 and 403) or a restore could not be done (unknown backup, `refused: ...` when the \
 backup fails verification, a data directory in the way); 2 usage error or no key; 3 server \
 unreachable.\n\nBackups: `backup create|list|verify` ask the server; `backup restore` works \
-offline on the files, with orderd stopped, and needs no key.\n\nNot in this version (the \
-server has no such endpoints yet): `changes ...`."
+offline on the files, with orderd stopped, and needs no key.\n\nChanges: `changes request` \
+(admin or operator), `changes approve` (an admin other than the requester), `changes apply` \
+(the server then watches error rate and p99 and sets the old value back if they get worse), \
+`changes rollback`."
 )]
 struct Cli {
     /// Base URL of the orderd HTTP API [env: ORDERD_SERVER] [default: http://127.0.0.1:8080]
@@ -109,8 +114,11 @@ enum Command {
     /// Take, list and verify backups on the server; restore one offline
     #[command(subcommand)]
     Backup(backup::BackupAction),
-    // Room for a later issue, deliberately absent until the server has its endpoints (no stubs):
-    // - `Changes(ChangesAction)`: change requests over `/v1/ops/changes`.
+    /// The settings: value, type, bounds, risk, and the change that set each (GET /v1/ops/config)
+    Config,
+    /// Change a setting: request, approve (a second admin), apply and watch, roll back
+    #[command(subcommand)]
+    Changes(changes::ChangesAction),
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,6 +236,8 @@ fn run(cli: &Cli) -> Outcome {
         Command::Keys(KeysAction::Revoke { id }) => keys_revoke(&api, id),
         Command::Audit(AuditAction::Verify) => audit_verify(&api, out),
         Command::Backup(action) => backup::run(&api, timeout, out, action),
+        Command::Config => changes::config(&api, out),
+        Command::Changes(action) => changes::run(&api, out, action),
     }
 }
 
