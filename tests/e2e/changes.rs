@@ -446,6 +446,11 @@ fn a_change_that_makes_latency_worse_is_rolled_back_by_itself() {
         took < Duration::from_secs(60),
         "within its window: {took:?}"
     );
+    // For docs/PERFORMANCE.md ("Change management"): run with --no-capture to see it.
+    println!(
+        "auto rollback seen {} ms after apply (polled every 100 ms)",
+        took.as_millis()
+    );
     assert_eq!(rolled["watch"]["verdict"], "breached", "{rolled:#}");
     let observed = &rolled["watch"]["observed"];
     assert!(observed["p99_ms"].as_f64().unwrap() >= 300.0, "{observed}");
