@@ -510,7 +510,16 @@ impl Live {
 
     /// Connects the running components; before this, live values change only the
     /// configuration.
+    ///
+    /// The engine opened with the configured values, before the values applied changes left
+    /// were read: those are pushed to it here.
     pub fn set_hooks(&self, hooks: Hooks) {
+        let config = self.config();
+        let tunables = hooks.engine.tunables();
+        tunables.set_batch_events_max(config.engine.batch_events_max);
+        tunables.set_flush_interval_ms(config.storage.flush_interval_ms);
+        tunables.set_max_restarts(config.supervisor.max_restarts);
+        tunables.set_restart_window_s(config.supervisor.window_s);
         let _ = self.hooks.set(hooks);
     }
 

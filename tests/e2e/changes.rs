@@ -614,7 +614,8 @@ fn steps_and_values_survive_restarts_and_a_watch_resumes() {
 #[test]
 fn live_values_reach_the_log_filter_and_the_engine_without_a_restart() {
     let _serial = serial();
-    let server = Server::start_with_env(2, &[("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100")]);
+    let mut server =
+        Server::start_with_env(2, &[("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100")]);
     let admin_a = server.client();
     let (_, admin_b) = key_of(&admin_a, "admin");
     let apply = |setting: &str, value: Value| {
@@ -646,25 +647,61 @@ fn live_values_reach_the_log_filter_and_the_engine_without_a_restart() {
     // The supervisor's restart intensity, live: with 0 restarts allowed, one panic leaves the
     // shard failed (with the default 5 it would be rebuilt).
     apply("supervisor.max_restarts", json!(0));
-    let poison = "FAILPOINT-PANIC-CHG";
-    let (status, problem) = admin_a.post_json(
-        &format!("/v1/stock/{poison}/adjustments"),
-        &json!({"delta": 1, "reason": "x"}),
-        None,
-    );
-    assert_eq!(status, 503, "{problem}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, shards) = admin_a.get_json("/v1/ops/shards");
-        if shards
+    let poison_and_wait_failed = |admin: &Client, poison: &str| {
+        let (status, problem) = admin.post_json(
+            &format!("/v1/stock/{poison}/adjustments"),
+            &json!({"delta": 1, "reason": "x"}),
+            None,
+        );
+        assert_eq!(status, 503, "{problem}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, shards) = admin.get_json("/v1/ops/shards");
+            if shards
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["state"] == "failed")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no shard failed: {shards}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    poison_and_wait_failed(&admin_a, "FAILPOINT-PANIC-CHG");
+
+    // After a restart the engine runs with the value the change left, not the configured one
+    // (it opens before the stored values are read, and gets them pushed).
+    server.restart();
+    let admin_a = server.client();
+    let (_, shards) = admin_a.get_json("/v1/ops/shards");
+    assert!(
+        shards
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["state"] == "failed")
-        {
+            .all(|s| s["state"] == "running"),
+        "{shards}"
+    );
+    poison_and_wait_failed(&admin_a, "FAILPOINT-PANIC-CHG2");
+    // And the log filter too: debug lines from this process.
+    inspect_with(&admin_a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        let this_process = log
+            .rsplit("===== e2e: starting orderd")
+            .next()
+            .unwrap_or("");
+        if this_process.contains("TCP connection closed.") {
             break;
         }
-        assert!(Instant::now() < deadline, "no shard failed: {shards}");
+        assert!(Instant::now() < deadline, "no debug line after the restart");
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn inspect_with(admin: &Client) {
+    assert_eq!(admin.get_json("/v1/ops/inspection").0, 200);
 }
