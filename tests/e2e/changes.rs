@@ -487,6 +487,18 @@ fn a_change_that_makes_latency_worse_is_rolled_back_by_itself() {
         .clone();
     assert_eq!(incident["component"], format!("changes/{delay}"));
     assert_eq!(incident["kind"], "auto_rolled_back");
+    // Counted for the OrderdChangeAutoRolledBack alert.
+    let metrics = admin_a.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("orderd_incidents_total{")
+                && l.contains("component=\"changes\"")
+                && l.contains("kind=\"auto_rolled_back\"")
+                && l.ends_with(" 1")),
+        "{text}"
+    );
     assert!(
         incident["detail"].as_str().unwrap().contains(&id),
         "{incident}"
