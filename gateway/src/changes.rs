@@ -318,6 +318,9 @@ pub struct Changes {
     config: ChangesConfig,
     /// Serializes every transition; holds the next change number.
     next_number: tokio::sync::Mutex<u64>,
+    /// The changes in status `applied` (in or awaiting their watch), by number, with their
+    /// setting: what the watcher reads each round, without scanning the whole history.
+    applied: std::sync::Mutex<BTreeMap<u64, String>>,
 }
 
 /// Ends the watcher ([`Changes::stop`]).
@@ -342,12 +345,13 @@ impl Changes {
         config: ChangesConfig,
     ) -> anyhow::Result<Arc<Changes>> {
         let storage = engine.storage();
-        let last = load_all(storage.as_ref())
-            .map_err(anyhow::Error::msg)?
-            .iter()
-            .map(|c| c.number)
-            .max()
-            .unwrap_or(0);
+        let all = load_all(storage.as_ref()).map_err(anyhow::Error::msg)?;
+        let last = all.iter().map(|c| c.number).max().unwrap_or(0);
+        let applied = all
+            .into_iter()
+            .filter(|c| c.status == Status::Applied)
+            .map(|c| (c.number, c.setting))
+            .collect();
         Ok(Arc::new(Changes {
             storage,
             engine,
@@ -355,6 +359,7 @@ impl Changes {
             audit,
             config,
             next_number: tokio::sync::Mutex::new(last + 1),
+            applied: std::sync::Mutex::new(applied),
         }))
     }
 
@@ -446,7 +451,30 @@ impl Changes {
             .map_err(|e| ApiError::Unavailable {
                 detail: format!("cannot store the change: {e}"),
                 reasons: None,
-            })
+            })?;
+        let mut applied = self.applied.lock().expect("applied changes");
+        if change.status == Status::Applied {
+            applied.insert(change.number, change.setting.clone());
+        } else {
+            applied.remove(&change.number);
+        }
+        Ok(())
+    }
+
+    /// The changes in status `applied`, oldest first (under the transition lock).
+    async fn load_applied(&self) -> Result<Vec<Change>, ApiError> {
+        let numbers: Vec<u64> = self
+            .applied
+            .lock()
+            .expect("applied changes")
+            .keys()
+            .copied()
+            .collect();
+        let mut changes = Vec::with_capacity(numbers.len());
+        for number in numbers {
+            changes.push(self.load_one(&display_id(number)).await?);
+        }
+        Ok(changes)
     }
 
     async fn audit(
@@ -608,14 +636,16 @@ impl Changes {
             )));
         }
         let watching = self
-            .load()
-            .await?
-            .into_iter()
-            .find(|c| c.setting == change.setting && c.status == Status::Applied);
+            .applied
+            .lock()
+            .expect("applied changes")
+            .iter()
+            .find(|(_, setting)| **setting == change.setting)
+            .map(|(number, _)| *number);
         if let Some(other) = watching {
             return Err(ApiError::InvalidTransition(format!(
                 "{} of {} is still in its watch window",
-                other.id(),
+                display_id(other),
                 change.setting
             )));
         }
@@ -809,7 +839,7 @@ impl Changes {
     /// out while orderd was down).
     async fn resume(&self) -> Result<(), ApiError> {
         let _lock = self.next_number.lock().await;
-        for mut change in self.load().await? {
+        for mut change in self.load_applied().await? {
             if change.status != Status::Applied {
                 continue;
             }
@@ -870,7 +900,7 @@ impl Changes {
     /// closes those whose window ended.
     async fn watch_round(&self) -> Result<(), ApiError> {
         let _lock = self.next_number.lock().await;
-        for mut change in self.load().await? {
+        for mut change in self.load_applied().await? {
             if change.status != Status::Applied {
                 continue;
             }
