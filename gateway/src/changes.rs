@@ -363,16 +363,13 @@ impl Changes {
         }))
     }
 
-    /// Resumes the watches a restart interrupted, then judges the changes in their watch
-    /// window every `changes.watch_check_interval_ms`, on the current actix runtime.
+    /// Judges the changes in their watch window every `changes.watch_check_interval_ms`, on
+    /// the current actix runtime. Call [`Changes::resume`] first.
     pub fn start_watcher(self: &Arc<Self>) -> Watcher {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let changes = self.clone();
         let interval = Duration::from_millis(self.config.watch_check_interval_ms);
         let task = actix_web::rt::spawn(async move {
-            if let Err(error) = changes.resume().await {
-                tracing::error!(message = "Cannot resume the watch of applied changes.", %error);
-            }
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
@@ -837,7 +834,7 @@ impl Changes {
     /// After a start: starts the watch of changes that waited for a restart, and resumes the
     /// watches a stop interrupted (for the rest of the window, or a whole window when it ran
     /// out while orderd was down).
-    async fn resume(&self) -> Result<(), ApiError> {
+    pub async fn resume(&self) -> Result<(), ApiError> {
         let _lock = self.next_number.lock().await;
         for mut change in self.load_applied().await? {
             if change.status != Status::Applied {

@@ -373,10 +373,13 @@ mod tests {
         // Waits of 20 ms, then 40 ms, between the three attempts.
         assert!(started.elapsed() >= Duration::from_millis(60));
         // The blocker goes away while the retries wait: the upload then succeeds.
+        // The first attempt starts at once and fails; the blocker goes at 300 ms, during the
+        // first wait (1 s), so a loaded machine that stalls the first attempt a little does
+        // not let it succeed.
         let offsite =
-            Offsite::open(store_dir.to_str().unwrap(), 8, Duration::from_millis(20)).unwrap();
+            Offsite::open(store_dir.to_str().unwrap(), 8, Duration::from_millis(1000)).unwrap();
         let remover = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(300));
             std::fs::remove_file(&blocker).unwrap();
         });
         let report = offsite

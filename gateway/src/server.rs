@@ -240,6 +240,10 @@ async fn serve(
         config.changes.clone(),
     )
     .context("cannot read the change requests")?;
+    // Before the first request: whoever reads a change sees its watch resumed.
+    if let Err(error) = changes.resume().await {
+        tracing::error!(message = "Cannot resume the watch of applied changes.", %error);
+    }
     let watcher = changes.start_watcher();
     let changes = web::Data::from(changes);
     let live = web::Data::from(live);

@@ -504,6 +504,8 @@ async fn handle_frame(
         return Step::Close(Close::Unauthorized);
     };
     if !shared.auth.limiter.allow(&record.id, Instant::now()) {
+        // A refusal counts as an error in change management's watch, as a 429 over HTTP does.
+        crate::window::global().record(Duration::ZERO, true);
         let _ = replies
             .send(error_frame(request_id, &ApiError::RateLimited))
             .await;
@@ -517,6 +519,7 @@ async fn handle_frame(
     let max = shared.limits.max_in_flight;
     if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
         in_flight.fetch_sub(1, Ordering::AcqRel);
+        crate::window::global().record(Duration::ZERO, true);
         let mut body = ApiError::RateLimited.problem();
         body.detail = format!("more than {max} requests in flight on this connection");
         let _ = replies
