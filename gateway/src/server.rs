@@ -42,10 +42,7 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
                 .with_filter_reloading();
             let handle = builder.reload_handle();
             if builder.try_init().is_ok() {
-                crate::settings::set_log_reload(Box::new(move |level| {
-                    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-                    handle.reload(filter).map_err(|e| e.to_string())
-                }));
+                crate::settings::set_log_reload(log_reload(handle));
             }
         }
         LogFormat::Json => {
@@ -57,14 +54,21 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
                 .with_filter_reloading();
             let handle = builder.reload_handle();
             if builder.try_init().is_ok() {
-                crate::settings::set_log_reload(Box::new(move |level| {
-                    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-                    handle.reload(filter).map_err(|e| e.to_string())
-                }));
+                crate::settings::set_log_reload(log_reload(handle));
             }
         }
     }
     Ok(())
+}
+
+/// Change management's way to replace the log filter (`log.level`) of a running subscriber.
+fn log_reload<S: 'static>(
+    handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
+) -> crate::settings::LogReload {
+    Box::new(move |level| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// Runs orderd until SIGTERM or SIGINT, then drains requests and shuts the engine down.
