@@ -98,25 +98,7 @@ pub async fn list(
         .await
         .map_err(|error| ApiError::Internal(format!("cannot read the backup index: {error}")))?
         .map_err(|error| ApiError::Internal(format!("cannot read the backup index: {error}")))?;
-    let start = match &after {
-        None => 0,
-        Some(cursor) => match records.iter().position(|r| &r.id == cursor) {
-            Some(at) => at + 1,
-            None => {
-                return Err(ApiError::invalid(
-                    "after",
-                    "after must be the `next` cursor of a previous page",
-                ))
-            }
-        },
-    };
-    let mut page: Vec<BackupRecord> = records.into_iter().skip(start).take(limit + 1).collect();
-    let next = if page.len() > limit {
-        page.truncate(limit);
-        page.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
+    let (page, next) = super::page_after(records, |r| r.id.clone(), after.as_deref(), limit)?;
     Ok(HttpResponse::Ok().json(Page {
         items: page.into_iter().map(response).collect(),
         next,

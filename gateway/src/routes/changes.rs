@@ -77,25 +77,7 @@ pub async fn list(
     let query = query.get()?;
     let limit = validate::limit(query.limit.as_deref())?;
     let all = changes.list().await?;
-    let start = match &query.after {
-        None => 0,
-        Some(cursor) => match all.iter().position(|c| &c.id() == cursor) {
-            Some(at) => at + 1,
-            None => {
-                return Err(ApiError::invalid(
-                    "after",
-                    "after must be the `next` cursor of a previous page",
-                ))
-            }
-        },
-    };
-    let mut page: Vec<_> = all.into_iter().skip(start).take(limit + 1).collect();
-    let next = if page.len() > limit {
-        page.truncate(limit);
-        page.last().map(|c| c.id())
-    } else {
-        None
-    };
+    let (page, next) = super::page_after(all, |c| c.id(), query.after.as_deref(), limit)?;
     Ok(HttpResponse::Ok().json(Page {
         items: page.iter().map(changes::response).collect(),
         next,

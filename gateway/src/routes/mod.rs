@@ -244,6 +244,37 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
     .default_service(web::to(not_found));
 }
 
+/// One page of `items` (already in list order): the `limit` after the one whose id is `after`
+/// (from the start when `None`), and the cursor of the next page. An `after` that is no id of
+/// the list is 400.
+pub(crate) fn page_after<T>(
+    items: Vec<T>,
+    id: impl Fn(&T) -> String,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let start = match after {
+        None => 0,
+        Some(cursor) => match items.iter().position(|item| id(item) == cursor) {
+            Some(at) => at + 1,
+            None => {
+                return Err(ApiError::invalid(
+                    "after",
+                    "after must be the `next` cursor of a previous page",
+                ))
+            }
+        },
+    };
+    let mut page: Vec<T> = items.into_iter().skip(start).take(limit + 1).collect();
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(&id)
+    } else {
+        None
+    };
+    Ok((page, next))
+}
+
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".into()))
 }
