@@ -418,6 +418,18 @@ impl Changes {
         change: &Change,
         setting_value: Option<Option<Override>>,
     ) -> Result<(), ApiError> {
+        self.write(change, setting_value, true).await
+    }
+
+    /// [`Changes::persist`], synced or not: the observed figures a watch round refreshes are
+    /// not a step, so they need no fsync of their own (a crash loses at most the last ones,
+    /// which the resumed watch measures again).
+    async fn write(
+        &self,
+        change: &Change,
+        setting_value: Option<Option<Override>>,
+        sync: bool,
+    ) -> Result<(), ApiError> {
         let mut writes = vec![Write::Put {
             family: Family::Control,
             key: record_key(change.number),
@@ -442,7 +454,7 @@ impl Changes {
             None => {}
         }
         let storage = self.storage.clone();
-        actix_web::web::block(move || storage.write(writes, true))
+        actix_web::web::block(move || storage.write(writes, sync))
             .await
             .map_err(|e| ApiError::Internal(format!("change write did not run: {e}")))?
             .map_err(|e| ApiError::Unavailable {
@@ -947,7 +959,7 @@ impl Changes {
                 tracing::info!(message = "Change closed after its watch window.", id = %change.id());
             } else {
                 // The observed figures, for GET while watching.
-                self.persist(&change, None).await?;
+                self.write(&change, None, false).await?;
             }
         }
         Ok(())
