@@ -22,7 +22,10 @@ pub const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Runs the tests one at a time: they are load- and timing-sensitive and must not skew each other.
+/// Runs the tests one at a time when they share a process (`cargo test`): they are load- and
+/// timing-sensitive and must not skew each other. Under nextest every test is a process of its
+/// own, so this mutex serializes nothing there; the `serial-e2e` test group in
+/// `.config/nextest.toml` (`max-threads = 1`) does it instead.
 pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -357,6 +360,11 @@ impl Server {
     /// Starts a server on `dir` (kept by the caller; it may already hold data).
     pub fn start_in(dir: &Path, shards: usize) -> Server {
         Self::launch(dir.to_path_buf(), None, shards, &[])
+    }
+
+    /// Like [`Server::start_in`] with extra environment variables, kept for every restart.
+    pub fn start_in_with_env(dir: &Path, shards: usize, env: &[(&str, &str)]) -> Server {
+        Self::launch(dir.to_path_buf(), None, shards, env)
     }
 
     fn launch(root: PathBuf, tmp: Option<TempDir>, shards: usize, env: &[(&str, &str)]) -> Server {
