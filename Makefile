@@ -11,7 +11,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 # (engine/src/failpoint.rs); `make run` and `make bench` build without them.
 TEST_FEATURES := --features orderd-gateway/failpoints
 
-.PHONY: deps test-deps build run test test-only lint contract s3-test bench compare fmt clean-data
+.PHONY: deps test-deps build run test test-only lint contract s3-test bench compare simulate fmt clean-data
 
 # Installs what is missing with one `apt-get update`: libclang-dev (RocksDB's build) always,
 # and for the tests promtool (Debian package `prometheus`), which checks /metrics and the alert
@@ -51,6 +51,15 @@ test-only: test-deps
 	else \
 		cargo test $(PROFILE) --workspace --tests $(TEST_FEATURES) --no-fail-fast; \
 	fi
+
+## The deterministic simulator (engine/src/sim.rs): seed after seed until stopped, or one seed
+## replayed exactly: make simulate SEED=1234 STEPS=20000. `make test` runs a fixed budget of
+## seeds (engine/tests/sim.rs).
+SEED ?=
+STEPS ?= 20000
+simulate: deps
+	cargo build $(PROFILE) -p orderd-engine --bin orderd-simulate
+	$(BIN)/orderd-simulate $(if $(SEED),--seed $(SEED)) --steps $(STEPS)
 
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.
 ## Built in the same (release) profile as the tests, so RocksDB is not built a second time.

@@ -400,6 +400,7 @@ async fn drive(
             batches: after.batches - before.batches,
             events: after.events - before.events,
             bytes: after.bytes - before.bytes,
+            write_failures: after.write_failures - before.write_failures,
         },
         latency,
     }
@@ -508,6 +509,7 @@ fn main() {
                 batches: first.log.batches + second.log.batches,
                 events: first.log.events + second.log.events,
                 bytes: first.log.bytes + second.log.bytes,
+                write_failures: first.log.write_failures + second.log.write_failures,
             },
             latency: {
                 let mut latency = first.latency;

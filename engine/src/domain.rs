@@ -10,6 +10,83 @@ pub const ORDER_LINES_MAX: usize = 100;
 /// Maximum length of a SKU in bytes.
 pub const SKU_LENGTH_MAX: usize = 64;
 
+/// Largest `unit_price` of an order line, in minor currency units: 10^12 (ten billion in a
+/// currency with two decimals). Checked by the gateway and by the engine ([`add_line_amount`]).
+pub const UNIT_PRICE_MAX: u64 = 1_000_000_000_000;
+/// Largest `qty` of an order line, and of a shipment line: 10^6 units.
+pub const LINE_QTY_MAX: u32 = 1_000_000;
+/// Largest order total (the sum of `qty × unit_price` over its lines), in minor units: 10^15.
+///
+/// One line alone can reach `LINE_QTY_MAX × UNIT_PRICE_MAX` = 10^18 and 100 lines 10^20, past
+/// `u64::MAX`, so the total needs its own bound. 10^15 is below 2^53: a client that reads JSON
+/// numbers as doubles (JavaScript) reads every price and total exactly.
+pub const ORDER_TOTAL_MAX: u64 = 1_000_000_000_000_000;
+/// Largest `|delta|` of one stock adjustment: 10^12 units (what the flash-sale benchmark
+/// receives in one adjustment). `on_hand` itself stays at most `i64::MAX`, checked by the
+/// shard when it adjusts.
+pub const STOCK_DELTA_MAX: u64 = 1_000_000_000_000;
+
+/// Why an order line's numbers are out of bounds. The problem names `lines[i].{field}`
+/// ([`LineAmountError::field`]) and says [`LineAmountError::detail`], at the gateway and in
+/// the engine alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineAmountError {
+    /// `qty` is 0.
+    QtyZero,
+    /// `qty` is above [`LINE_QTY_MAX`].
+    QtyAboveMax,
+    /// `unit_price` is above [`UNIT_PRICE_MAX`].
+    UnitPriceAboveMax,
+    /// The order total up to and including this line is above [`ORDER_TOTAL_MAX`].
+    TotalAboveMax,
+}
+
+impl LineAmountError {
+    /// The line's field that is out of bounds (`qty` or `unit_price`; a total too large names
+    /// the `unit_price` of the line that passes the bound).
+    pub fn field(self) -> &'static str {
+        match self {
+            LineAmountError::QtyZero | LineAmountError::QtyAboveMax => "qty",
+            LineAmountError::UnitPriceAboveMax | LineAmountError::TotalAboveMax => "unit_price",
+        }
+    }
+
+    /// What a client reads in the problem's `detail`.
+    pub fn detail(self) -> String {
+        match self {
+            LineAmountError::QtyZero => "qty must be at least 1".to_string(),
+            LineAmountError::QtyAboveMax => format!("qty must be at most {LINE_QTY_MAX}"),
+            LineAmountError::UnitPriceAboveMax => {
+                format!("unit_price must be at most {UNIT_PRICE_MAX} (minor units)")
+            }
+            LineAmountError::TotalAboveMax => {
+                format!("the order total must be at most {ORDER_TOTAL_MAX} (minor units)")
+            }
+        }
+    }
+}
+
+/// Checks one order line's `qty` and `unit_price` against their bounds and adds the line's
+/// amount to `total` (the sum of the lines before it): the new total, at most
+/// [`ORDER_TOTAL_MAX`], or why the line is refused. Never overflows: a line's amount is at
+/// most 10^18 once both bounds hold, and `total` at most 10^15.
+pub fn add_line_amount(total: u64, qty: u32, unit_price: u64) -> Result<u64, LineAmountError> {
+    if qty == 0 {
+        return Err(LineAmountError::QtyZero);
+    }
+    if qty > LINE_QTY_MAX {
+        return Err(LineAmountError::QtyAboveMax);
+    }
+    if unit_price > UNIT_PRICE_MAX {
+        return Err(LineAmountError::UnitPriceAboveMax);
+    }
+    let sum = u64::from(qty)
+        .checked_mul(unit_price)
+        .and_then(|amount| amount.checked_add(total))
+        .filter(|sum| *sum <= ORDER_TOTAL_MAX);
+    sum.ok_or(LineAmountError::TotalAboveMax)
+}
+
 /// Bits of an id that hold its shard (the top 16 bits).
 const SHARD_SHIFT: u32 = 48;
 
@@ -185,6 +262,10 @@ pub enum PersonalField {
 }
 
 /// Sales figures of one shard over a time range (merged by the caller).
+///
+/// Every figure saturates at `u64::MAX` instead of wrapping: revenue can pass 2^64 minor units
+/// over enough orders (each up to [`ORDER_TOTAL_MAX`]), and a wrapped sum would read as a small
+/// one. The shards count in `u128`, which no realistic range reaches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SalesSummary {
     /// Orders placed in the range and not cancelled.
@@ -200,21 +281,21 @@ pub struct SalesSummary {
 }
 
 impl SalesSummary {
-    /// Adds another shard's figures to these.
+    /// Adds another shard's figures to these, saturating at `u64::MAX`.
     pub fn merge(&mut self, other: SalesSummary) {
-        self.orders += other.orders;
-        self.cancelled += other.cancelled;
-        self.units += other.units;
-        self.revenue += other.revenue;
+        self.orders = self.orders.saturating_add(other.orders);
+        self.cancelled = self.cancelled.saturating_add(other.cancelled);
+        self.units = self.units.saturating_add(other.units);
+        self.revenue = self.revenue.saturating_add(other.revenue);
         for (sku, (units, revenue)) in other.skus {
             let entry = self.skus.entry(sku).or_default();
-            entry.0 += units;
-            entry.1 += revenue;
+            entry.0 = entry.0.saturating_add(units);
+            entry.1 = entry.1.saturating_add(revenue);
         }
         for (hour, (orders, revenue)) in other.by_hour {
             let entry = self.by_hour.entry(hour).or_default();
-            entry.0 += orders;
-            entry.1 += revenue;
+            entry.0 = entry.0.saturating_add(orders);
+            entry.1 = entry.1.saturating_add(revenue);
         }
     }
 
@@ -424,6 +505,10 @@ pub enum CommandError {
     /// The command made a shard panic twice; it is refused from then on.
     #[error("quarantined: {0}")]
     Quarantined(String),
+    /// A write refused because the disk is (nearly) full; reads go on, and writes are
+    /// accepted again by themselves once space is back.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
 }
 
 #[cfg(test)]
@@ -449,6 +534,77 @@ mod tests {
         assert!(!sku_is_valid("a b"));
         assert!(!sku_is_valid(&"a".repeat(65)));
         assert!(sku_is_valid(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn line_qty_bound() {
+        assert_eq!(add_line_amount(0, LINE_QTY_MAX, 1), Ok(1_000_000));
+        assert_eq!(
+            add_line_amount(0, LINE_QTY_MAX + 1, 1),
+            Err(LineAmountError::QtyAboveMax)
+        );
+        assert_eq!(add_line_amount(0, 0, 1), Err(LineAmountError::QtyZero));
+        assert_eq!(LineAmountError::QtyAboveMax.field(), "qty");
+        assert_eq!(
+            LineAmountError::QtyAboveMax.detail(),
+            "qty must be at most 1000000"
+        );
+    }
+
+    #[test]
+    fn unit_price_bound() {
+        assert_eq!(add_line_amount(0, 1, UNIT_PRICE_MAX), Ok(UNIT_PRICE_MAX));
+        assert_eq!(
+            add_line_amount(0, 1, UNIT_PRICE_MAX + 1),
+            Err(LineAmountError::UnitPriceAboveMax)
+        );
+        assert_eq!(add_line_amount(0, 1, 0), Ok(0), "a free item is allowed");
+        assert_eq!(LineAmountError::UnitPriceAboveMax.field(), "unit_price");
+    }
+
+    #[test]
+    fn order_total_bound() {
+        let total = add_line_amount(0, 999, UNIT_PRICE_MAX).unwrap();
+        assert_eq!(
+            add_line_amount(total, 1, UNIT_PRICE_MAX),
+            Ok(ORDER_TOTAL_MAX)
+        );
+        assert_eq!(
+            add_line_amount(ORDER_TOTAL_MAX, 1, 1),
+            Err(LineAmountError::TotalAboveMax)
+        );
+        // Both bounds at once: 10^18, past the total's bound but not past u64.
+        assert_eq!(
+            add_line_amount(0, LINE_QTY_MAX, UNIT_PRICE_MAX),
+            Err(LineAmountError::TotalAboveMax)
+        );
+        // A total from elsewhere near u64::MAX is refused, not wrapped.
+        assert_eq!(
+            add_line_amount(u64::MAX, LINE_QTY_MAX, UNIT_PRICE_MAX),
+            Err(LineAmountError::TotalAboveMax)
+        );
+        assert_eq!(LineAmountError::TotalAboveMax.field(), "unit_price");
+        // Every total within the bound is exact as a JSON number read into a double.
+        const { assert!(ORDER_TOTAL_MAX < 1 << 53) };
+    }
+
+    #[test]
+    fn merged_summaries_saturate() {
+        let half = SalesSummary {
+            orders: 1,
+            units: u64::MAX / 2 + 1,
+            revenue: u64::MAX / 2 + 1,
+            skus: [("A".to_string(), (1, u64::MAX / 2 + 1))].into(),
+            by_hour: [(0, (1, u64::MAX / 2 + 1))].into(),
+            ..SalesSummary::default()
+        };
+        let mut total = half.clone();
+        total.merge(half);
+        assert_eq!(total.orders, 2);
+        assert_eq!(total.units, u64::MAX);
+        assert_eq!(total.revenue, u64::MAX);
+        assert_eq!(total.skus["A"], (2, u64::MAX));
+        assert_eq!(total.by_hour[&0], (2, u64::MAX));
     }
 
     #[test]

@@ -12,9 +12,9 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{
-    CommandError, CustomerId, CustomerView, NewCustomer, NewShipment, OrderCursor, OrderFilter,
-    OrderId, OrderPage, OrderView, PlaceOrder, SalesSummary, ShardState, ShardStatus, ShipmentId,
-    ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
+    CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment, OrderCursor,
+    OrderFilter, OrderId, OrderPage, OrderView, PlaceOrder, SalesSummary, ShardState, ShardStatus,
+    ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
 };
 use crate::event::{batch_decode, DecodeError};
 use crate::incident::{IncidentLog, RETENTION_MAX_DEFAULT};
@@ -43,6 +43,11 @@ pub struct EngineConfig {
     pub supervisor: SupervisorConfig,
     /// Incidents kept in storage; the oldest are deleted past it.
     pub incident_retention_max: usize,
+    /// The deadline of one client call (live: [`Tunables::set_request_timeout_ms`]).
+    pub request_timeout_ms: u64,
+    /// Writes are refused (507 `insufficient_storage`) while the file system of the data
+    /// directory has less free space than this; 0 turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 impl EngineConfig {
@@ -60,6 +65,8 @@ impl EngineConfig {
             pending_retry_ms: 500,
             supervisor: SupervisorConfig::default(),
             incident_retention_max: RETENTION_MAX_DEFAULT,
+            request_timeout_ms: crate::tunables::REQUEST_TIMEOUT_MS_DEFAULT,
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -77,6 +84,9 @@ pub enum EngineError {
     #[error("invalid configuration: {0}")]
     Config(String),
 }
+
+/// The deadline of whole-shard work (snapshot, re-seal, state digest): 10 minutes.
+const WHOLE_SHARD_TIMEOUT_MS: u64 = 600_000;
 
 /// Key in `control` of the shard count the data was written with; present from the first start
 /// on (the inspection reads it to prove storage answers).
@@ -211,6 +221,8 @@ pub struct LogCounters {
     pub batches: u64,
     pub events: u64,
     pub bytes: u64,
+    /// Writes (group commits and probes) that failed since start.
+    pub write_failures: u64,
 }
 
 /// Why a shard is rebuilt, for its incident.
@@ -292,12 +304,22 @@ impl Engine {
             config.supervisor.max_restarts,
             config.supervisor.window_s,
         ));
+        tunables.set_request_timeout_ms(config.request_timeout_ms);
+        let (faults, fault_receiver) = mpsc::channel(FAULT_QUEUE_MAX);
         let writer = LogWriter::start(
             storage.clone(),
             config.durability,
             tunables.clone(),
             recovered.iter().map(|r| r.data.last_seq).collect(),
+            faults.clone(),
         );
+        if config.min_free_bytes > 0 {
+            crate::diskguard::start(
+                config.data_dir.clone(),
+                config.min_free_bytes,
+                Arc::downgrade(&writer.stats),
+            );
+        }
         let settings = ShardSettings {
             mailbox_capacity: config.mailbox_capacity.max(16),
             tunables: tunables.clone(),
@@ -318,7 +340,6 @@ impl Engine {
             .collect();
         let incidents = IncidentLog::open(storage.clone(), config.incident_retention_max)?;
         let quarantine = Arc::new(Quarantine::load(storage.as_ref())?);
-        let (faults, fault_receiver) = mpsc::channel(FAULT_QUEUE_MAX);
         let writer_sender = writer.sender.clone();
         let writer_stats = writer.stats.clone();
         // The router is filled before any message that needs it (`Recover`) is sent.
@@ -386,6 +407,7 @@ impl Engine {
                 sender,
                 stats,
                 router,
+                Arc::new(crate::shard::SystemClock),
                 gauges,
                 link,
             )
@@ -461,13 +483,34 @@ impl Engine {
         // The writer's atomic mirror, not the watch: reading the watch takes its lock.
         let sent_to = self.generation(shard);
         let (reply, mut answer) = oneshot::channel();
-        self.call_untracked(shard, ShardMsg::Client(make(reply)))?;
+        let cmd = make(reply);
+        // Whole-shard work an operator asks for (a snapshot, re-sealing every value, the
+        // state digest) may take longer than a request on a large shard.
+        let whole_shard = matches!(
+            cmd,
+            ClientCmd::Reseal { .. } | ClientCmd::Snapshot { .. } | ClientCmd::StateDigest { .. }
+        );
+        self.call_untracked(shard, ShardMsg::Client(cmd))?;
         let restarted =
             || CommandError::Unavailable(format!("shard {shard} restarted during the request"));
+        // Every call has a deadline (`engine.request_timeout_ms`): a shard that never answers
+        // (stuck, or waiting on a part that cannot answer) costs the caller at most that.
+        let mut timeout_ms = self.inner.settings.tunables.request_timeout_ms();
+        if whole_shard {
+            timeout_ms = timeout_ms.max(WHOLE_SHARD_TIMEOUT_MS);
+        }
+        let deadline = Duration::from_millis(timeout_ms);
+        let started = Instant::now();
+        let late = || {
+            CommandError::Unavailable(format!(
+                "shard {shard} did not answer within engine.request_timeout_ms ({timeout_ms} ms); a retry with the same Idempotency-Key is safe"
+            ))
+        };
         // Fast path: almost every answer comes within one heartbeat interval. Only a request
         // still waiting then watches the shard's generation (registering with the shared watch
         // on every request would cost a contended lock each).
-        let patience = Duration::from_millis(self.inner.supervisor_config.heartbeat_interval_ms);
+        let patience =
+            Duration::from_millis(self.inner.supervisor_config.heartbeat_interval_ms).min(deadline);
         if let Ok(answer) = tokio::time::timeout(patience, &mut answer).await {
             return answer.map_err(|_| restarted())?;
         }
@@ -479,12 +522,14 @@ impl Engine {
                 "shard {shard} was replaced during the request"
             )));
         }
+        let left = deadline.saturating_sub(started.elapsed());
         tokio::select! {
             biased;
             answer = answer => answer.map_err(|_| restarted())?,
             _ = generation.changed() => Err(CommandError::Unavailable(format!(
                 "shard {shard} was replaced during the request"
             ))),
+            _ = tokio::time::sleep(left) => Err(late()),
         }
     }
 
@@ -493,7 +538,21 @@ impl Engine {
         sku: &str,
         delta: i64,
         reason: &str,
+        actor: &str,
+    ) -> Result<StockView, CommandError> {
+        self.adjust_stock_with(sku, delta, reason, actor, None)
+            .await
+    }
+
+    /// [`Engine::adjust_stock`] under an Idempotency-Key: a retry with the same key and body
+    /// is answered the stock the first one left, and applies nothing.
+    pub async fn adjust_stock_with(
+        &self,
+        sku: &str,
+        delta: i64,
+        reason: &str,
         _actor: &str,
+        idempotency: Option<Idempotency>,
     ) -> Result<StockView, CommandError> {
         let shard = shard_of_sku(sku, self.inner.shard_count);
         let (sku, reason) = (sku.to_string(), reason.to_string());
@@ -501,6 +560,7 @@ impl Engine {
             sku,
             delta,
             reason,
+            idempotency,
             reply,
         })
         .await
@@ -517,13 +577,33 @@ impl Engine {
         &self,
         customer: NewCustomer,
     ) -> Result<CustomerView, CommandError> {
-        let shard = (self
-            .inner
-            .next_customer_shard
-            .fetch_add(1, Ordering::Relaxed)
-            % self.inner.shard_count as u64) as u16;
-        self.call(shard, |reply| ClientCmd::CreateCustomer { customer, reply })
-            .await
+        self.create_customer_with(customer, None).await
+    }
+
+    /// [`Engine::create_customer`] under an Idempotency-Key: the customer lives on the key's
+    /// shard, so a retry finds the first outcome and creates nothing more.
+    pub async fn create_customer_with(
+        &self,
+        customer: NewCustomer,
+        idempotency: Option<Idempotency>,
+    ) -> Result<CustomerView, CommandError> {
+        let count = self.inner.shard_count;
+        let shard = match &idempotency {
+            Some(idem) => shard_of_key(&idem.key, count),
+            None => {
+                (self
+                    .inner
+                    .next_customer_shard
+                    .fetch_add(1, Ordering::Relaxed)
+                    % count as u64) as u16
+            }
+        };
+        self.call(shard, |reply| ClientCmd::CreateCustomer {
+            customer,
+            idempotency,
+            reply,
+        })
+        .await
     }
 
     pub async fn customer(&self, id: CustomerId) -> Result<CustomerView, CommandError> {
@@ -579,6 +659,12 @@ impl Engine {
     /// messages in (`enqueued`) against messages the shard has taken (`handled`).
     fn call_untracked(&self, shard: u16, msg: ShardMsg) -> Result<(), CommandError> {
         let slot = &self.inner.slots[shard as usize];
+        // A write on a full disk is refused as such, whatever state its shard is in.
+        if let ShardMsg::Client(cmd) = &msg {
+            if cmd.writes() {
+                self.admit_write()?;
+            }
+        }
         match slot.state.load(Ordering::SeqCst) {
             RUNNING => {}
             RESTARTING => {
@@ -615,6 +701,28 @@ impl Engine {
                 }))
             }
         }
+    }
+
+    /// Refuses a write at once while the disk is (nearly) full (507) or storage refuses
+    /// writes (503); reads are never refused here.
+    fn admit_write(&self) -> Result<(), CommandError> {
+        let stats = &self.inner.writer_stats;
+        if stats.disk_low.load(Ordering::Relaxed) {
+            return Err(CommandError::InsufficientStorage(
+                "the disk of the data directory is nearly full (less free space than storage.min_free_bytes); reads go on, writes are accepted again once space is back".into(),
+            ));
+        }
+        if stats.failed.load(Ordering::Relaxed) {
+            if stats.no_space.load(Ordering::Relaxed) {
+                return Err(CommandError::InsufficientStorage(
+                    "the disk of the data directory is full; reads go on, writes are accepted again once space is back".into(),
+                ));
+            }
+            return Err(CommandError::Unavailable(
+                "storage writes are failing; retry shortly".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn order(&self, id: OrderId) -> Result<OrderView, CommandError> {
@@ -661,6 +769,17 @@ impl Engine {
         reason: Option<String>,
         actor: &str,
     ) -> Result<OrderView, CommandError> {
+        self.cancel_order_with(id, reason, actor, None).await
+    }
+
+    /// [`Engine::cancel_order`] under an Idempotency-Key.
+    pub async fn cancel_order_with(
+        &self,
+        id: OrderId,
+        reason: Option<String>,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<OrderView, CommandError> {
         if id.shard() >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
@@ -669,6 +788,7 @@ impl Engine {
             id,
             reason,
             actor,
+            idempotency,
             reply,
         })
         .await
@@ -676,12 +796,26 @@ impl Engine {
 
     /// Ships units of an order (on the order's shard).
     pub async fn ship(&self, shipment: NewShipment) -> Result<ShipmentView, CommandError> {
+        self.ship_with(shipment, None).await
+    }
+
+    /// [`Engine::ship`] under an Idempotency-Key: a retry is answered the shipment as it was
+    /// created, and ships nothing more.
+    pub async fn ship_with(
+        &self,
+        shipment: NewShipment,
+        idempotency: Option<Idempotency>,
+    ) -> Result<ShipmentView, CommandError> {
         let shard = shipment.order_id.shard();
         if shard >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
-        self.call(shard, |reply| ClientCmd::Ship { shipment, reply })
-            .await
+        self.call(shard, |reply| ClientCmd::Ship {
+            shipment,
+            idempotency,
+            reply,
+        })
+        .await
     }
 
     /// Records a carrier event on a shipment.
@@ -692,6 +826,19 @@ impl Engine {
         note: Option<String>,
         actor: &str,
     ) -> Result<ShipmentView, CommandError> {
+        self.shipment_event_with(id, status, note, actor, None)
+            .await
+    }
+
+    /// [`Engine::shipment_event`] under an Idempotency-Key.
+    pub async fn shipment_event_with(
+        &self,
+        id: ShipmentId,
+        status: ShipmentStatus,
+        note: Option<String>,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<ShipmentView, CommandError> {
         if id.shard() >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
@@ -701,6 +848,7 @@ impl Engine {
             status,
             note,
             actor,
+            idempotency,
             reply,
         })
         .await
@@ -952,6 +1100,42 @@ impl Engine {
         }
     }
 
+    /// After a write of the shard's batch failed: rebuilds it from storage without counting
+    /// towards the restart intensity (storage, not the shard, failed). Written as an incident.
+    pub(crate) async fn restart_after_storage_fault(&self, shard: u16, detail: String) {
+        let slot = &self.inner.slots[shard as usize];
+        if slot
+            .state
+            .compare_exchange(RUNNING, RESTARTING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return; // being restarted already, or failed
+        }
+        let at_us = crate::shard::now_us();
+        match self.rebuild(shard, Rebuild::AfterFault).await {
+            Ok(elapsed) => {
+                if let Err(error) = self.inner.incidents.record_recovered(
+                    at_us,
+                    &format!("shard/{shard}"),
+                    "write_failed",
+                    detail,
+                    format!(
+                        "shard rebuilt from storage in {} ms; nothing unwritten was acknowledged",
+                        elapsed.as_millis()
+                    ),
+                ) {
+                    tracing::warn!(message = "Could not record an incident.", %error);
+                }
+            }
+            Err(error) => {
+                self.escalate(
+                    shard,
+                    format!("rebuild after a failed write failed: {error}"),
+                );
+            }
+        }
+    }
+
     fn record(&self, component: &str, kind: &str, detail: String, action: &str) {
         if let Err(error) = self.inner.incidents.record(component, kind, detail, action) {
             tracing::error!(message = "Could not record an incident.", %error);
@@ -1010,7 +1194,16 @@ impl Engine {
         if let Rebuild::Requested = how {
             let (done, stopped) = oneshot::channel();
             inner.router.send(shard, ShardMsg::Stop { done });
-            let _ = stopped.await;
+            // A stuck shard never answers: past the heartbeat timeout it is replaced the way
+            // the supervisor replaces it (whatever it had not written was never acknowledged).
+            let patience = Duration::from_millis(inner.supervisor_config.heartbeat_timeout_ms);
+            if tokio::time::timeout(patience, stopped).await.is_err() {
+                tracing::warn!(
+                    message = "Shard did not stop in time for its restart; replacing it.",
+                    shard,
+                    timeout_ms = patience.as_millis() as u64
+                );
+            }
         }
         self.retire(shard);
         // Everything the old actor handed the writer is written (or refused) once this
@@ -1126,6 +1319,11 @@ impl Engine {
         if self.storage_writes_failing() {
             reasons.push("storage writes are failing".to_string());
         }
+        if self.disk_low() {
+            reasons.push(
+                "the disk of the data directory is nearly full: writes are refused".to_string(),
+            );
+        }
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -1139,6 +1337,17 @@ impl Engine {
         self.inner.writer_stats.failed.load(Ordering::SeqCst)
     }
 
+    /// True while writes are refused at admission: the disk is nearly full, or storage
+    /// refuses writes.
+    pub fn writes_refused(&self) -> bool {
+        self.disk_low() || self.storage_writes_failing()
+    }
+
+    /// True while the disk guard finds less free space than `storage.min_free_bytes`.
+    pub fn disk_low(&self) -> bool {
+        self.inner.writer_stats.disk_low.load(Ordering::SeqCst)
+    }
+
     pub fn log_counters(&self) -> LogCounters {
         let s = &self.inner.writer_stats;
         LogCounters {
@@ -1147,6 +1356,7 @@ impl Engine {
             batches: s.batches.load(Ordering::Relaxed),
             events: s.events.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
+            write_failures: s.failures.load(Ordering::Relaxed),
         }
     }
 

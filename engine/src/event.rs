@@ -130,6 +130,12 @@ pub enum Event {
         order: u64,
         shipping_address: Option<String>,
     },
+    /// A mutation other than a placement was applied under an Idempotency-Key (in the same
+    /// batch, right after its event): a retry with the key is answered `outcome`.
+    IdemRecorded {
+        idem: IdemRecord,
+        outcome: crate::state::IdemOutcome,
+    },
 }
 
 /// Why a stored record could not be decoded.

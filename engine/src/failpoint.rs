@@ -7,13 +7,27 @@
 //!   the digits end at the first non-digit).
 //!
 //! Any other SKU is untouched. Without the feature these SKUs are ordinary SKUs.
+//!
+//! `ORDERD_FAILPOINTS=off` in the environment disarms them for the whole process (read once):
+//! an end-to-end test restarts the server so to stand for "the bug is fixed and deployed", e.g.
+//! before lifting a quarantine.
 
 /// True when this build has failpoints compiled in.
 pub const ENABLED: bool = cfg!(feature = "failpoints");
 
+/// Whether `ORDERD_FAILPOINTS=off` disarmed the failpoints of this process.
+#[cfg(feature = "failpoints")]
+fn disarmed() -> bool {
+    static DISARMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DISARMED.get_or_init(|| std::env::var("ORDERD_FAILPOINTS").is_ok_and(|v| v == "off"))
+}
+
 /// Triggers the failpoint a SKU names, if any.
 #[cfg(feature = "failpoints")]
 pub fn on_sku(sku: &str) {
+    if disarmed() {
+        return;
+    }
     if sku.starts_with("FAILPOINT-PANIC") {
         panic!("failpoint: panic on SKU {sku}");
     }

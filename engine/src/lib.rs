@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate knows no HTTP, JSON or sockets.
 
 pub mod backup;
+pub mod diskguard;
 pub mod domain;
 pub mod engine;
 pub mod event;
@@ -11,6 +12,7 @@ pub mod failpoint;
 pub mod incident;
 pub mod log;
 pub mod shard;
+pub mod sim;
 pub mod state;
 pub mod storage;
 pub mod supervisor;

@@ -6,6 +6,13 @@
 //! as one RocksDB write batch (`sync=true` in `sync` durability), and only then runs the
 //! continuations, in submission order. Per group commit (never per event) it records the fsync
 //! time and the events written through the `metrics` facade.
+//!
+//! A failed write is a fault of every shard whose batch was in it: the writer moves those
+//! shards' generations on before it takes the next group (so nothing those actors applied
+//! after the failed batch can be written, and `durable_seq` never passes a failed sequence),
+//! answers the group's waiters `false`, and reports [`Fault::WriteFailed`] so the supervisor
+//! rebuilds the shards from storage. While writes fail, a probe write every
+//! [`PROBE_INTERVAL`] finds out when storage accepts writes again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +22,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::storage::{shard_key, Family, Storage, Write};
+use crate::supervisor::Fault;
 use crate::tunables::Tunables;
+
+/// While writes fail, how often the writer tries a probe write to learn that storage accepts
+/// writes again.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Key in `control` of the probe write.
+pub const PROBE_KEY: &[u8] = b"engine/write_probe";
 
 /// Runs once the writes submitted before it are durable (`true`) or failed (`false`).
 pub type Continuation = Box<dyn FnOnce(bool) + Send>;
@@ -73,11 +87,37 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     pub events: AtomicU64,
     pub bytes: AtomicU64,
+    /// True from a failed write until a later write (or probe) succeeds.
     pub failed: AtomicBool,
+    /// Writes (groups and probes) that failed, since start.
+    pub failures: AtomicU64,
+    /// The last failure was the file system running out of space.
+    pub no_space: AtomicBool,
+    /// True while the disk guard finds less free space than `storage.min_free_bytes`.
+    pub disk_low: AtomicBool,
     /// Per shard: the last sequence number known durable.
     pub durable_seq: Vec<AtomicU64>,
     /// Per shard: the generation of its current actor (moved on when the shard is replaced).
     pub generations: Vec<AtomicU64>,
+}
+
+impl WriterStats {
+    /// Fresh counters for shards whose logs are durable up to `durable_seq`.
+    pub fn new(durable_seq: Vec<u64>) -> WriterStats {
+        WriterStats {
+            syncs: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
+            no_space: AtomicBool::new(false),
+            disk_low: AtomicBool::new(false),
+            generations: durable_seq.iter().map(|_| AtomicU64::new(0)).collect(),
+            durable_seq: durable_seq.into_iter().map(AtomicU64::new).collect(),
+        }
+    }
 }
 
 pub struct LogWriter {
@@ -92,22 +132,23 @@ impl LogWriter {
         durability: Durability,
         tunables: Arc<Tunables>,
         durable_seq: Vec<u64>,
+        faults: tokio::sync::mpsc::Sender<Fault>,
     ) -> LogWriter {
         let (sender, receiver) = crossbeam_channel::bounded(WRITER_QUEUE_MAX);
-        let stats = Arc::new(WriterStats {
-            syncs: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            failed: AtomicBool::new(false),
-            generations: durable_seq.iter().map(|_| AtomicU64::new(0)).collect(),
-            durable_seq: durable_seq.into_iter().map(AtomicU64::new).collect(),
-        });
+        let stats = Arc::new(WriterStats::new(durable_seq));
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("orderd-log".into())
-            .spawn(move || run(storage, durability, tunables, receiver, thread_stats))
+            .spawn(move || {
+                run(
+                    storage,
+                    durability,
+                    tunables,
+                    receiver,
+                    thread_stats,
+                    faults,
+                )
+            })
             .expect("spawn log writer thread");
         LogWriter {
             sender,
@@ -137,18 +178,30 @@ fn run(
     tunables: Arc<Tunables>,
     receiver: Receiver<WriterMsg>,
     stats: Arc<WriterStats>,
+    faults: tokio::sync::mpsc::Sender<Fault>,
 ) {
     let sync = durability == Durability::Sync;
+    let mut last_probe = Instant::now();
     let mut unsynced = false;
     let mut last_sync = Instant::now();
     let mut group: Vec<WriterMsg> = Vec::with_capacity(GROUP_MESSAGES_MAX);
-    // Per message of `group`: sent by a replaced shard actor, so refused.
-    let mut refused: Vec<bool> = Vec::with_capacity(GROUP_MESSAGES_MAX);
     loop {
         // Read each round: change management may change it while the writer runs.
         let flush_interval = Duration::from_millis(tunables.flush_interval_ms());
-        let first = if unsynced {
-            match receiver.recv_timeout(flush_interval.saturating_sub(last_sync.elapsed())) {
+        let failing = stats.failed.load(Ordering::SeqCst);
+        if failing && last_probe.elapsed() >= PROBE_INTERVAL {
+            last_probe = Instant::now();
+            probe(storage.as_ref(), sync, &stats, &faults);
+        }
+        let first = if unsynced || failing {
+            let mut wait = Duration::MAX;
+            if unsynced {
+                wait = wait.min(flush_interval.saturating_sub(last_sync.elapsed()));
+            }
+            if failing {
+                wait = wait.min(PROBE_INTERVAL.saturating_sub(last_probe.elapsed()));
+            }
+            match receiver.recv_timeout(wait) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -166,7 +219,7 @@ fn run(
                 .record(sync_started.elapsed().as_secs_f64());
             if let Err(error) = synced {
                 tracing::error!(message = "Failed to sync the log.", %error);
-                stats.failed.store(true, Ordering::SeqCst);
+                note_failure(&stats, &faults, error.to_string());
             }
             stats.syncs.fetch_add(1, Ordering::Relaxed);
             unsynced = false;
@@ -180,106 +233,239 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut writes = Vec::with_capacity(group.len());
-        let mut stop = false;
-        let mut batches = 0u64;
-        let mut events = 0u64;
-        let mut bytes = 0u64;
-        refused.clear();
-        for msg in group.iter_mut() {
-            let stale = match msg {
+        let outcome = commit_group(storage.as_ref(), sync, &mut group, &stats, &faults);
+        if outcome.failed {
+            last_probe = Instant::now();
+        }
+        if outcome.written && !sync {
+            unsynced = true;
+        }
+        if outcome.stop {
+            if unsynced {
+                let _ = storage.sync();
+                stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+    }
+}
+
+/// What [`commit_group`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GroupOutcome {
+    /// A write was made and succeeded.
+    pub written: bool,
+    /// The write failed (its shards were poisoned and reported).
+    pub failed: bool,
+    /// The group held `WriterMsg::Stop`.
+    pub stop: bool,
+}
+
+/// Writes one group of messages as one storage write and runs their continuations: the
+/// writer thread's work for one round, also driven by the simulator (`crate::sim`).
+///
+/// Messages of a replaced shard actor (stale generation) are refused. On a failed write,
+/// every shard with a batch or snapshot in the group gets its generation moved on (before
+/// anything else is taken) and is reported as [`Fault::WriteFailed`]. `group` is drained.
+pub fn commit_group(
+    storage: &dyn Storage,
+    sync: bool,
+    group: &mut Vec<WriterMsg>,
+    stats: &WriterStats,
+    faults: &tokio::sync::mpsc::Sender<Fault>,
+) -> GroupOutcome {
+    let mut outcome = GroupOutcome::default();
+    let mut writes = Vec::with_capacity(group.len());
+    let mut batches = 0u64;
+    let mut events = 0u64;
+    let mut bytes = 0u64;
+    // Per message of `group`: sent by a replaced shard actor, so refused.
+    let mut refused: Vec<bool> = Vec::with_capacity(group.len());
+    for msg in group.iter_mut() {
+        let stale = match msg {
+            WriterMsg::Batch {
+                shard, generation, ..
+            }
+            | WriterMsg::Raw {
+                guard: Some((shard, generation)),
+                ..
+            } => stats.generations[*shard as usize].load(Ordering::SeqCst) != *generation,
+            _ => false,
+        };
+        refused.push(stale);
+        if stale {
+            continue;
+        }
+        match msg {
+            WriterMsg::Batch {
+                shard,
+                first_seq,
+                last_seq,
+                value,
+                ..
+            } => {
+                if let Some(value) = value.take() {
+                    batches += 1;
+                    events += *last_seq + 1 - *first_seq;
+                    bytes += value.len() as u64;
+                    writes.push(Write::Put {
+                        family: Family::Log,
+                        key: shard_key(*shard, *first_seq),
+                        value,
+                    });
+                }
+            }
+            WriterMsg::Raw { writes: raw, .. } => writes.append(raw),
+            WriterMsg::Stop => outcome.stop = true,
+        }
+    }
+    // A group of replies only (reads): nothing to write. Their shards' earlier batches
+    // were written, or failed and moved the shard's generation on (refused above).
+    let mut failure: Option<String> = None;
+    let ok = if writes.is_empty() {
+        true
+    } else {
+        let write_started = Instant::now();
+        let written = storage.write(writes, sync);
+        let write_s = write_started.elapsed().as_secs_f64();
+        match written {
+            Ok(()) => {
+                outcome.written = true;
+                stats.writes.fetch_add(1, Ordering::Relaxed);
+                if events > 0 {
+                    metrics::histogram!(BATCH_EVENTS_METRIC).record(events as f64);
+                }
+                if sync {
+                    stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    metrics::histogram!(FSYNC_DURATION_SECONDS_METRIC).record(write_s);
+                }
+                stats.batches.fetch_add(batches, Ordering::Relaxed);
+                stats.events.fetch_add(events, Ordering::Relaxed);
+                stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+                if stats.failed.swap(false, Ordering::SeqCst) {
+                    recovered(faults);
+                }
+                true
+            }
+            Err(error) => {
+                tracing::error!(message = "Failed to write a log group.", %error);
+                failure = Some(error.to_string());
+                false
+            }
+        }
+    };
+    if let Some(error) = &failure {
+        outcome.failed = true;
+        // Every shard with a batch or a snapshot in the failed group is poisoned before
+        // anything else is taken: what its actor applied after the failed batch can never
+        // be written, and the supervisor rebuilds it from storage.
+        let mut poisoned: Vec<u16> = Vec::new();
+        for (msg, stale) in group.iter().zip(refused.iter()) {
+            if *stale {
+                continue;
+            }
+            let (shard, generation) = match msg {
                 WriterMsg::Batch {
                     shard, generation, ..
                 }
                 | WriterMsg::Raw {
                     guard: Some((shard, generation)),
                     ..
-                } => stats.generations[*shard as usize].load(Ordering::SeqCst) != *generation,
-                _ => false,
+                } => (*shard, *generation),
+                _ => continue,
             };
-            refused.push(stale);
-            if stale {
+            if poisoned.contains(&shard) {
                 continue;
             }
-            match msg {
-                WriterMsg::Batch {
+            poisoned.push(shard);
+            if crate::sim::regressed(crate::sim::Regression::WriteFailureKeepsShard) {
+                continue;
+            }
+            let moved = stats.generations[shard as usize].compare_exchange(
+                generation,
+                generation + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            if moved.is_ok() {
+                let fault = Fault::WriteFailed {
                     shard,
-                    first_seq,
-                    last_seq,
-                    value,
-                    ..
-                } => {
-                    if let Some(value) = value.take() {
-                        batches += 1;
-                        events += *last_seq + 1 - *first_seq;
-                        bytes += value.len() as u64;
-                        writes.push(Write::Put {
-                            family: Family::Log,
-                            key: shard_key(*shard, *first_seq),
-                            value,
-                        });
-                    }
+                    generation: generation + 1,
+                    error: error.clone(),
+                };
+                if let Err(error) = faults.try_send(fault) {
+                    tracing::error!(message = "Could not report a write fault.", shard, %error);
                 }
-                WriterMsg::Raw { writes: raw, .. } => writes.append(raw),
-                WriterMsg::Stop => stop = true,
             }
         }
-        let ok = if writes.is_empty() {
-            !stats.failed.load(Ordering::SeqCst)
-        } else {
-            let write_started = Instant::now();
-            let written = storage.write(writes, sync);
-            let write_s = write_started.elapsed().as_secs_f64();
-            match written {
-                Ok(()) => {
-                    stats.writes.fetch_add(1, Ordering::Relaxed);
-                    if events > 0 {
-                        metrics::histogram!(BATCH_EVENTS_METRIC).record(events as f64);
-                    }
-                    if sync {
-                        stats.syncs.fetch_add(1, Ordering::Relaxed);
-                        metrics::histogram!(FSYNC_DURATION_SECONDS_METRIC).record(write_s);
-                    } else {
-                        unsynced = true;
-                    }
-                    stats.batches.fetch_add(batches, Ordering::Relaxed);
-                    stats.events.fetch_add(events, Ordering::Relaxed);
-                    stats.bytes.fetch_add(bytes, Ordering::Relaxed);
-                    true
+        note_failure(stats, faults, error.clone());
+    }
+    for (msg, stale) in group.drain(..).zip(refused.iter()) {
+        let ok = ok && !stale;
+        match msg {
+            WriterMsg::Batch {
+                shard,
+                last_seq,
+                continuations,
+                ..
+            } => {
+                if ok {
+                    stats.durable_seq[shard as usize].fetch_max(last_seq, Ordering::SeqCst);
                 }
-                Err(error) => {
-                    tracing::error!(message = "Failed to write a log group.", %error);
-                    stats.failed.store(true, Ordering::SeqCst);
-                    false
+                for continuation in continuations {
+                    continuation(ok);
                 }
             }
-        };
-        for (msg, stale) in group.drain(..).zip(refused.iter()) {
-            let ok = ok && !stale;
-            match msg {
-                WriterMsg::Batch {
-                    shard,
-                    last_seq,
-                    continuations,
-                    ..
-                } => {
-                    if ok {
-                        stats.durable_seq[shard as usize].fetch_max(last_seq, Ordering::SeqCst);
-                    }
-                    for continuation in continuations {
-                        continuation(ok);
-                    }
-                }
-                WriterMsg::Raw { done, .. } => done(ok),
-                WriterMsg::Stop => {}
+            WriterMsg::Raw { done, .. } => done(ok),
+            WriterMsg::Stop => {}
+        }
+    }
+    outcome
+}
+
+/// Marks storage as failing; the first failure of a run is reported to the supervisor.
+fn note_failure(stats: &WriterStats, faults: &tokio::sync::mpsc::Sender<Fault>, error: String) {
+    stats.failures.fetch_add(1, Ordering::Relaxed);
+    let lower = error.to_ascii_lowercase();
+    stats.no_space.store(
+        lower.contains("no space") || lower.contains("nospace"),
+        Ordering::SeqCst,
+    );
+    if !stats.failed.swap(true, Ordering::SeqCst) {
+        let _ = faults.try_send(Fault::StorageFailing { error });
+    }
+}
+
+fn recovered(faults: &tokio::sync::mpsc::Sender<Fault>) {
+    tracing::warn!(message = "Storage accepts writes again.");
+    let _ = faults.try_send(Fault::StorageRecovered);
+}
+
+/// One small write (synced in `sync` durability) to learn whether storage accepts writes.
+pub fn probe(
+    storage: &dyn Storage,
+    sync: bool,
+    stats: &WriterStats,
+    faults: &tokio::sync::mpsc::Sender<Fault>,
+) {
+    let value = crate::shard::now_us().to_be_bytes().to_vec();
+    let written = storage.write(
+        vec![Write::Put {
+            family: Family::Control,
+            key: PROBE_KEY.to_vec(),
+            value,
+        }],
+        sync,
+    );
+    match written {
+        Ok(()) => {
+            if stats.failed.swap(false, Ordering::SeqCst) {
+                recovered(faults);
             }
         }
-        if stop {
-            if unsynced {
-                let _ = storage.sync();
-                stats.syncs.fetch_add(1, Ordering::Relaxed);
-            }
-            return;
+        Err(error) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(message = "Probe write failed; storage still refuses writes.", %error);
         }
     }
 }
@@ -307,6 +493,7 @@ mod tests {
             Durability::Sync,
             Arc::new(Tunables::new(4096, 5, 5, 60)),
             vec![0, 0],
+            tokio::sync::mpsc::channel(16).0,
         );
         // Shard 1 is replaced: generation 0 is now stale.
         writer.stats.generations[1].store(1, Ordering::SeqCst);

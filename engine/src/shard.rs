@@ -4,13 +4,19 @@
 //! Invariant: a shard's state is touched only by its own thread. Every reply leaves through
 //! [`Shard::after_durable`], so no client sees state that a crash could take back.
 //!
+//! The shard is a state machine: [`Shard::step`] takes one message and reads the time only from
+//! its [`Clock`], sends to other shards only through its [`Transport`] and hands batches to the
+//! log writer's queue; it does no other I/O. The actix actor ([`Actor`] and [`Handler`] below)
+//! is the thin shell that feeds it its mailbox, ticks and flushes, and the simulator
+//! (`crate::sim`) drives the same `step` in one thread under a seeded PRNG.
+//!
 //! Every message is applied inside `catch_unwind`. A panic poisons the shard: it drops its
 //! unwritten batch (nothing in it was acknowledged; its waiters hear `unavailable`), reports
 //! a [`Fault`] to the supervisor and stops; the supervisor rebuilds it from storage. A shard
 //! whose generation has moved on (it was replaced while stuck) stops at its next message, and
 //! the log writer refuses anything it still sends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -20,13 +26,14 @@ use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
 use crate::domain::{
-    CommandError, CustomerId, CustomerView, NewCustomer, NewShipment, OrderFilter, OrderId,
-    OrderStatus, OrderView, PersonalField, PlaceOrder, SalesSummary, ShipmentId, ShipmentStatus,
-    ShipmentView, SnapshotTaken, StockView, ORDER_LINES_MAX,
+    CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment, OrderFilter,
+    OrderId, OrderStatus, OrderView, PersonalField, PlaceOrder, SalesSummary, ShipmentId,
+    ShipmentStatus, ShipmentView, SnapshotTaken, StockView, ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
 use crate::failpoint;
 use crate::log::{Continuation, WriterMsg, WriterStats};
+use crate::sim::{regressed, Regression};
 use crate::state::{shard_of_sku, IdMap, IdemOutcome, ShardData};
 use crate::storage::{shard_key, Family, Write};
 use crate::supervisor::{panic_message, Fault, Quarantine};
@@ -43,6 +50,32 @@ pub struct ShardSettings {
     pub snapshot_interval_events: u64,
     pub idempotency_retention_s: u64,
     pub pending_retry_ms: u64,
+}
+
+/// Where a shard sends its protocol messages: the [`Router`] of actix addresses in the server,
+/// the simulator's network in `crate::sim`.
+pub trait Transport: Send + Sync {
+    fn send(&self, shard: u16, msg: ShardMsg);
+}
+
+/// The time as a shard sees it: the system clock in the server, simulated time in `crate::sim`.
+pub trait Clock: Send + Sync {
+    /// Wall-clock microseconds since the Unix epoch (event timestamps).
+    fn now_us(&self) -> i64;
+    /// A monotonic instant (timers: retries, deadlines, sweeps).
+    fn instant(&self) -> Instant;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_us(&self) -> i64 {
+        now_us()
+    }
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// The current address of every shard; replaced when a shard restarts.
@@ -76,6 +109,24 @@ impl Router {
     }
 }
 
+impl Transport for Router {
+    fn send(&self, shard: u16, msg: ShardMsg) {
+        Router::send(self, shard, msg)
+    }
+}
+
+/// What the shell must do after a [`Shard::step`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing more.
+    Done,
+    /// Flush the current batch once the messages already queued are handled (the shell
+    /// sends itself `ShardMsg::Flush`).
+    FlushSoon,
+    /// The shard stopped (asked to, or found itself replaced): stop the actor.
+    Stop,
+}
+
 /// Counters a shard exposes to the engine without a message round trip.
 #[derive(Default)]
 pub struct ShardGauges {
@@ -89,6 +140,10 @@ pub struct ShardGauges {
     /// The last heartbeat the supervisor sent, and the last one the shard answered.
     pub heartbeat_sent: AtomicU64,
     pub heartbeat_seen: AtomicU64,
+    /// The next order, customer and shipment counters any actor of this shard handed to the
+    /// log writer: a rebuilt actor allocates from at least these, so an id that a dropped
+    /// (unwritten) batch used is never given to another object while the process runs.
+    pub next_ids: [AtomicU64; 3],
 }
 
 /// A shard's ties to its supervisor.
@@ -105,6 +160,7 @@ pub enum ClientCmd {
         sku: String,
         delta: i64,
         reason: String,
+        idempotency: Option<Idempotency>,
         reply: Reply<StockView>,
     },
     GetStock {
@@ -113,6 +169,7 @@ pub enum ClientCmd {
     },
     CreateCustomer {
         customer: NewCustomer,
+        idempotency: Option<Idempotency>,
         reply: Reply<CustomerView>,
     },
     GetCustomer {
@@ -141,10 +198,12 @@ pub enum ClientCmd {
         id: OrderId,
         reason: Option<String>,
         actor: String,
+        idempotency: Option<Idempotency>,
         reply: Reply<OrderView>,
     },
     Ship {
         shipment: NewShipment,
+        idempotency: Option<Idempotency>,
         reply: Reply<ShipmentView>,
     },
     ShipmentEvent {
@@ -152,6 +211,7 @@ pub enum ClientCmd {
         status: ShipmentStatus,
         note: Option<String>,
         actor: String,
+        idempotency: Option<Idempotency>,
         reply: Reply<ShipmentView>,
     },
     GetShipment {
@@ -183,6 +243,32 @@ pub enum ClientCmd {
     StateDigest { reply: Reply<u64> },
 }
 
+impl ClientCmd {
+    /// Whether the command may write to the log (refused at admission while the disk is full
+    /// or storage refuses writes); reads never are.
+    pub fn writes(&self) -> bool {
+        match self {
+            ClientCmd::AdjustStock { .. }
+            | ClientCmd::CreateCustomer { .. }
+            | ClientCmd::Place { .. }
+            | ClientCmd::PlaceBatch { .. }
+            | ClientCmd::Cancel { .. }
+            | ClientCmd::Ship { .. }
+            | ClientCmd::ShipmentEvent { .. }
+            | ClientCmd::Reseal { .. }
+            | ClientCmd::Snapshot { .. } => true,
+            ClientCmd::GetStock { .. }
+            | ClientCmd::GetCustomer { .. }
+            | ClientCmd::GetOrder { .. }
+            | ClientCmd::ListOrders { .. }
+            | ClientCmd::GetShipment { .. }
+            | ClientCmd::Sales { .. }
+            | ClientCmd::OrdersBetween { .. }
+            | ClientCmd::StateDigest { .. } => false,
+        }
+    }
+}
+
 /// Everything a shard's mailbox carries.
 pub enum ShardMsg {
     Client(ClientCmd),
@@ -207,8 +293,14 @@ pub enum ShardMsg {
         items: Vec<ReserveItem>,
     },
     /// From a stock shard after a restart: which of these orders may release their holds?
+    /// Sent again every `pending_retry_ms` until each order is answered (`Release` or
+    /// `HoldsKept`), so an answer lost to a panic or a rebuild is asked for again.
     HoldCheck {
         from: u16,
+        orders: Vec<OrderId>,
+    },
+    /// The owner's answer to a `HoldCheck` for the orders whose holds stay.
+    HoldsKept {
         orders: Vec<OrderId>,
     },
     /// Drive pending placements and check holds after (re)start.
@@ -247,16 +339,28 @@ struct BatchCollector {
 }
 
 impl BatchCollector {
-    fn finish(&self, count: usize, ok: bool) {
+    /// Records that the outcomes at `indexes` are durable (`ok`) or not (their batch failed:
+    /// those orders answer `unavailable`, whatever the others answer); replies once every
+    /// outcome is in.
+    fn finish(&self, indexes: &[usize], units: usize, ok: bool) {
+        let old = regressed(Regression::BatchLastFinisherSpeaks);
+        if !ok && !old {
+            let mut results = self.results.lock().expect("collector poisoned");
+            for index in indexes {
+                results[*index] = Some(unavailable());
+            }
+        }
+        let count = units;
         if self.remaining.fetch_sub(count, Ordering::AcqRel) != count {
             return;
         }
         let results: Vec<Result<OrderId, CommandError>> =
             std::mem::take(&mut *self.results.lock().expect("collector poisoned"))
                 .into_iter()
-                .map(|r| match (ok, r) {
-                    (true, Some(result)) => result,
-                    _ => unavailable(),
+                .map(|r| match r {
+                    Some(_) if old && !ok => unavailable(),
+                    Some(result) => result,
+                    None => unavailable(),
                 })
                 .collect();
         if let Some(reply) = self.reply.lock().expect("collector poisoned").take() {
@@ -272,6 +376,7 @@ struct Outgoing {
     answers: Vec<ReserveAnswer>,
     ship: Vec<ReserveItem>,
     release: Vec<OrderId>,
+    kept: Vec<OrderId>,
 }
 
 /// Who waits for a placement's outcome.
@@ -285,7 +390,13 @@ struct PendingPlacement {
     answers: HashMap<u16, Option<Vec<String>>>,
     waiters: Vec<Waiter>,
     idem_key: Option<String>,
-    last_sent: Instant,
+    /// The sequence of its `OrderPending`: no `Reserve` (first or retry) leaves before the
+    /// log is durable up to it.
+    intent_seq: u64,
+    /// When `Reserve` was last sent (`None`: not yet, the intent is not durable).
+    last_sent: Option<Instant>,
+    /// Past `engine.request_timeout_ms` from here, a placement still waiting is aborted.
+    started: Instant,
 }
 
 pub struct Shard {
@@ -294,7 +405,8 @@ pub struct Shard {
     settings: ShardSettings,
     writer: Sender<WriterMsg>,
     writer_stats: Arc<WriterStats>,
-    router: Arc<Router>,
+    router: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
     gauges: Arc<ShardGauges>,
     batch: Vec<u8>,
     batch_first_seq: u64,
@@ -306,10 +418,15 @@ pub struct Shard {
     pending: IdMap<OrderId, PendingPlacement>,
     /// Protocol messages to other shards (and to itself), sent once the current batch is
     /// durable: one message of each kind per destination per batch.
-    outbox: HashMap<u16, Outgoing>,
+    outbox: BTreeMap<u16, Outgoing>,
     events_since_snapshot: u64,
     last_snapshot_seq: u64,
     last_sweep: Instant,
+    /// Holds whose owner has not yet answered this actor's `HoldCheck`, with when it was
+    /// last asked.
+    hold_checks: IdMap<OrderId, Instant>,
+    /// Ids below these were used by an earlier actor of this shard (see `next_ids`).
+    id_floor: [u64; 3],
     link: ShardLink,
     /// Set by a panic or by finding itself replaced: every later message is dropped.
     poisoned: bool,
@@ -344,11 +461,18 @@ impl Shard {
         settings: ShardSettings,
         writer: Sender<WriterMsg>,
         writer_stats: Arc<WriterStats>,
-        router: Arc<Router>,
+        router: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
         gauges: Arc<ShardGauges>,
         link: ShardLink,
     ) -> Shard {
         let seq = data.last_seq;
+        let id_floor = [
+            gauges.next_ids[0].load(Ordering::SeqCst),
+            gauges.next_ids[1].load(Ordering::SeqCst),
+            gauges.next_ids[2].load(Ordering::SeqCst),
+        ];
+        let last_sweep = clock.instant();
         let shard = Shard {
             id: data.shard,
             data,
@@ -356,6 +480,7 @@ impl Shard {
             writer,
             writer_stats,
             router,
+            clock,
             gauges,
             batch: Vec::new(),
             batch_first_seq: seq + 1,
@@ -365,10 +490,12 @@ impl Shard {
             submitted_seq: seq,
             log_digest,
             pending: IdMap::default(),
-            outbox: HashMap::new(),
+            outbox: BTreeMap::new(),
             events_since_snapshot: seq - last_snapshot_seq,
             last_snapshot_seq,
-            last_sweep: Instant::now(),
+            last_sweep,
+            hold_checks: IdMap::default(),
+            id_floor,
             link,
             poisoned: false,
             current: None,
@@ -387,6 +514,30 @@ impl Shard {
         g.customers
             .store(self.data.customers.len() as u64, Ordering::Relaxed);
         g.log_digest.store(self.log_digest, Ordering::Relaxed);
+        let next = [
+            self.data.next_order,
+            self.data.next_customer,
+            self.data.next_shipment,
+        ];
+        for (slot, next) in g.next_ids.iter().zip(next) {
+            slot.fetch_max(next, Ordering::SeqCst);
+        }
+    }
+
+    /// The next order counter: never one an earlier actor of this shard handed out.
+    fn next_order(&self) -> u64 {
+        if regressed(Regression::IdsReused) {
+            return self.data.next_order;
+        }
+        self.data.next_order.max(self.id_floor[0])
+    }
+
+    fn next_customer(&self) -> u64 {
+        self.data.next_customer.max(self.id_floor[1])
+    }
+
+    fn next_shipment(&self) -> u64 {
+        self.data.next_shipment.max(self.id_floor[2])
     }
 
     /// Applies an event to the state and appends it to the current batch.
@@ -450,6 +601,9 @@ impl Shard {
                                 },
                             );
                         }
+                        if !out.kept.is_empty() {
+                            router.send(to, ShardMsg::HoldsKept { orders: out.kept });
+                        }
                     }
                 }),
             );
@@ -485,7 +639,9 @@ impl Shard {
         self.publish_gauges();
     }
 
-    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+    /// After a message: flush a full batch now, or ask the shell for a flush once the queued
+    /// messages are handled (smart batching).
+    fn schedule_flush(&mut self) -> Step {
         if self.batch_events >= self.settings.tunables.batch_events_max() {
             self.flush();
         } else if !self.flush_scheduled
@@ -494,8 +650,9 @@ impl Shard {
                 || !self.outbox.is_empty())
         {
             self.flush_scheduled = true;
-            ctx.notify(ShardMsg::Flush);
+            return Step::FlushSoon;
         }
+        Step::Done
     }
 
     fn client(&mut self, cmd: ClientCmd) {
@@ -511,27 +668,65 @@ impl Shard {
                 sku,
                 delta,
                 reason,
+                idempotency,
                 reply,
             } => {
                 failpoint::on_sku(&sku);
-                let result = self.adjust(sku, delta, reason);
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Adjusted { on_hand, reserved })) => Ok(StockView {
+                        sku,
+                        on_hand,
+                        reserved,
+                        available: on_hand - reserved,
+                    }),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.adjust(sku, delta, reason);
+                        if let Ok(view) = &result {
+                            self.remember(
+                                idempotency,
+                                IdemOutcome::Adjusted {
+                                    on_hand: view.on_hand,
+                                    reserved: view.reserved,
+                                },
+                            );
+                        }
+                        result
+                    }
+                };
                 self.after_durable(answer(reply, result));
             }
             ClientCmd::GetStock { sku, reply } => {
                 let result = self.data.stock_view(&sku).ok_or(CommandError::NotFound);
                 self.after_durable(answer(reply, result));
             }
-            ClientCmd::CreateCustomer { customer, reply } => {
-                let id = CustomerId::new(self.id, self.data.next_customer);
-                self.emit(Event::CustomerCreated {
-                    id: id.0,
-                    name: customer.name,
-                    email: customer.email,
-                    phone: customer.phone,
-                    address: customer.address,
-                    at_us: now_us(),
-                });
-                let view = self.data.customer_view(id).ok_or(CommandError::NotFound);
+            ClientCmd::CreateCustomer {
+                customer,
+                idempotency,
+                reply,
+            } => {
+                let view = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Customer(id))) => self
+                        .data
+                        .customer_view(CustomerId(id))
+                        .ok_or(CommandError::NotFound),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let id = CustomerId::new(self.id, self.next_customer());
+                        self.emit(Event::CustomerCreated {
+                            id: id.0,
+                            name: customer.name,
+                            email: customer.email,
+                            phone: customer.phone,
+                            address: customer.address,
+                            at_us: self.clock.now_us(),
+                        });
+                        self.remember(idempotency, IdemOutcome::Customer(id.0));
+                        self.data.customer_view(id).ok_or(CommandError::NotFound)
+                    }
+                };
                 self.after_durable(answer(reply, view));
             }
             ClientCmd::GetCustomer { id, reply } => {
@@ -550,7 +745,7 @@ impl Shard {
                     remaining: AtomicUsize::new(count + 1),
                     reply: Mutex::new(Some(reply)),
                 });
-                let mut ready = 1;
+                let mut ready = Vec::with_capacity(count);
                 {
                     let mut outcomes = Vec::with_capacity(count);
                     for (index, place) in places.into_iter().enumerate() {
@@ -560,14 +755,17 @@ impl Shard {
                             outcomes.push((index, result));
                         }
                     }
-                    ready += outcomes.len();
                     let mut results = collector.results.lock().expect("collector poisoned");
                     for (index, result) in outcomes {
                         results[index] = Some(result);
+                        ready.push(index);
                     }
                 }
-                // One durability gate for every outcome known now.
-                self.after_durable(Box::new(move |ok| collector.finish(ready, ok)));
+                // One durability gate for every outcome known now (plus one unit of
+                // `remaining` for the gate itself, so an all-pending batch waits for it too).
+                self.after_durable(Box::new(move |ok| {
+                    collector.finish(&ready, ready.len() + 1, ok)
+                }));
             }
             ClientCmd::GetOrder { id, reply } => {
                 let view = self.data.order_view(id).ok_or(CommandError::NotFound);
@@ -581,13 +779,48 @@ impl Shard {
                 id,
                 reason,
                 actor,
+                idempotency,
                 reply,
             } => {
-                let result = self.cancel(id, reason, actor);
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Cancelled(order))) if order == id.0 => {
+                        self.data.order_view(id).ok_or(CommandError::NotFound)
+                    }
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.cancel(id, reason, actor);
+                        if result.is_ok() {
+                            self.remember(idempotency, IdemOutcome::Cancelled(id.0));
+                        }
+                        result
+                    }
+                };
                 self.after_durable(answer(reply, result));
             }
-            ClientCmd::Ship { shipment, reply } => {
-                let result = self.ship(shipment);
+            ClientCmd::Ship {
+                shipment,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Shipment { id, events })) => {
+                        self.shipment_as_answered(ShipmentId(id), events)
+                    }
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.ship(shipment);
+                        if let Ok(view) = &result {
+                            let outcome = IdemOutcome::Shipment {
+                                id: view.id.0,
+                                events: view.events.len() as u32,
+                            };
+                            self.remember(idempotency, outcome);
+                        }
+                        result
+                    }
+                };
                 self.after_durable(answer(reply, result));
             }
             ClientCmd::ShipmentEvent {
@@ -595,9 +828,28 @@ impl Shard {
                 status,
                 note,
                 actor,
+                idempotency,
                 reply,
             } => {
-                let result = self.shipment_event(id, status, note, actor);
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Shipment {
+                        id: shipment,
+                        events,
+                    })) if shipment == id.0 => self.shipment_as_answered(id, events),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.shipment_event(id, status, note, actor);
+                        if let Ok(view) = &result {
+                            let outcome = IdemOutcome::Shipment {
+                                id: id.0,
+                                events: view.events.len() as u32,
+                            };
+                            self.remember(idempotency, outcome);
+                        }
+                        result
+                    }
+                };
                 self.after_durable(answer(reply, result));
             }
             ClientCmd::GetShipment { id, reply } => {
@@ -643,6 +895,48 @@ impl Shard {
         }
     }
 
+    /// The remembered outcome of a command retried with its Idempotency-Key: `None` for a key
+    /// not seen (or no key), `Some(Err(conflict))` for a key seen with another body.
+    fn remembered(
+        &self,
+        idempotency: &Option<Idempotency>,
+    ) -> Option<Result<IdemOutcome, CommandError>> {
+        let idem = idempotency.as_ref()?;
+        let entry = self.data.idempotency.get(idem.key.as_str())?;
+        if entry.hash != idem.request_hash {
+            return Some(Err(CommandError::IdempotencyConflict));
+        }
+        Some(Ok(entry.outcome.clone()))
+    }
+
+    /// Records, in the batch of the mutation just applied, what a retry with its key answers.
+    fn remember(&mut self, idempotency: Option<Idempotency>, outcome: IdemOutcome) {
+        if let Some(idem) = idempotency {
+            self.emit(Event::IdemRecorded {
+                idem: IdemRecord {
+                    key: idem.key,
+                    hash: idem.request_hash,
+                    at_us: self.clock.now_us(),
+                },
+                outcome,
+            });
+        }
+    }
+
+    /// A shipment as it was answered: its first `events` events (and the status they leave).
+    fn shipment_as_answered(
+        &self,
+        id: ShipmentId,
+        events: u32,
+    ) -> Result<ShipmentView, CommandError> {
+        let mut view = self.data.shipment_view(id).ok_or(CommandError::NotFound)?;
+        view.events.truncate(events as usize);
+        if let Some(last) = view.events.last() {
+            view.status = last.status;
+        }
+        Ok(view)
+    }
+
     fn adjust(
         &mut self,
         sku: String,
@@ -653,6 +947,15 @@ impl Shard {
             return Err(CommandError::Invalid {
                 param: "delta".into(),
                 detail: "must not be zero".into(),
+            });
+        }
+        if delta.unsigned_abs() > crate::domain::STOCK_DELTA_MAX {
+            return Err(CommandError::Invalid {
+                param: "delta".into(),
+                detail: format!(
+                    "delta must be from -{max} to {max}",
+                    max = crate::domain::STOCK_DELTA_MAX
+                ),
             });
         }
         let stock = self
@@ -675,7 +978,7 @@ impl Shard {
             sku: sku.clone(),
             delta,
             reason,
-            at_us: now_us(),
+            at_us: self.clock.now_us(),
         });
         self.data.stock_view(&sku).ok_or(CommandError::NotFound)
     }
@@ -697,13 +1000,13 @@ impl Shard {
             if place.lines[..i].iter().any(|other| other.sku == line.sku) {
                 return Err(invalid(&format!("lines[{i}].sku"), "each SKU appears once"));
             }
-            if line.qty == 0 {
-                return Err(invalid(&format!("lines[{i}].qty"), "must be positive"));
-            }
-            total = (line.qty as u64)
-                .checked_mul(line.unit_price)
-                .and_then(|t| t.checked_add(total))
-                .ok_or_else(|| invalid(&format!("lines[{i}].unit_price"), "total overflows"))?;
+            // The same bounds and texts as the gateway's check (`domain::add_line_amount`).
+            total = crate::domain::add_line_amount(total, line.qty, line.unit_price).map_err(
+                |error| CommandError::Invalid {
+                    param: format!("lines[{i}].{}", error.field()),
+                    detail: error.detail(),
+                },
+            )?;
         }
         Ok(())
     }
@@ -741,6 +1044,13 @@ impl Shard {
                     IdemOutcome::Rejected(skus) => {
                         Some((reply, Err(CommandError::InsufficientStock { skus })))
                     }
+                    // The key was used for another kind of command.
+                    IdemOutcome::Adjusted { .. }
+                    | IdemOutcome::Customer(_)
+                    | IdemOutcome::Shipment { .. }
+                    | IdemOutcome::Cancelled(_) => {
+                        Some((reply, Err(CommandError::IdempotencyConflict)))
+                    }
                 };
             }
         }
@@ -766,7 +1076,7 @@ impl Shard {
     }
 
     fn record(&self, place: PlaceOrder, now: i64) -> (OrderRecord, Option<IdemRecord>) {
-        let id = OrderId::new(self.id, self.data.next_order);
+        let id = OrderId::new(self.id, self.next_order());
         let idem = place.idempotency.map(|i| IdemRecord {
             key: i.key,
             hash: i.request_hash,
@@ -805,7 +1115,7 @@ impl Shard {
             }
             Waiter::Batch(collector, index) => {
                 collector.results.lock().expect("collector poisoned")[index] = Some(result);
-                self.after_durable(Box::new(move |ok| collector.finish(1, ok)));
+                self.after_durable(Box::new(move |ok| collector.finish(&[index], 1, ok)));
             }
         }
     }
@@ -818,7 +1128,7 @@ impl Shard {
             .filter(|line| self.data.available(&line.sku) < line.qty as u64)
             .map(|line| line.sku.clone())
             .collect();
-        let now = now_us();
+        let now = self.clock.now_us();
         let (record, idem) = self.record(place, now);
         if !short.is_empty() {
             if let Some(idem) = idem {
@@ -848,13 +1158,14 @@ impl Shard {
                 None => parts.push((shard, vec![(line.sku.clone(), line.qty)])),
             }
         }
-        let (record, idem) = self.record(place, now_us());
+        let (record, idem) = self.record(place, self.clock.now_us());
         let order = OrderId(record.id);
         let idem_key = idem.as_ref().map(|i| i.key.clone());
         self.emit(Event::OrderPending {
             order: record,
             idem,
         });
+        let now = self.clock.instant();
         self.pending.insert(
             order,
             PendingPlacement {
@@ -862,7 +1173,9 @@ impl Shard {
                 answers: HashMap::new(),
                 waiters: vec![reply],
                 idem_key,
-                last_sent: Instant::now(),
+                intent_seq: self.data.last_seq,
+                last_sent: Some(now),
+                started: now,
             },
         );
         // Sent after this batch (holding `OrderPending`) is durable: see `flush`.
@@ -876,7 +1189,23 @@ impl Shard {
     }
 
     fn reserve(&mut self, order: OrderId, lines: Vec<(String, u32)>) {
-        let short = if self.data.holds.contains_key(&order) {
+        let held_as_asked = match self.data.holds.get(&order) {
+            None => false,
+            Some(_) if regressed(Regression::HoldNotTiedToLines) => true,
+            Some(held) => {
+                held.len() == lines.len()
+                    && lines
+                        .iter()
+                        .all(|(sku, qty)| held.iter().any(|(s, q, _)| **s == **sku && *q == *qty))
+            }
+        };
+        if !held_as_asked && self.data.holds.contains_key(&order) {
+            // A hold under this id that is not this order's (lines differ): it belongs to
+            // nothing live, so it is released before this order's own reservation.
+            tracing::warn!(message = "Released a hold whose lines differ from its order's.", shard = self.id, order = %order);
+            self.emit(Event::Released { order: order.0 });
+        }
+        let short = if held_as_asked {
             None
         } else {
             let short: Vec<String> = lines
@@ -914,7 +1243,7 @@ impl Shard {
         let mut short: Vec<String> = pending.answers.into_values().flatten().flatten().collect();
         short.sort_unstable();
         short.dedup();
-        let now = now_us();
+        let now = self.clock.now_us();
         if short.is_empty() {
             self.emit(Event::OrderConfirmed {
                 order: order.0,
@@ -944,7 +1273,46 @@ impl Shard {
         }
     }
 
+    /// A placement whose parts have not all answered by `engine.request_timeout_ms`: aborted
+    /// (its idempotency key is freed, so a retry places it anew), every part released, and
+    /// its waiters answered `unavailable`.
+    fn abort_expired(&mut self, order: OrderId, timeout: Duration) {
+        let Some(pending) = self.pending.remove(&order) else {
+            return;
+        };
+        let missing: Vec<u16> = pending
+            .parts
+            .iter()
+            .map(|(shard, _)| *shard)
+            .filter(|shard| !pending.answers.contains_key(shard))
+            .collect();
+        tracing::warn!(
+            message = "Aborted a placement whose parts did not answer in time.",
+            shard = self.id,
+            order = %order,
+            missing = ?missing,
+            timeout_ms = timeout.as_millis() as u64
+        );
+        self.emit(Event::OrderAborted {
+            order: order.0,
+            short: Vec::new(),
+            idem_key: pending.idem_key,
+            at_us: self.clock.now_us(),
+        });
+        for (shard, _) in &pending.parts {
+            self.outbox.entry(*shard).or_default().release.push(order);
+        }
+        let detail = format!(
+            "shards {missing:?} did not answer within engine.request_timeout_ms ({} ms); the placement was aborted and a retry with the same Idempotency-Key places it anew",
+            timeout.as_millis()
+        );
+        for waiter in pending.waiters {
+            self.respond((waiter, Err(CommandError::Unavailable(detail.clone()))));
+        }
+    }
+
     fn release(&mut self, order: OrderId) {
+        self.hold_checks.remove(&order);
         if self.data.holds.contains_key(&order) {
             self.emit(Event::Released { order: order.0 });
         }
@@ -981,7 +1349,7 @@ impl Shard {
             order: id.0,
             reason,
             actor,
-            at_us: now_us(),
+            at_us: self.clock.now_us(),
         });
         if cross {
             for shard in parts {
@@ -1031,7 +1399,13 @@ impl Shard {
                         return Err(invalid("sku", "each SKU appears once"));
                     }
                     if *qty == 0 {
-                        return Err(invalid("qty", "qty must be positive"));
+                        return Err(invalid("qty", "qty must be at least 1"));
+                    }
+                    if *qty > crate::domain::LINE_QTY_MAX {
+                        return Err(invalid(
+                            "qty",
+                            &format!("qty must be at most {}", crate::domain::LINE_QTY_MAX),
+                        ));
                     }
                     let Some(line) = order.lines.iter().find(|l| *l.sku == **sku) else {
                         return Err(invalid("sku", "this SKU is not in the order"));
@@ -1052,7 +1426,7 @@ impl Shard {
             ));
         }
         let cross = order.cross;
-        let id = ShipmentId::new(self.id, self.data.next_shipment);
+        let id = ShipmentId::new(self.id, self.next_shipment());
         self.emit(Event::ShipmentCreated {
             id: id.0,
             order: request.order_id.0,
@@ -1060,14 +1434,14 @@ impl Shard {
             tracking: format!("ODT{:016X}", id.0),
             lines,
             actor: request.actor,
-            at_us: now_us(),
+            at_us: self.clock.now_us(),
         });
         if cross {
             // Each part's shard moves its units out of the hold: cumulative totals, so a
             // repeat (after a crash, through `HoldCheck`) changes nothing.
             let count = self.data.shard_count;
             let order = &self.data.orders[&request.order_id];
-            let mut parts: HashMap<u16, Vec<(String, u32)>> = HashMap::new();
+            let mut parts: BTreeMap<u16, Vec<(String, u32)>> = BTreeMap::new();
             for line in order.lines.iter().filter(|l| l.shipped > 0) {
                 parts
                     .entry(shard_of_sku(&line.sku, count))
@@ -1110,7 +1484,7 @@ impl Shard {
             status,
             note,
             actor,
-            at_us: now_us(),
+            at_us: self.clock.now_us(),
         });
         self.data.shipment_view(id).ok_or(CommandError::NotFound)
     }
@@ -1245,6 +1619,7 @@ impl Shard {
                     },
                 );
             }
+            let now = self.clock.instant();
             self.pending.insert(
                 order,
                 PendingPlacement {
@@ -1252,13 +1627,33 @@ impl Shard {
                     answers: HashMap::new(),
                     waiters: Vec::new(),
                     idem_key,
-                    last_sent: Instant::now(),
+                    // Recovered from storage: durable.
+                    intent_seq: 0,
+                    last_sent: Some(now),
+                    started: now,
                 },
             );
         }
-        let mut by_owner: HashMap<u16, Vec<OrderId>> = HashMap::new();
-        for order in self.data.holds.keys() {
-            by_owner.entry(order.shard()).or_default().push(*order);
+        let now = self.clock.instant();
+        let orders: Vec<OrderId> = self.data.holds.keys().copied().collect();
+        for order in orders {
+            self.hold_checks.insert(order, now);
+        }
+        self.send_hold_checks(|_| true);
+        if regressed(Regression::HoldCheckOnce) {
+            self.hold_checks.clear(); // the old code asked once and forgot
+        }
+    }
+
+    /// Asks each owner about the holds `due` selects among those not yet answered.
+    fn send_hold_checks(&mut self, due: impl Fn(Instant) -> bool) {
+        let mut by_owner: BTreeMap<u16, Vec<OrderId>> = BTreeMap::new();
+        let now = self.clock.instant();
+        for (order, asked) in self.hold_checks.iter_mut() {
+            if due(*asked) {
+                *asked = now;
+                by_owner.entry(order.shard()).or_default().push(*order);
+            }
         }
         for (owner, orders) in by_owner {
             self.router.send(
@@ -1291,28 +1686,46 @@ impl Shard {
         if !ship.is_empty() {
             self.outbox.entry(from).or_default().ship.extend(ship);
         }
-        let release: Vec<OrderId> = orders
-            .into_iter()
-            .filter(|id| match self.data.orders.get(id) {
-                Some(order) => !(order.cross && order.status.holds_stock()),
-                None => true,
-            })
-            .collect();
+        let (kept, release): (Vec<OrderId>, Vec<OrderId>) =
+            orders
+                .into_iter()
+                .partition(|id| match self.data.orders.get(id) {
+                    // A pending placement keeps its holds until it is decided.
+                    Some(order) => order.cross && order.status.holds_stock(),
+                    None => false,
+                });
         // Answered once what this shard applied is durable (a cancel the answer relies on
         // must not be lost in a crash): the outbox goes out after the current batch.
-        if !release.is_empty() {
-            self.outbox.entry(from).or_default().release.extend(release);
-        }
+        let out = self.outbox.entry(from).or_default();
+        out.release.extend(release);
+        out.kept.extend(kept);
     }
 
     fn tick(&mut self) {
         let retry = Duration::from_millis(self.settings.pending_retry_ms);
-        let now = Instant::now();
+        let timeout = Duration::from_millis(self.settings.tunables.request_timeout_ms());
+        let now = self.clock.instant();
+        let durable = self.writer_stats.durable_seq[self.id as usize].load(Ordering::SeqCst);
+        let mut expired: Vec<OrderId> = Vec::new();
         for (order, pending) in self.pending.iter_mut() {
-            if now.duration_since(pending.last_sent) < retry {
+            if now.duration_since(pending.started) >= timeout
+                && !regressed(Regression::NoDeadlineAbort)
+            {
+                expired.push(*order);
                 continue;
             }
-            pending.last_sent = now;
+            // Never before the intent is durable: a stock shard holds units only for orders
+            // with a durable record.
+            if durable < pending.intent_seq && !regressed(Regression::ReserveBeforeDurable) {
+                continue;
+            }
+            if pending
+                .last_sent
+                .is_some_and(|sent| now.duration_since(sent) < retry)
+            {
+                continue;
+            }
+            pending.last_sent = Some(now);
             for (shard, lines) in &pending.parts {
                 if !pending.answers.contains_key(shard) {
                     self.router.send(
@@ -1324,9 +1737,16 @@ impl Shard {
                 }
             }
         }
+        for order in expired {
+            self.abort_expired(order, timeout);
+        }
+        if !regressed(Regression::HoldCheckOnce) {
+            self.send_hold_checks(|asked| now.duration_since(asked) >= retry);
+        }
         if now.duration_since(self.last_sweep) >= Duration::from_secs(60) {
             self.last_sweep = now;
-            let cutoff = now_us() - self.settings.idempotency_retention_s as i64 * 1_000_000;
+            let cutoff =
+                self.clock.now_us() - self.settings.idempotency_retention_s as i64 * 1_000_000;
             let swept = self.data.sweep_idempotency(cutoff);
             if swept > 0 {
                 tracing::debug!(message = "Swept idempotency keys.", shard = self.id, swept);
@@ -1358,7 +1778,7 @@ impl Shard {
     fn snapshot_with(&mut self, purge: bool, done: Continuation) -> SnapshotTaken {
         self.flush();
         let seq = self.data.last_seq;
-        let started = Instant::now();
+        let started = self.clock.instant();
         let mut snapshot = self.data.to_snapshot();
         snapshot.log_digest = self.log_digest;
         let value = snapshot.encode_canonical();
@@ -1414,7 +1834,7 @@ impl Shard {
 /// The error of a quarantined command.
 fn quarantined(kind: &str, fingerprint: u64) -> CommandError {
     CommandError::Quarantined(format!(
-        "{kind} (command {fingerprint:016x}) made a shard panic twice and is refused; see GET /v1/ops/incidents"
+        "{kind} (command {fingerprint:016x}) made a shard panic twice and is refused; see GET /v1/ops/quarantine (an operator lifts it with DELETE /v1/ops/quarantine/{fingerprint:016x}) and GET /v1/ops/incidents"
     ))
 }
 
@@ -1502,11 +1922,26 @@ fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
     Some((kind, hash_u64(hash_bytes(seed, bytes), number)))
 }
 
-/// The fingerprint of one order: customer and lines (what decides how it is applied).
+/// The fingerprint of one order: the whole command but who sends it and when. With an
+/// Idempotency-Key that is the hash of the request body the gateway computed (plaintext, so a
+/// retry has the same fingerprint although its address is sealed under a fresh nonce) and the
+/// customer; without one, the customer, every line (SKU, quantity, price), the sealed address
+/// and the note. So an order equal to a quarantined one except in price or address is not
+/// refused with it.
 fn place_fingerprint(place: &PlaceOrder) -> u64 {
     let mut hash = hash_u64(hash_bytes(0, b"place_order"), place.customer_id.0);
+    if let Some(idem) = &place.idempotency {
+        return hash_bytes(hash, &idem.request_hash.to_le_bytes());
+    }
     for line in &place.lines {
         hash = hash_u64(hash_bytes(hash, line.sku.as_bytes()), u64::from(line.qty));
+        hash = hash_u64(hash, line.unit_price);
+    }
+    for text in [&place.shipping_address, &place.note] {
+        hash = match text {
+            Some(text) => hash_bytes(hash_u64(hash, 1), text.as_bytes()),
+            None => hash_u64(hash, 0),
+        };
     }
     hash
 }
@@ -1524,9 +1959,56 @@ impl Actor for Shard {
 impl Handler<ShardMsg> for Shard {
     type Result = ();
 
+    /// The shell: one message through [`Shard::step`], then what the step asks for.
     fn handle(&mut self, msg: ShardMsg, ctx: &mut Context<Self>) {
+        match self.step(msg) {
+            Step::Done => {}
+            Step::FlushSoon => ctx.notify(ShardMsg::Flush),
+            Step::Stop => ctx.stop(),
+        }
+    }
+}
+
+impl Shard {
+    /// The shard's id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// This actor's generation.
+    pub fn generation(&self) -> u64 {
+        self.link.generation
+    }
+
+    /// The shard's state (read by the simulator's invariant checks).
+    pub fn data(&self) -> &ShardData {
+        &self.data
+    }
+
+    /// Placements waiting for their parts' answers: (order, age).
+    pub fn pending_placements(&self) -> Vec<(OrderId, Duration)> {
+        let now = self.clock.instant();
+        self.pending
+            .iter()
+            .map(|(id, p)| (*id, now.saturating_duration_since(p.started)))
+            .collect()
+    }
+
+    /// Holds whose owner has not answered this actor's `HoldCheck` yet.
+    pub fn awaiting_hold_checks(&self) -> usize {
+        self.hold_checks.len()
+    }
+
+    /// True once a panic or a replacement stopped it.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Handles one message: the whole of the state machine's input. Every message is applied
+    /// inside `catch_unwind`; a panic poisons the shard and reports a fault.
+    pub fn step(&mut self, msg: ShardMsg) -> Step {
         if self.poisoned {
-            return; // dropped: a reply inside it answers `unavailable`
+            return Step::Stop; // dropped: a reply inside it answers `unavailable`
         }
         if self.writer_stats.generations[self.id as usize].load(Ordering::SeqCst)
             != self.link.generation
@@ -1537,21 +2019,23 @@ impl Handler<ShardMsg> for Shard {
                 generation = self.link.generation
             );
             self.poison();
-            ctx.stop();
-            return;
+            return Step::Stop;
         }
-        let applied =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(msg, ctx)));
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(msg)));
         match applied {
-            Ok(()) => self.current = None,
-            Err(payload) => self.on_panic(payload, ctx),
+            Ok(step) => {
+                self.current = None;
+                step
+            }
+            Err(payload) => {
+                self.on_panic(payload);
+                Step::Stop
+            }
         }
     }
-}
 
-impl Shard {
     /// After a panic: the state may be half-changed, so nothing more is applied or written.
-    fn on_panic(&mut self, payload: Box<dyn std::any::Any + Send>, ctx: &mut Context<Self>) {
+    fn on_panic(&mut self, payload: Box<dyn std::any::Any + Send>) {
         let message = panic_message(payload.as_ref());
         let command = self.current.take();
         tracing::error!(
@@ -1570,13 +2054,12 @@ impl Shard {
         if let Err(error) = self.link.faults.try_send(fault) {
             tracing::error!(message = "Could not report a shard fault.", shard = self.id, %error);
         }
-        ctx.stop();
     }
 
     /// Drops everything not yet written: the batch, its continuations (answered `false`, so
     /// their waiters hear `unavailable`), protocol messages waiting for it, and the waiters of
     /// pending placements (the placements themselves are durable and finish after the rebuild).
-    fn poison(&mut self) {
+    pub fn poison(&mut self) {
         self.poisoned = true;
         self.batch.clear();
         self.batch_events = 0;
@@ -1587,7 +2070,7 @@ impl Shard {
         self.pending.clear();
     }
 
-    fn dispatch(&mut self, msg: ShardMsg, ctx: &mut Context<Self>) {
+    fn dispatch(&mut self, msg: ShardMsg) -> Step {
         match msg {
             ShardMsg::Client(cmd) => {
                 self.gauges.handled.fetch_add(1, Ordering::Relaxed);
@@ -1614,14 +2097,19 @@ impl Shard {
                 }
             }
             ShardMsg::HoldCheck { from, orders } => self.hold_check(from, orders),
+            ShardMsg::HoldsKept { orders } => {
+                for order in orders {
+                    self.hold_checks.remove(&order);
+                }
+            }
             ShardMsg::Recover => self.recover(),
             ShardMsg::Heartbeat { n } => {
                 self.gauges.heartbeat_seen.store(n, Ordering::SeqCst);
-                return;
+                return Step::Done;
             }
             ShardMsg::Flush => {
                 self.flush();
-                return;
+                return Step::Done;
             }
             ShardMsg::Tick => self.tick(),
             ShardMsg::Stop { done } => {
@@ -1636,10 +2124,38 @@ impl Shard {
                         let _ = done.send(());
                     })],
                 });
-                ctx.stop();
-                return;
+                self.poisoned = true;
+                return Step::Stop;
             }
         }
-        self.schedule_flush(ctx);
+        self.schedule_flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_reports_each_orders_own_outcome() {
+        // Order 0 is decided at once, but its batch fails; order 1 is decided later (a
+        // cross-shard answer) and its batch is written. The old collector let the last
+        // finisher's outcome speak for every order, so order 0 was reported placed.
+        let (reply, answer) = oneshot::channel();
+        let collector = BatchCollector {
+            results: Mutex::new(vec![None, None]),
+            remaining: AtomicUsize::new(3),
+            reply: Mutex::new(Some(reply)),
+        };
+        collector.results.lock().unwrap()[0] = Some(Ok(OrderId(1)));
+        collector.finish(&[0], 2, false);
+        collector.results.lock().unwrap()[1] = Some(Ok(OrderId(2)));
+        collector.finish(&[1], 1, true);
+        let results = answer.blocking_recv().unwrap().unwrap();
+        assert!(
+            matches!(results[0], Err(CommandError::Unavailable(_))),
+            "{results:?}"
+        );
+        assert!(matches!(results[1], Ok(OrderId(2))), "{results:?}");
     }
 }

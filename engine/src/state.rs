@@ -120,11 +120,28 @@ pub struct Customer {
     pub created_us: i64,
 }
 
-/// The remembered outcome of an idempotent placement.
+/// The remembered outcome of an idempotent command: what a retry with the same key and body
+/// is answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IdemOutcome {
     Order(u64),
     Rejected(Vec<String>),
+    // New variants go last: postcard encodes the variant index (snapshots and the log).
+    /// A stock adjustment, with the stock it left.
+    Adjusted {
+        on_hand: u64,
+        reserved: u64,
+    },
+    /// A customer created.
+    Customer(u64),
+    /// A shipment created, or a carrier event recorded: the shipment and how many events it
+    /// had then (a retry sees it as it was answered).
+    Shipment {
+        id: u64,
+        events: u32,
+    },
+    /// An order cancelled.
+    Cancelled(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,15 +196,32 @@ pub struct Shipment {
 }
 
 /// Sales counters of the orders placed in one hour.
+///
+/// Units and revenue count in `u128`, so that they stay exact where a `u64` would wrap: an
+/// order is at most 100 lines of at most `u32::MAX × u64::MAX` (an order logged before the
+/// bounds of [`crate::domain::add_line_amount`]), less than 2^103, so only 2^25 such orders in
+/// one hour could reach the limit, and orders within the bounds (at most
+/// [`crate::domain::ORDER_TOTAL_MAX`] < 2^50 each) never can. Every step still saturates
+/// rather than wrap or panic (`count_sale`): a shard never panics over a sum.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HourSales {
     /// Placed and not cancelled.
     pub orders: u64,
     pub cancelled: u64,
-    pub units: u64,
-    pub revenue: u64,
+    pub units: u128,
+    pub revenue: u128,
     /// Per SKU: (units, revenue); entries that fall to zero are removed.
-    pub skus: HashMap<Arc<str>, (u64, u64)>,
+    pub skus: HashMap<Arc<str>, (u128, u128)>,
+}
+
+/// A line's amount, `qty × unit_price`, exact: at most `u32::MAX × u64::MAX` < 2^96.
+pub fn line_amount(line: &Line) -> u128 {
+    u128::from(line.qty) * u128::from(line.unit_price)
+}
+
+/// A `u128` sales figure as the `u64` of a [`SalesSummary`], `u64::MAX` when it does not fit.
+fn saturate(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
 }
 
 /// Everything one shard owns.
@@ -205,6 +239,13 @@ pub struct ShardData {
     /// Units this shard holds for cross-shard orders (its own included), by order.
     pub holds: IdMap<OrderId, Held>,
     pub idempotency: HashMap<Box<str>, IdemEntry>,
+    /// Keys of refused placements in the order they were refused (with when), for the bound
+    /// [`REJECTED_IDEMPOTENCY_MAX`] / [`REJECTED_IDEMPOTENCY_BYTES_MAX`]; may hold keys already
+    /// swept or replaced (skipped when popped).
+    pub rejected: std::collections::VecDeque<(i64, Box<str>)>,
+    /// Bytes the refused placements' entries in `idempotency` take, as [`rejected_bytes`]
+    /// counts them.
+    pub rejected_bytes: usize,
     pub shipments: IdMap<ShipmentId, Box<Shipment>>,
     /// Shipments of each order that has any, in creation order.
     pub order_shipments: IdMap<OrderId, Vec<ShipmentId>>,
@@ -218,6 +259,19 @@ pub struct ShardData {
     pub last_seq: u64,
     /// Interned strings (SKUs, actors) so that lines share one allocation per distinct value.
     interned: HashSet<Arc<str>>,
+}
+
+/// Most idempotency entries of refused placements one shard keeps; past it the oldest is
+/// forgotten (a retry with its key is then placed anew). A compile-time constant, not a
+/// setting: eviction happens in `apply`, so replay must evict exactly as the live shard did.
+pub const REJECTED_IDEMPOTENCY_MAX: usize = 100_000;
+/// Most bytes (keys and short SKUs, see [`rejected_bytes`]) those entries take per shard.
+pub const REJECTED_IDEMPOTENCY_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// What one refused placement's idempotency entry costs, as the bound counts it: the key, the
+/// short SKUs, and a fixed 96 bytes of map slot, entry and vector headers.
+pub fn rejected_bytes(key: &str, short: &[String]) -> usize {
+    96 + key.len() + short.iter().map(|sku| sku.len() + 24).sum::<usize>()
 }
 
 /// The shard that owns a SKU, by a hash that is stable across versions and restarts.
@@ -240,6 +294,35 @@ impl ShardData {
             next_customer: 1,
             next_shipment: 1,
             ..Default::default()
+        }
+    }
+
+    /// Counts a refused placement's idempotency entry and forgets the oldest ones past the
+    /// bound (in count and in bytes).
+    fn note_rejected(&mut self, at_us: i64, key: &str, short: &[String]) {
+        self.rejected_bytes += rejected_bytes(key, short);
+        self.rejected.push_back((at_us, key.into()));
+        while self.rejected.len() > REJECTED_IDEMPOTENCY_MAX
+            || self.rejected_bytes > REJECTED_IDEMPOTENCY_BYTES_MAX
+        {
+            let Some((_, oldest)) = self.rejected.pop_front() else {
+                break;
+            };
+            self.forget_rejected(&oldest);
+        }
+    }
+
+    /// Removes a refused placement's entry (if `key` still names one) and its bytes.
+    fn forget_rejected(&mut self, key: &str) {
+        if let Some(IdemEntry {
+            outcome: IdemOutcome::Rejected(short),
+            ..
+        }) = self.idempotency.get(key)
+        {
+            self.rejected_bytes = self
+                .rejected_bytes
+                .saturating_sub(rejected_bytes(key, short));
+            self.idempotency.remove(key);
         }
     }
 
@@ -352,10 +435,26 @@ impl ShardData {
                 assert_eq!(removed.status, OrderStatus::Pending);
                 self.order_index.remove(&(removed.created_us, removed.id));
                 if let Some(key) = idem_key {
-                    if let Some(entry) = self.idempotency.get_mut(key.as_str()) {
+                    if short.is_empty() {
+                        // Aborted because a part did not answer by the deadline: the key is
+                        // free again, so a retry with it places the order anew.
+                        self.idempotency.remove(key.as_str());
+                    } else if let Some(entry) = self.idempotency.get_mut(key.as_str()) {
                         entry.outcome = IdemOutcome::Rejected(short.clone());
+                        let at_us = entry.at_us;
+                        self.note_rejected(at_us, key, short);
                     }
                 }
+            }
+            Event::IdemRecorded { idem, outcome } => {
+                self.idempotency.insert(
+                    idem.key.clone().into_boxed_str(),
+                    IdemEntry {
+                        hash: idem.hash,
+                        at_us: idem.at_us,
+                        outcome: outcome.clone(),
+                    },
+                );
             }
             Event::PlacementRejected { idem, short } => {
                 self.idempotency.insert(
@@ -366,6 +465,7 @@ impl ShardData {
                         outcome: IdemOutcome::Rejected(short.clone()),
                     },
                 );
+                self.note_rejected(idem.at_us, &idem.key, short);
             }
             Event::OrderCancelled {
                 order,
@@ -583,26 +683,33 @@ impl ShardData {
         }
     }
 
-    /// Adds (`sign` 1) or removes (`sign` -1) an order's lines from its hour's sales.
+    /// Adds (`sign` 1) or removes (`sign` -1) an order's lines from its hour's sales. The
+    /// counters saturate instead of wrapping (see [`HourSales`]); removing takes away exactly
+    /// what adding added unless a counter had saturated, which `debug_assert`s.
     fn count_sale(&mut self, id: OrderId, sign: i64) {
         let order = &self.orders[&id];
         let hour = order.created_us.div_euclid(HOUR_US) * HOUR_US;
         let sales = self.sales.entry(hour).or_default();
-        let apply = |value: &mut u64, amount: u64| {
-            if sign > 0 {
-                *value += amount;
-            } else {
-                *value -= amount;
-            }
-        };
-        apply(&mut sales.orders, 1);
+        let adding = sign > 0;
+        macro_rules! count {
+            ($value:expr, $amount:expr) => {{
+                let amount = $amount;
+                $value = if adding {
+                    $value.saturating_add(amount)
+                } else {
+                    debug_assert!($value >= amount, "sales counter below what it counted");
+                    $value.saturating_sub(amount)
+                };
+            }};
+        }
+        count!(sales.orders, 1);
         for line in order.lines.iter() {
-            let revenue = line.qty as u64 * line.unit_price;
-            apply(&mut sales.units, line.qty as u64);
-            apply(&mut sales.revenue, revenue);
+            let revenue = line_amount(line);
+            count!(sales.units, u128::from(line.qty));
+            count!(sales.revenue, revenue);
             let entry = sales.skus.entry(line.sku.clone()).or_default();
-            apply(&mut entry.0, line.qty as u64);
-            apply(&mut entry.1, revenue);
+            count!(entry.0, u128::from(line.qty));
+            count!(entry.1, revenue);
             if entry.0 == 0 && entry.1 == 0 {
                 sales.skus.remove(&line.sku);
             }
@@ -612,7 +719,8 @@ impl ShardData {
 
     fn count_cancelled(&mut self, id: OrderId, amount: u64) {
         let hour = self.orders[&id].created_us.div_euclid(HOUR_US) * HOUR_US;
-        self.sales.entry(hour).or_default().cancelled += amount;
+        let sales = self.sales.entry(hour).or_default();
+        sales.cancelled = sales.cancelled.saturating_add(amount);
     }
 
     fn drop_empty_hour(&mut self, hour: i64) {
@@ -644,20 +752,33 @@ impl ShardData {
             };
         let end_full = to_us.div_euclid(HOUR_US) * HOUR_US;
         if first_full < end_full {
+            // Summed in u128 and saturated to u64 once at the end (see [`SalesSummary`]).
+            let (mut units, mut revenue) = (0u128, 0u128);
+            let mut skus: HashMap<&str, (u128, u128)> = HashMap::new();
             for (hour, sales) in self.sales.range(first_full..end_full) {
-                summary.orders += sales.orders;
-                summary.cancelled += sales.cancelled;
-                summary.units += sales.units;
-                summary.revenue += sales.revenue;
-                for (sku, (units, revenue)) in &sales.skus {
-                    let entry = summary.skus.entry(sku.to_string()).or_default();
-                    entry.0 += units;
-                    entry.1 += revenue;
+                summary.orders = summary.orders.saturating_add(sales.orders);
+                summary.cancelled = summary.cancelled.saturating_add(sales.cancelled);
+                units = units.saturating_add(sales.units);
+                revenue = revenue.saturating_add(sales.revenue);
+                for (sku, (sku_units, sku_revenue)) in &sales.skus {
+                    let entry = skus.entry(sku).or_default();
+                    entry.0 = entry.0.saturating_add(*sku_units);
+                    entry.1 = entry.1.saturating_add(*sku_revenue);
                 }
                 if sales.orders > 0 {
-                    summary.by_hour.insert(*hour, (sales.orders, sales.revenue));
+                    summary
+                        .by_hour
+                        .insert(*hour, (sales.orders, saturate(sales.revenue)));
                 }
             }
+            summary.units = saturate(units);
+            summary.revenue = saturate(revenue);
+            summary.skus = skus
+                .into_iter()
+                .map(|(sku, (units, revenue))| {
+                    (sku.to_string(), (saturate(units), saturate(revenue)))
+                })
+                .collect();
             self.walk_sales(from_us, first_full, &mut summary);
             self.walk_sales(end_full, to_us, &mut summary);
         } else {
@@ -677,26 +798,26 @@ impl ShardData {
             match order.status {
                 OrderStatus::Pending => continue,
                 OrderStatus::Cancelled => {
-                    summary.cancelled += 1;
+                    summary.cancelled = summary.cancelled.saturating_add(1);
                     continue;
                 }
                 _ => {}
             }
-            summary.orders += 1;
-            let mut order_revenue = 0;
+            summary.orders = summary.orders.saturating_add(1);
+            let mut order_revenue: u64 = 0;
             for line in order.lines.iter() {
-                let revenue = line.qty as u64 * line.unit_price;
-                order_revenue += revenue;
-                summary.units += line.qty as u64;
-                summary.revenue += revenue;
+                let revenue = saturate(line_amount(line));
+                order_revenue = order_revenue.saturating_add(revenue);
+                summary.units = summary.units.saturating_add(u64::from(line.qty));
+                summary.revenue = summary.revenue.saturating_add(revenue);
                 let entry = summary.skus.entry(line.sku.to_string()).or_default();
-                entry.0 += line.qty as u64;
-                entry.1 += revenue;
+                entry.0 = entry.0.saturating_add(u64::from(line.qty));
+                entry.1 = entry.1.saturating_add(revenue);
             }
             let hour = order.created_us.div_euclid(HOUR_US) * HOUR_US;
             let entry = summary.by_hour.entry(hour).or_default();
-            entry.0 += 1;
-            entry.1 += order_revenue;
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = entry.1.saturating_add(order_revenue);
         }
     }
 
@@ -813,7 +934,22 @@ impl ShardData {
     /// Forgets idempotency keys older than `cutoff_us`. Orders stay; only the key is dropped.
     pub fn sweep_idempotency(&mut self, cutoff_us: i64) -> usize {
         let before = self.idempotency.len();
-        self.idempotency.retain(|_, entry| entry.at_us >= cutoff_us);
+        let mut freed = 0usize;
+        self.idempotency.retain(|key, entry| {
+            let keep = entry.at_us >= cutoff_us;
+            if let (false, IdemOutcome::Rejected(short)) = (keep, &entry.outcome) {
+                freed += rejected_bytes(key, short);
+            }
+            keep
+        });
+        self.rejected_bytes = self.rejected_bytes.saturating_sub(freed);
+        while self
+            .rejected
+            .front()
+            .is_some_and(|(at_us, _)| *at_us < cutoff_us)
+        {
+            self.rejected.pop_front();
+        }
         before - self.idempotency.len()
     }
 
@@ -980,9 +1116,16 @@ impl ShardData {
                 .collect();
             data.holds.insert(OrderId(id), held);
         }
+        let mut rejected: Vec<(i64, Box<str>)> = Vec::new();
         for (key, entry) in snapshot.idempotency {
+            if let IdemOutcome::Rejected(short) = &entry.outcome {
+                data.rejected_bytes += rejected_bytes(&key, short);
+                rejected.push((entry.at_us, key.clone().into_boxed_str()));
+            }
             data.idempotency.insert(key.into_boxed_str(), entry);
         }
+        rejected.sort_unstable();
+        data.rejected = rejected.into();
         for o in snapshot.orders {
             let lines: Box<[Line]> = o
                 .lines
@@ -1059,6 +1202,12 @@ impl ShardData {
     }
 }
 
+/// An order's total, `u64::MAX` if it does not fit (only an order logged before the bounds of
+/// [`crate::domain::add_line_amount`] could be that large).
+pub fn order_total(order: &Order) -> u64 {
+    saturate(order.lines.iter().map(line_amount).sum())
+}
+
 pub fn order_view(order: &Order) -> OrderView {
     OrderView {
         id: order.id,
@@ -1074,11 +1223,7 @@ pub fn order_view(order: &Order) -> OrderView {
                 shipped_qty: line.shipped,
             })
             .collect(),
-        total: order
-            .lines
-            .iter()
-            .map(|line| line.qty as u64 * line.unit_price)
-            .sum(),
+        total: order_total(order),
         shipping_address: order.shipping_address().map(str::to_string),
         note: order.note().map(str::to_string),
         created_at_us: order.created_us,
@@ -1396,6 +1541,89 @@ mod tests {
             );
         }
         assert_eq!(restored.sales, data.sales);
+    }
+
+    /// Revenue past `u64::MAX` (orders logged before the bounds of `add_line_amount`, or
+    /// enough orders within them) saturates in a summary instead of wrapping to a small sum,
+    /// and the hour's `u128` counters stay exact, so a cancellation takes back exactly its
+    /// order.
+    #[test]
+    fn sales_summary_near_u64_max_does_not_wrap() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&received("A", 10));
+        let base = 1_700_000_000_000_000 / HOUR_US * HOUR_US;
+        let half = u64::MAX / 2 + 1;
+        for n in 1..=2 {
+            let order = OrderRecord {
+                id: OrderId::new(0, n).0,
+                customer: CustomerId::new(0, 1).0,
+                lines: vec![LineRecord {
+                    sku: "A".into(),
+                    qty: 1,
+                    unit_price: half,
+                }],
+                shipping_address: None,
+                note: None,
+                at_us: base + n as i64,
+                actor: "k".into(),
+            };
+            data.apply(&Event::OrderPlaced { order, idem: None });
+        }
+        // The whole hour from the counters, and a part of it by walking the orders.
+        for (from, to) in [(base, base + HOUR_US), (base + 1, base + 3)] {
+            let summary = data.sales_summary(from, to);
+            assert_eq!(summary.orders, 2);
+            assert_eq!(summary.units, 2);
+            assert_eq!(summary.revenue, u64::MAX, "[{from}, {to})");
+            assert_eq!(summary.skus["A"], (2, u64::MAX));
+            assert_eq!(summary.by_hour[&base], (2, u64::MAX));
+        }
+        let mut merged = data.sales_summary(base, base + HOUR_US);
+        merged.merge(data.sales_summary(base, base + HOUR_US));
+        assert_eq!(merged.revenue, u64::MAX, "merging shards saturates too");
+        assert_eq!(merged.skus["A"], (4, u64::MAX));
+        data.apply(&Event::OrderCancelled {
+            order: OrderId::new(0, 1).0,
+            reason: None,
+            actor: "k".into(),
+            at_us: base + 5,
+        });
+        let summary = data.sales_summary(base, base + HOUR_US);
+        assert_eq!((summary.orders, summary.cancelled), (1, 1));
+        assert_eq!(summary.revenue, half);
+        assert_eq!(data.sales[&base].revenue, u128::from(half));
+    }
+
+    /// An order's total that does not fit in 64 bits (only one logged before the bounds could)
+    /// reads as `u64::MAX`, not as the wrapped remainder.
+    #[test]
+    fn order_total_saturates() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&received("A", i64::from(u32::MAX)));
+        data.apply(&received("B", i64::from(u32::MAX)));
+        let order = OrderRecord {
+            id: OrderId::new(0, 1).0,
+            customer: CustomerId::new(0, 1).0,
+            lines: ["A", "B"]
+                .into_iter()
+                .map(|sku| LineRecord {
+                    sku: sku.into(),
+                    qty: u32::MAX,
+                    unit_price: u64::MAX,
+                })
+                .collect(),
+            shipping_address: None,
+            note: None,
+            at_us: 1,
+            actor: "k".into(),
+        };
+        data.apply(&Event::OrderPlaced { order, idem: None });
+        let order = &data.orders[&OrderId::new(0, 1)];
+        assert_eq!(order_view(order).total, u64::MAX);
+        assert_eq!(
+            data.sales_summary(0, i64::MAX).units,
+            2 * u64::from(u32::MAX)
+        );
     }
 
     #[test]

@@ -57,6 +57,17 @@ pub enum Fault {
         command: Option<(&'static str, u64)>,
         message: String,
     },
+    /// The log writer failed to write a group holding this shard's batch and moved the
+    /// shard's generation on to `generation`: the actor is stale and must be rebuilt.
+    WriteFailed {
+        shard: u16,
+        generation: u64,
+        error: String,
+    },
+    /// Storage started refusing writes (the first failure after a run of successes).
+    StorageFailing { error: String },
+    /// A write succeeded again after [`Fault::StorageFailing`].
+    StorageRecovered,
 }
 
 /// Key prefix of quarantined commands in `control`; the fingerprint follows, big-endian.
@@ -119,13 +130,12 @@ impl Quarantine {
         fingerprint: u64,
         message: &str,
     ) -> Result<Option<QuarantinedCommand>, StorageError> {
-        let panics = {
-            let mut panics = self.panics.lock().expect("quarantine poisoned");
-            let count = panics.entry(fingerprint).or_insert(0);
-            *count += 1;
-            *count
-        };
-        if panics < 2 || self.contains(fingerprint) {
+        // Held until the record is stored and in the set: a concurrent `lift` waits for it, so
+        // the set never holds a fingerprint whose record a lift has just deleted.
+        let mut panics = self.panics.lock().expect("quarantine poisoned");
+        let count = panics.entry(fingerprint).or_insert(0);
+        *count += 1;
+        if *count < 2 || self.contains(fingerprint) {
             return Ok(None);
         }
         let entry = QuarantinedCommand {
@@ -134,8 +144,7 @@ impl Quarantine {
             message: message.to_string(),
             at_us: crate::shard::now_us(),
         };
-        let mut key = QUARANTINE_PREFIX.to_vec();
-        key.extend_from_slice(&fingerprint.to_be_bytes());
+        let key = Self::key(fingerprint);
         let mut value = vec![QUARANTINE_VERSION];
         value.extend(postcard::to_stdvec(&entry).expect("a quarantine entry encodes"));
         storage.write(
@@ -152,6 +161,84 @@ impl Quarantine {
             .insert(fingerprint);
         self.active.store(true, Ordering::Relaxed);
         Ok(Some(entry))
+    }
+
+    /// Every quarantined command as stored, oldest first (ties by fingerprint). A record whose
+    /// value cannot be read is listed with its fingerprint, command `unknown` and time 0, so
+    /// that it can still be lifted.
+    pub fn list(&self, storage: &dyn Storage) -> Result<Vec<QuarantinedCommand>, StorageError> {
+        let mut end = QUARANTINE_PREFIX.to_vec();
+        *end.last_mut().expect("prefix") += 1;
+        let mut entries = Vec::new();
+        storage.scan(
+            Family::Control,
+            QUARANTINE_PREFIX,
+            &end,
+            &mut |key, value| {
+                if let Ok(bytes) = key[QUARANTINE_PREFIX.len()..].try_into() {
+                    let fingerprint = u64::from_be_bytes(bytes);
+                    entries.push(Self::decode(fingerprint, value));
+                }
+                true
+            },
+        )?;
+        entries.sort_by_key(|entry| (entry.at_us, entry.fingerprint));
+        Ok(entries)
+    }
+
+    /// Lifts the quarantine of `fingerprint`: deletes its record (a synced write), takes it out
+    /// of the set and forgets its panics, so the command runs again and is quarantined anew
+    /// only after two more panics. `None` (and nothing written) when it is not quarantined.
+    pub fn lift(
+        &self,
+        storage: &dyn Storage,
+        fingerprint: u64,
+    ) -> Result<Option<QuarantinedCommand>, StorageError> {
+        // Serializes with `note_panic`, which stores a record and then adds it to the set.
+        let mut panics = self.panics.lock().expect("quarantine poisoned");
+        let key = Self::key(fingerprint);
+        let Some(value) = storage.get(Family::Control, &key)? else {
+            return Ok(None);
+        };
+        let mut to = key.clone();
+        to.push(0); // the smallest key after `key`: the range holds exactly this record
+        storage.write(
+            vec![Write::DeleteRange {
+                family: Family::Control,
+                from: key,
+                to,
+            }],
+            true,
+        )?;
+        let mut set = self.set.write().expect("quarantine poisoned");
+        set.remove(&fingerprint);
+        self.active.store(!set.is_empty(), Ordering::Relaxed);
+        drop(set);
+        panics.remove(&fingerprint);
+        Ok(Some(Self::decode(fingerprint, &value)))
+    }
+
+    /// Key of a quarantined command in `control`.
+    fn key(fingerprint: u64) -> Vec<u8> {
+        let mut key = QUARANTINE_PREFIX.to_vec();
+        key.extend_from_slice(&fingerprint.to_be_bytes());
+        key
+    }
+
+    /// A stored record; one that cannot be read becomes a placeholder naming why.
+    fn decode(fingerprint: u64, value: &[u8]) -> QuarantinedCommand {
+        let decoded = match value.split_first() {
+            Some((&QUARANTINE_VERSION, rest)) => postcard::from_bytes::<QuarantinedCommand>(rest)
+                .map_err(|error| format!("undecodable record: {error}")),
+            Some((version, _)) => Err(format!("record of unknown version {version}")),
+            None => Err("empty record".to_string()),
+        };
+        decoded.unwrap_or_else(|why| QuarantinedCommand {
+            fingerprint,
+            command: "unknown".to_string(),
+            message: why,
+            at_us: 0,
+        })
     }
 
     /// How many commands are quarantined.
@@ -180,6 +267,14 @@ struct Watch {
     unanswered_since: Option<Instant>,
 }
 
+/// A run of failed writes, from the first failure until a write succeeds again.
+struct Outage {
+    at_us: i64,
+    error: String,
+    /// The incident written when it began (`None` when storage refused that write too).
+    incident: Option<u64>,
+}
+
 /// The supervisor loop: handles faults as they come and checks heartbeats every
 /// `heartbeat_interval_ms`. Ends when the engine is gone or the fault channel closes.
 pub(crate) async fn run(
@@ -195,6 +290,7 @@ pub(crate) async fn run(
         Some(inner) => Engine::from_inner(inner).shard_count(),
         None => return,
     };
+    let mut outage: Option<Outage> = None;
     let mut watches: Vec<Watch> = (0..shard_count)
         .map(|_| Watch {
             unanswered_since: None,
@@ -206,7 +302,7 @@ pub(crate) async fn run(
                 let Some(fault) = fault else { return };
                 let Some(inner) = inner.upgrade() else { return };
                 let engine = Engine::from_inner(inner);
-                handle_fault(&engine, fault).await;
+                handle_fault(&engine, fault, &mut outage).await;
             }
             _ = ticker.tick() => {
                 let Some(inner) = inner.upgrade() else { return };
@@ -217,8 +313,62 @@ pub(crate) async fn run(
     }
 }
 
-async fn handle_fault(engine: &Engine, fault: Fault) {
+async fn handle_fault(engine: &Engine, fault: Fault, outage: &mut Option<Outage>) {
     match fault {
+        Fault::WriteFailed {
+            shard,
+            generation,
+            error,
+        } => {
+            if engine.generation(shard) != generation {
+                return; // already replaced
+            }
+            // Storage, not the shard, failed: this restart does not count towards the
+            // restart intensity (the probe tells when writes succeed again; meanwhile writes
+            // are refused at admission and reads are served by the rebuilt shard).
+            let detail = format!(
+                "a write of this shard's log batch failed ({error}); nothing in it was acknowledged"
+            );
+            engine.restart_after_storage_fault(shard, detail).await;
+        }
+        Fault::StorageFailing { error } => {
+            let at_us = crate::shard::now_us();
+            let incident = engine
+                .incidents()
+                .record(
+                    "storage",
+                    "write_failed",
+                    format!("storage refused a write: {error}"),
+                    "shards whose batches failed are rebuilt from storage; writes are refused until a probe write succeeds; reads go on",
+                )
+                .ok()
+                .map(|incident| incident.id);
+            *outage = Some(Outage {
+                at_us,
+                error,
+                incident,
+            });
+        }
+        Fault::StorageRecovered => {
+            let Some(outage) = outage.take() else { return };
+            let recorded = match outage.incident {
+                Some(id) => engine.incidents().recovered(id).map(|_| ()),
+                // The incident could not be written while storage failed: written now.
+                None => engine
+                    .incidents()
+                    .record_recovered(
+                        outage.at_us,
+                        "storage",
+                        "write_failed",
+                        format!("storage refused a write: {}", outage.error),
+                        "shards whose batches failed were rebuilt from storage; writes were refused until a probe write succeeded; reads went on",
+                    )
+                    .map(|_| ()),
+            };
+            if let Err(error) = recorded {
+                tracing::error!(message = "Could not record the storage incident.", %error);
+            }
+        }
         Fault::Panic {
             shard,
             generation,

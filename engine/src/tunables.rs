@@ -11,7 +11,11 @@ pub struct Tunables {
     flush_interval_ms: AtomicU64,
     max_restarts: AtomicU32,
     restart_window_s: AtomicU64,
+    request_timeout_ms: AtomicU64,
 }
+
+/// Default deadline of one client call (`engine.request_timeout_ms`).
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
 impl Tunables {
     pub fn new(
@@ -25,7 +29,19 @@ impl Tunables {
             flush_interval_ms: AtomicU64::new(flush_interval_ms.max(1)),
             max_restarts: AtomicU32::new(max_restarts),
             restart_window_s: AtomicU64::new(restart_window_s.max(1)),
+            request_timeout_ms: AtomicU64::new(REQUEST_TIMEOUT_MS_DEFAULT),
         }
+    }
+
+    /// The deadline of one client call, in milliseconds: past it the caller hears
+    /// `unavailable`, and an order shard aborts a placement whose parts have not all answered.
+    pub fn request_timeout_ms(&self) -> u64 {
+        self.request_timeout_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_request_timeout_ms(&self, value: u64) {
+        self.request_timeout_ms
+            .store(value.max(1), Ordering::Relaxed);
     }
 
     /// Most events in one log batch.

@@ -36,8 +36,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use orderd_proto::AuditEntry;
 
 use crate::auth::Caller;
-use crate::config::AuditConfig;
+use crate::config::{AuditConfig, IDEMPOTENCY_RETENTION_S_MIN};
 use crate::error::ApiError;
+use crate::idem::Keys;
 use crate::wire;
 
 /// Actor of entries about requests without a valid key.
@@ -421,6 +422,9 @@ pub struct AuditLog {
     storage: Arc<dyn Storage>,
     scan_entries_max: usize,
     refusals_dropped_total: AtomicU64,
+    /// The Idempotency-Keys of mutations other than placements: they decide whether a repeat
+    /// writes an entry ([`crate::idem`]).
+    keys: Keys,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -447,10 +451,23 @@ impl AuditLog {
         Ok(AuditLog {
             queue,
             writer: std::sync::Mutex::new(Some(writer)),
+            keys: Keys::new(storage.clone(), IDEMPOTENCY_RETENTION_S_MIN),
             storage,
             scan_entries_max: config.scan_entries_max,
             refusals_dropped_total: AtomicU64::new(0),
         })
+    }
+
+    /// Keeps the Idempotency-Keys of [`AuditLog::keys`] as long as the engine keeps its own
+    /// (`engine.idempotency_retention_s`; 24 hours unless set).
+    pub fn with_idempotency_retention_s(mut self, retention_s: u64) -> AuditLog {
+        self.keys = Keys::new(self.storage.clone(), retention_s);
+        self
+    }
+
+    /// The gateway's Idempotency-Keys ([`crate::idem`]).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     fn submission(

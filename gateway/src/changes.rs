@@ -24,6 +24,7 @@ use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::config::ChangesConfig;
 use crate::error::ApiError;
+use crate::idem::{Age, Entry, Keys};
 use crate::roles::Role;
 use crate::settings::{self, Live, Override, Risk};
 use crate::window::{self, WindowStats};
@@ -418,23 +419,26 @@ impl Changes {
         change: &Change,
         setting_value: Option<Option<Override>>,
     ) -> Result<(), ApiError> {
-        self.write(change, setting_value, true).await
+        self.write(change, setting_value, true, Vec::new()).await
     }
 
     /// [`Changes::persist`], synced or not: the observed figures a watch round refreshes are
     /// not a step, so they need no fsync of their own (a crash loses at most the last ones,
-    /// which the resumed watch measures again).
+    /// which the resumed watch measures again). `extra` joins the same write (the
+    /// Idempotency-Key of a new change).
     async fn write(
         &self,
         change: &Change,
         setting_value: Option<Option<Override>>,
         sync: bool,
+        extra: Vec<Write>,
     ) -> Result<(), ApiError> {
         let mut writes = vec![Write::Put {
             family: Family::Control,
             key: record_key(change.number),
             value: serde_json::to_vec(change).expect("a change serializes"),
         }];
+        writes.extend(extra);
         match setting_value {
             Some(Some(value)) => writes.push(Write::Put {
                 family: Family::Control,
@@ -501,7 +505,37 @@ impl Changes {
     }
 
     /// `POST /v1/ops/changes`: validates and assesses a request; 400 names the bad field.
-    pub async fn request(&self, caller: &Caller, new: NewChange) -> Result<Change, ApiError> {
+    /// With an Idempotency-Key (`key` as the client sent it, `request_hash` identifying the
+    /// request), a repeat answers the change the first request created, as it is now, and
+    /// creates none; the key with another request is 422 `idempotency_conflict`. The key is
+    /// stored with the change, in the same synced write, and kept
+    /// `engine.idempotency_retention_s`.
+    pub async fn request(
+        &self,
+        caller: &Caller,
+        new: NewChange,
+        key: Option<String>,
+        request_hash: u128,
+    ) -> Result<Change, ApiError> {
+        let key = match key {
+            Some(key) => {
+                crate::validate::idempotency_key(&key)?;
+                // Scoped by API key, as every Idempotency-Key.
+                Some(format!("{}:{key}", caller.key_id))
+            }
+            None => None,
+        };
+        let keys = self.audit.keys();
+        // Requests with the same key run one at a time: the second finds the first's change.
+        let _key_lock = match &key {
+            Some(key) => Some(keys.lock(key).await),
+            None => None,
+        };
+        if let Some(key) = &key {
+            if let Some(change) = self.replay(caller, key, request_hash).await? {
+                return Ok(change);
+            }
+        }
         let def = settings::find(&new.setting).ok_or_else(|| {
             ApiError::invalid(
                 "setting",
@@ -576,18 +610,67 @@ impl Changes {
             &caller.key_id,
             format!("{summary}; risk {}", def.risk.as_str()),
         );
-        self.persist(&change, None).await?;
+        let entry = key.as_ref().map(|key| {
+            let entry = Entry {
+                change: Some(change.number),
+                ..Entry::new(request_hash, now_us(), true)
+            };
+            (key, entry)
+        });
+        let extra = entry
+            .iter()
+            .map(|(key, entry)| keys.put(key, entry))
+            .collect();
+        self.write(&change, None, true, extra).await?;
         *next += 1;
         drop(next);
         self.audit(
             &caller.key_id,
             "change.request",
             &change,
-            format!("setting={} risk={}", change.setting, def.risk.as_str()),
+            request_detail(&change),
         )
         .await?;
+        if let Some((key, entry)) = entry {
+            mark_audited(keys, key, entry).await;
+        }
         tracing::info!(message = "Change requested.", id = %change.id(), %summary, actor = %caller.key_id);
         Ok(change)
+    }
+
+    /// The change a repeat of a request with Idempotency-Key `key` answers, or `None` when the
+    /// key is free; 422 when it was used with another request. A first attempt whose audit
+    /// entry failed gets it now.
+    async fn replay(
+        &self,
+        caller: &Caller,
+        key: &str,
+        request_hash: u128,
+    ) -> Result<Option<Change>, ApiError> {
+        let keys = self.audit.keys();
+        let found = keys.lookup(key).await.map_err(|e| ApiError::Unavailable {
+            detail: format!("cannot read the Idempotency-Key: {e}"),
+            reasons: None,
+        })?;
+        // A lapsed key is free again: nothing but this service acts on a change's key.
+        let Some((Age::Live, entry)) = found else {
+            return Ok(None);
+        };
+        let Some(number) = entry.change.filter(|_| entry.is_for(request_hash)) else {
+            return Err(ApiError::IdempotencyConflict);
+        };
+        let change = self.load_one(&display_id(number)).await?;
+        if !entry.audited {
+            self.audit(
+                &caller.key_id,
+                "change.request",
+                &change,
+                request_detail(&change),
+            )
+            .await?;
+            mark_audited(keys, key, entry).await;
+        }
+        Ok(Some(change))
     }
 
     /// `POST /v1/ops/changes/{id}/approve`: only an admin who did not request it.
@@ -959,10 +1042,27 @@ impl Changes {
                 tracing::info!(message = "Change closed after its watch window.", id = %change.id());
             } else {
                 // The observed figures, for GET while watching.
-                self.write(&change, None, false).await?;
+                self.write(&change, None, false, Vec::new()).await?;
             }
         }
         Ok(())
+    }
+}
+
+/// The audit detail of a change request.
+fn request_detail(change: &Change) -> String {
+    format!("setting={} risk={}", change.setting, change.risk.as_str())
+}
+
+/// Notes that the change request of `key` is audited (a failure only means a repeat writes the
+/// entry again).
+async fn mark_audited(keys: &Keys, key: &str, entry: Entry) {
+    let entry = Entry {
+        audited: true,
+        ..entry
+    };
+    if let Err(error) = keys.store(key, &entry).await {
+        tracing::warn!(message = "Cannot mark an idempotency key as audited.", %error);
     }
 }
 

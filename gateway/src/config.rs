@@ -19,6 +19,9 @@ pub const SHARDS_MAX: usize = 1024;
 
 /// Shortest idempotency retention the API allows (it promises 24 hours).
 pub const IDEMPOTENCY_RETENTION_S_MIN: u64 = 86_400;
+/// Bounds of `engine.request_timeout_ms`.
+pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,9 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub durability: DurabilitySetting,
     pub flush_interval_ms: u64,
+    /// Writes are refused (507) while the data directory's file system has less free space;
+    /// 0 turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 /// The `[engine]` section (named so as not to clash with `orderd_engine::EngineConfig`).
@@ -182,6 +188,8 @@ pub struct EngineSection {
     pub snapshot_interval_events: u64,
     pub idempotency_retention_s: u64,
     pub pending_retry_ms: u64,
+    /// The deadline of one request inside the engine (live).
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -321,6 +329,20 @@ impl Config {
         }
         if self.engine.pending_retry_ms == 0 {
             return invalid("engine.pending_retry_ms", "must be at least 1");
+        }
+        if !(REQUEST_TIMEOUT_MS_MIN..=REQUEST_TIMEOUT_MS_MAX)
+            .contains(&self.engine.request_timeout_ms)
+        {
+            return invalid(
+                "engine.request_timeout_ms",
+                format!("must be {REQUEST_TIMEOUT_MS_MIN} to {REQUEST_TIMEOUT_MS_MAX}"),
+            );
+        }
+        if self.engine.request_timeout_ms <= self.engine.pending_retry_ms {
+            return invalid(
+                "engine.request_timeout_ms",
+                "must be longer than engine.pending_retry_ms (a placement must get at least one retry)",
+            );
         }
         if self.backup.dir.as_os_str().is_empty() {
             return invalid("backup.dir", "must not be empty");
@@ -506,6 +528,8 @@ impl Config {
             snapshot_interval_events: self.engine.snapshot_interval_events,
             idempotency_retention_s: self.engine.idempotency_retention_s,
             pending_retry_ms: self.engine.pending_retry_ms,
+            request_timeout_ms: self.engine.request_timeout_ms,
+            min_free_bytes: self.storage.min_free_bytes,
             supervisor: orderd_engine::SupervisorConfig {
                 heartbeat_interval_ms: self.supervisor.heartbeat_interval_ms,
                 heartbeat_timeout_ms: self.supervisor.heartbeat_timeout_ms,

@@ -32,7 +32,7 @@ pub enum ApiError {
     InsufficientStock { skus: Vec<String> },
     #[error("{0}")]
     InvalidTransition(String),
-    #[error("this Idempotency-Key was used with a different request body")]
+    #[error("this Idempotency-Key was used with a different request (body, route or object)")]
     IdempotencyConflict,
     #[error("no such customer")]
     UnknownCustomer,
@@ -46,6 +46,9 @@ pub enum ApiError {
         detail: String,
         reasons: Option<Vec<String>>,
     },
+    /// 507: the disk is (nearly) full; reads go on, writes are refused until space is back.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::RateLimited => "rate_limited",
             ApiError::Quarantined(_) => "quarantined",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::RateLimited => "Rate limited",
             ApiError::Quarantined(_) => "Quarantined",
             ApiError::Unavailable { .. } => "Unavailable",
+            ApiError::InsufficientStorage(_) => "Insufficient storage",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -169,6 +174,7 @@ impl From<CommandError> for ApiError {
                 reasons: None,
             },
             CommandError::Quarantined(detail) => ApiError::Quarantined(detail),
+            CommandError::InsufficientStorage(detail) => ApiError::InsufficientStorage(detail),
         }
     }
 }
@@ -189,6 +195,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Quarantined(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -205,7 +212,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE));
         match self {
-            ApiError::RateLimited | ApiError::Unavailable { .. } => {
+            ApiError::RateLimited
+            | ApiError::Unavailable { .. }
+            | ApiError::InsufficientStorage(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::Unauthorized(_) => {
@@ -348,6 +357,11 @@ mod tests {
                 CommandError::Unavailable("restarting".into()),
                 503,
                 "unavailable",
+            ),
+            (
+                CommandError::InsufficientStorage("disk full".into()),
+                507,
+                "insufficient_storage",
             ),
         ];
         for (engine_error, status, code) in cases {

@@ -16,6 +16,7 @@ pub mod body;
 pub mod changes;
 pub mod config;
 pub mod error;
+pub mod idem;
 pub mod inspection;
 pub mod metrics;
 pub mod offsite;

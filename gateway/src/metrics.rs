@@ -44,6 +44,8 @@ pub const LOG_BATCH_EVENTS: &str = BATCH_EVENTS_METRIC;
 pub const LOG_SYNCS_TOTAL: &str = "orderd_log_syncs_total";
 pub const LOG_BYTES_TOTAL: &str = "orderd_log_bytes_total";
 pub const LOG_EVENTS_TOTAL: &str = "orderd_log_events_total";
+pub const LOG_WRITE_FAILURES_TOTAL: &str = "orderd_log_write_failures_total";
+pub const STORAGE_WRITES_REFUSED: &str = "orderd_storage_writes_refused";
 pub const SHARD_MAILBOX_DEPTH: &str = "orderd_shard_mailbox_depth";
 pub const SHARD_ORDERS: &str = "orderd_shard_orders";
 pub const SHARD_RESTARTS_TOTAL: &str = "orderd_shard_restarts_total";
@@ -157,6 +159,14 @@ fn describe() {
         "Bytes of event batches written to the log since start."
     );
     describe_counter!(LOG_EVENTS_TOTAL, "Events written to the log since start.");
+    describe_counter!(
+        LOG_WRITE_FAILURES_TOTAL,
+        "Storage writes of the log writer (group commits and probe writes) that failed since start."
+    );
+    describe_gauge!(
+        STORAGE_WRITES_REFUSED,
+        "1 while writes are refused at admission (the disk is nearly full, or storage refuses writes), else 0."
+    );
     describe_gauge!(
         SHARD_MAILBOX_DEPTH,
         "Client requests queued for the shard and not yet handled."
@@ -356,6 +366,9 @@ pub async fn render(engine: &Engine, audit: Option<&AuditLog>) -> String {
     metrics::counter!(LOG_SYNCS_TOTAL).absolute(log.syncs);
     metrics::counter!(LOG_BYTES_TOTAL).absolute(log.bytes);
     metrics::counter!(LOG_EVENTS_TOTAL).absolute(log.events);
+    metrics::counter!(LOG_WRITE_FAILURES_TOTAL).absolute(log.write_failures);
+    let refused = if engine.writes_refused() { 1.0 } else { 0.0 };
+    metrics::gauge!(STORAGE_WRITES_REFUSED).set(refused);
     if let Some(audit) = audit {
         metrics::counter!(AUDIT_REFUSALS_DROPPED_TOTAL).absolute(audit.refusals_dropped_total());
     }

@@ -6,11 +6,12 @@
 
 use orderd_engine::{
     CustomerId, CustomerView, Engine, Idempotency, NewCustomer, NewShipment, OrderCursor,
-    OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentView, StockView,
+    OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId, ShipmentStatus,
+    ShipmentView, StockView,
 };
 use orderd_proto::{
     CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, PlaceOrderRequest,
-    StockAdjustmentRequest,
+    ShipmentEventRequest, StockAdjustmentRequest,
 };
 
 use sha2::{Digest, Sha256};
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::idem::Claim;
 use crate::roles::{self, Role};
 use crate::validate;
 use crate::vault::Vault;
@@ -181,12 +183,15 @@ pub async fn list_orders(
     Ok((items, page.next.map(|cursor| cursor.to_string())))
 }
 
-/// Cancels an order (opened); cancelling a cancelled order answers it again.
+/// Cancels an order (opened); cancelling a cancelled order answers it again. `key` and
+/// `request_hash` are the request's Idempotency-Key, as for every mutation ([`Claim`]).
 pub async fn cancel_order(
     ctx: Ctx<'_>,
     caller: &Caller,
     id: &str,
     reason: Option<String>,
+    key: Option<String>,
+    request_hash: u128,
 ) -> Result<OrderView, ApiError> {
     caller.require(roles::ORDER_CANCEL)?;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
@@ -196,10 +201,14 @@ pub async fn cancel_order(
         let view = ctx.engine.order(id).await?;
         caller.may_see_customer(view.customer_id)?;
     }
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
     let started_us = chrono::Utc::now().timestamp_micros();
-    let view = ctx.engine.cancel_order(id, reason, &caller.key_id).await?;
-    // Cancelling a cancelled order is a repeat (see `record_once`). The reason is free text and
-    // stays out of the audit trail.
+    let view = ctx
+        .engine
+        .cancel_order_with(id, reason, &caller.key_id, claim.idempotency())
+        .await?;
+    // Cancelling a cancelled order is a repeat, and so is a replay under the key (see
+    // `record_once`). The reason is free text and stays out of the audit trail.
     let cancelled_at_us = view
         .history
         .iter()
@@ -219,12 +228,15 @@ pub async fn cancel_order(
     Ok(ctx.vault.open_order(view)?)
 }
 
-/// Ships lines of an order (all that is left without `lines`).
+/// Ships lines of an order (all that is left without `lines`). A replay under the
+/// Idempotency-Key answers the shipment as it was answered, and ships nothing more.
 pub async fn create_shipment(
     ctx: Ctx<'_>,
     caller: &Caller,
     order_id: &str,
     request: CreateShipmentRequest,
+    key: Option<String>,
+    request_hash: u128,
 ) -> Result<ShipmentView, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
     let order_id: OrderId = order_id.parse().map_err(|()| ApiError::not_found())?;
@@ -236,44 +248,71 @@ pub async fn create_shipment(
         ));
     }
     validate::text_max("carrier", carrier, CARRIER_CHARS_MAX)?;
-    let lines = match request.lines {
-        None => None,
-        Some(lines) => {
-            if lines.is_empty() || lines.len() > orderd_engine::ORDER_LINES_MAX {
-                return Err(ApiError::invalid(
-                    "lines",
-                    "a shipment has 1 to 100 lines (or none: everything left)",
-                ));
-            }
-            let mut out = Vec::with_capacity(lines.len());
-            for (i, line) in lines.into_iter().enumerate() {
-                validate::sku(&format!("lines[{i}].sku"), &line.sku)?;
-                if line.qty == 0 {
-                    return Err(ApiError::invalid(
-                        format!("lines[{i}].qty"),
-                        "qty must be at least 1",
-                    ));
-                }
-                out.push((line.sku, line.qty));
-            }
-            Some(out)
-        }
+    let lines = request.lines.map(validate::shipment_lines).transpose()?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    let shipment = NewShipment {
+        order_id,
+        carrier: carrier.to_string(),
+        lines,
+        actor: caller.key_id.clone(),
     };
-    let view = ctx
-        .engine
-        .ship(NewShipment {
-            order_id,
-            carrier: carrier.to_string(),
-            lines,
-            actor: caller.key_id.clone(),
-        })
-        .await?;
-    let units: u32 = view.lines.iter().map(|(_, qty)| qty).sum();
-    let detail = format!("order={order_id} units={units}");
-    ctx.audit
-        .record(caller, "shipment.create", view.id.to_string(), detail)
+    let view = ctx.engine.ship_with(shipment, claim.idempotency()).await?;
+    let detail = format!("order={order_id} units={}", shipment_units(&view));
+    claim
+        .record(
+            ctx.audit,
+            caller,
+            "shipment.create",
+            view.id.to_string(),
+            detail,
+        )
         .await?;
     Ok(view)
+}
+
+/// Records a carrier event on a shipment. A replay under the Idempotency-Key answers the
+/// shipment as it was answered, and records nothing more.
+pub async fn shipment_event(
+    ctx: Ctx<'_>,
+    caller: &Caller,
+    id: &str,
+    request: ShipmentEventRequest,
+    key: Option<String>,
+    request_hash: u128,
+) -> Result<ShipmentView, ApiError> {
+    caller.require(roles::SHIPMENT_WRITE)?;
+    let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
+    let status = ShipmentStatus::parse_event(&request.status).ok_or_else(|| {
+        ApiError::invalid("status", "status is one of in_transit, delivered, failed")
+    })?;
+    validate::optional_text_max("note", request.note.as_deref(), validate::NOTE_CHARS_MAX)?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    let view = ctx
+        .engine
+        .shipment_event_with(
+            id,
+            status,
+            request.note,
+            &caller.key_id,
+            claim.idempotency(),
+        )
+        .await?;
+    claim
+        .record(
+            ctx.audit,
+            caller,
+            "shipment.event",
+            id.to_string(),
+            status.as_str(),
+        )
+        .await?;
+    Ok(view)
+}
+
+/// The units a shipment moves, summed in `u64`: up to 100 lines of up to `u32::MAX` units (an
+/// order placed before `LINE_QTY_MAX`) would wrap a `u32`.
+fn shipment_units(view: &ShipmentView) -> u64 {
+    view.lines.iter().map(|(_, qty)| u64::from(*qty)).sum()
 }
 
 /// Reads a SKU's stock.
@@ -283,49 +322,69 @@ pub async fn get_stock(ctx: Ctx<'_>, caller: &Caller, sku: &str) -> Result<Stock
     Ok(ctx.engine.stock(sku).await?)
 }
 
-/// Adjusts a SKU's stock by a non-zero delta.
+/// Adjusts a SKU's stock by a non-zero delta of at most `STOCK_DELTA_MAX` either way. A
+/// replay under the Idempotency-Key answers the stock as the first adjustment left it, and
+/// adjusts nothing.
 pub async fn adjust_stock(
     ctx: Ctx<'_>,
     caller: &Caller,
     sku: &str,
     request: StockAdjustmentRequest,
+    key: Option<String>,
+    request_hash: u128,
 ) -> Result<StockView, ApiError> {
     caller.require(roles::STOCK_ADJUST)?;
     validate::sku("sku", sku)?;
-    if request.delta == 0 {
-        return Err(ApiError::invalid("delta", "delta must not be zero"));
-    }
+    validate::stock_delta(request.delta)?;
     validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
     let view = ctx
         .engine
-        .adjust_stock(sku, request.delta, &request.reason, &caller.key_id)
+        .adjust_stock_with(
+            sku,
+            request.delta,
+            &request.reason,
+            &caller.key_id,
+            claim.idempotency(),
+        )
         .await?;
     let detail = format!("delta={:+}", request.delta);
-    ctx.audit
-        .record(caller, "stock.adjust", sku, detail)
+    claim
+        .record(ctx.audit, caller, "stock.adjust", sku, detail)
         .await?;
     Ok(view)
 }
 
-/// Creates a customer; answers it opened.
+/// Creates a customer; answers it opened. A replay under the Idempotency-Key answers the
+/// same customer, and creates none.
 pub async fn create_customer(
     ctx: Ctx<'_>,
     caller: &Caller,
     request: CreateCustomerRequest,
+    key: Option<String>,
+    request_hash: u128,
 ) -> Result<CustomerView, ApiError> {
     caller.require(roles::CUSTOMER_CREATE)?;
     validate::customer(&request)?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    let customer = ctx.vault.seal_customer(NewCustomer {
+        name: request.name,
+        email: request.email,
+        phone: request.phone,
+        address: request.address,
+    });
     let view = ctx
         .engine
-        .create_customer(ctx.vault.seal_customer(NewCustomer {
-            name: request.name,
-            email: request.email,
-            phone: request.phone,
-            address: request.address,
-        }))
+        .create_customer_with(customer, claim.idempotency())
         .await?;
-    ctx.audit
-        .record(caller, "customer.create", view.id.to_string(), "")
+    claim
+        .record(
+            ctx.audit,
+            caller,
+            "customer.create",
+            view.id.to_string(),
+            "",
+        )
         .await?;
     Ok(ctx.vault.open_customer(view)?)
 }
@@ -341,4 +400,27 @@ pub async fn get_customer(
     caller.may_see_customer(id)?;
     let view = ctx.vault.open_customer(ctx.engine.customer(id).await?)?;
     Ok((view, caller.role == Role::Auditor))
+}
+
+#[cfg(test)]
+mod tests {
+    use orderd_engine::{ShipmentId, ShipmentStatus};
+
+    use super::*;
+
+    /// The audit detail of a shipment counts its units in 64 bits: two lines of `u32::MAX`
+    /// (orders placed before `LINE_QTY_MAX` may hold them) do not wrap.
+    #[test]
+    fn shipment_units_do_not_wrap() {
+        let view = ShipmentView {
+            id: ShipmentId::new(0, 1),
+            order_id: OrderId::new(0, 1),
+            carrier: "DHL".into(),
+            tracking_number: "T".into(),
+            status: ShipmentStatus::Shipped,
+            lines: vec![("A".into(), u32::MAX), ("B".into(), u32::MAX)],
+            events: Vec::new(),
+        };
+        assert_eq!(shipment_units(&view), 2 * u64::from(u32::MAX));
+    }
 }

@@ -136,6 +136,10 @@ pub const OPS_BACKUPS_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 pub const OPS_BACKUP_VERIFY: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `GET /v1/ops/incidents` (auditors may read incidents, API.md).
 pub const OPS_INCIDENTS_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
+/// `GET /v1/ops/quarantine`: whoever may read incidents (a quarantine is one).
+pub const OPS_QUARANTINE_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
+/// `DELETE /v1/ops/quarantine/{fingerprint}`: lifting is an operation, like a shard restart.
+pub const OPS_QUARANTINE_LIFT: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `GET /v1/ops/config`.
 pub const OPS_CONFIG_READ: RoleSet = RoleSet::of(&[Admin, Operator]);
 /// `POST /v1/ops/changes`.
@@ -158,7 +162,7 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 26] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 28] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("customer create", CUSTOMER_CREATE),
@@ -170,6 +174,8 @@ mod tests {
         ("ops shards read", OPS_SHARDS_READ),
         ("ops shard restart", OPS_SHARD_RESTART),
         ("ops incidents read", OPS_INCIDENTS_READ),
+        ("ops quarantine read", OPS_QUARANTINE_READ),
+        ("ops quarantine lift", OPS_QUARANTINE_LIFT),
         ("ops inspection read", OPS_INSPECTION_READ),
         ("ops backup create", OPS_BACKUP_CREATE),
         ("ops backups read", OPS_BACKUPS_READ),
@@ -209,7 +215,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 26] = [
+        let expected: [(&str, &[Role]); 28] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator],
@@ -233,6 +239,8 @@ mod tests {
             ("ops shards read", &[Admin, Operator]),
             ("ops shard restart", &[Admin, Operator]),
             ("ops incidents read", &[Admin, Operator, Auditor]),
+            ("ops quarantine read", &[Admin, Operator, Auditor]),
+            ("ops quarantine lift", &[Admin, Operator]),
             ("ops inspection read", &[Admin, Operator]),
             ("ops backup create", &[Admin, Operator]),
             ("ops backups read", &[Admin, Operator]),
@@ -262,6 +270,7 @@ mod tests {
         // Spot checks of what must never be allowed.
         assert!(!STOCK_ADJUST.contains(Frontend));
         assert!(!OPS_SHARD_RESTART.contains(Auditor));
+        assert!(!OPS_QUARANTINE_LIFT.contains(Auditor));
         assert!(!OPS_INSPECTION_READ.contains(Auditor));
         assert!(!ORDER_READ.contains(Auditor));
         assert!(!STOCK_READ.contains(Customer));

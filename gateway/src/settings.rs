@@ -137,6 +137,14 @@ pub const REGISTRY: &[SettingDef] = &[
         "Most events in one log batch (one group commit): throughput against latency.",
     ),
     int(
+        "engine.request_timeout_ms",
+        100,
+        600_000,
+        Medium,
+        true,
+        "Deadline of one request inside the engine; a placement not decided by then is aborted.",
+    ),
+    int(
         "http.body_limit_bytes",
         1024,
         16 * MIB,
@@ -520,6 +528,7 @@ impl Live {
         tunables.set_flush_interval_ms(config.storage.flush_interval_ms);
         tunables.set_max_restarts(config.supervisor.max_restarts);
         tunables.set_restart_window_s(config.supervisor.window_s);
+        tunables.set_request_timeout_ms(config.engine.request_timeout_ms);
         let _ = self.hooks.set(hooks);
     }
 
@@ -622,6 +631,9 @@ impl Live {
                 .set_rate(config.http.rate_limit_per_key_per_s),
             "engine.batch_events_max" => {
                 tunables.set_batch_events_max(config.engine.batch_events_max)
+            }
+            "engine.request_timeout_ms" => {
+                tunables.set_request_timeout_ms(config.engine.request_timeout_ms)
             }
             "storage.flush_interval_ms" => {
                 tunables.set_flush_interval_ms(config.storage.flush_interval_ms)

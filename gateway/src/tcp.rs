@@ -674,6 +674,20 @@ fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ApiError>
     msg::decode_body(payload).map_err(|error| ApiError::invalid("body", error.to_string()))
 }
 
+/// [`decode`] for the body of a mutation, whose last field is its idempotency key (a body
+/// from before that field reads as having none).
+fn decode_keyed<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ApiError> {
+    msg::decode_keyed_body(payload).map_err(|error| ApiError::invalid("body", error.to_string()))
+}
+
+/// The request hash of a mutation other than a placement: `tcp `, the opcode's name and the
+/// payload (which names the object), so that a key reused with another opcode or object is a
+/// conflict ([`crate::idem::request_hash`]).
+fn keyed_hash(opcode: u8, payload: &[u8]) -> u128 {
+    let name = op::name(opcode).unwrap_or("unknown");
+    crate::idem::request_hash(&format!("tcp {name}"), payload)
+}
+
 /// Runs one authenticated request; the reply's payload.
 async fn dispatch(
     shared: &Shared,
@@ -712,8 +726,11 @@ async fn dispatch(
             ))
         }
         op::CANCEL_ORDER => {
-            let request: msg::CancelOrder = decode(payload)?;
-            let view = ops::cancel_order(ctx, caller, &request.id, request.reason).await?;
+            let request: msg::CancelOrder = decode_keyed(payload)?;
+            let hash = keyed_hash(opcode, payload);
+            let key = request.idempotency_key;
+            let view =
+                ops::cancel_order(ctx, caller, &request.id, request.reason, key, hash).await?;
             msg::encode_body(&order(view, true))
         }
         op::LIST_ORDERS => {
@@ -731,7 +748,8 @@ async fn dispatch(
             })
         }
         op::CREATE_SHIPMENT => {
-            let request: msg::CreateShipment = decode(payload)?;
+            let request: msg::CreateShipment = decode_keyed(payload)?;
+            let hash = keyed_hash(opcode, payload);
             let body = CreateShipmentRequest {
                 carrier: request.carrier,
                 lines: request.lines.map(|lines| {
@@ -744,7 +762,9 @@ async fn dispatch(
                         .collect()
                 }),
             };
-            let view = ops::create_shipment(ctx, caller, &request.order_id, body).await?;
+            let key = request.idempotency_key;
+            let view =
+                ops::create_shipment(ctx, caller, &request.order_id, body, key, hash).await?;
             msg::encode_body(&shipment(view))
         }
         op::GET_STOCK => {
@@ -752,25 +772,29 @@ async fn dispatch(
             msg::encode_body(&stock(ops::get_stock(ctx, caller, &request.sku).await?))
         }
         op::ADJUST_STOCK => {
-            let request: msg::AdjustStock = decode(payload)?;
+            let request: msg::AdjustStock = decode_keyed(payload)?;
+            let hash = keyed_hash(opcode, payload);
             let body = StockAdjustmentRequest {
                 delta: request.delta,
                 reason: request.reason,
             };
+            let key = request.idempotency_key;
             msg::encode_body(&stock(
-                ops::adjust_stock(ctx, caller, &request.sku, body).await?,
+                ops::adjust_stock(ctx, caller, &request.sku, body, key, hash).await?,
             ))
         }
         op::CREATE_CUSTOMER => {
-            let request: msg::CreateCustomer = decode(payload)?;
+            let request: msg::CreateCustomer = decode_keyed(payload)?;
+            let hash = keyed_hash(opcode, payload);
             let body = CreateCustomerRequest {
                 name: request.name,
                 email: request.email,
                 phone: request.phone,
                 address: request.address,
             };
+            let key = request.idempotency_key;
             msg::encode_body(&customer(
-                ops::create_customer(ctx, caller, body).await?,
+                ops::create_customer(ctx, caller, body, key, hash).await?,
                 false,
             ))
         }

@@ -1,13 +1,17 @@
-//! Validation of decoded requests before they reach the engine: SKUs, quantities, text lengths,
-//! e-mail addresses, order lines. Each failure names the offending field as `param`.
+//! Validation of decoded requests before they reach the engine: SKUs, quantities, prices, stock
+//! deltas, text lengths, e-mail addresses, order and shipment lines. Each failure names the
+//! offending field as `param`.
 //!
 //! These checks are about the shape of a request. Business rules (stock, transitions,
 //! idempotency) stay in the engine.
 
 use std::collections::HashSet;
 
-use orderd_engine::{sku_is_valid, NewLine, ORDER_LINES_MAX, SKU_LENGTH_MAX};
-use orderd_proto::{CreateCustomerRequest, OrderLineRequest};
+use orderd_engine::{
+    add_line_amount, sku_is_valid, NewLine, LINE_QTY_MAX, ORDER_LINES_MAX, SKU_LENGTH_MAX,
+    STOCK_DELTA_MAX,
+};
+use orderd_proto::{CreateCustomerRequest, OrderLineRequest, ShipmentLineRequest};
 
 use crate::error::ApiError;
 
@@ -125,8 +129,9 @@ pub fn customer(c: &CreateCustomerRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Order lines: 1–100 of them, each a valid SKU at most once, qty ≥ 1, and a total that fits
-/// in 64 bits. Returns the engine's lines.
+/// Order lines: 1–100 of them, each a valid SKU at most once, `qty` 1 to `LINE_QTY_MAX`,
+/// `unit_price` at most `UNIT_PRICE_MAX`, and a total of at most `ORDER_TOTAL_MAX` (the
+/// engine's [`add_line_amount`], which the shard checks again). Returns the engine's lines.
 pub fn order_lines(lines: &[OrderLineRequest]) -> Result<Vec<NewLine>, ApiError> {
     if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
         return Err(ApiError::invalid(
@@ -146,21 +151,9 @@ pub fn order_lines(lines: &[OrderLineRequest]) -> Result<Vec<NewLine>, ApiError>
                 format!("SKU {} appears in more than one line", line.sku),
             ));
         }
-        if line.qty == 0 {
-            return Err(ApiError::invalid(
-                format!("lines[{i}].qty"),
-                "qty must be at least 1",
-            ));
-        }
-        total = u64::from(line.qty)
-            .checked_mul(line.unit_price)
-            .and_then(|amount| total.checked_add(amount))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    format!("lines[{i}].unit_price"),
-                    "the order total does not fit in 64 bits",
-                )
-            })?;
+        total = add_line_amount(total, line.qty, line.unit_price).map_err(|error| {
+            ApiError::invalid(format!("lines[{i}].{}", error.field()), error.detail())
+        })?;
         out.push(NewLine {
             sku: line.sku.clone(),
             qty: line.qty,
@@ -169,6 +162,49 @@ pub fn order_lines(lines: &[OrderLineRequest]) -> Result<Vec<NewLine>, ApiError>
     }
     debug_assert_eq!(out.len(), lines.len());
     Ok(out)
+}
+
+/// Shipment lines: 1–100 of them, each a valid SKU with `qty` 1 to `LINE_QTY_MAX` (whether the
+/// order has that much left to ship is the engine's business). Returns the engine's lines.
+pub fn shipment_lines(lines: Vec<ShipmentLineRequest>) -> Result<Vec<(String, u32)>, ApiError> {
+    if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
+        return Err(ApiError::invalid(
+            "lines",
+            format!("a shipment has 1 to {ORDER_LINES_MAX} lines (or none: everything left)"),
+        ));
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.into_iter().enumerate() {
+        sku(&format!("lines[{i}].sku"), &line.sku)?;
+        if line.qty == 0 {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].qty"),
+                "qty must be at least 1",
+            ));
+        }
+        if line.qty > LINE_QTY_MAX {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].qty"),
+                format!("qty must be at most {LINE_QTY_MAX}"),
+            ));
+        }
+        out.push((line.sku, line.qty));
+    }
+    Ok(out)
+}
+
+/// A stock adjustment's `delta`: not zero, at most `STOCK_DELTA_MAX` either way.
+pub fn stock_delta(delta: i64) -> Result<(), ApiError> {
+    if delta == 0 {
+        return Err(ApiError::invalid("delta", "delta must not be zero"));
+    }
+    if delta.unsigned_abs() > STOCK_DELTA_MAX {
+        return Err(ApiError::invalid(
+            "delta",
+            format!("delta must be from -{STOCK_DELTA_MAX} to {STOCK_DELTA_MAX}"),
+        ));
+    }
+    Ok(())
 }
 
 /// An `Idempotency-Key` header value: 1–255 characters.
@@ -218,6 +254,7 @@ pub fn limit(value: Option<&str>) -> Result<usize, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orderd_engine::{ORDER_TOTAL_MAX, UNIT_PRICE_MAX};
 
     fn param(error: ApiError) -> String {
         match error {
@@ -356,6 +393,124 @@ mod tests {
         assert!(
             order_lines(&[line("A", 1, 0)]).is_ok(),
             "a free item is allowed"
+        );
+    }
+
+    fn problem(error: ApiError) -> (String, String) {
+        match error {
+            ApiError::InvalidRequest { param, detail } => (param, detail),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn order_line_qty_is_at_most_line_qty_max() {
+        assert_eq!(
+            order_lines(&[line("A", LINE_QTY_MAX, 1)]).unwrap()[0].qty,
+            LINE_QTY_MAX
+        );
+        assert_eq!(
+            problem(order_lines(&[line("A", 1, 1), line("B", LINE_QTY_MAX + 1, 1)]).unwrap_err()),
+            (
+                "lines[1].qty".to_string(),
+                "qty must be at most 1000000".to_string()
+            )
+        );
+        assert_eq!(
+            param(order_lines(&[line("A", u32::MAX, 1)]).unwrap_err()),
+            "lines[0].qty"
+        );
+    }
+
+    #[test]
+    fn unit_price_is_at_most_unit_price_max() {
+        assert_eq!(
+            order_lines(&[line("A", 1, UNIT_PRICE_MAX)]).unwrap()[0].unit_price,
+            UNIT_PRICE_MAX
+        );
+        assert_eq!(
+            problem(order_lines(&[line("A", 1, 1), line("B", 1, UNIT_PRICE_MAX + 1)]).unwrap_err()),
+            (
+                "lines[1].unit_price".to_string(),
+                "unit_price must be at most 1000000000000 (minor units)".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn order_total_is_at_most_order_total_max() {
+        // 1000 × 10^12 = 10^15: exactly the bound, in one line or spread over two.
+        assert!(order_lines(&[line("A", 1000, UNIT_PRICE_MAX)]).is_ok());
+        assert!(
+            order_lines(&[line("A", 999, UNIT_PRICE_MAX), line("B", 1, UNIT_PRICE_MAX)]).is_ok()
+        );
+        assert_eq!(
+            problem(order_lines(&[line("A", 1000, UNIT_PRICE_MAX), line("B", 1, 1)]).unwrap_err()),
+            (
+                "lines[1].unit_price".to_string(),
+                format!("the order total must be at most {ORDER_TOTAL_MAX} (minor units)")
+            )
+        );
+        // Every line at both bounds: 10^20 in all, past u64::MAX; refused at the first line,
+        // whose 10^18 alone passes the bound, and nothing overflows on the way.
+        let biggest: Vec<_> = (0..ORDER_LINES_MAX)
+            .map(|i| line(&format!("S{i}"), LINE_QTY_MAX, UNIT_PRICE_MAX))
+            .collect();
+        assert_eq!(
+            param(order_lines(&biggest).unwrap_err()),
+            "lines[0].unit_price"
+        );
+    }
+
+    fn shipped(sku: &str, qty: u32) -> ShipmentLineRequest {
+        ShipmentLineRequest {
+            sku: sku.into(),
+            qty,
+        }
+    }
+
+    #[test]
+    fn shipment_line_qty_is_1_to_line_qty_max() {
+        assert_eq!(
+            shipment_lines(vec![shipped("A", LINE_QTY_MAX)]).unwrap(),
+            vec![("A".to_string(), LINE_QTY_MAX)]
+        );
+        assert_eq!(
+            problem(
+                shipment_lines(vec![shipped("A", 1), shipped("B", LINE_QTY_MAX + 1)]).unwrap_err()
+            ),
+            (
+                "lines[1].qty".to_string(),
+                "qty must be at most 1000000".to_string()
+            )
+        );
+        assert_eq!(
+            param(shipment_lines(vec![shipped("A", 0)]).unwrap_err()),
+            "lines[0].qty"
+        );
+        assert_eq!(
+            param(shipment_lines(vec![shipped("a/b", 1)]).unwrap_err()),
+            "lines[0].sku"
+        );
+        assert_eq!(param(shipment_lines(Vec::new()).unwrap_err()), "lines");
+        let many: Vec<_> = (0..=ORDER_LINES_MAX)
+            .map(|i| shipped(&format!("S{i}"), 1))
+            .collect();
+        assert_eq!(param(shipment_lines(many).unwrap_err()), "lines");
+    }
+
+    #[test]
+    fn stock_delta_is_at_most_stock_delta_max_either_way() {
+        let max = i64::try_from(STOCK_DELTA_MAX).unwrap();
+        for good in [1, -1, max, -max] {
+            assert!(stock_delta(good).is_ok(), "{good}");
+        }
+        for bad in [0, max + 1, -max - 1, i64::MAX, i64::MIN] {
+            assert_eq!(param(stock_delta(bad).unwrap_err()), "delta", "{bad}");
+        }
+        assert_eq!(
+            problem(stock_delta(max + 1).unwrap_err()).1,
+            "delta must be from -1000000000000 to 1000000000000"
         );
     }
 

@@ -2,10 +2,11 @@
 //! formatting (RFC 3339 UTC, microseconds) and the masking of personal data for auditors.
 
 use chrono::{DateTime, SecondsFormat};
+use orderd_engine::supervisor::QuarantinedCommand;
 use orderd_engine::{CustomerView, OrderView, ShardStatus, StockView};
 use orderd_proto::{
-    CustomerResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse, ShardResponse,
-    StockResponse,
+    CustomerResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse, QuarantineResponse,
+    ShardResponse, StockResponse,
 };
 
 /// RFC 3339 UTC with microseconds, e.g. `2025-01-02T03:04:05.123456Z`.
@@ -126,6 +127,28 @@ pub fn incident(incident: orderd_engine::Incident) -> orderd_proto::IncidentResp
     }
 }
 
+/// A command fingerprint as the API shows it: 16 lowercase hex digits.
+pub fn fingerprint(fingerprint: u64) -> String {
+    format!("{fingerprint:016x}")
+}
+
+/// A fingerprint from a path: exactly 16 hex digits (either case), else `None`.
+pub fn parse_fingerprint(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+pub fn quarantined(entry: QuarantinedCommand) -> QuarantineResponse {
+    QuarantineResponse {
+        fingerprint: fingerprint(entry.fingerprint),
+        command: entry.command,
+        message: entry.message,
+        quarantined_at: time(entry.at_us),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +158,46 @@ mod tests {
     fn times_are_rfc3339_utc_with_microseconds() {
         assert_eq!(time(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(time(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+    }
+
+    #[test]
+    fn fingerprints_are_16_hex_digits_both_ways() {
+        assert_eq!(fingerprint(0x5c1f_0e6b_2a9d_4471), "5c1f0e6b2a9d4471");
+        assert_eq!(fingerprint(1), "0000000000000001");
+        for value in [0, 1, 0x5c1f_0e6b_2a9d_4471, u64::MAX] {
+            assert_eq!(parse_fingerprint(&fingerprint(value)), Some(value));
+        }
+        assert_eq!(
+            parse_fingerprint("5C1F0E6B2A9D4471"),
+            Some(0x5c1f_0e6b_2a9d_4471)
+        );
+        for bad in [
+            "",
+            "5c1f0e6b2a9d447",
+            "5c1f0e6b2a9d44711",
+            "+c1f0e6b2a9d4471",
+            "5c1f0e6b2a9d447g",
+            "0x1f0e6b2a9d4471",
+            " 5c1f0e6b2a9d447",
+            "５c1f0e6b2a9d44",
+        ] {
+            assert_eq!(parse_fingerprint(bad), None, "{bad:?}");
+        }
+        let entry = quarantined(QuarantinedCommand {
+            fingerprint: 0xab,
+            command: "adjust_stock".into(),
+            message: "boom".into(),
+            at_us: 1_700_000_000_123_456,
+        });
+        assert_eq!(
+            entry,
+            QuarantineResponse {
+                fingerprint: "00000000000000ab".into(),
+                command: "adjust_stock".into(),
+                message: "boom".into(),
+                quarantined_at: "2023-11-14T22:13:20.123456Z".into(),
+            }
+        );
     }
 
     #[test]

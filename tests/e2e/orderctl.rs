@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 const ORDERD: &str = env!("CARGO_BIN_EXE_orderd");
 
 /// One finished `orderctl` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
@@ -80,7 +80,7 @@ fn orderctl_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// Runs `orderctl --server BASE --key KEY args...`.
-fn as_key(server: &Server, key: &str, args: &[&str]) -> Run {
+pub(crate) fn as_key(server: &Server, key: &str, args: &[&str]) -> Run {
     let mut all = vec!["--server", server.base(), "--key", key];
     all.extend_from_slice(args);
     orderctl(&all)

@@ -2,7 +2,8 @@
 //! seven roles, with no key and with a revoked key, checked against the role table of API.md
 //! written out below (not derived from the server's own table); a `customer` key on its own
 //! objects and on another customer's; refused calls change nothing; auditors read customers
-//! masked.
+//! masked. The lift of a quarantine needs a quarantined command: the fixtures make one through
+//! the failpoints of the test build (a `FAILPOINT-PANIC…` SKU adjusted until it is refused).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -37,6 +38,8 @@ const OPERATORS: &[&str] = &["admin", "operator"];
 const AUDITORS: &[&str] = &["admin", "auditor"];
 /// Roles allowed to read the change history.
 const CHANGE_READERS: &[&str] = &["admin", "operator", "auditor"];
+/// Roles allowed to read incidents (and the quarantine).
+const INCIDENT_READERS: &[&str] = &["admin", "operator", "auditor"];
 /// Roles allowed to manage keys.
 const ADMINS: &[&str] = &["admin"];
 
@@ -78,10 +81,12 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
     ("GET", "/v1/analytics/orders.csv", Some(ANALYSTS), 200),
     ("GET", "/v1/ops/shards", Some(OPERATORS), 200),
     ("POST", "/v1/ops/shards/{id}/restart", Some(OPERATORS), 202),
+    ("GET", "/v1/ops/incidents", Some(INCIDENT_READERS), 200),
+    ("GET", "/v1/ops/quarantine", Some(INCIDENT_READERS), 200),
     (
-        "GET",
-        "/v1/ops/incidents",
-        Some(&["admin", "operator", "auditor"]),
+        "DELETE",
+        "/v1/ops/quarantine/{fingerprint}",
+        Some(OPERATORS),
         200,
     ),
     ("GET", "/v1/ops/inspection", Some(OPERATORS), 200),
@@ -229,6 +234,11 @@ enum Effect {
         action: &'static str,
         before: usize,
     },
+    /// The command with this fingerprint is no longer quarantined after an allowed call, and
+    /// still is after a refused one.
+    QuarantineLifted {
+        fingerprint: String,
+    },
     /// Shard `id` had restarted `before` times; an allowed call restarts it once more.
     ShardRestart {
         id: u64,
@@ -350,6 +360,60 @@ impl Fixtures {
         );
         assert_eq!(status, 201, "fixture shipment: {shipment}");
         shipment["id"].as_str().expect("shipment id").to_string()
+    }
+
+    /// The fingerprints of the quarantined commands, oldest first.
+    fn quarantined(&self) -> Vec<String> {
+        let (status, page) = self.admin.get_json("/v1/ops/quarantine?limit=1000");
+        assert_eq!(status, 200, "GET /v1/ops/quarantine: {page}");
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| e["fingerprint"].as_str().expect("fingerprint").to_string())
+            .collect()
+    }
+
+    /// The fingerprint of a quarantined command: one already quarantined, else a new one (a
+    /// `FAILPOINT-PANIC…` adjustment repeated until the shard's supervisor quarantines it after
+    /// its second panic; the server runs with a restart intensity that allows it).
+    fn quarantined_fingerprint(&self) -> String {
+        if let Some(fingerprint) = self.quarantined().into_iter().next() {
+            return fingerprint;
+        }
+        let poison = unique("FAILPOINT-PANIC-MTX");
+        let path = format!("/v1/stock/{poison}/adjustments");
+        let body = json!({"delta": 1, "reason": "matrix"});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, answer) = self.admin.post_json(&path, &body, None);
+            match status {
+                422 => break,
+                // It panicked (or met its shard restarting): wait until every shard runs.
+                503 => self.every_shard_running(deadline),
+                _ => panic!("fixture quarantine {path}: {status} {answer}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{poison} not quarantined within 30 s"
+            );
+        }
+        let fingerprints = self.quarantined();
+        assert_eq!(fingerprints.len(), 1, "{fingerprints:?}");
+        fingerprints[0].clone()
+    }
+
+    fn every_shard_running(&self, deadline: Instant) {
+        loop {
+            let (status, shards) = self.admin.get_json("/v1/ops/shards");
+            assert_eq!(status, 200, "GET /v1/ops/shards: {shards}");
+            let shards = shards.as_array().expect("shards");
+            if shards.iter().all(|s| s["state"] == "running") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "a shard stays down: {shards:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A fresh `analyst` key: its id and a client using it.
@@ -603,8 +667,18 @@ impl Fixtures {
                 Call::read(format!("/v1/shipments/{shipment}"))
             }
             ("GET", "/v1/analytics/summary" | "/v1/analytics/orders.csv") => Call::read(template),
-            ("GET", "/v1/ops/shards" | "/v1/ops/incidents" | "/v1/ops/inspection") => {
-                Call::read(template)
+            (
+                "GET",
+                "/v1/ops/shards" | "/v1/ops/incidents" | "/v1/ops/quarantine"
+                | "/v1/ops/inspection",
+            ) => Call::read(template),
+            ("DELETE", "/v1/ops/quarantine/{fingerprint}") => {
+                let fingerprint = self.quarantined_fingerprint();
+                Call {
+                    path: format!("/v1/ops/quarantine/{fingerprint}"),
+                    body: None,
+                    effect: Effect::QuarantineLifted { fingerprint },
+                }
             }
             ("POST", "/v1/ops/shards/{id}/restart") => Call {
                 path: "/v1/ops/shards/0/restart".into(),
@@ -794,6 +868,13 @@ impl Fixtures {
                     .then_some(())
                     .ok_or(format!("{now} `{action}` audit entries, expected {want}"))
             }
+            Effect::QuarantineLifted { fingerprint } => {
+                let still = self.quarantined().contains(fingerprint);
+                (still != allowed).then_some(()).ok_or(format!(
+                    "{fingerprint} is {}quarantined",
+                    if still { "still " } else { "no longer " }
+                ))
+            }
             Effect::ShardRestart { id, before } => {
                 let want = before + u64::from(allowed);
                 // An allowed restart runs in the background: wait for it to finish, so that
@@ -956,8 +1037,14 @@ struct Walk {
 impl Setup {
     fn new() -> Setup {
         // The matrix's changes are watched 1 s: checked every 100 ms, their windows end soon.
-        let server =
-            Server::start_with_env(2, &[("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100")]);
+        // Every quarantine the fixtures make costs two panics: no shard may escalate.
+        let server = Server::start_with_env(
+            2,
+            &[
+                ("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100"),
+                ("ORDERD__SUPERVISOR__MAX_RESTARTS", "1000"),
+            ],
+        );
         let admin = server.client();
         let fx = Fixtures::new(&admin);
         let mut keys = Vec::new();

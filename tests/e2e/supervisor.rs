@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const SHARDS: u16 = 2;
+pub(crate) const SHARDS: u16 = 2;
 const INITIAL: i64 = 100_000;
 
 /// The first `<prefix>-<n>` SKU that lives on `shard`.
-fn sku_on(shard: u16, prefix: &str) -> String {
+pub(crate) fn sku_on(shard: u16, prefix: &str) -> String {
     (0..10_000)
         .map(|n| format!("{prefix}-{n}"))
         .find(|sku| shard_of_sku(sku, SHARDS) == shard)
@@ -75,7 +75,7 @@ fn incidents(client: &Client) -> Vec<Value> {
     list.as_array().expect("incident array").clone()
 }
 
-fn incidents_of(client: &Client, component: &str, kind: &str) -> Vec<Value> {
+pub(crate) fn incidents_of(client: &Client, component: &str, kind: &str) -> Vec<Value> {
     incidents(client)
         .into_iter()
         .filter(|i| i["component"] == component && i["kind"] == kind)
@@ -83,7 +83,13 @@ fn incidents_of(client: &Client, component: &str, kind: &str) -> Vec<Value> {
 }
 
 /// Waits until shard `id` is in `state` with at least `restarts` restarts.
-fn wait_shard(client: &Client, id: u16, state: &str, restarts: u64, within: Duration) -> Value {
+pub(crate) fn wait_shard(
+    client: &Client,
+    id: u16,
+    state: &str,
+    restarts: u64,
+    within: Duration,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let s = shard(client, id);
@@ -124,7 +130,7 @@ fn place_definitive(client: &Client, customer: &str, sku: &str, key: &str) -> (u
     }
 }
 
-fn adjust(client: &Client, sku: &str, delta: i64) -> (u16, Value) {
+pub(crate) fn adjust(client: &Client, sku: &str, delta: i64) -> (u16, Value) {
     client.post_json(
         &format!("/v1/stock/{sku}/adjustments"),
         &json!({"delta": delta, "reason": "supervisor test"}),

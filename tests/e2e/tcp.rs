@@ -164,6 +164,7 @@ fn operations_errors_and_roles_match_the_http_api() {
                 email: "jane@example.com".into(),
                 phone: None,
                 address: None,
+                idempotency_key: None,
             })
             .await
             .unwrap();
@@ -245,6 +246,7 @@ fn operations_errors_and_roles_match_the_http_api() {
                     sku: sku.clone(),
                     qty: 1,
                 }]),
+                idempotency_key: None,
             })
             .await
             .unwrap();
@@ -297,6 +299,7 @@ fn operations_errors_and_roles_match_the_http_api() {
                 email: "o@example.com".into(),
                 phone: None,
                 address: None,
+                idempotency_key: None,
             })
             .await
             .unwrap();
@@ -375,6 +378,7 @@ fn pipelined_orders_never_oversell_and_conserve_stock() {
                     email: "b@example.com".into(),
                     phone: None,
                     address: None,
+                    idempotency_key: None,
                 })
                 .await
                 .unwrap()
@@ -436,6 +440,7 @@ fn hostile_bytes_get_an_error_frame_and_a_clean_close_and_others_keep_being_serv
                 email: "s@example.com".into(),
                 phone: None,
                 address: None,
+                idempotency_key: None,
             })
             .await
             .unwrap();
@@ -601,6 +606,7 @@ fn in_flight_idle_and_connection_limits_are_enforced() {
                 email: "l@example.com".into(),
                 phone: None,
                 address: None,
+                idempotency_key: None,
             })
             .await
             .unwrap();

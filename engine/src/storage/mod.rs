@@ -3,6 +3,7 @@
 //! The engine talks only to [`Storage`]; [`rocks::RocksStorage`] is the real, durable one and
 //! [`memory::MemoryStorage`] serves fast domain tests. Nothing outside `storage/` names RocksDB.
 
+pub mod faulty;
 pub mod memory;
 pub mod rocks;
 

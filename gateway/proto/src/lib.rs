@@ -63,7 +63,9 @@ where
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockAdjustmentRequest {
-    /// Units to add (receiving goods) or remove; never zero.
+    /// Units to add (receiving goods) or remove; never zero, at most 10^12 either way
+    /// (`STOCK_DELTA_MAX` of the engine).
+    #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub delta: i64,
     /// Why the stock changed, for the audit trail.
     pub reason: String,
@@ -109,10 +111,12 @@ pub struct CustomerResponse {
 pub struct OrderLineRequest {
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub sku: String,
-    /// At least 1.
-    #[schema(minimum = 1)]
+    /// 1 to 10^6 (`LINE_QTY_MAX` of the engine).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub qty: u32,
-    /// Minor currency units (cents).
+    /// Minor currency units (cents), at most 10^12 (`UNIT_PRICE_MAX` of the engine). The
+    /// order's total, the sum of `qty × unit_price`, must be at most 10^15 (`ORDER_TOTAL_MAX`).
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub unit_price: u64,
 }
 
@@ -121,7 +125,8 @@ pub struct OrderLineRequest {
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     pub customer_id: String,
-    /// 1 to 100 lines, each SKU at most once.
+    /// 1 to 100 lines, each SKU at most once, with a total (the sum of `qty × unit_price`)
+    /// of at most 10^15 minor units.
     #[serde(deserialize_with = "objects")]
     #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<OrderLineRequest>,
@@ -212,8 +217,9 @@ pub struct OrderResponse {
 pub struct ShipmentLineRequest {
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub sku: String,
-    /// At least 1, at most what is left to ship of this SKU.
-    #[schema(minimum = 1)]
+    /// At least 1, at most 10^6 (`LINE_QTY_MAX` of the engine) and at most what is left to
+    /// ship of this SKU.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub qty: u32,
 }
 
@@ -317,7 +323,8 @@ pub struct HourResponse {
     pub revenue: u64,
 }
 
-/// `GET /v1/analytics/summary`.
+/// `GET /v1/analytics/summary`. Units and revenue (here, per SKU and per hour) never wrap:
+/// a sum past `u64::MAX` reads as `u64::MAX`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SalesSummaryResponse {
     pub orders: u64,
@@ -528,6 +535,45 @@ pub struct IncidentsQuery {
     /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+}
+
+/// A quarantined command as `GET /v1/ops/quarantine` lists it and
+/// `DELETE /v1/ops/quarantine/{fingerprint}` answers it: a command that made a shard panic
+/// twice and is refused with `422 quarantined` until an operator lifts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QuarantineResponse {
+    /// The command's fingerprint: 16 lowercase hex digits, as the `quarantine` incident and
+    /// the `422 quarantined` problem name it.
+    pub fingerprint: String,
+    /// The command's kind: `adjust_stock`, `place_order`, `create_customer`, ...
+    pub command: String,
+    /// The panic message of its second panic.
+    pub message: String,
+    /// RFC 3339 UTC: when it was quarantined.
+    pub quarantined_at: String,
+}
+
+/// Query of `GET /v1/ops/quarantine`, kept as text like [`ListOrdersQuery`].
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineQuery {
+    /// 1–1000, 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The `next` cursor of the previous page (a fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 /// Query of `GET /v1/audit`, kept as text like [`ListOrdersQuery`].

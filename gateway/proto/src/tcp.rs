@@ -86,6 +86,17 @@ pub fn decode_body<T: DeserializeOwned>(payload: &[u8]) -> Result<T, BodyError> 
     Ok(value)
 }
 
+/// [`decode_body`] for a body whose last field is `idempotency_key` (every mutation's): a body
+/// without that field, as clients built before it send, reads as having no key.
+pub fn decode_keyed_body<T: DeserializeOwned>(payload: &[u8]) -> Result<T, BodyError> {
+    decode_body(payload).or_else(|error| {
+        let mut keyless = Vec::with_capacity(payload.len() + 1);
+        keyless.extend_from_slice(payload);
+        keyless.push(0); // `None`
+        decode_body(&keyless).map_err(|_| error)
+    })
+}
+
 /// A payload that is not the opcode's body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BodyError(pub String);
@@ -128,8 +139,9 @@ pub struct AuthOk {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     pub sku: String,
+    /// 1 to 10^6, as over HTTP.
     pub qty: u32,
-    /// Minor currency units.
+    /// Minor currency units, at most 10^12; the order's total at most 10^15, as over HTTP.
     pub unit_price: u64,
 }
 
@@ -156,6 +168,9 @@ pub struct OrderRef {
 pub struct CancelOrder {
     pub id: String,
     pub reason: Option<String>,
+    /// 1–255 visible ASCII characters; a repeat with the same body bytes returns the first
+    /// answer and applies nothing (`docs/API.md`, "Idempotency keys and safe retries").
+    pub idempotency_key: Option<String>,
 }
 
 /// `LIST_ORDERS`: the query of `GET /v1/orders`.
@@ -221,6 +236,9 @@ pub struct CreateShipment {
     pub order_id: String,
     pub carrier: String,
     pub lines: Option<Vec<ShipmentLine>>,
+    /// 1–255 visible ASCII characters; a repeat with the same body bytes returns the first
+    /// answer and applies nothing (`docs/API.md`, "Idempotency keys and safe retries").
+    pub idempotency_key: Option<String>,
 }
 
 /// One step of a shipment.
@@ -253,8 +271,12 @@ pub struct SkuRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdjustStock {
     pub sku: String,
+    /// Not zero, at most 10^12 either way, as over HTTP.
     pub delta: i64,
     pub reason: String,
+    /// 1–255 visible ASCII characters; a repeat with the same body bytes returns the first
+    /// answer and applies nothing (`docs/API.md`, "Idempotency keys and safe retries").
+    pub idempotency_key: Option<String>,
 }
 
 /// A stock record.
@@ -273,6 +295,9 @@ pub struct CreateCustomer {
     pub email: String,
     pub phone: Option<String>,
     pub address: Option<String>,
+    /// 1–255 visible ASCII characters; a repeat with the same body bytes returns the first
+    /// answer and applies nothing (`docs/API.md`, "Idempotency keys and safe retries").
+    pub idempotency_key: Option<String>,
 }
 
 /// `GET_CUSTOMER`.
@@ -354,6 +379,97 @@ mod tests {
     }
 
     #[test]
+    fn keyed_bodies_round_trip_and_read_without_their_key() {
+        let key = Some("retry-1".to_string());
+        let adjust = AdjustStock {
+            sku: "A-1".into(),
+            delta: -3,
+            reason: "count".into(),
+            idempotency_key: key.clone(),
+        };
+        let customer = CreateCustomer {
+            name: "Jo".into(),
+            email: "jo@example.com".into(),
+            phone: None,
+            address: Some("1 Main St".into()),
+            idempotency_key: key.clone(),
+        };
+        let shipment = CreateShipment {
+            order_id: "ord_1".into(),
+            carrier: "DHL".into(),
+            lines: Some(vec![ShipmentLine {
+                sku: "A-1".into(),
+                qty: 2,
+            }]),
+            idempotency_key: key.clone(),
+        };
+        let cancel = CancelOrder {
+            id: "ord_1".into(),
+            reason: None,
+            idempotency_key: key,
+        };
+        fn check<T>(body: T, without_key: T)
+        where
+            T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+        {
+            let bytes = encode_body(&body);
+            assert_eq!(decode_body::<T>(&bytes).as_ref(), Ok(&body));
+            assert_eq!(decode_keyed_body::<T>(&bytes).as_ref(), Ok(&body));
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(decode_keyed_body::<T>(&longer).is_err());
+            // A body from before the key field: one byte (`None`) shorter.
+            let mut old = encode_body(&without_key);
+            assert_eq!(old.pop(), Some(0));
+            assert!(decode_body::<T>(&old).is_err());
+            assert_eq!(decode_keyed_body::<T>(&old), Ok(without_key));
+        }
+        check(
+            adjust.clone(),
+            AdjustStock {
+                idempotency_key: None,
+                ..adjust
+            },
+        );
+        check(
+            customer.clone(),
+            CreateCustomer {
+                idempotency_key: None,
+                ..customer
+            },
+        );
+        check(
+            shipment.clone(),
+            CreateShipment {
+                idempotency_key: None,
+                ..shipment
+            },
+        );
+        check(
+            cancel.clone(),
+            CancelOrder {
+                idempotency_key: None,
+                ..cancel
+            },
+        );
+    }
+
+    #[test]
+    fn the_documented_encoding_of_an_adjust_stock() {
+        // docs/PROTOCOL.md shows these bytes; keep the two in step.
+        let adjust = AdjustStock {
+            sku: "S".into(),
+            delta: -3,
+            reason: "r".into(),
+            idempotency_key: Some("k".into()),
+        };
+        assert_eq!(
+            encode_body(&adjust),
+            vec![0x01, b'S', 0x05, 0x01, b'r', 0x01, 0x01, b'k']
+        );
+    }
+
+    #[test]
     fn opcodes_have_names_and_replies_do_not_clash_with_requests() {
         for code in 0u8..op::REPLY {
             if let Some(name) = op::name(code) {
@@ -377,6 +493,9 @@ mod tests {
             let _ = decode_body::<PlaceOrder>(&bytes);
             let _ = decode_body::<ListOrders>(&bytes);
             let _ = decode_body::<CreateShipment>(&bytes);
+            let _ = decode_keyed_body::<AdjustStock>(&bytes);
+            let _ = decode_keyed_body::<CreateCustomer>(&bytes);
+            let _ = decode_keyed_body::<CancelOrder>(&bytes);
             let _ = decode_body::<Order>(&bytes);
             let _ = decode_body::<ErrorBody>(&bytes);
         }

@@ -5,9 +5,10 @@ use actix_web::{web, HttpResponse};
 use orderd_proto::{ChangeRequest, ChangesQuery, ConfigResponse, Page};
 
 use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams};
 use crate::changes::{self, Changes, NewChange};
 use crate::error::ApiError;
+use crate::idem::KeyedBody;
 use crate::settings::Live;
 use crate::{roles, validate};
 
@@ -29,20 +30,23 @@ pub async fn config(
 
 /// 201: the change, `pending`, with its assessment.
 #[utoipa::path(post, path = "/v1/ops/changes", tag = "changes",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the change the first request created and creates none")),
     request_body = orderd_proto::ChangeRequest,
     responses(
         (status = 201, description = "The change request, pending approval", body = orderd_proto::ChangeResponse),
+        (status = 422, description = "`idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn request(
     caller: Caller,
     query: QueryParams<NoQuery>,
-    body: RawBody,
+    body: KeyedBody,
     changes: web::Data<Changes>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CHANGE_REQUEST)?;
     query.get()?;
-    let request: ChangeRequest = decode_json(&body.0)?;
+    let key = body.key()?;
+    let request: ChangeRequest = decode_json(&body.bytes)?;
     let change = changes
         .request(
             &caller,
@@ -53,6 +57,8 @@ pub async fn request(
                 rollback_plan: request.rollback_plan,
                 watch_window_s: request.watch_window_s,
             },
+            key,
+            body.request_hash,
         )
         .await?;
     Ok(HttpResponse::Created()

@@ -7,29 +7,35 @@ use orderd_proto::CreateCustomerRequest;
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams};
 use crate::error::ApiError;
+use crate::idem::KeyedBody;
 use crate::roles;
 use crate::vault::Vault;
 use crate::{ops, wire};
 
 #[utoipa::path(post, path = "/v1/customers", tag = "customers",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer and creates no second customer")),
     request_body = orderd_proto::CreateCustomerRequest,
-    responses((status = 201, description = "The new customer", body = orderd_proto::CustomerResponse)),
+    responses(
+        (status = 201, description = "The new customer", body = orderd_proto::CustomerResponse),
+        (status = 422, description = "`idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
     security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
     query: QueryParams<NoQuery>,
-    body: RawBody,
+    body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::CUSTOMER_CREATE)?;
     query.get()?;
-    let request: CreateCustomerRequest = decode_json(&body.0)?;
+    let key = body.key()?;
+    let request: CreateCustomerRequest = decode_json(&body.bytes)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::create_customer(ctx, &caller, request).await?;
+    let view = ops::create_customer(ctx, &caller, request, key, body.request_hash).await?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))

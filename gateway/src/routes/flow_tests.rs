@@ -485,6 +485,58 @@ async fn invalid_requests_name_their_param() {
             "invalid_request",
             Some("Idempotency-Key"),
         ),
+        // The number bounds (orderd_engine::{LINE_QTY_MAX, UNIT_PRICE_MAX, ORDER_TOTAL_MAX,
+        // STOCK_DELTA_MAX}), one past each.
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_0000000000000001", "lines": [{"sku": "A", "qty": 1000001, "unit_price": 1}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines[0].qty"),
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_0000000000000001", "lines": [{"sku": "A", "qty": 1, "unit_price": 1}, {"sku": "B", "qty": 1, "unit_price": 1000000000001}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines[1].unit_price"),
+        ),
+        (
+            post(
+                "/v1/orders",
+                admin,
+                r#"{"customer_id": "cus_0000000000000001", "lines": [{"sku": "A", "qty": 1000, "unit_price": 1000000000000}, {"sku": "B", "qty": 1, "unit_price": 1}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines[1].unit_price"),
+        ),
+        (
+            post(
+                "/v1/stock/A/adjustments",
+                admin,
+                r#"{"delta": -1000000000001, "reason": "x"}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("delta"),
+        ),
+        (
+            post(
+                "/v1/orders/ord_00000000000000ff/shipments",
+                admin,
+                r#"{"carrier": "DHL", "lines": [{"sku": "A", "qty": 1000001}]}"#,
+            ),
+            400,
+            "invalid_request",
+            Some("lines[0].qty"),
+        ),
         (get("/v1/orders/ord_x", admin), 404, "not_found", None),
         (
             get("/v1/orders/ord_00000000000000ff", admin),
@@ -1098,6 +1150,190 @@ async fn personal_data_is_sealed_in_the_engine_and_survives_rotation() {
     .await;
     assert_eq!(masked["email"], "j***@example.com");
     assert_eq!(masked["phone"], "+***");
+    f.engine.shutdown().await;
+    f.close().await;
+}
+
+/// Writes a quarantine record as the supervisor stores it (ARCHITECTURE.md, "Storage layout").
+fn store_quarantined(engine: &Engine, entry: &orderd_engine::supervisor::QuarantinedCommand) {
+    use orderd_engine::storage::{Family, Write};
+    let mut key = b"engine/quarantine/".to_vec();
+    key.extend_from_slice(&entry.fingerprint.to_be_bytes());
+    let mut value = vec![1u8];
+    value.extend(postcard::to_stdvec(entry).unwrap());
+    engine
+        .storage()
+        .write(
+            vec![Write::Put {
+                family: Family::Control,
+                key,
+                value,
+            }],
+            true,
+        )
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn quarantines_are_listed_by_incident_readers_and_lifted_by_operators() {
+    use orderd_engine::supervisor::QuarantinedCommand;
+    let f = Fixture::new();
+    let app = app!(f);
+    let admin = f.admin.as_str();
+    let operator = f.key(Role::Operator, None);
+    let auditor = f.key(Role::Auditor, None);
+    let analyst = f.key(Role::Analyst, None);
+    let newer = QuarantinedCommand {
+        fingerprint: 0x0000_0000_0000_00a1,
+        command: "adjust_stock".into(),
+        message: "failpoint: panic on SKU X".into(),
+        at_us: 1_700_000_100_000_000,
+    };
+    let older = QuarantinedCommand {
+        fingerprint: 0x5c1f_0e6b_2a9d_4471,
+        command: "create_customer".into(),
+        message: "index out of bounds".into(),
+        at_us: 1_700_000_000_000_000,
+    };
+    store_quarantined(&f.engine, &newer);
+    store_quarantined(&f.engine, &older);
+
+    // Listed oldest first, as whoever may read incidents sees it.
+    for reader in [admin, operator.as_str(), auditor.as_str()] {
+        let (status, _, page) = call!(app, get("/v1/ops/quarantine", reader)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            page,
+            json!({"items": [
+                {"fingerprint": "5c1f0e6b2a9d4471", "command": "create_customer",
+                 "message": "index out of bounds", "quarantined_at": "2023-11-14T22:13:20.000000Z"},
+                {"fingerprint": "00000000000000a1", "command": "adjust_stock",
+                 "message": "failpoint: panic on SKU X", "quarantined_at": "2023-11-14T22:15:00.000000Z"},
+            ], "next": null})
+        );
+    }
+    assert_problem(
+        &call!(app, get("/v1/ops/quarantine", &analyst)).await,
+        403,
+        "forbidden",
+    );
+    // Paged by fingerprint.
+    let (_, _, first) = call!(app, get("/v1/ops/quarantine?limit=1", admin)).await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    assert_eq!(first["next"], "5c1f0e6b2a9d4471");
+    let (_, _, second) = call!(
+        app,
+        get("/v1/ops/quarantine?limit=1&after=5c1f0e6b2a9d4471", admin)
+    )
+    .await;
+    assert_eq!(second["items"][0]["fingerprint"], "00000000000000a1");
+    assert_eq!(second["next"], Value::Null);
+    let bad_after = call!(app, get("/v1/ops/quarantine?after=nope", admin)).await;
+    assert_problem(&bad_after, 400, "invalid_request");
+    assert_eq!(bad_after.2["param"], "after");
+    let bad_limit = call!(app, get("/v1/ops/quarantine?limit=0", admin)).await;
+    assert_eq!(bad_limit.2["param"], "limit");
+
+    // Lifting is for operators and admins; a refused lift changes nothing.
+    assert_problem(
+        &call!(app, delete("/v1/ops/quarantine/5c1f0e6b2a9d4471", &auditor)).await,
+        403,
+        "forbidden",
+    );
+    for unknown in [
+        "00000000000000ff",
+        "5c1f0e6b2a9d447",
+        "not-a-fingerprint",
+        "0x1f0e6b2a9d4471",
+    ] {
+        assert_problem(
+            &call!(
+                app,
+                delete(&format!("/v1/ops/quarantine/{unknown}"), &operator)
+            )
+            .await,
+            404,
+            "not_found",
+        );
+    }
+    let (_, _, page) = call!(app, get("/v1/ops/quarantine", admin)).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+
+    // Upper-case hex names the same command.
+    let (status, _, lifted) = call!(
+        app,
+        delete("/v1/ops/quarantine/5C1F0E6B2A9D4471", &operator)
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{lifted}");
+    assert_eq!(
+        lifted,
+        json!({"fingerprint": "5c1f0e6b2a9d4471", "command": "create_customer",
+               "message": "index out of bounds", "quarantined_at": "2023-11-14T22:13:20.000000Z"})
+    );
+    let (_, _, page) = call!(app, get("/v1/ops/quarantine", admin)).await;
+    assert_eq!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["fingerprint"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["00000000000000a1"]
+    );
+    // A second lift finds nothing.
+    assert_problem(
+        &call!(
+            app,
+            delete("/v1/ops/quarantine/5c1f0e6b2a9d4471", &operator)
+        )
+        .await,
+        404,
+        "not_found",
+    );
+
+    // Audited once (only the lift that happened), with the operator as actor.
+    let (_, _, audit) = call!(app, get("/v1/audit?limit=1000", admin)).await;
+    let lifts: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "quarantine.lift")
+        .collect();
+    assert_eq!(lifts.len(), 1, "{audit}");
+    assert_eq!(lifts[0]["actor"], "key_operator");
+    assert_eq!(lifts[0]["target"], "5c1f0e6b2a9d4471");
+    assert_eq!(lifts[0]["detail"], "command=create_customer");
+    // And an incident on-call sees, already closed.
+    let (_, _, incidents) = call!(app, get("/v1/ops/incidents", &operator)).await;
+    let lifted: Vec<&Value> = incidents
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "quarantine_lifted")
+        .collect();
+    assert_eq!(lifted.len(), 1, "{incidents}");
+    assert_eq!(lifted[0]["component"], "shard");
+    let detail = lifted[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("create_customer (command 5c1f0e6b2a9d4471)"),
+        "{detail}"
+    );
+    assert!(
+        lifted[0]["action"]
+            .as_str()
+            .unwrap()
+            .contains("key_operator"),
+        "{}",
+        lifted[0]
+    );
+    assert!(lifted[0]["recovered_at"].is_string(), "{}", lifted[0]);
+
+    // The admin lifts the other one: the list is empty.
+    let (status, _, _) = call!(app, delete("/v1/ops/quarantine/00000000000000a1", admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, page) = call!(app, get("/v1/ops/quarantine", auditor.as_str())).await;
+    assert_eq!(page, json!({"items": [], "next": null}));
     f.engine.shutdown().await;
     f.close().await;
 }

@@ -50,6 +50,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ops/shards"),
     ("POST", "/v1/ops/shards/{id}/restart"),
     ("GET", "/v1/ops/incidents"),
+    ("GET", "/v1/ops/quarantine"),
+    ("DELETE", "/v1/ops/quarantine/{fingerprint}"),
     ("GET", "/v1/ops/inspection"),
     ("POST", "/v1/ops/keys/rotate"),
     ("POST", "/v1/ops/backups"),
@@ -167,6 +169,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
         web::resource("/v1/ops/incidents")
             .name("/v1/ops/incidents")
             .route(web::get().to(ops::incidents)),
+    )
+    .service(
+        web::resource("/v1/ops/quarantine")
+            .name("/v1/ops/quarantine")
+            .route(web::get().to(ops::quarantine)),
+    )
+    .service(
+        web::resource("/v1/ops/quarantine/{fingerprint}")
+            .name("/v1/ops/quarantine/{fingerprint}")
+            .route(web::delete().to(ops::lift_quarantine)),
     )
     .service(
         web::resource("/v1/ops/inspection")

@@ -40,6 +40,8 @@ use utoipa::{Modify, OpenApi};
         super::ops::shards,
         super::ops::restart_shard,
         super::ops::incidents,
+        super::ops::quarantine,
+        super::ops::lift_quarantine,
         super::ops::inspection,
         super::ops::rotate_keys,
         super::backups::create,
@@ -196,5 +198,46 @@ mod tests {
             super::super::ROUTES.len(),
             "the document lists a route the server does not serve"
         );
+    }
+
+    /// The bounds the document states (literals in `orderd-proto`, which does not depend on
+    /// the engine) are the engine's own.
+    #[test]
+    fn document_states_the_engine_bounds() {
+        use orderd_engine::{LINE_QTY_MAX, STOCK_DELTA_MAX, UNIT_PRICE_MAX};
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("json");
+        let schemas = &doc["components"]["schemas"];
+        let field = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+        let delta = i64::try_from(STOCK_DELTA_MAX).expect("fits");
+        for (schema, name, minimum, maximum) in [
+            ("OrderLineRequest", "qty", Some(1), i64::from(LINE_QTY_MAX)),
+            (
+                "ShipmentLineRequest",
+                "qty",
+                Some(1),
+                i64::from(LINE_QTY_MAX),
+            ),
+            (
+                "OrderLineRequest",
+                "unit_price",
+                None,
+                i64::try_from(UNIT_PRICE_MAX).expect("fits"),
+            ),
+            ("StockAdjustmentRequest", "delta", Some(-delta), delta),
+        ] {
+            let property = field(schema, name);
+            assert_eq!(
+                property["maximum"].as_i64(),
+                Some(maximum),
+                "{schema}.{name}: {property}"
+            );
+            if let Some(minimum) = minimum {
+                assert_eq!(
+                    property["minimum"].as_i64(),
+                    Some(minimum),
+                    "{schema}.{name}: {property}"
+                );
+            }
+        }
     }
 }

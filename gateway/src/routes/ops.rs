@@ -1,9 +1,12 @@
 //! `GET /v1/ops/shards`, `POST /v1/ops/shards/{id}/restart`, `GET /v1/ops/incidents`,
+//! `GET /v1/ops/quarantine`, `DELETE /v1/ops/quarantine/{fingerprint}`,
 //! `GET /v1/ops/inspection` and `POST /v1/ops/keys/rotate`.
 
 use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
-use orderd_proto::{IncidentsQuery, KeyRotationResponse, ShardRestartResponse};
+use orderd_proto::{
+    IncidentsQuery, KeyRotationResponse, Page, QuarantineQuery, ShardRestartResponse,
+};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
@@ -90,6 +93,121 @@ pub async fn incidents(
         })?;
     let items: Vec<_> = incidents.into_iter().map(wire::incident).collect();
     Ok(HttpResponse::Ok().json(items))
+}
+
+/// Quarantined commands, oldest first, paged by fingerprint.
+#[utoipa::path(get, path = "/v1/ops/quarantine", tag = "ops",
+    params(orderd_proto::QuarantineQuery),
+    responses((status = 200, description = "A page of quarantined commands, oldest first", body = orderd_proto::Page<orderd_proto::QuarantineResponse>)),
+    security(("bearer" = [])))]
+pub async fn quarantine(
+    caller: Caller,
+    query: QueryParams<QuarantineQuery>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_QUARANTINE_READ)?;
+    let query = query.get()?;
+    let limit = validate::limit(query.limit.as_deref())?;
+    let after = query.after.clone();
+    let engine = engine.into_inner();
+    let entries = web::block(move || engine.quarantine().list(engine.storage().as_ref()))
+        .await
+        .map_err(|error| ApiError::Internal(format!("quarantine read did not run: {error}")))?
+        .map_err(|error| ApiError::Unavailable {
+            detail: format!("cannot read the quarantine: {error}"),
+            reasons: None,
+        })?;
+    let (page, next) = super::page_after(
+        entries,
+        |entry| wire::fingerprint(entry.fingerprint),
+        after.as_deref(),
+        limit,
+    )?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: page.into_iter().map(wire::quarantined).collect(),
+        next,
+    }))
+}
+
+/// 200 with the lifted command: from now on it runs again (and is quarantined anew after two
+/// more panics). Audited, and written as a `quarantine_lifted` incident. 404 when no command
+/// with this fingerprint is quarantined.
+#[utoipa::path(delete, path = "/v1/ops/quarantine/{fingerprint}", tag = "ops",
+    params(("fingerprint" = String, Path, description = "The command's fingerprint: 16 hex digits, as listed")),
+    responses(
+        (status = 200, description = "The lifted command; it is accepted again", body = orderd_proto::QuarantineResponse),
+        (status = 404, description = "`not_found`: no command with this fingerprint is quarantined", body = orderd_proto::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn lift_quarantine(
+    caller: Caller,
+    query: QueryParams<NoQuery>,
+    fingerprint: web::Path<String>,
+    engine: web::Data<Engine>,
+    audit: web::Data<AuditLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(roles::OPS_QUARANTINE_LIFT)?;
+    query.get()?;
+    let fingerprint = wire::parse_fingerprint(&fingerprint).ok_or_else(ApiError::not_found)?;
+    let id = wire::fingerprint(fingerprint);
+    let engine = engine.into_inner();
+    let lifted = {
+        let engine = engine.clone();
+        web::block(move || {
+            engine
+                .quarantine()
+                .lift(engine.storage().as_ref(), fingerprint)
+        })
+        .await
+        .map_err(|error| ApiError::Internal(format!("quarantine lift did not run: {error}")))?
+        .map_err(|error| ApiError::Unavailable {
+            detail: format!("cannot lift the quarantine: {error}"),
+            reasons: None,
+        })?
+    };
+    let Some(entry) = lifted else {
+        return Err(ApiError::NotFound(format!("no quarantined command {id}")));
+    };
+    let actor = caller.key_id.clone();
+    tracing::info!(
+        message = "Quarantine lifted.",
+        fingerprint = %id,
+        command = %entry.command,
+        %actor
+    );
+    // After the fact, like every mutation: the record is deleted and synced.
+    audit
+        .record(
+            &caller,
+            "quarantine.lift",
+            id.clone(),
+            format!("command={}", entry.command),
+        )
+        .await?;
+    // On-call sees the lift beside the `quarantine` incident it ends.
+    let detail = format!(
+        "{} (command {id}), quarantined at {}: {}",
+        entry.command,
+        wire::time(entry.at_us),
+        entry.message
+    );
+    let action = format!("quarantine lifted by {actor}: the command is accepted again");
+    let incidents = engine.clone();
+    let incident = web::block(move || {
+        incidents.incidents().record_recovered(
+            chrono::Utc::now().timestamp_micros(),
+            "shard",
+            "quarantine_lifted",
+            detail,
+            action,
+        )
+    })
+    .await
+    .map_err(|error| ApiError::Internal(format!("incident write did not run: {error}")))?;
+    if let Err(error) = incident {
+        tracing::error!(message = "Cannot record the incident of a quarantine lift.", %error);
+    }
+    Ok(HttpResponse::Ok().json(wire::quarantined(entry)))
 }
 
 /// Runs the health inspection now and answers its report: 200 whatever the outcome (a failing

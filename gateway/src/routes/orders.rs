@@ -10,36 +10,12 @@ use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
 use crate::error::ApiError;
+use crate::idem::{self, KeyedBody};
 use crate::metrics;
 use crate::vault::Vault;
-use crate::{ops, roles, validate, wire};
-
-/// Name of the idempotency header.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+use crate::{ops, roles, wire};
 
 pub use crate::ops::request_hash;
-
-/// The `Idempotency-Key` header, validated (1–255 characters), if present.
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let mut values = req.headers().get_all(IDEMPOTENCY_KEY_HEADER);
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(ApiError::invalid(
-            IDEMPOTENCY_KEY_HEADER,
-            "send Idempotency-Key at most once",
-        ));
-    }
-    let text = value.to_str().map_err(|_| {
-        ApiError::invalid(
-            IDEMPOTENCY_KEY_HEADER,
-            "Idempotency-Key must be visible ASCII text",
-        )
-    })?;
-    validate::idempotency_key(text)?;
-    Ok(Some(text.to_string()))
-}
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer")),
@@ -76,7 +52,7 @@ async fn place_order(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_PLACE)?;
     query.get()?;
-    let key = idempotency_key(&req)?;
+    let key = idem::header_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
     let view = ops::place_order(ctx, &caller, request, key, request_hash(&body.0)).await?;
@@ -129,35 +105,40 @@ pub async fn list(
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    params(("id" = String, Path, description = "An order id (`ord_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same path and body returns the first answer")),
     request_body(content = Option<orderd_proto::CancelOrderRequest>, description = "Optional"),
     responses(
         (status = 200, description = "The cancelled order", body = orderd_proto::OrderResponse),
         (status = 409, description = "`invalid_transition`: the order has shipments", body = orderd_proto::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn cancel(
     caller: Caller,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
-    body: RawBody,
+    body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::ORDER_CANCEL)?;
     query.get()?;
+    let key = body.key()?;
     // The body is optional: nothing (or only whitespace) means no reason.
-    let request = if body.0.iter().all(u8::is_ascii_whitespace) {
+    let request = if body.bytes.iter().all(u8::is_ascii_whitespace) {
         CancelOrderRequest::default()
     } else {
-        decode_json::<CancelOrderRequest>(&body.0)?
+        decode_json::<CancelOrderRequest>(&body.bytes)?
     };
     let view = ops::cancel_order(
         ops::Ctx::new(&engine, &vault, &audit),
         &caller,
         &id,
         request.reason,
+        key,
+        body.request_hash,
     )
     .await?;
     Ok(HttpResponse::Ok().json(wire::order(view, true)))

@@ -3,7 +3,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use orderd_engine::{Engine, ShipmentId, ShipmentStatus, ShipmentView};
+use orderd_engine::{Engine, ShipmentId, ShipmentView};
 use orderd_proto::{
     CreateShipmentRequest, ShipmentEventRequest, ShipmentEventResponse, ShipmentLineResponse,
     ShipmentResponse,
@@ -11,10 +11,11 @@ use orderd_proto::{
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams};
 use crate::error::ApiError;
+use crate::idem::KeyedBody;
 use crate::vault::Vault;
-use crate::{ops, roles, validate, wire};
+use crate::{ops, roles, wire};
 
 pub fn shipment(view: ShipmentView) -> ShipmentResponse {
     ShipmentResponse {
@@ -41,62 +42,63 @@ pub fn shipment(view: ShipmentView) -> ShipmentResponse {
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/shipments", tag = "shipments",
-    params(("id" = String, Path, description = "An order id (`ord_…`)")),
+    params(("id" = String, Path, description = "An order id (`ord_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same path and body returns the shipment as first answered and ships nothing more")),
     request_body = orderd_proto::CreateShipmentRequest,
     responses(
         (status = 201, description = "The shipment", body = orderd_proto::ShipmentResponse),
         (status = 409, description = "`invalid_transition`: more than is left to ship, or the order is cancelled", body = orderd_proto::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
     caller: Caller,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
-    body: RawBody,
+    body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
     query.get()?;
-    let request: CreateShipmentRequest = decode_json(&body.0)?;
+    let key = body.key()?;
+    let request: CreateShipmentRequest = decode_json(&body.bytes)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::create_shipment(ctx, &caller, &id, request).await?;
+    let view = ops::create_shipment(ctx, &caller, &id, request, key, body.request_hash).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/shipments/{}", view.id)))
         .json(shipment(view)))
 }
 
 #[utoipa::path(post, path = "/v1/shipments/{id}/events", tag = "shipments",
-    params(("id" = String, Path, description = "A shipment id (`shp_…`)")),
+    params(("id" = String, Path, description = "A shipment id (`shp_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same path and body returns the shipment as first answered and records nothing more")),
     request_body = orderd_proto::ShipmentEventRequest,
     responses(
         (status = 200, description = "The shipment", body = orderd_proto::ShipmentResponse),
         (status = 409, description = "`invalid_transition`: the shipment is delivered or failed", body = orderd_proto::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn event(
     caller: Caller,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
-    body: RawBody,
+    body: KeyedBody,
+    vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(roles::SHIPMENT_WRITE)?;
     query.get()?;
-    let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
-    let request: ShipmentEventRequest = decode_json(&body.0)?;
-    let status = ShipmentStatus::parse_event(&request.status).ok_or_else(|| {
-        ApiError::invalid("status", "status is one of in_transit, delivered, failed")
-    })?;
-    validate::optional_text_max("note", request.note.as_deref(), validate::NOTE_CHARS_MAX)?;
-    let view = engine
-        .shipment_event(id, status, request.note, &caller.key_id)
-        .await?;
-    audit
-        .record(&caller, "shipment.event", id.to_string(), status.as_str())
-        .await?;
+    // An id that cannot be one is 404 before the body is read.
+    id.parse::<ShipmentId>()
+        .map_err(|()| ApiError::not_found())?;
+    let key = body.key()?;
+    let request: ShipmentEventRequest = decode_json(&body.bytes)?;
+    let ctx = ops::Ctx::new(&engine, &vault, &audit);
+    let view = ops::shipment_event(ctx, &caller, &id, request, key, body.request_hash).await?;
     Ok(HttpResponse::Ok().json(shipment(view)))
 }
 

@@ -6,8 +6,9 @@ use orderd_proto::StockAdjustmentRequest;
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
+use crate::body::{decode_json, NoQuery, QueryParams};
 use crate::error::ApiError;
+use crate::idem::KeyedBody;
 use crate::vault::Vault;
 use crate::{ops, roles, validate, wire};
 
@@ -30,18 +31,20 @@ pub async fn get(
 }
 
 #[utoipa::path(post, path = "/v1/stock/{sku}/adjustments", tag = "stock",
-    params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")),
+    params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same path and body returns the first answer and adjusts nothing")),
     request_body = orderd_proto::StockAdjustmentRequest,
     responses(
         (status = 200, description = "The stock record after the adjustment", body = orderd_proto::StockResponse),
         (status = 409, description = "`insufficient_stock`: on_hand would fall below reserved", body = orderd_proto::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn adjust(
     caller: Caller,
     query: QueryParams<NoQuery>,
     sku: web::Path<String>,
-    body: RawBody,
+    body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
@@ -49,12 +52,15 @@ pub async fn adjust(
     caller.require(roles::STOCK_ADJUST)?;
     query.get()?;
     validate::sku("sku", &sku)?;
-    let request: StockAdjustmentRequest = decode_json(&body.0)?;
+    let key = body.key()?;
+    let request: StockAdjustmentRequest = decode_json(&body.bytes)?;
     let view = ops::adjust_stock(
         ops::Ctx::new(&engine, &vault, &audit),
         &caller,
         &sku,
         request,
+        key,
+        body.request_hash,
     )
     .await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))

@@ -1,6 +1,7 @@
 //! orderctl: the on-call CLI of orderd. Mostly a thin client of the server's public HTTP API
-//! (wire types from `orderd-proto`): health, inspection, shards, incidents, API keys, the audit
-//! chain, backups (create, list, restore drills), the live settings and change requests. One
+//! (wire types from `orderd-proto`): health, inspection, shards, incidents, quarantined
+//! commands, API keys, the audit chain, backups (create, list, restore drills), the live
+//! settings and change requests. One
 //! command works without the server:
 //! `backup restore` restores a backup into a data directory with orderd stopped, through the
 //! public library APIs of the engine (the backup repository) and of the gateway (its
@@ -16,6 +17,7 @@ mod backup;
 mod changes;
 mod client;
 mod progress;
+mod quarantine;
 mod table;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -42,8 +44,8 @@ const WAIT_POLL_INTERVAL_MS: u64 = 100;
 #[command(
     name = "orderctl",
     version,
-    about = "On-call CLI of orderd: health, inspection, shards, incidents, API keys, audit, \
-backups, settings and changes",
+    about = "On-call CLI of orderd: health, inspection, shards, incidents, quarantined commands, \
+API keys, audit, backups, settings and changes",
     after_help = "Exit codes: 0 ok; 1 a check failed (not ready, inspection fail, audit chain \
 broken, backup drill failed, a change rolled back automatically under `changes apply --wait`) \
 or the server answered with an error (printed as `code: detail`, \
@@ -53,7 +55,9 @@ unreachable.\n\nBackups: `backup create|list|verify` ask the server; `backup res
 offline on the files, with orderd stopped, and needs no key.\n\nChanges: `changes request` \
 (admin or operator), `changes approve` (an admin other than the requester), `changes apply` \
 (the server then watches error rate and p99 and sets the old value back if they get worse), \
-`changes rollback`."
+`changes rollback`.\n\nQuarantine: a command that made a shard panic twice is refused with \
+422 quarantined; once the bug is fixed, `quarantine lift FINGERPRINT` (admin or operator) \
+accepts it again."
 )]
 struct Cli {
     /// Base URL of the orderd HTTP API [env: ORDERD_SERVER] [default: http://127.0.0.1:8080]
@@ -105,6 +109,9 @@ enum Command {
     },
     /// List incidents (GET /v1/ops/incidents), oldest first
     Incidents(IncidentsArgs),
+    /// Commands refused because they made a shard panic twice: list them, lift one
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineAction),
     /// Create, list and revoke API keys
     #[command(subcommand)]
     Keys(KeysAction),
@@ -227,6 +234,7 @@ fn run(cli: &Cli) -> Outcome {
             wait.then(|| Duration::from_secs(*wait_timeout_s)),
         ),
         Command::Incidents(args) => incidents(&api, out, args),
+        Command::Quarantine(action) => quarantine::run(&api, out, action),
         Command::Keys(KeysAction::Create {
             name,
             role,

@@ -6,9 +6,9 @@
 //! server's `max_in_flight` (told in the `AUTH` reply); more calls wait for a slot.
 //!
 //! Reconnects: when the connection breaks, every call in flight fails with
-//! [`ClientError::ConnectionLost`] (the request may or may not have been applied: retry a
-//! placement with the same idempotency key to find out), and the next call connects and
-//! authenticates again, retrying the connect with a doubling wait.
+//! [`ClientError::ConnectionLost`] (the request may or may not have been applied: retry the
+//! mutation with the same idempotency key to find out; every mutation's body has one), and the
+//! next call connects and authenticates again, retrying the connect with a doubling wait.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), orderd_client::ClientError> {
@@ -382,19 +382,27 @@ impl Client {
             .await
     }
 
+    /// Cancels an order, without an idempotency key (see [`Client::cancel_order_with`]).
     pub async fn cancel_order(
         &self,
         id: &str,
         reason: Option<String>,
     ) -> Result<msg::Order, ClientError> {
-        self.request(
-            op::CANCEL_ORDER,
-            &msg::CancelOrder {
-                id: id.into(),
-                reason,
-            },
-        )
+        self.cancel_order_with(&msg::CancelOrder {
+            id: id.into(),
+            reason,
+            idempotency_key: None,
+        })
         .await
+    }
+
+    /// Cancels an order; with `idempotency_key`, a retry of the same body answers the first
+    /// answer.
+    pub async fn cancel_order_with(
+        &self,
+        cancel: &msg::CancelOrder,
+    ) -> Result<msg::Order, ClientError> {
+        self.request(op::CANCEL_ORDER, cancel).await
     }
 
     pub async fn list_orders(
@@ -416,21 +424,29 @@ impl Client {
             .await
     }
 
+    /// Adjusts a SKU's stock, without an idempotency key (see [`Client::adjust_stock_with`]).
     pub async fn adjust_stock(
         &self,
         sku: &str,
         delta: i64,
         reason: &str,
     ) -> Result<msg::Stock, ClientError> {
-        self.request(
-            op::ADJUST_STOCK,
-            &msg::AdjustStock {
-                sku: sku.into(),
-                delta,
-                reason: reason.into(),
-            },
-        )
+        self.adjust_stock_with(&msg::AdjustStock {
+            sku: sku.into(),
+            delta,
+            reason: reason.into(),
+            idempotency_key: None,
+        })
         .await
+    }
+
+    /// Adjusts a SKU's stock; with `idempotency_key`, a retry of the same body answers the
+    /// stock as the first adjustment left it and adjusts nothing.
+    pub async fn adjust_stock_with(
+        &self,
+        adjust: &msg::AdjustStock,
+    ) -> Result<msg::Stock, ClientError> {
+        self.request(op::ADJUST_STOCK, adjust).await
     }
 
     pub async fn create_customer(

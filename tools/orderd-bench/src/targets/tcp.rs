@@ -121,6 +121,7 @@ impl TcpConn {
                         order_id: order.to_string(),
                         carrier: "bench".into(),
                         lines: None,
+                        idempotency_key: None,
                     })
                     .await?;
                 Ok(Outcome::Ok(None))

@@ -1,0 +1,1298 @@
+//! The deterministic simulator: one seeded PRNG drives every shard's state machine
+//! ([`Shard::step`]), the log writer's group commit ([`commit_group`]), storage, a supervisor
+//! and clients in one thread, injects faults, and checks the engine's invariants after every
+//! step and at quiescence. A failing seed replays exactly (`make simulate SEED=… STEPS=…`).
+//!
+//! What is real: the shard code, the group commit and its fault handling, recovery from
+//! storage ([`recover_shard`]), the quarantine, the events and their encoding. What is
+//! simulated: time ([`SimClock`]), the transport between shards (one FIFO mailbox per shard,
+//! as actix's; which mailbox is served next is the PRNG's choice, so deliveries between
+//! different shards are delayed and interleaved arbitrarily), threads (one step at a time), the
+//! supervisor (rebuild on a fault, replace a shard that misses its heartbeat), the storage
+//! medium (an in-memory store behind [`FaultyStorage`]: every write that succeeds is synced).
+//!
+//! Faults: write errors (one batch, a run of batches), a disk full for a while, a crash of the
+//! whole node (everything not written is lost, every shard rebuilt from storage), shard panics
+//! (the shard is poisoned mid-flight), hangs (a shard not served for a while, replaced past its
+//! heartbeat timeout), a stalled writer (slow fsyncs), arbitrary delays between shards.
+//!
+//! [`Regression`] switches put back, one at a time, the faults issue 14 fixed, so tests prove
+//! the simulator sees each of them.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::oneshot;
+
+use crate::domain::{
+    CommandError, CustomerId, Idempotency, NewCustomer, NewLine, NewShipment, OrderId, OrderStatus,
+    OrderView, PlaceOrder, StockView,
+};
+use crate::engine::recover_shard;
+use crate::log::{commit_group, probe, WriterMsg, WriterStats};
+use crate::shard::{
+    BatchResults, ClientCmd, Clock, Shard, ShardGauges, ShardLink, ShardMsg, ShardSettings, Step,
+    Transport,
+};
+use crate::state::{shard_of_key, shard_of_sku};
+use crate::storage::faulty::FaultyStorage;
+use crate::storage::memory::MemoryStorage;
+use crate::storage::Storage;
+use crate::supervisor::{Fault, Quarantine};
+use crate::tunables::Tunables;
+
+/// A fault issue 14 fixed, put back on purpose (test-only; per thread, so simulations running
+/// side by side do not see each other's switches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regression {
+    /// 1. A failed write does not stop the shard: it keeps what it applied.
+    WriteFailureKeepsShard = 1,
+    /// 2. `Reserve` retries leave before the order's intent is durable.
+    ReserveBeforeDurable = 2,
+    /// 2. Order ids are reused after a rebuild.
+    IdsReused = 4,
+    /// 2. Any hold under an order id stands for that order's reservation.
+    HoldNotTiedToLines = 8,
+    /// 3. A placement whose part never answers waits for ever.
+    NoDeadlineAbort = 16,
+    /// 4. `HoldCheck` is sent once, never again.
+    HoldCheckOnce = 32,
+    /// 6. A `PlaceBatch` reports the outcome of its last finisher for every order.
+    BatchLastFinisherSpeaks = 64,
+}
+
+impl Regression {
+    pub const ALL: [Regression; 7] = [
+        Regression::WriteFailureKeepsShard,
+        Regression::ReserveBeforeDurable,
+        Regression::IdsReused,
+        Regression::HoldNotTiedToLines,
+        Regression::NoDeadlineAbort,
+        Regression::HoldCheckOnce,
+        Regression::BatchLastFinisherSpeaks,
+    ];
+}
+
+thread_local! {
+    static REGRESSIONS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether `regression` is put back on this thread (never, outside the simulator's tests).
+#[inline]
+pub fn regressed(regression: Regression) -> bool {
+    REGRESSIONS.with(|r| r.get() & regression as u32 != 0)
+}
+
+/// Puts these regressions back on this thread (an empty slice: none).
+pub fn set_regressions(regressions: &[Regression]) {
+    let mask = regressions.iter().fold(0u32, |mask, r| mask | *r as u32);
+    REGRESSIONS.with(|r| r.set(mask));
+}
+
+/// SplitMix64: small, fast and fully determined by its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True with probability `per_mille` / 1000.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// Simulated time: advanced only by the simulator.
+pub struct SimClock {
+    base: Instant,
+    elapsed_us: AtomicI64,
+}
+
+/// Wall-clock time the simulation starts at (2026-01-01T00:00:00Z), so timestamps are
+/// the same in every run of a seed.
+const EPOCH_US: i64 = 1_767_225_600_000_000;
+
+impl SimClock {
+    fn new() -> SimClock {
+        SimClock {
+            base: Instant::now(),
+            elapsed_us: AtomicI64::new(0),
+        }
+    }
+
+    fn advance_us(&self, us: i64) {
+        self.elapsed_us.fetch_add(us, Ordering::SeqCst);
+    }
+
+    fn elapsed_us(&self) -> i64 {
+        self.elapsed_us.load(Ordering::SeqCst)
+    }
+}
+
+impl Clock for SimClock {
+    fn now_us(&self) -> i64 {
+        EPOCH_US + self.elapsed_us()
+    }
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_micros(self.elapsed_us() as u64)
+    }
+}
+
+/// The transport: one FIFO mailbox per shard.
+struct Net {
+    mailboxes: Mutex<Vec<VecDeque<ShardMsg>>>,
+}
+
+impl Transport for Net {
+    fn send(&self, shard: u16, msg: ShardMsg) {
+        self.mailboxes.lock().expect("net")[shard as usize].push_back(msg);
+    }
+}
+
+/// What the simulation runs with.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub steps: u64,
+    pub shards: u16,
+    /// Inject faults (write errors, full disk, crashes, panics, hangs, stalls).
+    pub faults: bool,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, steps: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            steps,
+            shards: 3,
+            faults: true,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    pub steps: u64,
+    pub calls: u64,
+    pub confirmed: u64,
+    pub rejected: u64,
+    pub unknown: u64,
+    pub write_faults: u64,
+    pub crashes: u64,
+    pub panics: u64,
+    pub hangs: u64,
+    pub rebuilds: u64,
+    pub quiescences: u64,
+}
+
+/// A broken invariant: the seed and step replay it.
+#[derive(Clone, Debug)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "simulation failed: seed {} step {}: {}\nreplay: make simulate SEED={} STEPS={}",
+            self.seed,
+            self.step,
+            self.message,
+            self.seed,
+            self.step + 1
+        )
+    }
+}
+
+const SKUS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+/// Simulated milliseconds between ticks (`pending_retry_ms`).
+const TICK_MS: i64 = 50;
+/// The deadline of one request (`engine.request_timeout_ms`).
+const REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// A shard that misses its heartbeat this long is replaced.
+const HEARTBEAT_TIMEOUT_MS: i64 = 2_500;
+/// The message of the panics the simulator injects; any other panic is a bug it found.
+const INJECTED_PANIC: &str = "injected by the simulator";
+/// Steps between quiescences (no new work or faults; everything settles; deep checks).
+const QUIESCE_EVERY: u64 = 2_000;
+
+enum Pending {
+    Order(oneshot::Receiver<Result<OrderView, CommandError>>),
+    /// A stock adjustment, with its Idempotency-Key.
+    Adjust(
+        oneshot::Receiver<Result<StockView, CommandError>>,
+        Option<String>,
+    ),
+    Batch(oneshot::Receiver<Result<BatchResults, CommandError>>),
+    Other(Box<dyn FnMut() -> Option<bool>>),
+}
+
+/// One placement as sent: its key, customer and lines.
+type Request = (Option<String>, CustomerId, Vec<(String, u32)>);
+
+/// A client call in flight.
+struct Call {
+    shard: u16,
+    generation: u64,
+    sent_us: i64,
+    pending: Pending,
+    /// For placements: the request (key, customer, lines) of each order (one for `Place`).
+    requests: Vec<Request>,
+}
+
+struct SimShard {
+    shard: Shard,
+    /// Not served until this simulated time (a hang).
+    hung_until_us: i64,
+}
+
+/// Everything acknowledged to a client, to check against.
+#[derive(Default)]
+struct Ledger {
+    /// Order id → (customer, lines) as acknowledged.
+    orders: HashMap<OrderId, (CustomerId, Vec<(String, u32)>)>,
+    /// Idempotency key → the first definitive answer (`Some(id)` placed, `None` refused).
+    keys: HashMap<String, Option<OrderId>>,
+    /// Acknowledged orders, for cancels and shipments.
+    confirmed: Vec<OrderId>,
+    /// Adjustment key → the first stock it answered.
+    adjusted: HashMap<String, StockView>,
+}
+
+struct World {
+    config: SimConfig,
+    rng: Rng,
+    clock: Arc<SimClock>,
+    net: Arc<Net>,
+    storage: Arc<FaultyStorage>,
+    writer_tx: Sender<WriterMsg>,
+    writer_rx: Receiver<WriterMsg>,
+    stats: Arc<WriterStats>,
+    faults_tx: tokio::sync::mpsc::Sender<Fault>,
+    faults_rx: tokio::sync::mpsc::Receiver<Fault>,
+    quarantine: Arc<Quarantine>,
+    gauges: Vec<Arc<ShardGauges>>,
+    settings: ShardSettings,
+    shards: Vec<Option<SimShard>>,
+    /// Shards to rebuild once the writer has taken everything queued (the barrier).
+    rebuild: Vec<u16>,
+    customers: Vec<CustomerId>,
+    calls: Vec<Call>,
+    ledger: Ledger,
+    report: SimReport,
+    step: u64,
+    next_tick_us: i64,
+    /// Disk full until this time.
+    full_until_us: Option<i64>,
+    /// The writer takes nothing until this time (a slow fsync).
+    writer_stalled_until_us: i64,
+    last_probe_us: i64,
+    keys_made: u64,
+    /// Placements sent with a key, to retry.
+    sent: Vec<(String, PlaceOrder)>,
+    /// Adjustments sent (SKU, delta, key), to retry.
+    adjusts: Vec<(&'static str, i64, Option<String>)>,
+}
+
+type Check = Result<(), String>;
+
+/// Runs one simulation; `Err` names the seed, the step and the broken invariant.
+pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
+    let mut world = World::new(config.clone()).map_err(|message| SimFailure {
+        seed: config.seed,
+        step: 0,
+        message,
+    })?;
+    let outcome = world.run();
+    // Nothing of this run may outlive it: pending replies and continuations drop here.
+    let step = world.step;
+    let report = world.report.clone();
+    drop(world);
+    outcome.map(|()| report).map_err(|message| SimFailure {
+        seed: config.seed,
+        step,
+        message,
+    })
+}
+
+impl World {
+    fn new(config: SimConfig) -> Result<World, String> {
+        let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let storage = Arc::new(FaultyStorage::new(memory));
+        let (writer_tx, writer_rx) = crossbeam_channel::unbounded();
+        let (faults_tx, faults_rx) = tokio::sync::mpsc::channel(100_000);
+        let count = config.shards;
+        let tunables = Arc::new(Tunables::new(64, 5, 1_000_000, 60));
+        tunables.set_request_timeout_ms(REQUEST_TIMEOUT_MS);
+        let settings = ShardSettings {
+            mailbox_capacity: 100_000,
+            tunables,
+            snapshot_interval_events: 400,
+            idempotency_retention_s: 86_400,
+            pending_retry_ms: TICK_MS as u64,
+        };
+        let quarantine =
+            Arc::new(Quarantine::load(storage.as_ref()).map_err(|e| format!("quarantine: {e}"))?);
+        let mut world = World {
+            rng: Rng::new(config.seed),
+            clock: Arc::new(SimClock::new()),
+            net: Arc::new(Net {
+                mailboxes: Mutex::new((0..count).map(|_| VecDeque::new()).collect()),
+            }),
+            storage,
+            writer_tx,
+            writer_rx,
+            stats: Arc::new(WriterStats::new(vec![0; count as usize])),
+            faults_tx,
+            faults_rx,
+            quarantine,
+            gauges: (0..count)
+                .map(|_| Arc::new(ShardGauges::default()))
+                .collect(),
+            settings,
+            shards: (0..count).map(|_| None).collect(),
+            rebuild: Vec::new(),
+            customers: Vec::new(),
+            calls: Vec::new(),
+            ledger: Ledger::default(),
+            report: SimReport::default(),
+            step: 0,
+            next_tick_us: 0,
+            full_until_us: None,
+            writer_stalled_until_us: 0,
+            last_probe_us: 0,
+            keys_made: 0,
+            sent: Vec::new(),
+            adjusts: Vec::new(),
+            config,
+        };
+        for shard in 0..count {
+            world.start_shard(shard)?;
+        }
+        Ok(world)
+    }
+
+    fn run(&mut self) -> Check {
+        self.setup()?;
+        while self.step < self.config.steps {
+            self.one_step()?;
+            self.check_step()?;
+            self.step += 1;
+            self.report.steps = self.step;
+            if self.step.is_multiple_of(QUIESCE_EVERY) {
+                self.quiesce()?;
+            }
+        }
+        self.quiesce()
+    }
+
+    /// Customers (one per shard) and stock, before the load.
+    fn setup(&mut self) -> Check {
+        for shard in 0..self.config.shards {
+            let (reply, answer) = oneshot::channel();
+            self.net.send(
+                shard,
+                ShardMsg::Client(ClientCmd::CreateCustomer {
+                    customer: NewCustomer {
+                        name: format!("customer {shard}"),
+                        email: format!("c{shard}@example.com"),
+                        phone: None,
+                        address: None,
+                    },
+                    idempotency: None,
+                    reply,
+                }),
+            );
+            self.settle(5_000)?;
+            let mut answer = answer;
+            match answer.try_recv() {
+                Ok(Ok(view)) => self.customers.push(view.id),
+                other => return Err(format!("setup: customer not created: {other:?}")),
+            }
+        }
+        for sku in SKUS {
+            let shard = shard_of_sku(sku, self.config.shards);
+            let (reply, _answer) = oneshot::channel();
+            self.net.send(
+                shard,
+                ShardMsg::Client(ClientCmd::AdjustStock {
+                    sku: sku.into(),
+                    delta: 20,
+                    reason: "setup".into(),
+                    idempotency: None,
+                    reply,
+                }),
+            );
+        }
+        self.settle(5_000)
+    }
+
+    /// Recovers a shard from storage and starts its state machine (a new generation).
+    fn start_shard(&mut self, shard: u16) -> Check {
+        let count = self.config.shards;
+        let recovered = recover_shard(self.storage.as_ref(), shard, count)
+            .map_err(|e| format!("shard {shard} cannot be rebuilt from storage: {e}"))?;
+        let generation = self.stats.generations[shard as usize].load(Ordering::SeqCst);
+        self.stats.durable_seq[shard as usize].fetch_max(recovered.data.last_seq, Ordering::SeqCst);
+        let link = ShardLink {
+            generation,
+            faults: self.faults_tx.clone(),
+            quarantine: self.quarantine.clone(),
+        };
+        let state = Shard::new(
+            recovered.data,
+            recovered.log_digest,
+            recovered.snapshot_seq,
+            self.settings.clone(),
+            self.writer_tx.clone(),
+            self.stats.clone(),
+            self.net.clone(),
+            self.clock.clone(),
+            self.gauges[shard as usize].clone(),
+            link,
+        );
+        self.shards[shard as usize] = Some(SimShard {
+            shard: state,
+            hung_until_us: 0,
+        });
+        // Messages sent to the old actor's mailbox died with it.
+        self.net.mailboxes.lock().expect("net")[shard as usize].clear();
+        self.net.send(shard, ShardMsg::Recover);
+        Ok(())
+    }
+
+    /// Ends a shard's actor (its generation moves on) and rebuilds it once the writer has
+    /// taken what is queued, as the engine does.
+    fn replace(&mut self, shard: u16) {
+        self.stats.generations[shard as usize].fetch_add(1, Ordering::SeqCst);
+        if let Some(mut old) = self.shards[shard as usize].take() {
+            old.shard.poison();
+        }
+        self.net.mailboxes.lock().expect("net")[shard as usize].clear();
+        if !self.rebuild.contains(&shard) {
+            self.rebuild.push(shard);
+        }
+    }
+
+    fn now_us(&self) -> i64 {
+        self.clock.elapsed_us()
+    }
+
+    fn one_step(&mut self) -> Check {
+        self.clock.advance_us(self.rng.below(400) as i64);
+        self.timers();
+        let faults = self.config.faults;
+        match self.rng.below(1000) {
+            0..=549 => self.deliver(),
+            550..=699 => self.write(false)?,
+            700..=899 => self.client(),
+            900..=994 => self.clock.advance_us(self.rng.below(20_000) as i64),
+            _ if faults => self.fault()?,
+            _ => {}
+        }
+        self.supervise()?;
+        self.poll_calls()
+    }
+
+    /// Ticks and the end of a full disk.
+    fn timers(&mut self) {
+        let now = self.now_us();
+        if now >= self.next_tick_us {
+            self.next_tick_us = now + TICK_MS * 1000;
+            for shard in 0..self.config.shards {
+                if self.shards[shard as usize].is_some() {
+                    self.net.send(shard, ShardMsg::Tick);
+                }
+            }
+        }
+        if self.full_until_us.is_some_and(|until| now >= until) {
+            self.full_until_us = None;
+            self.storage.set_full(false);
+        }
+    }
+
+    /// Serves one message from a random shard's mailbox.
+    fn deliver(&mut self) {
+        let now = self.now_us();
+        let ready: Vec<u16> = {
+            let boxes = self.net.mailboxes.lock().expect("net");
+            (0..self.config.shards)
+                .filter(|s| !boxes[*s as usize].is_empty())
+                .filter(|s| {
+                    self.shards[*s as usize]
+                        .as_ref()
+                        .is_some_and(|sim| sim.hung_until_us <= now)
+                })
+                .collect()
+        };
+        if ready.is_empty() {
+            return;
+        }
+        let shard = ready[self.rng.below(ready.len() as u64) as usize];
+        // An actor drains a few messages per wake-up.
+        for _ in 0..1 + self.rng.below(8) {
+            let Some(msg) = self.net.mailboxes.lock().expect("net")[shard as usize].pop_front()
+            else {
+                return;
+            };
+            let Some(sim) = self.shards[shard as usize].as_mut() else {
+                return;
+            };
+            match sim.shard.step(msg) {
+                Step::Done => {}
+                Step::FlushSoon => self.net.send(shard, ShardMsg::Flush),
+                Step::Stop => {
+                    // Poisoned (a panic reports its fault) or replaced: the supervisor
+                    // rebuilds it.
+                    self.shards[shard as usize] = None;
+                    if !self.rebuild.contains(&shard) {
+                        self.rebuild.push(shard);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The writer: one group commit of some of what is queued (all of it with `all`).
+    fn write(&mut self, all: bool) -> Check {
+        let now = self.now_us();
+        if !all && now < self.writer_stalled_until_us {
+            return Ok(());
+        }
+        if self.stats.failed.load(Ordering::SeqCst) && now - self.last_probe_us >= 250_000 {
+            self.last_probe_us = now;
+            probe(self.storage.as_ref(), true, &self.stats, &self.faults_tx);
+        }
+        let queued = self.writer_rx.len();
+        if queued == 0 {
+            return Ok(());
+        }
+        let take = if all {
+            queued
+        } else {
+            1 + self.rng.below(queued as u64) as usize
+        };
+        let mut group: Vec<WriterMsg> = (0..take)
+            .filter_map(|_| self.writer_rx.try_recv().ok())
+            .collect();
+        let outcome = commit_group(
+            self.storage.as_ref(),
+            true,
+            &mut group,
+            &self.stats,
+            &self.faults_tx,
+        );
+        if outcome.failed {
+            self.last_probe_us = now;
+        }
+        Ok(())
+    }
+
+    /// Faults the supervisor handles, and rebuilds waiting for the writer barrier.
+    fn supervise(&mut self) -> Check {
+        while let Ok(fault) = self.faults_rx.try_recv() {
+            match fault {
+                Fault::Panic {
+                    shard,
+                    generation,
+                    message,
+                    ..
+                } => {
+                    if message != INJECTED_PANIC {
+                        return Err(format!("shard {shard} panicked: {message}"));
+                    }
+                    if self.stats.generations[shard as usize].load(Ordering::SeqCst) == generation {
+                        self.replace(shard);
+                    }
+                }
+                Fault::WriteFailed {
+                    shard, generation, ..
+                } => {
+                    self.report.write_faults += 1;
+                    if self.stats.generations[shard as usize].load(Ordering::SeqCst) == generation {
+                        self.replace(shard);
+                    }
+                }
+                Fault::StorageFailing { .. } | Fault::StorageRecovered => {}
+            }
+        }
+        if !self.rebuild.is_empty() {
+            // The barrier: everything queued before is written or refused first.
+            self.write(true)?;
+            for shard in std::mem::take(&mut self.rebuild) {
+                self.report.rebuilds += 1;
+                self.start_shard(shard)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A random client command, admitted as the engine admits it.
+    fn client(&mut self) {
+        let writes_refused = self.stats.failed.load(Ordering::SeqCst);
+        let count = self.config.shards;
+        let choice = self.rng.below(100);
+        if writes_refused && choice < 90 {
+            return; // refused at admission (507/503): nothing reaches a shard
+        }
+        self.report.calls += 1;
+        match choice {
+            0..=9 => {
+                // A receipt, under an Idempotency-Key (a new one, or an earlier one retried
+                // with its own body) most of the time.
+                let (sku, delta, key) = if !self.adjusts.is_empty() && self.rng.chance(200) {
+                    self.adjusts[self.rng.below(self.adjusts.len() as u64) as usize].clone()
+                } else {
+                    let sku = SKUS[self.rng.below(SKUS.len() as u64) as usize];
+                    let delta = 1 + self.rng.below(8) as i64;
+                    let key = self.rng.chance(700).then(|| {
+                        self.keys_made += 1;
+                        format!("a{}", self.keys_made)
+                    });
+                    if let Some(key) = &key {
+                        self.adjusts.push((sku, delta, Some(key.clone())));
+                    }
+                    (sku, delta, key)
+                };
+                let (reply, answer) = oneshot::channel();
+                let idempotency = key.clone().map(|key| Idempotency {
+                    key,
+                    request_hash: delta as u128 * 31 + sku.as_bytes()[0] as u128,
+                });
+                self.send_call(
+                    shard_of_sku(sku, count),
+                    ClientCmd::AdjustStock {
+                        sku: sku.into(),
+                        delta,
+                        reason: "receive".into(),
+                        idempotency,
+                        reply,
+                    },
+                    Pending::Adjust(answer, key),
+                    Vec::new(),
+                );
+            }
+            10..=69 => {
+                let (place, key) = self.random_order(None);
+                let shard = match &key {
+                    Some(key) => shard_of_key(key, count),
+                    None => place.customer_id.shard(),
+                };
+                let lines = place.lines.iter().map(|l| (l.sku.clone(), l.qty)).collect();
+                let customer = place.customer_id;
+                let (reply, answer) = oneshot::channel();
+                self.send_call(
+                    shard,
+                    ClientCmd::Place { place, reply },
+                    Pending::Order(answer),
+                    vec![(key, customer, lines)],
+                );
+            }
+            70..=79 => {
+                let shard = self.rng.below(count as u64) as u16;
+                let n = 2 + self.rng.below(3);
+                let mut places = Vec::new();
+                let mut requests = Vec::new();
+                for _ in 0..n {
+                    let (place, key) = self.random_order(Some(shard));
+                    let lines = place.lines.iter().map(|l| (l.sku.clone(), l.qty)).collect();
+                    requests.push((key, place.customer_id, lines));
+                    places.push(place);
+                }
+                let (reply, answer) = oneshot::channel();
+                self.send_call(
+                    shard,
+                    ClientCmd::PlaceBatch { places, reply },
+                    Pending::Batch(answer),
+                    requests,
+                );
+            }
+            80..=89 => {
+                if self.ledger.confirmed.is_empty() {
+                    return;
+                }
+                let index = self.rng.below(self.ledger.confirmed.len() as u64) as usize;
+                let id = self.ledger.confirmed[index];
+                let (reply, mut answer) = oneshot::channel();
+                let cmd = if self.rng.chance(500) {
+                    ClientCmd::Cancel {
+                        id,
+                        reason: None,
+                        actor: "sim".into(),
+                        idempotency: None,
+                        reply,
+                    }
+                } else {
+                    let (ship_reply, mut ship_answer) = oneshot::channel();
+                    drop(reply);
+                    self.send_call(
+                        id.shard(),
+                        ClientCmd::Ship {
+                            shipment: NewShipment {
+                                order_id: id,
+                                carrier: "sim".into(),
+                                lines: None,
+                                actor: "sim".into(),
+                            },
+                            idempotency: None,
+                            reply: ship_reply,
+                        },
+                        Pending::Other(Box::new(move || match ship_answer.try_recv() {
+                            Ok(r) => Some(r.is_ok()),
+                            Err(oneshot::error::TryRecvError::Empty) => None,
+                            Err(_) => Some(false),
+                        })),
+                        Vec::new(),
+                    );
+                    return;
+                };
+                self.send_call(
+                    id.shard(),
+                    cmd,
+                    Pending::Other(Box::new(move || match answer.try_recv() {
+                        Ok(r) => Some(r.is_ok()),
+                        Err(oneshot::error::TryRecvError::Empty) => None,
+                        Err(_) => Some(false),
+                    })),
+                    Vec::new(),
+                );
+            }
+            _ => {
+                if self.ledger.confirmed.is_empty() {
+                    return;
+                }
+                let index = self.rng.below(self.ledger.confirmed.len() as u64) as usize;
+                let id = self.ledger.confirmed[index];
+                let (reply, mut answer) = oneshot::channel();
+                self.send_call(
+                    id.shard(),
+                    ClientCmd::GetOrder { id, reply },
+                    Pending::Other(Box::new(move || match answer.try_recv() {
+                        Ok(r) => Some(r.is_ok()),
+                        Err(oneshot::error::TryRecvError::Empty) => None,
+                        Err(_) => Some(false),
+                    })),
+                    Vec::new(),
+                );
+            }
+        }
+    }
+
+    /// An order of 1–3 lines; with a key most of the time (a new one, or an earlier one
+    /// retried with the same body). With `shard`, its customer lives there (for batches).
+    fn random_order(&mut self, shard: Option<u16>) -> (PlaceOrder, Option<String>) {
+        let customer = match shard {
+            Some(shard) => self.customers[shard as usize],
+            None => self.customers[self.rng.below(self.customers.len() as u64) as usize],
+        };
+        let mut lines: Vec<NewLine> = Vec::new();
+        for _ in 0..1 + self.rng.below(3) {
+            let sku = SKUS[self.rng.below(SKUS.len() as u64) as usize];
+            if lines.iter().any(|l| l.sku == sku) {
+                continue;
+            }
+            lines.push(NewLine {
+                sku: sku.into(),
+                qty: 1 + self.rng.below(3) as u32,
+                unit_price: 100,
+            });
+        }
+        if shard.is_none() && !self.sent.is_empty() && self.rng.chance(150) {
+            // A retry: an earlier key with its own body.
+            let (key, place) = self.sent[self.rng.below(self.sent.len() as u64) as usize].clone();
+            return (place, Some(key));
+        }
+        let key = if shard.is_some() || self.rng.chance(200) {
+            None
+        } else {
+            self.keys_made += 1;
+            Some(format!("k{}", self.keys_made))
+        };
+        // The gateway's body hash: equal bodies, equal hashes.
+        let hash = lines.iter().fold(customer.0 as u128, |h, l| {
+            h.wrapping_mul(1_000_003)
+                .wrapping_add(l.qty as u128 * 131 + l.sku.as_bytes()[0] as u128)
+        });
+        let place = PlaceOrder {
+            customer_id: customer,
+            lines,
+            shipping_address: None,
+            note: None,
+            idempotency: key.clone().map(|key| Idempotency {
+                key,
+                request_hash: hash,
+            }),
+            actor: "sim".into(),
+        };
+        if let Some(key) = &key {
+            self.sent.push((key.clone(), place.clone()));
+        }
+        (place, key)
+    }
+
+    fn send_call(&mut self, shard: u16, cmd: ClientCmd, pending: Pending, requests: Vec<Request>) {
+        let generation = self.stats.generations[shard as usize].load(Ordering::SeqCst);
+        if self.shards[shard as usize].is_none() {
+            return; // restarting: refused at admission
+        }
+        self.net.send(shard, ShardMsg::Client(cmd));
+        self.calls.push(Call {
+            shard,
+            generation,
+            sent_us: self.now_us(),
+            pending,
+            requests,
+        });
+    }
+
+    /// Collects answers; a call whose shard was replaced, or that passed its deadline, is
+    /// answered `unavailable` as `Engine::call` answers it.
+    fn poll_calls(&mut self) -> Check {
+        let now = self.now_us();
+        let mut calls = std::mem::take(&mut self.calls);
+        let mut result = Ok(());
+        calls.retain_mut(|call| {
+            if result.is_err() {
+                return true;
+            }
+            let replaced =
+                self.stats.generations[call.shard as usize].load(Ordering::SeqCst) != call.generation;
+            let late = now - call.sent_us >= REQUEST_TIMEOUT_MS as i64 * 1000;
+            let answered = match &mut call.pending {
+                Pending::Order(answer) => match answer.try_recv() {
+                    Ok(outcome) => {
+                        result = self.record(&call.requests[0], outcome.map(|v| v.id));
+                        true
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => false,
+                    Err(_) => {
+                        self.report.unknown += 1;
+                        true
+                    }
+                },
+                Pending::Batch(answer) => match answer.try_recv() {
+                    Ok(Ok(results)) => {
+                        for (request, outcome) in call.requests.iter().zip(results) {
+                            if result.is_ok() {
+                                result = self.record(request, outcome);
+                            }
+                        }
+                        true
+                    }
+                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        self.report.unknown += 1;
+                        true
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => false,
+                },
+                Pending::Adjust(answer, key) => match answer.try_recv() {
+                    Ok(Ok(view)) => {
+                        if let Some(key) = key {
+                            let first = self.ledger.adjusted.entry(key.clone()).or_insert_with(|| view.clone());
+                            if *first != view {
+                                result = Err(format!(
+                                    "adjustment key {key} answered {view:?} after {first:?}: a retry must get the same answer"
+                                ));
+                            }
+                        }
+                        true
+                    }
+                    Ok(Err(_)) => true,
+                    Err(oneshot::error::TryRecvError::Empty) => false,
+                    Err(_) => {
+                        self.report.unknown += 1;
+                        true
+                    }
+                },
+                Pending::Other(poll) => poll().is_some(),
+            };
+            if answered {
+                return false;
+            }
+            if replaced || late {
+                self.report.unknown += 1;
+                return false;
+            }
+            true
+        });
+        self.calls = calls;
+        result
+    }
+
+    /// Checks a placement's answer against everything answered before, and records it.
+    fn record(
+        &mut self,
+        (key, customer, lines): &Request,
+        outcome: Result<OrderId, CommandError>,
+    ) -> Check {
+        let definitive = match &outcome {
+            Ok(id) => Some(Some(*id)),
+            Err(CommandError::InsufficientStock { .. }) => Some(None),
+            Err(CommandError::Unavailable(_)) => None,
+            Err(other) => return Err(format!("placement answered {other}")),
+        };
+        let Some(definitive) = definitive else {
+            self.report.unknown += 1;
+            return Ok(());
+        };
+        if let Some(key) = key {
+            if let Some(first) = self.ledger.keys.get(key) {
+                if *first != definitive {
+                    return Err(format!(
+                        "key {key} answered {definitive:?} after {first:?}: a retry must get the same answer"
+                    ));
+                }
+            } else {
+                self.ledger.keys.insert(key.clone(), definitive);
+            }
+        }
+        match definitive {
+            Some(id) => {
+                self.report.confirmed += 1;
+                let mut sorted = lines.clone();
+                sorted.sort();
+                if let Some((was_customer, was)) = self.ledger.orders.get(&id) {
+                    if *was != sorted || was_customer != customer {
+                        return Err(format!(
+                            "order id {id} acknowledged twice for different orders ({was:?}, then {sorted:?}): ids must never be reused"
+                        ));
+                    }
+                } else {
+                    self.ledger.orders.insert(id, (*customer, sorted));
+                    self.ledger.confirmed.push(id);
+                }
+            }
+            None => self.report.rejected += 1,
+        }
+        Ok(())
+    }
+
+    fn fault(&mut self) -> Check {
+        let now = self.now_us();
+        let shard = self.rng.below(self.config.shards as u64) as u16;
+        match self.rng.below(100) {
+            0..=14 => self.storage.fail_next(1 + self.rng.below(3)),
+            15..=22 => {
+                if self.full_until_us.is_none() {
+                    self.storage.set_full(true);
+                    self.full_until_us = Some(now + 20_000 + self.rng.below(200_000) as i64);
+                }
+            }
+            23..=27 => {
+                self.report.crashes += 1;
+                self.crash()?;
+            }
+            28..=42 => {
+                // A panic: the shard stops mid-flight; the supervisor rebuilds it.
+                if let Some(sim) = self.shards[shard as usize].as_mut() {
+                    self.report.panics += 1;
+                    sim.shard.poison();
+                    let generation = sim.shard.generation();
+                    let _ = self.faults_tx.try_send(Fault::Panic {
+                        shard,
+                        generation,
+                        command: None,
+                        message: INJECTED_PANIC.into(),
+                    });
+                }
+            }
+            43..=77 => {
+                // A hang: shorter than the request deadline, or long enough to be replaced.
+                if let Some(sim) = self.shards[shard as usize].as_mut() {
+                    self.report.hangs += 1;
+                    if self.rng.chance(300) {
+                        // Longer than the heartbeat timeout: the supervisor replaces it (the
+                        // stuck actor is stale when it wakes; nothing it sends is written).
+                        self.replace(shard);
+                    } else {
+                        let ms = 200 + self.rng.below(HEARTBEAT_TIMEOUT_MS as u64 - 300) as i64;
+                        sim.hung_until_us = now + ms * 1000;
+                    }
+                }
+            }
+            _ => {
+                // A slow fsync: the writer takes nothing for a while.
+                self.writer_stalled_until_us = now + self.rng.below(300_000) as i64;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole node crashes: nothing unwritten survives, every shard is rebuilt.
+    fn crash(&mut self) -> Check {
+        // No continuation runs in a crash: the actors and the writer queue just vanish
+        // (dropping a continuation does not run it; its waiter hears nothing).
+        for slot in self.shards.iter_mut() {
+            slot.take();
+        }
+        while self.writer_rx.try_recv().is_ok() {}
+        for mailbox in self.net.mailboxes.lock().expect("net").iter_mut() {
+            mailbox.clear();
+        }
+        self.calls.clear();
+        self.rebuild.clear();
+        while self.faults_rx.try_recv().is_ok() {}
+        self.stats = Arc::new(WriterStats::new(vec![0; self.config.shards as usize]));
+        self.gauges = (0..self.config.shards)
+            .map(|_| Arc::new(ShardGauges::default()))
+            .collect();
+        self.writer_stalled_until_us = 0;
+        self.quarantine = Arc::new(
+            Quarantine::load(self.storage.as_ref()).map_err(|e| format!("quarantine: {e}"))?,
+        );
+        for shard in 0..self.config.shards {
+            self.start_shard(shard)?;
+        }
+        self.check_acknowledged()
+    }
+
+    /// Every acknowledged order is in its shard's state, as acknowledged.
+    fn check_acknowledged(&self) -> Check {
+        for (id, (customer, lines)) in &self.ledger.orders {
+            let Some(sim) = self.shards[id.shard() as usize].as_ref() else {
+                continue;
+            };
+            let Some(order) = sim.shard.data().orders.get(id) else {
+                return Err(format!("acknowledged order {id} is lost"));
+            };
+            let mut have: Vec<(String, u32)> = order
+                .lines
+                .iter()
+                .map(|l| (l.sku.to_string(), l.qty))
+                .collect();
+            have.sort();
+            if have != *lines || order.customer != *customer {
+                return Err(format!(
+                    "order {id} was acknowledged as {lines:?} but holds {have:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After every step: `available` ≥ 0 everywhere, and no placement outlives its deadline
+    /// by more than a tick or two.
+    fn check_step(&self) -> Check {
+        let limit = Duration::from_millis(REQUEST_TIMEOUT_MS + 3 * TICK_MS as u64 + 350);
+        let now = self.now_us();
+        for sim in self.shards.iter().flatten() {
+            for (sku, stock) in &sim.shard.data().stock {
+                if stock.reserved > stock.on_hand {
+                    return Err(format!(
+                        "shard {}: {sku} reserved {} > on hand {}",
+                        sim.shard.id(),
+                        stock.reserved,
+                        stock.on_hand
+                    ));
+                }
+            }
+            // Time the shard could not run (a hang) does not count against it.
+            let runnable_for = now - sim.hung_until_us;
+            if runnable_for < limit.as_micros() as i64 {
+                continue;
+            }
+            for (order, age) in sim.shard.pending_placements() {
+                if age > limit {
+                    return Err(format!(
+                        "shard {}: placement {order} still undecided after {age:?} (deadline {REQUEST_TIMEOUT_MS} ms)",
+                        sim.shard.id()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves everything (shards, writer, ticks) until nothing moves, without new work.
+    fn settle(&mut self, max_rounds: u64) -> Check {
+        for _ in 0..max_rounds {
+            self.drain()?;
+            self.poll_calls()?;
+            let busy = self.shards.iter().flatten().any(|s| {
+                !s.shard.pending_placements().is_empty() || s.shard.awaiting_hold_checks() > 0
+            }) || !self.rebuild.is_empty()
+                || !self.calls.is_empty()
+                || self.stats.failed.load(Ordering::SeqCst)
+                || self.shards.iter().any(Option::is_none);
+            if !busy {
+                return Ok(());
+            }
+            // Time passes so retries, hold checks, deadlines and probes fire.
+            self.clock.advance_us(TICK_MS * 1000);
+            self.last_probe_us = 0;
+            for shard in 0..self.config.shards {
+                if self.shards[shard as usize].is_some() {
+                    self.net.send(shard, ShardMsg::Tick);
+                }
+            }
+        }
+        Err("the engine never settled (placements, hold checks or calls stay open)".into())
+    }
+
+    /// Serves every mailbox and the writer until both are empty.
+    fn drain(&mut self) -> Check {
+        for _ in 0..1_000_000 {
+            self.supervise()?;
+            let mut moved = false;
+            for shard in 0..self.config.shards {
+                loop {
+                    let msg = self.net.mailboxes.lock().expect("net")[shard as usize].pop_front();
+                    let Some(msg) = msg else { break };
+                    moved = true;
+                    let Some(sim) = self.shards[shard as usize].as_mut() else {
+                        break;
+                    };
+                    match sim.shard.step(msg) {
+                        Step::Done => {}
+                        Step::FlushSoon => self.net.send(shard, ShardMsg::Flush),
+                        Step::Stop => {
+                            self.shards[shard as usize] = None;
+                            if !self.rebuild.contains(&shard) {
+                                self.rebuild.push(shard);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            if !self.writer_rx.is_empty() || self.stats.failed.load(Ordering::SeqCst) {
+                let queued = self.writer_rx.len();
+                self.write(true)?;
+                moved |= queued > 0;
+            }
+            if !moved && self.rebuild.is_empty() {
+                return Ok(());
+            }
+        }
+        Err("messages keep moving between shards without end".into())
+    }
+
+    /// No new work, no faults: the disk heals, hung shards wake, everything settles; then
+    /// the deep checks.
+    fn quiesce(&mut self) -> Check {
+        self.report.quiescences += 1;
+        self.storage.set_full(false);
+        self.storage.fail_next(0);
+        self.full_until_us = None;
+        self.writer_stalled_until_us = 0;
+        for sim in self.shards.iter_mut().flatten() {
+            sim.hung_until_us = 0;
+        }
+        // Two rounds of hold checks and retries at least.
+        self.settle(10_000)?;
+        self.clock.advance_us(2 * REQUEST_TIMEOUT_MS as i64 * 1000);
+        self.settle(10_000)?;
+        self.check_acknowledged()?;
+        self.check_holds()
+    }
+
+    /// At quiescence: every hold belongs to a live cross-shard order with exactly its lines,
+    /// every such order has its holds, and `reserved` is what those orders hold.
+    fn check_holds(&self) -> Check {
+        let count = self.config.shards;
+        let mut expected_reserved: BTreeMap<String, u64> = BTreeMap::new();
+        let mut expected_holds: BTreeMap<(u16, OrderId), Vec<(String, u32)>> = BTreeMap::new();
+        for sim in self.shards.iter().flatten() {
+            for order in sim.shard.data().orders.values() {
+                if order.status == OrderStatus::Pending {
+                    return Err(format!("order {} still pending at quiescence", order.id));
+                }
+                if !order.status.holds_stock() {
+                    continue;
+                }
+                for line in order.lines.iter() {
+                    let sku = line.sku.to_string();
+                    *expected_reserved.entry(sku.clone()).or_default() +=
+                        u64::from(line.qty - line.shipped);
+                    if order.cross {
+                        expected_holds
+                            .entry((shard_of_sku(&sku, count), order.id))
+                            .or_default()
+                            .push((sku, line.qty));
+                    }
+                }
+            }
+        }
+        for sim in self.shards.iter().flatten() {
+            let shard = sim.shard.id();
+            let data = sim.shard.data();
+            for (order, held) in &data.holds {
+                let mut have: Vec<(String, u32)> =
+                    held.iter().map(|(s, q, _)| (s.to_string(), *q)).collect();
+                have.sort();
+                let Some(want) = expected_holds.get(&(shard, *order)) else {
+                    return Err(format!(
+                        "shard {shard}: orphan hold for {order} ({have:?}): no live order owns it"
+                    ));
+                };
+                let mut want = want.clone();
+                want.sort();
+                if have != want {
+                    return Err(format!(
+                        "shard {shard}: hold for {order} is {have:?}, its order asks {want:?}"
+                    ));
+                }
+            }
+            for (stock_shard, order) in expected_holds.keys() {
+                if *stock_shard == shard && !data.holds.contains_key(order) {
+                    return Err(format!("shard {shard}: order {order} holds nothing here"));
+                }
+            }
+            for (sku, stock) in &data.stock {
+                let want = expected_reserved.get(&**sku).copied().unwrap_or(0);
+                if stock.reserved != want {
+                    return Err(format!(
+                        "shard {shard}: {sku} reserved {} but live orders hold {want}",
+                        stock.reserved
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rng_is_determined_by_its_seed() {
+        let a: Vec<u64> = {
+            let mut r = Rng::new(7);
+            (0..5).map(|_| r.next_u64()).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = Rng::new(7);
+            (0..5).map(|_| r.next_u64()).collect()
+        };
+        assert_eq!(a, b);
+        assert_ne!(a, {
+            let mut r = Rng::new(8);
+            (0..5).map(|_| r.next_u64()).collect::<Vec<_>>()
+        });
+    }
+}
