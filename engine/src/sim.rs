@@ -553,25 +553,34 @@ impl World {
         let shard = ready[self.rng.below(ready.len() as u64) as usize];
         // An actor drains a few messages per wake-up.
         for _ in 0..1 + self.rng.below(8) {
-            let Some(msg) = self.net.mailboxes.lock().expect("net")[shard as usize].pop_front()
-            else {
+            if !self.serve(shard) {
                 return;
-            };
-            let Some(sim) = self.shards[shard as usize].as_mut() else {
-                return;
-            };
-            match sim.shard.step(msg) {
-                Step::Done => {}
-                Step::FlushSoon => self.net.send(shard, ShardMsg::Flush),
-                Step::Stop => {
-                    // Poisoned (a panic reports its fault) or replaced: the supervisor
-                    // rebuilds it.
-                    self.shards[shard as usize] = None;
-                    if !self.rebuild.contains(&shard) {
-                        self.rebuild.push(shard);
-                    }
-                    return;
+            }
+        }
+    }
+
+    /// Hands the next message of `shard`'s mailbox to its state machine, as the actix shell
+    /// does; false when there was none or the shard stopped.
+    fn serve(&mut self, shard: u16) -> bool {
+        let Some(msg) = self.net.mailboxes.lock().expect("net")[shard as usize].pop_front() else {
+            return false;
+        };
+        let Some(sim) = self.shards[shard as usize].as_mut() else {
+            return false;
+        };
+        match sim.shard.step(msg) {
+            Step::Done => true,
+            Step::FlushSoon => {
+                self.net.send(shard, ShardMsg::Flush);
+                true
+            }
+            Step::Stop => {
+                // Poisoned (a panic reports its fault) or replaced: the supervisor rebuilds it.
+                self.shards[shard as usize] = None;
+                if !self.rebuild.contains(&shard) {
+                    self.rebuild.push(shard);
                 }
+                false
             }
         }
     }
@@ -1158,25 +1167,11 @@ impl World {
             self.supervise()?;
             let mut moved = false;
             for shard in 0..self.config.shards {
-                loop {
-                    let msg = self.net.mailboxes.lock().expect("net")[shard as usize].pop_front();
-                    let Some(msg) = msg else { break };
+                while self.serve(shard) {
                     moved = true;
-                    let Some(sim) = self.shards[shard as usize].as_mut() else {
-                        break;
-                    };
-                    match sim.shard.step(msg) {
-                        Step::Done => {}
-                        Step::FlushSoon => self.net.send(shard, ShardMsg::Flush),
-                        Step::Stop => {
-                            self.shards[shard as usize] = None;
-                            if !self.rebuild.contains(&shard) {
-                                self.rebuild.push(shard);
-                            }
-                            break;
-                        }
-                    }
                 }
+                // A message taken by a stopped shard moved things too (its rebuild).
+                moved |= !self.rebuild.is_empty();
             }
             if !self.writer_rx.is_empty() || self.stats.failed.load(Ordering::SeqCst) {
                 let queued = self.writer_rx.len();
