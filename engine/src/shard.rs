@@ -2135,6 +2135,47 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::NewLine;
+
+    fn order(price: u64, address: Option<&str>, key: Option<(&str, u128)>) -> PlaceOrder {
+        PlaceOrder {
+            customer_id: CustomerId(7),
+            lines: vec![NewLine {
+                sku: "MUG".into(),
+                qty: 2,
+                unit_price: price,
+            }],
+            shipping_address: address.map(str::to_string),
+            note: None,
+            idempotency: key.map(|(key, request_hash)| Idempotency {
+                key: key.into(),
+                request_hash,
+            }),
+            actor: "someone".into(),
+        }
+    }
+
+    #[test]
+    fn the_quarantine_fingerprint_covers_the_whole_order() {
+        // The old fingerprint took customer, SKUs and quantities only: an order equal to a
+        // quarantined one but for its price or address was refused with it.
+        let poison = place_fingerprint(&order(100, Some("a"), None));
+        assert_ne!(poison, place_fingerprint(&order(101, Some("a"), None)));
+        assert_ne!(poison, place_fingerprint(&order(100, Some("b"), None)));
+        assert_ne!(poison, place_fingerprint(&order(100, None, None)));
+        assert_eq!(poison, place_fingerprint(&order(100, Some("a"), None)));
+        // With a key, the gateway's hash of the body decides (the sealed address differs on
+        // every retry; the body does not), whoever sends it and under whichever key.
+        let keyed = place_fingerprint(&order(100, Some("sealed-1"), Some(("k1", 42))));
+        assert_eq!(
+            keyed,
+            place_fingerprint(&order(100, Some("sealed-2"), Some(("k2", 42))))
+        );
+        assert_ne!(
+            keyed,
+            place_fingerprint(&order(100, Some("sealed-1"), Some(("k1", 43))))
+        );
+    }
 
     #[test]
     fn a_batch_reports_each_orders_own_outcome() {
