@@ -54,11 +54,12 @@ test-only: test-deps
 
 ## The deterministic simulator (engine/src/sim.rs): seed after seed until stopped, or one seed
 ## replayed exactly: make simulate SEED=1234 STEPS=20000. `make test` runs a fixed budget of
-## seeds (engine/tests/sim.rs).
+## seeds (engine/tests/sim.rs). Built as the tests are (the whole workspace's features): a build of
+## the engine alone resolves other features and would build RocksDB a second time.
 SEED ?=
 STEPS ?= 20000
 simulate: deps
-	cargo build $(PROFILE) -p orderd-engine --bin orderd-simulate
+	cargo build $(PROFILE) --workspace $(TEST_FEATURES) --bin orderd-simulate
 	$(BIN)/orderd-simulate $(if $(SEED),--seed $(SEED)) --steps $(STEPS)
 
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.

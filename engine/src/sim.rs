@@ -33,7 +33,7 @@ use crate::domain::{
     OrderView, PlaceOrder, StockView,
 };
 use crate::engine::recover_shard;
-use crate::log::{commit_group, probe, WriterMsg, WriterStats};
+use crate::log::{commit_group, probe, WriterMsg, WriterStats, WRITER_QUEUE_MAX};
 use crate::shard::{
     BatchResults, ClientCmd, Clock, Shard, ShardGauges, ShardLink, ShardMsg, ShardSettings, Step,
     Transport,
@@ -81,13 +81,16 @@ thread_local! {
     static REGRESSIONS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Whether `regression` is put back on this thread (never, outside the simulator's tests).
-#[inline]
+/// Whether `regression` is put back on this thread. Only test builds (feature `failpoints`)
+/// have the switches; elsewhere this is the constant `false` and costs nothing on the shard's
+/// paths.
+#[inline(always)]
 pub fn regressed(regression: Regression) -> bool {
-    REGRESSIONS.with(|r| r.get() & regression as u32 != 0)
+    cfg!(feature = "failpoints") && REGRESSIONS.with(|r| r.get() & regression as u32 != 0)
 }
 
-/// Puts these regressions back on this thread (an empty slice: none).
+/// Puts these regressions back on this thread (an empty slice: none). Without the
+/// `failpoints` feature the switches are compiled out and this changes nothing.
 pub fn set_regressions(regressions: &[Regression]) {
     let mask = regressions.iter().fold(0u32, |mask, r| mask | *r as u32);
     REGRESSIONS.with(|r| r.set(mask));
@@ -233,6 +236,8 @@ const TICK_MS: i64 = 50;
 const REQUEST_TIMEOUT_MS: u64 = 1_000;
 /// A shard that misses its heartbeat this long is replaced.
 const HEARTBEAT_TIMEOUT_MS: i64 = 2_500;
+/// Most messages one shard step hands the writer.
+const WRITER_STEP_MAX: usize = 4;
 /// The message of the panics the simulator injects; any other panic is a bug it found.
 const INJECTED_PANIC: &str = "injected by the simulator";
 /// Steps between quiescences (no new work or faults; everything settles; deep checks).
@@ -247,6 +252,15 @@ enum Pending {
     ),
     Batch(oneshot::Receiver<Result<BatchResults, CommandError>>),
     Other(Box<dyn FnMut() -> Option<bool>>),
+}
+
+/// A call whose answer is only waited for (its content is checked elsewhere, if at all).
+fn answered<T: 'static>(mut answer: oneshot::Receiver<Result<T, CommandError>>) -> Pending {
+    Pending::Other(Box::new(move || match answer.try_recv() {
+        Ok(result) => Some(result.is_ok()),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+        Err(_) => Some(false),
+    }))
 }
 
 /// One placement as sent: its key, customer and lines.
@@ -341,7 +355,10 @@ impl World {
     fn new(config: SimConfig) -> Result<World, String> {
         let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let storage = Arc::new(FaultyStorage::new(memory));
-        let (writer_tx, writer_rx) = crossbeam_channel::unbounded();
+        // Bounded as the server's queue is. There a full queue blocks the shard thread until
+        // the writer takes a group; here, in one thread, the writer takes everything queued
+        // before a shard is served when the queue is near full (`serve`).
+        let (writer_tx, writer_rx) = crossbeam_channel::bounded(WRITER_QUEUE_MAX);
         let (faults_tx, faults_rx) = tokio::sync::mpsc::channel(100_000);
         let count = config.shards;
         let tunables = Arc::new(Tunables::new(64, 5, 1_000_000, 60));
@@ -562,6 +579,10 @@ impl World {
     /// Hands the next message of `shard`'s mailbox to its state machine, as the actix shell
     /// does; false when there was none or the shard stopped.
     fn serve(&mut self, shard: u16) -> bool {
+        // One step hands the writer at most a batch and a snapshot (or a stop's barrier).
+        if self.writer_rx.len() + WRITER_STEP_MAX > WRITER_QUEUE_MAX && self.write(true).is_err() {
+            return false;
+        }
         let Some(msg) = self.net.mailboxes.lock().expect("net")[shard as usize].pop_front() else {
             return false;
         };
@@ -745,49 +766,31 @@ impl World {
                 }
                 let index = self.rng.below(self.ledger.confirmed.len() as u64) as usize;
                 let id = self.ledger.confirmed[index];
-                let (reply, mut answer) = oneshot::channel();
-                let cmd = if self.rng.chance(500) {
-                    ClientCmd::Cancel {
+                if self.rng.chance(500) {
+                    let (reply, answer) = oneshot::channel();
+                    let cmd = ClientCmd::Cancel {
                         id,
                         reason: None,
                         actor: "sim".into(),
                         idempotency: None,
                         reply,
-                    }
+                    };
+                    self.send_call(id.shard(), cmd, answered(answer), Vec::new());
                 } else {
-                    let (ship_reply, mut ship_answer) = oneshot::channel();
-                    drop(reply);
-                    self.send_call(
-                        id.shard(),
-                        ClientCmd::Ship {
-                            shipment: NewShipment {
-                                order_id: id,
-                                carrier: "sim".into(),
-                                lines: None,
-                                actor: "sim".into(),
-                            },
-                            idempotency: None,
-                            reply: ship_reply,
-                        },
-                        Pending::Other(Box::new(move || match ship_answer.try_recv() {
-                            Ok(r) => Some(r.is_ok()),
-                            Err(oneshot::error::TryRecvError::Empty) => None,
-                            Err(_) => Some(false),
-                        })),
-                        Vec::new(),
-                    );
-                    return;
-                };
-                self.send_call(
-                    id.shard(),
-                    cmd,
-                    Pending::Other(Box::new(move || match answer.try_recv() {
-                        Ok(r) => Some(r.is_ok()),
-                        Err(oneshot::error::TryRecvError::Empty) => None,
-                        Err(_) => Some(false),
-                    })),
-                    Vec::new(),
-                );
+                    let (reply, answer) = oneshot::channel();
+                    let shipment = NewShipment {
+                        order_id: id,
+                        carrier: "sim".into(),
+                        lines: None,
+                        actor: "sim".into(),
+                    };
+                    let cmd = ClientCmd::Ship {
+                        shipment,
+                        idempotency: None,
+                        reply,
+                    };
+                    self.send_call(id.shard(), cmd, answered(answer), Vec::new());
+                }
             }
             _ => {
                 if self.ledger.confirmed.is_empty() {
@@ -795,17 +798,9 @@ impl World {
                 }
                 let index = self.rng.below(self.ledger.confirmed.len() as u64) as usize;
                 let id = self.ledger.confirmed[index];
-                let (reply, mut answer) = oneshot::channel();
-                self.send_call(
-                    id.shard(),
-                    ClientCmd::GetOrder { id, reply },
-                    Pending::Other(Box::new(move || match answer.try_recv() {
-                        Ok(r) => Some(r.is_ok()),
-                        Err(oneshot::error::TryRecvError::Empty) => None,
-                        Err(_) => Some(false),
-                    })),
-                    Vec::new(),
-                );
+                let (reply, answer) = oneshot::channel();
+                let cmd = ClientCmd::GetOrder { id, reply };
+                self.send_call(id.shard(), cmd, answered(answer), Vec::new());
             }
         }
     }

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use orderd_engine::sim::{run, set_regressions, Regression, SimConfig};
+use orderd_engine::sim::{run, SimConfig};
+#[cfg(feature = "failpoints")]
+use orderd_engine::sim::{set_regressions, Regression};
 
 /// Seeds `make test` runs, and the steps of each (about 5 s in all in a release build).
 const SEEDS: u64 = 64;
@@ -31,6 +33,7 @@ fn a_seed_replays_exactly() {
 }
 
 /// The first seed of the budget that fails with `regressions` put back.
+#[cfg(feature = "failpoints")]
 fn finds(regressions: &[Regression]) -> Option<(u64, String)> {
     set_regressions(regressions);
     let found = (1..=SEEDS).find_map(|seed| {
@@ -42,8 +45,10 @@ fn finds(regressions: &[Regression]) -> Option<(u64, String)> {
     found
 }
 
+// The switches exist only in test builds (feature `failpoints`, on in `make test`).
 macro_rules! sees {
     ($name:ident, $($regression:expr),+) => {
+        #[cfg(feature = "failpoints")]
         #[test]
         fn $name() {
             let regressions = [$($regression),+];
