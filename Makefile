@@ -53,14 +53,15 @@ test-only: test-deps
 	fi
 
 ## The deterministic simulator (engine/src/sim.rs): seed after seed until stopped, or one seed
-## replayed exactly: make simulate SEED=1234 STEPS=20000. `make test` runs a fixed budget of
+## replayed exactly: make simulate SEED=1234 STEPS=20000 (ASYNC=1: `async` durability, where a crash
+## loses what was not synced). `make test` runs a fixed budget of
 ## seeds (engine/tests/sim.rs). Built as the tests are (the whole workspace's features): a build of
 ## the engine alone resolves other features and would build RocksDB a second time.
 SEED ?=
 STEPS ?= 20000
 simulate: deps
 	cargo build $(PROFILE) --workspace $(TEST_FEATURES) --bin orderd-simulate
-	$(BIN)/orderd-simulate $(if $(SEED),--seed $(SEED)) --steps $(STEPS)
+	$(BIN)/orderd-simulate $(if $(SEED),--seed $(SEED)) --steps $(STEPS) $(if $(ASYNC),--async)
 
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.
 ## Built in the same (release) profile as the tests, so RocksDB is not built a second time.
@@ -79,18 +80,27 @@ bench: deps
 ## their data removed) however the bench ends. Every workload, closed loop, unless COMPARE_ARGS says
 ## otherwise: make compare COMPARE_ARGS="--duration-s 30 --workloads flash-sale,catalog".
 ## Three passes: every target with 64 clients of one request each (what HTTP and SQL clients
-## do); the pipelining targets (inproc, tcp, redis) with 4 connections of 256 in flight; and
-## an open loop at OPEN_RATE orders/s (about half the tcp closed-loop rate) for latency.
+## do; tcp-batch's requests are PLACE_ORDERS frames of 1,000 orders); the pipelining targets
+## (inproc, tcp, redis) with 4 connections of 256 in flight; and
+## an open loop at OPEN_RATE orders/s (about half the tcp closed-loop rate) for latency. Every
+## row has the server's CPU per operation (from /proc). Then, with the peers stopped,
+## ops/wrk-compare.sh: wrk (WRK_CONNECTIONS connections, 2 threads, WRK_DURATION_S seconds)
+## against orderd's POST /v1/orders and against the bare actix-web handler, one table with
+## orderd ÷ bare and the server CPU per request.
 COMPARE_ARGS ?= --duration-s 20 --warmup-s 3
 PIPELINED_ARGS ?= --targets inproc,tcp,redis --connections 4 --in-flight 256 --duration-s 20 --warmup-s 3
+OPEN_ARGS ?= --duration-s 20 --warmup-s 3
 OPEN_RATE ?= 20000
+WRK_DURATION_S ?= 20
+WRK_CONNECTIONS ?= 256
 compare: deps
 	cargo build $(PROFILE) --workspace --bins
 	trap './ops/peers.sh stop' EXIT; urls="$$(./ops/peers.sh start)" && eval "$$urls" && \
 		$(BIN)/orderd-bench $(COMPARE_ARGS) && \
 		$(BIN)/orderd-bench $(PIPELINED_ARGS) && \
 		$(BIN)/orderd-bench --targets inproc,tcp,redis --workloads flash-sale --mode open \
-			--rate $(OPEN_RATE) --connections 4 --in-flight 256 --duration-s 20 --warmup-s 3
+			--rate $(OPEN_RATE) --connections 4 --in-flight 256 $(OPEN_ARGS)
+	./ops/wrk-compare.sh --duration-s $(WRK_DURATION_S) --connections $(WRK_CONNECTIONS) --threads 2
 
 fmt:
 	cargo fmt --all

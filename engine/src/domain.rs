@@ -470,6 +470,8 @@ pub struct ShardStatus {
     pub state: ShardState,
     pub restarts: u64,
     pub mailbox_depth: u64,
+    /// Placements waiting in the shard's inbox ([`crate::inbox`]).
+    pub inbox_orders: u64,
     pub last_seq: u64,
     pub orders: u64,
     pub skus: u64,

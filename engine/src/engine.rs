@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::audit::{AuditSeq, ShardChain};
 use crate::domain::{
     CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment, OrderCursor,
     OrderFilter, OrderId, OrderPage, OrderView, PlaceOrder, SalesSummary, ShardState, ShardStatus,
     ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
 };
 use crate::event::{batch_decode, DecodeError};
+use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
 use crate::incident::{IncidentLog, RETENTION_MAX_DEFAULT};
 use crate::log::{Durability, LogWriter, WriterMsg, WriterStats};
 use crate::shard::{
@@ -48,6 +50,9 @@ pub struct EngineConfig {
     /// Writes are refused (507 `insufficient_storage`) while the file system of the data
     /// directory has less free space than this; 0 turns the guard off.
     pub min_free_bytes: u64,
+    /// Most orders waiting in one shard's inbox of coalesced placements ([`crate::inbox`]);
+    /// past it a placement is refused at once (`unavailable`).
+    pub inbox_orders_max: usize,
 }
 
 impl EngineConfig {
@@ -67,6 +72,7 @@ impl EngineConfig {
             incident_retention_max: RETENTION_MAX_DEFAULT,
             request_timeout_ms: crate::tunables::REQUEST_TIMEOUT_MS_DEFAULT,
             min_free_bytes: 64 * 1024 * 1024,
+            inbox_orders_max: 65_536,
         }
     }
 }
@@ -98,6 +104,8 @@ pub struct Recovered {
     pub log_digest: u64,
     pub snapshot_seq: u64,
     pub replayed_events: u64,
+    /// Where the shard's audit chain stands (`None`: it never wrote an entry).
+    pub audit_tip: Option<crate::audit::Tip>,
 }
 
 /// Rebuilds one shard from storage: newest snapshot, then replay of every later batch.
@@ -167,6 +175,7 @@ pub fn recover_shard(
         log_digest,
         snapshot_seq,
         replayed_events: replayed,
+        audit_tip: crate::audit::read_tip(storage, shard)?,
     })
 }
 
@@ -182,6 +191,8 @@ struct ShardSlot {
     failure: Mutex<Option<String>>,
     /// When the supervisor restarted it, within the intensity window.
     auto_restarts: Mutex<VecDeque<Instant>>,
+    /// Coalesced placements waiting for the shard ([`crate::inbox`]).
+    inbox: Arc<Inbox>,
 }
 
 const RUNNING: u8 = 0;
@@ -205,6 +216,9 @@ pub(crate) struct Inner {
     supervisor: Mutex<Option<Arbiter>>,
     /// The reason of the first escalation, once one happened.
     escalation: watch::Sender<Option<String>>,
+    /// The global sequence of audit entries, shared by every shard's chain and the gateway's
+    /// control chain ([`crate::audit`]).
+    audit_seq: AuditSeq,
 }
 
 /// The handle the gateway and benchmarks use. Cheap to clone.
@@ -298,6 +312,8 @@ impl Engine {
             orders = recovered.iter().map(|r| r.data.orders.len()).sum::<usize>(),
             elapsed_ms = started.elapsed().as_millis() as u64
         );
+        let audit_seq =
+            AuditSeq::starting_after(crate::audit::last_seq(storage.as_ref(), shard_count)?);
         let tunables = Arc::new(Tunables::new(
             config.batch_events_max,
             config.flush_interval_ms,
@@ -336,6 +352,7 @@ impl Engine {
                 generation: watch::Sender::new(0),
                 failure: Mutex::new(None),
                 auto_restarts: Mutex::new(VecDeque::new()),
+                inbox: Arc::new(Inbox::new(config.inbox_orders_max)),
             })
             .collect();
         let incidents = IncidentLog::open(storage.clone(), config.incident_retention_max)?;
@@ -361,6 +378,7 @@ impl Engine {
                 supervisor_config: config.supervisor.clone(),
                 supervisor: Mutex::new(None),
                 escalation: watch::Sender::new(None),
+                audit_seq,
             }),
         };
         for (index, rec) in recovered.into_iter().enumerate() {
@@ -393,10 +411,12 @@ impl Engine {
         let gauges = inner.slots[shard as usize].gauges.clone();
         let settings = inner.settings.clone();
         let router = inner.router.clone();
+        let audit_seq = inner.audit_seq.clone();
         let link = ShardLink {
             generation,
             faults: inner.faults.clone(),
             quarantine: inner.quarantine.clone(),
+            inbox: inner.slots[shard as usize].inbox.clone(),
         };
         let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_ctx| {
             Shard::new(
@@ -410,6 +430,7 @@ impl Engine {
                 Arc::new(crate::shard::SystemClock),
                 gauges,
                 link,
+                ShardChain::new(shard, rec.audit_tip, audit_seq),
             )
         });
         (arbiter, addr)
@@ -453,6 +474,12 @@ impl Engine {
 
     /// The storage the engine writes, for the gateway's own column families (audit trail,
     /// wrapped data keys). Writes there must not touch the `log` and `snap` families.
+    /// The global sequence of audit entries: the gateway's control chain draws from it too, so
+    /// that entries of every chain merge into one ascending listing.
+    pub fn audit_seq(&self) -> AuditSeq {
+        self.inner.audit_seq.clone()
+    }
+
     pub fn storage(&self) -> Arc<dyn Storage> {
         self.inner.storage.clone()
     }
@@ -479,10 +506,21 @@ impl Engine {
         shard: u16,
         make: impl FnOnce(Reply<T>) -> ClientCmd,
     ) -> Result<T, CommandError> {
-        let slot = &self.inner.slots[shard as usize];
+        let (sent_to, answer, timeout_ms) = self.start_call(shard, make)?;
+        self.await_answer(shard, sent_to, answer, timeout_ms).await
+    }
+
+    /// The sending half of [`Engine::call`]: admits and sends the command now; answers what
+    /// [`Engine::await_answer`] needs (the generation sent to, the reply, the deadline).
+    #[allow(clippy::type_complexity)]
+    fn start_call<T>(
+        &self,
+        shard: u16,
+        make: impl FnOnce(Reply<T>) -> ClientCmd,
+    ) -> Result<(u64, oneshot::Receiver<Result<T, CommandError>>, u64), CommandError> {
         // The writer's atomic mirror, not the watch: reading the watch takes its lock.
         let sent_to = self.generation(shard);
-        let (reply, mut answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let cmd = make(reply);
         // Whole-shard work an operator asks for (a snapshot, re-sealing every value, the
         // state digest) may take longer than a request on a large shard.
@@ -491,14 +529,28 @@ impl Engine {
             ClientCmd::Reseal { .. } | ClientCmd::Snapshot { .. } | ClientCmd::StateDigest { .. }
         );
         self.call_untracked(shard, ShardMsg::Client(cmd))?;
-        let restarted =
-            || CommandError::Unavailable(format!("shard {shard} restarted during the request"));
         // Every call has a deadline (`engine.request_timeout_ms`): a shard that never answers
         // (stuck, or waiting on a part that cannot answer) costs the caller at most that.
         let mut timeout_ms = self.inner.settings.tunables.request_timeout_ms();
         if whole_shard {
             timeout_ms = timeout_ms.max(WHOLE_SHARD_TIMEOUT_MS);
         }
+        Ok((sent_to, answer, timeout_ms))
+    }
+
+    /// Waits for the reply of a command sent to `shard` while its actor had generation
+    /// `sent_to`, at most `timeout_ms`; a replaced actor's requests fail as soon as it is
+    /// replaced.
+    async fn await_answer<T>(
+        &self,
+        shard: u16,
+        sent_to: u64,
+        mut answer: oneshot::Receiver<Result<T, CommandError>>,
+        timeout_ms: u64,
+    ) -> Result<T, CommandError> {
+        let slot = &self.inner.slots[shard as usize];
+        let restarted =
+            || CommandError::Unavailable(format!("shard {shard} restarted during the request"));
         let deadline = Duration::from_millis(timeout_ms);
         let started = Instant::now();
         let late = || {
@@ -551,15 +603,17 @@ impl Engine {
         sku: &str,
         delta: i64,
         reason: &str,
-        _actor: &str,
+        actor: &str,
         idempotency: Option<Idempotency>,
     ) -> Result<StockView, CommandError> {
         let shard = shard_of_sku(sku, self.inner.shard_count);
         let (sku, reason) = (sku.to_string(), reason.to_string());
+        let actor = actor.to_string();
         self.call(shard, |reply| ClientCmd::AdjustStock {
             sku,
             delta,
             reason,
+            actor,
             idempotency,
             reply,
         })
@@ -587,6 +641,18 @@ impl Engine {
         customer: NewCustomer,
         idempotency: Option<Idempotency>,
     ) -> Result<CustomerView, CommandError> {
+        self.create_customer_as(customer, None, idempotency).await
+    }
+
+    /// [`Engine::create_customer_with`] on behalf of `actor` (an API key id), which the audit
+    /// entry written with the customer names.
+    pub async fn create_customer_as(
+        &self,
+        customer: NewCustomer,
+        actor: Option<&str>,
+        idempotency: Option<Idempotency>,
+    ) -> Result<CustomerView, CommandError> {
+        let actor = actor.map(str::to_string);
         let count = self.inner.shard_count;
         let shard = match &idempotency {
             Some(idem) => shard_of_key(&idem.key, count),
@@ -600,6 +666,7 @@ impl Engine {
         };
         self.call(shard, |reply| ClientCmd::CreateCustomer {
             customer,
+            actor,
             idempotency,
             reply,
         })
@@ -649,6 +716,152 @@ impl Engine {
     ) -> Result<Vec<Result<OrderId, CommandError>>, CommandError> {
         self.call(shard, |reply| ClientCmd::PlaceBatch { places, reply })
             .await
+    }
+
+    /// Places many orders, each routed as [`Engine::place_order`] routes it, through the
+    /// shards' inboxes ([`crate::inbox`]): concurrent callers' orders for a shard travel in one
+    /// message and one log batch. Answers each order's view or error, in input order.
+    pub async fn place_orders(&self, places: Vec<PlaceOrder>) -> PlaceOutcomes {
+        let count = self.inner.shard_count;
+        let mut outcomes: Vec<Option<Result<OrderView, CommandError>>> =
+            (0..places.len()).map(|_| None).collect();
+        // Per shard: the orders and their input positions.
+        let mut groups: Vec<(Vec<PlaceOrder>, Vec<usize>)> =
+            (0..count).map(|_| (Vec::new(), Vec::new())).collect();
+        // Orders whose key puts them on another shard than their customer's: the customer is
+        // checked first, one message per customer shard (customers are never deleted, so the
+        // check cannot race).
+        let mut remote: Vec<Vec<usize>> = vec![Vec::new(); count as usize];
+        let mut routed: Vec<Option<u16>> = Vec::with_capacity(places.len());
+        for (index, place) in places.iter().enumerate() {
+            let customer_shard = place.customer_id.shard();
+            if customer_shard >= count {
+                outcomes[index] = Some(Err(CommandError::UnknownCustomer));
+                routed.push(None);
+                continue;
+            }
+            let order_shard = match &place.idempotency {
+                Some(idem) => shard_of_key(&idem.key, count),
+                None => customer_shard,
+            };
+            if order_shard != customer_shard {
+                remote[customer_shard as usize].push(index);
+            }
+            routed.push(Some(order_shard));
+        }
+        let mut checks = Vec::new();
+        for (shard, indexes) in remote.into_iter().enumerate() {
+            if indexes.is_empty() {
+                continue;
+            }
+            let ids: Vec<CustomerId> = indexes.iter().map(|i| places[*i].customer_id).collect();
+            let shard = shard as u16;
+            // Every check is sent before any is awaited: they run side by side.
+            let started = self.start_call(shard, |reply| ClientCmd::CustomersExist { ids, reply });
+            checks.push((shard, indexes, started));
+        }
+        for (shard, indexes, started) in checks {
+            let answer = match started {
+                Ok((sent_to, answer, timeout_ms)) => {
+                    self.await_answer(shard, sent_to, answer, timeout_ms).await
+                }
+                Err(error) => Err(error),
+            };
+            match answer {
+                Ok(exists) => {
+                    for (index, found) in indexes.into_iter().zip(exists) {
+                        if !found {
+                            outcomes[index] = Some(Err(CommandError::UnknownCustomer));
+                        }
+                    }
+                }
+                Err(error) => {
+                    for index in indexes {
+                        outcomes[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        for (index, (place, shard)) in places.into_iter().zip(routed).enumerate() {
+            if let (Some(shard), None) = (shard, &outcomes[index]) {
+                groups[shard as usize].0.push(place);
+                groups[shard as usize].1.push(index);
+            }
+        }
+        let mut waiting = Vec::new();
+        for (shard, (places, indexes)) in groups.into_iter().enumerate() {
+            if places.is_empty() {
+                continue;
+            }
+            match self.submit(shard as u16, places) {
+                Ok((sent_to, answer)) => waiting.push((shard as u16, indexes, sent_to, answer)),
+                Err(error) => {
+                    for index in indexes {
+                        outcomes[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        for (shard, indexes, sent_to, answer) in waiting {
+            let timeout_ms = self.inner.settings.tunables.request_timeout_ms();
+            match self.await_answer(shard, sent_to, answer, timeout_ms).await {
+                Ok(results) => {
+                    for (index, result) in indexes.into_iter().zip(results) {
+                        outcomes[index] = Some(result);
+                    }
+                }
+                Err(error) => {
+                    for index in indexes {
+                        outcomes[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(CommandError::Unavailable("no outcome".into()))))
+            .collect()
+    }
+
+    /// Queues placements in a shard's inbox and wakes the shard when no wake-up is
+    /// outstanding; refused at once like any write (full disk, shard not running, full inbox).
+    fn submit(
+        &self,
+        shard: u16,
+        places: Vec<PlaceOrder>,
+    ) -> Result<(u64, oneshot::Receiver<Result<PlaceOutcomes, CommandError>>), CommandError> {
+        self.admit_write()?;
+        let sent_to = self.generation(shard);
+        let slot = &self.inner.slots[shard as usize];
+        match slot.state.load(Ordering::SeqCst) {
+            RUNNING => {}
+            RESTARTING => {
+                return Err(CommandError::Unavailable(format!(
+                    "shard {shard} is restarting"
+                )))
+            }
+            _ => {
+                return Err(CommandError::Unavailable(format!(
+                    "shard {shard} failed; placements are refused until it is rebuilt"
+                )))
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        match slot.inbox.push(Submission { places, reply }) {
+            Ok(Pushed::Queued) => {}
+            Ok(Pushed::Wake) => {
+                // Never refused for capacity (one wake-up per round is outstanding at most). A
+                // wake-up that cannot be delivered (the actor is being replaced) is not lost:
+                // the next actor drains the inbox when it starts.
+                self.inner.router.send(shard, ShardMsg::Drain);
+            }
+            Err(_) => {
+                return Err(CommandError::Unavailable(format!(
+                    "shard {shard} is overloaded (its inbox holds engine.inbox_orders_max orders)"
+                )))
+            }
+        }
+        Ok((sent_to, answer))
     }
 
     /// Admits one client message into a shard's mailbox, or refuses it at once.
@@ -960,6 +1173,7 @@ impl Engine {
                     },
                     restarts: slot.restarts.load(Ordering::Relaxed),
                     mailbox_depth: enqueued.saturating_sub(handled),
+                    inbox_orders: slot.inbox.queued_orders() as u64,
                     last_seq: g.last_seq.load(Ordering::Relaxed),
                     orders: g.orders.load(Ordering::Relaxed),
                     skus: g.skus.load(Ordering::Relaxed),

@@ -3,12 +3,14 @@
 //!
 //! Architecture invariant: this crate knows no HTTP, JSON or sockets.
 
+pub mod audit;
 pub mod backup;
 pub mod diskguard;
 pub mod domain;
 pub mod engine;
 pub mod event;
 pub mod failpoint;
+pub mod inbox;
 pub mod incident;
 pub mod log;
 pub mod shard;

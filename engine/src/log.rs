@@ -68,6 +68,9 @@ pub enum WriterMsg {
         first_seq: u64,
         last_seq: u64,
         value: Option<Vec<u8>>,
+        /// The batch's audit record and the shard's new audit chain tip (`crate::audit`),
+        /// written in the same storage write; empty when the batch audits nothing.
+        audit: Vec<Write>,
         continuations: Vec<Continuation>,
     },
     /// Arbitrary writes (snapshots, control records), ordered with the batches. With a
@@ -302,8 +305,10 @@ pub fn commit_group(
                 first_seq,
                 last_seq,
                 value,
+                audit,
                 ..
             } => {
+                writes.append(audit);
                 if let Some(value) = value.take() {
                     batches += 1;
                     events += *last_seq + 1 - *first_seq;
@@ -503,6 +508,7 @@ mod tests {
             first_seq: 1,
             last_seq: 1,
             value: Some(vec![7]),
+            audit: Vec::new(),
             continuations: vec![done],
         };
         let (stale, stale_rx) = outcome();

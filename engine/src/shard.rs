@@ -25,6 +25,7 @@ use actix::prelude::*;
 use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
+use crate::audit::ShardChain;
 use crate::domain::{
     CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment, OrderFilter,
     OrderId, OrderStatus, OrderView, PersonalField, PlaceOrder, SalesSummary, ShipmentId,
@@ -32,6 +33,7 @@ use crate::domain::{
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
 use crate::failpoint;
+use crate::inbox::Inbox;
 use crate::log::{Continuation, WriterMsg, WriterStats};
 use crate::sim::{regressed, Regression};
 use crate::state::{shard_of_sku, IdMap, IdemOutcome, ShardData};
@@ -152,6 +154,8 @@ pub struct ShardLink {
     pub generation: u64,
     pub faults: tokio::sync::mpsc::Sender<Fault>,
     pub quarantine: Arc<Quarantine>,
+    /// The shard's queue of coalesced placements (outlives actors, like the slot).
+    pub inbox: Arc<Inbox>,
 }
 
 /// Client commands a shard serves.
@@ -160,6 +164,8 @@ pub enum ClientCmd {
         sku: String,
         delta: i64,
         reason: String,
+        /// The API key id that asks (the audit entry's actor).
+        actor: String,
         idempotency: Option<Idempotency>,
         reply: Reply<StockView>,
     },
@@ -169,12 +175,19 @@ pub enum ClientCmd {
     },
     CreateCustomer {
         customer: NewCustomer,
+        /// The API key id that asks; `None` (engine-internal callers) writes no audit entry.
+        actor: Option<String>,
         idempotency: Option<Idempotency>,
         reply: Reply<CustomerView>,
     },
     GetCustomer {
         id: CustomerId,
         reply: Reply<CustomerView>,
+    },
+    /// Whether each customer exists (placements whose key puts them on another shard).
+    CustomersExist {
+        ids: Vec<CustomerId>,
+        reply: Reply<Vec<bool>>,
     },
     Place {
         place: PlaceOrder,
@@ -259,6 +272,7 @@ impl ClientCmd {
             | ClientCmd::Snapshot { .. } => true,
             ClientCmd::GetStock { .. }
             | ClientCmd::GetCustomer { .. }
+            | ClientCmd::CustomersExist { .. }
             | ClientCmd::GetOrder { .. }
             | ClientCmd::ListOrders { .. }
             | ClientCmd::GetShipment { .. }
@@ -305,6 +319,8 @@ pub enum ShardMsg {
     },
     /// Drive pending placements and check holds after (re)start.
     Recover,
+    /// Placements wait in this shard's inbox ([`crate::inbox`]): take them all.
+    Drain,
     /// From the supervisor: answered by recording `n` as seen.
     Heartbeat {
         n: u64,
@@ -331,14 +347,26 @@ impl Message for ShardMsg {
     type Result = ();
 }
 
-/// Collects the outcomes of one `PlaceBatch`; replies when the last one is durable.
-struct BatchCollector {
-    results: Mutex<Vec<Option<Result<OrderId, CommandError>>>>,
+/// Collects the outcomes of one `PlaceBatch` (order ids) or one drained submission (order
+/// views); replies when the last one is durable.
+struct BatchCollector<T> {
+    results: Mutex<Vec<Option<Result<T, CommandError>>>>,
     remaining: AtomicUsize,
-    reply: Mutex<Option<Reply<BatchResults>>>,
+    reply: Mutex<Option<Reply<Outcomes<T>>>>,
 }
 
-impl BatchCollector {
+/// Each order's outcome, in request order.
+type Outcomes<T> = Vec<Result<T, CommandError>>;
+
+impl<T> BatchCollector<T> {
+    fn new(count: usize, reply: Reply<Outcomes<T>>) -> BatchCollector<T> {
+        BatchCollector {
+            results: Mutex::new((0..count).map(|_| None).collect()),
+            remaining: AtomicUsize::new(count + 1),
+            reply: Mutex::new(Some(reply)),
+        }
+    }
+
     /// Records that the outcomes at `indexes` are durable (`ok`) or not (their batch failed:
     /// those orders answer `unavailable`, whatever the others answer); replies once every
     /// outcome is in.
@@ -354,7 +382,7 @@ impl BatchCollector {
         if self.remaining.fetch_sub(count, Ordering::AcqRel) != count {
             return;
         }
-        let results: Vec<Result<OrderId, CommandError>> =
+        let results: Vec<Result<T, CommandError>> =
             std::mem::take(&mut *self.results.lock().expect("collector poisoned"))
                 .into_iter()
                 .map(|r| match r {
@@ -382,7 +410,10 @@ struct Outgoing {
 /// Who waits for a placement's outcome.
 enum Waiter {
     One(Reply<OrderView>),
-    Batch(Arc<BatchCollector>, usize),
+    /// An order of a `PlaceBatch`: answered its id.
+    Batch(Arc<BatchCollector<OrderId>>, usize),
+    /// An order of a submission from the inbox: answered its view.
+    Views(Arc<BatchCollector<OrderView>>, usize),
 }
 
 struct PendingPlacement {
@@ -432,6 +463,9 @@ pub struct Shard {
     poisoned: bool,
     /// The client command being applied (its kind and fingerprint), for the fault report.
     current: Option<(&'static str, u64)>,
+    /// The audit entries of the current batch and this shard's audit chains
+    /// ([`crate::audit`]): written with the batch, in the same storage write.
+    audit: ShardChain,
 }
 
 pub fn now_us() -> i64 {
@@ -465,6 +499,7 @@ impl Shard {
         clock: Arc<dyn Clock>,
         gauges: Arc<ShardGauges>,
         link: ShardLink,
+        audit: ShardChain,
     ) -> Shard {
         let seq = data.last_seq;
         let id_floor = [
@@ -499,6 +534,7 @@ impl Shard {
             link,
             poisoned: false,
             current: None,
+            audit,
         };
         shard.publish_gauges();
         shard
@@ -549,6 +585,27 @@ impl Shard {
         }
         event::batch_push(&mut self.batch, &event);
         self.batch_events += 1;
+    }
+
+    /// Records a client's mutation, just applied, in the audit trail: the entry is written
+    /// with the current batch.
+    fn audit(&mut self, actor: &str, action: &str, target: String, detail: String) {
+        let now = self.clock.now_us();
+        self.audit.push(now, actor, action, target, detail);
+    }
+
+    /// The audit detail of a placed order.
+    fn placed_detail(order: &OrderRecord) -> String {
+        let total: u64 = order
+            .lines
+            .iter()
+            .map(|l| u64::from(l.qty).saturating_mul(l.unit_price))
+            .fold(0, u64::saturating_add);
+        format!(
+            "customer={} lines={} total={total}",
+            CustomerId(order.customer),
+            order.lines.len()
+        )
     }
 
     /// Runs `continuation` once everything this shard has applied so far is durable: at once
@@ -611,9 +668,13 @@ impl Shard {
         if self.batch_events == 0 && self.batch_continuations.is_empty() {
             return;
         }
+        let mut audit = Vec::new();
         let value = if self.batch_events > 0 {
             let value = std::mem::take(&mut self.batch);
             self.log_digest = xxhash_rust::xxh3::xxh3_64_with_seed(&value, self.log_digest);
+            audit = self
+                .audit
+                .seal(self.batch_first_seq, self.data.last_seq, &value);
             Some(value)
         } else {
             None
@@ -624,6 +685,7 @@ impl Shard {
             first_seq: self.batch_first_seq,
             last_seq: self.data.last_seq,
             value,
+            audit,
             continuations: std::mem::take(&mut self.batch_continuations),
         };
         self.events_since_snapshot += self.batch_events as u64;
@@ -668,6 +730,7 @@ impl Shard {
                 sku,
                 delta,
                 reason,
+                actor,
                 idempotency,
                 reply,
             } => {
@@ -684,6 +747,12 @@ impl Shard {
                     None => {
                         let result = self.adjust(sku, delta, reason);
                         if let Ok(view) = &result {
+                            self.audit(
+                                &actor,
+                                "stock.adjust",
+                                view.sku.clone(),
+                                format!("delta={delta:+}"),
+                            );
                             self.remember(
                                 idempotency,
                                 IdemOutcome::Adjusted {
@@ -703,6 +772,7 @@ impl Shard {
             }
             ClientCmd::CreateCustomer {
                 customer,
+                actor,
                 idempotency,
                 reply,
             } => {
@@ -723,11 +793,21 @@ impl Shard {
                             address: customer.address,
                             at_us: self.clock.now_us(),
                         });
+                        if let Some(actor) = &actor {
+                            self.audit(actor, "customer.create", id.to_string(), String::new());
+                        }
                         self.remember(idempotency, IdemOutcome::Customer(id.0));
                         self.data.customer_view(id).ok_or(CommandError::NotFound)
                     }
                 };
                 self.after_durable(answer(reply, view));
+            }
+            ClientCmd::CustomersExist { ids, reply } => {
+                let found = ids
+                    .iter()
+                    .map(|id| self.data.customers.contains_key(id))
+                    .collect();
+                self.after_durable(answer(reply, Ok(found)));
             }
             ClientCmd::GetCustomer { id, reply } => {
                 let view = self.data.customer_view(id).ok_or(CommandError::NotFound);
@@ -739,33 +819,8 @@ impl Shard {
                 }
             }
             ClientCmd::PlaceBatch { places, reply } => {
-                let count = places.len();
-                let collector = Arc::new(BatchCollector {
-                    results: Mutex::new(vec![None; count]),
-                    remaining: AtomicUsize::new(count + 1),
-                    reply: Mutex::new(Some(reply)),
-                });
-                let mut ready = Vec::with_capacity(count);
-                {
-                    let mut outcomes = Vec::with_capacity(count);
-                    for (index, place) in places.into_iter().enumerate() {
-                        if let Some((_, result)) =
-                            self.place(place, Waiter::Batch(collector.clone(), index))
-                        {
-                            outcomes.push((index, result));
-                        }
-                    }
-                    let mut results = collector.results.lock().expect("collector poisoned");
-                    for (index, result) in outcomes {
-                        results[index] = Some(result);
-                        ready.push(index);
-                    }
-                }
-                // One durability gate for every outcome known now (plus one unit of
-                // `remaining` for the gate itself, so an all-pending batch waits for it too).
-                self.after_durable(Box::new(move |ok| {
-                    collector.finish(&ready, ready.len() + 1, ok)
-                }));
+                let collector = Arc::new(BatchCollector::new(places.len(), reply));
+                self.place_many(places, collector, Waiter::Batch, |_, result| result);
             }
             ClientCmd::GetOrder { id, reply } => {
                 let view = self.data.order_view(id).ok_or(CommandError::NotFound);
@@ -1117,6 +1172,71 @@ impl Shard {
                 collector.results.lock().expect("collector poisoned")[index] = Some(result);
                 self.after_durable(Box::new(move |ok| collector.finish(&[index], 1, ok)));
             }
+            Waiter::Views(collector, index) => {
+                let view = self.outcome_view(result);
+                collector.results.lock().expect("collector poisoned")[index] = Some(view);
+                self.after_durable(Box::new(move |ok| collector.finish(&[index], 1, ok)));
+            }
+        }
+    }
+
+    /// A placement's outcome as its order's view.
+    fn outcome_view(
+        &self,
+        result: Result<OrderId, CommandError>,
+    ) -> Result<OrderView, CommandError> {
+        result.and_then(|id| {
+            self.data
+                .placed_view(id)
+                .ok_or_else(|| CommandError::Unavailable("placement still in progress".into()))
+        })
+    }
+
+    /// Places every order of a `PlaceBatch` or of a drained submission in this step: one log
+    /// batch, one durability gate for the outcomes known at once, one reply when the last
+    /// outcome (a cross-shard order may take longer) is durable.
+    fn place_many<T: Send + 'static>(
+        &mut self,
+        places: Vec<PlaceOrder>,
+        collector: Arc<BatchCollector<T>>,
+        waiter: fn(Arc<BatchCollector<T>>, usize) -> Waiter,
+        convert: fn(&Shard, Result<OrderId, CommandError>) -> Result<T, CommandError>,
+    ) {
+        let mut ready = Vec::with_capacity(places.len());
+        let mut outcomes = Vec::with_capacity(places.len());
+        for (index, place) in places.into_iter().enumerate() {
+            if let Some((_, result)) = self.place(place, waiter(collector.clone(), index)) {
+                outcomes.push((index, convert(self, result)));
+            }
+        }
+        {
+            let mut results = collector.results.lock().expect("collector poisoned");
+            for (index, result) in outcomes {
+                results[index] = Some(result);
+                ready.push(index);
+            }
+        }
+        // One durability gate for every outcome known now (plus one unit of `remaining` for
+        // the gate itself, so an all-pending batch waits for it too).
+        self.after_durable(Box::new(move |ok| {
+            collector.finish(&ready, ready.len() + 1, ok)
+        }));
+    }
+
+    /// Places everything queued in the inbox ([`crate::inbox`]): each submission answers
+    /// once all of its outcomes are durable.
+    fn drain_inbox(&mut self) {
+        for submission in self.link.inbox.take() {
+            let collector = Arc::new(BatchCollector::new(
+                submission.places.len(),
+                submission.reply,
+            ));
+            self.place_many(
+                submission.places,
+                collector,
+                Waiter::Views,
+                Shard::outcome_view,
+            );
         }
     }
 
@@ -1140,10 +1260,12 @@ impl Shard {
             return Err(CommandError::InsufficientStock { skus: short });
         }
         let id = OrderId(record.id);
+        let (actor, detail) = (record.actor.clone(), Self::placed_detail(&record));
         self.emit(Event::OrderPlaced {
             order: record,
             idem,
         });
+        self.audit(&actor, "order.place", id.to_string(), detail);
         Ok(id)
     }
 
@@ -1249,6 +1371,20 @@ impl Shard {
                 order: order.0,
                 at_us: now,
             });
+            if let Some(placed) = self.data.orders.get(&order) {
+                let actor = placed.placed_by.to_string();
+                let total: u64 = placed
+                    .lines
+                    .iter()
+                    .map(|l| u64::from(l.qty).saturating_mul(l.unit_price))
+                    .fold(0, u64::saturating_add);
+                let detail = format!(
+                    "customer={} lines={} total={total}",
+                    placed.customer,
+                    placed.lines.len()
+                );
+                self.audit(&actor, "order.place", order.to_string(), detail);
+            }
             for waiter in pending.waiters {
                 self.respond((waiter, Ok(order)));
             }
@@ -1345,6 +1481,7 @@ impl Shard {
             .collect();
         parts.sort_unstable();
         parts.dedup();
+        self.audit(&actor, "order.cancel", id.to_string(), String::new());
         self.emit(Event::OrderCancelled {
             order: id.0,
             reason,
@@ -1427,6 +1564,13 @@ impl Shard {
         }
         let cross = order.cross;
         let id = ShipmentId::new(self.id, self.next_shipment());
+        let units: u64 = lines.iter().map(|(_, qty)| u64::from(*qty)).sum();
+        self.audit(
+            &request.actor,
+            "shipment.create",
+            id.to_string(),
+            format!("order={} units={units}", request.order_id),
+        );
         self.emit(Event::ShipmentCreated {
             id: id.0,
             order: request.order_id.0,
@@ -1479,6 +1623,12 @@ impl Shard {
                 detail: "one of in_transit, delivered, failed".into(),
             });
         }
+        self.audit(
+            &actor,
+            "shipment.event",
+            id.to_string(),
+            status.as_str().into(),
+        );
         self.emit(Event::ShipmentUpdated {
             id: id.0,
             status,
@@ -1854,6 +2004,7 @@ fn refuse(cmd: ClientCmd, error: CommandError) {
         | ClientCmd::GetOrder { reply, .. }
         | ClientCmd::Cancel { reply, .. } => send(reply, error),
         ClientCmd::PlaceBatch { reply, .. } => send(reply, error),
+        ClientCmd::CustomersExist { reply, .. } => send(reply, error),
         ClientCmd::ListOrders { reply, .. } | ClientCmd::OrdersBetween { reply, .. } => {
             send(reply, error)
         }
@@ -1913,6 +2064,7 @@ fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
         ),
         ClientCmd::Place { .. }
         | ClientCmd::PlaceBatch { .. }
+        | ClientCmd::CustomersExist { .. }
         | ClientCmd::ListOrders { .. }
         | ClientCmd::Reseal { .. }
         | ClientCmd::Snapshot { .. }
@@ -2102,7 +2254,13 @@ impl Shard {
                     self.hold_checks.remove(&order);
                 }
             }
-            ShardMsg::Recover => self.recover(),
+            ShardMsg::Recover => {
+                self.recover();
+                // Submissions queued while no actor ran (their wake-up died with the old
+                // one) are taken now.
+                self.drain_inbox();
+            }
+            ShardMsg::Drain => self.drain_inbox(),
             ShardMsg::Heartbeat { n } => {
                 self.gauges.heartbeat_seen.store(n, Ordering::SeqCst);
                 return Step::Done;
@@ -2120,6 +2278,7 @@ impl Shard {
                     first_seq: self.data.last_seq + 1,
                     last_seq: self.data.last_seq,
                     value: None,
+                    audit: Vec::new(),
                     continuations: vec![Box::new(move |_| {
                         let _ = done.send(());
                     })],

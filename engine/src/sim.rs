@@ -28,11 +28,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
+use crate::audit::{AuditSeq, ShardChain};
 use crate::domain::{
     CommandError, CustomerId, Idempotency, NewCustomer, NewLine, NewShipment, OrderId, OrderStatus,
     OrderView, PlaceOrder, StockView,
 };
 use crate::engine::recover_shard;
+use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
 use crate::log::{commit_group, probe, WriterMsg, WriterStats, WRITER_QUEUE_MAX};
 use crate::shard::{
     BatchResults, ClientCmd, Clock, Shard, ShardGauges, ShardLink, ShardMsg, ShardSettings, Step,
@@ -178,6 +180,10 @@ pub struct SimConfig {
     pub shards: u16,
     /// Inject faults (write errors, full disk, crashes, panics, hangs, stalls).
     pub faults: bool,
+    /// `async` durability: acknowledge after the write, sync every [`FLUSH_INTERVAL_MS`]; a
+    /// crash is a power loss that drops what was not synced. With `false` (`sync`), every
+    /// acknowledged write was synced and a crash may lose nothing.
+    pub async_durability: bool,
 }
 
 impl SimConfig {
@@ -187,6 +193,7 @@ impl SimConfig {
             steps,
             shards: 3,
             faults: true,
+            async_durability: false,
         }
     }
 }
@@ -205,6 +212,9 @@ pub struct SimReport {
     pub hangs: u64,
     pub rebuilds: u64,
     pub quiescences: u64,
+    /// Acknowledged placements and adjustments a crash took back (only in `async`, only
+    /// acknowledged after the last sync before the crash).
+    pub lost_in_window: u64,
 }
 
 /// A broken invariant: the seed and step replay it.
@@ -234,6 +244,10 @@ const SKUS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
 const TICK_MS: i64 = 50;
 /// The deadline of one request (`engine.request_timeout_ms`).
 const REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// In `async` durability, the writer syncs this often (simulated time).
+pub const FLUSH_INTERVAL_MS: i64 = 5;
+/// Orders one shard's inbox of coalesced placements holds at most.
+const INBOX_ORDERS_MAX: usize = 4096;
 /// A shard that misses its heartbeat this long is replaced.
 const HEARTBEAT_TIMEOUT_MS: i64 = 2_500;
 /// Most messages one shard step hands the writer.
@@ -251,6 +265,8 @@ enum Pending {
         Option<String>,
     ),
     Batch(oneshot::Receiver<Result<BatchResults, CommandError>>),
+    /// Placements handed over through a shard's inbox (as the front doors coalesce them).
+    Submitted(oneshot::Receiver<Result<PlaceOutcomes, CommandError>>),
     Other(Box<dyn FnMut() -> Option<bool>>),
 }
 
@@ -293,6 +309,12 @@ struct Ledger {
     confirmed: Vec<OrderId>,
     /// Adjustment key → the first stock it answered.
     adjusted: HashMap<String, StockView>,
+    /// When each order, placement key and adjustment key was acknowledged, as the number of
+    /// syncs done by then (`async`: what a crash may take back is what was acknowledged after
+    /// the last sync).
+    acked_order: HashMap<OrderId, u64>,
+    acked_key: HashMap<String, u64>,
+    acked_adjust: HashMap<String, u64>,
 }
 
 struct World {
@@ -301,12 +323,21 @@ struct World {
     clock: Arc<SimClock>,
     net: Arc<Net>,
     storage: Arc<FaultyStorage>,
+    /// The store under `storage`, which models power loss.
+    memory: Arc<MemoryStorage>,
+    /// Syncs done (`async`): the writer syncs every [`FLUSH_INTERVAL_MS`].
+    syncs: u64,
+    last_sync_us: i64,
     writer_tx: Sender<WriterMsg>,
     writer_rx: Receiver<WriterMsg>,
     stats: Arc<WriterStats>,
     faults_tx: tokio::sync::mpsc::Sender<Fault>,
     faults_rx: tokio::sync::mpsc::Receiver<Fault>,
     quarantine: Arc<Quarantine>,
+    /// The global audit sequence (a crash rebuilds it from storage, as a start does).
+    audit_seq: AuditSeq,
+    /// Each shard's inbox of coalesced placements (a crash empties them: they are memory).
+    inboxes: Vec<Arc<Inbox>>,
     gauges: Vec<Arc<ShardGauges>>,
     settings: ShardSettings,
     shards: Vec<Option<SimShard>>,
@@ -353,8 +384,8 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
 
 impl World {
     fn new(config: SimConfig) -> Result<World, String> {
-        let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let storage = Arc::new(FaultyStorage::new(memory));
+        let memory = Arc::new(MemoryStorage::tracking_power_loss());
+        let storage = Arc::new(FaultyStorage::new(memory.clone()));
         // Bounded as the server's queue is. There a full queue blocks the shard thread until
         // the writer takes a group; here, in one thread, the writer takes everything queued
         // before a shard is served when the queue is near full (`serve`).
@@ -379,12 +410,19 @@ impl World {
                 mailboxes: Mutex::new((0..count).map(|_| VecDeque::new()).collect()),
             }),
             storage,
+            memory,
+            syncs: 0,
+            last_sync_us: 0,
             writer_tx,
             writer_rx,
             stats: Arc::new(WriterStats::new(vec![0; count as usize])),
             faults_tx,
             faults_rx,
             quarantine,
+            audit_seq: AuditSeq::starting_after(0),
+            inboxes: (0..config.shards)
+                .map(|_| Arc::new(Inbox::new(INBOX_ORDERS_MAX)))
+                .collect(),
             gauges: (0..count)
                 .map(|_| Arc::new(ShardGauges::default()))
                 .collect(),
@@ -438,6 +476,7 @@ impl World {
                         phone: None,
                         address: None,
                     },
+                    actor: Some("key_sim".into()),
                     idempotency: None,
                     reply,
                 }),
@@ -458,6 +497,7 @@ impl World {
                     sku: sku.into(),
                     delta: 20,
                     reason: "setup".into(),
+                    actor: "key_sim".into(),
                     idempotency: None,
                     reply,
                 }),
@@ -477,6 +517,7 @@ impl World {
             generation,
             faults: self.faults_tx.clone(),
             quarantine: self.quarantine.clone(),
+            inbox: self.inboxes[shard as usize].clone(),
         };
         let state = Shard::new(
             recovered.data,
@@ -489,6 +530,7 @@ impl World {
             self.clock.clone(),
             self.gauges[shard as usize].clone(),
             link,
+            ShardChain::new(shard, recovered.audit_tip, self.audit_seq.clone()),
         );
         self.shards[shard as usize] = Some(SimShard {
             shard: state,
@@ -616,6 +658,7 @@ impl World {
             self.last_probe_us = now;
             probe(self.storage.as_ref(), true, &self.stats, &self.faults_tx);
         }
+        self.sync_if_due(now);
         let queued = self.writer_rx.len();
         if queued == 0 {
             return Ok(());
@@ -630,7 +673,7 @@ impl World {
             .collect();
         let outcome = commit_group(
             self.storage.as_ref(),
-            true,
+            !self.config.async_durability,
             &mut group,
             &self.stats,
             &self.faults_tx,
@@ -639,6 +682,18 @@ impl World {
             self.last_probe_us = now;
         }
         Ok(())
+    }
+
+    /// `async`: the writer's periodic sync (a failed sync is retried at the next round; what
+    /// it would have made durable stays at risk until then).
+    fn sync_if_due(&mut self, now: i64) {
+        if self.config.async_durability
+            && now - self.last_sync_us >= FLUSH_INTERVAL_MS * 1000
+            && self.storage.sync().is_ok()
+        {
+            self.syncs += 1;
+            self.last_sync_us = now;
+        }
     }
 
     /// Faults the supervisor handles, and rebuilds waiting for the writer barrier.
@@ -718,6 +773,7 @@ impl World {
                         sku: sku.into(),
                         delta,
                         reason: "receive".into(),
+                        actor: "key_sim".into(),
                         idempotency,
                         reply,
                     },
@@ -733,13 +789,17 @@ impl World {
                 };
                 let lines = place.lines.iter().map(|l| (l.sku.clone(), l.qty)).collect();
                 let customer = place.customer_id;
-                let (reply, answer) = oneshot::channel();
-                self.send_call(
-                    shard,
-                    ClientCmd::Place { place, reply },
-                    Pending::Order(answer),
-                    vec![(key, customer, lines)],
-                );
+                if self.rng.chance(500) {
+                    self.submit(shard, vec![place], vec![(key, customer, lines)]);
+                } else {
+                    let (reply, answer) = oneshot::channel();
+                    self.send_call(
+                        shard,
+                        ClientCmd::Place { place, reply },
+                        Pending::Order(answer),
+                        vec![(key, customer, lines)],
+                    );
+                }
             }
             70..=79 => {
                 let shard = self.rng.below(count as u64) as u16;
@@ -752,13 +812,17 @@ impl World {
                     requests.push((key, place.customer_id, lines));
                     places.push(place);
                 }
-                let (reply, answer) = oneshot::channel();
-                self.send_call(
-                    shard,
-                    ClientCmd::PlaceBatch { places, reply },
-                    Pending::Batch(answer),
-                    requests,
-                );
+                if self.rng.chance(500) {
+                    self.submit(shard, places, requests);
+                } else {
+                    let (reply, answer) = oneshot::channel();
+                    self.send_call(
+                        shard,
+                        ClientCmd::PlaceBatch { places, reply },
+                        Pending::Batch(answer),
+                        requests,
+                    );
+                }
             }
             80..=89 => {
                 if self.ledger.confirmed.is_empty() {
@@ -857,6 +921,28 @@ impl World {
         (place, key)
     }
 
+    /// Hands placements to a shard's inbox as `Engine::place_orders` does: one `Drain` wakes
+    /// the shard unless a wake-up is outstanding; a full inbox refuses at once.
+    fn submit(&mut self, shard: u16, places: Vec<PlaceOrder>, requests: Vec<Request>) {
+        let generation = self.stats.generations[shard as usize].load(Ordering::SeqCst);
+        if self.shards[shard as usize].is_none() {
+            return; // restarting: refused at admission
+        }
+        let (reply, answer) = oneshot::channel();
+        match self.inboxes[shard as usize].push(Submission { places, reply }) {
+            Ok(Pushed::Wake) => self.net.send(shard, ShardMsg::Drain),
+            Ok(Pushed::Queued) => {}
+            Err(_) => return,
+        }
+        self.calls.push(Call {
+            shard,
+            generation,
+            sent_us: self.now_us(),
+            pending: Pending::Submitted(answer),
+            requests,
+        });
+    }
+
     fn send_call(&mut self, shard: u16, cmd: ClientCmd, pending: Pending, requests: Vec<Request>) {
         let generation = self.stats.generations[shard as usize].load(Ordering::SeqCst);
         if self.shards[shard as usize].is_none() {
@@ -912,9 +998,25 @@ impl World {
                     }
                     Err(oneshot::error::TryRecvError::Empty) => false,
                 },
+                Pending::Submitted(answer) => match answer.try_recv() {
+                    Ok(Ok(results)) => {
+                        for (request, outcome) in call.requests.iter().zip(results) {
+                            if result.is_ok() {
+                                result = self.record(request, outcome.map(|view| view.id));
+                            }
+                        }
+                        true
+                    }
+                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        self.report.unknown += 1;
+                        true
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => false,
+                },
                 Pending::Adjust(answer, key) => match answer.try_recv() {
                     Ok(Ok(view)) => {
                         if let Some(key) = key {
+                            self.ledger.acked_adjust.entry(key.clone()).or_insert(self.syncs);
                             let first = self.ledger.adjusted.entry(key.clone()).or_insert_with(|| view.clone());
                             if *first != view {
                                 result = Err(format!(
@@ -971,6 +1073,7 @@ impl World {
                 }
             } else {
                 self.ledger.keys.insert(key.clone(), definitive);
+                self.ledger.acked_key.insert(key.clone(), self.syncs);
             }
         }
         match definitive {
@@ -987,6 +1090,7 @@ impl World {
                 } else {
                     self.ledger.orders.insert(id, (*customer, sorted));
                     self.ledger.confirmed.push(id);
+                    self.ledger.acked_order.insert(id, self.syncs);
                 }
             }
             None => self.report.rejected += 1,
@@ -1047,6 +1151,14 @@ impl World {
 
     /// The whole node crashes: nothing unwritten survives, every shard is rebuilt.
     fn crash(&mut self) -> Check {
+        // A crash is a power loss: unsynced writes are gone (none in `sync`, where every
+        // write is synced before it is acknowledged).
+        let lost_writes = self.memory.power_loss();
+        if lost_writes > 0 && !self.config.async_durability {
+            return Err(format!(
+                "{lost_writes} writes were not synced in sync durability"
+            ));
+        }
         // No continuation runs in a crash: the actors and the writer queue just vanish
         // (dropping a continuation does not run it; its waiter hears nothing).
         for slot in self.shards.iter_mut() {
@@ -1067,10 +1179,105 @@ impl World {
         self.quarantine = Arc::new(
             Quarantine::load(self.storage.as_ref()).map_err(|e| format!("quarantine: {e}"))?,
         );
+        self.inboxes = (0..self.config.shards)
+            .map(|_| Arc::new(Inbox::new(INBOX_ORDERS_MAX)))
+            .collect();
+        self.audit_seq = AuditSeq::starting_after(
+            crate::audit::last_seq(self.storage.as_ref(), self.config.shards)
+                .map_err(|e| format!("audit sequence: {e}"))?,
+        );
         for shard in 0..self.config.shards {
             self.start_shard(shard)?;
         }
-        self.check_acknowledged()
+        if self.config.async_durability {
+            self.forget_lost_window();
+        }
+        self.check_acknowledged()?;
+        self.check_audit()
+    }
+
+    /// `async` after a crash: what was acknowledged after the last sync may be gone; it is
+    /// forgotten (counted), and everything acknowledged before the last sync stays checked.
+    fn forget_lost_window(&mut self) {
+        let syncs = self.syncs;
+        // Kept as acknowledged: present and decided (a cross-shard order whose confirmation was
+        // in the lost window is back to pending, its acknowledgement taken back).
+        let present =
+            |world: &World, id: &OrderId| {
+                world.shards[id.shard() as usize]
+                    .as_ref()
+                    .is_some_and(|sim| {
+                        sim.shard.data().orders.get(id).is_some_and(|order| {
+                            order.status != crate::domain::OrderStatus::Pending
+                        })
+                    })
+            };
+        let lost: Vec<OrderId> = self
+            .ledger
+            .orders
+            .keys()
+            .filter(|id| self.ledger.acked_order.get(id) == Some(&syncs) && !present(self, id))
+            .copied()
+            .collect();
+        for id in &lost {
+            self.ledger.orders.remove(id);
+            self.ledger.acked_order.remove(id);
+        }
+        self.ledger.confirmed.retain(|id| !lost.contains(id));
+        self.report.lost_in_window += lost.len() as u64;
+        // Answers given after the last sync may be taken back: a retry may now get another.
+        let window_keys: Vec<String> = self
+            .ledger
+            .acked_key
+            .iter()
+            .filter(|(_, at)| **at == syncs)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in window_keys {
+            self.ledger.keys.remove(&key);
+            self.ledger.acked_key.remove(&key);
+        }
+        let window_adjusts: Vec<String> = self
+            .ledger
+            .acked_adjust
+            .iter()
+            .filter(|(_, at)| **at == syncs)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in window_adjusts {
+            self.ledger.adjusted.remove(&key);
+            self.ledger.acked_adjust.remove(&key);
+        }
+    }
+
+    /// Every shard's audit chain verifies (entries, batch chain, log digests, tip), and every
+    /// acknowledged order has its `order.place` entry: the entry is durable with the order.
+    fn check_audit(&self) -> Check {
+        let mut placed = std::collections::HashSet::new();
+        for shard in 0..self.config.shards {
+            let report = crate::audit::verify_shard_chain(self.storage.as_ref(), shard)
+                .map_err(|e| format!("audit chain of shard {shard}: {e}"))?;
+            if let Some((seq, why)) = report.first_bad {
+                return Err(format!(
+                    "audit chain of shard {shard} breaks at {seq}: {why}"
+                ));
+            }
+            crate::audit::scan_entries(self.storage.as_ref(), shard, 0, &mut |entry| {
+                if entry.action == "order.place" {
+                    placed.insert(entry.target.clone());
+                }
+                true
+            })
+            .map_err(|e| format!("audit entries of shard {shard}: {e}"))?;
+        }
+        for id in self.ledger.orders.keys() {
+            if !placed.contains(&id.to_string()) {
+                return Err(format!(
+                    "acknowledged order {id} has no order.place audit entry"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every acknowledged order is in its shard's state, as acknowledged.
@@ -1196,6 +1403,7 @@ impl World {
         self.clock.advance_us(2 * REQUEST_TIMEOUT_MS as i64 * 1000);
         self.settle(10_000)?;
         self.check_acknowledged()?;
+        self.check_audit()?;
         self.check_holds()
     }
 

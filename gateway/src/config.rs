@@ -19,6 +19,9 @@ pub const SHARDS_MAX: usize = 1024;
 
 /// Shortest idempotency retention the API allows (it promises 24 hours).
 pub const IDEMPOTENCY_RETENTION_S_MIN: u64 = 86_400;
+/// Largest `tcp.batch_orders_max`: more orders than this never fit the reply of one frame of
+/// the largest `tcp.max_frame_bytes` (16 MiB), whatever the setting.
+pub const TCP_BATCH_ORDERS_MAX: usize = 262_143;
 /// Bounds of `engine.request_timeout_ms`.
 pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
@@ -157,6 +160,8 @@ pub struct TcpConfig {
     pub idle_timeout_ms: u64,
     /// 0 = one per core.
     pub workers: usize,
+    /// Most orders in one `PLACE_ORDERS` frame (the frame is bounded by `max_frame_bytes` too).
+    pub batch_orders_max: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -190,6 +195,9 @@ pub struct EngineSection {
     pub pending_retry_ms: u64,
     /// The deadline of one request inside the engine (live).
     pub request_timeout_ms: u64,
+    /// Most placements waiting in one shard's inbox, where concurrent requests are coalesced
+    /// into one message (past it: 503 `unavailable` at once).
+    pub inbox_orders_max: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -298,6 +306,12 @@ impl Config {
         if self.tcp.idle_timeout_ms == 0 {
             return invalid("tcp.idle_timeout_ms", "must be at least 1");
         }
+        if !(1..=TCP_BATCH_ORDERS_MAX).contains(&self.tcp.batch_orders_max) {
+            return invalid(
+                "tcp.batch_orders_max",
+                format!("must be between 1 and {TCP_BATCH_ORDERS_MAX}"),
+            );
+        }
         if self.storage.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must not be empty");
         }
@@ -343,6 +357,9 @@ impl Config {
                 "engine.request_timeout_ms",
                 "must be longer than engine.pending_retry_ms (a placement must get at least one retry)",
             );
+        }
+        if !(1..=10_000_000).contains(&self.engine.inbox_orders_max) {
+            return invalid("engine.inbox_orders_max", "must be 1 to 10000000");
         }
         if self.backup.dir.as_os_str().is_empty() {
             return invalid("backup.dir", "must not be empty");
@@ -530,6 +547,7 @@ impl Config {
             pending_retry_ms: self.engine.pending_retry_ms,
             request_timeout_ms: self.engine.request_timeout_ms,
             min_free_bytes: self.storage.min_free_bytes,
+            inbox_orders_max: self.engine.inbox_orders_max,
             supervisor: orderd_engine::SupervisorConfig {
                 heartbeat_interval_ms: self.supervisor.heartbeat_interval_ms,
                 heartbeat_timeout_ms: self.supervisor.heartbeat_timeout_ms,
@@ -589,6 +607,7 @@ mod tests {
         assert_eq!(c.http.max_connections, 25000);
         assert_eq!(c.http.rate_limit_per_key_per_s, 0);
         assert_eq!(c.tcp.listen, "127.0.0.1:7070");
+        assert_eq!(c.tcp.batch_orders_max, 8189);
         assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(c.storage.durability, DurabilitySetting::Sync);
         assert_eq!(c.storage.flush_interval_ms, 5);

@@ -9,26 +9,18 @@
 //! - **A key reused on another route or object.** The engine only sees the key on the shard the
 //!   second request goes to. The entry holds the request hash, so the second request gets 422
 //!   `idempotency_conflict` wherever its object lives.
-//! - **The audit entry of a replay.** A replayed stock adjustment looks exactly like a new one
-//!   (the engine answers the stock as the first left it, with no time), so the entry records
-//!   whether the key's mutation was audited: a replay writes no second entry, and a first
-//!   attempt whose audit write failed gets its entry on the retry.
+//!
+//! (The audit entry of a replay needs nothing here since issue 15: the shard writes a
+//! mutation's entry in the same write as the mutation, and a replay applies nothing and writes
+//! none. The `audited` flag of older entries is kept in the format and no longer read.)
 //!
 //! Change requests (`crate::changes`) keep their key → change number here too, written in the
 //! same synced write as the change.
 //!
-//! Why `audited` can be trusted: an entry is written before the engine call it covers, so the
-//! engine's record of the key is never older than the entry. The engine keeps a record for
-//! `engine.idempotency_retention_s` (plus up to a minute until its sweep runs); an entry
-//! counts as live for the same retention. While it is live and says `audited`, the engine
-//! still has the key, so a success is a replay. An entry past its retention but younger than
-//! [`LAPSE_US`] more may outlive the engine's record or not: a request then is audited in any
-//! case, and the entry it leaves is marked `trusted: false` (its flag is never believed).
-//! Entries are deleted only after that, and the write of an entry reaches the disk no later
-//! than the engine's synced write of the mutation (one write-ahead log), so "no entry" means the
-//! engine has forgotten the key too. Requests with the same key run one at a time (a lock per
-//! key), so neither a concurrent retry nor a concurrent reuse slips between the check and the
-//! engine call.
+//! Requests with the same key run one at a time (a lock per key), so neither a concurrent retry
+//! nor a concurrent reuse slips between the check and the engine call. An entry is written
+//! before the engine call it covers and kept for `engine.idempotency_retention_s` plus
+//! [`LAPSE_US`], so it never lapses before the engine's record of the key.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -389,17 +381,15 @@ fn unavailable(error: StorageError) -> ApiError {
 }
 
 /// A mutation's hold on its `Idempotency-Key` (none without a key): taken before the engine
-/// call, it passes the key on to the engine and writes the audit entry once.
+/// call, it passes the key on to the engine; dropped once the engine answered.
 pub struct Claim<'a> {
     held: Option<Held<'a>>,
 }
 
 struct Held<'a> {
-    keys: &'a Keys,
     _lock: KeyLock<'a>,
     key: String,
     request_hash: u128,
-    entry: Entry,
 }
 
 impl<'a> Claim<'a> {
@@ -419,24 +409,21 @@ impl<'a> Claim<'a> {
         let key = format!("{}:{key}", caller.key_id);
         let keys = audit.keys();
         let lock = keys.lock(&key).await;
-        let entry = match keys.lookup(&key).await.map_err(unavailable)? {
+        match keys.lookup(&key).await.map_err(unavailable)? {
             Some((Age::Live, entry)) if !entry.is_for(request_hash) => {
                 return Err(ApiError::IdempotencyConflict)
             }
-            Some((Age::Live, entry)) => entry,
+            Some((Age::Live, _)) => {}
             found => {
                 let entry = Entry::new(request_hash, now_us(), found.is_none());
                 keys.store(&key, &entry).await.map_err(unavailable)?;
-                entry
             }
-        };
+        }
         Ok(Claim {
             held: Some(Held {
-                keys,
                 _lock: lock,
                 key,
                 request_hash,
-                entry,
             }),
         })
     }
@@ -447,37 +434,6 @@ impl<'a> Claim<'a> {
             key: held.key.clone(),
             request_hash: held.request_hash,
         })
-    }
-
-    /// Writes the audit entry of the mutation just answered, unless the key's entry says it
-    /// is written already (a replay).
-    pub async fn record(
-        self,
-        audit: &AuditLog,
-        caller: &Caller,
-        action: &str,
-        target: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Result<(), ApiError> {
-        let Some(held) = self.held else {
-            audit.record(caller, action, target, detail).await?;
-            return Ok(());
-        };
-        if held.entry.trusted && held.entry.audited {
-            return Ok(());
-        }
-        audit.record(caller, action, target, detail).await?;
-        if held.entry.trusted {
-            let entry = Entry {
-                audited: true,
-                ..held.entry
-            };
-            // Failing here only means a retry writes the entry again.
-            if let Err(error) = held.keys.store(&held.key, &entry).await {
-                tracing::warn!(message = "Cannot mark an idempotency key as audited.", %error);
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1289,6 +1289,7 @@ mod tests {
             state,
             restarts: 0,
             mailbox_depth,
+            inbox_orders: 0,
             last_seq: 0,
             orders: 0,
             skus: 0,

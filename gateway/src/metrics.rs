@@ -48,6 +48,8 @@ pub const LOG_WRITE_FAILURES_TOTAL: &str = "orderd_log_write_failures_total";
 pub const STORAGE_WRITES_REFUSED: &str = "orderd_storage_writes_refused";
 pub const SHARD_MAILBOX_DEPTH: &str = "orderd_shard_mailbox_depth";
 pub const SHARD_ORDERS: &str = "orderd_shard_orders";
+/// Placements waiting in a shard's inbox (coalesced into its next message).
+pub const SHARD_INBOX_ORDERS: &str = "orderd_shard_inbox_orders";
 pub const SHARD_RESTARTS_TOTAL: &str = "orderd_shard_restarts_total";
 pub const SHARD_UP: &str = "orderd_shard_up";
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "orderd_process_cpu_seconds_total";
@@ -172,6 +174,10 @@ fn describe() {
         "Client requests queued for the shard and not yet handled."
     );
     describe_gauge!(SHARD_ORDERS, "Orders held in memory by the shard.");
+    describe_gauge!(
+        SHARD_INBOX_ORDERS,
+        "Placements waiting in the shard's inbox, to be taken together in its next step."
+    );
     describe_counter!(
         SHARD_RESTARTS_TOTAL,
         "Times the shard was rebuilt from storage since start."
@@ -348,6 +354,7 @@ pub async fn render(engine: &Engine, audit: Option<&AuditLog>) -> String {
         let id = shard.id.to_string();
         metrics::gauge!(SHARD_MAILBOX_DEPTH, "shard" => id.clone()).set(shard.mailbox_depth as f64);
         metrics::gauge!(SHARD_ORDERS, "shard" => id.clone()).set(shard.orders as f64);
+        metrics::gauge!(SHARD_INBOX_ORDERS, "shard" => id.clone()).set(shard.inbox_orders as f64);
         metrics::counter!(SHARD_RESTARTS_TOTAL, "shard" => id.clone()).absolute(shard.restarts);
         let up = if shard.state == ShardState::Running {
             1.0

@@ -5,9 +5,9 @@
 //! and error codes by construction.
 
 use orderd_engine::{
-    CustomerId, CustomerView, Engine, Idempotency, NewCustomer, NewShipment, OrderCursor,
-    OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId, ShipmentStatus,
-    ShipmentView, StockView,
+    CommandError, CustomerId, CustomerView, Engine, Idempotency, NewCustomer, NewShipment,
+    OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId,
+    ShipmentStatus, ShipmentView, StockView,
 };
 use orderd_proto::{
     CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, PlaceOrderRequest,
@@ -63,6 +63,79 @@ pub async fn place_order(
     key: Option<String>,
     request_hash: u128,
 ) -> Result<OrderView, ApiError> {
+    let place = prepare_place(ctx, caller, request, key, request_hash)?;
+    // Through the shard's inbox: concurrent requests for a shard share one message and one
+    // group commit. The shard writes the audit entry (`order.place`) with the order, so a
+    // replay under the key writes none.
+    let view = ctx
+        .engine
+        .place_orders(vec![place])
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(CommandError::Unavailable("no outcome".into())))?;
+    // A replay answers the stored order, sealed under whichever data key sealed it then.
+    Ok(ctx.vault.open_order(view)?)
+}
+
+/// One placement of a [`place_orders`] call: the body, its Idempotency-Key as the client sent
+/// it, and the hash of the bytes that identify the request.
+pub struct PlaceInput {
+    pub request: PlaceOrderRequest,
+    pub key: Option<String>,
+    pub request_hash: u128,
+}
+
+/// Places many orders for one caller at once (a TCP `PLACE_ORDERS` frame, or the
+/// `PLACE_ORDER` frames of one read): each is checked as [`place_order`] checks it, and those
+/// that pass go to the engine together, so they share messages and group commits. Answers
+/// one outcome per input, in input order.
+pub async fn place_orders(
+    ctx: Ctx<'_>,
+    caller: &Caller,
+    inputs: Vec<PlaceInput>,
+) -> Vec<Result<OrderView, ApiError>> {
+    let mut outcomes: Vec<Option<Result<OrderView, ApiError>>> = Vec::with_capacity(inputs.len());
+    let mut places = Vec::with_capacity(inputs.len());
+    let mut slots = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.into_iter().enumerate() {
+        match prepare_place(ctx, caller, input.request, input.key, input.request_hash) {
+            Ok(place) => {
+                places.push(place);
+                slots.push(index);
+                outcomes.push(None);
+            }
+            Err(error) => outcomes.push(Some(Err(error))),
+        }
+    }
+    let results = ctx.engine.place_orders(places).await;
+    for (index, result) in slots.into_iter().zip(results) {
+        outcomes[index] = Some(
+            result
+                .map_err(ApiError::from)
+                .and_then(|view| Ok(ctx.vault.open_order(view)?)),
+        );
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(ApiError::Unavailable {
+                    detail: "the engine answered no outcome for this order".into(),
+                    reasons: None,
+                })
+            })
+        })
+        .collect()
+}
+
+/// The checks of a placement before the engine sees it; the engine command.
+fn prepare_place(
+    ctx: Ctx<'_>,
+    caller: &Caller,
+    request: PlaceOrderRequest,
+    key: Option<String>,
+    request_hash: u128,
+) -> Result<PlaceOrder, ApiError> {
     caller.require(roles::ORDER_PLACE)?;
     if let Some(key) = &key {
         validate::idempotency_key(key)?;
@@ -85,37 +158,14 @@ pub async fn place_order(
         key: format!("{}:{key}", caller.key_id),
         request_hash,
     });
-    let started_us = chrono::Utc::now().timestamp_micros();
-    let view = ctx
-        .engine
-        .place_order(PlaceOrder {
-            customer_id,
-            lines,
-            shipping_address: ctx.vault.seal_shipping_address(request.shipping_address),
-            note: request.note,
-            idempotency,
-            actor: caller.key_id.clone(),
-        })
-        .await?;
-    // An order created before this request is an idempotent repeat (see `record_once`).
-    let detail = format!(
-        "customer={} lines={} total={}",
-        view.customer_id,
-        view.lines.len(),
-        view.total
-    );
-    ctx.audit
-        .record_once(
-            caller,
-            "order.place",
-            view.id.to_string(),
-            detail,
-            started_us,
-            view.created_at_us,
-        )
-        .await?;
-    // A replay answers the stored order, sealed under whichever data key sealed it then.
-    Ok(ctx.vault.open_order(view)?)
+    Ok(PlaceOrder {
+        customer_id,
+        lines,
+        shipping_address: ctx.vault.seal_shipping_address(request.shipping_address),
+        note: request.note,
+        idempotency,
+        actor: caller.key_id.clone(),
+    })
 }
 
 /// Reads an order (opened).
@@ -202,29 +252,13 @@ pub async fn cancel_order(
         caller.may_see_customer(view.customer_id)?;
     }
     let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
-    let started_us = chrono::Utc::now().timestamp_micros();
+    // The shard writes `order.cancel` with the cancellation; cancelling a cancelled order,
+    // or a replay under the key, writes none. The reason stays out of the audit trail.
     let view = ctx
         .engine
         .cancel_order_with(id, reason, &caller.key_id, claim.idempotency())
         .await?;
-    // Cancelling a cancelled order is a repeat, and so is a replay under the key (see
-    // `record_once`). The reason is free text and stays out of the audit trail.
-    let cancelled_at_us = view
-        .history
-        .iter()
-        .rev()
-        .find(|step| step.status == OrderStatus::Cancelled)
-        .map_or(started_us, |step| step.at_us);
-    ctx.audit
-        .record_once(
-            caller,
-            "order.cancel",
-            view.id.to_string(),
-            "",
-            started_us,
-            cancelled_at_us,
-        )
-        .await?;
+    drop(claim);
     Ok(ctx.vault.open_order(view)?)
 }
 
@@ -256,17 +290,9 @@ pub async fn create_shipment(
         lines,
         actor: caller.key_id.clone(),
     };
+    // The shard writes `shipment.create` with the shipment (none for a replay).
     let view = ctx.engine.ship_with(shipment, claim.idempotency()).await?;
-    let detail = format!("order={order_id} units={}", shipment_units(&view));
-    claim
-        .record(
-            ctx.audit,
-            caller,
-            "shipment.create",
-            view.id.to_string(),
-            detail,
-        )
-        .await?;
+    drop(claim);
     Ok(view)
 }
 
@@ -297,22 +323,9 @@ pub async fn shipment_event(
             claim.idempotency(),
         )
         .await?;
-    claim
-        .record(
-            ctx.audit,
-            caller,
-            "shipment.event",
-            id.to_string(),
-            status.as_str(),
-        )
-        .await?;
+    // The shard wrote `shipment.event` with the event (none for a replay).
+    drop(claim);
     Ok(view)
-}
-
-/// The units a shipment moves, summed in `u64`: up to 100 lines of up to `u32::MAX` units (an
-/// order placed before `LINE_QTY_MAX`) would wrap a `u32`.
-fn shipment_units(view: &ShipmentView) -> u64 {
-    view.lines.iter().map(|(_, qty)| u64::from(*qty)).sum()
 }
 
 /// Reads a SKU's stock.
@@ -348,10 +361,8 @@ pub async fn adjust_stock(
             claim.idempotency(),
         )
         .await?;
-    let detail = format!("delta={:+}", request.delta);
-    claim
-        .record(ctx.audit, caller, "stock.adjust", sku, detail)
-        .await?;
+    // The shard wrote `stock.adjust` with the adjustment (none for a replay).
+    drop(claim);
     Ok(view)
 }
 
@@ -373,19 +384,12 @@ pub async fn create_customer(
         phone: request.phone,
         address: request.address,
     });
+    // The shard writes `customer.create` with the customer (none for a replay).
     let view = ctx
         .engine
-        .create_customer_with(customer, claim.idempotency())
+        .create_customer_as(customer, Some(&caller.key_id), claim.idempotency())
         .await?;
-    claim
-        .record(
-            ctx.audit,
-            caller,
-            "customer.create",
-            view.id.to_string(),
-            "",
-        )
-        .await?;
+    drop(claim);
     Ok(ctx.vault.open_customer(view)?)
 }
 
@@ -400,27 +404,4 @@ pub async fn get_customer(
     caller.may_see_customer(id)?;
     let view = ctx.vault.open_customer(ctx.engine.customer(id).await?)?;
     Ok((view, caller.role == Role::Auditor))
-}
-
-#[cfg(test)]
-mod tests {
-    use orderd_engine::{ShipmentId, ShipmentStatus};
-
-    use super::*;
-
-    /// The audit detail of a shipment counts its units in 64 bits: two lines of `u32::MAX`
-    /// (orders placed before `LINE_QTY_MAX` may hold them) do not wrap.
-    #[test]
-    fn shipment_units_do_not_wrap() {
-        let view = ShipmentView {
-            id: ShipmentId::new(0, 1),
-            order_id: OrderId::new(0, 1),
-            carrier: "DHL".into(),
-            tracking_number: "T".into(),
-            status: ShipmentStatus::Shipped,
-            lines: vec![("A".into(), u32::MAX), ("B".into(), u32::MAX)],
-            events: Vec::new(),
-        };
-        assert_eq!(shipment_units(&view), 2 * u64::from(u32::MAX));
-    }
 }

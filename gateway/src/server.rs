@@ -220,9 +220,14 @@ async fn serve(
         limiter: RateLimiter::new(config.http.rate_limit_per_key_per_s),
     }));
     let audit = web::Data::new(
-        AuditLog::start(engine.storage(), &config.audit)
-            .context("cannot open the audit trail")?
-            .with_idempotency_retention_s(config.engine.idempotency_retention_s),
+        AuditLog::start_with(
+            engine.storage(),
+            &config.audit,
+            engine.audit_seq(),
+            engine.shard_count() as u16,
+        )
+        .context("cannot open the audit trail")?
+        .with_idempotency_retention_s(config.engine.idempotency_retention_s),
     );
     let audit_at_exit = audit.clone();
     let engine_at_exit = engine.clone();

@@ -305,6 +305,14 @@ pub const REGISTRY: &[SettingDef] = &[
         "Window of the restart intensity, in seconds.",
     ),
     int(
+        "tcp.batch_orders_max",
+        1,
+        crate::config::TCP_BATCH_ORDERS_MAX as i64,
+        Medium,
+        false,
+        "Most orders in one TCP PLACE_ORDERS frame.",
+    ),
+    int(
         "tcp.idle_timeout_ms",
         1000,
         86_400_000,

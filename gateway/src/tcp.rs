@@ -1,7 +1,9 @@
 //! The binary TCP protocol's server (`docs/PROTOCOL.md`): the listener on `tcp.listen`, one
 //! task per connection reading frames and one writing replies, authentication once per
 //! connection, the bounds (`tcp.max_connections`, `tcp.max_in_flight`, `tcp.max_frame_bytes`,
-//! `tcp.idle_timeout_ms`) and the mapping of opcodes onto [`crate::ops`].
+//! `tcp.idle_timeout_ms`, `tcp.batch_orders_max`) and the mapping of opcodes onto [`crate::ops`].
+//! Placements go to the engine in batches: a `PLACE_ORDERS` frame in one
+//! [`ops::place_orders`] call, and so do all the `PLACE_ORDER` frames of one read.
 //!
 //! It runs on a tokio runtime of its own (`tcp.workers` threads named `orderd-tcp`), beside
 //! actix's HTTP workers, so that neither front door can starve the other's event loops.
@@ -12,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures_util::future::{self as future, Either, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use orderd_engine::{CustomerView, Engine, OrderView, ShipmentView, StockView};
 use orderd_proto::frame::{self, Frame, FrameDecoder, FrameError};
-use orderd_proto::tcp::{self as msg, op, ErrorBody, CONNECTION_REQUEST_ID};
+use orderd_proto::tcp::{self as msg, op, ErrorBody, PlaceOrdersError, CONNECTION_REQUEST_ID};
 use orderd_proto::{
     CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, OrderLineRequest,
     PlaceOrderRequest, ShipmentLineRequest, StockAdjustmentRequest,
@@ -30,7 +33,8 @@ use crate::auth::{Auth, Caller};
 use crate::config::TcpConfig;
 use crate::error::ApiError;
 use crate::metrics;
-use crate::ops::{self, Ctx};
+use crate::ops::{self, Ctx, PlaceInput};
+use crate::roles;
 use crate::vault::Vault;
 
 /// Seconds that connections get, after shutdown begins, to finish what they have in flight.
@@ -45,6 +49,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub idle_timeout: Duration,
+    /// Most orders in one `PLACE_ORDERS` frame (`tcp.batch_orders_max`).
+    pub batch_orders_max: usize,
 }
 
 impl Limits {
@@ -54,6 +60,7 @@ impl Limits {
             max_connections: config.max_connections,
             max_in_flight: config.max_in_flight,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            batch_orders_max: config.batch_orders_max,
         }
     }
 }
@@ -214,18 +221,19 @@ fn connection_error(status: u16, code: &str, detail: String) -> Frame {
 
 /// The error frame of a request.
 fn error_frame(request_id: u64, error: &ApiError) -> Frame {
+    msg::frame(op::ERROR, request_id, &error_body(error))
+}
+
+/// An error as the fields of the HTTP problem document.
+fn error_body(error: &ApiError) -> ErrorBody {
     let problem = error.problem();
-    msg::frame(
-        op::ERROR,
-        request_id,
-        &ErrorBody {
-            status: problem.status,
-            code: problem.code,
-            detail: problem.detail,
-            param: problem.param,
-            skus: problem.skus.unwrap_or_default(),
-        },
-    )
+    ErrorBody {
+        status: problem.status,
+        code: problem.code,
+        detail: problem.detail,
+        param: problem.param,
+        skus: problem.skus.unwrap_or_default(),
+    }
 }
 
 /// Why a connection ends, for the log and `orderd_tcp_connections_closed_total{reason}`.
@@ -547,7 +555,9 @@ async fn handle_frame(
 /// Runs the requests decoded from one read together, in one task: their engine calls and
 /// audit entries go out at once and come back in the same group commits, so a read of N
 /// pipelined requests costs a few wake-ups instead of a few per request (a cross-thread
-/// wake-up costs 20–50 µs on small VMs). Each reply is sent as soon as its request is done.
+/// wake-up costs 20–50 µs on small VMs). Every `PLACE_ORDER` of the read goes to the engine in
+/// one [`ops::place_orders`] call ([`run_placements`]): one submission and one answer for all
+/// of them. Each reply is sent as soon as its request is done (the placements' together).
 fn run_batch(
     batch: Vec<Request>,
     shared: &Arc<Shared>,
@@ -560,17 +570,230 @@ fn run_batch(
     let in_flight = in_flight.clone();
     let idle = idle.clone();
     tokio::spawn(async move {
-        let mut running: FuturesUnordered<_> = batch
-            .into_iter()
-            .map(|request| run_request(&shared, request))
-            .collect();
-        while let Some(reply) = running.next().await {
-            let _ = replies.send(reply).await;
-            if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-                idle.notify_waiters();
+        let shared = &*shared;
+        let mut running = FuturesUnordered::new();
+        // One group per caller; a connection has one, so in practice one group per read.
+        let mut placements: Vec<Vec<Request>> = Vec::new();
+        for request in batch {
+            if request.frame.opcode != op::PLACE_ORDER {
+                running.push(Either::Left(
+                    run_request(shared, request).map(Replies::One as fn(Frame) -> Replies),
+                ));
+                continue;
+            }
+            match placements
+                .iter_mut()
+                .find(|group| group[0].caller == request.caller)
+            {
+                Some(group) => group.push(request),
+                None => placements.push(vec![request]),
+            }
+        }
+        for group in placements {
+            running.push(Either::Right(
+                run_placements(shared, group).map(Replies::Many as fn(Vec<Frame>) -> Replies),
+            ));
+        }
+        while let Some(done) = running.next().await {
+            match done {
+                Replies::One(reply) => deliver(reply, &replies, &in_flight, &idle).await,
+                Replies::Many(frames) => {
+                    for reply in frames {
+                        deliver(reply, &replies, &in_flight, &idle).await;
+                    }
+                }
             }
         }
     });
+}
+
+/// The reply frames of one request, or of the placements of one read.
+enum Replies {
+    One(Frame),
+    Many(Vec<Frame>),
+}
+
+/// Sends a request's reply and frees its in-flight slot.
+async fn deliver(
+    reply: Frame,
+    replies: &mpsc::Sender<Frame>,
+    in_flight: &AtomicUsize,
+    idle: &tokio::sync::Notify,
+) {
+    let _ = replies.send(reply).await;
+    if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        idle.notify_waiters();
+    }
+}
+
+/// Runs the `PLACE_ORDER` requests of one read, all of one caller, with one
+/// [`ops::place_orders`] call. Each request still gets its own reply frame with the bytes and
+/// errors [`run_request`] would give it, its own metrics (`orderd_orders_total`, the request
+/// duration) and change-management sample, and a 403 its own audit entry; the replies in the
+/// requests' order.
+async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
+    let started = Instant::now();
+    let caller = &requests[0].caller;
+    // `None`: decoded and placed below; `Some`: the body did not decode.
+    let mut refused: Vec<Option<ApiError>> = Vec::with_capacity(requests.len());
+    let mut inputs = Vec::with_capacity(requests.len());
+    for request in &requests {
+        match decode::<msg::PlaceOrder>(&request.frame.payload) {
+            Ok(order) => {
+                inputs.push(place_input(order, &request.frame.payload));
+                refused.push(None);
+            }
+            Err(error) => refused.push(Some(error)),
+        }
+    }
+    let mut placed = if inputs.is_empty() {
+        Vec::new()
+    } else {
+        ops::place_orders(shared.ctx(), caller, inputs).await
+    }
+    .into_iter();
+    let mut frames = Vec::with_capacity(requests.len());
+    let mut statuses = Vec::with_capacity(requests.len());
+    let mut forbidden = Vec::new();
+    for (request, refusal) in requests.iter().zip(refused) {
+        let request_id = request.frame.request_id;
+        let answer = match refusal {
+            Some(error) => Err(error),
+            None => {
+                let answer = placed.next().unwrap_or_else(|| {
+                    Err(ApiError::Unavailable {
+                        detail: "the engine answered no outcome for this order".into(),
+                        reasons: None,
+                    })
+                });
+                metrics::record_order(&answer);
+                answer
+            }
+        };
+        match answer {
+            Ok(view) => {
+                frames.push(Frame {
+                    opcode: op::PLACE_ORDER | op::REPLY,
+                    request_id,
+                    payload: msg::encode_body(&order(view, false)),
+                });
+                statuses.push(200);
+            }
+            Err(error) => {
+                if matches!(error, ApiError::Forbidden(_)) {
+                    forbidden.push(record_forbidden(&shared.audit, request.name, caller));
+                }
+                frames.push(error_frame(request_id, &error));
+                statuses.push(actix_web::ResponseError::status_code(&error).as_u16());
+            }
+        }
+    }
+    // A 403 is answered once its audit entry is written, as over HTTP.
+    future::join_all(forbidden).await;
+    let elapsed = started.elapsed();
+    for (request, status) in requests.iter().zip(statuses) {
+        metrics::record_tcp_request(request.name, metrics::request_outcome(status), elapsed);
+        crate::window::global().record(elapsed, crate::window::is_error(status));
+    }
+    frames
+}
+
+/// One placement for [`ops::place_orders`]. `bytes` is the order's own postcard encoding (a
+/// `PLACE_ORDER` payload, or the order's bytes inside a `PLACE_ORDERS` body): its hash
+/// identifies the request for idempotency, so a retry of the order finds its first answer
+/// whichever of the two opcodes carried it each time.
+fn place_input(order: msg::PlaceOrder, bytes: &[u8]) -> PlaceInput {
+    PlaceInput {
+        request: PlaceOrderRequest {
+            customer_id: order.customer_id,
+            lines: order
+                .lines
+                .into_iter()
+                .map(|l| OrderLineRequest {
+                    sku: l.sku,
+                    qty: l.qty,
+                    unit_price: l.unit_price,
+                })
+                .collect(),
+            shipping_address: order.shipping_address,
+            note: order.note,
+        },
+        key: order.idempotency_key,
+        request_hash: ops::request_hash(bytes),
+    }
+}
+
+/// `PLACE_ORDERS`: the whole frame is refused (400, param `orders`) when it holds no order or
+/// more than `tcp.batch_orders_max`, or more than fit one reply frame
+/// ([`msg::place_orders_fit`]), and (403) when the caller's role may not place orders; then
+/// every order is placed in one [`ops::place_orders`] call, each with its own outcome.
+async fn place_orders(
+    shared: &Shared,
+    caller: &Caller,
+    payload: &[u8],
+) -> Result<Vec<u8>, ApiError> {
+    let limits = &shared.limits;
+    let max = limits
+        .batch_orders_max
+        .min(msg::place_orders_fit(limits.max_frame_bytes));
+    let orders = msg::split_place_orders(payload, max).map_err(|error| match error {
+        PlaceOrdersError::Body(error) => ApiError::invalid("body", error.to_string()),
+        PlaceOrdersError::Empty => {
+            ApiError::invalid("orders", "a PLACE_ORDERS frame holds at least one order")
+        }
+        PlaceOrdersError::TooMany { count, .. } if count > limits.batch_orders_max as u64 => {
+            ApiError::invalid(
+                "orders",
+                format!(
+                    "{count} orders: at most {} per PLACE_ORDERS frame (tcp.batch_orders_max)",
+                    limits.batch_orders_max
+                ),
+            )
+        }
+        PlaceOrdersError::TooMany { count, max } => ApiError::invalid(
+            "orders",
+            format!(
+                "{count} orders: the replies of at most {max} fit one frame of {} bytes \
+                 (tcp.max_frame_bytes)",
+                limits.max_frame_bytes
+            ),
+        ),
+    })?;
+    caller.require(roles::ORDER_PLACE)?;
+    let inputs = orders
+        .into_iter()
+        .map(|(order, bytes)| place_input(order, bytes))
+        .collect();
+    let answers = ops::place_orders(shared.ctx(), caller, inputs).await;
+    let mut reply = msg::PlaceOrdersReply {
+        outcomes: Vec::with_capacity(answers.len()),
+    };
+    let mut forbidden = Vec::new();
+    for answer in answers {
+        metrics::record_order(&answer);
+        reply.outcomes.push(match answer {
+            Ok(view) => msg::PlaceOutcome::Placed(msg::PlacedOrder {
+                id: view.id.to_string(),
+                status: view.status.as_str().to_string(),
+                total: view.total,
+                created_at_us: view.created_at_us,
+            }),
+            Err(error) => {
+                if matches!(error, ApiError::Forbidden(_)) {
+                    forbidden.push(record_forbidden(&shared.audit, "place_orders", caller));
+                }
+                msg::PlaceOutcome::Error(error_body(&error))
+            }
+        });
+    }
+    future::join_all(forbidden).await;
+    let mut bytes = msg::encode_body(&reply);
+    if frame::HEADER_AFTER_LENGTH + bytes.len() > limits.max_frame_bytes {
+        // Too many long error details for one frame: status and code only (always fits).
+        reply.compact_errors();
+        bytes = msg::encode_body(&reply);
+    }
+    Ok(bytes)
 }
 
 /// Runs one request; its reply frame.
@@ -688,7 +911,8 @@ fn keyed_hash(opcode: u8, payload: &[u8]) -> u128 {
     crate::idem::request_hash(&format!("tcp {name}"), payload)
 }
 
-/// Runs one authenticated request; the reply's payload.
+/// Runs one authenticated request; the reply's payload. `PLACE_ORDER` is not run here but
+/// with the other placements of its read ([`run_placements`]).
 async fn dispatch(
     shared: &Shared,
     caller: &Caller,
@@ -697,27 +921,7 @@ async fn dispatch(
 ) -> Result<Vec<u8>, ApiError> {
     let ctx = shared.ctx();
     Ok(match opcode {
-        op::PLACE_ORDER => {
-            let request: msg::PlaceOrder = decode(payload)?;
-            let hash = crate::ops::request_hash(payload);
-            let body = PlaceOrderRequest {
-                customer_id: request.customer_id,
-                lines: request
-                    .lines
-                    .into_iter()
-                    .map(|l| OrderLineRequest {
-                        sku: l.sku,
-                        qty: l.qty,
-                        unit_price: l.unit_price,
-                    })
-                    .collect(),
-                shipping_address: request.shipping_address,
-                note: request.note,
-            };
-            let answer = ops::place_order(ctx, caller, body, request.idempotency_key, hash).await;
-            metrics::record_order(&answer);
-            msg::encode_body(&order(answer?, false))
-        }
+        op::PLACE_ORDERS => place_orders(shared, caller, payload).await?,
         op::GET_ORDER => {
             let request: msg::OrderRef = decode(payload)?;
             msg::encode_body(&order(

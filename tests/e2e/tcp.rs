@@ -766,3 +766,359 @@ fn a_client_that_stops_reading_is_closed_and_others_are_served() {
     }
     assert_eq!(server.get_json("/livez").0, 200);
 }
+
+/// A small `PLACE_ORDER` body (no address): about 40 bytes.
+fn small(customer: &str, sku: &str, qty: u32, key: Option<String>) -> msg::PlaceOrder {
+    msg::PlaceOrder {
+        shipping_address: None,
+        idempotency_key: key,
+        ..place(customer, &[(sku, qty, 100)], None)
+    }
+}
+
+fn placed(outcome: &Result<msg::PlacedOrder, ErrorBody>) -> &msg::PlacedOrder {
+    outcome
+        .as_ref()
+        .unwrap_or_else(|e| panic!("expected a placed order, got {e:?}"))
+}
+
+#[test]
+fn place_orders_frames_place_each_order_once_with_its_own_outcome() {
+    let _g = serial();
+    // Frames of 4 KiB hold the replies of at most (4096 - 15) / 64 = 63 orders: below
+    // tcp.batch_orders_max, so both bounds can be hit.
+    let server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__TCP__BATCH_ORDERS_MAX", "70"),
+            ("ORDERD__TCP__MAX_FRAME_BYTES", "4096"),
+        ],
+    );
+    let admin = server.admin_key().to_string();
+    let rt = runtime();
+    let (customers, sku) = rt.block_on(async {
+        let c = client(&server, &admin);
+        let who = c.connect().await.unwrap();
+        assert_eq!(who.max_frame_bytes, 4096);
+        let mut customers = Vec::new();
+        for name in ["Ann", "Bob"] {
+            let customer = c
+                .create_customer(&msg::CreateCustomer {
+                    name: name.into(),
+                    email: format!("{name}@example.com"),
+                    phone: None,
+                    address: None,
+                    idempotency_key: None,
+                })
+                .await
+                .unwrap();
+            customers.push(customer.id);
+        }
+        let sku = unique("BATCH");
+        c.adjust_stock(&sku, 25, "batch sale").await.unwrap();
+        (customers, sku)
+    });
+    let stock = |reserved: u64| {
+        let (status, stock) = server.get_json(&format!("/v1/stock/{sku}"));
+        assert_eq!(status, 200);
+        assert_eq!(stock["reserved"], json!(reserved), "{stock}");
+    };
+    let c = client(&server, &admin);
+    let first_placed = rt.block_on(async {
+        // 40 orders against 25 units, each with its own key: exactly 25 placed.
+        let orders: Vec<msg::PlaceOrder> = (0..40)
+            .map(|i| small(&customers[i % 2], &sku, 1, Some(format!("batch-{i}"))))
+            .collect();
+        let outcomes = c.place_orders(&orders).await.unwrap();
+        assert_eq!(outcomes.len(), 40);
+        let mut ids = HashSet::new();
+        for (order, outcome) in orders.iter().zip(&outcomes) {
+            match outcome {
+                Ok(placed) => {
+                    assert_eq!((placed.status.as_str(), placed.total), ("confirmed", 100));
+                    assert!(placed.created_at_us > 0);
+                    assert!(ids.insert(placed.id.clone()), "{} twice", placed.id);
+                    // The outcome is its own order's.
+                    let read = c.get_order(&placed.id).await.unwrap();
+                    assert_eq!(read.customer_id, order.customer_id);
+                    assert_eq!(read.created_at_us, placed.created_at_us);
+                }
+                Err(error) => {
+                    assert_eq!(
+                        (error.status, error.code.as_str()),
+                        (409, "insufficient_stock"),
+                        "{error:?}"
+                    );
+                    assert_eq!(error.skus, vec![sku.clone()]);
+                    assert!(!error.detail.is_empty());
+                }
+            }
+        }
+        assert_eq!(ids.len(), 25);
+        stock(25);
+
+        // The same frame again: the same answers, nothing more placed.
+        let again = c.place_orders(&orders).await.unwrap();
+        for (first, second) in outcomes.iter().zip(&again) {
+            match (first, second) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.code, b.code),
+                other => panic!("a repeat changed its answer: {other:?}"),
+            }
+        }
+        stock(25);
+
+        // An order's key is its own, identified by the order's bytes: a PLACE_ORDER of the
+        // same order finds the answer it got inside the batch.
+        let index = outcomes.iter().position(Result::is_ok).unwrap();
+        let alone = c.place_order(&orders[index]).await.unwrap();
+        assert_eq!(alone.id, placed(&outcomes[index]).id);
+        stock(25);
+        (orders[index].clone(), placed(&outcomes[index]).id.clone())
+    });
+
+    rt.block_on(async {
+        // Outcomes are independent: a key reused with another order is a conflict for that
+        // order only; the order beside it is placed.
+        c.adjust_stock(&sku, 1, "one more").await.unwrap();
+        let conflict = msg::PlaceOrder {
+            lines: vec![msg::Line {
+                sku: sku.clone(),
+                qty: 2,
+                unit_price: 100,
+            }],
+            ..first_placed.0.clone()
+        };
+        let outcomes = c
+            .place_orders(&[conflict, small(&customers[0], &sku, 1, None)])
+            .await
+            .unwrap();
+        let error = outcomes[0].as_ref().unwrap_err();
+        assert_eq!(
+            (error.status, error.code.as_str()),
+            (422, "idempotency_conflict")
+        );
+        assert_ne!(placed(&outcomes[1]).id, first_placed.1);
+        stock(26);
+
+        // 60 refusals with their details would not fit one 4 KiB frame: errors keep their
+        // status and code only.
+        let refused: Vec<_> = (0..60)
+            .map(|i| small(&customers[i % 2], &sku, 1, None))
+            .collect();
+        let outcomes = c.place_orders(&refused).await.unwrap();
+        assert_eq!(outcomes.len(), 60);
+        for outcome in &outcomes {
+            let error = outcome.as_ref().unwrap_err();
+            assert_eq!(
+                (error.status, error.code.as_str()),
+                (409, "insufficient_stock")
+            );
+            assert!(
+                error.detail.is_empty() && error.skus.is_empty(),
+                "{error:?}"
+            );
+        }
+
+        // Refused as a whole, nothing placed, and the connection keeps serving: more orders
+        // than fit the reply frame, more than tcp.batch_orders_max, none.
+        let too_many = |n: usize| -> Vec<msg::PlaceOrder> {
+            (0..n)
+                .map(|_| small(&customers[0], &sku, 1, None))
+                .collect()
+        };
+        c.adjust_stock(&sku, 1000, "plenty").await.unwrap();
+        for (n, bound) in [(64, "tcp.max_frame_bytes"), (71, "tcp.batch_orders_max")] {
+            let error = api_error(c.place_orders(&too_many(n)).await);
+            assert_eq!(
+                (error.status, error.code.as_str(), error.param.as_deref()),
+                (400, "invalid_request", Some("orders")),
+                "{error:?}"
+            );
+            assert!(error.detail.contains(bound), "{n}: {}", error.detail);
+        }
+        let error = api_error(c.place_orders(&[]).await);
+        assert_eq!(
+            (error.status, error.param.as_deref()),
+            (400, Some("orders"))
+        );
+        // A frame over tcp.max_frame_bytes is not even sent (the server would close).
+        let long: Vec<_> = (0..60)
+            .map(|_| msg::PlaceOrder {
+                note: Some("n".repeat(100)),
+                ..small(&customers[0], &sku, 1, None)
+            })
+            .collect();
+        assert!(matches!(
+            c.place_orders(&long).await,
+            Err(ClientError::FrameTooLarge { max: 4096, .. })
+        ));
+        stock(26);
+        assert_eq!(c.place_orders(&too_many(63)).await.unwrap().len(), 63);
+        stock(26 + 63);
+        c.ping().await.unwrap();
+        assert_eq!(c.connects(), 1, "the connection was never closed");
+
+        // Customer scope holds per order: a customer key places for its own customer only,
+        // the other order answered as a PLACE_ORDER of it alone is.
+        let (_, own) = make_key(&server, "customer", Some(&customers[0]));
+        let own = client(&server, &own);
+        let outcomes = own
+            .place_orders(&[
+                small(&customers[0], &sku, 1, None),
+                small(&customers[1], &sku, 1, None),
+            ])
+            .await
+            .unwrap();
+        placed(&outcomes[0]);
+        let alone = api_error(own.place_order(&small(&customers[1], &sku, 1, None)).await);
+        let inside = outcomes[1].as_ref().unwrap_err();
+        assert_eq!((inside.status, &inside.code), (alone.status, &alone.code));
+        assert_eq!(inside.code, "not_found");
+        stock(26 + 63 + 1);
+
+        // A role that may not place orders is refused the whole frame (403), and audited.
+        let (analyst_id, analyst) = make_key(&server, "analyst", None);
+        let analyst = client(&server, &analyst);
+        let error = api_error(
+            analyst
+                .place_orders(&[small(&customers[0], &sku, 1, None)])
+                .await,
+        );
+        assert_eq!((error.status, error.code.as_str()), (403, "forbidden"));
+        stock(26 + 63 + 1);
+        let (status, audit) = server.get_json("/v1/audit?limit=500");
+        assert_eq!(status, 200, "{audit}");
+        let items = audit["items"].as_array().unwrap();
+        assert!(
+            items.iter().any(|e| e["action"] == "auth.forbidden"
+                && e["actor"] == json!(analyst_id)
+                && e["target"] == "tcp place_orders"),
+            "{audit}"
+        );
+        // Placements made in batches are in the audit trail as any placement is.
+        assert!(
+            items
+                .iter()
+                .any(|e| e["action"] == "order.place" && e["target"] == json!(first_placed.1)),
+            "{audit}"
+        );
+    });
+}
+
+#[test]
+fn place_order_frames_of_one_read_get_their_own_replies_and_errors() {
+    let _g = serial();
+    let server = Server::start(2);
+    let admin = server.admin_key().to_string();
+    let rt = runtime();
+    let (customer, sku) = rt.block_on(async {
+        let c = client(&server, &admin);
+        let customer = c
+            .create_customer(&msg::CreateCustomer {
+                name: "Reader".into(),
+                email: "r@example.com".into(),
+                phone: None,
+                address: None,
+                idempotency_key: None,
+            })
+            .await
+            .unwrap();
+        let sku = unique("READ");
+        c.adjust_stock(&sku, 3, "stock").await.unwrap();
+        (customer.id, sku)
+    });
+    // One write: placements that succeed, fail in every way and repeat a key, between other
+    // requests; every frame is answered once, with its own id.
+    let mut raw = Raw::auth(&server);
+    let frames: Vec<(u64, u8, Vec<u8>)> = vec![
+        (
+            20,
+            op::PLACE_ORDER,
+            msg::encode_body(&small(&customer, &sku, 1, Some("r-1".into()))),
+        ),
+        (21, op::PLACE_ORDER, vec![0xff; 12]),
+        (
+            22,
+            op::PLACE_ORDER,
+            msg::encode_body(&small(&customer, &sku, 0, None)),
+        ),
+        (
+            23,
+            op::GET_STOCK,
+            msg::encode_body(&msg::SkuRef { sku: sku.clone() }),
+        ),
+        (
+            24,
+            op::PLACE_ORDER,
+            msg::encode_body(&small(&customer, &sku, 5, None)),
+        ),
+        (
+            25,
+            op::PLACE_ORDER,
+            msg::encode_body(&small("cus_nope", &sku, 1, None)),
+        ),
+        (
+            26,
+            op::PLACE_ORDER,
+            msg::encode_body(&small(&customer, &sku, 2, None)),
+        ),
+    ];
+    let mut bytes = Vec::new();
+    for (id, opcode, payload) in &frames {
+        frame::encode(
+            &Frame {
+                opcode: *opcode,
+                request_id: *id,
+                payload: payload.clone(),
+            },
+            &mut bytes,
+        );
+    }
+    raw.stream.write_all(&bytes).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..frames.len() {
+        let frame = raw.next().unwrap();
+        assert!(seen.insert(frame.request_id, frame).is_none());
+    }
+    let order = |id: u64| -> msg::Order {
+        assert_eq!(
+            seen[&id].opcode,
+            op::PLACE_ORDER | op::REPLY,
+            "{:?}",
+            seen[&id]
+        );
+        msg::decode_body(&seen[&id].payload).unwrap()
+    };
+    let first = order(20);
+    assert_eq!(
+        (first.status.as_str(), first.lines[0].qty),
+        ("confirmed", 1)
+    );
+    let e = error_of(&seen[&21]);
+    assert_eq!(
+        (e.code.as_str(), e.param.as_deref()),
+        ("invalid_request", Some("body"))
+    );
+    let e = error_of(&seen[&22]);
+    assert_eq!(e.param.as_deref(), Some("lines[0].qty"));
+    assert_eq!(seen[&23].opcode, op::GET_STOCK | op::REPLY);
+    let e = error_of(&seen[&24]);
+    assert_eq!((e.status, e.code.as_str()), (409, "insufficient_stock"));
+    assert_eq!(error_of(&seen[&25]).code, "unknown_customer");
+    let last = order(26);
+    assert_eq!(last.total, 200);
+    assert_ne!(last.id, first.id);
+    // The keyed order again, in another read: its first answer.
+    raw.send(
+        op::PLACE_ORDER,
+        27,
+        msg::encode_body(&small(&customer, &sku, 1, Some("r-1".into()))),
+    );
+    let again = raw.next().unwrap();
+    assert_eq!(again.request_id, 27);
+    let again: msg::Order = msg::decode_body(&again.payload).unwrap();
+    assert_eq!(again.id, first.id);
+    let (_, stock) = server.get_json(&format!("/v1/stock/{sku}"));
+    assert_eq!(stock["reserved"], json!(3), "{stock}");
+}

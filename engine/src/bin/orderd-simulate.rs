@@ -1,5 +1,6 @@
 //! `make simulate`: runs the deterministic simulator (`orderd_engine::sim`) seed after seed
-//! until stopped, or replays one seed exactly (`--seed N --steps M`).
+//! until stopped, or replays one seed exactly (`--seed N --steps M`); `--async` simulates
+//! `async` durability (a crash loses what was not synced, never more).
 
 use std::time::Instant;
 
@@ -19,6 +20,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let steps = arg(&args, "--steps").unwrap_or(20_000);
     let seed = arg(&args, "--seed");
+    let async_durability = args.iter().any(|a| a == "--async");
+    let config = |seed: u64| SimConfig {
+        async_durability,
+        ..SimConfig::new(seed, steps)
+    };
     let first = arg(&args, "--from").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -27,7 +33,7 @@ fn main() {
     });
     if let Some(seed) = seed {
         let started = Instant::now();
-        match run(&SimConfig::new(seed, steps)) {
+        match run(&config(seed)) {
             Ok(report) => {
                 println!(
                     "seed {seed}: {steps} steps passed in {:.1} s: {report:?}",
@@ -46,7 +52,7 @@ fn main() {
     let mut total_steps = 0u64;
     for n in 0.. {
         let seed = first.wrapping_add(n);
-        if let Err(failure) = run(&SimConfig::new(seed, steps)) {
+        if let Err(failure) = run(&config(seed)) {
             eprintln!("{failure}");
             std::process::exit(1);
         }

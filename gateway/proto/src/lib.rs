@@ -432,14 +432,19 @@ pub struct ListKeysQuery {
     pub after: Option<String>,
 }
 
-/// One entry of the audit trail. `hash` chains it to the entry before: the hex SHA-256 of the
-/// previous entry's `hash` (64 zeros for `seq` 1) followed by the canonical serialization of
-/// this entry's other fields (see the gateway's `audit` module).
+/// One entry of the audit trail. `hash` chains it to the entry before it in the same `chain`:
+/// the hex SHA-256 of that entry's `hash` (64 zeros for a chain's first entry) followed by the
+/// canonical serialization of this entry's other fields (see the gateway's `audit` module).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
-    /// 1, 2, 3, ... without gaps.
+    /// Global and ascending across all chains; a number may be skipped (taken by a write that
+    /// failed).
     pub seq: u64,
-    /// RFC 3339 UTC; never decreases from one entry to the next.
+    /// The hash chain holding the entry: `control` (keys, changes, operations, refusals) or
+    /// `shard-N` (the mutations shard N applied, written with its log).
+    #[serde(default = "control_chain")]
+    pub chain: String,
+    /// RFC 3339 UTC; never decreases within a chain.
     pub at: String,
     /// The API key id that acted, or `anonymous`.
     pub actor: String,
@@ -450,6 +455,10 @@ pub struct AuditEntry {
     /// A short note without personal data.
     pub detail: String,
     pub hash: String,
+}
+
+fn control_chain() -> String {
+    "control".into()
 }
 
 /// One incident as `GET /v1/ops/incidents` shows it: a fault, its cause, and what the server did.
@@ -615,6 +624,20 @@ pub struct AuditVerifyResponse {
     pub detail: String,
     /// `hash` of the newest entry (null when there is none): write it down elsewhere to detect
     /// a rewrite of the whole chain later.
+    pub last_hash: Option<String>,
+    /// Each chain's outcome (`control`, then `shard-0`, `shard-1`, ...).
+    #[serde(default)]
+    pub chains: Vec<AuditChainReport>,
+}
+
+/// One chain's part of `GET /v1/audit/verify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditChainReport {
+    pub chain: String,
+    pub ok: bool,
+    pub entries: u64,
+    pub first_bad_seq: Option<u64>,
+    /// `hash` of the chain's newest entry (null when it has none).
     pub last_hash: Option<String>,
 }
 

@@ -13,7 +13,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::frame::Frame;
+use crate::frame::{Frame, HEADER_AFTER_LENGTH};
 
 /// Opcodes. Requests are below [`op::REPLY`]; a reply is the request's opcode with
 /// [`op::REPLY`] set, or [`op::ERROR`].
@@ -32,6 +32,9 @@ pub mod op {
     pub const LIST_ORDERS: u8 = 0x13;
     /// [`super::CreateShipment`] → [`super::Shipment`] (`POST /v1/orders/{id}/shipments`).
     pub const CREATE_SHIPMENT: u8 = 0x14;
+    /// [`super::PlaceOrders`] → [`super::PlaceOrdersReply`]: many `PLACE_ORDER`s in one frame,
+    /// an outcome for each (`POST /v1/orders`, once per order).
+    pub const PLACE_ORDERS: u8 = 0x15;
     /// [`super::SkuRef`] → [`super::Stock`] (`GET /v1/stock/{sku}`).
     pub const GET_STOCK: u8 = 0x20;
     /// [`super::AdjustStock`] → [`super::Stock`] (`POST /v1/stock/{sku}/adjustments`).
@@ -55,6 +58,7 @@ pub mod op {
             CANCEL_ORDER => "cancel_order",
             LIST_ORDERS => "list_orders",
             CREATE_SHIPMENT => "create_shipment",
+            PLACE_ORDERS => "place_orders",
             GET_STOCK => "get_stock",
             ADJUST_STOCK => "adjust_stock",
             CREATE_CUSTOMER => "create_customer",
@@ -155,6 +159,110 @@ pub struct PlaceOrder {
     /// 1–255 visible ASCII characters; a repeat with the same body bytes returns the first
     /// answer.
     pub idempotency_key: Option<String>,
+}
+
+/// `PLACE_ORDERS`: many placements in one frame, each a whole [`PlaceOrder`] with its own
+/// idempotency key. At most `tcp.batch_orders_max` orders, and at most
+/// [`place_orders_fit`]`(max_frame_bytes)` so that the reply fits one frame; none is an error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrders {
+    pub orders: Vec<PlaceOrder>,
+}
+
+/// A placed order in a [`PlaceOrdersReply`]: what the client does not already know (the full
+/// order is `GET_ORDER`'s).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    pub id: String,
+    /// `confirmed` for a new order; an idempotent repeat tells the order's status now.
+    pub status: String,
+    pub total: u64,
+    pub created_at_us: i64,
+}
+
+/// What became of one order of a `PLACE_ORDERS` frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlaceOutcome {
+    /// Variant 0: placed (or, for a repeat of an idempotency key, placed before).
+    Placed(PlacedOrder),
+    /// Variant 1: refused with the error a `PLACE_ORDER` of the same order would get.
+    Error(ErrorBody),
+}
+
+/// The reply to `PLACE_ORDERS`: one outcome per order, in the request's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrdersReply {
+    pub outcomes: Vec<PlaceOutcome>,
+}
+
+/// The most bytes one outcome of a [`PlaceOrdersReply`] takes once the server has compacted
+/// its errors ([`PlaceOrdersReply::compact_errors`]): a placed order is at most 60 (a 20
+/// character id, the longest status, ten-byte varints), a compacted error 7 plus its code.
+pub const PLACE_OUTCOME_BYTES_MAX: usize = 64;
+
+/// The most orders a `PLACE_ORDERS` frame may carry when frames are at most `max_frame_bytes`
+/// long, so that its reply always fits one frame: 1,023 for 64 KiB.
+pub fn place_orders_fit(max_frame_bytes: usize) -> usize {
+    // The header after the length field, and the list's length (a varint of at most 5 bytes).
+    max_frame_bytes.saturating_sub(HEADER_AFTER_LENGTH + 5) / PLACE_OUTCOME_BYTES_MAX
+}
+
+impl PlaceOrdersReply {
+    /// Drops everything of the error outcomes but their `status` and `code` (`detail` becomes
+    /// empty, `param` none, `skus` empty): what the server sends when the whole reply would
+    /// not fit one frame otherwise.
+    pub fn compact_errors(&mut self) {
+        for outcome in &mut self.outcomes {
+            if let PlaceOutcome::Error(body) = outcome {
+                body.detail.clear();
+                body.param = None;
+                body.skus.clear();
+            }
+        }
+    }
+}
+
+/// Why a `PLACE_ORDERS` body is refused as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlaceOrdersError {
+    /// It does not decode, or has trailing bytes.
+    Body(BodyError),
+    /// No order.
+    Empty,
+    /// More orders than `max` (refused on the count, before any order is decoded).
+    TooMany { count: u64, max: usize },
+}
+
+/// Decodes a `PLACE_ORDERS` body into its orders, each with the exact bytes it was encoded as
+/// inside the body: the payload a `PLACE_ORDER` of that order carries, whose hash identifies it
+/// for idempotency. The count is checked against `max` before any order is decoded.
+pub fn split_place_orders(
+    payload: &[u8],
+    max: usize,
+) -> Result<Vec<(PlaceOrder, &[u8])>, PlaceOrdersError> {
+    // A list is its length as a varint, then the items (`PlaceOrders` is its one field).
+    let (count, mut rest) = postcard::take_from_bytes::<u64>(payload)
+        .map_err(|e| PlaceOrdersError::Body(BodyError(e.to_string())))?;
+    if count == 0 {
+        return Err(PlaceOrdersError::Empty);
+    }
+    if count > max as u64 {
+        return Err(PlaceOrdersError::TooMany { count, max });
+    }
+    let mut orders = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let (order, after) = postcard::take_from_bytes::<PlaceOrder>(rest)
+            .map_err(|e| PlaceOrdersError::Body(BodyError(format!("orders[{index}]: {e}"))))?;
+        orders.push((order, &rest[..rest.len() - after.len()]));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(PlaceOrdersError::Body(BodyError(format!(
+            "{} bytes after the end of the body",
+            rest.len()
+        ))));
+    }
+    Ok(orders)
 }
 
 /// `GET_ORDER`.
@@ -498,6 +606,175 @@ mod tests {
             let _ = decode_keyed_body::<CancelOrder>(&bytes);
             let _ = decode_body::<Order>(&bytes);
             let _ = decode_body::<ErrorBody>(&bytes);
+            let _ = decode_body::<PlaceOrdersReply>(&bytes);
+            let _ = split_place_orders(&bytes, 8189);
         }
+    }
+
+    fn flash_order(customer: &str, key: Option<&str>) -> PlaceOrder {
+        PlaceOrder {
+            customer_id: customer.into(),
+            lines: vec![Line {
+                sku: "FLASH-1".into(),
+                qty: 1,
+                unit_price: 1999,
+            }],
+            shipping_address: None,
+            note: None,
+            idempotency_key: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn place_orders_bodies_round_trip_and_split_into_each_order_s_own_bytes() {
+        let batch = PlaceOrders {
+            orders: vec![
+                flash_order("cus_0000000000000001", Some("k-1")),
+                PlaceOrder {
+                    note: Some("gift".into()),
+                    shipping_address: Some("1 Main St".into()),
+                    ..flash_order("cus_0000000000000002", None)
+                },
+                flash_order("cus_0000000000000003", Some("k-3")),
+            ],
+        };
+        let bytes = encode_body(&batch);
+        assert_eq!(decode_body::<PlaceOrders>(&bytes).as_ref(), Ok(&batch));
+        // A slice of orders encodes the same (what `orderd-client` sends without a copy).
+        assert_eq!(encode_body(&batch.orders.as_slice()), bytes);
+        let split = split_place_orders(&bytes, 3).unwrap();
+        assert_eq!(split.len(), 3);
+        for ((order, own), wanted) in split.iter().zip(&batch.orders) {
+            assert_eq!(order, wanted);
+            // The bytes a PLACE_ORDER of the same order carries: the same idempotency hash.
+            assert_eq!(*own, encode_body(wanted).as_slice());
+        }
+        // The count is checked first, whatever follows it.
+        assert_eq!(
+            split_place_orders(&bytes, 2),
+            Err(PlaceOrdersError::TooMany { count: 3, max: 2 })
+        );
+        let huge = encode_body(&1_000_000_000u64);
+        assert_eq!(
+            split_place_orders(&huge, 8189),
+            Err(PlaceOrdersError::TooMany {
+                count: 1_000_000_000,
+                max: 8189
+            })
+        );
+        assert_eq!(
+            split_place_orders(&encode_body(&PlaceOrders::default()), 10),
+            Err(PlaceOrdersError::Empty)
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            split_place_orders(&longer, 10),
+            Err(PlaceOrdersError::Body(e)) if e.0.contains("1 bytes after")
+        ));
+        assert!(decode_body::<PlaceOrders>(&longer).is_err());
+        match split_place_orders(&bytes[..bytes.len() - 1], 10) {
+            Err(PlaceOrdersError::Body(e)) => assert!(e.0.starts_with("orders[2]"), "{e}"),
+            other => panic!("a cut body must not decode: {other:?}"),
+        }
+        assert!(matches!(
+            split_place_orders(&[], 10),
+            Err(PlaceOrdersError::Body(_))
+        ));
+
+        let reply = PlaceOrdersReply {
+            outcomes: vec![
+                PlaceOutcome::Placed(PlacedOrder {
+                    id: "ord_0001000000000001".into(),
+                    status: "confirmed".into(),
+                    total: 1999,
+                    created_at_us: 1_790_000_000_000_000,
+                }),
+                PlaceOutcome::Error(ErrorBody {
+                    status: 409,
+                    code: "insufficient_stock".into(),
+                    detail: "not enough stock".into(),
+                    param: None,
+                    skus: vec!["FLASH-1".into()],
+                }),
+            ],
+        };
+        let bytes = encode_body(&reply);
+        // Outcomes are tagged: 0 placed, 1 error.
+        assert_eq!(&bytes[..2], &[0x02, 0x00]);
+        assert_eq!(decode_body::<PlaceOrdersReply>(&bytes), Ok(reply));
+    }
+
+    #[test]
+    fn the_documented_encoding_of_a_place_orders() {
+        // docs/PROTOCOL.md shows these bytes; keep the two in step.
+        let batch = PlaceOrders {
+            orders: vec![PlaceOrder {
+                customer_id: "c".into(),
+                lines: vec![Line {
+                    sku: "S".into(),
+                    qty: 1,
+                    unit_price: 300,
+                }],
+                shipping_address: None,
+                note: None,
+                idempotency_key: Some("k".into()),
+            }],
+        };
+        assert_eq!(
+            encode_body(&batch),
+            vec![
+                0x01, 0x01, b'c', 0x01, 0x01, b'S', 0x01, 0xac, 0x02, 0x00, 0x00, 0x01, 0x01, b'k'
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reply_of_as_many_orders_as_fit_always_fits_one_frame() {
+        assert_eq!(place_orders_fit(65_536), 1023);
+        assert_eq!(place_orders_fit(16 * 1024 * 1024), 262_143);
+        assert_eq!(place_orders_fit(10), 0);
+        // The largest outcomes: a placed order with the longest status and extreme numbers,
+        // and a compacted error with the longest code the server sends.
+        let placed = PlaceOutcome::Placed(PlacedOrder {
+            id: "ord_ffffffffffffffff".into(),
+            status: "partially_shipped".into(),
+            total: u64::MAX,
+            created_at_us: i64::MIN,
+        });
+        assert_eq!(encode_body(&placed).len(), 60);
+        let mut error = PlaceOrdersReply {
+            outcomes: vec![PlaceOutcome::Error(ErrorBody {
+                status: 422,
+                code: "idempotency_conflict".into(),
+                detail: "x".repeat(500),
+                param: Some("lines[99].unit_price".into()),
+                skus: vec!["S".repeat(64); 100],
+            })],
+        };
+        error.compact_errors();
+        let PlaceOutcome::Error(body) = &error.outcomes[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (body.status, body.code.as_str()),
+            (422, "idempotency_conflict")
+        );
+        assert!(body.detail.is_empty() && body.param.is_none() && body.skus.is_empty());
+        let error = error.outcomes.pop().unwrap();
+        assert!(encode_body(&error).len() <= PLACE_OUTCOME_BYTES_MAX);
+        let max = place_orders_fit(65_536);
+        let reply = PlaceOrdersReply {
+            outcomes: (0..max)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        placed.clone()
+                    } else {
+                        error.clone()
+                    }
+                })
+                .collect(),
+        };
+        assert!(HEADER_AFTER_LENGTH + encode_body(&reply).len() <= 65_536);
     }
 }

@@ -70,5 +70,16 @@ pub async fn verify(
         first_bad_seq: report.first_bad_seq,
         detail: report.detail,
         last_hash: report.last_hash,
+        chains: report
+            .chains
+            .into_iter()
+            .map(|c| orderd_proto::AuditChainReport {
+                chain: c.chain,
+                ok: c.ok,
+                entries: c.entries,
+                first_bad_seq: c.first_bad_seq,
+                last_hash: c.last_hash,
+            })
+            .collect(),
     }))
 }

@@ -69,12 +69,14 @@ impl Fixture {
             limiter: RateLimiter::new(0),
         }));
         let audit = web::Data::new(
-            AuditLog::start(
+            AuditLog::start_with(
                 engine.storage(),
                 &AuditConfig {
                     queue_capacity: 64,
                     scan_entries_max: 10_000,
                 },
+                engine.audit_seq(),
+                engine.shard_count() as u16,
             )
             .unwrap(),
         );

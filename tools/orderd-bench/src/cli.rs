@@ -21,7 +21,7 @@ pub const REDIS_URL_ENV: &str = "ORDERD_BENCH_REDIS_URL";
 #[derive(Clone, Debug, Parser)]
 #[command(version, about)]
 pub struct Options {
-    /// Targets, comma-separated: inproc, tcp, http, http-bare, postgres, redis. Default: all of them
+    /// Targets, comma-separated: inproc, tcp, tcp-batch, http, http-bare, postgres, redis. Default: all of them
     /// that are available (a target named here that is not available is an error).
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
@@ -55,6 +55,10 @@ pub struct Options {
     /// so those targets open a socket per request in flight; Redis shares one.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
+    /// tcp-batch: orders per `PLACE_ORDERS` frame, 1–8189 (orderd's default
+    /// `tcp.batch_orders_max`). Each order counts as one operation.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_orders: usize,
     /// SKUs of the catalog and mixed workloads.
     #[arg(long, default_value_t = 100_000)]
     pub skus: usize,
@@ -116,11 +120,14 @@ pub enum Output {
 
 #[derive(Clone, Debug, Subcommand)]
 pub enum Command {
-    /// Internal: serves the bare HTTP handler of the http-bare target.
-    #[command(hide = true)]
+    /// Serves the bare actix-web handler of the http-bare target (`POST /v1/orders` and the
+    /// other order routes, no storage) until SIGTERM: the bench starts it for http-bare, and
+    /// `ops/wrk-compare.sh` for wrk.
     ServeBare {
+        /// Address to listen on, e.g. 127.0.0.1:18081.
         #[arg(long)]
         listen: String,
+        /// Worker threads.
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
@@ -129,6 +136,8 @@ pub enum Command {
 /// Bounds of the client options.
 pub const CONNECTIONS_MAX: usize = 1024;
 pub const IN_FLIGHT_MAX: usize = 1024;
+/// Most orders per `PLACE_ORDERS` frame: orderd's default `tcp.batch_orders_max`.
+pub const BATCH_ORDERS_MAX: usize = 8189;
 
 impl Options {
     /// The targets to run and whether each was asked for by name.
@@ -175,6 +184,9 @@ impl Options {
         }
         if !(1..=IN_FLIGHT_MAX).contains(&self.in_flight) {
             bail!("--in-flight must be 1 to {IN_FLIGHT_MAX}");
+        }
+        if !(1..=BATCH_ORDERS_MAX).contains(&self.batch_orders) {
+            bail!("--batch-orders must be 1 to {BATCH_ORDERS_MAX}");
         }
         if self.mode.contains(&ModeName::Open) {
             match self.rate {
@@ -275,6 +287,11 @@ mod tests {
         assert!(options.validate().is_err());
         let options = Options::parse_from(["orderd-bench", "--in-flight", "5000"]);
         assert!(options.validate().is_err());
+        assert_eq!(Options::parse_from(["orderd-bench"]).batch_orders, 1000);
+        for (batch, valid) in [("0", false), ("1", true), ("8189", true), ("8190", false)] {
+            let options = Options::parse_from(["orderd-bench", "--batch-orders", batch]);
+            assert_eq!(options.validate().is_ok(), valid, "--batch-orders {batch}");
+        }
         assert!(
             Options::try_parse_from(["orderd-bench", "--orders", "5", "--duration-s", "3"])
                 .is_err()

@@ -7,6 +7,11 @@
 //! `start + i / rate` whatever happened before (see [`crate::schedule`]); a free slot takes the
 //! next due operation, and its latency runs from the due time, so time spent waiting for a free
 //! slot (a target that fell behind) is counted.
+//!
+//! A connection that sends several operations per request ([`Conn::batch_size`], the
+//! `tcp-batch` target) gets them together: each counts as one operation, answered when its
+//! request is; in the open loop a request goes when its last operation is due, and each
+//! operation's latency runs from its own due time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -126,6 +131,9 @@ impl Measurement {
 pub struct RunResult {
     pub measured: Measurement,
     pub warmup_placed: u64,
+    /// The server's CPU time (user + system) during the measured phase, read from `/proc`
+    /// before and after it; `None` where the target's server cannot be sampled.
+    pub server_cpu: Option<Duration>,
 }
 
 struct Slot {
@@ -188,11 +196,15 @@ pub async fn run(
         slots = returned;
         warmup_placed = warm.by_kind[OpKind::Place as usize].ok;
     }
+    let cpu_source = target.cpu_source();
+    let cpu_before = cpu_source.sample();
     let (measured, slots) = phase(slots, config, config.stop, config.label.clone()).await?;
+    let server_cpu = crate::cpu::used(cpu_before, cpu_source.sample());
     drop(slots);
     Ok(RunResult {
         measured,
         warmup_placed,
+        server_cpu,
     })
 }
 
@@ -379,23 +391,44 @@ async fn closed_slot(
     end: Option<Duration>,
 ) -> (Slot, [Counts; 4]) {
     let mut recorder = Recorder::new(shared);
+    let batch = slot.conn.batch_size().max(1) as u64;
+    let mut ops = Vec::with_capacity(batch as usize);
     loop {
+        // Operations in this request: the batch, or what is left of a counted phase.
+        let mut n = batch;
         if let Some(count) = count {
-            if shared.next.fetch_add(1, Ordering::Relaxed) >= count {
+            let first = shared.next.fetch_add(batch, Ordering::Relaxed);
+            if first >= count {
                 break;
             }
+            n = batch.min(count - first);
         }
         if let Some(end) = end {
             if start.elapsed() >= end {
                 break;
             }
         }
-        let op = slot.generator.next_op();
+        if batch == 1 {
+            let op = slot.generator.next_op();
+            let sent = Instant::now();
+            shared.sent.fetch_add(1, Ordering::Relaxed);
+            let outcome = slot.conn.execute(&op).await;
+            recorder.record(op.kind(), &outcome, sent.elapsed(), start);
+            slot.generator.observe(op.kind(), &outcome);
+            continue;
+        }
+        ops.clear();
+        ops.extend((0..n).map(|_| slot.generator.next_op()));
         let sent = Instant::now();
-        shared.sent.fetch_add(1, Ordering::Relaxed);
-        let outcome = slot.conn.execute(&op).await;
-        recorder.record(op.kind(), &outcome, sent.elapsed(), start);
-        slot.generator.observe(op.kind(), &outcome);
+        shared.sent.fetch_add(n, Ordering::Relaxed);
+        let outcomes = slot.conn.execute_batch(&ops).await;
+        // Every operation of a request is answered when the request is.
+        let latency = sent.elapsed();
+        debug_assert_eq!(outcomes.len(), ops.len());
+        for (op, outcome) in ops.iter().zip(&outcomes) {
+            recorder.record(op.kind(), outcome, latency, start);
+            slot.generator.observe(op.kind(), outcome);
+        }
     }
     let counts = recorder.finish();
     (slot, counts)
@@ -410,25 +443,48 @@ async fn open_slot(
     deadline: Duration,
 ) -> (Slot, [Counts; 4]) {
     let mut recorder = Recorder::new(shared);
+    let batch = slot.conn.batch_size().max(1) as u64;
+    let mut ops = Vec::with_capacity(batch as usize);
     loop {
-        let i = shared.next.fetch_add(1, Ordering::Relaxed);
-        if i >= total {
+        // A batch takes the next `batch` due operations and is sent when the last of them is
+        // due; each operation's latency still runs from its own due time.
+        let first = shared.next.fetch_add(batch, Ordering::Relaxed);
+        if first >= total {
             break;
         }
-        let due = schedule.due(i);
+        let n = batch.min(total - first);
+        let due = schedule.due(first + n - 1);
         if start.elapsed() < due {
             tokio::time::sleep_until((start + due).into()).await;
         }
         if start.elapsed() > deadline {
-            // Too late to send anything more: this and every later operation stay unsent.
+            // Too late to send anything more: these and every later operation stay unsent.
             break;
         }
-        let op = slot.generator.next_op();
-        shared.sent.fetch_add(1, Ordering::Relaxed);
-        let outcome = slot.conn.execute(&op).await;
-        let latency = Schedule::latency(due, start.elapsed());
-        recorder.record(op.kind(), &outcome, latency, start);
-        slot.generator.observe(op.kind(), &outcome);
+        if batch == 1 {
+            let op = slot.generator.next_op();
+            shared.sent.fetch_add(1, Ordering::Relaxed);
+            let outcome = slot.conn.execute(&op).await;
+            let latency = Schedule::latency(due, start.elapsed());
+            recorder.record(op.kind(), &outcome, latency, start);
+            slot.generator.observe(op.kind(), &outcome);
+            continue;
+        }
+        ops.clear();
+        ops.extend((0..n).map(|_| slot.generator.next_op()));
+        shared.sent.fetch_add(n, Ordering::Relaxed);
+        let outcomes = slot.conn.execute_batch(&ops).await;
+        let done = start.elapsed();
+        debug_assert_eq!(outcomes.len(), ops.len());
+        for (i, (op, outcome)) in (first..).zip(ops.iter().zip(&outcomes)) {
+            recorder.record(
+                op.kind(),
+                outcome,
+                Schedule::latency(schedule.due(i), done),
+                start,
+            );
+            slot.generator.observe(op.kind(), outcome);
+        }
     }
     let counts = recorder.finish();
     (slot, counts)

@@ -5,9 +5,11 @@
 //!
 //! Map: [`workload`] decides what each client sends; [`schedule`] when (open loop); [`driver`]
 //! runs the clients and measures; [`targets`] are the systems under test; [`report`] renders the
-//! results; [`run`] ties one invocation together; [`cli`] is the command line.
+//! results; [`run`] ties one invocation together; [`cli`] is the command line; [`cpu`] reads
+//! the servers' CPU time from `/proc`.
 
 pub mod cli;
+pub mod cpu;
 pub mod driver;
 pub mod http_client;
 pub mod process;

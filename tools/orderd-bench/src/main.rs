@@ -1,6 +1,7 @@
 //! The `orderd-bench` binary: parses the command line, runs the comparison on a tokio runtime
-//! and prints the report (markdown table or JSON) on stdout; or, as the hidden `serve-bare`
-//! subcommand, serves the http-bare target's handler.
+//! and prints the report (markdown table or JSON) on stdout; or, as the `serve-bare` subcommand,
+//! serves the http-bare target's handler (for the bench itself, and for wrk in
+//! `ops/wrk-compare.sh`).
 
 use std::process::ExitCode;
 
@@ -21,7 +22,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name("bench-client")
+        // inproc's server CPU is every thread of this process but these (cpu.rs).
+        .thread_name(orderd_bench::cpu::CLIENT_THREAD_NAME)
         .build()
     {
         Ok(runtime) => runtime,

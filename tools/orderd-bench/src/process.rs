@@ -90,6 +90,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn child_mut(&mut self) -> Result<&mut Child> {
         self.child
             .as_mut()

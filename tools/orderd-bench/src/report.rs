@@ -38,6 +38,9 @@ pub struct Row {
     pub durability: String,
     pub workers: usize,
     pub in_flight: usize,
+    /// Operations per request: `--batch-orders` for `tcp-batch` (orders per `PLACE_ORDERS`
+    /// frame), 1 for every other target.
+    pub ops_per_request: usize,
     /// Answered operations per second.
     pub rate_per_s: f64,
     /// `orders/s` when every operation is a placement, else `ops/s`.
@@ -56,6 +59,14 @@ pub struct Row {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The server's CPU time (user + system, from `/proc`) during the measured run, in seconds:
+    /// orderd's process for `tcp` and `http`, the bare server's for `http-bare`, redis-server,
+    /// PostgreSQL's postmaster and all its backends, the engine threads of the bench for
+    /// `inproc`. `None` where it cannot be read.
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per answered operation, in microseconds (per order when every operation
+    /// is a placement).
+    pub server_cpu_us_per_op: Option<f64>,
     /// Flash sale: available stock after the run against the start minus every confirmed
     /// placement (warm-up included); `None` where not checked.
     pub stock_check: Option<StockCheck>,
@@ -137,6 +148,16 @@ pub fn thousands(value: f64) -> String {
     out
 }
 
+/// The clients cell after `workers×`: requests in flight per worker, and `×N` operations per
+/// request where a request carries several (`64×1×1000`).
+fn clients_in_flight(row: &Row) -> String {
+    if row.ops_per_request > 1 {
+        format!("{}×{}", row.in_flight, row.ops_per_request)
+    } else {
+        row.in_flight.to_string()
+    }
+}
+
 fn ms(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
@@ -170,12 +191,12 @@ impl Report {
         );
         let _ = writeln!(out, "```sh\n{}\n```\n", self.command);
         let columns = self.ratio_columns();
-        out.push_str("| target | workload | mode | durability | clients | throughput | ok / refused / errors | p50 ms | p99 ms | p99.9 ms |");
+        out.push_str("| target | workload | mode | durability | clients | throughput | ok / refused / errors | p50 ms | p99 ms | p99.9 ms | server CPU µs/op |");
         for column in &columns {
             let _ = write!(out, " × {column} |");
         }
         out.push('\n');
-        out.push_str("|---|---|---|---|---|---|---|---|---|---|");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|");
         for _ in &columns {
             out.push_str("---|");
         }
@@ -202,7 +223,7 @@ impl Report {
                 mode,
                 row.durability,
                 row.workers,
-                row.in_flight,
+                clients_in_flight(row),
                 thousands(row.rate_per_s),
                 row.rate_unit,
                 counts,
@@ -210,6 +231,12 @@ impl Report {
                 ms(row.p99_ms),
                 ms(row.p999_ms),
             );
+            match row.server_cpu_us_per_op {
+                Some(us) => {
+                    let _ = write!(out, " {us:.1} |");
+                }
+                None => out.push_str(" |"),
+            }
             for column in &columns {
                 match row.ratios.iter().find(|r| &r.against == column) {
                     Some(ratio) => {
@@ -221,7 +248,7 @@ impl Report {
             out.push('\n');
         }
         out.push_str(
-            "\nclients: workers × requests in flight per worker. ok: confirmed placements (and, in `mixed`, reads, cancels and shipments done); refused: not enough stock, or an order no longer cancellable or shippable. × T: this row's throughput divided by T's in the same workload and mode.\n",
+            "\nclients: workers × requests in flight per worker (× orders per request for tcp-batch, whose orders each count as one operation with their request's latency). ok: confirmed placements (and, in `mixed`, reads, cancels and shipments done); refused: not enough stock, or an order no longer cancellable or shippable. server CPU µs/op: the server's user + system CPU time during the measured run (from /proc: orderd's process for tcp and http, the bare server's for http-bare, redis-server, PostgreSQL's postmaster with all its backends, the engine threads of the bench's process for inproc) divided by the operations answered; empty where it cannot be read. × T: this row's throughput divided by T's in the same workload and mode.\n",
         );
         for row in &self.rows {
             if let Some(check) = &row.stock_check {
@@ -270,6 +297,7 @@ mod tests {
             durability: "fsync".into(),
             workers: 64,
             in_flight: 1,
+            ops_per_request: 1,
             rate_per_s: rate,
             rate_unit: "orders/s".into(),
             elapsed_s: 20.0,
@@ -287,6 +315,8 @@ mod tests {
             p99_ms: 12.345,
             p999_ms: 123.45,
             max_ms: 200.0,
+            server_cpu_s: Some(0.5),
+            server_cpu_us_per_op: Some(25.0),
             stock_check: None,
             ratios: Vec::new(),
             error_samples: Vec::new(),
@@ -359,23 +389,26 @@ mod tests {
 
     #[test]
     fn markdown_table_has_the_command_columns_and_ratios() {
-        let text = report().markdown();
+        let mut report = report();
+        // A server whose CPU could not be read has an empty cell.
+        report.rows[3].server_cpu_us_per_op = None;
+        let text = report.markdown();
         assert!(
             text.contains("```sh\norderd-bench --targets all\n```"),
             "{text}"
         );
         assert!(text.contains(
-            "| target | workload | mode | durability | clients | throughput | ok / refused / errors | p50 ms | p99 ms | p99.9 ms | × postgres | × redis | × http-bare |"
+            "| target | workload | mode | durability | clients | throughput | ok / refused / errors | p50 ms | p99 ms | p99.9 ms | server CPU µs/op | × postgres | × redis | × http-bare |"
         ), "{text}");
-        assert!(text.contains("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
+        assert!(text.contains("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
         assert!(text.contains(
-            "| inproc | flash-sale | closed | fsync | 64×1 | 40,000 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | 133.33 | 2.00 | |"
+            "| inproc | flash-sale | closed | fsync | 64×1 | 40,000 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | 25.0 | 133.33 | 2.00 | |"
         ), "{text}");
         assert!(text.contains(
-            "| http | flash-sale | closed | fsync | 64×1 | 9,000 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | 30.00 | 0.45 | 0.15 |"
+            "| http | flash-sale | closed | fsync | 64×1 | 9,000 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | 25.0 | 30.00 | 0.45 | 0.15 |"
         ), "{text}");
-        assert!(text.contains("| postgres | flash-sale | closed | fsync | 64×1 | 300 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | | | |"), "{text}");
-        assert!(text.contains("| http | catalog | closed | fsync | 64×1 | 8,000 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | 2.00 | | |"), "{text}");
+        assert!(text.contains("| postgres | flash-sale | closed | fsync | 64×1 | 300 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | | | | |"), "{text}");
+        assert!(text.contains("| http | catalog | closed | fsync | 64×1 | 8,000 orders/s | 1,000 / 2 / 0 | 1.23 | 12.3 | 123 | 25.0 | 2.00 | | |"), "{text}");
         assert!(text.contains("- skipped redis: not reachable"));
         // Every table line has the same number of cells.
         let widths: Vec<usize> = text
@@ -422,7 +455,26 @@ mod tests {
         assert_eq!(value["rows"][1]["ratios"][2]["against"], "http-bare");
         assert!((value["rows"][1]["ratios"][2]["ratio"].as_f64().unwrap() - 0.15).abs() < 1e-9);
         assert_eq!(value["rows"][0]["totals"]["refused"], 2);
+        assert_eq!(value["rows"][0]["server_cpu_us_per_op"], 25.0);
+        assert_eq!(value["rows"][0]["server_cpu_s"], 0.5);
         assert_eq!(value["skipped"][0]["target"], "redis");
+    }
+
+    #[test]
+    fn batched_rows_show_their_orders_per_request() {
+        let mut report = report();
+        report.rows[1].target = "tcp-batch".into();
+        report.rows[1].ops_per_request = 1000;
+        let text = report.markdown();
+        assert!(
+            text.contains(
+                "| tcp-batch | flash-sale | closed | fsync | 64×1×1000 | 9,000 orders/s |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| inproc | flash-sale | closed | fsync | 64×1 | 40,000 orders/s |"));
+        let value: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(value["rows"][1]["ops_per_request"], 1000);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn settings(options: &Options) -> Result<Settings> {
         shards: options.shards.unwrap_or_else(cores),
         setup_concurrency: options.setup_connections,
         connect_timeout: Duration::from_secs_f64(options.connect_timeout_s),
+        batch_orders: options.batch_orders,
     })
 }
 
@@ -132,8 +133,11 @@ pub async fn run(options: &Options, args: &[String]) -> Result<Report> {
                         )
                     })?;
                 if !options.quiet {
+                    let cpu = row
+                        .server_cpu_us_per_op
+                        .map_or_else(String::new, |us| format!(", server CPU {us:.1} µs/op"));
                     eprintln!(
-                        "orderd-bench: {} {} {}: {:.0} {} ({} ok, {} refused, {} errors), p99 {:.2} ms",
+                        "orderd-bench: {} {} {}: {:.0} {} ({} ok, {} refused, {} errors), p99 {:.2} ms{cpu}",
                         row.target,
                         row.workload,
                         row.mode,
@@ -227,6 +231,7 @@ async fn run_one(
         durability,
         workers: options.connections,
         in_flight: options.in_flight,
+        ops_per_request: kind.ops_per_request(options.batch_orders),
         rate_per_s: measured.rate_per_s(),
         rate_unit: if plan.workload.places_only() {
             "orders/s"
@@ -245,6 +250,11 @@ async fn run_one(
         p99_ms: quantile_ms(0.99),
         p999_ms: quantile_ms(0.999),
         max_ms: latency.max() as f64 / 1000.0,
+        server_cpu_s: result.server_cpu.map(|cpu| cpu.as_secs_f64()),
+        server_cpu_us_per_op: result
+            .server_cpu
+            .filter(|_| measured.answered() > 0)
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / measured.answered() as f64),
         stock_check,
         ratios: Vec::new(),
         error_samples: measured.error_samples.clone(),

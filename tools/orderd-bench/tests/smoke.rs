@@ -208,6 +208,39 @@ async fn tcp_target_pipelines_against_the_real_orderd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_batch_target_sends_place_orders_frames_to_the_real_orderd() {
+    let orderd = orderd_binary();
+    // 600 operations in frames of 70: 4 slots, the last frame short (600 = 8 × 70 + 40).
+    let report = bench(&[
+        "--orderd",
+        orderd.to_str().expect("utf-8 path"),
+        "--targets",
+        "tcp-batch",
+        "--workloads",
+        "flash-sale,mixed",
+        "--skus",
+        "200",
+        "--orders",
+        "600",
+        "--stock",
+        "250",
+        "--connections",
+        "2",
+        "--in-flight",
+        "2",
+        "--batch-orders",
+        "70",
+    ])
+    .await;
+    let row = only_row(&report, "flash-sale");
+    assert_eq!(row.target, "tcp-batch");
+    assert_eq!(row.ops_per_request, 70);
+    assert_flash_sale(row, 600, 250);
+    assert_mixed(only_row(&report, "mixed"), 600);
+    assert!(report.markdown().contains("| 2×2×70 |"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_bare_serves_the_same_requests() {
     let report = bench(&[
         "--bare-exe",
@@ -276,9 +309,9 @@ async fn a_requested_peer_that_is_not_reachable_is_an_error_and_others_are_skipp
     let skipped: Vec<&str> = report.skipped.iter().map(|s| s.target.as_str()).collect();
     assert_eq!(
         skipped,
-        vec!["tcp", "http", "http-bare", "postgres", "redis"]
+        vec!["tcp", "tcp-batch", "http", "http-bare", "postgres", "redis"]
     );
-    assert!(report.skipped[4].reason.contains("not reachable"));
+    assert!(report.skipped[5].reason.contains("not reachable"));
     assert_eq!(report.rows.len(), 1);
     assert_eq!(report.rows[0].target, "inproc");
     assert!(report.markdown().contains("- skipped postgres: "));

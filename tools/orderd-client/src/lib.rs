@@ -27,6 +27,9 @@
 //! println!("{} {}", order.id, order.status);
 //! # Ok(()) }
 //! ```
+//!
+//! Many orders in one frame ([`Client::place_orders`], the `PLACE_ORDERS` opcode) cost one
+//! round trip and one engine submission: each order gets its own outcome.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -89,6 +92,10 @@ pub enum ClientError {
     /// The server sent something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The request would not fit one frame of the server's `max_frame_bytes` (told in the
+    /// `AUTH` reply): not sent, since the server would close the connection over it.
+    #[error("a frame of {length} bytes exceeds the server's maximum of {max}")]
+    FrameTooLarge { length: usize, max: usize },
 }
 
 impl ClientError {
@@ -317,6 +324,11 @@ impl Client {
                 )))
             }
         };
+        // From now on the server's own maximum bounds its replies (nothing else has been sent,
+        // so nothing is buffered past the AUTH reply).
+        if decoder.buffered() == 0 {
+            decoder = FrameDecoder::new(auth.max_frame_bytes as usize);
+        }
         let pending = Arc::new(Pending::new());
         let (outgoing, outgoing_rx) = mpsc::channel(auth.max_in_flight.max(1) as usize);
         tokio::spawn(write_frames(writer, outgoing_rx, pending.clone()));
@@ -329,9 +341,15 @@ impl Client {
         })
     }
 
-    /// Sends one request and waits for its reply frame.
+    /// Sends one request and waits for its reply frame. A payload too large for the server's
+    /// frames fails with [`ClientError::FrameTooLarge`] without being sent.
     pub async fn call(&self, opcode: u8, payload: Vec<u8>) -> Result<Frame, ClientError> {
         let conn = self.connection().await?;
+        let length = frame::HEADER_AFTER_LENGTH + payload.len();
+        let max = conn.auth.max_frame_bytes as usize;
+        if length > max {
+            return Err(ClientError::FrameTooLarge { length, max });
+        }
         let _slot: OwnedSemaphorePermit = conn
             .slots
             .clone()
@@ -375,6 +393,46 @@ impl Client {
 
     pub async fn place_order(&self, order: &msg::PlaceOrder) -> Result<msg::Order, ClientError> {
         self.request(op::PLACE_ORDER, order).await
+    }
+
+    /// Places many orders in one `PLACE_ORDERS` frame: one round trip, and one engine
+    /// submission on the server. Answers one outcome per order, in the same order: the placed
+    /// order (its id, status, total and creation time; `get_order` has the rest) or the error a
+    /// [`Client::place_order`] of that order alone would get (`insufficient_stock`,
+    /// `idempotency_conflict`, …; when the whole reply would not fit a frame otherwise, the
+    /// server sends errors' `status` and `code` only).
+    ///
+    /// Each order keeps its own `idempotency_key`, identified by the order's own encoding: a
+    /// retry of an order, alone or inside any other batch, answers its first outcome and
+    /// places nothing more.
+    ///
+    /// The call as a whole fails with [`ClientError::Api`] when the server refuses the frame:
+    /// no order, or more than the server's `tcp.batch_orders_max` (8,189 by default), or more
+    /// than [`tcp::place_orders_fit`] of its `max_frame_bytes` (1,023 for 64 KiB) (`400
+    /// invalid_request`, param `orders`); a key whose role may not place orders (`403
+    /// forbidden`). A batch whose frame is larger than the server's `max_frame_bytes` fails
+    /// with [`ClientError::FrameTooLarge`] without being sent. Nothing is placed then.
+    pub async fn place_orders(
+        &self,
+        orders: &[msg::PlaceOrder],
+    ) -> Result<Vec<Result<msg::PlacedOrder, ErrorBody>>, ClientError> {
+        // A slice encodes as the `orders` list of `msg::PlaceOrders` (its only field).
+        let reply: msg::PlaceOrdersReply = self.request(op::PLACE_ORDERS, &orders).await?;
+        if reply.outcomes.len() != orders.len() {
+            return Err(ClientError::Protocol(format!(
+                "{} outcomes for {} orders",
+                reply.outcomes.len(),
+                orders.len()
+            )));
+        }
+        Ok(reply
+            .outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                msg::PlaceOutcome::Placed(order) => Ok(order),
+                msg::PlaceOutcome::Error(error) => Err(error),
+            })
+            .collect())
     }
 
     pub async fn get_order(&self, id: &str) -> Result<msg::Order, ClientError> {

@@ -24,6 +24,7 @@ use orderd_proto::{
 use serde::Deserialize;
 
 use super::{for_each_concurrent, BoxFuture, Conn, Outcome, Plan, Settings, Target};
+use crate::cpu::CpuSource;
 use crate::http_client::{bearer, HttpConn};
 use crate::process::{free_loopback_port, ServerProcess};
 use crate::workload::{Op, Order, OrderRef};
@@ -107,14 +108,19 @@ pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
     })
 }
 
+/// `tcp.max_frame_bytes` of the server the bench starts: 1 MiB (TigerBeetle's message size),
+/// so that a `PLACE_ORDERS` frame of up to 8,189 catalog orders, and its reply, fit one frame.
+pub const TCP_MAX_FRAME_BYTES: usize = 1 << 20;
+
 /// orderd's configuration for a run: everything under `dir`, loopback only, `sync` durability,
-/// no scheduled backups or drills (they would run in the middle of a measurement).
+/// no scheduled backups or drills (they would run in the middle of a measurement), frames of
+/// [`TCP_MAX_FRAME_BYTES`].
 fn config_toml(dir: &Path, http_port: u16, tcp_port: u16, shards: usize) -> String {
     let path = |name: &str| toml_string(&dir.join(name).to_string_lossy());
     format!(
         "# Written by orderd-bench for one run.\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
-         [tcp]\nlisten = \"127.0.0.1:{tcp_port}\"\n\n\
+         [tcp]\nlisten = \"127.0.0.1:{tcp_port}\"\nmax_frame_bytes = {TCP_MAX_FRAME_BYTES}\n\n\
          [storage]\ndata_dir = {data}\ndurability = \"sync\"\n\n\
          [engine]\nshards = {shards}\n\n\
          [backup]\ndir = {backups}\noffsite = {offsite}\ninterval_s = 0\nverify_interval_s = 0\n\n\
@@ -224,6 +230,13 @@ async fn add_stock(shared: &Arc<HttpShared>, plan: &Plan, concurrency: usize) ->
 impl Target for Http {
     fn durability(&self) -> String {
         "fsync per group commit (sync)".to_string()
+    }
+
+    fn cpu_source(&self) -> CpuSource {
+        match self.server.as_ref().and_then(ServerProcess::pid) {
+            Some(pid) => CpuSource::Tree { pid },
+            None => CpuSource::Unknown,
+        }
     }
 
     fn connect(&self, _worker: usize) -> BoxFuture<'_, Result<Box<dyn Conn>>> {
@@ -430,5 +443,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("shards = 2"));
+        assert!(text.contains("max_frame_bytes = 1048576\n"), "{text}");
     }
 }

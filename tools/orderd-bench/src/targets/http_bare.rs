@@ -17,6 +17,7 @@ use orderd_proto::{CancelOrderRequest, CreateShipmentRequest, ObjectOnly, PlaceO
 
 use super::http::{HttpOrdersConn, HttpShared};
 use super::{BoxFuture, Conn, Plan, Settings, Target};
+use crate::cpu::CpuSource;
 use crate::http_client::bearer;
 use crate::process::{free_loopback_port, ServerProcess};
 
@@ -80,6 +81,13 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
 impl Target for HttpBare {
     fn durability(&self) -> String {
         "none (no storage)".to_string()
+    }
+
+    fn cpu_source(&self) -> CpuSource {
+        match self.server.as_ref().and_then(ServerProcess::pid) {
+            Some(pid) => CpuSource::Tree { pid },
+            None => CpuSource::Unknown,
+        }
     }
 
     fn connect(&self, _worker: usize) -> BoxFuture<'_, Result<Box<dyn Conn>>> {

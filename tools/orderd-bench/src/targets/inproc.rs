@@ -17,6 +17,7 @@ use orderd_engine::{
 use tokio::sync::oneshot;
 
 use super::{for_each_concurrent, BoxFuture, Conn, Outcome, Plan, Settings, Target};
+use crate::cpu::CpuSource;
 use crate::workload::{Op, OrderRef};
 
 const ACTOR: &str = "bench";
@@ -107,6 +108,11 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
 impl Target for Inproc {
     fn durability(&self) -> String {
         "fsync per group commit (sync)".to_string()
+    }
+
+    fn cpu_source(&self) -> CpuSource {
+        // The engine runs in this process: every thread but the client's.
+        CpuSource::ThisProcessEngine
     }
 
     fn connect(&self, _worker: usize) -> BoxFuture<'_, Result<Box<dyn Conn>>> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::cpu::CpuSource;
 use crate::workload::{Op, OrderRef, WorkloadKind};
 
 pub mod http;
@@ -22,6 +23,7 @@ pub mod inproc;
 pub mod postgres;
 pub mod redis;
 pub mod tcp;
+pub mod tcp_batch;
 
 /// A boxed, sendable future: what the object-safe target traits return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -67,6 +69,8 @@ pub struct Settings {
     pub setup_concurrency: usize,
     /// How long to wait for a server to start or a peer to answer.
     pub connect_timeout: Duration,
+    /// Orders per `PLACE_ORDERS` frame of the `tcp-batch` target.
+    pub batch_orders: usize,
 }
 
 /// A system under test, set up for one run.
@@ -86,11 +90,35 @@ pub trait Target: Send + Sync {
 
     /// Stops what the target started (a server process, an engine) and waits for it.
     fn stop(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+
+    /// Whose CPU time is this target's server CPU (sampled from `/proc` before and after the
+    /// measured run). A target that does not say has no server CPU column.
+    fn cpu_source(&self) -> CpuSource {
+        CpuSource::Unknown
+    }
 }
 
 /// One client connection (or slot of one).
 pub trait Conn: Send {
     fn execute<'a>(&'a mut self, op: &'a Op) -> BoxFuture<'a, Outcome>;
+
+    /// Operations this connection sends in one request: the driver hands it that many at once
+    /// ([`Conn::execute_batch`]) when more than 1.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Executes `ops` as one request where the target can (one outcome per operation, in
+    /// order); by default one after the other.
+    fn execute_batch<'a>(&'a mut self, ops: &'a [Op]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for op in ops {
+                outcomes.push(self.execute(op).await);
+            }
+            outcomes
+        })
+    }
 }
 
 /// What a target is to the comparison.
@@ -118,6 +146,7 @@ impl Role {
 pub enum TargetKind {
     Inproc,
     Tcp,
+    TcpBatch,
     Http,
     HttpBare,
     Postgres,
@@ -125,9 +154,10 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
+    pub const ALL: [TargetKind; 7] = [
         TargetKind::Inproc,
         TargetKind::Tcp,
+        TargetKind::TcpBatch,
         TargetKind::Http,
         TargetKind::HttpBare,
         TargetKind::Postgres,
@@ -138,6 +168,7 @@ impl TargetKind {
         match self {
             TargetKind::Inproc => "inproc",
             TargetKind::Tcp => "tcp",
+            TargetKind::TcpBatch => "tcp-batch",
             TargetKind::Http => "http",
             TargetKind::HttpBare => "http-bare",
             TargetKind::Postgres => "postgres",
@@ -151,7 +182,9 @@ impl TargetKind {
 
     pub fn role(self) -> Role {
         match self {
-            TargetKind::Inproc | TargetKind::Tcp | TargetKind::Http => Role::Orderd,
+            TargetKind::Inproc | TargetKind::Tcp | TargetKind::TcpBatch | TargetKind::Http => {
+                Role::Orderd
+            }
             TargetKind::Postgres | TargetKind::Redis => Role::Peer,
             TargetKind::HttpBare => Role::Ceiling,
         }
@@ -165,12 +198,21 @@ impl TargetKind {
         }
     }
 
+    /// Operations per request: `batch_orders` for `tcp-batch`, 1 for every other target.
+    pub fn ops_per_request(self, batch_orders: usize) -> usize {
+        match self {
+            TargetKind::TcpBatch => batch_orders,
+            _ => 1,
+        }
+    }
+
     /// Checks cheaply that the target can run here (its binary exists, its peer answers), so
     /// that a target nobody asked for by name can be skipped with the reason.
     pub fn probe(self, settings: &Settings) -> BoxFuture<'_, Result<()>> {
         match self {
             TargetKind::Inproc => Box::pin(async { Ok(()) }),
             TargetKind::Tcp => Box::pin(tcp::probe(settings)),
+            TargetKind::TcpBatch => Box::pin(tcp_batch::probe(settings)),
             TargetKind::Http => Box::pin(http::probe(settings)),
             TargetKind::HttpBare => Box::pin(http_bare::probe(settings)),
             TargetKind::Postgres => Box::pin(postgres::probe(settings)),
@@ -187,6 +229,7 @@ impl TargetKind {
         match self {
             TargetKind::Inproc => Box::pin(inproc::open(settings, plan)),
             TargetKind::Tcp => Box::pin(tcp::open(settings, plan)),
+            TargetKind::TcpBatch => Box::pin(tcp_batch::open(settings, plan)),
             TargetKind::Http => Box::pin(http::open(settings, plan)),
             TargetKind::HttpBare => Box::pin(http_bare::open(settings, plan)),
             TargetKind::Postgres => Box::pin(postgres::open(settings, plan)),
@@ -235,6 +278,10 @@ mod tests {
         }
         assert_eq!(TargetKind::parse("ftp"), None);
         assert_eq!(TargetKind::Tcp.role(), Role::Orderd);
+        assert_eq!(TargetKind::parse("tcp-batch"), Some(TargetKind::TcpBatch));
+        assert_eq!(TargetKind::TcpBatch.role(), Role::Orderd);
+        assert_eq!(TargetKind::TcpBatch.ops_per_request(1000), 1000);
+        assert_eq!(TargetKind::Tcp.ops_per_request(1000), 1);
         assert_eq!(TargetKind::Http.ceiling(), Some(TargetKind::HttpBare));
         assert_eq!(TargetKind::Inproc.ceiling(), None);
         assert_eq!(TargetKind::Postgres.role(), Role::Peer);

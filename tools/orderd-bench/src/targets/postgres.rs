@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{BoxFuture, Conn, Outcome, Plan, Settings, Target};
+use crate::cpu::{self, CpuSource};
 use crate::workload::{Op, Order, OrderRef};
 
 const SCHEMA: &str = "
@@ -96,6 +97,31 @@ pub struct Postgres {
     /// For set-up, reads of the stock, and `SHOW`.
     admin: Client,
     durability: String,
+    cpu: CpuSource,
+}
+
+/// The postmaster, when PostgreSQL runs on this machine: the parent of this connection's
+/// backend (`pg_backend_pid()`), if both are `postgres` processes here. Its process tree holds
+/// every backend, the WAL writer, the checkpointer and the other helpers.
+async fn server_cpu(admin: &Client) -> CpuSource {
+    let backend = match admin.query_one("SELECT pg_backend_pid()", &[]).await {
+        Ok(row) => row.get::<_, i32>(0),
+        Err(_) => return CpuSource::Unknown,
+    };
+    let is_postgres =
+        |pid: u32| cpu::process_name(pid).is_some_and(|name| name.starts_with("postgres"));
+    let postmaster = u32::try_from(backend)
+        .ok()
+        .filter(|pid| is_postgres(*pid))
+        .and_then(cpu::parent_pid)
+        .filter(|pid| is_postgres(*pid));
+    match postmaster {
+        Some(pid) => CpuSource::Tree { pid },
+        None => {
+            eprintln!("orderd-bench: PostgreSQL does not run on this machine (or its processes are not visible): no server CPU for postgres");
+            CpuSource::Unknown
+        }
+    }
 }
 
 pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
@@ -141,18 +167,24 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
         }
         settings_read.push(format!("{name}={value}"));
     }
+    let cpu = server_cpu(&admin).await;
     Ok(Box::new(Postgres {
         settings: settings.clone(),
         customers: plan.customers,
         skus: plan.skus.clone(),
         admin,
         durability: settings_read.join(", "),
+        cpu,
     }))
 }
 
 impl Target for Postgres {
     fn durability(&self) -> String {
         self.durability.clone()
+    }
+
+    fn cpu_source(&self) -> CpuSource {
+        self.cpu.clone()
     }
 
     fn connect(&self, _worker: usize) -> BoxFuture<'_, Result<Box<dyn Conn>>> {

@@ -13,6 +13,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script, Value};
 
 use super::{BoxFuture, Conn, Outcome, Plan, Settings, Target};
+use crate::cpu::{self, CpuSource};
 use crate::workload::{Op, Order, OrderRef};
 
 /// ARGV: customer index, then (sku, qty, unit_price) per line. Returns the new order's id, -1
@@ -127,6 +128,31 @@ pub struct Redis {
     /// One multiplexed connection per worker, shared by its slots.
     workers: tokio::sync::Mutex<HashMap<usize, MultiplexedConnection>>,
     durability: String,
+    cpu: CpuSource,
+}
+
+/// The redis-server process, when it runs on this machine: the `process_id` of `INFO server`,
+/// if that pid here is a redis-server.
+async fn server_cpu(conn: &mut MultiplexedConnection) -> CpuSource {
+    let info: String = match redis::cmd("INFO").arg("server").query_async(conn).await {
+        Ok(info) => info,
+        Err(_) => return CpuSource::Unknown,
+    };
+    let pid = info
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse::<u32>().ok());
+    match pid {
+        Some(pid)
+            if cpu::process_name(pid).is_some_and(|name| name.starts_with("redis-server")) =>
+        {
+            CpuSource::Tree { pid }
+        }
+        _ => {
+            eprintln!("orderd-bench: Redis does not run on this machine (or its process is not visible): no server CPU for redis");
+            CpuSource::Unknown
+        }
+    }
 }
 
 async fn config_value(conn: &mut MultiplexedConnection, name: &str) -> Result<String> {
@@ -196,6 +222,7 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
             .await
             .context("SCRIPT LOAD")?;
     }
+    let cpu = server_cpu(&mut admin).await;
     Ok(Box::new(Redis {
         settings: settings.clone(),
         scripts: Arc::new(scripts),
@@ -203,12 +230,17 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
         admin: Mutex::new(admin),
         workers: tokio::sync::Mutex::new(HashMap::new()),
         durability: format!("appendonly {appendonly}, appendfsync {appendfsync}"),
+        cpu,
     }))
 }
 
 impl Target for Redis {
     fn durability(&self) -> String {
         self.durability.clone()
+    }
+
+    fn cpu_source(&self) -> CpuSource {
+        self.cpu.clone()
     }
 
     fn connect(&self, worker: usize) -> BoxFuture<'_, Result<Box<dyn Conn>>> {

@@ -11,28 +11,34 @@ use orderd_proto::tcp as msg;
 
 use super::http::{self, Http, HttpShared};
 use super::{BoxFuture, Conn, Outcome, Plan, Settings, Target};
-use crate::workload::{Op, OrderRef};
+use crate::cpu::CpuSource;
+use crate::workload::{Op, Order, OrderRef};
 
 pub async fn probe(settings: &Settings) -> Result<()> {
     http::probe(settings).await
 }
 
 pub struct Tcp {
-    server: Http,
+    pub(super) server: Http,
     /// One client (one connection) per worker, made on first use.
     clients: std::sync::Mutex<Vec<Option<Client>>>,
 }
 
 pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
-    let server = http::start(settings, plan).await?;
-    Ok(Box::new(Tcp {
-        server,
-        clients: std::sync::Mutex::new(Vec::new()),
-    }))
+    Ok(Box::new(Tcp::new(http::start(settings, plan).await?)))
 }
 
 impl Tcp {
-    fn client(&self, worker: usize) -> Client {
+    /// The target over a started and set-up server (the `tcp-batch` target's too).
+    pub(super) fn new(server: Http) -> Tcp {
+        Tcp {
+            server,
+            clients: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The client of `worker`: one pipelined connection per worker.
+    pub(super) fn client(&self, worker: usize) -> Client {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients.len() <= worker {
             clients.resize(worker + 1, None);
@@ -54,6 +60,10 @@ impl Target for Tcp {
         self.server.durability()
     }
 
+    fn cpu_source(&self) -> CpuSource {
+        self.server.cpu_source()
+    }
+
     fn connect(&self, worker: usize) -> BoxFuture<'_, Result<Box<dyn Conn>>> {
         let client = self.client(worker);
         let shared = self.server.shared.clone();
@@ -73,10 +83,29 @@ impl Target for Tcp {
     }
 }
 
+/// The `PLACE_ORDER` body of a workload order (also one order of a `PLACE_ORDERS` frame).
+pub(super) fn place_body(shared: &HttpShared, order: &Order) -> msg::PlaceOrder {
+    msg::PlaceOrder {
+        customer_id: shared.customers[order.customer].clone(),
+        lines: order
+            .lines
+            .iter()
+            .map(|line| msg::Line {
+                sku: shared.skus[line.sku as usize].clone(),
+                qty: line.qty,
+                unit_price: line.unit_price,
+            })
+            .collect(),
+        shipping_address: None,
+        note: None,
+        idempotency_key: None,
+    }
+}
+
 /// One client slot: a handle on its worker's pipelined connection.
-struct TcpConn {
-    client: Client,
-    shared: Arc<HttpShared>,
+pub(super) struct TcpConn {
+    pub(super) client: Client,
+    pub(super) shared: Arc<HttpShared>,
 }
 
 impl TcpConn {
@@ -85,21 +114,7 @@ impl TcpConn {
             Op::Place(order) => {
                 let placed = self
                     .client
-                    .place_order(&msg::PlaceOrder {
-                        customer_id: self.shared.customers[order.customer].clone(),
-                        lines: order
-                            .lines
-                            .iter()
-                            .map(|line| msg::Line {
-                                sku: self.shared.skus[line.sku as usize].clone(),
-                                qty: line.qty,
-                                unit_price: line.unit_price,
-                            })
-                            .collect(),
-                        shipping_address: None,
-                        note: None,
-                        idempotency_key: None,
-                    })
+                    .place_order(&place_body(&self.shared, order))
                     .await?;
                 Ok(Outcome::Ok(
                     order
