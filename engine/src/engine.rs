@@ -775,11 +775,7 @@ impl Engine {
                         }
                     }
                 }
-                Err(error) => {
-                    for index in indexes {
-                        outcomes[index] = Some(Err(error.clone()));
-                    }
-                }
+                Err(error) => fail(&mut outcomes, indexes, error),
             }
         }
         for (index, (place, shard)) in places.into_iter().zip(routed).enumerate() {
@@ -795,11 +791,7 @@ impl Engine {
             }
             match self.submit(shard as u16, places) {
                 Ok((sent_to, answer)) => waiting.push((shard as u16, indexes, sent_to, answer)),
-                Err(error) => {
-                    for index in indexes {
-                        outcomes[index] = Some(Err(error.clone()));
-                    }
-                }
+                Err(error) => fail(&mut outcomes, indexes, error),
             }
         }
         for (shard, indexes, sent_to, answer) in waiting {
@@ -810,11 +802,7 @@ impl Engine {
                         outcomes[index] = Some(result);
                     }
                 }
-                Err(error) => {
-                    for index in indexes {
-                        outcomes[index] = Some(Err(error.clone()));
-                    }
-                }
+                Err(error) => fail(&mut outcomes, indexes, error),
             }
         }
         outcomes
@@ -832,20 +820,8 @@ impl Engine {
     ) -> Result<(u64, oneshot::Receiver<Result<PlaceOutcomes, CommandError>>), CommandError> {
         self.admit_write()?;
         let sent_to = self.generation(shard);
+        self.admit_running(shard)?;
         let slot = &self.inner.slots[shard as usize];
-        match slot.state.load(Ordering::SeqCst) {
-            RUNNING => {}
-            RESTARTING => {
-                return Err(CommandError::Unavailable(format!(
-                    "shard {shard} is restarting"
-                )))
-            }
-            _ => {
-                return Err(CommandError::Unavailable(format!(
-                    "shard {shard} failed; placements are refused until it is rebuilt"
-                )))
-            }
-        }
         let (reply, answer) = oneshot::channel();
         match slot.inbox.push(Submission { places, reply }) {
             Ok(Pushed::Queued) => {}
@@ -864,6 +840,25 @@ impl Engine {
         Ok((sent_to, answer))
     }
 
+    /// Refuses at once unless the shard's actor is running (restarting, or failed and left
+    /// failed by the supervisor).
+    fn admit_running(&self, shard: u16) -> Result<(), CommandError> {
+        let slot = &self.inner.slots[shard as usize];
+        match slot.state.load(Ordering::SeqCst) {
+            RUNNING => Ok(()),
+            RESTARTING => Err(CommandError::Unavailable(format!(
+                "shard {shard} is restarting"
+            ))),
+            _ => {
+                let reason = slot.failure.lock().expect("failure slot").clone();
+                Err(CommandError::Unavailable(format!(
+                    "shard {shard} failed: {}",
+                    reason.as_deref().unwrap_or("stopped")
+                )))
+            }
+        }
+    }
+
     /// Admits one client message into a shard's mailbox, or refuses it at once.
     ///
     /// The bound is enforced here, not by actix: actix refuses `try_send` only for a sender
@@ -878,21 +873,7 @@ impl Engine {
                 self.admit_write()?;
             }
         }
-        match slot.state.load(Ordering::SeqCst) {
-            RUNNING => {}
-            RESTARTING => {
-                return Err(CommandError::Unavailable(format!(
-                    "shard {shard} is restarting"
-                )))
-            }
-            _ => {
-                let reason = slot.failure.lock().expect("failure slot").clone();
-                return Err(CommandError::Unavailable(format!(
-                    "shard {shard} failed: {}",
-                    reason.as_deref().unwrap_or("stopped")
-                )));
-            }
-        }
+        self.admit_running(shard)?;
         let gauges = &slot.gauges;
         let depth = gauges
             .enqueued
@@ -1610,5 +1591,16 @@ impl Engine {
             writer.stop();
         }
         tracing::info!(message = "Engine stopped; every acknowledged write is durable.");
+    }
+}
+
+/// Answers `error` for each order at `indexes` of a [`Engine::place_orders`] call.
+fn fail(
+    outcomes: &mut [Option<Result<OrderView, CommandError>>],
+    indexes: Vec<usize>,
+    error: CommandError,
+) {
+    for index in indexes {
+        outcomes[index] = Some(Err(error.clone()));
     }
 }
