@@ -66,6 +66,11 @@ pub struct Options {
     /// sale, 10^9 per catalog SKU).
     #[arg(long)]
     pub stock: Option<u64>,
+    /// Durability of the orderd targets (inproc, tcp, tcp-batch, http): `sync` (fsync before
+    /// an order is acknowledged) or `async` (acknowledged once written, fsync every
+    /// `storage.flush_interval_ms`). The peers and http-bare are unaffected.
+    #[arg(long, value_enum, default_value_t = DurabilityMode::Sync)]
+    pub durability: DurabilityMode,
     /// Engine shards of the inproc and http targets (default: one per core); also the bare
     /// server's worker threads.
     #[arg(long)]
@@ -110,6 +115,41 @@ pub struct Options {
 pub enum ModeName {
     Closed,
     Open,
+}
+
+/// `storage.durability` of the orderd targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityMode {
+    Sync,
+    Async,
+}
+
+impl DurabilityMode {
+    /// The value of `storage.durability` in orderd's configuration.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            DurabilityMode::Sync => "sync",
+            DurabilityMode::Async => "async",
+        }
+    }
+
+    /// The engine's durability.
+    pub fn engine(self) -> orderd_engine::Durability {
+        match self {
+            DurabilityMode::Sync => orderd_engine::Durability::Sync,
+            DurabilityMode::Async => orderd_engine::Durability::Async,
+        }
+    }
+
+    /// The report's `durability` column for an orderd target.
+    pub fn describe(self) -> String {
+        match self {
+            DurabilityMode::Sync => "fsync per group commit (sync)".to_string(),
+            DurabilityMode::Async => {
+                "write acknowledged, fsync every storage.flush_interval_ms (async)".to_string()
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -296,6 +336,26 @@ mod tests {
             Options::try_parse_from(["orderd-bench", "--orders", "5", "--duration-s", "3"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn durability_defaults_to_sync_and_takes_async() {
+        let options = Options::parse_from(["orderd-bench"]);
+        assert_eq!(options.durability, DurabilityMode::Sync);
+        assert_eq!(options.durability.config_value(), "sync");
+        assert_eq!(
+            options.durability.describe(),
+            "fsync per group commit (sync)"
+        );
+        let options = Options::parse_from(["orderd-bench", "--durability", "async"]);
+        assert_eq!(options.durability, DurabilityMode::Async);
+        assert_eq!(options.durability.config_value(), "async");
+        assert!(matches!(
+            options.durability.engine(),
+            orderd_engine::Durability::Async
+        ));
+        assert!(options.durability.describe().ends_with("(async)"));
+        assert!(Options::try_parse_from(["orderd-bench", "--durability", "none"]).is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn settings(options: &Options) -> Result<Settings> {
         setup_concurrency: options.setup_connections,
         connect_timeout: Duration::from_secs_f64(options.connect_timeout_s),
         batch_orders: options.batch_orders,
+        durability: options.durability,
     })
 }
 

@@ -79,6 +79,31 @@ async fn inproc_flash_sale_sells_exactly_the_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inproc_async_durability_is_reported_and_sells_exactly_the_stock() {
+    let report = bench(&[
+        "--targets",
+        "inproc",
+        "--workloads",
+        "flash-sale",
+        "--durability",
+        "async",
+        "--orders",
+        "2000",
+        "--stock",
+        "700",
+        "--connections",
+        "8",
+    ])
+    .await;
+    let row = only_row(&report, "flash-sale");
+    assert_eq!(
+        row.durability,
+        "write acknowledged, fsync every storage.flush_interval_ms (async)"
+    );
+    assert_flash_sale(row, 2000, 700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inproc_flash_sale_with_enough_stock_confirms_every_order() {
     let report = bench(&[
         "--targets",
@@ -177,6 +202,35 @@ async fn http_target_against_the_real_orderd() {
     assert_eq!(row.target, "http");
     assert_flash_sale(row, 600, 250);
     assert_mixed(only_row(&report, "mixed"), 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_target_runs_the_real_orderd_with_async_durability() {
+    let orderd = orderd_binary();
+    let report = bench(&[
+        "--orderd",
+        orderd.to_str().expect("utf-8 path"),
+        "--targets",
+        "http",
+        "--workloads",
+        "flash-sale",
+        "--durability",
+        "async",
+        "--orders",
+        "400",
+        "--stock",
+        "150",
+        "--connections",
+        "4",
+    ])
+    .await;
+    let row = only_row(&report, "flash-sale");
+    assert_eq!(row.target, "http");
+    assert_eq!(
+        row.durability,
+        "write acknowledged, fsync every storage.flush_interval_ms (async)"
+    );
+    assert_flash_sale(row, 400, 150);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! The `http` target: the real `orderd` binary, started by the bench on a generated
-//! configuration (temporary data directory, `storage.durability = "sync"`, free loopback
-//! ports), set up through its HTTP API (customers, stock adjustments) with the admin key it
+//! configuration (temporary data directory, `storage.durability` from `--durability`,
+//! `"sync"` by default, free loopback ports), set up through its HTTP API (customers, stock adjustments) with the admin key it
 //! writes to `<data_dir>/admin.key`, then driven over HTTP/1.1 keep-alive connections, one
 //! order per request, as API.md describes. Stopped with SIGTERM at the end.
 //!
@@ -24,6 +24,7 @@ use orderd_proto::{
 use serde::Deserialize;
 
 use super::{for_each_concurrent, BoxFuture, Conn, Outcome, Plan, Settings, Target};
+use crate::cli::DurabilityMode;
 use crate::cpu::CpuSource;
 use crate::http_client::{bearer, HttpConn};
 use crate::process::{free_loopback_port, ServerProcess};
@@ -51,6 +52,7 @@ pub struct Http {
     pub secret: String,
     /// Data directory, configuration, log, master key: removed after the server stops.
     dir: Option<tempfile::TempDir>,
+    durability: DurabilityMode,
 }
 
 pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
@@ -69,7 +71,13 @@ pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
     let tcp_port = free_loopback_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
     let data_dir = dir.path().join("data");
-    let config = config_toml(dir.path(), http_port, tcp_port, settings.shards);
+    let config = config_toml(
+        dir.path(),
+        http_port,
+        tcp_port,
+        settings.shards,
+        settings.durability,
+    );
     let config_path = dir.path().join("orderd.toml");
     std::fs::write(&config_path, config).context("write the orderd configuration")?;
     let mut command = Command::new(&settings.orderd);
@@ -105,6 +113,7 @@ pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
         tcp_addr: ([127, 0, 0, 1], tcp_port).into(),
         secret: secret.trim().to_string(),
         dir: Some(dir),
+        durability: settings.durability,
     })
 }
 
@@ -112,16 +121,22 @@ pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
 /// so that a `PLACE_ORDERS` frame of up to 8,189 catalog orders, and its reply, fit one frame.
 pub const TCP_MAX_FRAME_BYTES: usize = 1 << 20;
 
-/// orderd's configuration for a run: everything under `dir`, loopback only, `sync` durability,
+/// orderd's configuration for a run: everything under `dir`, loopback only, `durability`,
 /// no scheduled backups or drills (they would run in the middle of a measurement), frames of
 /// [`TCP_MAX_FRAME_BYTES`].
-fn config_toml(dir: &Path, http_port: u16, tcp_port: u16, shards: usize) -> String {
+fn config_toml(
+    dir: &Path,
+    http_port: u16,
+    tcp_port: u16,
+    shards: usize,
+    durability: DurabilityMode,
+) -> String {
     let path = |name: &str| toml_string(&dir.join(name).to_string_lossy());
     format!(
         "# Written by orderd-bench for one run.\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
          [tcp]\nlisten = \"127.0.0.1:{tcp_port}\"\nmax_frame_bytes = {TCP_MAX_FRAME_BYTES}\n\n\
-         [storage]\ndata_dir = {data}\ndurability = \"sync\"\n\n\
+         [storage]\ndata_dir = {data}\ndurability = \"{durability}\"\n\n\
          [engine]\nshards = {shards}\n\n\
          [backup]\ndir = {backups}\noffsite = {offsite}\ninterval_s = 0\nverify_interval_s = 0\n\n\
          [security]\nmaster_key_file = {master}\n\n\
@@ -130,6 +145,7 @@ fn config_toml(dir: &Path, http_port: u16, tcp_port: u16, shards: usize) -> Stri
         backups = path("backups"),
         offsite = path("offsite"),
         master = path("master.key"),
+        durability = durability.config_value(),
     )
 }
 
@@ -229,7 +245,7 @@ async fn add_stock(shared: &Arc<HttpShared>, plan: &Plan, concurrency: usize) ->
 
 impl Target for Http {
     fn durability(&self) -> String {
-        "fsync per group commit (sync)".to_string()
+        self.durability.describe()
     }
 
     fn cpu_source(&self) -> CpuSource {
@@ -434,7 +450,13 @@ mod tests {
 
     #[test]
     fn config_is_valid_toml_with_the_run_s_paths() {
-        let text = config_toml(Path::new("/tmp/a \"b\"\\c"), 18080, 17070, 2);
+        let text = config_toml(
+            Path::new("/tmp/a \"b\"\\c"),
+            18080,
+            17070,
+            2,
+            DurabilityMode::Sync,
+        );
         assert!(text.contains("listen = \"127.0.0.1:18080\""));
         assert!(text.contains("listen = \"127.0.0.1:17070\""));
         assert!(text.contains("durability = \"sync\""));
@@ -444,5 +466,15 @@ mod tests {
         );
         assert!(text.contains("shards = 2"));
         assert!(text.contains("max_frame_bytes = 1048576\n"), "{text}");
+    }
+
+    #[test]
+    fn config_carries_the_durability_asked_for() {
+        let sync = config_toml(Path::new("/tmp/x"), 18080, 17070, 2, DurabilityMode::Sync);
+        assert!(sync.contains("durability = \"sync\"\n"), "{sync}");
+        assert!(!sync.contains("\"async\""), "{sync}");
+        let text = config_toml(Path::new("/tmp/x"), 18080, 17070, 2, DurabilityMode::Async);
+        assert!(text.contains("durability = \"async\"\n"), "{text}");
+        assert!(!text.contains("durability = \"sync\""), "{text}");
     }
 }

@@ -1,6 +1,6 @@
 //! The `inproc` target: `orderd_engine::Engine` in the bench process, through its public API
 //! (`place_order`, `order`, `cancel_order`, `ship`), on RocksDB in a temporary directory with
-//! `sync` durability and one shard per core, as `benches/benches/engine.rs` opens it. No
+//! `--durability` (`sync` by default) and one shard per core, as `benches/benches/engine.rs` opens it. No
 //! network and no JSON: what the engine itself does per request.
 //!
 //! The engine's actors need an actix System, so the engine lives on a thread of its own that
@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use orderd_engine::{
-    CommandError, CustomerId, Durability, Engine, EngineConfig, NewCustomer, NewLine, NewShipment,
-    OrderId, PlaceOrder,
+    CommandError, CustomerId, Engine, EngineConfig, NewCustomer, NewLine, NewShipment, OrderId,
+    PlaceOrder,
 };
 use tokio::sync::oneshot;
 
 use super::{for_each_concurrent, BoxFuture, Conn, Outcome, Plan, Settings, Target};
+use crate::cli::DurabilityMode;
 use crate::cpu::CpuSource;
 use crate::workload::{Op, OrderRef};
 
@@ -31,6 +32,7 @@ pub struct Inproc {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Removed after the engine thread is joined.
     dir: Option<tempfile::TempDir>,
+    durability: DurabilityMode,
 }
 
 pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
@@ -39,7 +41,7 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
         .tempdir()
         .context("create the inproc target's data directory")?;
     let mut config = EngineConfig::new(dir.path().to_path_buf(), settings.shards);
-    config.durability = Durability::Sync;
+    config.durability = settings.durability.engine();
     let (opened_tx, opened_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -71,6 +73,7 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
         stop: Some(stop_tx),
         thread: Some(thread),
         dir: Some(dir),
+        durability: settings.durability,
     };
     let mut customers = Vec::with_capacity(plan.customers);
     for i in 0..plan.customers {
@@ -107,7 +110,7 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
 
 impl Target for Inproc {
     fn durability(&self) -> String {
-        "fsync per group commit (sync)".to_string()
+        self.durability.describe()
     }
 
     fn cpu_source(&self) -> CpuSource {

@@ -71,6 +71,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Orders per `PLACE_ORDERS` frame of the `tcp-batch` target.
     pub batch_orders: usize,
+    /// Durability of the orderd targets (`inproc`, `tcp`, `tcp-batch`, `http`).
+    pub durability: crate::cli::DurabilityMode,
 }
 
 /// A system under test, set up for one run.

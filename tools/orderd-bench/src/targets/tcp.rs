@@ -1,5 +1,5 @@
 //! The `tcp` target: the real `orderd` binary, started and set up exactly as for the `http`
-//! target (same configuration, `sync` durability, same customers and stock), then driven over
+//! target (same configuration, `--durability`, same customers and stock), then driven over
 //! its binary TCP protocol with `orderd-client`: one connection per worker, the worker's
 //! client slots pipelining their requests on it (`--in-flight` per connection).
 
