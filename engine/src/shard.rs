@@ -1208,6 +1208,13 @@ impl Shard {
             if let Some((_, result)) = self.place(place, waiter(collector.clone(), index)) {
                 outcomes.push((index, convert(self, result)));
             }
+            // `engine.batch_events_max` bounds a log batch here too: a large submission is
+            // written as several batches. The gate below waits for the last, and this shard's
+            // batches become durable in order (a failed one poisons the shard, so a later one
+            // is never written after it).
+            if self.batch_events >= self.settings.tunables.batch_events_max() {
+                self.flush();
+            }
         }
         {
             let mut results = collector.results.lock().expect("collector poisoned");

@@ -64,6 +64,8 @@ fn concurrent_coalesced_placements_are_exact_and_each_audited_once() {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let mut config = EngineConfig::new(std::env::temp_dir(), 3);
         config.min_free_bytes = 0;
+        // Small log batches: a drained inbox is written as several batches.
+        config.batch_events_max = 16;
         let engine = Engine::start(config, storage.clone()).expect("engine starts");
         let mut customers = Vec::new();
         for i in 0..3 {
