@@ -239,15 +239,20 @@ pub fn last_seq(storage: &dyn Storage, shards: u16) -> Result<u64, StorageError>
     Ok(control.max(last_shard_seq(storage, shards)?))
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
+/// A hash in lowercase hex, on the stack (the shard hashes one per entry).
+fn hex32(hash: &[u8; 32]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[(byte >> 4) as usize] as char);
-        text.push(DIGITS[(byte & 0xf) as usize] as char);
+    let mut text = [0u8; 64];
+    for (i, byte) in hash.iter().enumerate() {
+        text[2 * i] = DIGITS[(byte >> 4) as usize];
+        text[2 * i + 1] = DIGITS[(byte & 0xf) as usize];
     }
     text
+}
+
+/// A hash in lowercase hex, as the API shows it.
+pub fn hex(hash: &[u8; 32]) -> String {
+    String::from_utf8_lossy(&hex32(hash)).into_owned()
 }
 
 /// `us` since the epoch as RFC 3339 UTC with microseconds (`2026-11-25T22:38:16.129647Z`),
@@ -332,7 +337,7 @@ pub fn entry_hash(
     detail: &str,
 ) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(hex(previous).as_bytes());
+    hasher.update(hex32(previous));
     hasher.update(canonical(
         seq,
         &rfc3339_micros(at_us),
@@ -344,7 +349,8 @@ pub fn entry_hash(
     hasher.finalize().into()
 }
 
-fn cut(mut text: String, chars_max: usize) -> String {
+/// `text` cut to its first `chars_max` characters (on a character boundary).
+pub fn cut(mut text: String, chars_max: usize) -> String {
     if text.len() > chars_max {
         if let Some((end, _)) = text.char_indices().nth(chars_max) {
             text.truncate(end);

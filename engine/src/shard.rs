@@ -594,18 +594,20 @@ impl Shard {
         self.audit.push(now, actor, action, target, detail);
     }
 
-    /// The audit detail of a placed order.
-    fn placed_detail(order: &OrderRecord) -> String {
-        let total: u64 = order
-            .lines
-            .iter()
-            .map(|l| u64::from(l.qty).saturating_mul(l.unit_price))
-            .fold(0, u64::saturating_add);
-        format!(
-            "customer={} lines={} total={total}",
-            CustomerId(order.customer),
-            order.lines.len()
-        )
+    /// Records `order.place` for an order just placed (its `OrderPlaced` or `OrderConfirmed`
+    /// applied): actor, customer, lines and total as the state holds them.
+    fn audit_placed(&mut self, id: OrderId) {
+        let Some(order) = self.data.orders.get(&id) else {
+            return;
+        };
+        let actor = order.placed_by.clone();
+        let detail = format!(
+            "customer={} lines={} total={}",
+            order.customer,
+            order.lines.len(),
+            crate::state::order_total(order)
+        );
+        self.audit(&actor, "order.place", id.to_string(), detail);
     }
 
     /// Runs `continuation` once everything this shard has applied so far is durable: at once
@@ -1267,12 +1269,11 @@ impl Shard {
             return Err(CommandError::InsufficientStock { skus: short });
         }
         let id = OrderId(record.id);
-        let (actor, detail) = (record.actor.clone(), Self::placed_detail(&record));
         self.emit(Event::OrderPlaced {
             order: record,
             idem,
         });
-        self.audit(&actor, "order.place", id.to_string(), detail);
+        self.audit_placed(id);
         Ok(id)
     }
 
@@ -1378,20 +1379,7 @@ impl Shard {
                 order: order.0,
                 at_us: now,
             });
-            if let Some(placed) = self.data.orders.get(&order) {
-                let actor = placed.placed_by.to_string();
-                let total: u64 = placed
-                    .lines
-                    .iter()
-                    .map(|l| u64::from(l.qty).saturating_mul(l.unit_price))
-                    .fold(0, u64::saturating_add);
-                let detail = format!(
-                    "customer={} lines={} total={total}",
-                    placed.customer,
-                    placed.lines.len()
-                );
-                self.audit(&actor, "order.place", order.to_string(), detail);
-            }
+            self.audit_placed(order);
             for waiter in pending.waiters {
                 self.respond((waiter, Ok(order)));
             }

@@ -270,6 +270,20 @@ enum Pending {
     Other(Box<dyn FnMut() -> Option<bool>>),
 }
 
+/// The answer of a call that placed many orders, as order ids: `None` while it has not come,
+/// `Some(None)` when none will (the call failed as a whole, or its reply was dropped).
+#[allow(clippy::type_complexity)]
+fn poll_many<T>(
+    answer: &mut oneshot::Receiver<Result<Vec<Result<T, CommandError>>, CommandError>>,
+    id: fn(T) -> OrderId,
+) -> Option<Option<Vec<Result<OrderId, CommandError>>>> {
+    match answer.try_recv() {
+        Ok(Ok(outcomes)) => Some(Some(outcomes.into_iter().map(|o| o.map(id)).collect())),
+        Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => Some(None),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+    }
+}
+
 /// A call whose answer is only waited for (its content is checked elsewhere, if at all).
 fn answered<T: 'static>(mut answer: oneshot::Receiver<Result<T, CommandError>>) -> Pending {
     Pending::Other(Box::new(move || match answer.try_recv() {
@@ -503,7 +517,18 @@ impl World {
                 }),
             );
         }
-        self.settle(5_000)
+        self.settle(5_000)?;
+        // The customers the clients use must outlive a crash in `async` too (the simulator
+        // keeps no record of customers to forget): the set-up ends with a sync, as the writer's
+        // next periodic sync would make it.
+        if self.config.async_durability {
+            self.storage
+                .sync()
+                .map_err(|e| format!("setup: sync failed: {e}"))?;
+            self.syncs += 1;
+            self.last_sync_us = self.now_us();
+        }
+        Ok(())
     }
 
     /// Recovers a shard from storage and starts its state machine (a new generation).
@@ -983,36 +1008,14 @@ impl World {
                         true
                     }
                 },
-                Pending::Batch(answer) => match answer.try_recv() {
-                    Ok(Ok(results)) => {
-                        for (request, outcome) in call.requests.iter().zip(results) {
-                            if result.is_ok() {
-                                result = self.record(request, outcome);
-                            }
-                        }
-                        true
-                    }
-                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
-                        self.report.unknown += 1;
-                        true
-                    }
-                    Err(oneshot::error::TryRecvError::Empty) => false,
-                },
-                Pending::Submitted(answer) => match answer.try_recv() {
-                    Ok(Ok(results)) => {
-                        for (request, outcome) in call.requests.iter().zip(results) {
-                            if result.is_ok() {
-                                result = self.record(request, outcome.map(|view| view.id));
-                            }
-                        }
-                        true
-                    }
-                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
-                        self.report.unknown += 1;
-                        true
-                    }
-                    Err(oneshot::error::TryRecvError::Empty) => false,
-                },
+                Pending::Batch(answer) => {
+                    self.settle_many(&call.requests, poll_many(answer, |id| id), &mut result)
+                }
+                Pending::Submitted(answer) => self.settle_many(
+                    &call.requests,
+                    poll_many(answer, |view| view.id),
+                    &mut result,
+                ),
                 Pending::Adjust(answer, key) => match answer.try_recv() {
                     Ok(Ok(view)) => {
                         if let Some(key) = key {
@@ -1046,6 +1049,31 @@ impl World {
         });
         self.calls = calls;
         result
+    }
+
+    /// Records the answer of a call that placed many orders (`None`: not yet answered, then
+    /// `false`; `Some(None)`: no answer will come, counted unknown). Answers whether it is done.
+    fn settle_many(
+        &mut self,
+        requests: &[Request],
+        polled: Option<Option<Vec<Result<OrderId, CommandError>>>>,
+        result: &mut Check,
+    ) -> bool {
+        match polled {
+            None => false,
+            Some(None) => {
+                self.report.unknown += 1;
+                true
+            }
+            Some(Some(outcomes)) => {
+                for (request, outcome) in requests.iter().zip(outcomes) {
+                    if result.is_ok() {
+                        *result = self.record(request, outcome);
+                    }
+                }
+                true
+            }
+        }
     }
 
     /// Checks a placement's answer against everything answered before, and records it.

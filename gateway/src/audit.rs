@@ -74,10 +74,9 @@ pub fn shard_chain(shard: u16) -> String {
 }
 /// Longest `action`, in characters (actions are constants in the code).
 const ACTION_CHARS_MAX: usize = 64;
-/// Longest `target`, in characters; longer ones (a long request path) are cut.
-pub const TARGET_CHARS_MAX: usize = 200;
-/// Longest `detail`, in characters; longer ones are cut.
-pub const DETAIL_CHARS_MAX: usize = 500;
+/// Longest `target` and `detail`, in characters; longer ones (a long request path) are cut,
+/// as the shards cut theirs.
+pub use orderd_engine::audit::{cut, DETAIL_CHARS_MAX, TARGET_CHARS_MAX};
 
 /// Why the audit trail could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -315,13 +314,6 @@ struct Submission {
     target: String,
     detail: String,
     ack: oneshot::Sender<Result<AuditEntry, String>>,
-}
-
-fn cut(text: String, chars_max: usize) -> String {
-    match text.char_indices().nth(chars_max) {
-        Some((end, _)) => text[..end].to_string(),
-        None => text,
-    }
 }
 
 /// The writer thread: takes everything queued (up to `batch_max`), chains it, writes it in one

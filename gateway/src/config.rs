@@ -235,7 +235,7 @@ pub struct SecurityConfig {
 pub struct AuditConfig {
     /// Entries waiting for the writer; also the most entries of one group commit.
     pub queue_capacity: usize,
-    /// Most entries one `GET /v1/audit` page reads from storage.
+    /// Most entries one `GET /v1/audit` page reads from storage, per chain.
     pub scan_entries_max: usize,
 }
 

@@ -5,9 +5,9 @@
 //! and error codes by construction.
 
 use orderd_engine::{
-    CommandError, CustomerId, CustomerView, Engine, Idempotency, NewCustomer, NewShipment,
-    OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId,
-    ShipmentStatus, ShipmentView, StockView,
+    CustomerId, CustomerView, Engine, Idempotency, NewCustomer, NewShipment, OrderCursor,
+    OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId, ShipmentStatus,
+    ShipmentView, StockView,
 };
 use orderd_proto::{
     CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, PlaceOrderRequest,
@@ -63,18 +63,26 @@ pub async fn place_order(
     key: Option<String>,
     request_hash: u128,
 ) -> Result<OrderView, ApiError> {
-    let place = prepare_place(ctx, caller, request, key, request_hash)?;
-    // Through the shard's inbox: concurrent requests for a shard share one message and one
-    // group commit. The shard writes the audit entry (`order.place`) with the order, so a
-    // replay under the key writes none.
-    let view = ctx
-        .engine
-        .place_orders(vec![place])
+    // Through the shard's inbox ([`place_orders`]): concurrent requests for a shard share one
+    // message and one group commit. The shard writes the audit entry (`order.place`) with the
+    // order, so a replay under the key writes none.
+    let input = PlaceInput {
+        request,
+        key,
+        request_hash,
+    };
+    place_orders(ctx, caller, vec![input])
         .await
         .pop()
-        .unwrap_or_else(|| Err(CommandError::Unavailable("no outcome".into())))?;
-    // A replay answers the stored order, sealed under whichever data key sealed it then.
-    Ok(ctx.vault.open_order(view)?)
+        .unwrap_or_else(|| Err(no_outcome()))
+}
+
+/// The answer for an order the engine gave no outcome for (never expected: a safe 503).
+pub fn no_outcome() -> ApiError {
+    ApiError::Unavailable {
+        detail: "the engine answered no outcome for this order".into(),
+        reasons: None,
+    }
 }
 
 /// One placement of a [`place_orders`] call: the body, its Idempotency-Key as the client sent
@@ -110,6 +118,7 @@ pub async fn place_orders(
     let results = ctx.engine.place_orders(places).await;
     for (index, result) in slots.into_iter().zip(results) {
         outcomes[index] = Some(
+            // A replay answers the stored order, sealed under whichever key sealed it then.
             result
                 .map_err(ApiError::from)
                 .and_then(|view| Ok(ctx.vault.open_order(view)?)),
@@ -117,14 +126,7 @@ pub async fn place_orders(
     }
     outcomes
         .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| {
-                Err(ApiError::Unavailable {
-                    detail: "the engine answered no outcome for this order".into(),
-                    reasons: None,
-                })
-            })
-        })
+        .map(|o| o.unwrap_or_else(|| Err(no_outcome())))
         .collect()
 }
 

@@ -660,12 +660,7 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
         let answer = match refusal {
             Some(error) => Err(error),
             None => {
-                let answer = placed.next().unwrap_or_else(|| {
-                    Err(ApiError::Unavailable {
-                        detail: "the engine answered no outcome for this order".into(),
-                        reasons: None,
-                    })
-                });
+                let answer = placed.next().unwrap_or_else(|| Err(ops::no_outcome()));
                 metrics::record_order(&answer);
                 answer
             }
