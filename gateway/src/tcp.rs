@@ -1,20 +1,22 @@
 //! The binary TCP protocol's server (`docs/PROTOCOL.md`): the listener on `tcp.listen`, one
-//! task per connection reading frames and one writing replies, authentication once per
-//! connection, the bounds (`tcp.max_connections`, `tcp.max_in_flight`, `tcp.max_frame_bytes`,
-//! `tcp.idle_timeout_ms`, `tcp.batch_orders_max`) and the mapping of opcodes onto [`crate::ops`].
+//! task per connection that reads frames, runs their requests and writes their replies,
+//! authentication once per connection, the bounds (`tcp.max_connections`, `tcp.max_in_flight`,
+//! `tcp.max_frame_bytes`, `tcp.idle_timeout_ms`, `tcp.batch_orders_max`) and the mapping of
+//! opcodes onto [`crate::ops`].
 //! Placements go to the engine in batches: a `PLACE_ORDERS` frame in one
 //! [`ops::place_orders`] call, and so do all the `PLACE_ORDER` frames of one read.
 //!
 //! It runs on a tokio runtime of its own (`tcp.workers` threads named `orderd-tcp`), beside
 //! actix's HTTP workers, so that neither front door can starve the other's event loops.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::future::{self as future, Either, FutureExt};
+use futures_util::future;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use orderd_engine::{CustomerView, Engine, OrderView, ShipmentView, StockView};
 use orderd_proto::frame::{self, Frame, FrameDecoder, FrameError};
@@ -23,10 +25,9 @@ use orderd_proto::{
     CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, OrderLineRequest,
     PlaceOrderRequest, ShipmentLineRequest, StockAdjustmentRequest,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use crate::audit::{AuditLog, ANONYMOUS};
 use crate::auth::{Auth, Caller};
@@ -41,6 +42,11 @@ use crate::vault::Vault;
 const SHUTDOWN_GRACE_S: u64 = 10;
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Reply bytes a connection may hold unwritten before it stops reading requests: a client that
+/// does not read its replies is no longer served, rather than growing the buffer.
+const OUT_PAUSE_BYTES: usize = 1024 * 1024;
+/// Capacity of a connection's reply buffer kept after it empties; a larger one is freed.
+const OUT_KEEP_BYTES: usize = 256 * 1024;
 
 /// The limits of one server, from `[tcp]`.
 #[derive(Clone, Copy, Debug)]
@@ -274,164 +280,274 @@ struct Session {
     secret: String,
 }
 
+/// The reply bytes a connection holds unwritten, and since when the client has not taken them.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    /// Bytes of `bytes` already written.
+    written: usize,
+    /// Since when the socket has refused bytes we hold (the client is not reading).
+    stalled_since: Option<Instant>,
+}
+
+impl Outbox {
+    fn push(&mut self, reply: &Frame) {
+        frame::encode(reply, &mut self.bytes);
+    }
+
+    fn pending(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
+    /// Writes what the socket takes now, without waiting; `Err` when the connection is broken.
+    fn flush(&mut self, stream: &TcpStream) -> std::io::Result<()> {
+        while self.pending() > 0 {
+            match stream.try_write(&self.bytes[self.written..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n;
+                    self.stalled_since = None;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.stalled_since.get_or_insert_with(Instant::now);
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.bytes.clear();
+        self.written = 0;
+        if self.bytes.capacity() > OUT_KEEP_BYTES {
+            self.bytes = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+/// A request (or the placements of one read) running on its connection: its reply frames.
+type Running = Pin<Box<dyn Future<Output = Replies> + Send>>;
+
+/// What one connection's task owns: the replies waiting to be written and the requests running.
+struct Conn {
+    out: Outbox,
+    running: FuturesUnordered<Running>,
+    /// Requests running (each holds one slot of `tcp.max_in_flight` until its reply is queued).
+    in_flight: usize,
+}
+
+impl Conn {
+    /// Starts the requests decoded from one read: every `PLACE_ORDER` of the read goes to the
+    /// engine in one [`ops::place_orders`] call ([`run_placements`]): one submission and one
+    /// answer for all of them; every other request runs on its own. They run on this
+    /// connection's task (no task per request), and each reply is queued as soon as its request
+    /// is done (the placements' together).
+    fn start(&mut self, batch: Vec<Request>, shared: &Arc<Shared>) {
+        // One group per caller; a connection has one, so in practice one group per read.
+        let mut placements: Vec<Vec<Request>> = Vec::new();
+        for request in batch {
+            if request.frame.opcode != op::PLACE_ORDER {
+                let shared = shared.clone();
+                self.running.push(Box::pin(async move {
+                    Replies::One(run_request(&shared, request).await)
+                }));
+                continue;
+            }
+            match placements
+                .iter_mut()
+                .find(|group| group[0].caller == request.caller)
+            {
+                Some(group) => group.push(request),
+                None => placements.push(vec![request]),
+            }
+        }
+        for group in placements {
+            let shared = shared.clone();
+            self.running.push(Box::pin(async move {
+                Replies::Many(run_placements(&shared, group).await)
+            }));
+        }
+    }
+
+    /// Queues the replies of a finished request (or group) and frees their slots.
+    fn answered(&mut self, replies: Replies) {
+        match replies {
+            Replies::One(reply) => {
+                self.out.push(&reply);
+                self.in_flight -= 1;
+            }
+            Replies::Many(frames) => {
+                for reply in &frames {
+                    self.out.push(reply);
+                }
+                self.in_flight -= frames.len();
+            }
+        }
+    }
+
+    /// Lets what is running finish and writes every reply, for at most `grace`.
+    async fn finish(&mut self, stream: &TcpStream, grace: Duration) {
+        let _ = tokio::time::timeout(grace, async {
+            loop {
+                if self.out.flush(stream).is_err() {
+                    return;
+                }
+                if self.running.is_empty() && self.out.pending() == 0 {
+                    return;
+                }
+                tokio::select! {
+                    Some(replies) = self.running.next(), if !self.running.is_empty() => {
+                        self.answered(replies);
+                    }
+                    ready = stream.writable(), if self.out.pending() > 0 => {
+                        if ready.is_err() {
+                            return;
+                        }
+                    }
+                    else => return,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// One connection, served by one task: it reads frames, runs the requests of each read
+/// together ([`Conn::start`]), and writes replies as they are ready, many per write when they
+/// queue up. Reading stops while [`OUT_PAUSE_BYTES`] of replies wait for a client that does
+/// not read them, and a write that makes no progress for `tcp.idle_timeout_ms` closes the
+/// connection (`write_timeout`).
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (mut reader, writer) = stream.into_split();
     let limits = shared.limits;
-    // Replies; every request holds one slot of `max_in_flight`, and connection errors take
-    // the spare ones.
-    let (replies, reply_rx) = mpsc::channel::<Frame>(limits.max_in_flight + 2);
-    let stalled = Arc::new(tokio::sync::Notify::new());
-    let writer_task = tokio::spawn(write_replies(
-        writer,
-        reply_rx,
-        limits.idle_timeout,
-        stalled.clone(),
-    ));
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let idle = Arc::new(tokio::sync::Notify::new());
+    let mut conn = Conn {
+        out: Outbox::default(),
+        running: FuturesUnordered::new(),
+        in_flight: 0,
+    };
     let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut session: Option<Session> = None;
     let mut last_frame_at = Instant::now();
     let close = 'conn: loop {
+        if conn.out.flush(&stream).is_err() {
+            break Close::WriteTimeout;
+        }
         if *shutdown.borrow() {
             break Close::Shutdown;
         }
-        let deadline = last_frame_at + limits.idle_timeout;
+        let idle_deadline = last_frame_at + limits.idle_timeout;
+        let stall_deadline = conn
+            .out
+            .stalled_since
+            .map(|since| since + limits.idle_timeout);
+        let may_read = conn.out.pending() < OUT_PAUSE_BYTES;
         // Biased: a stalled writer is named as the reason even when the idle deadline has
-        // passed too (the reader may have waited on the full reply channel meanwhile).
-        let read = tokio::select! {
+        // passed too.
+        tokio::select! {
             biased;
             _ = shutdown.changed() => break Close::Shutdown,
-            _ = stalled.notified() => break Close::WriteTimeout,
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                if in_flight.load(Ordering::Acquire) == 0 {
+            _ = tokio::time::sleep_until(stall_deadline.unwrap_or(idle_deadline).into()),
+                if stall_deadline.is_some() => break Close::WriteTimeout,
+            Some(replies) = conn.running.next(), if !conn.running.is_empty() => {
+                conn.answered(replies);
+            }
+            ready = stream.writable(), if conn.out.pending() > 0 => {
+                if ready.is_err() {
+                    break Close::WriteTimeout;
+                }
+            }
+            _ = tokio::time::sleep_until(idle_deadline.into()) => {
+                if conn.in_flight == 0 && conn.out.pending() == 0 {
                     break Close::IdleTimeout;
                 }
                 // Busy on our side: the client is waiting for us, not idle.
                 last_frame_at = Instant::now();
-                continue;
             }
-            read = reader.read(&mut chunk) => read,
-        };
-        let n = match read {
-            Ok(0) => break Close::Eof,
-            Ok(n) => n,
-            Err(_) => break Close::ReadError,
-        };
-        decoder.feed(&chunk[..n]);
-        let mut batch = Vec::new();
-        let closing = loop {
-            let frame = match decoder.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break None,
-                Err(error) => {
-                    let (status, code) = match error {
-                        FrameError::TooLarge { .. } => (413, "payload_too_large"),
-                        _ => (400, "invalid_frame"),
-                    };
-                    let _ = replies
-                        .send(connection_error(status, code, error.to_string()))
-                        .await;
-                    break Some(Close::BadFrame);
+            ready = stream.readable(), if may_read => {
+                if ready.is_err() {
+                    break Close::ReadError;
                 }
-            };
-            last_frame_at = Instant::now();
-            match handle_frame(frame, &mut session, &shared, &replies, &in_flight, peer).await {
-                Step::Done => {}
-                Step::Run(request) => batch.push(request),
-                Step::Close(close) => break Some(close),
+                let n = match stream.try_read(&mut chunk) {
+                    Ok(0) => break Close::Eof,
+                    Ok(n) => n,
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break Close::ReadError,
+                };
+                decoder.feed(&chunk[..n]);
+                let mut batch = Vec::new();
+                let closing = loop {
+                    let frame = match decoder.next_frame() {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break None,
+                        Err(error) => {
+                            let (status, code) = match error {
+                                FrameError::TooLarge { .. } => (413, "payload_too_large"),
+                                _ => (400, "invalid_frame"),
+                            };
+                            conn.out
+                                .push(&connection_error(status, code, error.to_string()));
+                            break Some(Close::BadFrame);
+                        }
+                    };
+                    last_frame_at = Instant::now();
+                    match handle_frame(frame, &mut session, &shared, &mut conn, peer).await {
+                        Step::Done => {}
+                        Step::Run(request) => batch.push(request),
+                        Step::Close(close) => break Some(close),
+                    }
+                };
+                // What was read before a bad frame is still run and answered.
+                if !batch.is_empty() {
+                    conn.start(batch, &shared);
+                }
+                if let Some(close) = closing {
+                    break 'conn close;
+                }
             }
-        };
-        // What was read before a bad frame is still run and answered.
-        if !batch.is_empty() {
-            run_batch(batch, &shared, &replies, &in_flight, &idle);
-        }
-        if let Some(close) = closing {
-            break 'conn close;
         }
     };
     match close {
+        // The client is gone or not reading: nothing more can reach it.
+        Close::WriteTimeout | Close::ReadError => {}
         Close::IdleTimeout => {
-            let _ = replies
-                .send(connection_error(
-                    408,
-                    "idle_timeout",
-                    format!(
-                        "nothing received for {} ms",
-                        limits.idle_timeout.as_millis()
-                    ),
-                ))
-                .await;
+            conn.out.push(&connection_error(
+                408,
+                "idle_timeout",
+                format!(
+                    "nothing received for {} ms",
+                    limits.idle_timeout.as_millis()
+                ),
+            ));
+            conn.finish(&stream, limits.idle_timeout).await;
         }
         Close::Shutdown => {
             // What is in flight finishes and is answered first.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(SHUTDOWN_GRACE_S),
-                wait_idle(&in_flight, &idle),
-            )
-            .await;
-            let _ = replies
-                .send(connection_error(
-                    503,
-                    "unavailable",
-                    "the server is shutting down".into(),
-                ))
+            conn.finish(&stream, Duration::from_secs(SHUTDOWN_GRACE_S))
+                .await;
+            conn.out.push(&connection_error(
+                503,
+                "unavailable",
+                "the server is shutting down".into(),
+            ));
+            conn.finish(&stream, limits.idle_timeout).await;
+        }
+        Close::Eof | Close::BadFrame | Close::Unauthorized => {
+            // What was read is answered before the connection closes.
+            conn.finish(&stream, Duration::from_secs(SHUTDOWN_GRACE_S))
                 .await;
         }
-        _ => {}
     }
     ::metrics::counter!(metrics::TCP_CLOSED_TOTAL, "reason" => close.label()).increment(1);
     tracing::debug!(message = "TCP connection closed.", %peer, reason = close.label());
-    // The writer ends once every request task has sent its reply and dropped its sender.
-    drop(replies);
-    let _ = writer_task.await;
-}
-
-async fn wait_idle(in_flight: &AtomicUsize, idle: &tokio::sync::Notify) {
-    loop {
-        let notified = idle.notified();
-        if in_flight.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        notified.await;
+    if !matches!(close, Close::WriteTimeout | Close::ReadError) {
+        // A clean end (FIN) once every reply is written.
+        let mut stream = stream;
+        let _ = tokio::time::timeout(limits.idle_timeout, stream.shutdown()).await;
     }
-}
-
-/// Writes replies as they come, many per write when they queue up; closes the write side
-/// cleanly (FIN) when every sender is gone. A write that does not finish within `timeout` (the
-/// client stopped reading and the socket buffers are full) or fails ends the writer: its
-/// channel closes, so nothing waits on it, and `stalled` tells the reader to close.
-async fn write_replies(
-    mut writer: OwnedWriteHalf,
-    mut replies: mpsc::Receiver<Frame>,
-    timeout: Duration,
-    stalled: Arc<tokio::sync::Notify>,
-) {
-    let mut bytes = Vec::with_capacity(READ_CHUNK_BYTES);
-    while let Some(first) = replies.recv().await {
-        bytes.clear();
-        frame::encode(&first, &mut bytes);
-        while bytes.len() < READ_CHUNK_BYTES {
-            match replies.try_recv() {
-                Ok(next) => frame::encode(&next, &mut bytes),
-                Err(_) => break,
-            }
-        }
-        match tokio::time::timeout(timeout, writer.write_all(&bytes)).await {
-            Ok(Ok(())) => {}
-            _ => {
-                stalled.notify_one();
-                return;
-            }
-        }
-    }
-    let _ = writer.shutdown().await;
 }
 
 /// What the reader does after a frame.
@@ -457,19 +573,16 @@ async fn handle_frame(
     frame: Frame,
     session: &mut Option<Session>,
     shared: &Arc<Shared>,
-    replies: &mpsc::Sender<Frame>,
-    in_flight: &AtomicUsize,
+    conn: &mut Conn,
     peer: SocketAddr,
 ) -> Step {
     let request_id = frame.request_id;
     if frame.opcode == op::PING {
-        let _ = replies
-            .send(Frame {
-                opcode: op::PING | op::REPLY,
-                request_id,
-                payload: Vec::new(),
-            })
-            .await;
+        conn.out.push(&Frame {
+            opcode: op::PING | op::REPLY,
+            request_id,
+            payload: Vec::new(),
+        });
         return Step::Done;
     }
     let Some(current) = session.as_ref() else {
@@ -477,7 +590,7 @@ async fn handle_frame(
             let error = ApiError::Unauthorized(
                 "send AUTH first: the connection is not authenticated".into(),
             );
-            refuse(shared, replies, request_id, &error, "tcp", peer).await;
+            refuse(shared, &mut conn.out, request_id, &error, "tcp", peer).await;
             return Step::Close(Close::Unauthorized);
         }
         return match authenticate(shared, &frame.payload) {
@@ -488,63 +601,59 @@ async fn handle_frame(
                     max_in_flight: shared.limits.max_in_flight as u32,
                     max_frame_bytes: shared.limits.max_frame_bytes as u32,
                 };
-                let _ = replies
-                    .send(msg::frame(op::AUTH | op::REPLY, request_id, &ok))
-                    .await;
+                conn.out
+                    .push(&msg::frame(op::AUTH | op::REPLY, request_id, &ok));
                 *session = Some(Session { caller, secret });
                 Step::Done
             }
             Err(error) => {
-                refuse(shared, replies, request_id, &error, "tcp auth", peer).await;
+                refuse(shared, &mut conn.out, request_id, &error, "tcp auth", peer).await;
                 Step::Close(Close::Unauthorized)
             }
         };
     };
     if frame.opcode == op::AUTH {
         let error = ApiError::invalid("opcode", "this connection is already authenticated");
-        let _ = replies.send(error_frame(request_id, &error)).await;
+        conn.out.push(&error_frame(request_id, &error));
         return Step::Done;
     }
     // The key may have been revoked since AUTH.
     let Some(record) = shared.auth.keys.lookup(&current.secret) else {
         let error = ApiError::Unauthorized("unknown or revoked API key".into());
-        refuse(shared, replies, request_id, &error, "tcp", peer).await;
+        refuse(shared, &mut conn.out, request_id, &error, "tcp", peer).await;
         return Step::Close(Close::Unauthorized);
     };
     if !shared.auth.limiter.allow(&record.id, Instant::now()) {
         // A refusal counts as an error in change management's watch, as a 429 over HTTP does.
         crate::window::global().record(Duration::ZERO, true);
-        let _ = replies
-            .send(error_frame(request_id, &ApiError::RateLimited))
-            .await;
+        conn.out
+            .push(&error_frame(request_id, &ApiError::RateLimited));
         return Step::Done;
     }
     let Some(name) = op::name(frame.opcode) else {
         let error = ApiError::invalid("opcode", format!("unknown opcode 0x{:02x}", frame.opcode));
-        let _ = replies.send(error_frame(request_id, &error)).await;
+        conn.out.push(&error_frame(request_id, &error));
         return Step::Done;
     };
     let max = shared.limits.max_in_flight;
-    if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
-        in_flight.fetch_sub(1, Ordering::AcqRel);
+    if conn.in_flight >= max {
         crate::window::global().record(Duration::ZERO, true);
         let mut body = ApiError::RateLimited.problem();
         body.detail = format!("more than {max} requests in flight on this connection");
-        let _ = replies
-            .send(msg::frame(
-                op::ERROR,
-                request_id,
-                &ErrorBody {
-                    status: body.status,
-                    code: body.code,
-                    detail: body.detail,
-                    param: None,
-                    skus: Vec::new(),
-                },
-            ))
-            .await;
+        conn.out.push(&msg::frame(
+            op::ERROR,
+            request_id,
+            &ErrorBody {
+                status: body.status,
+                code: body.code,
+                detail: body.detail,
+                param: None,
+                skus: Vec::new(),
+            },
+        ));
         return Step::Done;
     }
+    conn.in_flight += 1;
     Step::Run(Request {
         caller: current.caller.clone(),
         name,
@@ -552,78 +661,10 @@ async fn handle_frame(
     })
 }
 
-/// Runs the requests decoded from one read together, in one task: their engine calls and
-/// audit entries go out at once and come back in the same group commits, so a read of N
-/// pipelined requests costs a few wake-ups instead of a few per request (a cross-thread
-/// wake-up costs 20–50 µs on small VMs). Every `PLACE_ORDER` of the read goes to the engine in
-/// one [`ops::place_orders`] call ([`run_placements`]): one submission and one answer for all
-/// of them. Each reply is sent as soon as its request is done (the placements' together).
-fn run_batch(
-    batch: Vec<Request>,
-    shared: &Arc<Shared>,
-    replies: &mpsc::Sender<Frame>,
-    in_flight: &Arc<AtomicUsize>,
-    idle: &Arc<tokio::sync::Notify>,
-) {
-    let shared = shared.clone();
-    let replies = replies.clone();
-    let in_flight = in_flight.clone();
-    let idle = idle.clone();
-    tokio::spawn(async move {
-        let shared = &*shared;
-        let mut running = FuturesUnordered::new();
-        // One group per caller; a connection has one, so in practice one group per read.
-        let mut placements: Vec<Vec<Request>> = Vec::new();
-        for request in batch {
-            if request.frame.opcode != op::PLACE_ORDER {
-                running.push(Either::Left(
-                    run_request(shared, request).map(Replies::One as fn(Frame) -> Replies),
-                ));
-                continue;
-            }
-            match placements
-                .iter_mut()
-                .find(|group| group[0].caller == request.caller)
-            {
-                Some(group) => group.push(request),
-                None => placements.push(vec![request]),
-            }
-        }
-        for group in placements {
-            running.push(Either::Right(
-                run_placements(shared, group).map(Replies::Many as fn(Vec<Frame>) -> Replies),
-            ));
-        }
-        while let Some(done) = running.next().await {
-            match done {
-                Replies::One(reply) => deliver(reply, &replies, &in_flight, &idle).await,
-                Replies::Many(frames) => {
-                    for reply in frames {
-                        deliver(reply, &replies, &in_flight, &idle).await;
-                    }
-                }
-            }
-        }
-    });
-}
-
 /// The reply frames of one request, or of the placements of one read.
 enum Replies {
     One(Frame),
     Many(Vec<Frame>),
-}
-
-/// Sends a request's reply and frees its in-flight slot.
-async fn deliver(
-    reply: Frame,
-    replies: &mpsc::Sender<Frame>,
-    in_flight: &AtomicUsize,
-    idle: &tokio::sync::Notify,
-) {
-    let _ = replies.send(reply).await;
-    if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-        idle.notify_waiters();
-    }
 }
 
 /// Runs the `PLACE_ORDER` requests of one read, all of one caller, with one
@@ -834,7 +875,7 @@ async fn run_request(shared: &Shared, request: Request) -> Frame {
 /// `auth.unauthorized`, actor `anonymous`, never the secret).
 async fn refuse(
     shared: &Shared,
-    replies: &mpsc::Sender<Frame>,
+    out: &mut Outbox,
     request_id: u64,
     error: &ApiError,
     target: &str,
@@ -853,7 +894,7 @@ async fn refuse(
     {
         tracing::warn!(message = "Could not write the audit entry of a refused request.", error = %audit_error);
     }
-    let _ = replies.send(error_frame(request_id, error)).await;
+    out.push(&error_frame(request_id, error));
 }
 
 /// Writes a 403 to the audit trail, as HTTP does (`auth.forbidden`, the key and its role).
