@@ -1,7 +1,8 @@
 //! orderd's order engine: sharded actors that own stock, customers and orders, the cross-shard
-//! reservation protocol, a group-committed event log with snapshots on RocksDB, and recovery.
+//! reservation protocol, a group-committed event log with snapshots, and recovery.
 //!
-//! Architecture invariant: this crate knows no HTTP, JSON or sockets.
+//! Architecture invariant: this crate knows no HTTP, JSON or sockets, and no RocksDB: it stores
+//! through `orderd-storage`'s [`Storage`] (re-exported as [`storage`] for its own modules).
 
 pub mod audit;
 pub mod backup;
@@ -16,7 +17,6 @@ pub mod log;
 pub mod shard;
 pub mod sim;
 pub mod state;
-pub mod storage;
 pub mod supervisor;
 pub mod tunables;
 
@@ -24,6 +24,7 @@ pub use domain::*;
 pub use engine::{recover_shard, Engine, EngineConfig, EngineError, LogCounters, Recovered};
 pub use incident::{Incident, IncidentLog};
 pub use log::Durability;
+pub use orderd_storage as storage;
 pub use shard::ResealFn;
 pub use storage::memory::MemoryStorage;
 pub use storage::rocks::RocksStorage;

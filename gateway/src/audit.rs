@@ -43,7 +43,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 use chrono::DateTime;
 use orderd_engine::audit::{self as chains, AuditSeq};
-use orderd_engine::storage::{Family, Storage, StorageError, Write};
+use orderd_storage::{Family, Storage, StorageError, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -51,10 +51,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use orderd_proto::AuditEntry;
 
 use crate::auth::Caller;
-use crate::config::{AuditConfig, IDEMPOTENCY_RETENTION_S_MIN};
 use crate::error::ApiError;
 use crate::idem::Keys;
 use crate::wire;
+use orderd_config::{AuditConfig, IDEMPOTENCY_RETENTION_S_MIN};
 
 /// Actor of entries about requests without a valid key.
 pub const ANONYMOUS: &str = "anonymous";
@@ -1358,7 +1358,7 @@ mod tests {
             family: Family,
             from: &[u8],
             to: &[u8],
-        ) -> Result<Option<orderd_engine::storage::KeyValue>, StorageError> {
+        ) -> Result<Option<orderd_storage::KeyValue>, StorageError> {
             self.inner.last_in(family, from, to)
         }
     }

@@ -16,15 +16,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orderd_engine::backup::{self, BackupError, Digester, NoProgress, Repo, ShardDigest};
-use orderd_engine::storage::{Family, Storage, StorageError, Write};
 use orderd_engine::Engine;
+use orderd_storage::{Family, Storage, StorageError, Write};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::auth::KEYS_FILE;
-use crate::config::BackupConfig;
 use crate::inspection::{BackupInfo, BackupStatus, Verification};
 use crate::offsite::Offsite;
+use orderd_config::BackupConfig;
 
 /// Rebuilds shards in a child process (`orderd digest-store DIR`): the rebuild of a large store
 /// allocates as much memory as the live shards hold and keeps a core busy for seconds; in the

@@ -11,24 +11,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orderd_engine::storage::{Family, Storage, Write};
 use orderd_engine::Engine;
 use orderd_proto::{
     AssessmentResponse, ChangeResponse, ChangeStepResponse, WatchBoundsResponse, WatchResponse,
     WindowStatsResponse,
 };
+use orderd_storage::{Family, Storage, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::config::ChangesConfig;
 use crate::error::ApiError;
 use crate::idem::{Age, Entry, Keys};
 use crate::roles::Role;
 use crate::settings::{self, Live, Override, Risk};
 use crate::window::{self, WindowStats};
 use crate::wire;
+use orderd_config::ChangesConfig;
 
 const RECORD_PREFIX: &[u8] = b"changes/record/";
 const OVERRIDE_PREFIX: &[u8] = b"changes/override/";

@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex};
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use orderd_engine::storage::{Family, Storage, StorageError, Write};
 use orderd_engine::Idempotency;
+use orderd_storage::{Family, Storage, StorageError, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -458,7 +458,7 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::new(
-            Arc::new(orderd_engine::storage::memory::MemoryStorage::new()),
+            Arc::new(orderd_storage::memory::MemoryStorage::new()),
             86_400,
         )
     }

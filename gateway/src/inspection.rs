@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use orderd_engine::storage::{Family, StorageHealth};
 use orderd_engine::{Engine, ShardState, ShardStatus};
+use orderd_storage::{Family, StorageHealth};
 
-use crate::config::{Config, InspectionConfig};
 use crate::wire;
+use orderd_config::{Config, InspectionConfig};
 
 /// The checks of every inspection, in the order they are reported.
 pub const CHECK_NAMES: [&str; 9] = [
@@ -1816,7 +1816,7 @@ mod tests {
         config.inspection.cpu_sample_ms = 50;
         config.inspection.memory_warn_percent = 0;
         config.inspection.memory_fail_percent = 0;
-        let engine = Engine::open(config.engine_config()).unwrap();
+        let engine = Engine::open(crate::server::engine_config(&config)).unwrap();
         let inspector = Arc::new(Inspector::new(&config, engine.clone()));
         inspector.set_http_addrs(vec![answering("HTTP/1.1 200 OK")]);
         inspector.set_tcp_addr(answering_ping());

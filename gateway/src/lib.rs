@@ -14,7 +14,6 @@ pub mod auth;
 pub mod backups;
 pub mod body;
 pub mod changes;
-pub mod config;
 pub mod error;
 pub mod idem;
 pub mod inspection;
@@ -31,5 +30,5 @@ pub mod vault;
 pub mod window;
 pub mod wire;
 
-pub use config::Config;
+pub use orderd_config::Config;
 pub use server::run;

@@ -320,8 +320,8 @@ mod tests {
     use super::*;
     use orderd_engine::backup::{NoProgress, Repo};
     use orderd_engine::engine::SHARD_COUNT_KEY;
-    use orderd_engine::storage::{Family, Storage, Write};
     use orderd_engine::RocksStorage;
+    use orderd_storage::{Family, Storage, Write};
 
     /// A one-shard store with one distinguishing record, backed up into a new backup directory.
     fn backup_of(root: &Path, name: &str) -> (Repo, Manifest) {

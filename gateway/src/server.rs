@@ -8,17 +8,17 @@ use std::time::Instant;
 
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
-use orderd_engine::storage::{Family, Write};
 use orderd_engine::Engine;
+use orderd_storage::{Family, Write};
 use tracing_subscriber::EnvFilter;
 
 use crate::audit::{self, AuditLog};
 use crate::auth::{Auth, KeyStore, RateLimiter};
-use crate::config::{Config, LogFormat};
 use crate::error;
 use crate::inspection::{self, Inspector};
 use crate::routes;
 use crate::vault::{MasterKeySource, Vault};
+use orderd_config::{Config, DurabilitySetting, LogFormat};
 
 /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_S: u64 = 10;
@@ -100,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before the engine opens: a key file inside the data directory is refused untouched.
     let key_source = MasterKeySource::from_config(&config).context("cannot use the master key")?;
     let opened_at = Instant::now();
-    let engine = Engine::open(config.engine_config())
+    let engine = Engine::open(engine_config(&config))
         .with_context(|| format!("cannot open the engine in {}", data_dir.display()))?;
     tracing::info!(
         message = "Engine open.",
@@ -337,4 +337,32 @@ async fn serve(
         return Err(anyhow::anyhow!("supervisor escalated: {reason}"));
     }
     served
+}
+
+/// The engine's configuration, from orderd's.
+pub fn engine_config(config: &Config) -> orderd_engine::EngineConfig {
+    orderd_engine::EngineConfig {
+        data_dir: config.storage.data_dir.clone(),
+        shards: config.shard_count(),
+        durability: match config.storage.durability {
+            DurabilitySetting::Sync => orderd_engine::Durability::Sync,
+            DurabilitySetting::Async => orderd_engine::Durability::Async,
+        },
+        flush_interval_ms: config.storage.flush_interval_ms,
+        mailbox_capacity: config.engine.mailbox_capacity,
+        batch_events_max: config.engine.batch_events_max,
+        snapshot_interval_events: config.engine.snapshot_interval_events,
+        idempotency_retention_s: config.engine.idempotency_retention_s,
+        pending_retry_ms: config.engine.pending_retry_ms,
+        request_timeout_ms: config.engine.request_timeout_ms,
+        min_free_bytes: config.storage.min_free_bytes,
+        inbox_orders_max: config.engine.inbox_orders_max,
+        supervisor: orderd_engine::SupervisorConfig {
+            heartbeat_interval_ms: config.supervisor.heartbeat_interval_ms,
+            heartbeat_timeout_ms: config.supervisor.heartbeat_timeout_ms,
+            max_restarts: config.supervisor.max_restarts,
+            window_s: config.supervisor.window_s,
+        },
+        incident_retention_max: config.incidents.retention_max,
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::Config;
+use orderd_config::Config;
 
 /// How much a wrong value of a setting can hurt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,7 +307,7 @@ pub const REGISTRY: &[SettingDef] = &[
     int(
         "tcp.batch_orders_max",
         1,
-        crate::config::TCP_BATCH_ORDERS_MAX as i64,
+        orderd_config::TCP_BATCH_ORDERS_MAX as i64,
         Medium,
         false,
         "Most orders in one TCP PLACE_ORDERS frame.",

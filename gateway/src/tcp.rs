@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures_util::future;
+use futures_util::future::{self, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use orderd_engine::{CustomerView, Engine, OrderView, ShipmentView, StockView};
 use orderd_proto::frame::{self, Frame, FrameDecoder, FrameError};
@@ -31,12 +31,12 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::audit::{AuditLog, ANONYMOUS};
 use crate::auth::{Auth, Caller};
-use crate::config::TcpConfig;
 use crate::error::ApiError;
 use crate::metrics;
 use crate::ops::{self, Ctx, PlaceInput};
 use crate::roles;
 use crate::vault::Vault;
+use orderd_config::TcpConfig;
 
 /// Seconds that connections get, after shutdown begins, to finish what they have in flight.
 const SHUTDOWN_GRACE_S: u64 = 10;
@@ -454,6 +454,10 @@ async fn serve_connection(
                 if stall_deadline.is_some() => break Close::WriteTimeout,
             Some(replies) = conn.running.next(), if !conn.running.is_empty() => {
                 conn.answered(replies);
+                // Every other request that is done too, so that their replies share one write.
+                while let Some(Some(replies)) = conn.running.next().now_or_never() {
+                    conn.answered(replies);
+                }
             }
             ready = stream.writable(), if conn.out.pending() > 0 => {
                 if ready.is_err() {

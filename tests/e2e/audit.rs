@@ -15,10 +15,10 @@ use crate::support::{
 use orderd_engine::audit::{record_key, Record};
 use orderd_engine::event::{batch_decode, batch_push, batch_start, Event};
 use orderd_engine::state::shard_of_sku;
-use orderd_engine::storage::{shard_key, Family, Storage, Write};
 use orderd_engine::{CustomerId, OrderId, RocksStorage, ShipmentId};
 use orderd_gateway::audit::{verify_chain, AuditEntry};
 use orderd_proto::tcp as msg;
+use orderd_storage::{shard_key, Family, Storage, Write};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

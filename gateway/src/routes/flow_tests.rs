@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 
 use crate::audit::AuditLog;
 use crate::auth::{hash_secret, new_secret, Auth, KeyRecord, KeyStore, RateLimiter};
-use crate::config::AuditConfig;
 use crate::error::problem_fallback;
 use crate::roles::Role;
 use crate::vault::{MasterKeySource, Vault};
+use orderd_config::AuditConfig;
 
 const SHARDS: usize = 2;
 
@@ -1158,7 +1158,7 @@ async fn personal_data_is_sealed_in_the_engine_and_survives_rotation() {
 
 /// Writes a quarantine record as the supervisor stores it (ARCHITECTURE.md, "Storage layout").
 fn store_quarantined(engine: &Engine, entry: &orderd_engine::supervisor::QuarantinedCommand) {
-    use orderd_engine::storage::{Family, Write};
+    use orderd_storage::{Family, Write};
     let mut key = b"engine/quarantine/".to_vec();
     key.extend_from_slice(&entry.fingerprint.to_be_bytes());
     let mut value = vec![1u8];

@@ -8,9 +8,9 @@ use crate::table::{or_dash, Table};
 use crate::{print_json, Outcome, Output};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::HumanBytes;
+use orderd_config::Config;
 use orderd_engine::backup::{valid_id, BackupError, Manifest, Repo, SCRATCH_DIR};
 use orderd_gateway::auth::ADMIN_KEY_FILE;
-use orderd_gateway::config::Config;
 use orderd_gateway::offsite::Offsite;
 use orderd_proto::{BackupResponse, BackupVerifyResponse};
 use serde_json::{json, Value};
@@ -796,8 +796,8 @@ mod tests {
     /// up into `<root>/backups` with a `keys.json` beside it, as the server does.
     fn make_backup(root: &Path, shards: u16) -> (Repo, Manifest) {
         use orderd_engine::backup::NoProgress;
-        use orderd_engine::storage::{Family, Write};
         use orderd_engine::{RocksStorage, Storage};
+        use orderd_storage::{Family, Write};
         let live = RocksStorage::open(&root.join("live").join("db")).expect("open store");
         let mut writes = vec![Write::Put {
             family: Family::Control,

@@ -131,6 +131,8 @@ impl Measurement {
 pub struct RunResult {
     pub measured: Measurement,
     pub warmup_placed: u64,
+    /// Placements of the warm-up answered by an error (their outcome is unknown to the client).
+    pub warmup_place_errors: u64,
     /// The server's CPU time (user + system) during the measured phase, read from `/proc`
     /// before and after it; `None` where the target's server cannot be sampled.
     pub server_cpu: Option<Duration>,
@@ -185,6 +187,7 @@ pub async fn run(
         }
     }
     let mut warmup_placed = 0;
+    let mut warmup_place_errors = 0;
     if !config.warmup.is_zero() {
         let (warm, returned) = phase(
             slots,
@@ -195,6 +198,7 @@ pub async fn run(
         .await?;
         slots = returned;
         warmup_placed = warm.by_kind[OpKind::Place as usize].ok;
+        warmup_place_errors = warm.by_kind[OpKind::Place as usize].errors;
     }
     let cpu_source = target.cpu_source();
     let cpu_before = cpu_source.sample();
@@ -204,6 +208,7 @@ pub async fn run(
     Ok(RunResult {
         measured,
         warmup_placed,
+        warmup_place_errors,
         server_cpu,
     })
 }

@@ -201,11 +201,13 @@ async fn run_one(
         let sku = plan.skus[0].clone();
         match target.stock_available(&sku).await? {
             Some(available) => {
-                let confirmed = result.warmup_placed + measured.by_kind[OpKind::Place as usize].ok;
+                let places = &measured.by_kind[OpKind::Place as usize];
+                let confirmed = result.warmup_placed + places.ok;
                 Some(StockCheck {
                     sku,
                     expected_available: plan.stock_per_sku.saturating_sub(confirmed),
                     available,
+                    unknown_units: result.warmup_place_errors + places.errors,
                 })
             }
             None => None,

@@ -9,7 +9,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The shipped default configuration, embedded in the binary.
-pub const DEFAULT_TOML: &str = include_str!("../../config/orderd.toml");
+/// Longest watch window of change management, in seconds (the request window keeps twice it).
+pub const WATCH_WINDOW_S_MAX: u64 = 3600;
+
+pub const DEFAULT_TOML: &str = include_str!("../../../config/orderd.toml");
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "ORDERD__";
@@ -417,10 +420,10 @@ impl Config {
             })
         }
         let c = &self.changes;
-        if !(1..=crate::window::WINDOW_S_MAX).contains(&c.watch_window_max_s) {
+        if !(1..=WATCH_WINDOW_S_MAX).contains(&c.watch_window_max_s) {
             return invalid(
                 "changes.watch_window_max_s",
-                format!("must be 1..={}", crate::window::WINDOW_S_MAX),
+                format!("must be 1..={}", WATCH_WINDOW_S_MAX),
             );
         }
         if !(1..=c.watch_window_max_s).contains(&c.watch_window_s) {
@@ -528,34 +531,6 @@ impl Config {
     /// Shard count, with 0 resolved to the number of cores.
     pub fn shard_count(&self) -> usize {
         resolve_cores(self.engine.shards)
-    }
-
-    /// The engine's configuration.
-    pub fn engine_config(&self) -> orderd_engine::EngineConfig {
-        orderd_engine::EngineConfig {
-            data_dir: self.storage.data_dir.clone(),
-            shards: self.shard_count(),
-            durability: match self.storage.durability {
-                DurabilitySetting::Sync => orderd_engine::Durability::Sync,
-                DurabilitySetting::Async => orderd_engine::Durability::Async,
-            },
-            flush_interval_ms: self.storage.flush_interval_ms,
-            mailbox_capacity: self.engine.mailbox_capacity,
-            batch_events_max: self.engine.batch_events_max,
-            snapshot_interval_events: self.engine.snapshot_interval_events,
-            idempotency_retention_s: self.engine.idempotency_retention_s,
-            pending_retry_ms: self.engine.pending_retry_ms,
-            request_timeout_ms: self.engine.request_timeout_ms,
-            min_free_bytes: self.storage.min_free_bytes,
-            inbox_orders_max: self.engine.inbox_orders_max,
-            supervisor: orderd_engine::SupervisorConfig {
-                heartbeat_interval_ms: self.supervisor.heartbeat_interval_ms,
-                heartbeat_timeout_ms: self.supervisor.heartbeat_timeout_ms,
-                max_restarts: self.supervisor.max_restarts,
-                window_s: self.supervisor.window_s,
-            },
-            incident_retention_max: self.incidents.retention_max,
-        }
     }
 }
 

@@ -1,7 +1,10 @@
-//! The storage boundary: what the engine needs from a key-value store, and its implementations.
+//! The storage boundary: what orderd needs from a key-value store, and its implementations.
 //!
-//! The engine talks only to [`Storage`]; [`rocks::RocksStorage`] is the real, durable one and
-//! [`memory::MemoryStorage`] serves fast domain tests. Nothing outside `storage/` names RocksDB.
+//! The engine and the gateway talk only to [`Storage`]; [`rocks::RocksStorage`] is the real,
+//! durable one, [`memory::MemoryStorage`] serves fast domain tests and the simulator, and
+//! [`faulty::FaultyStorage`] fails writes on purpose around either. Nothing outside this crate
+//! names RocksDB. Keys are encoded here too: [`shard_key`] for shard-scoped records, and
+//! [`prefix_end`] / [`Storage::scan_prefix`] for every family's prefixed records.
 
 pub mod faulty;
 pub mod memory;
@@ -75,6 +78,23 @@ pub fn parse_shard_key(key: &[u8]) -> Option<(u16, u64)> {
     Some((shard, seq))
 }
 
+/// The first key after every key that starts with `prefix` (the exclusive end of a prefix
+/// scan): the prefix with its last byte below 0xff incremented and what follows dropped.
+/// `None` when no such key exists (an empty prefix, or one of 0xff bytes only): scan to the end.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The largest key any family holds, for scans "to the end": keys are far shorter.
+const KEY_MAX: &[u8] = &[0xff; 64];
+
 /// A stored key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -132,4 +152,60 @@ pub trait Storage: Send + Sync + 'static {
         from: &[u8],
         to: &[u8],
     ) -> Result<Option<KeyValue>, StorageError>;
+    /// [`Storage::scan`] of the keys that start with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        family: Family,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let end = prefix_end(prefix);
+        self.scan(family, prefix, end.as_deref().unwrap_or(KEY_MAX), visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+
+    #[test]
+    fn scan_prefix_visits_exactly_the_keys_of_the_prefix() {
+        let store = memory::MemoryStorage::new();
+        let put = |key: &[u8]| Write::Put {
+            family: Family::Control,
+            key: key.to_vec(),
+            value: Vec::new(),
+        };
+        store
+            .write(
+                vec![
+                    put(b"a"),
+                    put(&[b'b', 0xff]),
+                    put(&[b'b', 0xff, 0xff]),
+                    put(b"b\x00"),
+                    put(b"c"),
+                ],
+                false,
+            )
+            .unwrap();
+        let mut seen = Vec::new();
+        store
+            .scan_prefix(Family::Control, b"b", &mut |key, _| {
+                seen.push(key.to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![b"b\x00".to_vec(), vec![b'b', 0xff], vec![b'b', 0xff, 0xff]]
+        );
+    }
 }

@@ -255,6 +255,6 @@ mod tests {
         assert_eq!(health.delayed_write_rate_bytes_per_s, 0);
         assert!(health.pending_compaction_bytes < 1 << 20, "{health:?}");
         // The in-memory store has none.
-        assert_eq!(crate::MemoryStorage::new().health().unwrap(), None);
+        assert_eq!(crate::memory::MemoryStorage::new().health().unwrap(), None);
     }
 }
