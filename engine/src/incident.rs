@@ -63,12 +63,6 @@ fn key(id: u64) -> Vec<u8> {
     key
 }
 
-fn prefix_end() -> Vec<u8> {
-    let mut end = PREFIX.to_vec();
-    *end.last_mut().expect("prefix is not empty") += 1;
-    end
-}
-
 fn encode(incident: &Incident) -> Vec<u8> {
     let mut value = vec![VERSION];
     value.extend(postcard::to_stdvec(incident).expect("an incident always encodes"));
@@ -129,7 +123,7 @@ impl IncidentLog {
     ) -> Result<IncidentLog, StorageError> {
         let mut ids = std::collections::VecDeque::new();
         let mut counts = BTreeMap::new();
-        storage.scan(Family::Control, PREFIX, &prefix_end(), &mut |_, value| {
+        storage.scan_prefix(Family::Control, PREFIX, &mut |_, value| {
             if let Some(incident) = decode(value) {
                 ids.push_back(incident.id);
                 *counts
@@ -268,7 +262,7 @@ impl IncidentLog {
         let mut out = std::collections::VecDeque::new();
         self.inner
             .storage
-            .scan(Family::Control, PREFIX, &prefix_end(), &mut |_, value| {
+            .scan_prefix(Family::Control, PREFIX, &mut |_, value| {
                 let Some(incident) = decode(value) else {
                     return true;
                 };

@@ -214,31 +214,20 @@ fn override_key(setting: &str) -> Vec<u8> {
     key
 }
 
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    *end.last_mut().expect("non-empty prefix") += 1;
-    end
-}
-
 /// The values applied changes left, by setting: the configuration's overrides at start.
 pub fn load_overrides(storage: &dyn Storage) -> anyhow::Result<BTreeMap<String, Override>> {
     let mut overrides = BTreeMap::new();
     let mut bad = None;
-    storage.scan(
-        Family::Control,
-        OVERRIDE_PREFIX,
-        &prefix_end(OVERRIDE_PREFIX),
-        &mut |key, value| {
-            let name = String::from_utf8_lossy(&key[OVERRIDE_PREFIX.len()..]).to_string();
-            match serde_json::from_slice::<Override>(value) {
-                Ok(value) => {
-                    overrides.insert(name, value);
-                }
-                Err(error) => bad = Some(format!("{name}: {error}")),
+    storage.scan_prefix(Family::Control, OVERRIDE_PREFIX, &mut |key, value| {
+        let name = String::from_utf8_lossy(&key[OVERRIDE_PREFIX.len()..]).to_string();
+        match serde_json::from_slice::<Override>(value) {
+            Ok(value) => {
+                overrides.insert(name, value);
             }
-            true
-        },
-    )?;
+            Err(error) => bad = Some(format!("{name}: {error}")),
+        }
+        true
+    })?;
     if let Some(error) = bad {
         anyhow::bail!("a stored setting value cannot be read: {error}");
     }
@@ -249,18 +238,13 @@ fn load_all(storage: &dyn Storage) -> Result<Vec<Change>, String> {
     let mut changes = Vec::new();
     let mut bad = None;
     storage
-        .scan(
-            Family::Control,
-            RECORD_PREFIX,
-            &prefix_end(RECORD_PREFIX),
-            &mut |_, value| {
-                match serde_json::from_slice::<Change>(value) {
-                    Ok(change) => changes.push(change),
-                    Err(error) => bad = Some(error.to_string()),
-                }
-                true
-            },
-        )
+        .scan_prefix(Family::Control, RECORD_PREFIX, &mut |_, value| {
+            match serde_json::from_slice::<Change>(value) {
+                Ok(change) => changes.push(change),
+                Err(error) => bad = Some(error.to_string()),
+            }
+            true
+        })
         .map_err(|e| e.to_string())?;
     if let Some(error) = bad {
         return Err(format!("a stored change cannot be read: {error}"));

@@ -218,12 +218,6 @@ fn entry_key(key: &str) -> Vec<u8> {
     bytes
 }
 
-fn prefix_end() -> Vec<u8> {
-    let mut end = PREFIX.to_vec();
-    *end.last_mut().expect("non-empty prefix") += 1;
-    end
-}
-
 fn now_us() -> i64 {
     orderd_engine::shard::now_us()
 }
@@ -340,7 +334,7 @@ impl Keys {
 /// Deletes every entry written before `cutoff_us`; how many.
 pub fn sweep(storage: &dyn Storage, cutoff_us: i64) -> Result<usize, StorageError> {
     let mut old = Vec::new();
-    storage.scan(Family::Control, PREFIX, &prefix_end(), &mut |key, value| {
+    storage.scan_prefix(Family::Control, PREFIX, &mut |key, value| {
         let expired = serde_json::from_slice::<Entry>(value).map_or(true, |e| e.at_us < cutoff_us);
         if expired {
             old.push(key.to_vec());
