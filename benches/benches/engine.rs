@@ -615,7 +615,7 @@ fn main() {
         // counters; the same orders summed by walking each one (the partial-hour path, which
         // a range inside the current hour takes) are the baseline.
         // Best of three each: the first call also waits for the shards' last batches.
-        let now = orderd_engine::shard::now_us();
+        let now = orderd_engine::clock::now_us();
         let mut from_counters = Duration::MAX;
         let mut by_walk = Duration::MAX;
         let mut counted = Default::default();

@@ -477,7 +477,7 @@ impl Repo {
         progress: &dyn Progress,
     ) -> Result<Manifest, BackupError> {
         let started = Instant::now();
-        let created_at_us = crate::shard::now_us();
+        let created_at_us = crate::clock::now_us();
         remove_dir_if_exists(checkpoint_dir)?;
         if let Some(parent) = checkpoint_dir.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent.display(), e))?;
@@ -753,7 +753,7 @@ impl Repo {
         let moved = if occupied {
             let aside = sibling(
                 data_dir,
-                &format!("replaced-{}", crate::shard::now_us() / 1_000_000),
+                &format!("replaced-{}", crate::clock::now_us() / 1_000_000),
             );
             std::fs::rename(data_dir, &aside).map_err(|e| io_err(data_dir.display(), e))?;
             Some(aside)

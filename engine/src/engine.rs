@@ -427,7 +427,7 @@ impl Engine {
                 sender,
                 stats,
                 router,
-                Arc::new(crate::shard::SystemClock),
+                Arc::new(crate::clock::SystemClock),
                 gauges,
                 link,
                 ShardChain::new(shard, rec.audit_tip, audit_seq),
@@ -1192,7 +1192,7 @@ impl Engine {
                 "shard {shard} is already restarting"
             )));
         };
-        let at_us = crate::shard::now_us();
+        let at_us = crate::clock::now_us();
         let how = if was_running {
             Rebuild::Requested
         } else {
@@ -1306,7 +1306,7 @@ impl Engine {
         {
             return; // being restarted already, or failed
         }
-        let at_us = crate::shard::now_us();
+        let at_us = crate::clock::now_us();
         match self.rebuild(shard, Rebuild::AfterFault).await {
             Ok(elapsed) => {
                 if let Err(error) = self.inner.incidents.record_recovered(

@@ -155,7 +155,7 @@ impl IncidentLog {
         action: impl Into<String>,
     ) -> Result<Incident, StorageError> {
         self.record_at(
-            crate::shard::now_us(),
+            crate::clock::now_us(),
             component,
             kind,
             detail,
@@ -173,7 +173,7 @@ impl IncidentLog {
         detail: impl Into<String>,
         action: impl Into<String>,
     ) -> Result<Incident, StorageError> {
-        let recovered = crate::shard::now_us();
+        let recovered = crate::clock::now_us();
         self.record_at(at_us, component, kind, detail, action, Some(recovered))
     }
 
@@ -244,7 +244,7 @@ impl IncidentLog {
         let Some(mut incident) = decode(&value) else {
             return Ok(None);
         };
-        incident.recovered_at_us = Some(crate::shard::now_us());
+        incident.recovered_at_us = Some(crate::clock::now_us());
         self.inner.storage.write(
             vec![Write::Put {
                 family: Family::Control,

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod clock;
 pub mod diskguard;
 pub mod domain;
 pub mod engine;

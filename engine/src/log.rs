@@ -453,7 +453,7 @@ pub fn probe(
     stats: &WriterStats,
     faults: &tokio::sync::mpsc::Sender<Fault>,
 ) {
-    let value = crate::shard::now_us().to_be_bytes().to_vec();
+    let value = crate::clock::now_us().to_be_bytes().to_vec();
     let written = storage.write(
         vec![Write::Put {
             family: Family::Control,

@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use crate::audit::{AuditSeq, ShardChain};
+use crate::clock::Clock;
 use crate::domain::{
     CommandError, CustomerId, Idempotency, NewCustomer, NewLine, NewShipment, OrderId, OrderStatus,
     OrderView, PlaceOrder, StockView,
@@ -37,7 +38,7 @@ use crate::engine::recover_shard;
 use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
 use crate::log::{commit_group, probe, WriterMsg, WriterStats, WRITER_QUEUE_MAX};
 use crate::shard::{
-    BatchResults, ClientCmd, Clock, Shard, ShardGauges, ShardLink, ShardMsg, ShardSettings, Step,
+    BatchResults, ClientCmd, Shard, ShardGauges, ShardLink, ShardMsg, ShardSettings, Step,
     Transport,
 };
 use crate::state::{shard_of_key, shard_of_sku};
@@ -1467,7 +1468,7 @@ impl World {
             let data = sim.shard.data();
             for (order, held) in &data.holds {
                 let mut have: Vec<(String, u32)> =
-                    held.iter().map(|(s, q, _)| (s.to_string(), *q)).collect();
+                    held.iter().map(|h| (h.sku.to_string(), h.qty)).collect();
                 have.sort();
                 let Some(want) = expected_holds.get(&(shard, *order)) else {
                     return Err(format!(

@@ -178,9 +178,18 @@ impl std::hash::Hasher for IdHasher {
 /// A map keyed by server-chosen ids.
 pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Units held for one order on one shard: (SKU, quantity held, quantity shipped since).
-/// What the hold still reserves is `quantity - shipped`.
-pub type Held = Box<[(Arc<str>, u32, u32)]>;
+/// Units held for one order on one shard, a line per SKU.
+pub type Held = Box<[HeldLine]>;
+
+/// One SKU of a hold. What it still reserves is `qty - shipped`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLine {
+    pub sku: Arc<str>,
+    /// Units held when the order was placed.
+    pub qty: u32,
+    /// Units shipped since (moved out of `on_hand` and `reserved`).
+    pub shipped: u32,
+}
 
 /// A shipment, owned by its order's shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -397,16 +406,23 @@ impl ShardData {
                     let stock = self.stock.get_mut(&sku).expect("hold on unknown stock");
                     stock.reserved += *qty as u64;
                     assert!(stock.reserved <= stock.on_hand, "over-reservation");
-                    held.push((sku, *qty, 0));
+                    held.push(HeldLine {
+                        sku,
+                        qty: *qty,
+                        shipped: 0,
+                    });
                 }
                 let previous = self.holds.insert(OrderId(*order), held.into_boxed_slice());
                 assert!(previous.is_none(), "double hold");
             }
             Event::Released { order } => {
                 if let Some(held) = self.holds.remove(&OrderId(*order)) {
-                    for (sku, qty, shipped) in held.iter() {
-                        let stock = self.stock.get_mut(sku).expect("release of unknown stock");
-                        stock.reserved -= (*qty - *shipped) as u64;
+                    for line in held.iter() {
+                        let stock = self
+                            .stock
+                            .get_mut(&line.sku)
+                            .expect("release of unknown stock");
+                        stock.reserved -= (line.qty - line.shipped) as u64;
                     }
                 }
             }
@@ -529,18 +545,18 @@ impl ShardData {
                 for (sku, total) in shipped {
                     let line = held
                         .iter_mut()
-                        .find(|(s, _, _)| **s == **sku)
+                        .find(|line| *line.sku == **sku)
                         .expect("ship of a SKU not held");
-                    assert!(*total <= line.1, "over-shipping a hold");
-                    if *total > line.2 {
-                        let delta = (*total - line.2) as u64;
-                        line.2 = *total;
-                        let stock = self.stock.get_mut(&line.0).expect("unknown stock");
+                    assert!(*total <= line.qty, "over-shipping a hold");
+                    if *total > line.shipped {
+                        let delta = (*total - line.shipped) as u64;
+                        line.shipped = *total;
+                        let stock = self.stock.get_mut(&line.sku).expect("unknown stock");
                         stock.on_hand -= delta;
                         stock.reserved -= delta;
                     }
                 }
-                if held.iter().all(|(_, qty, shipped)| shipped == qty) {
+                if held.iter().all(|line| line.shipped == line.qty) {
                     self.holds.remove(&id);
                 }
             }
@@ -1040,7 +1056,7 @@ impl ShardData {
                 (
                     id.0,
                     held.iter()
-                        .map(|(s, q, shipped)| (s.to_string(), *q, *shipped))
+                        .map(|line| (line.sku.to_string(), line.qty, line.shipped))
                         .collect(),
                 )
             })
@@ -1112,7 +1128,11 @@ impl ShardData {
         for (id, held) in snapshot.holds {
             let held: Held = held
                 .into_iter()
-                .map(|(sku, qty, shipped)| (data.intern(&sku), qty, shipped))
+                .map(|(sku, qty, shipped)| HeldLine {
+                    sku: data.intern(&sku),
+                    qty,
+                    shipped,
+                })
                 .collect();
             data.holds.insert(OrderId(id), held);
         }

@@ -142,7 +142,7 @@ impl Quarantine {
             fingerprint,
             command: command.to_string(),
             message: message.to_string(),
-            at_us: crate::shard::now_us(),
+            at_us: crate::clock::now_us(),
         };
         let key = Self::key(fingerprint);
         let mut value = vec![QUARANTINE_VERSION];
@@ -332,7 +332,7 @@ async fn handle_fault(engine: &Engine, fault: Fault, outage: &mut Option<Outage>
             engine.restart_after_storage_fault(shard, detail).await;
         }
         Fault::StorageFailing { error } => {
-            let at_us = crate::shard::now_us();
+            let at_us = crate::clock::now_us();
             let incident = engine
                 .incidents()
                 .record(

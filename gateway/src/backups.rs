@@ -385,7 +385,7 @@ struct Worker {
 }
 
 fn now_us() -> i64 {
-    orderd_engine::shard::now_us()
+    orderd_engine::clock::now_us()
 }
 
 impl Worker {

@@ -199,7 +199,7 @@ impl Change {
 }
 
 fn now_us() -> i64 {
-    orderd_engine::shard::now_us()
+    orderd_engine::clock::now_us()
 }
 
 fn record_key(number: u64) -> Vec<u8> {

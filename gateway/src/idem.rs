@@ -219,7 +219,7 @@ fn entry_key(key: &str) -> Vec<u8> {
 }
 
 fn now_us() -> i64 {
-    orderd_engine::shard::now_us()
+    orderd_engine::clock::now_us()
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,0 +1,732 @@
+//! Client commands: placement on one shard, stock adjustments, customers, cancels, shipments,
+//! reads and lists, re-sealing personal data, and the idempotency records they consult.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn client(&mut self, cmd: ClientCmd) {
+        self.current = fingerprint(&cmd);
+        if let Some((kind, fingerprint)) = self.current {
+            if self.link.quarantine.contains(fingerprint) {
+                refuse(cmd, quarantined(kind, fingerprint));
+                return;
+            }
+        }
+        match cmd {
+            ClientCmd::AdjustStock {
+                sku,
+                delta,
+                reason,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                failpoint::on_sku(&sku);
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Adjusted { on_hand, reserved })) => Ok(StockView {
+                        sku,
+                        on_hand,
+                        reserved,
+                        available: on_hand - reserved,
+                    }),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.adjust(sku, delta, reason);
+                        if let Ok(view) = &result {
+                            self.audit(
+                                &actor,
+                                "stock.adjust",
+                                view.sku.clone(),
+                                format!("delta={delta:+}"),
+                            );
+                            self.remember(
+                                idempotency,
+                                IdemOutcome::Adjusted {
+                                    on_hand: view.on_hand,
+                                    reserved: view.reserved,
+                                },
+                            );
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::GetStock { sku, reply } => {
+                let result = self.data.stock_view(&sku).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::CreateCustomer {
+                customer,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                let view = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Customer(id))) => self
+                        .data
+                        .customer_view(CustomerId(id))
+                        .ok_or(CommandError::NotFound),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let id = CustomerId::new(self.id, self.next_customer());
+                        self.emit(Event::CustomerCreated {
+                            id: id.0,
+                            name: customer.name,
+                            email: customer.email,
+                            phone: customer.phone,
+                            address: customer.address,
+                            at_us: self.clock.now_us(),
+                        });
+                        if let Some(actor) = &actor {
+                            self.audit(actor, "customer.create", id.to_string(), String::new());
+                        }
+                        self.remember(idempotency, IdemOutcome::Customer(id.0));
+                        self.data.customer_view(id).ok_or(CommandError::NotFound)
+                    }
+                };
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::CustomersExist { ids, reply } => {
+                let found = ids
+                    .iter()
+                    .map(|id| self.data.customers.contains_key(id))
+                    .collect();
+                self.after_durable(answer(reply, Ok(found)));
+            }
+            ClientCmd::GetCustomer { id, reply } => {
+                let view = self.data.customer_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::Place { place, reply } => {
+                if let Some(result) = self.place(place, Waiter::One(reply)) {
+                    self.respond(result);
+                }
+            }
+            ClientCmd::PlaceBatch { places, reply } => {
+                let collector = Arc::new(BatchCollector::new(places.len(), reply));
+                self.place_many(places, collector, Waiter::Batch, |_, result| result);
+            }
+            ClientCmd::GetOrder { id, reply } => {
+                let view = self.data.order_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::ListOrders { filter, reply } => {
+                let views = self.list(&filter);
+                self.after_durable(answer(reply, Ok(views)));
+            }
+            ClientCmd::Cancel {
+                id,
+                reason,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Cancelled(order))) if order == id.0 => {
+                        self.data.order_view(id).ok_or(CommandError::NotFound)
+                    }
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.cancel(id, reason, actor);
+                        if result.is_ok() {
+                            self.remember(idempotency, IdemOutcome::Cancelled(id.0));
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::Ship {
+                shipment,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Shipment { id, events })) => {
+                        self.shipment_as_answered(ShipmentId(id), events)
+                    }
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.ship(shipment);
+                        if let Ok(view) = &result {
+                            let outcome = IdemOutcome::Shipment {
+                                id: view.id.0,
+                                events: view.events.len() as u32,
+                            };
+                            self.remember(idempotency, outcome);
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::ShipmentEvent {
+                id,
+                status,
+                note,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Shipment {
+                        id: shipment,
+                        events,
+                    })) if shipment == id.0 => self.shipment_as_answered(id, events),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.shipment_event(id, status, note, actor);
+                        if let Ok(view) = &result {
+                            let outcome = IdemOutcome::Shipment {
+                                id: id.0,
+                                events: view.events.len() as u32,
+                            };
+                            self.remember(idempotency, outcome);
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::GetShipment { id, reply } => {
+                let view = self.data.shipment_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::Sales {
+                from_us,
+                to_us,
+                reply,
+            } => {
+                let summary = self.data.sales_summary(from_us, to_us);
+                self.after_durable(answer(reply, Ok(summary)));
+            }
+            ClientCmd::OrdersBetween {
+                from_us,
+                to_us,
+                after,
+                limit,
+                reply,
+            } => {
+                let page = self
+                    .data
+                    .orders_placed_between(from_us, to_us, after, limit);
+                self.after_durable(answer(reply, Ok(page)));
+            }
+            ClientCmd::Reseal { reseal, reply } => {
+                let changed = self.reseal(&reseal);
+                if changed == 0 {
+                    self.after_durable(answer(reply, Ok(0)));
+                } else {
+                    self.snapshot_with(true, answer(reply, Ok(changed)));
+                }
+            }
+            ClientCmd::Snapshot { reply } => {
+                let taken = self.snapshot();
+                self.after_durable(answer(reply, Ok(taken)));
+            }
+            ClientCmd::StateDigest { reply } => {
+                let digest = self.data.state_digest();
+                self.after_durable(answer(reply, Ok(digest)));
+            }
+        }
+    }
+
+    /// The remembered outcome of a command retried with its Idempotency-Key: `None` for a key
+    /// not seen (or no key), `Some(Err(conflict))` for a key seen with another body.
+    pub(super) fn remembered(
+        &self,
+        idempotency: &Option<Idempotency>,
+    ) -> Option<Result<IdemOutcome, CommandError>> {
+        let idem = idempotency.as_ref()?;
+        let entry = self.data.idempotency.get(idem.key.as_str())?;
+        if entry.hash != idem.request_hash {
+            return Some(Err(CommandError::IdempotencyConflict));
+        }
+        Some(Ok(entry.outcome.clone()))
+    }
+
+    /// Records, in the batch of the mutation just applied, what a retry with its key answers.
+    pub(super) fn remember(&mut self, idempotency: Option<Idempotency>, outcome: IdemOutcome) {
+        if let Some(idem) = idempotency {
+            self.emit(Event::IdemRecorded {
+                idem: IdemRecord {
+                    key: idem.key,
+                    hash: idem.request_hash,
+                    at_us: self.clock.now_us(),
+                },
+                outcome,
+            });
+        }
+    }
+
+    /// A shipment as it was answered: its first `events` events (and the status they leave).
+    pub(super) fn shipment_as_answered(
+        &self,
+        id: ShipmentId,
+        events: u32,
+    ) -> Result<ShipmentView, CommandError> {
+        let mut view = self.data.shipment_view(id).ok_or(CommandError::NotFound)?;
+        view.events.truncate(events as usize);
+        if let Some(last) = view.events.last() {
+            view.status = last.status;
+        }
+        Ok(view)
+    }
+
+    pub(super) fn adjust(
+        &mut self,
+        sku: String,
+        delta: i64,
+        reason: String,
+    ) -> Result<StockView, CommandError> {
+        if delta == 0 {
+            return Err(CommandError::Invalid {
+                param: "delta".into(),
+                detail: "must not be zero".into(),
+            });
+        }
+        if delta.unsigned_abs() > crate::domain::STOCK_DELTA_MAX {
+            return Err(CommandError::Invalid {
+                param: "delta".into(),
+                detail: format!(
+                    "delta must be from -{max} to {max}",
+                    max = crate::domain::STOCK_DELTA_MAX
+                ),
+            });
+        }
+        let stock = self
+            .data
+            .stock
+            .get(sku.as_str())
+            .copied()
+            .unwrap_or_default();
+        let on_hand = stock.on_hand as i128 + delta as i128;
+        if on_hand < stock.reserved as i128 {
+            return Err(CommandError::InsufficientStock { skus: vec![sku] });
+        }
+        if on_hand > i64::MAX as i128 {
+            return Err(CommandError::Invalid {
+                param: "delta".into(),
+                detail: "on_hand would overflow".into(),
+            });
+        }
+        self.emit(Event::StockAdjusted {
+            sku: sku.clone(),
+            delta,
+            reason,
+            at_us: self.clock.now_us(),
+        });
+        self.data.stock_view(&sku).ok_or(CommandError::NotFound)
+    }
+
+    pub(super) fn validate(place: &PlaceOrder) -> Result<(), CommandError> {
+        let invalid = |param: &str, detail: &str| CommandError::Invalid {
+            param: param.into(),
+            detail: detail.into(),
+        };
+        if place.lines.is_empty() || place.lines.len() > ORDER_LINES_MAX {
+            return Err(invalid("lines", "an order has 1 to 100 lines"));
+        }
+        let mut total: u64 = 0;
+        for (i, line) in place.lines.iter().enumerate() {
+            if !crate::domain::sku_is_valid(&line.sku) {
+                return Err(invalid(&format!("lines[{i}].sku"), "not a valid SKU"));
+            }
+            // At most 100 lines: a quadratic scan allocates nothing and beats a set here.
+            if place.lines[..i].iter().any(|other| other.sku == line.sku) {
+                return Err(invalid(&format!("lines[{i}].sku"), "each SKU appears once"));
+            }
+            // The same bounds and texts as the gateway's check (`domain::add_line_amount`).
+            total = crate::domain::add_line_amount(total, line.qty, line.unit_price).map_err(
+                |error| CommandError::Invalid {
+                    param: format!("lines[{i}].{}", error.field()),
+                    detail: error.detail(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Places an order. Returns the waiter with the outcome when it is known now; keeps the
+    /// waiter (returns `None`) when a cross-shard placement must finish first.
+    pub(super) fn place(
+        &mut self,
+        place: PlaceOrder,
+        reply: Waiter,
+    ) -> Option<(Waiter, Result<OrderId, CommandError>)> {
+        let fingerprint = place_fingerprint(&place);
+        self.current = Some(("place_order", fingerprint));
+        if self.link.quarantine.contains(fingerprint) {
+            return Some((reply, Err(quarantined("place_order", fingerprint))));
+        }
+        for line in &place.lines {
+            failpoint::on_sku(&line.sku);
+        }
+        if let Some(idem) = &place.idempotency {
+            if let Some(entry) = self.data.idempotency.get(idem.key.as_str()) {
+                if entry.hash != idem.request_hash {
+                    return Some((reply, Err(CommandError::IdempotencyConflict)));
+                }
+                return match entry.outcome.clone() {
+                    IdemOutcome::Order(id) => {
+                        let id = OrderId(id);
+                        if let Some(pending) = self.pending.get_mut(&id) {
+                            pending.waiters.push(reply);
+                            None
+                        } else {
+                            Some((reply, Ok(id)))
+                        }
+                    }
+                    IdemOutcome::Rejected(skus) => {
+                        Some((reply, Err(CommandError::InsufficientStock { skus })))
+                    }
+                    // The key was used for another kind of command.
+                    IdemOutcome::Adjusted { .. }
+                    | IdemOutcome::Customer(_)
+                    | IdemOutcome::Shipment { .. }
+                    | IdemOutcome::Cancelled(_) => {
+                        Some((reply, Err(CommandError::IdempotencyConflict)))
+                    }
+                };
+            }
+        }
+        if let Err(error) = Self::validate(&place) {
+            return Some((reply, Err(error)));
+        }
+        if place.customer_id.shard() == self.id
+            && !self.data.customers.contains_key(&place.customer_id)
+        {
+            return Some((reply, Err(CommandError::UnknownCustomer)));
+        }
+        let count = self.data.shard_count;
+        let local = place
+            .lines
+            .iter()
+            .all(|line| shard_of_sku(&line.sku, count) == self.id);
+        if local {
+            let result = self.place_local(place);
+            return Some((reply, result));
+        }
+        self.place_cross(place, reply);
+        None
+    }
+
+    pub(super) fn record(&self, place: PlaceOrder, now: i64) -> (OrderRecord, Option<IdemRecord>) {
+        let id = OrderId::new(self.id, self.next_order());
+        let idem = place.idempotency.map(|i| IdemRecord {
+            key: i.key,
+            hash: i.request_hash,
+            at_us: now,
+        });
+        let record = OrderRecord {
+            id: id.0,
+            customer: place.customer_id.0,
+            lines: place
+                .lines
+                .into_iter()
+                .map(|l| LineRecord {
+                    sku: l.sku,
+                    qty: l.qty,
+                    unit_price: l.unit_price,
+                })
+                .collect(),
+            shipping_address: place.shipping_address,
+            note: place.note,
+            at_us: now,
+            actor: place.actor,
+        };
+        (record, idem)
+    }
+
+    /// The one-shard fast path: every line's stock lives here.
+    pub(super) fn place_local(&mut self, place: PlaceOrder) -> Result<OrderId, CommandError> {
+        let short: Vec<String> = place
+            .lines
+            .iter()
+            .filter(|line| self.data.available(&line.sku) < line.qty as u64)
+            .map(|line| line.sku.clone())
+            .collect();
+        let now = self.clock.now_us();
+        let (record, idem) = self.record(place, now);
+        if !short.is_empty() {
+            if let Some(idem) = idem {
+                self.emit(Event::PlacementRejected {
+                    idem,
+                    short: short.clone(),
+                });
+            }
+            return Err(CommandError::InsufficientStock { skus: short });
+        }
+        let id = OrderId(record.id);
+        self.emit(Event::OrderPlaced {
+            order: record,
+            idem,
+        });
+        self.audit_placed(id);
+        Ok(id)
+    }
+
+    pub(super) fn cancel(
+        &mut self,
+        id: OrderId,
+        reason: Option<String>,
+        actor: String,
+    ) -> Result<OrderView, CommandError> {
+        let order = self.data.orders.get(&id).ok_or(CommandError::NotFound)?;
+        match order.status {
+            OrderStatus::Pending => return Err(CommandError::NotFound),
+            OrderStatus::Cancelled => return Ok(self.data.view(order)),
+            OrderStatus::Confirmed => {}
+            other => {
+                return Err(CommandError::InvalidTransition(format!(
+                    "an order that is {} cannot be cancelled",
+                    other.as_str()
+                )))
+            }
+        }
+        let cross = order.cross;
+        let count = self.data.shard_count;
+        let mut parts: Vec<u16> = order
+            .lines
+            .iter()
+            .map(|line| shard_of_sku(&line.sku, count))
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        self.audit(&actor, "order.cancel", id.to_string(), String::new());
+        self.emit(Event::OrderCancelled {
+            order: id.0,
+            reason,
+            actor,
+            at_us: self.clock.now_us(),
+        });
+        if cross {
+            for shard in parts {
+                self.outbox.entry(shard).or_default().release.push(id);
+            }
+        }
+        Ok(self.data.view(self.data.orders.get(&id).expect("present")))
+    }
+
+    /// Ships units of an order: the named lines, or everything not yet shipped.
+    pub(super) fn ship(&mut self, request: NewShipment) -> Result<ShipmentView, CommandError> {
+        let order = self
+            .data
+            .orders
+            .get(&request.order_id)
+            .ok_or(CommandError::NotFound)?;
+        match order.status {
+            OrderStatus::Pending => return Err(CommandError::NotFound),
+            OrderStatus::Confirmed | OrderStatus::PartiallyShipped => {}
+            other => {
+                return Err(CommandError::InvalidTransition(format!(
+                    "an order that is {} has nothing left to ship",
+                    other.as_str()
+                )))
+            }
+        }
+        let lines: Vec<(String, u32)> = match request.lines {
+            None => order
+                .lines
+                .iter()
+                .filter(|l| l.shipped < l.qty)
+                .map(|l| (l.sku.to_string(), l.qty - l.shipped))
+                .collect(),
+            Some(lines) => {
+                if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
+                    return Err(CommandError::Invalid {
+                        param: "lines".into(),
+                        detail: "a shipment has 1 to 100 lines".into(),
+                    });
+                }
+                for (i, (sku, qty)) in lines.iter().enumerate() {
+                    let invalid = |field: &str, detail: &str| CommandError::Invalid {
+                        param: format!("lines[{i}].{field}"),
+                        detail: detail.into(),
+                    };
+                    if lines[..i].iter().any(|(other, _)| other == sku) {
+                        return Err(invalid("sku", "each SKU appears once"));
+                    }
+                    if *qty == 0 {
+                        return Err(invalid("qty", "qty must be at least 1"));
+                    }
+                    if *qty > crate::domain::LINE_QTY_MAX {
+                        return Err(invalid(
+                            "qty",
+                            &format!("qty must be at most {}", crate::domain::LINE_QTY_MAX),
+                        ));
+                    }
+                    let Some(line) = order.lines.iter().find(|l| *l.sku == **sku) else {
+                        return Err(invalid("sku", "this SKU is not in the order"));
+                    };
+                    if *qty > line.qty - line.shipped {
+                        return Err(CommandError::InvalidTransition(format!(
+                            "{sku}: {qty} requested, {} left to ship",
+                            line.qty - line.shipped
+                        )));
+                    }
+                }
+                lines
+            }
+        };
+        if lines.is_empty() {
+            return Err(CommandError::InvalidTransition(
+                "nothing is left to ship".into(),
+            ));
+        }
+        let cross = order.cross;
+        let id = ShipmentId::new(self.id, self.next_shipment());
+        let units: u64 = lines.iter().map(|(_, qty)| u64::from(*qty)).sum();
+        self.audit(
+            &request.actor,
+            "shipment.create",
+            id.to_string(),
+            format!("order={} units={units}", request.order_id),
+        );
+        self.emit(Event::ShipmentCreated {
+            id: id.0,
+            order: request.order_id.0,
+            carrier: request.carrier,
+            tracking: format!("ODT{:016X}", id.0),
+            lines,
+            actor: request.actor,
+            at_us: self.clock.now_us(),
+        });
+        if cross {
+            // Each part's shard moves its units out of the hold: cumulative totals, so a
+            // repeat (after a crash, through `HoldCheck`) changes nothing.
+            let count = self.data.shard_count;
+            let order = &self.data.orders[&request.order_id];
+            let mut parts: BTreeMap<u16, Vec<(String, u32)>> = BTreeMap::new();
+            for line in order.lines.iter().filter(|l| l.shipped > 0) {
+                parts
+                    .entry(shard_of_sku(&line.sku, count))
+                    .or_default()
+                    .push((line.sku.to_string(), line.shipped));
+            }
+            for (shard, shipped) in parts {
+                self.outbox
+                    .entry(shard)
+                    .or_default()
+                    .ship
+                    .push(ShippedPart {
+                        order: request.order_id,
+                        shipped,
+                    });
+            }
+        }
+        self.data.shipment_view(id).ok_or(CommandError::NotFound)
+    }
+
+    pub(super) fn shipment_event(
+        &mut self,
+        id: ShipmentId,
+        status: ShipmentStatus,
+        note: Option<String>,
+        actor: String,
+    ) -> Result<ShipmentView, CommandError> {
+        let shipment = self.data.shipments.get(&id).ok_or(CommandError::NotFound)?;
+        if shipment.status.is_final() {
+            return Err(CommandError::InvalidTransition(format!(
+                "the shipment is {}",
+                shipment.status.as_str()
+            )));
+        }
+        if status == ShipmentStatus::Shipped {
+            return Err(CommandError::Invalid {
+                param: "status".into(),
+                detail: "one of in_transit, delivered, failed".into(),
+            });
+        }
+        self.audit(
+            &actor,
+            "shipment.event",
+            id.to_string(),
+            status.as_str().into(),
+        );
+        self.emit(Event::ShipmentUpdated {
+            id: id.0,
+            status,
+            note,
+            actor,
+            at_us: self.clock.now_us(),
+        });
+        self.data.shipment_view(id).ok_or(CommandError::NotFound)
+    }
+
+    /// Replaces personal-data values as `reseal` says; returns how many events it wrote.
+    pub(super) fn reseal(&mut self, reseal: &ResealFn) -> u64 {
+        let mut events = Vec::new();
+        let mut ids: Vec<CustomerId> = self.data.customers.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let c = &self.data.customers[&id];
+            let name = reseal(PersonalField::CustomerName, &c.name);
+            let email = reseal(PersonalField::CustomerEmail, &c.email);
+            let phone = c
+                .phone
+                .as_deref()
+                .map(|v| reseal(PersonalField::CustomerPhone, v));
+            let address = c
+                .address
+                .as_deref()
+                .map(|v| reseal(PersonalField::CustomerAddress, v));
+            let changed = name.is_some()
+                || email.is_some()
+                || phone.as_ref().is_some_and(Option::is_some)
+                || address.as_ref().is_some_and(Option::is_some);
+            if changed {
+                events.push(Event::CustomerResealed {
+                    id: id.0,
+                    name: name.unwrap_or_else(|| c.name.clone()),
+                    email: email.unwrap_or_else(|| c.email.clone()),
+                    phone: phone.map(|v| v.unwrap_or_else(|| c.phone.clone().unwrap_or_default())),
+                    address: address
+                        .map(|v| v.unwrap_or_else(|| c.address.clone().unwrap_or_default())),
+                });
+            }
+        }
+        let mut orders: Vec<OrderId> = self.data.orders.keys().copied().collect();
+        orders.sort_unstable();
+        for id in orders {
+            let order = &self.data.orders[&id];
+            if let Some(address) = order.shipping_address() {
+                if let Some(sealed) = reseal(PersonalField::OrderShippingAddress, address) {
+                    events.push(Event::OrderAddressResealed {
+                        order: id.0,
+                        shipping_address: Some(sealed),
+                    });
+                }
+            }
+        }
+        let count = events.len() as u64;
+        for event in events {
+            self.emit(event);
+        }
+        count
+    }
+
+    pub(super) fn list(&self, filter: &OrderFilter) -> Vec<OrderView> {
+        let upper = match filter.after {
+            Some(cursor) => std::ops::Bound::Excluded((cursor.created_at_us, cursor.id)),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.data
+            .order_index
+            .range((std::ops::Bound::Unbounded, upper))
+            .rev()
+            .filter_map(|(_, id)| self.data.orders.get(id))
+            .filter(|o| o.status != OrderStatus::Pending)
+            .filter(|o| filter.customer_id.is_none_or(|c| c == o.customer))
+            .filter(|o| filter.status.is_none_or(|s| s == o.status))
+            .take(filter.limit)
+            .map(|o| self.data.view(o))
+            .collect()
+    }
+}
