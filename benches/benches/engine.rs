@@ -282,7 +282,7 @@ async fn bench_backups(
         second.new_bytes as f64 / 1048576.0,
         second.size_bytes as f64 / 1048576.0
     );
-    let offsite = orderd_gateway::offsite::Offsite::open(
+    let offsite = orderd_control::offsite::Offsite::open(
         root.path().join("offsite").to_str().expect("utf-8 path"),
         3,
         Duration::from_millis(100),

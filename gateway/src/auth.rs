@@ -31,8 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::roles::{Role, RoleSet};
 
-/// File holding the first admin secret, alone on one line.
-pub const ADMIN_KEY_FILE: &str = "admin.key";
+pub use orderd_config::ADMIN_KEY_FILE;
 /// File holding the key table.
 pub const KEYS_FILE: &str = "keys.json";
 /// Prefix of every secret, so that a leaked one is recognizable (e.g. by secret scanners).

@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 
 use crate::auth::KEYS_FILE;
 use crate::inspection::{BackupInfo, BackupStatus, Verification};
-use crate::offsite::Offsite;
 use orderd_config::BackupConfig;
+use orderd_control::offsite::Offsite;
 
 /// Rebuilds shards in a child process (`orderd digest-store DIR`): the rebuild of a large store
 /// allocates as much memory as the live shards hold and keeps a core busy for seconds; in the

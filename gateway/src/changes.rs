@@ -26,9 +26,9 @@ use crate::error::ApiError;
 use crate::idem::{Age, Entry, Keys};
 use crate::roles::Role;
 use crate::settings::{self, Live, Override, Risk};
-use crate::window::{self, WindowStats};
 use crate::wire;
 use orderd_config::ChangesConfig;
+use orderd_control::window::{self, WindowStats};
 
 const RECORD_PREFIX: &[u8] = b"changes/record/";
 const OVERRIDE_PREFIX: &[u8] = b"changes/override/";

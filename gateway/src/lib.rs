@@ -18,7 +18,6 @@ pub mod error;
 pub mod idem;
 pub mod inspection;
 pub mod metrics;
-pub mod offsite;
 pub mod ops;
 pub mod roles;
 pub mod routes;
@@ -27,7 +26,6 @@ pub mod settings;
 pub mod tcp;
 pub mod validate;
 pub mod vault;
-pub mod window;
 pub mod wire;
 
 pub use orderd_config::Config;

@@ -227,7 +227,7 @@ pub fn request_outcome(status: u16) -> &'static str {
 
 /// Middleware: records the latency of every request in `orderd_request_duration_seconds` (by
 /// route template and outcome) and in the HDR recorder, and of the requests change management
-/// watches in [`crate::window`]. In test builds, `test.added_latency_ms` delays the watched
+/// watches in [`orderd_control::window`]. In test builds, `test.added_latency_ms` delays the watched
 /// requests here.
 ///
 /// The route is the matched resource's name, which `routes::configure` sets to its template
@@ -238,7 +238,7 @@ pub async fn record_request(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let watched = crate::window::watched_path(req.path());
+    let watched = orderd_control::window::watched_path(req.path());
     if watched && orderd_engine::failpoint::ENABLED {
         let delay_ms = crate::settings::added_latency_ms();
         if delay_ms > 0 {
@@ -257,7 +257,7 @@ pub async fn record_request(
     record_duration(route, request_outcome(status), elapsed);
     record_latency(elapsed);
     if watched {
-        crate::window::global().record(elapsed, crate::window::is_error(status));
+        orderd_control::window::global().record(elapsed, orderd_control::window::is_error(status));
     }
     result
 }

@@ -629,7 +629,7 @@ async fn handle_frame(
     };
     if !shared.auth.limiter.allow(&record.id, Instant::now()) {
         // A refusal counts as an error in change management's watch, as a 429 over HTTP does.
-        crate::window::global().record(Duration::ZERO, true);
+        orderd_control::window::global().record(Duration::ZERO, true);
         conn.out
             .push(&error_frame(request_id, &ApiError::RateLimited));
         return Step::Done;
@@ -641,7 +641,7 @@ async fn handle_frame(
     };
     let max = shared.limits.max_in_flight;
     if conn.in_flight >= max {
-        crate::window::global().record(Duration::ZERO, true);
+        orderd_control::window::global().record(Duration::ZERO, true);
         let mut body = ApiError::RateLimited.problem();
         body.detail = format!("more than {max} requests in flight on this connection");
         conn.out.push(&msg::frame(
@@ -733,7 +733,7 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
     let elapsed = started.elapsed();
     for (request, status) in requests.iter().zip(statuses) {
         metrics::record_tcp_request(request.name, metrics::request_outcome(status), elapsed);
-        crate::window::global().record(elapsed, crate::window::is_error(status));
+        orderd_control::window::global().record(elapsed, orderd_control::window::is_error(status));
     }
     frames
 }
@@ -870,7 +870,7 @@ async fn run_request(shared: &Shared, request: Request) -> Frame {
     let elapsed = started.elapsed();
     metrics::record_tcp_request(name, outcome, elapsed);
     if frame.opcode != op::PING {
-        crate::window::global().record(elapsed, crate::window::is_error(status));
+        orderd_control::window::global().record(elapsed, orderd_control::window::is_error(status));
     }
     reply
 }

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use orderd_control::offsite::Offsite;
 use orderd_engine::backup::{self, BackupError, NoProgress, Repo};
 use orderd_engine::RocksStorage;
-use orderd_gateway::offsite::Offsite;
 use serde_json::{json, Value};
 
 use crate::support::{serial, unique, Client, Server};

@@ -9,6 +9,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The shipped default configuration, embedded in the binary.
+/// The file in `storage.data_dir` that holds the first admin key's secret (mode 0600).
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
 /// Longest watch window of change management, in seconds (the request window keeps twice it).
 pub const WATCH_WINDOW_S_MAX: u64 = 3600;
 
