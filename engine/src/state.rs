@@ -288,6 +288,23 @@ pub fn shard_of_sku(sku: &str, shard_count: u16) -> u16 {
     (xxhash_rust::xxh3::xxh3_64(sku.as_bytes()) % shard_count as u64) as u16
 }
 
+/// `(SKU, units)` pairs grouped by the shard that owns each SKU, shards in the order they first
+/// appear: the parts of a cross-shard order, or of its shipped units.
+pub fn group_by_shard<'a>(
+    lines: impl IntoIterator<Item = (&'a str, u32)>,
+    shard_count: u16,
+) -> Vec<(u16, Vec<(String, u32)>)> {
+    let mut parts: Vec<(u16, Vec<(String, u32)>)> = Vec::new();
+    for (sku, units) in lines {
+        let shard = shard_of_sku(sku, shard_count);
+        match parts.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, lines)) => lines.push((sku.to_string(), units)),
+            None => parts.push((shard, vec![(sku.to_string(), units)])),
+        }
+    }
+    parts
+}
+
 /// The shard that owns an idempotency key's order.
 pub fn shard_of_key(key: &str, shard_count: u16) -> u16 {
     (xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), 0x6f72_6465_7264) % shard_count as u64)

@@ -330,9 +330,7 @@ impl Shard {
             param: param.into(),
             detail: detail.into(),
         };
-        if place.lines.is_empty() || place.lines.len() > ORDER_LINES_MAX {
-            return Err(invalid("lines", "an order has 1 to 100 lines"));
-        }
+        check_line_count(place.lines.len(), "an order")?;
         let mut total: u64 = 0;
         for (i, line) in place.lines.iter().enumerate() {
             if !crate::domain::sku_is_valid(&line.sku) {
@@ -539,12 +537,7 @@ impl Shard {
                 .map(|l| (l.sku.to_string(), l.qty - l.shipped))
                 .collect(),
             Some(lines) => {
-                if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
-                    return Err(CommandError::Invalid {
-                        param: "lines".into(),
-                        detail: "a shipment has 1 to 100 lines".into(),
-                    });
-                }
+                check_line_count(lines.len(), "a shipment")?;
                 for (i, (sku, qty)) in lines.iter().enumerate() {
                     let invalid = |field: &str, detail: &str| CommandError::Invalid {
                         param: format!("lines[{i}].{field}"),
@@ -601,15 +594,15 @@ impl Shard {
         if cross {
             // Each part's shard moves its units out of the hold: cumulative totals, so a
             // repeat (after a crash, through `HoldCheck`) changes nothing.
-            let count = self.data.shard_count;
             let order = &self.data.orders[&request.order_id];
-            let mut parts: BTreeMap<u16, Vec<(String, u32)>> = BTreeMap::new();
-            for line in order.lines.iter().filter(|l| l.shipped > 0) {
-                parts
-                    .entry(shard_of_sku(&line.sku, count))
-                    .or_default()
-                    .push((line.sku.to_string(), line.shipped));
-            }
+            let parts = group_by_shard(
+                order
+                    .lines
+                    .iter()
+                    .filter(|l| l.shipped > 0)
+                    .map(|l| (&*l.sku, l.shipped)),
+                self.data.shard_count,
+            );
             for (shard, shipped) in parts {
                 self.outbox
                     .entry(shard)
@@ -729,4 +722,15 @@ impl Shard {
             .map(|o| self.data.view(o))
             .collect()
     }
+}
+
+/// An order or a shipment has 1 to [`ORDER_LINES_MAX`] lines (`what`: "an order", "a shipment").
+fn check_line_count(lines: usize, what: &str) -> Result<(), CommandError> {
+    if lines == 0 || lines > ORDER_LINES_MAX {
+        return Err(CommandError::Invalid {
+            param: "lines".into(),
+            detail: format!("{what} has 1 to {ORDER_LINES_MAX} lines"),
+        });
+    }
+    Ok(())
 }

@@ -43,7 +43,7 @@ use crate::failpoint;
 use crate::inbox::Inbox;
 use crate::log::{Continuation, WriterMsg, WriterStats};
 use crate::sim::{regressed, Regression};
-use crate::state::{shard_of_sku, IdMap, IdemOutcome, ShardData};
+use crate::state::{group_by_shard, shard_of_sku, IdMap, IdemOutcome, ShardData};
 use crate::storage::{shard_key, Family, Write};
 use crate::supervisor::{panic_message, Fault, Quarantine};
 

@@ -6,15 +6,10 @@ use super::*;
 impl Shard {
     /// The cross-shard path: durable intent first, then `Reserve` to every part's shard.
     pub(super) fn place_cross(&mut self, place: PlaceOrder, reply: Waiter) {
-        let count = self.data.shard_count;
-        let mut parts: Vec<(u16, Vec<(String, u32)>)> = Vec::new();
-        for line in &place.lines {
-            let shard = shard_of_sku(&line.sku, count);
-            match parts.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, lines)) => lines.push((line.sku.clone(), line.qty)),
-                None => parts.push((shard, vec![(line.sku.clone(), line.qty)])),
-            }
-        }
+        let parts = group_by_shard(
+            place.lines.iter().map(|l| (l.sku.as_str(), l.qty)),
+            self.data.shard_count,
+        );
         let (record, idem) = self.record(place, self.clock.now_us());
         let order = OrderId(record.id);
         let idem_key = idem.as_ref().map(|i| i.key.clone());

@@ -20,14 +20,7 @@ impl Shard {
                 continue;
             }
             let o = &self.data.orders[&order];
-            let mut parts: Vec<(u16, Vec<(String, u32)>)> = Vec::new();
-            for line in o.lines.iter() {
-                let shard = shard_of_sku(&line.sku, count);
-                match parts.iter_mut().find(|(s, _)| *s == shard) {
-                    Some((_, lines)) => lines.push((line.sku.to_string(), line.qty)),
-                    None => parts.push((shard, vec![(line.sku.to_string(), line.qty)])),
-                }
-            }
+            let parts = group_by_shard(o.lines.iter().map(|l| (&*l.sku, l.qty)), count);
             let idem_key = self
                 .data
                 .idempotency
