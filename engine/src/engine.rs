@@ -2,7 +2,6 @@
 //! supervisor, routes commands, rebuilds single shards from storage (on request or after a
 //! fault), and shuts down cleanly.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +26,9 @@ use crate::shard::{
 use crate::state::{shard_of_key, shard_of_sku, ShardData, Snapshot};
 use crate::storage::rocks::RocksStorage;
 use crate::storage::{parse_shard_key, shard_key, Family, Storage, StorageError, Write};
-use crate::supervisor::{self, Fault, Quarantine, SupervisorConfig, FAULT_QUEUE_MAX};
+use crate::supervisor::{
+    self, Fault, Quarantine, RestartIntensity, SupervisorConfig, FAULT_QUEUE_MAX,
+};
 use crate::tunables::Tunables;
 
 /// Everything the engine is configured with.
@@ -189,8 +190,8 @@ struct ShardSlot {
     generation: watch::Sender<u64>,
     /// Why the shard is `FAILED`, for `/readyz` and refusals.
     failure: Mutex<Option<String>>,
-    /// When the supervisor restarted it, within the intensity window.
-    auto_restarts: Mutex<VecDeque<Instant>>,
+    /// The supervisor's restarts of it, within the intensity window.
+    auto_restarts: RestartIntensity,
     /// Coalesced placements waiting for the shard ([`crate::inbox`]).
     inbox: Arc<Inbox>,
 }
@@ -351,7 +352,7 @@ impl Engine {
                 arbiter: Mutex::new(None),
                 generation: watch::Sender::new(0),
                 failure: Mutex::new(None),
-                auto_restarts: Mutex::new(VecDeque::new()),
+                auto_restarts: RestartIntensity::default(),
                 inbox: Arc::new(Inbox::new(config.inbox_orders_max)),
             })
             .collect();
@@ -1199,7 +1200,7 @@ impl Engine {
             Rebuild::AfterFault
         };
         let elapsed = self.rebuild(shard, how).await?;
-        slot.auto_restarts.lock().expect("restart window").clear();
+        slot.auto_restarts.clear();
         let cleared = slot.failure.lock().expect("failure slot").take();
         let detail = match cleared {
             Some(reason) => format!("restart of the failed shard requested ({reason})"),
@@ -1233,17 +1234,7 @@ impl Engine {
         let tunables = &inner.settings.tunables;
         let window = Duration::from_secs(tunables.restart_window_s());
         let max_restarts = tunables.max_restarts();
-        let recent = {
-            let mut times = slot.auto_restarts.lock().expect("restart window");
-            let now = Instant::now();
-            while times
-                .front()
-                .is_some_and(|at| now.duration_since(*at) > window)
-            {
-                times.pop_front();
-            }
-            times.len()
-        };
+        let recent = slot.auto_restarts.recent(Instant::now(), window);
         if recent >= max_restarts as usize {
             let reason = format!(
                 "restart intensity exceeded: {recent} restarts within {} s (supervisor.max_restarts = {max_restarts}), then {kind}",
@@ -1273,10 +1264,7 @@ impl Engine {
             .ok();
         match self.rebuild(shard, Rebuild::AfterFault).await {
             Ok(elapsed) => {
-                slot.auto_restarts
-                    .lock()
-                    .expect("restart window")
-                    .push_back(Instant::now());
+                slot.auto_restarts.record(Instant::now());
                 if let Some(incident) = incident {
                     if let Err(error) = inner.incidents.recovered(incident.id) {
                         tracing::error!(message = "Could not close an incident.", %error);

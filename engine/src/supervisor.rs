@@ -252,6 +252,38 @@ impl Quarantine {
 }
 
 /// Text of a panic payload.
+/// Restart intensity, as Erlang/OTP limits it: when a component was restarted recently. The
+/// supervisor restarts a shard only while fewer than `supervisor.max_restarts` restarts fall
+/// within `supervisor.window_s`, and escalates past that.
+#[derive(Debug, Default)]
+pub struct RestartIntensity {
+    restarts: Mutex<std::collections::VecDeque<Instant>>,
+}
+
+impl RestartIntensity {
+    /// Restarts within `window` before `now` (older ones are forgotten).
+    pub fn recent(&self, now: Instant, window: Duration) -> usize {
+        let mut times = self.restarts.lock().expect("restart window");
+        while times
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > window)
+        {
+            times.pop_front();
+        }
+        times.len()
+    }
+
+    /// A restart done at `at`.
+    pub fn record(&self, at: Instant) {
+        self.restarts.lock().expect("restart window").push_back(at);
+    }
+
+    /// Forgets every restart (an operator brought the component back).
+    pub fn clear(&self) {
+        self.restarts.lock().expect("restart window").clear();
+    }
+}
+
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_string()
@@ -437,5 +469,27 @@ async fn check_heartbeats(engine: &Engine, watches: &mut [Watch], timeout: Durat
             );
             engine.auto_restart(shard, "stuck", detail).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_intensity_counts_the_window_only_and_clears() {
+        let intensity = RestartIntensity::default();
+        let start = Instant::now();
+        let window = Duration::from_secs(10);
+        intensity.record(start);
+        intensity.record(start + Duration::from_secs(4));
+        intensity.record(start + Duration::from_secs(8));
+        assert_eq!(intensity.recent(start + Duration::from_secs(9), window), 3);
+        // The first restart is now older than the window; the next two are not.
+        assert_eq!(intensity.recent(start + Duration::from_secs(13), window), 2);
+        assert_eq!(intensity.recent(start + Duration::from_secs(30), window), 0);
+        intensity.record(start + Duration::from_secs(30));
+        intensity.clear();
+        assert_eq!(intensity.recent(start + Duration::from_secs(31), window), 0);
     }
 }
