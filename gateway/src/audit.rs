@@ -1324,59 +1324,23 @@ mod tests {
         assert_eq!(page.next, None);
     }
 
-    /// Real in-memory storage whose writes fail while `failing` is set.
-    #[derive(Default)]
-    struct FailingWrites {
-        inner: MemoryStorage,
-        failing: std::sync::atomic::AtomicBool,
-    }
-
-    impl Storage for FailingWrites {
-        fn write(&self, writes: Vec<Write>, sync: bool) -> Result<(), StorageError> {
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(StorageError::Io("disk full".into()));
-            }
-            self.inner.write(writes, sync)
-        }
-        fn sync(&self) -> Result<(), StorageError> {
-            self.inner.sync()
-        }
-        fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-            self.inner.get(family, key)
-        }
-        fn scan(
-            &self,
-            family: Family,
-            from: &[u8],
-            to: &[u8],
-            visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-        ) -> Result<(), StorageError> {
-            self.inner.scan(family, from, to, visit)
-        }
-        fn last_in(
-            &self,
-            family: Family,
-            from: &[u8],
-            to: &[u8],
-        ) -> Result<Option<orderd_storage::KeyValue>, StorageError> {
-            self.inner.last_in(family, from, to)
-        }
-    }
-
     #[actix_web::test]
     async fn a_failed_write_is_a_503_and_the_chain_goes_on() {
-        let storage = Arc::new(FailingWrites::default());
+        // Real in-memory storage whose writes fail while the disk is "full".
+        let storage = Arc::new(orderd_storage::faulty::FaultyStorage::new(Arc::new(
+            MemoryStorage::new(),
+        )));
         let log = AuditLog::start(storage.clone(), &config(8)).unwrap();
         log.record(&caller("key_a"), "customer.create", "cus_1", "")
             .await
             .unwrap();
-        storage.failing.store(true, Ordering::SeqCst);
+        storage.set_full(true);
         let error = log
             .record(&caller("key_a"), "customer.create", "cus_2", "")
             .await
             .unwrap_err();
         assert!(matches!(error, ApiError::Unavailable { .. }), "{error:?}");
-        storage.failing.store(false, Ordering::SeqCst);
+        storage.set_full(false);
         let entry = log
             .record(&caller("key_a"), "customer.create", "cus_3", "")
             .await

@@ -368,6 +368,15 @@ impl Conn {
         }
     }
 
+    /// Queues the replies of a finished request (or group), and of every other request that
+    /// is done too, so that they share one write.
+    fn answered_all(&mut self, first: Replies) {
+        self.answered(first);
+        while let Some(Some(replies)) = self.running.next().now_or_never() {
+            self.answered(replies);
+        }
+    }
+
     /// Queues the replies of a finished request (or group) and frees their slots.
     fn answered(&mut self, replies: Replies) {
         match replies {
@@ -396,7 +405,7 @@ impl Conn {
                 }
                 tokio::select! {
                     Some(replies) = self.running.next(), if !self.running.is_empty() => {
-                        self.answered(replies);
+                        self.answered_all(replies);
                     }
                     ready = stream.writable(), if self.out.pending() > 0 => {
                         if ready.is_err() {
@@ -453,11 +462,7 @@ async fn serve_connection(
             _ = tokio::time::sleep_until(stall_deadline.unwrap_or(idle_deadline).into()),
                 if stall_deadline.is_some() => break Close::WriteTimeout,
             Some(replies) = conn.running.next(), if !conn.running.is_empty() => {
-                conn.answered(replies);
-                // Every other request that is done too, so that their replies share one write.
-                while let Some(Some(replies)) = conn.running.next().now_or_never() {
-                    conn.answered(replies);
-                }
+                conn.answered_all(replies);
             }
             ready = stream.writable(), if conn.out.pending() > 0 => {
                 if ready.is_err() {

@@ -8,9 +8,10 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// Longest window a watch may compare (`changes.watch_window_max_s` is at most this); the ring
-/// holds two of them and a little more.
 use orderd_config::WATCH_WINDOW_S_MAX as WINDOW_S_MAX;
+
+/// Seconds the ring holds: two of the longest window a watch may compare
+/// (`changes.watch_window_max_s` is at most `WINDOW_S_MAX`) and a little more.
 const RING_S: usize = 2 * WINDOW_S_MAX as usize + 8;
 /// Latency buckets: four per power of two of microseconds, up to 2^34 µs (4.7 hours).
 const SUB_BUCKETS: u32 = 4;
