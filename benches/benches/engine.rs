@@ -198,7 +198,7 @@ async fn bench_backups(
         orderd.display()
     );
     let repo = Repo::new(root.path().join("backups")).with_digester(Arc::new(
-        orderd_gateway::backups::ChildDigester { exe: orderd },
+        orderd_control::backups::ChildDigester { exe: orderd },
     ));
     // Order latency with no backup, then while one runs.
     let until = Instant::now() + Duration::from_secs(2);

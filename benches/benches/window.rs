@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use orderd_control::telemetry as metrics;
 use orderd_control::window;
-use orderd_gateway::metrics;
 
 const RECORDS_PER_THREAD: u64 = 2_000_000;
 

@@ -1,32 +1,20 @@
-//! orderd's gateway: the HTTP API and the binary TCP protocol over the engine, API keys and roles, configuration loading and
-//! process start-up (the `orderd` binary is a thin shell over [`server::run`]).
+//! orderd's gateway: the two front doors over the service layer — HTTP ([`http`]: routes,
+//! extractors, middleware, the OpenAPI document) and the binary TCP protocol ([`tcp`]) — and
+//! [`server`], the one place that starts and stops every service (the `orderd` binary is a thin
+//! shell over [`server::run`]).
 //!
 //! Architecture invariants:
-//! - Only this crate decodes untrusted bytes (request bodies, headers, query strings).
-//! - It holds no business rules: it checks the shape of requests and who may send them, and
-//!   leaves stock, transitions and idempotency to `orderd-engine`.
-//! - Engine types never go on the wire: [`wire`] maps them onto `orderd-proto` types.
-//! - Every error a client sees is one `application/problem+json` document ([`error`]).
-//! - Personal data reaches the engine sealed and leaves it opened only here ([`vault`]).
+//! - The only crate with sockets or actix-web. Only it decodes untrusted bytes (request bodies,
+//!   headers, query strings, frames) into the protocol-neutral inputs of `orderd-service`.
+//! - It holds no business rules: roles, validation, idempotency and the audit are
+//!   `orderd-service`'s; backups, inspection, settings and change management are
+//!   `orderd-control`'s; stock and transitions are `orderd-engine`'s.
+//! - Every error a client sees is one `application/problem+json` document
+//!   ([`http::error::HttpError`]) or, over TCP, one ERROR frame carrying the same document.
 
-pub mod audit;
-pub mod auth;
-pub mod backups;
-pub mod body;
-pub mod changes;
-pub mod error;
-pub mod idem;
-pub mod inspection;
-pub mod metrics;
-pub mod ops;
-pub mod roles;
-pub mod routes;
+pub mod http;
 pub mod server;
-pub mod settings;
 pub mod tcp;
-pub mod validate;
-pub mod vault;
-pub mod wire;
 
 pub use orderd_config::Config;
 pub use server::run;

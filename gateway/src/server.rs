@@ -8,24 +8,29 @@ use std::time::Instant;
 
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
+use orderd_config::{Config, LogFormat};
+use orderd_control::backups::Backups;
+use orderd_control::changes::{self, Changes, Watcher};
+use orderd_control::inspection::{Inspector, Schedule};
+use orderd_control::settings::{Live, LogReload};
+use orderd_control::window::RequestWindow;
 use orderd_engine::Engine;
+use orderd_service::audit::AuditLog;
+use orderd_service::auth::{Auth, KeyStore, RateLimiter};
+use orderd_service::vault::{MasterKeySource, Vault};
 use orderd_storage::{Family, Write};
 use tracing_subscriber::EnvFilter;
 
-use crate::audit::{self, AuditLog};
-use crate::auth::{Auth, KeyStore, RateLimiter};
-use crate::error;
-use crate::inspection::{self, Inspector};
-use crate::routes;
-use crate::vault::{MasterKeySource, Vault};
-use orderd_config::{Config, DurabilitySetting, LogFormat};
+use crate::http;
+use crate::tcp::{self, TcpServer};
 
 /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_TIMEOUT_S: u64 = 10;
 
-/// Sets up logging: `log.level` (or `RUST_LOG` when set) and `log.format`. A second call (as in
-/// tests) leaves the first subscriber in place.
-pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
+/// Sets up logging: `log.level` (or `RUST_LOG` when set) and `log.format`, and answers how to
+/// replace the filter while running (change management's `log.level`). A second call (as in
+/// tests) leaves the first subscriber in place and answers `None`.
+pub fn init_tracing(config: &Config) -> anyhow::Result<Option<LogReload>> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => {
             EnvFilter::try_new(&directives).context("invalid RUST_LOG")?
@@ -42,7 +47,7 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
                 .with_filter_reloading();
             let handle = builder.reload_handle();
             if builder.try_init().is_ok() {
-                crate::settings::set_log_reload(log_reload(handle));
+                return Ok(Some(log_reload(handle)));
             }
         }
         LogFormat::Json => {
@@ -54,17 +59,15 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
                 .with_filter_reloading();
             let handle = builder.reload_handle();
             if builder.try_init().is_ok() {
-                crate::settings::set_log_reload(log_reload(handle));
+                return Ok(Some(log_reload(handle)));
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Change management's way to replace the log filter (`log.level`) of a running subscriber.
-fn log_reload<S: 'static>(
-    handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
-) -> crate::settings::LogReload {
+fn log_reload<S: 'static>(handle: tracing_subscriber::reload::Handle<EnvFilter, S>) -> LogReload {
     Box::new(move |level| {
         let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
@@ -74,9 +77,9 @@ fn log_reload<S: 'static>(
 /// Runs orderd until SIGTERM or SIGINT, then drains requests and shuts the engine down.
 /// Must be called inside an actix system (`#[actix_web::main]`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    init_tracing(&config)?;
+    let log_reload = init_tracing(&config)?;
     // Before the engine opens, so that the log writer's first group commits are recorded.
-    crate::metrics::handle();
+    orderd_control::telemetry::handle();
     let data_dir = config.storage.data_dir.clone();
     tracing::info!(
         message = "Starting orderd.",
@@ -100,7 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before the engine opens: a key file inside the data directory is refused untouched.
     let key_source = MasterKeySource::from_config(&config).context("cannot use the master key")?;
     let opened_at = Instant::now();
-    let engine = Engine::open(engine_config(&config))
+    let engine = Engine::open(orderd_service::engine_config(&config))
         .with_context(|| format!("cannot open the engine in {}", data_dir.display()))?;
     tracing::info!(
         message = "Engine open.",
@@ -116,7 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     // The values applied changes left (change management) override the configuration.
-    let live = match crate::changes::load_overrides(engine.storage().as_ref()) {
+    let live = match changes::load_overrides(engine.storage().as_ref()) {
         Ok(overrides) => {
             if !overrides.is_empty() {
                 tracing::info!(
@@ -124,11 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     settings = ?overrides.keys().collect::<Vec<_>>()
                 );
             }
-            let live = crate::settings::Live::start(config.clone(), &overrides);
-            if overrides.contains_key("log.level") {
-                crate::settings::reload_log(&live.config().log.level);
-            }
-            Arc::new(live)
+            Arc::new(Live::start(config.clone(), &overrides, log_reload))
         }
         Err(error) => {
             engine.shutdown().await;
@@ -136,11 +135,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let config = (*live.config()).clone();
-    let served = serve(&config, engine.clone(), vault, live).await;
-    tracing::info!(message = "HTTP server stopped; shutting the engine down.");
-    engine.shutdown().await;
+    let mut services = match Services::start(&config, engine.clone(), vault, live).await {
+        Ok(services) => services,
+        Err(error) => {
+            engine.shutdown().await;
+            return Err(error);
+        }
+    };
+    let served = serve(&config, &mut services).await;
+    tracing::info!(message = "HTTP server stopped; stopping the services.");
+    let escalated = services.escalated();
+    services.stop().await;
     tracing::info!(message = "orderd stopped.");
-    served
+    match escalated {
+        Some(reason) => Err(anyhow::anyhow!("supervisor escalated: {reason}")),
+        None => served,
+    }
 }
 
 /// Marker in `control`: every personal-data value in storage is sealed. This version seals
@@ -193,86 +203,215 @@ async fn prepare_personal_data(
     Ok(vault)
 }
 
-/// Loads the keys, binds and runs the HTTP server until it stops.
-async fn serve(
-    config: &Config,
-    engine: Engine,
-    vault: Arc<Vault>,
-    live: Arc<crate::settings::Live>,
-) -> anyhow::Result<()> {
-    let keys = KeyStore::open(&config.storage.data_dir).context("cannot load the API keys")?;
-    match keys
-        .ensure_admin_key()
-        .context("cannot create the first admin key")?
-    {
-        Some(path) => tracing::info!(
-            message = "Created the first admin API key; its secret is in this file.",
-            path = %path.display()
-        ),
-        None if keys.is_empty() => tracing::warn!(
-            message = "No API key exists but the admin key file does; remove it and restart to create a new admin key.",
-            path = %keys.admin_key_path().display()
-        ),
-        None => {}
-    }
-    let auth = web::Data::from(Arc::new(Auth {
-        keys,
-        limiter: RateLimiter::new(config.http.rate_limit_per_key_per_s),
-    }));
-    let audit = web::Data::new(
-        AuditLog::start_with(
-            engine.storage(),
-            &config.audit,
-            engine.audit_seq(),
-            engine.shard_count() as u16,
+/// Every service of a running orderd, in the order [`Services::start`] starts them; the HTTP
+/// server serves their handles. [`Services::stop`] stops them in reverse order, each after
+/// what depends on it: the front doors before the engine and the audit writer, a watch round,
+/// a scheduled inspection and a backup in progress before storage closes.
+pub struct Services {
+    pub engine: Engine,
+    pub vault: Arc<Vault>,
+    pub live: Arc<Live>,
+    pub auth: Arc<Auth>,
+    pub audit: Arc<AuditLog>,
+    /// The requests both front doors answered, which change management's watch judges.
+    pub window: Arc<RequestWindow>,
+    pub inspector: Arc<Inspector>,
+    pub backups: Arc<Backups>,
+    pub changes: Arc<Changes>,
+    watcher: Watcher,
+    /// Applies the engine's live settings (`engine.*`, `storage.flush_interval_ms`,
+    /// `supervisor.*`) when the configuration changes.
+    tunables: tokio::task::JoinHandle<()>,
+    tcp: TcpServer,
+    /// Started once the HTTP server has bound ([`Services::serving`]).
+    schedule: Option<Schedule>,
+    /// Why the supervisor escalated, when it did (with `supervisor.exit_on_escalation`).
+    escalated: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Services {
+    /// Starts every service over an open engine: the key table (with the first admin key),
+    /// the audit writer, inspection, the backup worker, change management (its watch resumed
+    /// before the first request) and the TCP front door.
+    pub async fn start(
+        config: &Config,
+        engine: Engine,
+        vault: Arc<Vault>,
+        live: Arc<Live>,
+    ) -> anyhow::Result<Services> {
+        let keys = KeyStore::open(&config.storage.data_dir).context("cannot load the API keys")?;
+        match keys
+            .ensure_admin_key()
+            .context("cannot create the first admin key")?
+        {
+            Some(path) => tracing::info!(
+                message = "Created the first admin API key; its secret is in this file.",
+                path = %path.display()
+            ),
+            None if keys.is_empty() => tracing::warn!(
+                message = "No API key exists but the admin key file does; remove it and restart to create a new admin key.",
+                path = %keys.admin_key_path().display()
+            ),
+            None => {}
+        }
+        let auth = Arc::new(Auth {
+            keys,
+            limiter: RateLimiter::following(live.subscribe()),
+        });
+        let audit = Arc::new(
+            AuditLog::start_with(
+                engine.storage(),
+                &config.audit,
+                engine.audit_seq(),
+                engine.shard_count() as u16,
+            )
+            .context("cannot open the audit trail")?
+            .with_idempotency_retention_s(config.engine.idempotency_retention_s),
+        );
+        let tunables = follow_engine_settings(live.subscribe(), engine.clone());
+        let window = Arc::new(RequestWindow::new());
+        let inspector = Arc::new(Inspector::new(live.subscribe(), engine.clone()));
+        let backups = Arc::new(Backups::start(
+            live.subscribe(),
+            config.storage.data_dir.clone(),
+            engine.clone(),
+        ));
+        let changes = Changes::open(
+            engine.clone(),
+            live.clone(),
+            audit.clone(),
+            window.clone(),
+            config.changes.clone(),
         )
-        .context("cannot open the audit trail")?
-        .with_idempotency_retention_s(config.engine.idempotency_retention_s),
-    );
-    let audit_at_exit = audit.clone();
-    let engine_at_exit = engine.clone();
-    let inspector = web::Data::new(Inspector::new(config, engine.clone()));
-    let backups = web::Data::new(crate::backups::Backups::start(
-        &config.backup,
-        config.storage.data_dir.clone(),
-        engine.clone(),
-    ));
-    let backups_at_exit = backups.clone();
-    live.set_hooks(crate::settings::Hooks {
-        auth: auth.clone().into_inner(),
-        engine: engine.clone(),
-        inspector: inspector.clone().into_inner(),
-        backups: backups.clone().into_inner(),
-    });
-    let changes = crate::changes::Changes::open(
-        engine.clone(),
-        live.clone(),
-        audit.clone().into_inner(),
-        config.changes.clone(),
-    )
-    .context("cannot read the change requests")?;
-    // Before the first request: whoever reads a change sees its watch resumed.
-    if let Err(error) = changes.resume().await {
-        tracing::error!(message = "Cannot resume the watch of applied changes.", %error);
+        .context("cannot read the change requests")?;
+        // Before the first request: whoever reads a change sees its watch resumed.
+        if let Err(error) = changes.resume().await {
+            tracing::error!(message = "Cannot resume the watch of applied changes.", %error);
+        }
+        let watcher = changes.start_watcher();
+        let tcp = TcpServer::start(
+            &config.tcp.listen,
+            config.tcp_workers(),
+            tcp::Shared {
+                engine: engine.clone(),
+                vault: vault.clone(),
+                audit: audit.clone(),
+                auth: auth.clone(),
+                window: window.clone(),
+                limits: tcp::Limits::from_config(&config.tcp),
+            },
+        )?;
+        tracing::info!(message = "listening", addr = %tcp.local_addr(), protocol = "tcp");
+        inspector.set_tcp_addr(tcp.local_addr());
+        let escalated = Arc::new(std::sync::Mutex::new(None::<String>));
+        Ok(Services {
+            engine,
+            vault,
+            live,
+            auth,
+            audit,
+            window,
+            inspector,
+            backups,
+            changes,
+            watcher,
+            tunables,
+            tcp,
+            schedule: None,
+            escalated,
+        })
     }
-    let watcher = changes.start_watcher();
-    let changes = web::Data::from(changes);
-    let live = web::Data::from(live);
-    let tcp = crate::tcp::TcpServer::start(
-        &config.tcp.listen,
-        config.tcp_workers(),
-        crate::tcp::Shared {
-            engine: engine.clone(),
-            vault: vault.clone(),
-            audit: audit.clone().into_inner(),
-            auth: auth.clone().into_inner(),
-            limits: crate::tcp::Limits::from_config(&config.tcp),
-        },
-    )?;
-    tracing::info!(message = "listening", addr = %tcp.local_addr(), protocol = "tcp");
-    let inspector_for_schedule = inspector.clone().into_inner();
-    let engine = web::Data::new(engine);
-    let vault = web::Data::from(vault);
+
+    /// Called once the HTTP server has bound `http_addrs`: the inspection knows what to probe
+    /// and its schedule starts; with `supervisor.exit_on_escalation`, an escalation of the
+    /// supervisor stops `server` (it drains, and the process exits non-zero for the service
+    /// manager to restart it).
+    fn serving(
+        &mut self,
+        config: &Config,
+        http_addrs: Vec<std::net::SocketAddr>,
+        server: actix_web::dev::ServerHandle,
+    ) {
+        self.inspector.set_http_addrs(http_addrs);
+        self.schedule = Some(Schedule::start(self.inspector.clone()));
+        if config.supervisor.exit_on_escalation {
+            let engine = self.engine.clone();
+            let escalated = self.escalated.clone();
+            actix_web::rt::spawn(async move {
+                let reason = engine.escalation().await;
+                tracing::error!(
+                    message = "Supervisor escalated; stopping so that the service manager restarts orderd.",
+                    %reason
+                );
+                *escalated.lock().expect("escalation slot") = Some(reason);
+                server.stop(true).await;
+            });
+        }
+    }
+
+    /// Why the supervisor escalated, if it did.
+    fn escalated(&self) -> Option<String> {
+        self.escalated.lock().expect("escalation slot").clone()
+    }
+
+    /// Stops every service, the reverse of [`Services::start`], and the engine last.
+    pub async fn stop(self) {
+        // TCP connections finish what they have in flight (they need the engine and the audit
+        // writer) before those stop.
+        let tcp = self.tcp;
+        let _ = tokio::task::spawn_blocking(move || tcp.stop()).await;
+        // A watch round in progress finishes (it writes storage and the audit trail).
+        self.watcher.stop().await;
+        // A scheduled inspection in progress finishes (its incident writes need storage).
+        if let Some(schedule) = self.schedule {
+            schedule.stop().await;
+        }
+        // A backup or drill in progress finishes (it reads storage).
+        let backups = self.backups;
+        let _ = tokio::task::spawn_blocking(move || backups.stop()).await;
+        self.tunables.abort();
+        // The audit writer holds storage: stop it so that RocksDB can close before exit.
+        self.audit.shutdown().await;
+        self.engine.shutdown().await;
+    }
+}
+
+/// Pushes the engine's live settings to its tunables: once now (the engine opened with the
+/// configured values, before the values applied changes left were read), then whenever the
+/// configuration changes.
+fn follow_engine_settings(
+    mut live: tokio::sync::watch::Receiver<Arc<Config>>,
+    engine: Engine,
+) -> tokio::task::JoinHandle<()> {
+    let push = move |config: &Config| {
+        let tunables = engine.tunables();
+        tunables.set_batch_events_max(config.engine.batch_events_max);
+        tunables.set_flush_interval_ms(config.storage.flush_interval_ms);
+        tunables.set_max_restarts(config.supervisor.max_restarts);
+        tunables.set_restart_window_s(config.supervisor.window_s);
+        tunables.set_request_timeout_ms(config.engine.request_timeout_ms);
+    };
+    push(&live.borrow_and_update());
+    tokio::spawn(async move {
+        while live.changed().await.is_ok() {
+            let config = live.borrow_and_update().clone();
+            push(&config);
+        }
+    })
+}
+
+/// Binds and runs the HTTP server over `services` until it stops (SIGTERM, SIGINT, or an
+/// escalation).
+async fn serve(config: &Config, services: &mut Services) -> anyhow::Result<()> {
+    let auth = web::Data::from(services.auth.clone());
+    let engine = web::Data::new(services.engine.clone());
+    let vault = web::Data::from(services.vault.clone());
+    let audit = web::Data::from(services.audit.clone());
+    let inspector = web::Data::from(services.inspector.clone());
+    let backups = web::Data::from(services.backups.clone());
+    let live = web::Data::from(services.live.clone());
+    let changes = web::Data::from(services.changes.clone());
+    let window = web::Data::from(services.window.clone());
     let body_limit_bytes = config.http.body_limit_bytes;
 
     let server = HttpServer::new(move || {
@@ -285,11 +424,12 @@ async fn serve(
             .app_data(backups.clone())
             .app_data(live.clone())
             .app_data(changes.clone())
-            .wrap(middleware::from_fn(audit::record_refusals))
-            .wrap(error::problem_fallback())
+            .app_data(window.clone())
+            .wrap(middleware::from_fn(http::middleware::record_refusals))
+            .wrap(http::error::problem_fallback())
             // Outermost: times everything, refusals and fallbacks included.
-            .wrap(middleware::from_fn(crate::metrics::record_request))
-            .configure(|cfg| routes::configure(cfg, body_limit_bytes))
+            .wrap(middleware::from_fn(http::middleware::record_request))
+            .configure(|cfg| http::configure(cfg, body_limit_bytes))
     })
     .workers(config.http_workers())
     .max_connections(config.http.max_connections)
@@ -300,69 +440,8 @@ async fn serve(
     for addr in server.addrs() {
         tracing::info!(message = "listening", %addr, protocol = "http");
     }
-    inspector_for_schedule.set_http_addrs(server.addrs());
-    inspector_for_schedule.set_tcp_addr(tcp.local_addr());
+    let addrs = server.addrs();
     let server = server.run();
-    // Escalation: the supervisor gave up on a shard. With `exit_on_escalation` the server
-    // drains and the process exits non-zero, for the service manager to restart it.
-    let escalated = Arc::new(std::sync::Mutex::new(None::<String>));
-    if config.supervisor.exit_on_escalation {
-        let handle = server.handle();
-        let engine = engine_at_exit.clone();
-        let escalated = escalated.clone();
-        actix_web::rt::spawn(async move {
-            let reason = engine.escalation().await;
-            tracing::error!(
-                message = "Supervisor escalated; stopping so that the service manager restarts orderd.",
-                %reason
-            );
-            *escalated.lock().expect("escalation slot") = Some(reason);
-            handle.stop(true).await;
-        });
-    }
-    let schedule = inspection::Schedule::start(inspector_for_schedule);
-    let served = server.await.context("HTTP server failed");
-    // TCP connections finish what they have in flight (they need the engine and the audit
-    // writer) before those stop.
-    let _ = web::block(move || tcp.stop()).await;
-    // A watch round in progress finishes (it writes storage and the audit trail).
-    watcher.stop().await;
-    // A scheduled inspection in progress finishes (its incident writes need storage) first.
-    schedule.stop().await;
-    // A backup or drill in progress finishes first (it reads storage).
-    let _ = web::block(move || backups_at_exit.stop()).await;
-    // The audit writer holds storage: stop it so that RocksDB can close before exit.
-    audit_at_exit.shutdown().await;
-    if let Some(reason) = escalated.lock().expect("escalation slot").take() {
-        return Err(anyhow::anyhow!("supervisor escalated: {reason}"));
-    }
-    served
-}
-
-/// The engine's configuration, from orderd's.
-pub fn engine_config(config: &Config) -> orderd_engine::EngineConfig {
-    orderd_engine::EngineConfig {
-        data_dir: config.storage.data_dir.clone(),
-        shards: config.shard_count(),
-        durability: match config.storage.durability {
-            DurabilitySetting::Sync => orderd_engine::Durability::Sync,
-            DurabilitySetting::Async => orderd_engine::Durability::Async,
-        },
-        flush_interval_ms: config.storage.flush_interval_ms,
-        mailbox_capacity: config.engine.mailbox_capacity,
-        batch_events_max: config.engine.batch_events_max,
-        snapshot_interval_events: config.engine.snapshot_interval_events,
-        idempotency_retention_s: config.engine.idempotency_retention_s,
-        pending_retry_ms: config.engine.pending_retry_ms,
-        request_timeout_ms: config.engine.request_timeout_ms,
-        min_free_bytes: config.storage.min_free_bytes,
-        inbox_orders_max: config.engine.inbox_orders_max,
-        supervisor: orderd_engine::SupervisorConfig {
-            heartbeat_interval_ms: config.supervisor.heartbeat_interval_ms,
-            heartbeat_timeout_ms: config.supervisor.heartbeat_timeout_ms,
-            max_restarts: config.supervisor.max_restarts,
-            window_s: config.supervisor.window_s,
-        },
-        incident_retention_max: config.incidents.retention_max,
-    }
+    services.serving(config, addrs, server.handle());
+    server.await.context("HTTP server failed")
 }

@@ -2,7 +2,7 @@
 //! task per connection that reads frames, runs their requests and writes their replies,
 //! authentication once per connection, the bounds (`tcp.max_connections`, `tcp.max_in_flight`,
 //! `tcp.max_frame_bytes`, `tcp.idle_timeout_ms`, `tcp.batch_orders_max`) and the mapping of
-//! opcodes onto [`crate::ops`].
+//! opcodes onto [`orderd_service::ops`].
 //! Placements go to the engine in batches: a `PLACE_ORDERS` frame in one
 //! [`ops::place_orders`] call, and so do all the `PLACE_ORDER` frames of one read.
 //!
@@ -18,25 +18,24 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::future::{self, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use orderd_engine::{CustomerView, Engine, OrderView, ShipmentView, StockView};
+use orderd_engine::Engine;
 use orderd_proto::frame::{self, Frame, FrameDecoder, FrameError};
 use orderd_proto::tcp::{self as msg, op, ErrorBody, PlaceOrdersError, CONNECTION_REQUEST_ID};
-use orderd_proto::{
-    CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, OrderLineRequest,
-    PlaceOrderRequest, ShipmentLineRequest, StockAdjustmentRequest,
-};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::audit::{AuditLog, ANONYMOUS};
-use crate::auth::{Auth, Caller};
-use crate::error::ApiError;
-use crate::metrics;
-use crate::ops::{self, Ctx, PlaceInput};
-use crate::roles;
-use crate::vault::Vault;
 use orderd_config::TcpConfig;
+use orderd_control::telemetry;
+use orderd_control::window::{self, RequestWindow};
+use orderd_service::audit::{AuditLog, ANONYMOUS};
+use orderd_service::auth::{Auth, Caller};
+use orderd_service::idem::IdempotencyKey;
+use orderd_service::input::OrderQuery;
+use orderd_service::ops::{self, Ctx, PlaceInput};
+use orderd_service::vault::Vault;
+use orderd_service::wire;
+use orderd_service::ApiError;
 
 /// Seconds that connections get, after shutdown begins, to finish what they have in flight.
 const SHUTDOWN_GRACE_S: u64 = 10;
@@ -77,6 +76,8 @@ pub struct Shared {
     pub vault: Arc<Vault>,
     pub audit: Arc<AuditLog>,
     pub auth: Arc<Auth>,
+    /// The request window change management watches; every answered request is recorded.
+    pub window: Arc<RequestWindow>,
     pub limits: Limits,
 }
 
@@ -174,14 +175,14 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
-                    ::metrics::gauge!(metrics::TCP_CONNECTIONS).increment(1.0);
+                    ::metrics::gauge!(telemetry::TCP_CONNECTIONS).increment(1.0);
                     serve_connection(stream, peer, shared, shutdown).await;
-                    ::metrics::gauge!(metrics::TCP_CONNECTIONS).decrement(1.0);
+                    ::metrics::gauge!(telemetry::TCP_CONNECTIONS).decrement(1.0);
                     drop(permit);
                 });
             }
             Err(_) => {
-                ::metrics::counter!(metrics::TCP_CLOSED_TOTAL, "reason" => "too_many_connections")
+                ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => "too_many_connections")
                     .increment(1);
                 let max = shared.limits.max_connections;
                 connections.spawn(async move {
@@ -550,7 +551,7 @@ async fn serve_connection(
                 .await;
         }
     }
-    ::metrics::counter!(metrics::TCP_CLOSED_TOTAL, "reason" => close.label()).increment(1);
+    ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => close.label()).increment(1);
     tracing::debug!(message = "TCP connection closed.", %peer, reason = close.label());
     if !matches!(close, Close::WriteTimeout | Close::ReadError) {
         // A clean end (FIN) once every reply is written.
@@ -634,7 +635,7 @@ async fn handle_frame(
     };
     if !shared.auth.limiter.allow(&record.id, Instant::now()) {
         // A refusal counts as an error in change management's watch, as a 429 over HTTP does.
-        orderd_control::window::global().record(Duration::ZERO, true);
+        shared.window.record(Duration::ZERO, true);
         conn.out
             .push(&error_frame(request_id, &ApiError::RateLimited));
         return Step::Done;
@@ -646,7 +647,7 @@ async fn handle_frame(
     };
     let max = shared.limits.max_in_flight;
     if conn.in_flight >= max {
-        orderd_control::window::global().record(Duration::ZERO, true);
+        shared.window.record(Duration::ZERO, true);
         let mut body = ApiError::RateLimited.problem();
         body.detail = format!("more than {max} requests in flight on this connection");
         conn.out.push(&msg::frame(
@@ -684,43 +685,42 @@ enum Replies {
 async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
     let started = Instant::now();
     let caller = &requests[0].caller;
-    // `None`: decoded and placed below; `Some`: the body did not decode.
-    let mut refused: Vec<Option<ApiError>> = Vec::with_capacity(requests.len());
-    let mut inputs = Vec::with_capacity(requests.len());
-    for request in &requests {
-        match decode::<msg::PlaceOrder>(&request.frame.payload) {
-            Ok(order) => {
-                inputs.push(place_input(order, &request.frame.payload));
-                refused.push(None);
-            }
-            Err(error) => refused.push(Some(error)),
-        }
-    }
-    let mut placed = if inputs.is_empty() {
-        Vec::new()
-    } else {
-        ops::place_orders(shared.ctx(), caller, inputs).await
-    }
-    .into_iter();
+    // Whether each request's body decoded (only those count in `orderd_orders_total`).
+    let mut decoded = Vec::with_capacity(requests.len());
+    let inputs: Vec<Result<PlaceInput, ApiError>> = requests
+        .iter()
+        .map(|request| {
+            let payload = &request.frame.payload;
+            let input = decode::<msg::PlaceOrder>(payload);
+            decoded.push(input.is_ok());
+            input.and_then(|order| place_input(order, payload))
+        })
+        .collect();
+    let answers = match ops::allow::<ops::op::PlaceOrder>(caller) {
+        Ok(allowed) => ops::place_orders(shared.ctx(), &allowed, inputs).await,
+        // Every placement of the read is refused alike (and audited, below), except those
+        // whose body did not decode.
+        Err(error) => inputs
+            .into_iter()
+            .map(|input| input.and(Err(error.clone())))
+            .collect(),
+    };
     let mut frames = Vec::with_capacity(requests.len());
     let mut statuses = Vec::with_capacity(requests.len());
     let mut forbidden = Vec::new();
-    for (request, refusal) in requests.iter().zip(refused) {
+    let mut answers = answers.into_iter();
+    for (request, decoded) in requests.iter().zip(decoded) {
         let request_id = request.frame.request_id;
-        let answer = match refusal {
-            Some(error) => Err(error),
-            None => {
-                let answer = placed.next().unwrap_or_else(|| Err(ops::no_outcome()));
-                metrics::record_order(&answer);
-                answer
-            }
-        };
+        let answer = answers.next().unwrap_or_else(|| Err(ops::no_outcome()));
+        if decoded {
+            telemetry::record_order(answer.as_ref());
+        }
         match answer {
             Ok(view) => {
                 frames.push(Frame {
                     opcode: op::PLACE_ORDER | op::REPLY,
                     request_id,
-                    payload: msg::encode_body(&order(view, false)),
+                    payload: msg::encode_body(&wire::tcp::order(view, false)),
                 });
                 statuses.push(200);
             }
@@ -729,7 +729,7 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
                     forbidden.push(record_forbidden(&shared.audit, request.name, caller));
                 }
                 frames.push(error_frame(request_id, &error));
-                statuses.push(actix_web::ResponseError::status_code(&error).as_u16());
+                statuses.push(error.status());
             }
         }
     }
@@ -737,8 +737,8 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
     future::join_all(forbidden).await;
     let elapsed = started.elapsed();
     for (request, status) in requests.iter().zip(statuses) {
-        metrics::record_tcp_request(request.name, metrics::request_outcome(status), elapsed);
-        orderd_control::window::global().record(elapsed, orderd_control::window::is_error(status));
+        telemetry::record_tcp_request(request.name, telemetry::request_outcome(status), elapsed);
+        shared.window.record(elapsed, window::is_error(status));
     }
     frames
 }
@@ -747,25 +747,14 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
 /// `PLACE_ORDER` payload, or the order's bytes inside a `PLACE_ORDERS` body): its hash
 /// identifies the request for idempotency, so a retry of the order finds its first answer
 /// whichever of the two opcodes carried it each time.
-fn place_input(order: msg::PlaceOrder, bytes: &[u8]) -> PlaceInput {
-    PlaceInput {
-        request: PlaceOrderRequest {
-            customer_id: order.customer_id,
-            lines: order
-                .lines
-                .into_iter()
-                .map(|l| OrderLineRequest {
-                    sku: l.sku,
-                    qty: l.qty,
-                    unit_price: l.unit_price,
-                })
-                .collect(),
-            shipping_address: order.shipping_address,
-            note: order.note,
-        },
-        key: order.idempotency_key,
+/// Its Idempotency-Key is validated here (a bad one fails this order alone).
+fn place_input(mut order: msg::PlaceOrder, bytes: &[u8]) -> Result<PlaceInput, ApiError> {
+    let key = IdempotencyKey::parse_opt(order.idempotency_key.take())?;
+    Ok(PlaceInput {
+        order: order.into(),
+        key,
         request_hash: ops::request_hash(bytes),
-    }
+    })
 }
 
 /// `PLACE_ORDERS`: the whole frame is refused (400, param `orders`) when it holds no order or
@@ -804,18 +793,18 @@ async fn place_orders(
             ),
         ),
     })?;
-    caller.require(roles::ORDER_PLACE)?;
+    let allowed = ops::allow::<ops::op::PlaceOrder>(caller)?;
     let inputs = orders
         .into_iter()
         .map(|(order, bytes)| place_input(order, bytes))
         .collect();
-    let answers = ops::place_orders(shared.ctx(), caller, inputs).await;
+    let answers = ops::place_orders(shared.ctx(), &allowed, inputs).await;
     let mut reply = msg::PlaceOrdersReply {
         outcomes: Vec::with_capacity(answers.len()),
     };
     let mut forbidden = Vec::new();
     for answer in answers {
-        metrics::record_order(&answer);
+        telemetry::record_order(answer.as_ref());
         reply.outcomes.push(match answer {
             Ok(view) => msg::PlaceOutcome::Placed(msg::PlacedOrder {
                 id: view.id.to_string(),
@@ -864,18 +853,18 @@ async fn run_request(shared: &Shared, request: Request) -> Frame {
                 if matches!(error, ApiError::Forbidden(_)) {
                     record_forbidden(&shared.audit, name, &caller).await;
                 }
-                let status = actix_web::ResponseError::status_code(&error).as_u16();
+                let status = error.status();
                 (
                     error_frame(frame.request_id, &error),
-                    metrics::request_outcome(status),
+                    telemetry::request_outcome(status),
                     status,
                 )
             }
         };
     let elapsed = started.elapsed();
-    metrics::record_tcp_request(name, outcome, elapsed);
+    telemetry::record_tcp_request(name, outcome, elapsed);
     if frame.opcode != op::PING {
-        orderd_control::window::global().record(elapsed, orderd_control::window::is_error(status));
+        shared.window.record(elapsed, window::is_error(status));
     }
     reply
 }
@@ -950,10 +939,10 @@ fn decode_keyed<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Api
 
 /// The request hash of a mutation other than a placement: `tcp `, the opcode's name and the
 /// payload (which names the object), so that a key reused with another opcode or object is a
-/// conflict ([`crate::idem::request_hash`]).
+/// conflict ([`orderd_service::idem::request_hash`]).
 fn keyed_hash(opcode: u8, payload: &[u8]) -> u128 {
     let name = op::name(opcode).unwrap_or("unknown");
-    crate::idem::request_hash(&format!("tcp {name}"), payload)
+    orderd_service::idem::request_hash(&format!("tcp {name}"), payload)
 }
 
 /// Runs one authenticated request; the reply's payload. `PLACE_ORDER` is not run here but
@@ -969,88 +958,76 @@ async fn dispatch(
         op::PLACE_ORDERS => place_orders(shared, caller, payload).await?,
         op::GET_ORDER => {
             let request: msg::OrderRef = decode(payload)?;
-            msg::encode_body(&order(
-                ops::get_order(ctx, caller, &request.id).await?,
+            msg::encode_body(&wire::tcp::order(
+                ops::get_order(ctx, ops::allow(caller)?, &request.id).await?,
                 true,
             ))
         }
         op::CANCEL_ORDER => {
             let request: msg::CancelOrder = decode_keyed(payload)?;
             let hash = keyed_hash(opcode, payload);
-            let key = request.idempotency_key;
+            let key = IdempotencyKey::parse_opt(request.idempotency_key)?;
+            let allowed = ops::allow(caller)?;
             let view =
-                ops::cancel_order(ctx, caller, &request.id, request.reason, key, hash).await?;
-            msg::encode_body(&order(view, true))
+                ops::cancel_order(ctx, allowed, &request.id, request.reason, key, hash).await?;
+            msg::encode_body(&wire::tcp::order(view, true))
         }
         op::LIST_ORDERS => {
             let request: msg::ListOrders = decode(payload)?;
-            let query = ListOrdersQuery {
-                customer_id: request.customer_id,
-                status: request.status,
-                limit: request.limit.map(|l| l.to_string()),
-                after: request.after,
-            };
-            let (items, next) = ops::list_orders(ctx, caller, &query).await?;
+            let query = OrderQuery::from(request);
+            let (items, next) = ops::list_orders(ctx, ops::allow(caller)?, &query).await?;
             msg::encode_body(&msg::OrderPage {
-                items: items.into_iter().map(|v| order(v, true)).collect(),
+                items: items
+                    .into_iter()
+                    .map(|v| wire::tcp::order(v, true))
+                    .collect(),
                 next,
             })
         }
         op::CREATE_SHIPMENT => {
             let request: msg::CreateShipment = decode_keyed(payload)?;
             let hash = keyed_hash(opcode, payload);
-            let body = CreateShipmentRequest {
-                carrier: request.carrier,
-                lines: request.lines.map(|lines| {
-                    lines
-                        .into_iter()
-                        .map(|l| ShipmentLineRequest {
-                            sku: l.sku,
-                            qty: l.qty,
-                        })
-                        .collect()
-                }),
-            };
-            let key = request.idempotency_key;
+            let (order_id, key) = (
+                request.order_id.clone(),
+                IdempotencyKey::parse_opt(request.idempotency_key.clone())?,
+            );
+            let allowed = ops::allow(caller)?;
             let view =
-                ops::create_shipment(ctx, caller, &request.order_id, body, key, hash).await?;
-            msg::encode_body(&shipment(view))
+                ops::create_shipment(ctx, allowed, &order_id, request.into(), key, hash).await?;
+            msg::encode_body(&wire::tcp::shipment(view))
         }
         op::GET_STOCK => {
             let request: msg::SkuRef = decode(payload)?;
-            msg::encode_body(&stock(ops::get_stock(ctx, caller, &request.sku).await?))
+            msg::encode_body(&wire::tcp::stock(
+                ops::get_stock(ctx, ops::allow(caller)?, &request.sku).await?,
+            ))
         }
         op::ADJUST_STOCK => {
             let request: msg::AdjustStock = decode_keyed(payload)?;
             let hash = keyed_hash(opcode, payload);
-            let body = StockAdjustmentRequest {
-                delta: request.delta,
-                reason: request.reason,
-            };
-            let key = request.idempotency_key;
-            msg::encode_body(&stock(
-                ops::adjust_stock(ctx, caller, &request.sku, body, key, hash).await?,
+            let (sku, key) = (
+                request.sku.clone(),
+                IdempotencyKey::parse_opt(request.idempotency_key.clone())?,
+            );
+            let allowed = ops::allow(caller)?;
+            msg::encode_body(&wire::tcp::stock(
+                ops::adjust_stock(ctx, allowed, &sku, request.into(), key, hash).await?,
             ))
         }
         op::CREATE_CUSTOMER => {
             let request: msg::CreateCustomer = decode_keyed(payload)?;
             let hash = keyed_hash(opcode, payload);
-            let body = CreateCustomerRequest {
-                name: request.name,
-                email: request.email,
-                phone: request.phone,
-                address: request.address,
-            };
-            let key = request.idempotency_key;
-            msg::encode_body(&customer(
-                ops::create_customer(ctx, caller, body, key, hash).await?,
+            let key = IdempotencyKey::parse_opt(request.idempotency_key.clone())?;
+            let allowed = ops::allow(caller)?;
+            msg::encode_body(&wire::tcp::customer(
+                ops::create_customer(ctx, allowed, request.into(), key, hash).await?,
                 false,
             ))
         }
         op::GET_CUSTOMER => {
             let request: msg::CustomerRef = decode(payload)?;
-            let (view, masked) = ops::get_customer(ctx, caller, &request.id).await?;
-            msg::encode_body(&customer(view, masked))
+            let (view, masked) = ops::get_customer(ctx, ops::allow(caller)?, &request.id).await?;
+            msg::encode_body(&wire::tcp::customer(view, masked))
         }
         other => {
             return Err(ApiError::invalid(
@@ -1059,95 +1036,4 @@ async fn dispatch(
             ))
         }
     })
-}
-
-/// An order on the wire; `detailed` adds shipments and history (as over HTTP).
-fn order(view: OrderView, detailed: bool) -> msg::Order {
-    let (shipments, history) = if detailed {
-        (
-            view.shipments,
-            view.history
-                .into_iter()
-                .map(|h| msg::HistoryStep {
-                    at_us: h.at_us,
-                    status: h.status.as_str().to_string(),
-                    actor: h.actor,
-                })
-                .collect(),
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    msg::Order {
-        id: view.id.to_string(),
-        customer_id: view.customer_id.to_string(),
-        status: view.status.as_str().to_string(),
-        lines: view
-            .lines
-            .into_iter()
-            .map(|l| msg::OrderLine {
-                sku: l.sku,
-                qty: l.qty,
-                unit_price: l.unit_price,
-                shipped_qty: l.shipped_qty,
-            })
-            .collect(),
-        total: view.total,
-        shipping_address: view.shipping_address,
-        note: view.note,
-        created_at_us: view.created_at_us,
-        updated_at_us: view.updated_at_us,
-        shipments,
-        history,
-    }
-}
-
-fn stock(view: StockView) -> msg::Stock {
-    msg::Stock {
-        sku: view.sku,
-        on_hand: view.on_hand,
-        reserved: view.reserved,
-        available: view.available,
-    }
-}
-
-fn customer(view: CustomerView, masked: bool) -> msg::Customer {
-    let created_at_us = view.created_at_us;
-    let json = if masked {
-        crate::wire::customer_masked(view)
-    } else {
-        crate::wire::customer(view)
-    };
-    msg::Customer {
-        id: json.id,
-        name: json.name,
-        email: json.email,
-        phone: json.phone,
-        address: json.address,
-        created_at_us,
-    }
-}
-
-fn shipment(view: ShipmentView) -> msg::Shipment {
-    msg::Shipment {
-        id: view.id.to_string(),
-        order_id: view.order_id.to_string(),
-        carrier: view.carrier,
-        tracking_number: view.tracking_number,
-        status: view.status.as_str().to_string(),
-        lines: view
-            .lines
-            .into_iter()
-            .map(|(sku, qty)| msg::ShipmentLine { sku, qty })
-            .collect(),
-        events: view
-            .events
-            .into_iter()
-            .map(|e| msg::ShipmentEvent {
-                at_us: e.at_us,
-                status: e.status.as_str().to_string(),
-                note: e.note,
-            })
-            .collect(),
-    }
 }

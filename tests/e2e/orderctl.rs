@@ -394,7 +394,7 @@ fn health_audit_inspect_and_exit_codes() {
         "{}",
         inspect.stdout
     );
-    for check in orderd_gateway::inspection::CHECK_NAMES {
+    for check in orderd_control::inspection::CHECK_NAMES {
         assert!(
             inspect
                 .stdout

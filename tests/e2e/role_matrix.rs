@@ -1,4 +1,4 @@
-//! Role × route matrix: every route of `orderd_gateway::routes::ROUTES` called by each of the
+//! Role × route matrix: every route of `orderd_gateway::http::ROUTES` called by each of the
 //! seven roles, with no key and with a revoked key, checked against the role table of API.md
 //! written out below (not derived from the server's own table); a `customer` key on its own
 //! objects and on another customer's; refused calls change nothing; auditors read customers
@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use orderd_gateway::routes::ROUTES;
+use orderd_gateway::http::ROUTES;
 use serde_json::{json, Value};
 
 use crate::support::{code, serial, unique, Client, Reply, Server};

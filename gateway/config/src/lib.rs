@@ -206,7 +206,7 @@ pub struct EngineSection {
     pub inbox_orders_max: usize,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupConfig {
     pub dir: PathBuf,

@@ -1,7 +1,18 @@
-//! orderd's control plane, the part that needs no sockets and no actix-web: the off-site copy
-//! of backups ([`offsite`], also used by `orderctl backup restore`) and the request window that
-//! change management's watch reads ([`window`]). Backups, inspection, live settings and change
-//! management still live in `orderd-gateway` and move here next (docs/ARCHITECTURE.md).
+//! orderd's control plane, everything that runs the server the way an operations team would,
+//! with no sockets of its own and no actix-web: backups with drills and their off-site copies
+//! ([`backups`], [`offsite`] — also used by `orderctl backup restore`), health inspection
+//! ([`inspection`]), live settings ([`settings`]), change management with four-eyes approval,
+//! a watch window and automatic rollback ([`changes`], reading the request window
+//! [`window`]), and telemetry: Prometheus metrics and the `/proc` reader ([`telemetry`]).
+//!
+//! These are business rules (who may approve, when to roll back, how long to keep a backup),
+//! so they live here, beside the operations of `orderd-service`, and not in the gateway, which
+//! only serves them over HTTP.
 
+pub mod backups;
+pub mod changes;
+pub mod inspection;
 pub mod offsite;
+pub mod settings;
+pub mod telemetry;
 pub mod window;

@@ -5,7 +5,7 @@
 //! `/v1/ops/`, and TCP requests other than PING. An error is an answer 5xx or 429 (the server
 //! failing or refusing work); 4xx answers about the request itself are not.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use orderd_config::WATCH_WINDOW_S_MAX as WINDOW_S_MAX;
@@ -56,15 +56,10 @@ struct Second {
     latency: [u32; BUCKETS],
 }
 
-/// The ring of per-second statistics.
+/// The ring of per-second statistics. One per server (`server::Services`), shared by the HTTP
+/// middleware and the TCP server, which record into it, and by change management, which reads it.
 pub struct RequestWindow {
     ring: Mutex<Vec<Second>>,
-}
-
-/// The process-wide window, recorded by the HTTP middleware and the TCP server.
-pub fn global() -> &'static RequestWindow {
-    static WINDOW: OnceLock<RequestWindow> = OnceLock::new();
-    WINDOW.get_or_init(RequestWindow::new)
 }
 
 /// Unix seconds now.

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Internal: rebuilds every shard of the RocksDB store in DB_DIR at low priority and prints
     /// their digests (the backup worker runs it as a child process, see
-    /// `orderd_gateway::backups::ChildDigester`).
+    /// `orderd_control::backups::ChildDigester`).
     #[command(hide = true)]
     DigestStore { db_dir: PathBuf },
 }
@@ -38,7 +38,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::DigestStore { db_dir }) = &cli.command {
-        return orderd_gateway::backups::digest_store_main(db_dir);
+        return orderd_control::backups::digest_store_main(db_dir);
     }
     let config = match orderd_gateway::Config::load(cli.config.as_deref()) {
         Ok(config) => config,

@@ -5,14 +5,13 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::CreateCustomerRequest;
 
-use crate::audit::AuditLog;
-use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams};
-use crate::error::ApiError;
-use crate::idem::KeyedBody;
-use crate::roles;
-use crate::vault::Vault;
-use crate::{ops, wire};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::KeyedBody;
+use crate::http::extract::{decode_json, NoQuery, QueryParams};
+use orderd_service::audit::AuditLog;
+use orderd_service::vault::Vault;
+use orderd_service::{ops, wire};
 
 #[utoipa::path(post, path = "/v1/customers", tag = "customers",
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer and creates no second customer")),
@@ -23,19 +22,19 @@ use crate::{ops, wire};
     ),
     security(("bearer" = [])))]
 pub async fn create(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::CUSTOMER_CREATE)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::CreateCustomer>(&caller)?;
     query.get()?;
     let key = body.key()?;
     let request: CreateCustomerRequest = decode_json(&body.bytes)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::create_customer(ctx, &caller, request, key, body.request_hash).await?;
+    let view = ops::create_customer(ctx, allowed, request.into(), key, body.request_hash).await?;
     let location = format!("/v1/customers/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -47,17 +46,17 @@ pub async fn create(
     responses((status = 200, description = "The customer (masked for auditors)", body = orderd_proto::CustomerResponse)),
     security(("bearer" = [])))]
 pub async fn get(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::CUSTOMER_READ)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::GetCustomer>(&caller)?;
     query.get()?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let (view, masked) = ops::get_customer(ctx, &caller, &id).await?;
+    let (view, masked) = ops::get_customer(ctx, allowed, &id).await?;
     let body = if masked {
         wire::customer_masked(view)
     } else {

@@ -3,21 +3,22 @@
 use actix_web::{web, HttpResponse};
 use orderd_proto::{AuditQuery, AuditVerifyResponse, Page};
 
-use crate::audit::{AuditFilter, AuditLog};
-use crate::auth::Caller;
-use crate::body::{NoQuery, QueryParams};
-use crate::error::ApiError;
-use crate::{roles, validate};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::{NoQuery, QueryParams};
+use orderd_service::audit::{AuditFilter, AuditLog};
+use orderd_service::ApiError;
+use orderd_service::{roles, validate};
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
     params(orderd_proto::AuditQuery),
     responses((status = 200, description = "A page of entries, oldest first", body = orderd_proto::Page<orderd_proto::AuditEntry>)),
     security(("bearer" = [])))]
 pub async fn list(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<AuditQuery>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::AUDIT_READ)?;
     let query = query.get()?;
     let since_us = validate::since(query.since.as_deref())?;
@@ -50,10 +51,10 @@ pub async fn list(
     responses((status = 200, description = "The chain recomputed over storage", body = orderd_proto::AuditVerifyResponse)),
     security(("bearer" = [])))]
 pub async fn verify(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::AUDIT_READ)?;
     query.get()?;
     let report = audit.verify().await?;

@@ -4,29 +4,29 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::StockAdjustmentRequest;
 
-use crate::audit::AuditLog;
-use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams};
-use crate::error::ApiError;
-use crate::idem::KeyedBody;
-use crate::vault::Vault;
-use crate::{ops, roles, validate, wire};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::KeyedBody;
+use crate::http::extract::{decode_json, NoQuery, QueryParams};
+use orderd_service::audit::AuditLog;
+use orderd_service::vault::Vault;
+use orderd_service::{ops, validate, wire};
 
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock",
     params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")),
     responses((status = 200, description = "The stock record", body = orderd_proto::StockResponse)),
     security(("bearer" = [])))]
 pub async fn get(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     sku: web::Path<String>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::STOCK_READ)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::GetStock>(&caller)?;
     query.get()?;
-    let view = ops::get_stock(ops::Ctx::new(&engine, &vault, &audit), &caller, &sku).await?;
+    let view = ops::get_stock(ops::Ctx::new(&engine, &vault, &audit), allowed, &sku).await?;
     Ok(HttpResponse::Ok().json(wire::stock(view)))
 }
 
@@ -41,24 +41,24 @@ pub async fn get(
     ),
     security(("bearer" = [])))]
 pub async fn adjust(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     sku: web::Path<String>,
     body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::STOCK_ADJUST)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::AdjustStock>(&caller)?;
     query.get()?;
     validate::sku("sku", &sku)?;
     let key = body.key()?;
     let request: StockAdjustmentRequest = decode_json(&body.bytes)?;
     let view = ops::adjust_stock(
         ops::Ctx::new(&engine, &vault, &audit),
-        &caller,
+        allowed,
         &sku,
-        request,
+        request.into(),
         key,
         body.request_hash,
     )

@@ -1,12 +1,7 @@
-//! The API's error type: every failure becomes one RFC 9457 `application/problem+json`
-//! response with a machine `code`, and every engine error maps onto exactly one code.
+//! The API's error type: every failure is one [`ApiError`] with a status code, a machine `code`
+//! and an RFC 9457 problem document; every engine error maps onto exactly one code. The
+//! gateway renders it (HTTP: `application/problem+json`; TCP: an ERROR frame).
 
-use actix_web::body::BoxBody;
-use actix_web::dev::ServiceResponse;
-use actix_web::http::header;
-use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{HttpResponse, ResponseError};
 use orderd_engine::CommandError;
 use orderd_proto::Problem;
 
@@ -74,6 +69,44 @@ impl ApiError {
         ApiError::NotFound("no such object".into())
     }
 
+    /// The HTTP status code of this error (also carried by the TCP ERROR frame).
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidRequest { .. } => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::InsufficientStock { .. } => 409,
+            ApiError::InvalidTransition(_) => 409,
+            ApiError::IdempotencyConflict => 422,
+            ApiError::UnknownCustomer => 422,
+            ApiError::RateLimited => 429,
+            ApiError::Quarantined(_) => 422,
+            ApiError::Unavailable { .. } => 503,
+            ApiError::InsufficientStorage(_) => 507,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// A retry after a second may succeed (429, 503, 507): HTTP answers `Retry-After: 1`.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::RateLimited | ApiError::Unavailable { .. } | ApiError::InsufficientStorage(_)
+        )
+    }
+
+    /// The problem document serialized, as both front doors send it.
+    pub fn problem_json(&self) -> Vec<u8> {
+        match serde_json::to_vec(&self.problem()) {
+            Ok(body) => body,
+            // A problem document is plain strings and numbers; failing to serialize it is a bug.
+            Err(error) => format!(r#"{{"code":"internal","detail":"{error}"}}"#).into_bytes(),
+        }
+    }
+
     /// The machine code, also the last part of the problem `type`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -118,11 +151,11 @@ impl ApiError {
 
     /// The problem document of this error.
     pub fn problem(&self) -> Problem {
-        let status = self.status_code();
+        let status = self.status();
         Problem {
             problem_type: format!("/problems/{}", self.code()),
             title: self.title().to_string(),
-            status: status.as_u16(),
+            status,
             detail: self.to_string(),
             code: self.code().to_string(),
             param: match self {
@@ -142,8 +175,8 @@ impl ApiError {
 
     /// The error a bare status code stands for, used when something outside our handlers
     /// (actix itself) produced an error response.
-    pub fn from_status(status: StatusCode) -> ApiError {
-        match status.as_u16() {
+    pub fn from_status(status: u16) -> ApiError {
+        match status {
             400 => ApiError::invalid("body", "the request could not be understood"),
             401 => ApiError::Unauthorized("missing or unknown API key".into()),
             403 => ApiError::Forbidden("this key's role may not do this".into()),
@@ -179,149 +212,9 @@ impl From<CommandError> for ApiError {
     }
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InsufficientStock { .. } => StatusCode::CONFLICT,
-            ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
-            ApiError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UnknownCustomer => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Quarantined(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse<BoxBody> {
-        if let ApiError::Internal(detail) = self {
-            tracing::error!(message = "Request failed with an internal error.", %detail);
-        }
-        let body = match serde_json::to_vec(&self.problem()) {
-            Ok(body) => body,
-            // A problem document is plain strings and numbers; failing to serialize it is a bug.
-            Err(error) => format!(r#"{{"code":"internal","detail":"{error}"}}"#).into_bytes(),
-        };
-        let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE));
-        match self {
-            ApiError::RateLimited
-            | ApiError::Unavailable { .. }
-            | ApiError::InsufficientStorage(_) => {
-                response.insert_header((header::RETRY_AFTER, "1"));
-            }
-            ApiError::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"orderd\""));
-            }
-            _ => {}
-        }
-        response.body(body)
-    }
-}
-
-/// Middleware that turns every error response that is not already problem+json (actix's own
-/// 405 for a wrong method, a 500 from a missing extractor config, …) into one, keeping its
-/// `Allow` header.
-pub fn problem_fallback<B: 'static>() -> ErrorHandlers<B> {
-    ErrorHandlers::new().default_handler(render_as_problem)
-}
-
-fn render_as_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_problem = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
-    if is_problem {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
-    }
-    let (req, old) = res.into_parts();
-    let mut new = ApiError::from_status(old.status()).error_response();
-    if let Some(allow) = old.headers().get(header::ALLOW) {
-        new.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, new).map_into_right_body(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::body::to_bytes;
-
-    async fn render(
-        error: ApiError,
-    ) -> (
-        StatusCode,
-        actix_web::http::header::HeaderMap,
-        serde_json::Value,
-    ) {
-        let response = error.error_response();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = to_bytes(response.into_body()).await.unwrap();
-        (status, headers, serde_json::from_slice(&body).unwrap())
-    }
-
-    #[actix_web::test]
-    async fn invalid_request_renders_rfc9457_with_param() {
-        let (status, headers, body) =
-            render(ApiError::invalid("lines[0].qty", "qty must be at least 1")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert_eq!(
-            headers.get(header::CONTENT_TYPE).unwrap(),
-            PROBLEM_CONTENT_TYPE
-        );
-        assert_eq!(
-            body,
-            serde_json::json!({
-                "type": "/problems/invalid_request",
-                "title": "Invalid request",
-                "status": 400,
-                "detail": "qty must be at least 1",
-                "code": "invalid_request",
-                "param": "lines[0].qty",
-            })
-        );
-    }
-
-    #[actix_web::test]
-    async fn insufficient_stock_lists_skus() {
-        let (status, _, body) = render(ApiError::InsufficientStock {
-            skus: vec!["A".into(), "B".into()],
-        })
-        .await;
-        assert_eq!(status, StatusCode::CONFLICT);
-        assert_eq!(body["code"], "insufficient_stock");
-        assert_eq!(body["type"], "/problems/insufficient_stock");
-        assert_eq!(body["skus"], serde_json::json!(["A", "B"]));
-        assert!(body.get("param").is_none());
-    }
-
-    #[actix_web::test]
-    async fn retryable_errors_carry_retry_after() {
-        for error in [
-            ApiError::RateLimited,
-            ApiError::Unavailable {
-                detail: "shard 1 restarting".into(),
-                reasons: Some(vec!["shard 1 restarting".into()]),
-            },
-        ] {
-            let (status, headers, body) = render(error).await;
-            assert!(status == 429 || status == 503);
-            assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
-            assert_eq!(body["status"], status.as_u16());
-        }
-        let (_, headers, _) = render(ApiError::NotFound("x".into())).await;
-        assert!(headers.get(header::RETRY_AFTER).is_none());
-    }
 
     #[test]
     fn every_engine_error_maps_to_exactly_one_code() {
@@ -366,7 +259,7 @@ mod tests {
         ];
         for (engine_error, status, code) in cases {
             let api = ApiError::from(engine_error);
-            assert_eq!(api.status_code().as_u16(), status);
+            assert_eq!(api.status(), status);
             assert_eq!(api.code(), code);
             assert_eq!(api.problem().problem_type, format!("/problems/{code}"));
         }

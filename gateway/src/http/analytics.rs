@@ -10,10 +10,11 @@ use orderd_engine::{Engine, OrderId};
 use orderd_proto::{AnalyticsQuery, HourResponse, SalesSummaryResponse, TopSkuResponse};
 use tokio::sync::mpsc;
 
-use crate::auth::Caller;
-use crate::body::QueryParams;
-use crate::error::ApiError;
-use crate::{roles, wire};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::QueryParams;
+use orderd_service::ApiError;
+use orderd_service::{roles, wire};
 
 /// SKUs in `top_skus`.
 pub const TOP_SKUS: usize = 10;
@@ -46,10 +47,10 @@ fn range(query: &AnalyticsQuery) -> Result<(i64, i64), ApiError> {
     responses((status = 200, description = "Sales of the orders placed in [from, to)", body = orderd_proto::SalesSummaryResponse)),
     security(("bearer" = [])))]
 pub async fn summary(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<AnalyticsQuery>,
     engine: web::Data<Engine>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::ANALYTICS_READ)?;
     let (from, to) = range(&query.get()?)?;
     let summary = engine.sales_summary(from, to).await?;
@@ -97,10 +98,10 @@ impl futures_core::Stream for ChannelBody {
     responses((status = 200, description = "One line per order line of every order placed in [from, to)", body = String, content_type = "text/csv")),
     security(("bearer" = [])))]
 pub async fn orders_csv(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<AnalyticsQuery>,
     engine: web::Data<Engine>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::ANALYTICS_READ)?;
     let (from, to) = range(&query.get()?)?;
     // The first page is fetched before answering, so that an unavailable shard is a 503

@@ -1,26 +1,26 @@
 //! `GET /v1/ops/config` and the change requests under `/v1/ops/changes` (the flow lives in
-//! [`crate::changes`]).
+//! [`orderd_control::changes`]).
 
 use actix_web::{web, HttpResponse};
 use orderd_proto::{ChangeRequest, ChangesQuery, ConfigResponse, Page};
 
-use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams};
-use crate::changes::{self, Changes, NewChange};
-use crate::error::ApiError;
-use crate::idem::KeyedBody;
-use crate::settings::Live;
-use crate::{roles, validate};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::KeyedBody;
+use crate::http::extract::{decode_json, NoQuery, QueryParams};
+use orderd_control::changes::{self, Changes, NewChange};
+use orderd_control::settings::Live;
+use orderd_service::{roles, validate};
 
 /// The settings change management may change, with their effective values.
 #[utoipa::path(get, path = "/v1/ops/config", tag = "changes",
     responses((status = 200, description = "Every setting of the registry with its value in effect", body = orderd_proto::ConfigResponse)),
     security(("bearer" = [])))]
 pub async fn config(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     live: web::Data<Live>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_CONFIG_READ)?;
     query.get()?;
     Ok(HttpResponse::Ok().json(ConfigResponse {
@@ -38,11 +38,11 @@ pub async fn config(
     ),
     security(("bearer" = [])))]
 pub async fn request(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     body: KeyedBody,
     changes: web::Data<Changes>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::CHANGE_REQUEST)?;
     query.get()?;
     let key = body.key()?;
@@ -75,10 +75,10 @@ pub async fn request(
     responses((status = 200, description = "A page of changes, newest first", body = orderd_proto::Page<orderd_proto::ChangeResponse>)),
     security(("bearer" = [])))]
 pub async fn list(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<ChangesQuery>,
     changes: web::Data<Changes>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::CHANGES_READ)?;
     let query = query.get()?;
     let limit = validate::limit(query.limit.as_deref())?;
@@ -95,11 +95,11 @@ pub async fn list(
     responses((status = 200, description = "The change with every step", body = orderd_proto::ChangeResponse)),
     security(("bearer" = [])))]
 pub async fn get(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     changes: web::Data<Changes>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::CHANGES_READ)?;
     query.get()?;
     let change = changes.get(&id).await?;
@@ -115,11 +115,11 @@ pub async fn get(
     ),
     security(("bearer" = [])))]
 pub async fn approve(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     changes: web::Data<Changes>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::CHANGE_APPROVE)?;
     query.get()?;
     let change = changes.approve(&caller, &id).await?;
@@ -135,11 +135,11 @@ pub async fn approve(
     ),
     security(("bearer" = [])))]
 pub async fn apply(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     changes: web::Data<Changes>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::CHANGE_APPLY)?;
     query.get()?;
     let change = changes.apply(&caller, &id).await?;
@@ -155,11 +155,11 @@ pub async fn apply(
     ),
     security(("bearer" = [])))]
 pub async fn rollback(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     changes: web::Data<Changes>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::CHANGE_ROLLBACK)?;
     query.get()?;
     let change = changes.rollback(&caller, &id).await?;

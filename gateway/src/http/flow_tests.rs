@@ -11,12 +11,12 @@ use actix_web::{test, web, App};
 use orderd_engine::{CustomerId, Durability, Engine, EngineConfig};
 use serde_json::{json, Value};
 
-use crate::audit::AuditLog;
-use crate::auth::{hash_secret, new_secret, Auth, KeyRecord, KeyStore, RateLimiter};
-use crate::error::problem_fallback;
-use crate::roles::Role;
-use crate::vault::{MasterKeySource, Vault};
+use crate::http::error::problem_fallback;
 use orderd_config::AuditConfig;
+use orderd_service::audit::AuditLog;
+use orderd_service::auth::{hash_secret, new_secret, Auth, KeyRecord, KeyStore, RateLimiter};
+use orderd_service::roles::Role;
+use orderd_service::vault::{MasterKeySource, Vault};
 
 const SHARDS: usize = 2;
 
@@ -119,7 +119,7 @@ macro_rules! app {
                 .app_data($fixture.vault.clone())
                 .app_data($fixture.audit.clone())
                 .wrap(actix_web::middleware::from_fn(
-                    crate::audit::record_refusals,
+                    crate::http::middleware::record_refusals,
                 ))
                 .wrap(problem_fallback())
                 .configure(|cfg| super::configure(cfg, 65_536)),
@@ -988,9 +988,9 @@ async fn keys_and_audit_validate_their_input_and_roles() {
     assert_eq!(items[2]["target"], "GET /v1/keys");
     assert_eq!(items[2]["detail"], "role=frontend");
     assert_eq!(page["next"], Value::Null);
-    let entries: Vec<crate::audit::AuditEntry> =
+    let entries: Vec<orderd_service::audit::AuditEntry> =
         serde_json::from_value(page["items"].clone()).unwrap();
-    assert_eq!(crate::audit::verify_chain(&entries), Ok(10));
+    assert_eq!(orderd_service::audit::verify_chain(&entries), Ok(10));
     let (status, _, report) = call!(app, get("/v1/audit/verify", &auditor)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(report["ok"], true, "{report}");
@@ -1064,11 +1064,11 @@ async fn personal_data_is_sealed_in_the_engine_and_survives_rotation() {
         stored.phone.as_ref().unwrap(),
         stored.address.as_ref().unwrap(),
     ] {
-        assert!(crate::vault::is_sealed(value), "{value:?}");
+        assert!(orderd_service::vault::is_sealed(value), "{value:?}");
         assert!(!value.contains("Jane") && !value.contains("jane"));
     }
     let stored_order = f.engine.order(order_id.parse().unwrap()).await.unwrap();
-    assert!(crate::vault::is_sealed(
+    assert!(orderd_service::vault::is_sealed(
         stored_order.shipping_address.as_deref().unwrap()
     ));
 

@@ -1,19 +1,25 @@
-//! The HTTP routes of this version: one submodule per resource, all registered by [`configure`].
+//! The HTTP front door: one submodule of routes per resource, all registered by [`configure`];
+//! the extractors ([`extract`]: bodies, queries, `Authed`, `KeyedBody`), the middleware
+//! ([`middleware`]: audit of refusals, metrics), the problem+json rendering ([`error`]) and the
+//! OpenAPI document ([`openapi`]).
 //!
-//! Every `/v1` handler takes a [`Caller`](crate::auth::Caller) first (401 before anything else),
-//! then path, query and body, and the engine last; it checks the role table, validates the
-//! request, calls the engine and maps the answer onto the wire types. Unknown paths are 404 `not_found`; a known path with a wrong method is 405
-//! `method_not_allowed` (with `Allow`).
+//! Every `/v1` handler takes an [`Authed`](extract::Authed) caller first (401 before anything
+//! else), then path, query and body, and the engine last; it decodes the request into the
+//! protocol-neutral inputs of `orderd-service` and encodes the answer. Unknown paths are 404
+//! `not_found`; a known path with a wrong method is 405 `method_not_allowed` (with `Allow`).
 
 mod analytics;
 mod audit;
 mod backups;
 mod changes;
 mod customers;
+pub mod error;
+pub mod extract;
 #[cfg(test)]
 mod flow_tests;
 mod health;
 mod keys;
+pub mod middleware;
 pub mod openapi;
 mod ops;
 mod orders;
@@ -24,8 +30,8 @@ mod tests;
 
 use actix_web::{web, HttpResponse};
 
-use crate::body;
-use crate::error::ApiError;
+use crate::http::error::HttpError;
+use orderd_service::ApiError;
 
 /// Every route served, as (method, path template): the OpenAPI document must list exactly
 /// these (checked by a test), and the role matrix test walks them.
@@ -73,7 +79,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Registers extractor configs, every route and the 404 fallback.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
-    body::configure_extractors(cfg, body_limit_bytes);
+    extract::configure_extractors(cfg, body_limit_bytes);
     cfg.service(
         web::resource("/livez")
             .name("/livez")
@@ -287,6 +293,6 @@ pub(crate) fn page_after<T>(
     Ok((page, next))
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
+async fn not_found() -> Result<HttpResponse, HttpError> {
+    Err(ApiError::NotFound("no such route".into()).into())
 }

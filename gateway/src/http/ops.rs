@@ -8,22 +8,23 @@ use orderd_proto::{
     IncidentsQuery, KeyRotationResponse, Page, QuarantineQuery, ShardRestartResponse,
 };
 
-use crate::audit::AuditLog;
-use crate::auth::Caller;
-use crate::body::{NoQuery, QueryParams};
-use crate::error::ApiError;
-use crate::inspection::{self, Inspector};
-use crate::vault::Vault;
-use crate::{roles, validate, wire};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::{NoQuery, QueryParams};
+use orderd_control::inspection::{self, Inspector};
+use orderd_service::audit::AuditLog;
+use orderd_service::vault::Vault;
+use orderd_service::ApiError;
+use orderd_service::{roles, validate, wire};
 
 #[utoipa::path(get, path = "/v1/ops/shards", tag = "ops",
     responses((status = 200, description = "Every shard", body = Vec<orderd_proto::ShardResponse>)),
     security(("bearer" = [])))]
 pub async fn shards(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     engine: web::Data<Engine>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_SHARDS_READ)?;
     query.get()?;
     let shards: Vec<_> = engine.shards().await.into_iter().map(wire::shard).collect();
@@ -37,23 +38,23 @@ pub async fn shards(
     responses((status = 202, description = "The shard is being rebuilt from storage", body = orderd_proto::ShardRestartResponse)),
     security(("bearer" = [])))]
 pub async fn restart_shard(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_SHARD_RESTART)?;
     query.get()?;
     let id: u16 = id.parse().map_err(|_| ApiError::not_found())?;
     if usize::from(id) >= engine.shard_count() {
-        return Err(ApiError::NotFound(format!("no shard {id}")));
+        return Err(ApiError::NotFound(format!("no shard {id}")).into());
     }
     audit
         .record(&caller, "shard.restart", id.to_string(), "")
         .await?;
     let engine = engine.into_inner();
-    let actor = caller.key_id;
+    let actor = caller.0.key_id;
     tracing::info!(message = "Shard restart requested.", shard = id, %actor);
     actix_web::rt::spawn(async move {
         match engine.restart_shard(id).await {
@@ -75,10 +76,10 @@ pub async fn restart_shard(
     responses((status = 200, description = "Incidents, oldest first", body = Vec<orderd_proto::IncidentResponse>)),
     security(("bearer" = [])))]
 pub async fn incidents(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<IncidentsQuery>,
     engine: web::Data<Engine>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_INCIDENTS_READ)?;
     let query = query.get()?;
     let since_us = validate::since(query.since.as_deref())?;
@@ -101,10 +102,10 @@ pub async fn incidents(
     responses((status = 200, description = "A page of quarantined commands, oldest first", body = orderd_proto::Page<orderd_proto::QuarantineResponse>)),
     security(("bearer" = [])))]
 pub async fn quarantine(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<QuarantineQuery>,
     engine: web::Data<Engine>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_QUARANTINE_READ)?;
     let query = query.get()?;
     let limit = validate::limit(query.limit.as_deref())?;
@@ -140,12 +141,12 @@ pub async fn quarantine(
     ),
     security(("bearer" = [])))]
 pub async fn lift_quarantine(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     fingerprint: web::Path<String>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_QUARANTINE_LIFT)?;
     query.get()?;
     let fingerprint = wire::parse_fingerprint(&fingerprint).ok_or_else(ApiError::not_found)?;
@@ -166,7 +167,7 @@ pub async fn lift_quarantine(
         })?
     };
     let Some(entry) = lifted else {
-        return Err(ApiError::NotFound(format!("no quarantined command {id}")));
+        return Err(ApiError::NotFound(format!("no quarantined command {id}")).into());
     };
     let actor = caller.key_id.clone();
     tracing::info!(
@@ -216,10 +217,10 @@ pub async fn lift_quarantine(
     responses((status = 200, description = "Every check with its status (`overall` is the worst), and the newest scheduled run", body = orderd_proto::InspectionResponse)),
     security(("bearer" = [])))]
 pub async fn inspection(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     inspector: web::Data<Inspector>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_INSPECTION_READ)?;
     query.get()?;
     let inspector = inspector.into_inner();
@@ -243,11 +244,11 @@ pub async fn inspection(
     ),
     security(("bearer" = [])))]
 pub async fn rotate_keys(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     vault: web::Data<Vault>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_KEYS_ROTATE)?;
     query.get()?;
     let vault = vault.into_inner();

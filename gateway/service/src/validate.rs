@@ -7,13 +7,12 @@
 
 use std::collections::HashSet;
 
+use crate::error::ApiError;
+use crate::input::{CustomerInput, OrderLineInput, ShipmentLineInput};
 use orderd_engine::{
     add_line_amount, sku_is_valid, NewLine, LINE_QTY_MAX, ORDER_LINES_MAX, SKU_LENGTH_MAX,
     STOCK_DELTA_MAX,
 };
-use orderd_proto::{CreateCustomerRequest, OrderLineRequest, ShipmentLineRequest};
-
-use crate::error::ApiError;
 
 /// Longest stock adjustment or cancellation reason, in characters.
 pub const REASON_CHARS_MAX: usize = 500;
@@ -113,7 +112,7 @@ pub fn email_looks_valid(value: &str) -> bool {
 
 /// A new customer: name 1–200 characters, a plausible e-mail, phone ≤ 50, address ≤ 500; no
 /// control characters in any of them.
-pub fn customer(c: &CreateCustomerRequest) -> Result<(), ApiError> {
+pub fn customer(c: &CustomerInput) -> Result<(), ApiError> {
     if c.name.trim().is_empty() {
         return Err(ApiError::invalid("name", "name must not be empty"));
     }
@@ -132,7 +131,7 @@ pub fn customer(c: &CreateCustomerRequest) -> Result<(), ApiError> {
 /// Order lines: 1–100 of them, each a valid SKU at most once, `qty` 1 to `LINE_QTY_MAX`,
 /// `unit_price` at most `UNIT_PRICE_MAX`, and a total of at most `ORDER_TOTAL_MAX` (the
 /// engine's [`add_line_amount`], which the shard checks again). Returns the engine's lines.
-pub fn order_lines(lines: &[OrderLineRequest]) -> Result<Vec<NewLine>, ApiError> {
+pub fn order_lines(lines: &[OrderLineInput]) -> Result<Vec<NewLine>, ApiError> {
     if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
         return Err(ApiError::invalid(
             "lines",
@@ -166,7 +165,7 @@ pub fn order_lines(lines: &[OrderLineRequest]) -> Result<Vec<NewLine>, ApiError>
 
 /// Shipment lines: 1–100 of them, each a valid SKU with `qty` 1 to `LINE_QTY_MAX` (whether the
 /// order has that much left to ship is the engine's business). Returns the engine's lines.
-pub fn shipment_lines(lines: Vec<ShipmentLineRequest>) -> Result<Vec<(String, u32)>, ApiError> {
+pub fn shipment_lines(lines: Vec<ShipmentLineInput>) -> Result<Vec<(String, u32)>, ApiError> {
     if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
         return Err(ApiError::invalid(
             "lines",
@@ -207,6 +206,19 @@ pub fn stock_delta(delta: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A header value as text, when it is visible ASCII, spaces and tabs only (as HTTP's header
+/// text; what `http::HeaderValue::to_str` accepts).
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
 /// An `Idempotency-Key` header value: 1–255 characters.
 pub fn idempotency_key(value: &str) -> Result<(), ApiError> {
     let chars = value.chars().count();
@@ -237,18 +249,29 @@ pub fn since(value: Option<&str>) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-/// A list's `limit`: 1–1000, 100 when absent.
+/// A list's `limit` as a query string sends it: 1–1000, 100 when absent.
 pub fn limit(value: Option<&str>) -> Result<usize, ApiError> {
     let Some(value) = value else {
         return Ok(LIMIT_DEFAULT);
     };
-    match value.parse::<usize>() {
-        Ok(n) if (1..=LIMIT_MAX).contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid(
-            "limit",
-            format!("limit must be an integer from 1 to {LIMIT_MAX}"),
-        )),
+    limit_of(Some(value.parse::<u64>().map_err(|_| limit_error())?))
+}
+
+/// A list's `limit` as a number: 1–1000, 100 when absent.
+pub fn limit_of(value: Option<u64>) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(LIMIT_DEFAULT),
+        Some(n) if (1..=LIMIT_MAX as u64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(limit_error()),
     }
+}
+
+/// The answer to a `limit` that is not a number from 1 to 1000.
+pub fn limit_error() -> ApiError {
+    ApiError::invalid(
+        "limit",
+        format!("limit must be an integer from 1 to {LIMIT_MAX}"),
+    )
 }
 
 #[cfg(test)]
@@ -298,7 +321,7 @@ mod tests {
 
     #[test]
     fn customer_fields_are_checked_in_order() {
-        let mut c = CreateCustomerRequest {
+        let mut c = CustomerInput {
             name: "Jane".into(),
             email: "jane@example.com".into(),
             phone: None,
@@ -323,7 +346,7 @@ mod tests {
 
     #[test]
     fn personal_fields_refuse_control_characters() {
-        let good = CreateCustomerRequest {
+        let good = CustomerInput {
             name: "Jane".into(),
             email: "jane@example.com".into(),
             phone: Some("+41 79".into()),
@@ -357,8 +380,8 @@ mod tests {
         }
     }
 
-    fn line(sku: &str, qty: u32, unit_price: u64) -> OrderLineRequest {
-        OrderLineRequest {
+    fn line(sku: &str, qty: u32, unit_price: u64) -> OrderLineInput {
+        OrderLineInput {
             sku: sku.into(),
             qty,
             unit_price,
@@ -462,8 +485,8 @@ mod tests {
         );
     }
 
-    fn shipped(sku: &str, qty: u32) -> ShipmentLineRequest {
-        ShipmentLineRequest {
+    fn shipped(sku: &str, qty: u32) -> ShipmentLineInput {
+        ShipmentLineInput {
             sku: sku.into(),
             qty,
         }

@@ -1,4 +1,5 @@
-//! Mapping of engine views onto the JSON wire types of `orderd-proto`, including time
+//! The one mapping of engine views onto the wire types of `orderd-proto` (HTTP's JSON, and the
+//! TCP protocol's frames in [`tcp`]), including time
 //! formatting (RFC 3339 UTC, microseconds) and the masking of personal data for auditors.
 
 use chrono::{DateTime, SecondsFormat};
@@ -146,6 +147,107 @@ pub fn quarantined(entry: QuarantinedCommand) -> QuarantineResponse {
         command: entry.command,
         message: entry.message,
         quarantined_at: time(entry.at_us),
+    }
+}
+
+/// The same views in the TCP protocol's frames (`orderd_proto::tcp`), which carry times as
+/// microseconds rather than RFC 3339 text.
+pub mod tcp {
+    use orderd_engine::{CustomerView, OrderView, ShipmentView, StockView};
+    use orderd_proto::tcp as msg;
+
+    /// An order in a frame; `detailed` adds shipments and history (as over HTTP).
+    pub fn order(view: OrderView, detailed: bool) -> msg::Order {
+        let (shipments, history) = if detailed {
+            (
+                view.shipments,
+                view.history
+                    .into_iter()
+                    .map(|h| msg::HistoryStep {
+                        at_us: h.at_us,
+                        status: h.status.as_str().to_string(),
+                        actor: h.actor,
+                    })
+                    .collect(),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        msg::Order {
+            id: view.id.to_string(),
+            customer_id: view.customer_id.to_string(),
+            status: view.status.as_str().to_string(),
+            lines: view
+                .lines
+                .into_iter()
+                .map(|l| msg::OrderLine {
+                    sku: l.sku,
+                    qty: l.qty,
+                    unit_price: l.unit_price,
+                    shipped_qty: l.shipped_qty,
+                })
+                .collect(),
+            total: view.total,
+            shipping_address: view.shipping_address,
+            note: view.note,
+            created_at_us: view.created_at_us,
+            updated_at_us: view.updated_at_us,
+            shipments,
+            history,
+        }
+    }
+
+    /// A SKU's stock in a frame.
+    pub fn stock(view: StockView) -> msg::Stock {
+        msg::Stock {
+            sku: view.sku,
+            on_hand: view.on_hand,
+            reserved: view.reserved,
+            available: view.available,
+        }
+    }
+
+    /// A customer in a frame, masked for auditors as over HTTP.
+    pub fn customer(view: CustomerView, masked: bool) -> msg::Customer {
+        let created_at_us = view.created_at_us;
+        let json = if masked {
+            super::customer_masked(view)
+        } else {
+            super::customer(view)
+        };
+        msg::Customer {
+            id: json.id,
+            name: json.name,
+            email: json.email,
+            phone: json.phone,
+            address: json.address,
+            created_at_us,
+        }
+    }
+
+    /// A shipment in a frame.
+    pub fn shipment(view: ShipmentView) -> msg::Shipment {
+        msg::Shipment {
+            id: view.id.to_string(),
+            order_id: view.order_id.to_string(),
+            carrier: view.carrier,
+            tracking_number: view.tracking_number,
+            status: view.status.as_str().to_string(),
+            lines: view
+                .lines
+                .into_iter()
+                .map(|(sku, qty)| msg::ShipmentLine { sku, qty })
+                .collect(),
+            events: view
+                .events
+                .into_iter()
+                .map(|e| msg::ShipmentEvent {
+                    at_us: e.at_us,
+                    status: e.status.as_str().to_string(),
+                    note: e.note,
+                })
+                .collect(),
+        }
     }
 }
 

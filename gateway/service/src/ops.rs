@@ -1,26 +1,36 @@
-//! The operations both front doors serve — HTTP (`routes`) and the binary TCP protocol
-//! ([`crate::tcp`]) — once a request is decoded: the role check, validation, the engine call,
+//! The operations both front doors serve — HTTP and the binary TCP protocol, in
+//! `orderd-gateway` — once a request is decoded: the role check, validation, the engine call,
 //! sealing and opening personal data, and the audit entry. Each front door only decodes its
-//! bytes into these arguments and encodes the answer, so the two give the same answers, roles
-//! and error codes by construction.
+//! bytes into these arguments ([`crate::input`]) and encodes the answer, so the two give the
+//! same answers, roles and error codes by construction.
+//!
+//! **Roles, once.** An operation runs only with an [`Allowed`] permission, which only [`allow`]
+//! makes, by checking the caller's role against the operation's [`Operation::ROLES`]: the
+//! role table of an operation is named in one place and checked once. A front door asks for
+//! the permission before it decodes the request, so a caller who may not use an operation
+//! gets its 403 (a `customer` key its 404) before any 400 about the request.
+//!
+//! **Idempotency keys, once.** Operations take an [`IdempotencyKey`], which only its
+//! validation makes: a front door validates the key where it reads it (HTTP: the header, before
+//! the body; TCP: the frame's body), and nothing validates it again.
 
 use orderd_engine::{
     CustomerId, CustomerView, Engine, Idempotency, NewCustomer, NewShipment, OrderCursor,
     OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId, ShipmentStatus,
     ShipmentView, StockView,
 };
-use orderd_proto::{
-    CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, PlaceOrderRequest,
-    ShipmentEventRequest, StockAdjustmentRequest,
-};
+use std::marker::PhantomData;
 
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::idem::Claim;
-use crate::roles::{self, Role};
+use crate::idem::{Claim, IdempotencyKey};
+use crate::input::{
+    CustomerInput, NewOrder, OrderQuery, ShipmentEventInput, ShipmentInput, StockAdjustmentInput,
+};
+use crate::roles::{Role, RoleSet};
 use crate::validate;
 use crate::vault::Vault;
 
@@ -53,25 +63,83 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// An operation, with the roles that may run it.
+pub trait Operation {
+    const ROLES: RoleSet;
+}
+
+/// The operations, each with its row of the role table ([`crate::roles`]).
+pub mod op {
+    use super::Operation;
+    use crate::roles::{self, RoleSet};
+
+    macro_rules! operations {
+        ($($(#[$doc:meta])* $name:ident => $roles:expr;)*) => {$(
+            $(#[$doc])*
+            pub struct $name;
+            impl Operation for $name {
+                const ROLES: RoleSet = $roles;
+            }
+        )*};
+    }
+
+    operations! {
+        /// [`super::place_order`], [`super::place_orders`].
+        PlaceOrder => roles::ORDER_PLACE;
+        /// [`super::get_order`].
+        GetOrder => roles::ORDER_READ;
+        /// [`super::list_orders`].
+        ListOrders => roles::ORDER_LIST;
+        /// [`super::cancel_order`].
+        CancelOrder => roles::ORDER_CANCEL;
+        /// [`super::create_shipment`], [`super::shipment_event`].
+        WriteShipment => roles::SHIPMENT_WRITE;
+        /// [`super::get_stock`].
+        GetStock => roles::STOCK_READ;
+        /// [`super::adjust_stock`].
+        AdjustStock => roles::STOCK_ADJUST;
+        /// [`super::create_customer`].
+        CreateCustomer => roles::CUSTOMER_CREATE;
+        /// [`super::get_customer`].
+        GetCustomer => roles::CUSTOMER_READ;
+    }
+}
+
+/// Permission for `caller` to run operation `O`; made only by [`allow`].
+pub struct Allowed<'a, O> {
+    pub caller: &'a Caller,
+    operation: PhantomData<O>,
+}
+
+/// Checks `caller`'s role against operation `O`'s roles: 403, or 404 for a `customer` key (to
+/// it, whatever it may not touch does not exist).
+pub fn allow<O: Operation>(caller: &Caller) -> Result<Allowed<'_, O>, ApiError> {
+    caller.require(O::ROLES)?;
+    Ok(Allowed {
+        caller,
+        operation: PhantomData,
+    })
+}
+
 /// Places an order. `key` is the idempotency key as the client sent it (validated here) and
 /// `request_hash` identifies the request's bytes: a repeat with the same key must send the
 /// same bytes. Answers the order opened.
 pub async fn place_order(
     ctx: Ctx<'_>,
-    caller: &Caller,
-    request: PlaceOrderRequest,
-    key: Option<String>,
+    allowed: Allowed<'_, op::PlaceOrder>,
+    order: NewOrder,
+    key: Option<IdempotencyKey>,
     request_hash: u128,
 ) -> Result<OrderView, ApiError> {
     // Through the shard's inbox ([`place_orders`]): concurrent requests for a shard share one
     // message and one group commit. The shard writes the audit entry (`order.place`) with the
     // order, so a replay under the key writes none.
     let input = PlaceInput {
-        request,
+        order,
         key,
         request_hash,
     };
-    place_orders(ctx, caller, vec![input])
+    place_orders(ctx, &allowed, vec![Ok(input)])
         .await
         .pop()
         .unwrap_or_else(|| Err(no_outcome()))
@@ -85,28 +153,38 @@ pub fn no_outcome() -> ApiError {
     }
 }
 
-/// One placement of a [`place_orders`] call: the body, its Idempotency-Key as the client sent
+/// One placement of a [`place_orders`] call: the order, its Idempotency-Key as the client sent
 /// it, and the hash of the bytes that identify the request.
 pub struct PlaceInput {
-    pub request: PlaceOrderRequest,
-    pub key: Option<String>,
+    pub order: NewOrder,
+    pub key: Option<IdempotencyKey>,
     pub request_hash: u128,
 }
 
 /// Places many orders for one caller at once (a TCP `PLACE_ORDERS` frame, or the
 /// `PLACE_ORDER` frames of one read): each is checked as [`place_order`] checks it, and those
-/// that pass go to the engine together, so they share messages and group commits. Answers
-/// one outcome per input, in input order.
+/// that pass go to the engine together, so they share messages and group commits. An input a
+/// front door could not read (`Err`) answers its error in its place. Answers one outcome per
+/// input, in input order.
 pub async fn place_orders(
     ctx: Ctx<'_>,
-    caller: &Caller,
-    inputs: Vec<PlaceInput>,
+    allowed: &Allowed<'_, op::PlaceOrder>,
+    inputs: Vec<Result<PlaceInput, ApiError>>,
 ) -> Vec<Result<OrderView, ApiError>> {
     let mut outcomes: Vec<Option<Result<OrderView, ApiError>>> = Vec::with_capacity(inputs.len());
     let mut places = Vec::with_capacity(inputs.len());
     let mut slots = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {
-        match prepare_place(ctx, caller, input.request, input.key, input.request_hash) {
+        let prepared = input.and_then(|input| {
+            prepare_place(
+                ctx,
+                allowed.caller,
+                input.order,
+                input.key,
+                input.request_hash,
+            )
+        });
+        match prepared {
             Ok(place) => {
                 places.push(place);
                 slots.push(index);
@@ -134,14 +212,10 @@ pub async fn place_orders(
 fn prepare_place(
     ctx: Ctx<'_>,
     caller: &Caller,
-    request: PlaceOrderRequest,
-    key: Option<String>,
+    request: NewOrder,
+    key: Option<IdempotencyKey>,
     request_hash: u128,
 ) -> Result<PlaceOrder, ApiError> {
-    caller.require(roles::ORDER_PLACE)?;
-    if let Some(key) = &key {
-        validate::idempotency_key(key)?;
-    }
     let lines = validate::order_lines(&request.lines)?;
     validate::optional_personal_text(
         "shipping_address",
@@ -156,8 +230,7 @@ fn prepare_place(
         .map_err(|()| ApiError::UnknownCustomer)?;
     caller.may_see_customer(customer_id)?;
     let idempotency = key.map(|key| Idempotency {
-        // Scoped by API key: two clients choosing the same key never collide.
-        key: format!("{}:{key}", caller.key_id),
+        key: key.scoped(caller),
         request_hash,
     });
     Ok(PlaceOrder {
@@ -171,8 +244,12 @@ fn prepare_place(
 }
 
 /// Reads an order (opened).
-pub async fn get_order(ctx: Ctx<'_>, caller: &Caller, id: &str) -> Result<OrderView, ApiError> {
-    caller.require(roles::ORDER_READ)?;
+pub async fn get_order(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::GetOrder>,
+    id: &str,
+) -> Result<OrderView, ApiError> {
+    let caller = allowed.caller;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     let view = ctx.engine.order(id).await?;
     caller.may_see_customer(view.customer_id)?;
@@ -182,10 +259,10 @@ pub async fn get_order(ctx: Ctx<'_>, caller: &Caller, id: &str) -> Result<OrderV
 /// Lists orders, newest first: the page (opened) and the cursor of the next one.
 pub async fn list_orders(
     ctx: Ctx<'_>,
-    caller: &Caller,
-    query: &ListOrdersQuery,
+    allowed: Allowed<'_, op::ListOrders>,
+    query: &OrderQuery,
 ) -> Result<(Vec<OrderView>, Option<String>), ApiError> {
-    caller.require(roles::ORDER_LIST)?;
+    let caller = allowed.caller;
     let mut customer_id = match query.customer_id.as_deref() {
         Some(text) => Some(text.parse::<CustomerId>().map_err(|()| {
             ApiError::invalid("customer_id", "customer_id is not a customer id (cus_…)")
@@ -207,7 +284,7 @@ pub async fn list_orders(
         })?),
         None => None,
     };
-    let limit = validate::limit(query.limit.as_deref())?;
+    let limit = validate::limit_of(query.limit)?;
     let after = match query.after.as_deref() {
         Some(text) => Some(text.parse::<OrderCursor>().map_err(|()| {
             ApiError::invalid(
@@ -239,13 +316,13 @@ pub async fn list_orders(
 /// `request_hash` are the request's Idempotency-Key, as for every mutation ([`Claim`]).
 pub async fn cancel_order(
     ctx: Ctx<'_>,
-    caller: &Caller,
+    allowed: Allowed<'_, op::CancelOrder>,
     id: &str,
     reason: Option<String>,
-    key: Option<String>,
+    key: Option<IdempotencyKey>,
     request_hash: u128,
 ) -> Result<OrderView, ApiError> {
-    caller.require(roles::ORDER_CANCEL)?;
+    let caller = allowed.caller;
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     validate::optional_text_max("reason", reason.as_deref(), validate::REASON_CHARS_MAX)?;
     if caller.customer_scope()?.is_some() {
@@ -268,13 +345,13 @@ pub async fn cancel_order(
 /// Idempotency-Key answers the shipment as it was answered, and ships nothing more.
 pub async fn create_shipment(
     ctx: Ctx<'_>,
-    caller: &Caller,
+    allowed: Allowed<'_, op::WriteShipment>,
     order_id: &str,
-    request: CreateShipmentRequest,
-    key: Option<String>,
+    request: ShipmentInput,
+    key: Option<IdempotencyKey>,
     request_hash: u128,
 ) -> Result<ShipmentView, ApiError> {
-    caller.require(roles::SHIPMENT_WRITE)?;
+    let caller = allowed.caller;
     let order_id: OrderId = order_id.parse().map_err(|()| ApiError::not_found())?;
     let carrier = request.carrier.trim();
     if carrier.is_empty() || carrier.chars().any(char::is_control) {
@@ -302,13 +379,13 @@ pub async fn create_shipment(
 /// shipment as it was answered, and records nothing more.
 pub async fn shipment_event(
     ctx: Ctx<'_>,
-    caller: &Caller,
+    allowed: Allowed<'_, op::WriteShipment>,
     id: &str,
-    request: ShipmentEventRequest,
-    key: Option<String>,
+    request: ShipmentEventInput,
+    key: Option<IdempotencyKey>,
     request_hash: u128,
 ) -> Result<ShipmentView, ApiError> {
-    caller.require(roles::SHIPMENT_WRITE)?;
+    let caller = allowed.caller;
     let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
     let status = ShipmentStatus::parse_event(&request.status).ok_or_else(|| {
         ApiError::invalid("status", "status is one of in_transit, delivered, failed")
@@ -331,8 +408,11 @@ pub async fn shipment_event(
 }
 
 /// Reads a SKU's stock.
-pub async fn get_stock(ctx: Ctx<'_>, caller: &Caller, sku: &str) -> Result<StockView, ApiError> {
-    caller.require(roles::STOCK_READ)?;
+pub async fn get_stock(
+    ctx: Ctx<'_>,
+    _allowed: Allowed<'_, op::GetStock>,
+    sku: &str,
+) -> Result<StockView, ApiError> {
     validate::sku("sku", sku)?;
     Ok(ctx.engine.stock(sku).await?)
 }
@@ -342,13 +422,13 @@ pub async fn get_stock(ctx: Ctx<'_>, caller: &Caller, sku: &str) -> Result<Stock
 /// adjusts nothing.
 pub async fn adjust_stock(
     ctx: Ctx<'_>,
-    caller: &Caller,
+    allowed: Allowed<'_, op::AdjustStock>,
     sku: &str,
-    request: StockAdjustmentRequest,
-    key: Option<String>,
+    request: StockAdjustmentInput,
+    key: Option<IdempotencyKey>,
     request_hash: u128,
 ) -> Result<StockView, ApiError> {
-    caller.require(roles::STOCK_ADJUST)?;
+    let caller = allowed.caller;
     validate::sku("sku", sku)?;
     validate::stock_delta(request.delta)?;
     validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
@@ -372,12 +452,12 @@ pub async fn adjust_stock(
 /// same customer, and creates none.
 pub async fn create_customer(
     ctx: Ctx<'_>,
-    caller: &Caller,
-    request: CreateCustomerRequest,
-    key: Option<String>,
+    allowed: Allowed<'_, op::CreateCustomer>,
+    request: CustomerInput,
+    key: Option<IdempotencyKey>,
     request_hash: u128,
 ) -> Result<CustomerView, ApiError> {
-    caller.require(roles::CUSTOMER_CREATE)?;
+    let caller = allowed.caller;
     validate::customer(&request)?;
     let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
     let customer = ctx.vault.seal_customer(NewCustomer {
@@ -398,10 +478,10 @@ pub async fn create_customer(
 /// Reads a customer, opened; the flag says whether the caller sees it masked (auditors).
 pub async fn get_customer(
     ctx: Ctx<'_>,
-    caller: &Caller,
+    allowed: Allowed<'_, op::GetCustomer>,
     id: &str,
 ) -> Result<(CustomerView, bool), ApiError> {
-    caller.require(roles::CUSTOMER_READ)?;
+    let caller = allowed.caller;
     let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
     caller.may_see_customer(id)?;
     let view = ctx.vault.open_customer(ctx.engine.customer(id).await?)?;

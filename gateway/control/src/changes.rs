@@ -20,15 +20,15 @@ use orderd_storage::{Family, Storage, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::audit::AuditLog;
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::idem::{Age, Entry, Keys};
-use crate::roles::Role;
 use crate::settings::{self, Live, Override, Risk};
-use crate::wire;
+use crate::window::{self, RequestWindow, WindowStats};
 use orderd_config::ChangesConfig;
-use orderd_control::window::{self, WindowStats};
+use orderd_service::audit::AuditLog;
+use orderd_service::auth::Caller;
+use orderd_service::idem::{Age, Entry, IdempotencyKey, Keys};
+use orderd_service::roles::Role;
+use orderd_service::wire;
+use orderd_service::ApiError;
 
 const RECORD_PREFIX: &[u8] = b"changes/record/";
 const OVERRIDE_PREFIX: &[u8] = b"changes/override/";
@@ -300,6 +300,8 @@ pub struct Changes {
     engine: Engine,
     live: Arc<Live>,
     audit: Arc<AuditLog>,
+    /// What the watch judges: the requests the front doors recorded.
+    window: Arc<RequestWindow>,
     config: ChangesConfig,
     /// Serializes every transition; holds the next change number.
     next_number: tokio::sync::Mutex<u64>,
@@ -327,6 +329,7 @@ impl Changes {
         engine: Engine,
         live: Arc<Live>,
         audit: Arc<AuditLog>,
+        window: Arc<RequestWindow>,
         config: ChangesConfig,
     ) -> anyhow::Result<Arc<Changes>> {
         let storage = engine.storage();
@@ -342,6 +345,7 @@ impl Changes {
             engine,
             live,
             audit,
+            window,
             config,
             next_number: tokio::sync::Mutex::new(last + 1),
             applied: std::sync::Mutex::new(applied),
@@ -349,12 +353,12 @@ impl Changes {
     }
 
     /// Judges the changes in their watch window every `changes.watch_check_interval_ms`, on
-    /// the current actix runtime. Call [`Changes::resume`] first.
+    /// the current tokio runtime (the server's actix system). Call [`Changes::resume`] first.
     pub fn start_watcher(self: &Arc<Self>) -> Watcher {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let changes = self.clone();
         let interval = Duration::from_millis(self.config.watch_check_interval_ms);
-        let task = actix_web::rt::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
@@ -370,7 +374,7 @@ impl Changes {
 
     async fn load(&self) -> Result<Vec<Change>, ApiError> {
         let storage = self.storage.clone();
-        actix_web::web::block(move || load_all(storage.as_ref()))
+        tokio::task::spawn_blocking(move || load_all(storage.as_ref()))
             .await
             .map_err(|e| ApiError::Internal(format!("change read did not run: {e}")))?
             .map_err(|e| ApiError::Unavailable {
@@ -384,7 +388,7 @@ impl Changes {
         let number = parse_id(id).ok_or_else(not_found)?;
         let storage = self.storage.clone();
         let bytes =
-            actix_web::web::block(move || storage.get(Family::Control, &record_key(number)))
+            tokio::task::spawn_blocking(move || storage.get(Family::Control, &record_key(number)))
                 .await
                 .map_err(|e| ApiError::Internal(format!("change read did not run: {e}")))?
                 .map_err(|e| ApiError::Unavailable {
@@ -442,7 +446,7 @@ impl Changes {
             None => {}
         }
         let storage = self.storage.clone();
-        actix_web::web::block(move || storage.write(writes, sync))
+        tokio::task::spawn_blocking(move || storage.write(writes, sync))
             .await
             .map_err(|e| ApiError::Internal(format!("change write did not run: {e}")))?
             .map_err(|e| ApiError::Unavailable {
@@ -489,7 +493,7 @@ impl Changes {
     }
 
     /// `POST /v1/ops/changes`: validates and assesses a request; 400 names the bad field.
-    /// With an Idempotency-Key (`key` as the client sent it, `request_hash` identifying the
+    /// With an Idempotency-Key (`key`, `request_hash` identifying the
     /// request), a repeat answers the change the first request created, as it is now, and
     /// creates none; the key with another request is 422 `idempotency_conflict`. The key is
     /// stored with the change, in the same synced write, and kept
@@ -498,17 +502,10 @@ impl Changes {
         &self,
         caller: &Caller,
         new: NewChange,
-        key: Option<String>,
+        key: Option<IdempotencyKey>,
         request_hash: u128,
     ) -> Result<Change, ApiError> {
-        let key = match key {
-            Some(key) => {
-                crate::validate::idempotency_key(&key)?;
-                // Scoped by API key, as every Idempotency-Key.
-                Some(format!("{}:{key}", caller.key_id))
-            }
-            None => None,
-        };
+        let key = key.map(|key| key.scoped(caller));
         let keys = self.audit.keys();
         // Requests with the same key run one at a time: the second finds the first's change.
         let _key_lock = match &key {
@@ -729,7 +726,8 @@ impl Changes {
             .check(def, &change.value)
             .map_err(|detail| ApiError::InvalidTransition(format!("no longer valid: {detail}")))?;
         let now_s = window::now_s();
-        let baseline: Stats = window::global()
+        let baseline: Stats = self
+            .window
             .stats(now_s.saturating_sub(change.watch_window_s), now_s)
             .into();
         let applied_at = now_us();
@@ -847,7 +845,7 @@ impl Changes {
                 )
             };
             let engine = self.engine.clone();
-            let incident = actix_web::web::block(move || {
+            let incident = tokio::task::spawn_blocking(move || {
                 engine
                     .incidents()
                     .record(&component, "auto_rolled_back", detail, action)
@@ -987,7 +985,8 @@ impl Changes {
                 continue; // awaiting a restart
             };
             let now = now_us();
-            let observed: Stats = window::global()
+            let observed: Stats = self
+                .window
                 .stats((started_us / 1_000_000) as u64, window::now_s() + 1)
                 .into();
             watch.observed = Some(observed);

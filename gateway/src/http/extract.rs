@@ -10,12 +10,16 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use orderd_proto::ObjectOnly;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use orderd_service::auth::{self, Auth, Caller};
+use orderd_service::idem::{self, IdempotencyKey};
+use orderd_service::ApiError;
+
+use crate::http::error::HttpError;
 
 /// The `param` of a problem about the body as a whole (malformed JSON, wrong top-level type).
 pub const BODY_PARAM: &str = "body";
@@ -36,14 +40,19 @@ pub fn configure_extractors(cfg: &mut web::ServiceConfig, body_limit_bytes: usiz
                 .content_type_required(false)
                 .content_type(|_| true)
                 .error_handler(move |error, _req| {
-                    json_payload_error(error, body_limit_bytes).into()
+                    HttpError(json_payload_error(error, body_limit_bytes)).into()
                 }),
         )
         .app_data(
-            web::QueryConfig::default().error_handler(|error, _req| query_error(&error).into()),
+            web::QueryConfig::default()
+                .error_handler(|error, _req| HttpError(query_error(&error)).into()),
         )
         .app_data(web::PathConfig::default().error_handler(|error, _req| {
-            ApiError::invalid("path", format!("invalid path parameter: {error}")).into()
+            HttpError(ApiError::invalid(
+                "path",
+                format!("invalid path parameter: {error}"),
+            ))
+            .into()
         }));
 }
 
@@ -59,8 +68,8 @@ pub struct BodyLimit(pub usize);
 pub struct RawBody(pub web::Bytes);
 
 impl FromRequest for RawBody {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<RawBody, ApiError>>>>;
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<RawBody, HttpError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit_bytes = req
@@ -73,12 +82,12 @@ impl FromRequest for RawBody {
         Box::pin(async move {
             match body.await {
                 Ok(bytes) => Ok(RawBody(bytes)),
-                Err(error) => Err(match error.as_error::<PayloadError>() {
+                Err(error) => Err(HttpError(match error.as_error::<PayloadError>() {
                     Some(PayloadError::Overflow) => ApiError::PayloadTooLarge {
                         limit_bytes: Some(limit_bytes),
                     },
                     _ => ApiError::invalid(BODY_PARAM, format!("could not read the body: {error}")),
-                }),
+                })),
             }
         })
     }
@@ -105,8 +114,8 @@ impl<T> QueryParams<T> {
 }
 
 impl<T: DeserializeOwned> FromRequest for QueryParams<T> {
-    type Error = ApiError;
-    type Future = Ready<Result<QueryParams<T>, ApiError>>;
+    type Error = HttpError;
+    type Future = Ready<Result<QueryParams<T>, HttpError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let decoded = web::Query::<T>::from_query(req.query_string())
@@ -441,6 +450,93 @@ pub fn query_error(error: &QueryPayloadError) -> ApiError {
         .find_map(|prefix| named_field(&message, prefix))
         .unwrap_or_else(|| "query".to_string());
     ApiError::invalid(param, message)
+}
+
+/// The `Idempotency-Key` header (sent at most once, visible ASCII, 1–255 characters), if
+/// present.
+pub fn header_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    idem::header_key(
+        req.headers()
+            .get_all(idem::IDEMPOTENCY_KEY_HEADER)
+            .map(|value| value.as_bytes()),
+    )
+}
+
+/// The body of a mutation other than a placement, with its `Idempotency-Key` and request hash:
+/// [`idem::request_hash`] of the method, the path (with its parameters, as sent; these routes take
+/// no query) and the body bytes. A bad header is kept for [`KeyedBody::key`] rather than refused by
+/// the extractor, so that the handler's role check answers first, as for a bad body.
+pub struct KeyedBody {
+    /// The raw body ([`RawBody`]).
+    pub bytes: web::Bytes,
+    key: Result<Option<IdempotencyKey>, ApiError>,
+    pub request_hash: u128,
+}
+
+impl KeyedBody {
+    /// The `Idempotency-Key` header, validated, if present.
+    pub fn key(&self) -> Result<Option<IdempotencyKey>, ApiError> {
+        self.key.clone()
+    }
+}
+
+impl FromRequest for KeyedBody {
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<KeyedBody, HttpError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let key = header_key(req);
+        let route = format!("{} {}", req.method(), req.path());
+        let body = RawBody::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = body.await?.0;
+            Ok(KeyedBody {
+                request_hash: idem::request_hash(&route, &bytes),
+                bytes,
+                key,
+            })
+        })
+    }
+}
+
+/// The authenticated caller of a request (`Authorization: Bearer <key>`), as an extractor: a
+/// handler that takes one answers 401 without a valid key. Derefs to the service's [`Caller`].
+#[derive(Clone, Debug)]
+pub struct Authed(pub Caller);
+
+impl std::ops::Deref for Authed {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl FromRequest for Authed {
+    type Error = HttpError;
+    type Future = Ready<Result<Authed, HttpError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let result = match req.app_data::<web::Data<Auth>>() {
+            Some(keys) => auth::authenticate(
+                keys,
+                req.headers()
+                    .get(actix_web::http::header::AUTHORIZATION)
+                    .map(|value| value.as_bytes()),
+                req.peer_addr(),
+                req.path(),
+            ),
+            None => Err(ApiError::Internal(
+                "authentication is not configured".into(),
+            )),
+        };
+        if let Ok(caller) = &result {
+            // For the audit of refusals (`middleware::record_refusals`), which runs after the
+            // handler.
+            req.extensions_mut().insert(caller.clone());
+        }
+        ready(result.map(Authed).map_err(HttpError))
+    }
 }
 
 #[cfg(test)]

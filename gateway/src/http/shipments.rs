@@ -9,13 +9,14 @@ use orderd_proto::{
     ShipmentResponse,
 };
 
-use crate::audit::AuditLog;
-use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams};
-use crate::error::ApiError;
-use crate::idem::KeyedBody;
-use crate::vault::Vault;
-use crate::{ops, roles, wire};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::KeyedBody;
+use crate::http::extract::{decode_json, NoQuery, QueryParams};
+use orderd_service::audit::AuditLog;
+use orderd_service::vault::Vault;
+use orderd_service::ApiError;
+use orderd_service::{ops, roles, wire};
 
 pub fn shipment(view: ShipmentView) -> ShipmentResponse {
     ShipmentResponse {
@@ -52,20 +53,21 @@ pub fn shipment(view: ShipmentView) -> ShipmentResponse {
     ),
     security(("bearer" = [])))]
 pub async fn create(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::SHIPMENT_WRITE)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::WriteShipment>(&caller)?;
     query.get()?;
     let key = body.key()?;
     let request: CreateShipmentRequest = decode_json(&body.bytes)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::create_shipment(ctx, &caller, &id, request, key, body.request_hash).await?;
+    let view =
+        ops::create_shipment(ctx, allowed, &id, request.into(), key, body.request_hash).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/shipments/{}", view.id)))
         .json(shipment(view)))
@@ -82,15 +84,15 @@ pub async fn create(
     ),
     security(("bearer" = [])))]
 pub async fn event(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::SHIPMENT_WRITE)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::WriteShipment>(&caller)?;
     query.get()?;
     // An id that cannot be one is 404 before the body is read.
     id.parse::<ShipmentId>()
@@ -98,7 +100,8 @@ pub async fn event(
     let key = body.key()?;
     let request: ShipmentEventRequest = decode_json(&body.bytes)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::shipment_event(ctx, &caller, &id, request, key, body.request_hash).await?;
+    let view =
+        ops::shipment_event(ctx, allowed, &id, request.into(), key, body.request_hash).await?;
     Ok(HttpResponse::Ok().json(shipment(view)))
 }
 
@@ -107,11 +110,11 @@ pub async fn event(
     responses((status = 200, description = "The shipment", body = orderd_proto::ShipmentResponse)),
     security(("bearer" = [])))]
 pub async fn get(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     engine: web::Data<Engine>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::SHIPMENT_READ)?;
     query.get()?;
     let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;

@@ -20,12 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_web::web;
 use orderd_engine::{Engine, ShardState, ShardStatus};
 use orderd_storage::{Family, StorageHealth};
 
-use crate::wire;
 use orderd_config::{Config, InspectionConfig};
+use orderd_service::wire;
 
 /// The checks of every inspection, in the order they are reported.
 pub const CHECK_NAMES: [&str; 9] = [
@@ -160,7 +159,7 @@ impl CpuReading {
 
 /// `latency`: exact p50/p99/p99.9 of every HTTP request since start (HDR histogram); a p99
 /// at or above a threshold warns / fails. Value: p99 in milliseconds.
-pub fn judge_latency(summary: &crate::metrics::LatencySummary, t: &InspectionConfig) -> Check {
+pub fn judge_latency(summary: &crate::telemetry::LatencySummary, t: &InspectionConfig) -> Check {
     if summary.count == 0 {
         return Check::new(
             "latency",
@@ -932,10 +931,9 @@ fn probe_http(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
 /// Runs inspections; shared by the route and the schedule (`web::Data<Inspector>`).
 pub struct Inspector {
     engine: Engine,
-    /// Changed while running by change management.
-    settings: std::sync::RwLock<Arc<InspectionConfig>>,
-    /// Wakes the schedule when the settings change (`inspection.interval_s`).
-    settings_changed: tokio::sync::Notify,
+    /// The configuration in effect ([`crate::settings::Live::subscribe`]): thresholds and the
+    /// schedule are read from it at each run, and the schedule wakes when it changes.
+    live: tokio::sync::watch::Receiver<Arc<Config>>,
     data_dir: PathBuf,
     backup_dir: PathBuf,
     mailbox_capacity: usize,
@@ -950,11 +948,13 @@ pub struct Inspector {
 }
 
 impl Inspector {
-    pub fn new(config: &Config, engine: Engine) -> Inspector {
+    /// An inspector of `engine` with the configuration `live` publishes (its `inspection`
+    /// section may change while running; the paths and the mailbox capacity are read once).
+    pub fn new(live: tokio::sync::watch::Receiver<Arc<Config>>, engine: Engine) -> Inspector {
+        let config = live.borrow().clone();
         Inspector {
             engine,
-            settings: std::sync::RwLock::new(Arc::new(config.inspection.clone())),
-            settings_changed: tokio::sync::Notify::new(),
+            live,
             data_dir: config.storage.data_dir.clone(),
             backup_dir: config.backup.dir.clone(),
             mailbox_capacity: config.engine.mailbox_capacity,
@@ -981,21 +981,14 @@ impl Inspector {
 
     /// The thresholds and schedule in effect now.
     pub fn settings(&self) -> Arc<InspectionConfig> {
-        self.settings.read().expect("inspection settings").clone()
-    }
-
-    /// New thresholds and schedule (change management); the schedule picks up a new
-    /// interval at once.
-    pub fn set_settings(&self, settings: InspectionConfig) {
-        *self.settings.write().expect("inspection settings") = Arc::new(settings);
-        self.settings_changed.notify_waiters();
+        Arc::new(self.live.borrow().inspection.clone())
     }
 
     /// Runs every check now. The readings block (a CPU sampling window, `statvfs`, RocksDB,
     /// a request to our own listener), so they run on the blocking thread pool.
     pub async fn inspect(self: Arc<Self>) -> Result<Report, String> {
         let shards = self.engine.shards().await;
-        web::block(move || self.gather(shards))
+        tokio::task::spawn_blocking(move || self.gather(shards))
             .await
             .map_err(|error| format!("the inspection did not run: {error}"))
     }
@@ -1033,7 +1026,7 @@ impl Inspector {
         });
         let listeners = judge_listeners(&listeners, tcp.as_ref());
         let shards = judge_shards(&shards, self.mailbox_capacity, t);
-        let latency = judge_latency(&crate::metrics::latency_summary(), t);
+        let latency = judge_latency(&crate::telemetry::latency_summary(), t);
         let backups = match self.backup_status() {
             Ok(status) => status,
             Err(error) => {
@@ -1172,17 +1165,23 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Starts the schedule on the current actix runtime.
+    /// Starts the schedule on the current tokio runtime (the server's actix system).
     pub fn start(inspector: Arc<Inspector>) -> Schedule {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let first = Duration::from_secs(inspector.settings().first_run_delay_s);
-        let task = actix_web::rt::spawn(async move {
+        let mut live = inspector.live.clone();
+        let task = tokio::spawn(async move {
             // The first run at `first_run_delay_s` after start; then every `interval_s` after
-            // the previous run, read anew whenever the settings change.
+            // the previous run, read anew whenever the configuration changes.
             let mut due = tokio::time::Instant::now() + first;
             let mut first_run = true;
             loop {
-                let changed = inspector.settings_changed.notified();
+                // A new configuration (the sender gone: never again).
+                let changed = async {
+                    if live.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
                     _ = changed => {
@@ -1199,7 +1198,8 @@ impl Schedule {
                     Ok(report) => {
                         let inspector = inspector.clone();
                         if let Err(error) =
-                            web::block(move || inspector.after_scheduled(report)).await
+                            tokio::task::spawn_blocking(move || inspector.after_scheduled(report))
+                                .await
                         {
                             tracing::error!(message = "Cannot record a scheduled inspection.", %error);
                         }
@@ -1307,7 +1307,7 @@ mod tests {
         let mut t = thresholds();
         t.latency_p99_warn_ms = 100;
         t.latency_p99_fail_ms = 500;
-        let summary = |p99_us| crate::metrics::LatencySummary {
+        let summary = |p99_us| crate::telemetry::LatencySummary {
             count: 10,
             p50_us: 50,
             p99_us,
@@ -1320,7 +1320,7 @@ mod tests {
         assert_eq!(fail.status, Status::Fail);
         assert_eq!(fail.value, Some(500.0));
         assert!(fail.detail.contains("p99 500.00 ms"), "{}", fail.detail);
-        let none = crate::metrics::LatencySummary {
+        let none = crate::telemetry::LatencySummary {
             count: 0,
             p50_us: 0,
             p99_us: 0,
@@ -1802,7 +1802,7 @@ mod tests {
 
     /// A real engine: every check is reported; failed checks at a scheduled run write one
     /// incident each, kept open while they fail and marked recovered when they pass.
-    #[actix_web::test]
+    #[actix_rt::test]
     async fn inspections_report_every_check_and_scheduled_failures_become_incidents() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load_with_env(
@@ -1816,8 +1816,11 @@ mod tests {
         config.inspection.cpu_sample_ms = 50;
         config.inspection.memory_warn_percent = 0;
         config.inspection.memory_fail_percent = 0;
-        let engine = Engine::open(crate::server::engine_config(&config)).unwrap();
-        let inspector = Arc::new(Inspector::new(&config, engine.clone()));
+        let engine = Engine::open(orderd_service::engine_config(&config)).unwrap();
+        let inspector = Arc::new(Inspector::new(
+            tokio::sync::watch::channel(Arc::new(config.clone())).1,
+            engine.clone(),
+        ));
         inspector.set_http_addrs(vec![answering("HTTP/1.1 200 OK")]);
         inspector.set_tcp_addr(answering_ping());
 
@@ -1853,7 +1856,7 @@ mod tests {
         };
         let scheduled = inspector.clone();
         let first = report.clone();
-        web::block(move || scheduled.after_scheduled(first))
+        tokio::task::spawn_blocking(move || scheduled.after_scheduled(first))
             .await
             .unwrap();
         let found = incidents_of(&engine);
@@ -1865,7 +1868,7 @@ mod tests {
         // Still failing: no second incident.
         let scheduled = inspector.clone();
         let again = report.clone();
-        web::block(move || scheduled.after_scheduled(again))
+        tokio::task::spawn_blocking(move || scheduled.after_scheduled(again))
             .await
             .unwrap();
         assert_eq!(incidents_of(&engine).len(), 1);
@@ -1875,7 +1878,7 @@ mod tests {
             check.status = Status::Pass;
         }
         let scheduled = inspector.clone();
-        web::block(move || scheduled.after_scheduled(healed))
+        tokio::task::spawn_blocking(move || scheduled.after_scheduled(healed))
             .await
             .unwrap();
         let found = incidents_of(&engine);

@@ -1,6 +1,9 @@
 //! The registry of settings that change management may change (type, bounds, risk, live or
-//! restart), and [`Live`]: the effective configuration, which applies a new value to the
-//! running components (rate limiter, engine, inspection, backups, log filter) without a restart.
+//! restart), and [`Live`]: the effective configuration. `Live` publishes it on a
+//! `tokio::sync::watch` channel ([`Live::subscribe`]); every running component that has live
+//! settings (the rate limiter, the engine's tunables, inspection, backups) holds a receiver and
+//! takes a new value from it, so this module knows none of them. The log filter is the one
+//! thing `Live` applies itself (it holds the subscriber's reload handle).
 //!
 //! A setting is a `section.key` of the configuration (`config/orderd.toml`); its value is
 //! changed on the whole configuration, which is validated again (so cross-key rules, such as
@@ -9,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -356,14 +359,6 @@ pub const TEST_ADDED_LATENCY: SettingDef = int(
     "TEST BUILDS ONLY: milliseconds added to every HTTP request outside /v1/ops (to make latency worse on purpose).",
 );
 
-/// Milliseconds the HTTP middleware adds to watched requests (test builds only).
-static ADDED_LATENCY_MS: AtomicU64 = AtomicU64::new(0);
-
-/// The delay `test.added_latency_ms` sets (0 in a normal build).
-pub fn added_latency_ms() -> u64 {
-    ADDED_LATENCY_MS.load(Ordering::Relaxed)
-}
-
 /// Every setting of this build, sorted by name.
 pub fn all() -> impl Iterator<Item = &'static SettingDef> {
     let test: &'static [SettingDef] = if orderd_engine::failpoint::ENABLED {
@@ -439,31 +434,9 @@ fn value_in(config: &Config, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Replaces the log filter (set once logging starts; absent in tests that log elsewhere).
+/// Replaces the log filter (given by `server::init_tracing`; absent in tests that log
+/// elsewhere).
 pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-static LOG_RELOAD: OnceLock<LogReload> = OnceLock::new();
-
-/// Called by `server::init_tracing` with the handle of its reloadable filter.
-pub fn set_log_reload(reload: LogReload) {
-    let _ = LOG_RELOAD.set(reload);
-}
-
-/// Sets the log filter to `level` (at start, when an applied change set `log.level`).
-pub fn reload_log(level: &str) {
-    if let Some(reload) = LOG_RELOAD.get() {
-        if let Err(error) = reload(level) {
-            tracing::error!(message = "Cannot change the log filter.", %error);
-        }
-    }
-}
-
-/// The running components a live setting is applied to.
-pub struct Hooks {
-    pub auth: Arc<crate::auth::Auth>,
-    pub engine: orderd_engine::Engine,
-    pub inspector: Arc<crate::inspection::Inspector>,
-    pub backups: Arc<crate::backups::Backups>,
-}
 
 /// A setting's value as an applied change left it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -475,19 +448,29 @@ pub struct Override {
 
 /// The effective configuration, changed only through [`Live::set`].
 pub struct Live {
-    config: RwLock<Arc<Config>>,
+    /// The configuration in effect, published to every component with live settings.
+    config: tokio::sync::watch::Sender<Arc<Config>>,
     /// The change that set each setting's running value (absent: the configuration file).
     sources: Mutex<BTreeMap<String, String>>,
     /// Settings that need a restart: the value an applied change set, for the next start.
     pending: Mutex<BTreeMap<String, Override>>,
     test_values: Mutex<BTreeMap<String, Value>>,
-    hooks: OnceLock<Hooks>,
+    /// Milliseconds the HTTP middleware adds to watched requests (`test.added_latency_ms`,
+    /// test builds only).
+    added_latency_ms: AtomicU64,
+    log_reload: Option<LogReload>,
 }
 
 impl Live {
     /// The configuration as it starts: `config` with the stored `overrides` applied (each
     /// validated; one that no longer validates is skipped with an error in the log).
-    pub fn start(mut config: Config, overrides: &BTreeMap<String, Override>) -> Live {
+    /// `log_reload` replaces the log filter: at once when an override set `log.level`, and
+    /// whenever a change sets it.
+    pub fn start(
+        mut config: Config,
+        overrides: &BTreeMap<String, Override>,
+        log_reload: Option<LogReload>,
+    ) -> Live {
         let mut sources = BTreeMap::new();
         let mut test_values = BTreeMap::new();
         for (name, value) in overrides {
@@ -512,37 +495,47 @@ impl Live {
                 }
             }
         }
-        if let Some(Value::Number(ms)) = test_values.get(TEST_ADDED_LATENCY.name) {
-            ADDED_LATENCY_MS.store(ms.as_u64().unwrap_or(0), Ordering::Relaxed);
-        }
-        Live {
-            config: RwLock::new(Arc::new(config)),
+        let added_latency_ms = match test_values.get(TEST_ADDED_LATENCY.name) {
+            Some(Value::Number(ms)) => ms.as_u64().unwrap_or(0),
+            _ => 0,
+        };
+        let live = Live {
+            config: tokio::sync::watch::Sender::new(Arc::new(config)),
             sources: Mutex::new(sources),
             pending: Mutex::new(BTreeMap::new()),
             test_values: Mutex::new(test_values),
-            hooks: OnceLock::new(),
+            added_latency_ms: AtomicU64::new(added_latency_ms),
+            log_reload,
+        };
+        if overrides.contains_key("log.level") {
+            live.reload_log(&live.config().log.level);
         }
-    }
-
-    /// Connects the running components; before this, live values change only the
-    /// configuration.
-    ///
-    /// The engine opened with the configured values, before the values applied changes left
-    /// were read: those are pushed to it here.
-    pub fn set_hooks(&self, hooks: Hooks) {
-        let config = self.config();
-        let tunables = hooks.engine.tunables();
-        tunables.set_batch_events_max(config.engine.batch_events_max);
-        tunables.set_flush_interval_ms(config.storage.flush_interval_ms);
-        tunables.set_max_restarts(config.supervisor.max_restarts);
-        tunables.set_restart_window_s(config.supervisor.window_s);
-        tunables.set_request_timeout_ms(config.engine.request_timeout_ms);
-        let _ = self.hooks.set(hooks);
+        live
     }
 
     /// The configuration in effect now.
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().expect("live config").clone()
+        self.config.borrow().clone()
+    }
+
+    /// A receiver of the configuration in effect: it sees every value [`Live::set`] applies
+    /// from then on (`changed`, `borrow`). A component with live settings holds one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.config.subscribe()
+    }
+
+    /// The delay `test.added_latency_ms` sets (0 in a normal build).
+    pub fn added_latency_ms(&self) -> u64 {
+        self.added_latency_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the log filter to `level`.
+    fn reload_log(&self, level: &str) {
+        if let Some(reload) = &self.log_reload {
+            if let Err(error) = reload(level) {
+                tracing::error!(message = "Cannot change the log filter.", %error);
+            }
+        }
     }
 
     /// The value in effect now.
@@ -602,17 +595,34 @@ impl Live {
         }
         if def.name.starts_with("test.") {
             if def.name == TEST_ADDED_LATENCY.name {
-                ADDED_LATENCY_MS.store(value.as_u64().unwrap_or(0), Ordering::Relaxed);
+                self.added_latency_ms
+                    .store(value.as_u64().unwrap_or(0), Ordering::Relaxed);
             }
             self.test_values
                 .lock()
                 .expect("test values")
                 .insert(def.name.to_string(), value);
         } else {
-            let mut config = self.config.write().expect("live config");
-            let changed = with_value(&config, def.name, &value)?;
-            *config = Arc::new(changed);
-            self.push(def.name, &config);
+            // Read, change and publish under the channel's lock, so that two changes at once
+            // both hold; every receiver sees the new configuration from now on.
+            let mut refused = None;
+            self.config
+                .send_if_modified(|config| match with_value(config, def.name, &value) {
+                    Ok(changed) => {
+                        *config = Arc::new(changed);
+                        true
+                    }
+                    Err(error) => {
+                        refused = Some(error);
+                        false
+                    }
+                });
+            if let Some(error) = refused {
+                return Err(error);
+            }
+            if def.name == "log.level" {
+                self.reload_log(&self.config().log.level);
+            }
         }
         let mut sources = self.sources.lock().expect("sources");
         match source {
@@ -620,43 +630,6 @@ impl Live {
             None => sources.remove(def.name),
         };
         Ok(())
-    }
-
-    /// Applies a live setting's new value to the component that uses it.
-    fn push(&self, name: &str, config: &Config) {
-        if name == "log.level" {
-            reload_log(&config.log.level);
-            return;
-        }
-        let Some(hooks) = self.hooks.get() else {
-            return;
-        };
-        let tunables = hooks.engine.tunables();
-        match name {
-            "http.rate_limit_per_key_per_s" => hooks
-                .auth
-                .limiter
-                .set_rate(config.http.rate_limit_per_key_per_s),
-            "engine.batch_events_max" => {
-                tunables.set_batch_events_max(config.engine.batch_events_max)
-            }
-            "engine.request_timeout_ms" => {
-                tunables.set_request_timeout_ms(config.engine.request_timeout_ms)
-            }
-            "storage.flush_interval_ms" => {
-                tunables.set_flush_interval_ms(config.storage.flush_interval_ms)
-            }
-            "supervisor.max_restarts" => tunables.set_max_restarts(config.supervisor.max_restarts),
-            "supervisor.window_s" => tunables.set_restart_window_s(config.supervisor.window_s),
-            _ if name.starts_with("inspection.") => {
-                hooks.inspector.set_settings(config.inspection.clone())
-            }
-            _ if name.starts_with("backup.") => hooks.backups.set_settings(config.backup.clone()),
-            _ => tracing::error!(
-                message = "A live setting has no component to apply it to.",
-                setting = name
-            ),
-        }
     }
 
     /// Every setting with its values, for `GET /v1/ops/config`.
@@ -752,7 +725,7 @@ mod tests {
 
     #[test]
     fn live_set_changes_the_running_value_and_a_restart_setting_waits() {
-        let live = Live::start(config(), &BTreeMap::new());
+        let live = Live::start(config(), &BTreeMap::new(), None);
         let batch = find("engine.batch_events_max").unwrap();
         live.set(batch, &Value::from(64), Some("chg_000001"))
             .unwrap();
@@ -792,7 +765,7 @@ mod tests {
                 change_id: "chg_000003".into(),
             },
         );
-        let restarted = Live::start(config(), &overrides);
+        let restarted = Live::start(config(), &overrides, None);
         assert_eq!(restarted.config().http.body_limit_bytes, 4096);
         assert_eq!(
             restarted.config().inspection.cpu_warn_percent,

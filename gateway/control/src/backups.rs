@@ -10,6 +10,7 @@
 //! `verify_failed`), marked recovered by the next success of the same kind.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,10 +22,25 @@ use orderd_storage::{Family, Storage, StorageError, Write};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::auth::KEYS_FILE;
 use crate::inspection::{BackupInfo, BackupStatus, Verification};
-use orderd_config::BackupConfig;
-use orderd_control::offsite::Offsite;
+use crate::offsite::Offsite;
+use orderd_config::{BackupConfig, Config};
+use orderd_service::auth::KEYS_FILE;
+use orderd_service::ApiError;
+
+/// How a backup job's failure is answered.
+impl From<BackupJobError> for ApiError {
+    fn from(error: BackupJobError) -> ApiError {
+        match error {
+            BackupJobError::NotFound(id) => ApiError::NotFound(format!("no backup {id}")),
+            BackupJobError::Busy(detail) => ApiError::Unavailable {
+                detail,
+                reasons: None,
+            },
+            BackupJobError::Failed(detail) => ApiError::Internal(detail),
+        }
+    }
+}
 
 /// Rebuilds shards in a child process (`orderd digest-store DIR`): the rebuild of a large store
 /// allocates as much memory as the live shards hold and keeps a core busy for seconds; in the
@@ -262,7 +278,8 @@ pub enum BackupJobError {
 enum Job {
     Create(oneshot::Sender<Result<BackupRecord, BackupJobError>>),
     Verify(String, oneshot::Sender<Result<Drill, BackupJobError>>),
-    /// New settings wait in `Backups::settings`: read them and plan the schedules anew.
+    /// The configuration changed: read the `backup` section anew and, if it changed, plan the
+    /// schedules anew.
     Settings,
     Stop,
 }
@@ -271,20 +288,43 @@ enum Job {
 pub struct Backups {
     jobs: mpsc::SyncSender<Job>,
     index: Index,
-    /// Settings changed by change management, for the worker to take.
-    settings: Arc<Mutex<Option<BackupConfig>>>,
+    /// Unix seconds of the newest successful backup (0: none yet), for
+    /// `orderd_backup_last_success_timestamp_seconds`.
+    last_success_s: Arc<AtomicU64>,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Backups {
-    /// Starts the worker. `data_dir` holds the checkpoint of a backup in progress and the
-    /// `keys.json` kept with each backup.
-    pub fn start(config: &BackupConfig, data_dir: PathBuf, engine: Engine) -> Backups {
+    /// Starts the worker, with the configuration `live` publishes (its `backup` section may
+    /// change while running: schedules, retention, off-site retries). `data_dir` holds the
+    /// checkpoint of a backup in progress and the `keys.json` kept with each backup.
+    pub fn start(
+        live: tokio::sync::watch::Receiver<Arc<Config>>,
+        data_dir: PathBuf,
+        engine: Engine,
+    ) -> Backups {
+        let config = live.borrow().backup.clone();
         let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity);
         let index = Index::new(engine.storage());
         // The gauge survives restarts: it starts at the newest backup in the index.
+        let last_success_s = Arc::new(AtomicU64::new(0));
         if let Ok(Some(newest)) = index.list().map(|l| l.into_iter().next()) {
-            crate::metrics::record_backup_success((newest.created_at_us / 1_000_000) as u64);
+            last_success_s.fetch_max((newest.created_at_us / 1_000_000) as u64, Ordering::Relaxed);
+        }
+        // Wakes the worker when the configuration changes (on the server's runtime; without
+        // one, as in tools, the worker reads it before its next job).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let mut changes = live.clone();
+            let wake = jobs.clone();
+            runtime.spawn(async move {
+                while changes.changed().await.is_ok() {
+                    // A full queue means the worker has jobs to run; it reads the settings
+                    // before each.
+                    if let Err(mpsc::TrySendError::Disconnected(_)) = wake.try_send(Job::Settings) {
+                        return;
+                    }
+                }
+            });
         }
         let repo = match ChildDigester::this_binary() {
             Ok(child) => Repo::new(config.dir.clone()).with_digester(Arc::new(child)),
@@ -293,13 +333,13 @@ impl Backups {
                 Repo::new(config.dir.clone())
             }
         };
-        let settings = Arc::new(Mutex::new(None));
         let mut worker = Worker {
-            new_settings: settings.clone(),
+            live,
+            last_success_s: last_success_s.clone(),
             repo,
             offsite_spec: config.offsite.clone(),
             offsite: None,
-            config: config.clone(),
+            config,
             data_dir,
             engine,
             index: index.clone(),
@@ -312,7 +352,7 @@ impl Backups {
         Backups {
             jobs,
             index,
-            settings,
+            last_success_s,
             handle: Mutex::new(Some(handle)),
         }
     }
@@ -351,13 +391,10 @@ impl Backups {
             .map_err(|_| BackupJobError::Busy("the backup worker has stopped".into()))?
     }
 
-    /// New schedule, retention and off-site retry settings (change management). The worker
-    /// takes them after its current job; the schedules are planned anew from the newest backup
-    /// and drill.
-    pub fn set_settings(&self, config: BackupConfig) {
-        *self.settings.lock().expect("backup settings") = Some(config);
-        // A full queue means the worker has jobs to run; it reads the settings before each.
-        let _ = self.jobs.try_send(Job::Settings);
+    /// Unix seconds of the newest successful backup; 0 while none exists (which the
+    /// `OrderdBackupMissing` alert reports).
+    pub fn last_success_s(&self) -> u64 {
+        self.last_success_s.load(Ordering::Relaxed)
     }
 
     /// Stops the worker after its current job.
@@ -370,8 +407,9 @@ impl Backups {
 }
 
 struct Worker {
-    /// Settings changed while running, taken before each job.
-    new_settings: Arc<Mutex<Option<BackupConfig>>>,
+    /// The configuration in effect; its `backup` section is read anew before each job.
+    live: tokio::sync::watch::Receiver<Arc<Config>>,
+    last_success_s: Arc<AtomicU64>,
     repo: Repo,
     offsite_spec: String,
     offsite: Option<Offsite>,
@@ -399,7 +437,11 @@ impl Worker {
         });
         let mut uploads_due = Some(started + START_GRACE.min(Duration::from_secs(5)));
         loop {
-            let changed = self.new_settings.lock().expect("backup settings").take();
+            let changed = match self.live.has_changed() {
+                Ok(true) => Some(self.live.borrow_and_update().backup.clone())
+                    .filter(|config| *config != self.config),
+                _ => None,
+            };
             if let Some(config) = changed {
                 tracing::info!(
                     message = "Backup settings changed.",
@@ -552,7 +594,10 @@ impl Worker {
                 self.index
                     .put(&record)
                     .map_err(|e| BackupJobError::Failed(format!("index the backup: {e}")))?;
-                crate::metrics::record_backup_success((manifest.created_at_us / 1_000_000) as u64);
+                self.last_success_s.fetch_max(
+                    (manifest.created_at_us / 1_000_000) as u64,
+                    Ordering::Relaxed,
+                );
                 tracing::info!(
                     message = "Backup taken.",
                     id = %manifest.id,

@@ -1,5 +1,5 @@
 //! Prometheus metrics and the in-process latency recorder: this module owns every `orderd_`
-//! metric name, its help text and buckets, the one recorder per process, the request middleware,
+//! metric name, its help text and buckets, the one recorder per process, what the request middleware records,
 //! the values read from the engine and `/proc` at scrape time, and the HDR histogram of request
 //! latencies that the health inspection reads.
 //!
@@ -8,7 +8,8 @@
 //! label carries an id (`route` is the route template, `shard` is one of `engine.shards`).
 //!
 //! Who records what:
-//! - the middleware [`record_request`]: `orderd_request_duration_seconds{route,outcome}` and the
+//! - the gateway's request middleware, through [`record_http_request`] (and the TCP front door
+//!   through [`record_tcp_request`]): `orderd_request_duration_seconds{route,outcome}` and the
 //!   HDR recorder ([`latency_summary`]), for every request;
 //! - `POST /v1/orders`: `orderd_orders_total{outcome}` through [`record_order`];
 //! - the engine's log writer (`orderd_engine::log`), per group commit, through the `metrics`
@@ -17,22 +18,20 @@
 //!   start time, backup age, and the incident counts last given to [`set_incident_counts`].
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::ResponseError;
 use hdrhistogram::Histogram;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use orderd_engine::log::{BATCH_EVENTS_METRIC, FSYNC_DURATION_SECONDS_METRIC};
 use orderd_engine::{Engine, ShardState};
 
-use crate::audit::AuditLog;
-use crate::error::ApiError;
+use orderd_service::audit::AuditLog;
+
+use crate::backups::Backups;
+use orderd_service::ApiError;
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -225,44 +224,15 @@ pub fn request_outcome(status: u16) -> &'static str {
     }
 }
 
-/// Middleware: records the latency of every request in `orderd_request_duration_seconds` (by
-/// route template and outcome) and in the HDR recorder, and of the requests change management
-/// watches in [`orderd_control::window`]. In test builds, `test.added_latency_ms` delays the watched
-/// requests here.
-///
-/// The route is the matched resource's name, which `routes::configure` sets to its template
-/// (so nothing is matched twice), and the histogram handles are cached per worker thread (so
-/// no label set is built and no registry lookup is made per request).
-pub async fn record_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let watched = orderd_control::window::watched_path(req.path());
-    if watched && orderd_engine::failpoint::ENABLED {
-        let delay_ms = crate::settings::added_latency_ms();
-        if delay_ms > 0 {
-            actix_web::rt::time::sleep(Duration::from_millis(delay_ms)).await;
-        }
-    }
-    let result = next.call(req).await;
-    let (status, route) = match &result {
-        Ok(response) => (
-            response.status().as_u16(),
-            response.request().match_name().unwrap_or(UNMATCHED),
-        ),
-        Err(error) => (error.as_response_error().status_code().as_u16(), UNMATCHED),
-    };
-    let elapsed = started.elapsed();
-    record_duration(route, request_outcome(status), elapsed);
+/// Records one HTTP request: in `orderd_request_duration_seconds` by route template (`route`,
+/// or [`UNMATCHED`]) and outcome, and in the HDR recorder. The gateway's request middleware
+/// calls it for every request.
+pub fn record_http_request(route: Option<&str>, status: u16, elapsed: Duration) {
+    record_duration(route.unwrap_or(UNMATCHED), request_outcome(status), elapsed);
     record_latency(elapsed);
-    if watched {
-        orderd_control::window::global().record(elapsed, orderd_control::window::is_error(status));
-    }
-    result
 }
 
-/// Records one request of the binary TCP protocol, as [`record_request`] does for HTTP: in
+/// Records one request of the binary TCP protocol, as [`record_http_request`] does for HTTP: in
 /// `orderd_request_duration_seconds` with route `tcp <opcode name>`, and in the HDR recorder.
 pub fn record_tcp_request(opcode_name: &str, outcome: &'static str, elapsed: Duration) {
     record_duration(&["tcp ", opcode_name].concat(), outcome, elapsed);
@@ -270,7 +240,7 @@ pub fn record_tcp_request(opcode_name: &str, outcome: &'static str, elapsed: Dur
 }
 
 /// `route` label of a request that matched no route.
-const UNMATCHED: &str = "unmatched";
+pub const UNMATCHED: &str = "unmatched";
 
 thread_local! {
     /// Per route name: the histogram handle of each outcome (`ok`, `client_error`,
@@ -307,28 +277,19 @@ fn record_duration(route: &str, outcome: &'static str, elapsed: Duration) {
 pub const ORDER_OUTCOMES: &[&str] = &["placed", "insufficient_stock", "rejected", "unavailable"];
 
 /// `outcome` label of `orderd_orders_total` for the answer of one placement request.
-pub fn order_outcome<T>(result: &Result<T, ApiError>) -> &'static str {
+pub fn order_outcome<T>(result: Result<&T, &ApiError>) -> &'static str {
     match result {
         Ok(_) => "placed",
         Err(ApiError::InsufficientStock { .. }) => "insufficient_stock",
-        Err(error) if error.status_code().is_server_error() => "unavailable",
+        Err(error) if error.status() >= 500 => "unavailable",
         Err(_) => "rejected",
     }
 }
 
 /// Counts one placement request in `orderd_orders_total` (an idempotent repeat counts again,
 /// with the outcome it answered).
-pub fn record_order<T>(result: &Result<T, ApiError>) {
+pub fn record_order<T>(result: Result<&T, &ApiError>) {
     metrics::counter!(ORDERS_TOTAL, "outcome" => order_outcome(result)).increment(1);
-}
-
-/// Unix seconds of the last successful backup; 0 until one succeeds.
-static BACKUP_LAST_SUCCESS_S: AtomicU64 = AtomicU64::new(0);
-
-/// Called by the backup worker after a backup succeeded, and at start with the newest backup
-/// in the index (0 while none exists, which the `OrderdBackupMissing` alert reports).
-pub fn record_backup_success(at_unix_s: u64) {
-    BACKUP_LAST_SUCCESS_S.fetch_max(at_unix_s, Ordering::Relaxed);
 }
 
 /// Sets `orderd_incidents_total{component,kind}` to these counts (absolute values, as the
@@ -348,7 +309,11 @@ pub fn set_incident_counts(counts: &[(&str, &str, u64)]) {
 
 /// Refreshes the values read at scrape time and renders every metric in the Prometheus text
 /// format.
-pub async fn render(engine: &Engine, audit: Option<&AuditLog>) -> String {
+pub async fn render(
+    engine: &Engine,
+    audit: Option<&AuditLog>,
+    backups: Option<&Backups>,
+) -> String {
     let handle = handle();
     for shard in engine.shards().await {
         let id = shard.id.to_string();
@@ -385,7 +350,7 @@ pub async fn render(engine: &Engine, audit: Option<&AuditLog>) -> String {
         metrics::gauge!(PROCESS_START_TIME_SECONDS).set(process.start_time_s);
     }
     metrics::gauge!(BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS)
-        .set(BACKUP_LAST_SUCCESS_S.load(Ordering::Relaxed) as f64);
+        .set(backups.map_or(0, Backups::last_success_s) as f64);
     let mut text = handle.render();
     // The facade's counters are integers; CPU seconds are rendered here with their fraction.
     if let Some(process) = process {
@@ -567,18 +532,18 @@ mod tests {
         assert_eq!(request_outcome(499), "client_error");
         assert_eq!(request_outcome(503), "server_error");
         let ok: Result<(), ApiError> = Ok(());
-        assert_eq!(order_outcome(&ok), "placed");
+        assert_eq!(order_outcome(ok.as_ref()), "placed");
         let short: Result<(), ApiError> = Err(ApiError::InsufficientStock {
             skus: vec!["a".into()],
         });
-        assert_eq!(order_outcome(&short), "insufficient_stock");
+        assert_eq!(order_outcome(short.as_ref()), "insufficient_stock");
         let down: Result<(), ApiError> = Err(ApiError::Unavailable {
             detail: "x".into(),
             reasons: None,
         });
-        assert_eq!(order_outcome(&down), "unavailable");
+        assert_eq!(order_outcome(down.as_ref()), "unavailable");
         let bad: Result<(), ApiError> = Err(ApiError::UnknownCustomer);
-        assert_eq!(order_outcome(&bad), "rejected");
+        assert_eq!(order_outcome(bad.as_ref()), "rejected");
     }
 
     /// Latencies recorded from many threads are all counted, and the percentiles are those of

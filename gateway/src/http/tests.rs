@@ -11,9 +11,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{test, web, App, HttpResponse, HttpServer};
 use serde_json::Value;
 
-use crate::auth::{Auth, Caller, KeyStore, RateLimiter};
-use crate::body::RawBody;
-use crate::error::{problem_fallback, PROBLEM_CONTENT_TYPE};
+use crate::http::error::{problem_fallback, PROBLEM_CONTENT_TYPE};
+use crate::http::extract::Authed;
+use crate::http::extract::RawBody;
+use orderd_service::auth::{Auth, KeyStore, RateLimiter};
 
 const LIMIT_BYTES: usize = 1024;
 
@@ -193,7 +194,7 @@ async fn keys_over_their_rate_get_429_with_retry_after() {
 }
 
 /// Reads a body the way the `/v1` handlers do, without needing an engine.
-async fn read_body(_caller: Caller, body: RawBody) -> HttpResponse {
+async fn read_body(_caller: Authed, body: RawBody) -> HttpResponse {
     HttpResponse::Ok().body(body.0.len().to_string())
 }
 

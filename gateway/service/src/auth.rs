@@ -1,5 +1,6 @@
-//! API keys: the key table (hashes only), the first admin key, the `Caller` extractor that
-//! authenticates every `/v1` request, role checks and the per-key rate limit.
+//! API keys: the key table (hashes only), the first admin key, [`authenticate`] (which both
+//! front doors call for every request: HTTP's `Authed` extractor and TCP's AUTH frame), role
+//! checks and the per-key rate limit.
 //!
 //! Secrets are 256-bit random values shown once; only their SHA-256 is stored. A lookup is one
 //! hash and one `DashMap` probe, with no slow KDF per request: the secrets are random, not
@@ -11,17 +12,15 @@
 //! stays revoked after a restart).
 
 use std::fs::{self, File, OpenOptions};
-use std::future::{ready, Ready};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix_web::dev::Payload;
-use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use dashmap::DashMap;
+use orderd_config::Config;
 use orderd_engine::CustomerId;
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -396,8 +395,11 @@ fn sync_dir(dir: &Path) -> Result<(), KeyStoreError> {
 /// A per-key token bucket: `rate_per_s` tokens a second, bursts of up to one second's worth.
 #[derive(Debug)]
 pub struct RateLimiter {
-    /// Changed while running by change management (`http.rate_limit_per_key_per_s`).
-    rate_per_s: std::sync::atomic::AtomicU32,
+    /// The live configuration, when the rate follows `http.rate_limit_per_key_per_s` (changed
+    /// while running by change management).
+    live: Option<tokio::sync::watch::Receiver<Arc<Config>>>,
+    /// The rate in effect (the one last read from `live`).
+    rate_per_s: AtomicU32,
     buckets: DashMap<String, Bucket>,
 }
 
@@ -408,19 +410,36 @@ struct Bucket {
 }
 
 impl RateLimiter {
-    /// `rate_per_s` 0 turns limiting off.
+    /// A fixed rate; `rate_per_s` 0 turns limiting off.
     pub fn new(rate_per_s: u32) -> RateLimiter {
         RateLimiter {
-            rate_per_s: std::sync::atomic::AtomicU32::new(rate_per_s),
+            live: None,
+            rate_per_s: AtomicU32::new(rate_per_s),
             buckets: DashMap::new(),
         }
     }
 
-    /// A new rate, from the next request on; 0 turns limiting off. Buckets start full again.
-    pub fn set_rate(&self, rate_per_s: u32) {
-        self.rate_per_s
-            .store(rate_per_s, std::sync::atomic::Ordering::Relaxed);
-        self.buckets.clear();
+    /// The rate `http.rate_limit_per_key_per_s` of the configuration `live` publishes: a new
+    /// value holds from the next request on, and buckets start full again.
+    pub fn following(live: tokio::sync::watch::Receiver<Arc<Config>>) -> RateLimiter {
+        let rate_per_s = live.borrow().http.rate_limit_per_key_per_s;
+        RateLimiter {
+            live: Some(live),
+            rate_per_s: AtomicU32::new(rate_per_s),
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// The rate in effect now.
+    fn rate_per_s(&self) -> u32 {
+        let Some(live) = &self.live else {
+            return self.rate_per_s.load(Ordering::Relaxed);
+        };
+        let rate_per_s = live.borrow().http.rate_limit_per_key_per_s;
+        if self.rate_per_s.swap(rate_per_s, Ordering::Relaxed) != rate_per_s {
+            self.buckets.clear();
+        }
+        rate_per_s
     }
 
     /// Drops the bucket of a revoked key.
@@ -430,7 +449,7 @@ impl RateLimiter {
 
     /// Takes one token for `key_id`; false when the key is over its rate.
     pub fn allow(&self, key_id: &str, now: Instant) -> bool {
-        let rate_per_s = self.rate_per_s.load(std::sync::atomic::Ordering::Relaxed);
+        let rate_per_s = self.rate_per_s();
         if rate_per_s == 0 {
             return true;
         }
@@ -453,7 +472,7 @@ impl RateLimiter {
     }
 }
 
-/// Everything the `Caller` extractor needs, shared by all workers.
+/// Everything [`authenticate`] needs, shared by all workers.
 #[derive(Debug)]
 pub struct Auth {
     pub keys: KeyStore,
@@ -503,15 +522,14 @@ impl Caller {
     }
 }
 
-/// The secret of an `Authorization: Bearer <secret>` header.
-fn bearer_secret(req: &HttpRequest) -> Result<&str, ApiError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
+/// The secret of an `Authorization: Bearer <secret>` header, given the header's bytes (`None`:
+/// no header).
+pub fn bearer_secret(header: Option<&[u8]>) -> Result<&str, ApiError> {
+    let value = header
         .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <key>".into()))?;
     let malformed =
         || ApiError::Unauthorized("malformed Authorization header; expected Bearer <key>".into());
-    let text = value.to_str().map_err(|_| malformed())?;
+    let text = crate::validate::header_text(value).ok_or_else(malformed)?;
     let (scheme, secret) = text.trim().split_once(' ').ok_or_else(malformed)?;
     let secret = secret.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
@@ -520,14 +538,21 @@ fn bearer_secret(req: &HttpRequest) -> Result<&str, ApiError> {
     Ok(secret)
 }
 
-/// Authenticates a request against the key table.
-pub fn authenticate(auth: &Auth, req: &HttpRequest) -> Result<Caller, ApiError> {
-    let secret = bearer_secret(req)?;
+/// Authenticates a request by its `Authorization` header (`None`: absent) against the key
+/// table, and spends one unit of the key's rate limit. `peer` and `path` only go into the
+/// log line of a refusal.
+pub fn authenticate(
+    auth: &Auth,
+    authorization: Option<&[u8]>,
+    peer: Option<std::net::SocketAddr>,
+    path: &str,
+) -> Result<Caller, ApiError> {
+    let secret = bearer_secret(authorization)?;
     let Some(record) = auth.keys.lookup(secret) else {
         tracing::warn!(
             message = "Authentication failed: unknown API key.",
-            peer = ?req.peer_addr(),
-            path = req.path()
+            peer = ?peer,
+            path
         );
         return Err(ApiError::Unauthorized("unknown or revoked API key".into()));
     };
@@ -539,25 +564,6 @@ pub fn authenticate(auth: &Auth, req: &HttpRequest) -> Result<Caller, ApiError> 
         role: record.role,
         customer_id: record.customer_id,
     })
-}
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let result = match req.app_data::<web::Data<Auth>>() {
-            Some(auth) => authenticate(auth, req),
-            None => Err(ApiError::Internal(
-                "authentication is not configured".into(),
-            )),
-        };
-        if let Ok(caller) = &result {
-            // For the audit of refusals (`audit::record_refusals`), which runs after the handler.
-            req.extensions_mut().insert(caller.clone());
-        }
-        ready(result)
-    }
 }
 
 #[cfg(test)]
@@ -688,6 +694,27 @@ mod tests {
         assert!((0..1000).all(|_| off.allow("k", t0)));
     }
 
+    #[test]
+    fn a_following_limiter_takes_a_new_rate_from_the_next_request_on() {
+        let mut config = Config::load_with_env(
+            None,
+            figment::providers::Env::prefixed("ORDERD_AUTH_TEST__"),
+        )
+        .unwrap();
+        config.http.rate_limit_per_key_per_s = 0;
+        let (live, receiver) = tokio::sync::watch::channel(Arc::new(config.clone()));
+        let limiter = RateLimiter::following(receiver);
+        let t0 = Instant::now();
+        assert!((0..100).all(|_| limiter.allow("k", t0)), "off");
+        config.http.rate_limit_per_key_per_s = 1;
+        live.send_replace(Arc::new(config.clone()));
+        assert!(limiter.allow("k", t0), "a full bucket");
+        assert!(!limiter.allow("k", t0), "one a second");
+        config.http.rate_limit_per_key_per_s = 0;
+        live.send_replace(Arc::new(config));
+        assert!((0..100).all(|_| limiter.allow("k", t0)), "off again");
+    }
+
     fn caller(role: Role, customer_id: Option<CustomerId>) -> Caller {
         Caller {
             key_id: "key_1".into(),
@@ -729,23 +756,24 @@ mod tests {
 
     #[test]
     fn bearer_header_parsing() {
-        use actix_web::test::TestRequest;
-        let ok = TestRequest::default()
-            .insert_header((header::AUTHORIZATION, "bearer  odk_abc "))
-            .to_http_request();
-        assert_eq!(bearer_secret(&ok).unwrap(), "odk_abc");
-        for bad in ["odk_abc", "Basic odk_abc", "Bearer ", "Bearer"] {
-            let req = TestRequest::default()
-                .insert_header((header::AUTHORIZATION, bad))
-                .to_http_request();
+        assert_eq!(bearer_secret(Some(b"bearer  odk_abc ")).unwrap(), "odk_abc");
+        for bad in [
+            "odk_abc",
+            "Basic odk_abc",
+            "Bearer ",
+            "Bearer",
+            "Bearer odk\u{7f}",
+        ] {
             assert!(
-                matches!(bearer_secret(&req), Err(ApiError::Unauthorized(_))),
+                matches!(
+                    bearer_secret(Some(bad.as_bytes())),
+                    Err(ApiError::Unauthorized(_))
+                ),
                 "{bad}"
             );
         }
-        let none = TestRequest::default().to_http_request();
         assert!(matches!(
-            bearer_secret(&none),
+            bearer_secret(None),
             Err(ApiError::Unauthorized(_))
         ));
     }

@@ -36,11 +36,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
-use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
 use chrono::DateTime;
 use orderd_engine::audit::{self as chains, AuditSeq};
 use orderd_storage::{Family, Storage, StorageError, Write};
@@ -628,20 +623,22 @@ impl AuditLog {
     pub async fn page(&self, filter: AuditFilter) -> Result<AuditPage, ApiError> {
         let storage = self.storage.clone();
         let (scan_entries_max, shards) = (self.scan_entries_max, self.shards);
-        Ok(
-            web::block(move || read_page(storage.as_ref(), shards, &filter, scan_entries_max))
-                .await
-                .map_err(|e| AuditError::ReadFailed(e.to_string()))??,
-        )
+        Ok(tokio::task::spawn_blocking(move || {
+            read_page(storage.as_ref(), shards, &filter, scan_entries_max)
+        })
+        .await
+        .map_err(|e| AuditError::ReadFailed(e.to_string()))??)
     }
 
     /// Recomputes every chain over storage (runs on the blocking pool).
     pub async fn verify(&self) -> Result<VerifyReport, ApiError> {
         let storage = self.storage.clone();
         let shards = self.shards;
-        Ok(web::block(move || verify_stored(storage.as_ref(), shards))
-            .await
-            .map_err(|e| AuditError::ReadFailed(e.to_string()))??)
+        Ok(
+            tokio::task::spawn_blocking(move || verify_stored(storage.as_ref(), shards))
+                .await
+                .map_err(|e| AuditError::ReadFailed(e.to_string()))??,
+        )
     }
 }
 
@@ -956,62 +953,6 @@ pub fn verify_stored(storage: &dyn Storage, shards: u16) -> Result<VerifyReport,
     Ok(total)
 }
 
-/// The `target` of a refusal: method and path (no query string: it is not needed and could
-/// carry anything).
-fn request_target(req: &actix_web::HttpRequest) -> String {
-    format!("{} {}", req.method(), req.path())
-}
-
-/// Middleware: writes an entry for every 401 (`auth.unauthorized`, actor `anonymous`, detail
-/// the reason, never the secret) and every 403 (`auth.forbidden`, actor the key id, detail its
-/// role), and answers once the entry is durable. A refusal entry that cannot be written is
-/// logged; the refusal itself is answered anyway.
-pub async fn record_refusals(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let response = next.call(req).await?;
-    let status = response.status();
-    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
-        return Ok(response);
-    }
-    let Some(audit) = response
-        .request()
-        .app_data::<web::Data<AuditLog>>()
-        .cloned()
-    else {
-        return Ok(response);
-    };
-    let (actor, action, detail) = match status {
-        StatusCode::UNAUTHORIZED => {
-            let reason = response
-                .response()
-                .error()
-                .and_then(|error| error.as_error::<ApiError>())
-                .map_or_else(|| "unauthorized".to_string(), ApiError::to_string);
-            (ANONYMOUS.to_string(), "auth.unauthorized", reason)
-        }
-        StatusCode::FORBIDDEN => match response.request().extensions().get::<Caller>() {
-            Some(caller) => (
-                caller.key_id.clone(),
-                "auth.forbidden",
-                format!("role={}", caller.role),
-            ),
-            None => (ANONYMOUS.to_string(), "auth.forbidden", String::new()),
-        },
-        _ => return Ok(response),
-    };
-    let target = request_target(response.request());
-    if let Err(error) = audit.record_refusal(&actor, action, target, detail).await {
-        tracing::warn!(
-            message = "Could not write the audit entry of a refused request.",
-            %error,
-            status = status.as_u16()
-        );
-    }
-    Ok(response)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1100,7 +1041,7 @@ mod tests {
         );
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn entries_chain_survive_a_restart_and_verify() {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
         let log = AuditLog::start(storage.clone(), &config(16)).unwrap();
@@ -1108,7 +1049,7 @@ mod tests {
         let log = Arc::new(log);
         for i in 0..50 {
             let log = log.clone();
-            handles.push(actix_web::rt::spawn(async move {
+            handles.push(tokio::spawn(async move {
                 log.record(
                     &caller("key_a"),
                     "stock.adjust",
@@ -1142,7 +1083,7 @@ mod tests {
         assert_eq!(report.last_hash.as_deref(), Some(entry.hash.as_str()));
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn edits_deletions_and_reorderings_are_detected() {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
         let log = AuditLog::start(storage.clone(), &config(4)).unwrap();
@@ -1245,7 +1186,7 @@ mod tests {
         );
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn pages_filter_by_actor_and_time_and_follow_the_cursor() {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
         let log = AuditLog::start(storage.clone(), &config(8)).unwrap();
@@ -1324,7 +1265,7 @@ mod tests {
         assert_eq!(page.next, None);
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn a_failed_write_is_a_503_and_the_chain_goes_on() {
         // Real in-memory storage whose writes fail while the disk is "full".
         let storage = Arc::new(orderd_storage::faulty::FaultyStorage::new(Arc::new(

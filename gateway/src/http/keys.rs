@@ -5,12 +5,14 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::{CommandError, CustomerId, Engine};
 use orderd_proto::{CreateKeyRequest, CreatedKeyResponse, KeyResponse, ListKeysQuery, Page};
 
-use crate::audit::AuditLog;
-use crate::auth::{Auth, Caller, KeyRecord, RevokeError, KEY_NAME_CHARS_MAX};
-use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
-use crate::error::ApiError;
-use crate::roles::{self, Role};
-use crate::{validate, wire};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::{decode_json, NoQuery, QueryParams, RawBody};
+use orderd_service::audit::AuditLog;
+use orderd_service::auth::{Auth, KeyRecord, RevokeError, KEY_NAME_CHARS_MAX};
+use orderd_service::roles::{self, Role};
+use orderd_service::ApiError;
+use orderd_service::{validate, wire};
 
 fn key_response(record: KeyRecord) -> KeyResponse {
     KeyResponse {
@@ -49,13 +51,13 @@ fn unavailable(error: impl std::fmt::Display) -> ApiError {
     ),
     security(("bearer" = [])))]
 pub async fn create(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     body: RawBody,
     engine: web::Data<Engine>,
     auth: web::Data<Auth>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::KEYS_MANAGE)?;
     query.get()?;
     let request: CreateKeyRequest = decode_json(&body.0)?;
@@ -64,7 +66,8 @@ pub async fn create(
         return Err(ApiError::invalid(
             "name",
             format!("name must be 1 to {KEY_NAME_CHARS_MAX} characters, not blank"),
-        ));
+        )
+        .into());
     }
     let role: Role = request.role.parse().map_err(|()| {
         let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
@@ -75,7 +78,8 @@ pub async fn create(
             return Err(ApiError::invalid(
                 "customer_id",
                 "a key with role customer needs a customer_id",
-            ))
+            )
+            .into())
         }
         (Role::Customer, Some(text)) => {
             // An id that cannot parse names no customer, as in an order body.
@@ -90,7 +94,8 @@ pub async fn create(
             return Err(ApiError::invalid(
                 "customer_id",
                 "only a key with role customer has a customer_id",
-            ))
+            )
+            .into())
         }
         (_, None) => None,
     };
@@ -110,7 +115,7 @@ pub async fn create(
         if let Err(revoke) = auth.keys.revoke(&record.id) {
             tracing::error!(message = "Could not take back an unaudited key.", key_id = %record.id, error = %revoke);
         }
-        return Err(error);
+        return Err(error.into());
     }
     tracing::info!(message = "API key created.", key_id = %record.id, %role, actor = %caller.key_id);
     let response = CreatedKeyResponse {
@@ -131,10 +136,10 @@ pub async fn create(
     responses((status = 200, description = "A page of keys, without secrets", body = orderd_proto::Page<orderd_proto::KeyResponse>)),
     security(("bearer" = [])))]
 pub async fn list(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<ListKeysQuery>,
     auth: web::Data<Auth>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::KEYS_MANAGE)?;
     let query = query.get()?;
     let limit = validate::limit(query.limit.as_deref())?;
@@ -179,12 +184,12 @@ pub async fn list(
     ),
     security(("bearer" = [])))]
 pub async fn revoke(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     auth: web::Data<Auth>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::KEYS_MANAGE)?;
     query.get()?;
     let record = auth.keys.revoke(&id).map_err(|error| match error {

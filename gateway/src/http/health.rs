@@ -4,9 +4,11 @@ use actix_web::{web, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::HealthResponse;
 
-use crate::audit::AuditLog;
-use crate::error::ApiError;
-use crate::metrics;
+use crate::http::error::HttpError;
+use orderd_control::backups::Backups;
+use orderd_control::telemetry;
+use orderd_service::audit::AuditLog;
+use orderd_service::ApiError;
 
 /// 200 while the process serves requests.
 #[utoipa::path(get, path = "/livez", tag = "health",
@@ -23,7 +25,7 @@ pub async fn livez() -> HttpResponse {
         (status = 200, description = "Every shard runs and storage is open", body = orderd_proto::HealthResponse),
         (status = 503, description = "Not ready, with `reasons`", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ))]
-pub async fn readyz(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+pub async fn readyz(engine: web::Data<Engine>) -> Result<HttpResponse, HttpError> {
     match engine.readiness() {
         Ok(()) => Ok(HttpResponse::Ok().json(HealthResponse {
             status: "ready".to_string(),
@@ -35,7 +37,8 @@ pub async fn readyz(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError>
                 format!("not ready: {}", reasons.join("; "))
             },
             reasons: Some(reasons),
-        }),
+        }
+        .into()),
     }
 }
 
@@ -46,9 +49,15 @@ pub async fn readyz(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError>
 pub async fn metrics(
     engine: web::Data<Engine>,
     audit: Option<web::Data<AuditLog>>,
+    backups: Option<web::Data<Backups>>,
 ) -> HttpResponse {
-    let text = metrics::render(&engine, audit.as_ref().map(|audit| audit.get_ref())).await;
+    let text = telemetry::render(
+        &engine,
+        audit.as_ref().map(|audit| audit.get_ref()),
+        backups.as_ref().map(|backups| backups.get_ref()),
+    )
+    .await;
     HttpResponse::Ok()
-        .content_type(metrics::CONTENT_TYPE)
+        .content_type(telemetry::CONTENT_TYPE)
         .body(text)
 }

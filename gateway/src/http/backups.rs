@@ -1,28 +1,16 @@
 //! `POST /v1/ops/backups`, `GET /v1/ops/backups` and `POST /v1/ops/backups/{id}/verify`: the
-//! routes of the backup service ([`crate::backups`]).
+//! routes of the backup service ([`orderd_control::backups`]).
 
 use actix_web::{web, HttpResponse};
 use orderd_proto::{BackupResponse, BackupShardResponse, BackupVerifyResponse, BackupsQuery, Page};
 
-use crate::audit::AuditLog;
-use crate::auth::Caller;
-use crate::backups::{BackupJobError, BackupRecord, Backups};
-use crate::body::{NoQuery, QueryParams};
-use crate::error::ApiError;
-use crate::{roles, validate, wire};
-
-impl From<BackupJobError> for ApiError {
-    fn from(error: BackupJobError) -> ApiError {
-        match error {
-            BackupJobError::NotFound(id) => ApiError::NotFound(format!("no backup {id}")),
-            BackupJobError::Busy(detail) => ApiError::Unavailable {
-                detail,
-                reasons: None,
-            },
-            BackupJobError::Failed(detail) => ApiError::Internal(detail),
-        }
-    }
-}
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::{NoQuery, QueryParams};
+use orderd_control::backups::{BackupRecord, Backups};
+use orderd_service::audit::AuditLog;
+use orderd_service::ApiError;
+use orderd_service::{roles, validate, wire};
 
 fn response(record: BackupRecord) -> BackupResponse {
     BackupResponse {
@@ -60,11 +48,11 @@ fn response(record: BackupRecord) -> BackupResponse {
     ),
     security(("bearer" = [])))]
 pub async fn create(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     backups: web::Data<Backups>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_BACKUP_CREATE)?;
     query.get()?;
     let record = backups.create().await?;
@@ -85,10 +73,10 @@ pub async fn create(
     responses((status = 200, description = "A page of backups, newest first", body = orderd_proto::Page<orderd_proto::BackupResponse>)),
     security(("bearer" = [])))]
 pub async fn list(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<BackupsQuery>,
     backups: web::Data<Backups>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_BACKUPS_READ)?;
     let query = query.get()?;
     let limit = validate::limit(query.limit.as_deref())?;
@@ -114,12 +102,12 @@ pub async fn list(
     ),
     security(("bearer" = [])))]
 pub async fn verify(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     backups: web::Data<Backups>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     caller.require(roles::OPS_BACKUP_VERIFY)?;
     query.get()?;
     let id = id.into_inner();

@@ -23,13 +23,9 @@
 //! [`LAPSE_US`], so it never lapses before the engine's record of the key.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
 use orderd_engine::Idempotency;
 use orderd_storage::{Family, Storage, StorageError, Write};
 use serde::{Deserialize, Serialize};
@@ -37,7 +33,6 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::AuditLog;
 use crate::auth::Caller;
-use crate::body::RawBody;
 use crate::error::ApiError;
 use crate::validate;
 
@@ -52,9 +47,11 @@ pub const LAPSE_US: i64 = 3_600 * 1_000_000;
 /// Entries past `retention + LAPSE_US` are deleted at most this often.
 const SWEEP_INTERVAL_US: i64 = 600 * 1_000_000;
 
-/// The `Idempotency-Key` header, validated (1–255 visible ASCII characters), if present.
-pub fn header_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let mut values = req.headers().get_all(IDEMPOTENCY_KEY_HEADER);
+/// The `Idempotency-Key` header (sent at most once, visible ASCII, 1–255 characters), given its
+/// values as sent (none: no key).
+pub fn header_key<'a>(
+    mut values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -64,19 +61,43 @@ pub fn header_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
             "send Idempotency-Key at most once",
         ));
     }
-    let text = value.to_str().map_err(|_| {
+    let text = validate::header_text(value).ok_or_else(|| {
         ApiError::invalid(
             IDEMPOTENCY_KEY_HEADER,
             "Idempotency-Key must be visible ASCII text",
         )
     })?;
-    validate::idempotency_key(text)?;
-    Ok(Some(text.to_string()))
+    IdempotencyKey::parse(text.to_string()).map(Some)
+}
+
+/// An `Idempotency-Key` that passed [`validate::idempotency_key`] (1–255 characters).
+/// Operations take only this type, so a key is validated once, where a front door reads it
+/// (HTTP: the header, before the body is decoded; TCP: the frame's body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Validates a key as the client sent it.
+    pub fn parse(key: String) -> Result<IdempotencyKey, ApiError> {
+        validate::idempotency_key(&key)?;
+        Ok(IdempotencyKey(key))
+    }
+
+    /// Validates an optional key.
+    pub fn parse_opt(key: Option<String>) -> Result<Option<IdempotencyKey>, ApiError> {
+        key.map(IdempotencyKey::parse).transpose()
+    }
+
+    /// The key scoped by the caller's API key, as it is stored: two clients choosing the same
+    /// key never collide.
+    pub fn scoped(&self, caller: &Caller) -> String {
+        format!("{}:{}", caller.key_id, self.0)
+    }
 }
 
 /// The hash identifying a mutation other than a placement: the first 16 bytes of SHA-256 over
 /// `route`, one zero byte, and the body bytes. Over HTTP `route` is the method and the path as
-/// sent (`POST /v1/stock/MUG-BLUE/adjustments`, see [`KeyedBody`]); over TCP it is
+/// sent (`POST /v1/stock/MUG-BLUE/adjustments`, see the gateway's `KeyedBody`); over TCP it is
 /// `tcp ` and the opcode's name, and the body (which names the object) is the payload.
 pub fn request_hash(route: &str, body: &[u8]) -> u128 {
     let mut hasher = Sha256::new();
@@ -87,43 +108,6 @@ pub fn request_hash(route: &str, body: &[u8]) -> u128 {
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_be_bytes(first)
-}
-
-/// The body of a mutation other than a placement, with its `Idempotency-Key` and request hash:
-/// [`request_hash`] of the method, the path (with its parameters, as sent; these routes take
-/// no query) and the body bytes. A bad header is kept for [`KeyedBody::key`] rather than refused by
-/// the extractor, so that the handler's role check answers first, as for a bad body.
-pub struct KeyedBody {
-    /// The raw body ([`RawBody`]).
-    pub bytes: web::Bytes,
-    key: Result<Option<String>, ApiError>,
-    pub request_hash: u128,
-}
-
-impl KeyedBody {
-    /// The `Idempotency-Key` header, validated, if present.
-    pub fn key(&self) -> Result<Option<String>, ApiError> {
-        self.key.clone()
-    }
-}
-
-impl FromRequest for KeyedBody {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<KeyedBody, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let key = header_key(req);
-        let route = format!("{} {}", req.method(), req.path());
-        let body = RawBody::from_request(req, payload);
-        Box::pin(async move {
-            let bytes = body.await?.0;
-            Ok(KeyedBody {
-                request_hash: request_hash(&route, &bytes),
-                bytes,
-                key,
-            })
-        })
-    }
 }
 
 /// What the gateway remembers of one key.
@@ -387,20 +371,18 @@ struct Held<'a> {
 }
 
 impl<'a> Claim<'a> {
-    /// Takes `key` (as the client sent it; validated here) for a request with `request_hash`:
-    /// 422 `idempotency_conflict` when the key is live with another request.
+    /// Takes `key` for a request with `request_hash`: 422 `idempotency_conflict` when the key
+    /// is live with another request.
     pub async fn take(
         audit: &'a AuditLog,
         caller: &Caller,
-        key: Option<String>,
+        key: Option<IdempotencyKey>,
         request_hash: u128,
     ) -> Result<Claim<'a>, ApiError> {
         let Some(key) = key else {
             return Ok(Claim { held: None });
         };
-        validate::idempotency_key(&key)?;
-        // Scoped by API key: two clients choosing the same key never collide.
-        let key = format!("{}:{key}", caller.key_id);
+        let key = key.scoped(caller);
         let keys = audit.keys();
         let lock = keys.lock(&key).await;
         match keys.lookup(&key).await.map_err(unavailable)? {
@@ -468,7 +450,7 @@ mod tests {
         assert!(entry.is_for(7) && !entry.is_for(8));
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn entries_are_stored_looked_up_and_swept() {
         let keys = keys();
         let now = now_us();
@@ -488,7 +470,7 @@ mod tests {
         assert!(keys.lookup("k:fresh").await.unwrap().is_some());
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn requests_with_one_key_run_one_at_a_time() {
         let keys = keys();
         let first = keys.lock("k:a").await;

@@ -6,16 +6,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use orderd_engine::Engine;
 use orderd_proto::{CancelOrderRequest, ListOrdersQuery, Page, PlaceOrderRequest};
 
-use crate::audit::AuditLog;
-use crate::auth::Caller;
-use crate::body::{decode_json, NoQuery, QueryParams, RawBody};
-use crate::error::ApiError;
-use crate::idem::{self, KeyedBody};
-use crate::metrics;
-use crate::vault::Vault;
-use crate::{ops, roles, wire};
+use crate::http::error::HttpError;
+use crate::http::extract::Authed;
+use crate::http::extract::{self, KeyedBody};
+use crate::http::extract::{decode_json, NoQuery, QueryParams, RawBody};
+use orderd_control::telemetry;
+use orderd_service::audit::AuditLog;
+use orderd_service::input::OrderQuery;
+use orderd_service::vault::Vault;
+use orderd_service::{ops, wire};
 
-pub use crate::ops::request_hash;
+pub use orderd_service::ops::request_hash;
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer")),
@@ -27,35 +28,35 @@ pub use crate::ops::request_hash;
     ),
     security(("bearer" = [])))]
 pub async fn place(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     req: HttpRequest,
     body: RawBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpError> {
     let answer = place_order(caller, query, req, body, vault, engine, audit).await;
-    metrics::record_order(&answer);
+    telemetry::record_order(answer.as_ref().map_err(|error| &error.0));
     answer
 }
 
 /// `POST /v1/orders` once the key is known; [`place`] counts its outcome.
 async fn place_order(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     req: HttpRequest,
     body: RawBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::ORDER_PLACE)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::PlaceOrder>(&caller)?;
     query.get()?;
-    let key = idem::header_key(&req)?;
+    let key = extract::header_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::place_order(ctx, &caller, request, key, request_hash(&body.0)).await?;
+    let view = ops::place_order(ctx, allowed, request.into(), key, request_hash(&body.0)).await?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -67,16 +68,16 @@ async fn place_order(
     responses((status = 200, description = "The order with its shipments and history", body = orderd_proto::OrderResponse)),
     security(("bearer" = [])))]
 pub async fn get(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::ORDER_READ)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::GetOrder>(&caller)?;
     query.get()?;
-    let view = ops::get_order(ops::Ctx::new(&engine, &vault, &audit), &caller, &id).await?;
+    let view = ops::get_order(ops::Ctx::new(&engine, &vault, &audit), allowed, &id).await?;
     Ok(HttpResponse::Ok().json(wire::order(view, true)))
 }
 
@@ -85,16 +86,16 @@ pub async fn get(
     responses((status = 200, description = "A page of orders, newest first", body = orderd_proto::Page<orderd_proto::OrderResponse>)),
     security(("bearer" = [])))]
 pub async fn list(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<ListOrdersQuery>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::ORDER_LIST)?;
-    let query = query.get()?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::ListOrders>(&caller)?;
+    let query = OrderQuery::try_from(query.get()?)?;
     let (items, next) =
-        ops::list_orders(ops::Ctx::new(&engine, &vault, &audit), &caller, &query).await?;
+        ops::list_orders(ops::Ctx::new(&engine, &vault, &audit), allowed, &query).await?;
     Ok(HttpResponse::Ok().json(Page {
         items: items
             .into_iter()
@@ -115,15 +116,15 @@ pub async fn list(
     ),
     security(("bearer" = [])))]
 pub async fn cancel(
-    caller: Caller,
+    caller: Authed,
     query: QueryParams<NoQuery>,
     id: web::Path<String>,
     body: KeyedBody,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require(roles::ORDER_CANCEL)?;
+) -> Result<HttpResponse, HttpError> {
+    let allowed = ops::allow::<ops::op::CancelOrder>(&caller)?;
     query.get()?;
     let key = body.key()?;
     // The body is optional: nothing (or only whitespace) means no reason.
@@ -134,7 +135,7 @@ pub async fn cancel(
     };
     let view = ops::cancel_order(
         ops::Ctx::new(&engine, &vault, &audit),
-        &caller,
+        allowed,
         &id,
         request.reason,
         key,

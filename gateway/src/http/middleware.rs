@@ -1,0 +1,114 @@
+//! The HTTP middleware of every request: the audit entry of a refusal (401, 403) and the
+//! request's metrics (latency by route and outcome, and the request window that change
+//! management watches).
+
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage};
+use orderd_control::settings::Live;
+use orderd_control::telemetry;
+use orderd_control::window::{self, RequestWindow};
+use orderd_service::audit::{AuditLog, ANONYMOUS};
+use orderd_service::auth::Caller;
+
+use crate::http::error::HttpError;
+
+/// The `target` of a refusal: method and path (no query string: it is not needed and could
+/// carry anything).
+fn request_target(req: &actix_web::HttpRequest) -> String {
+    format!("{} {}", req.method(), req.path())
+}
+
+/// Middleware: writes an entry for every 401 (`auth.unauthorized`, actor `anonymous`, detail
+/// the reason, never the secret) and every 403 (`auth.forbidden`, actor the key id, detail its
+/// role), and answers once the entry is durable. A refusal entry that cannot be written is
+/// logged; the refusal itself is answered anyway.
+pub async fn record_refusals(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let response = next.call(req).await?;
+    let status = response.status();
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+        return Ok(response);
+    }
+    let Some(audit) = response
+        .request()
+        .app_data::<web::Data<AuditLog>>()
+        .cloned()
+    else {
+        return Ok(response);
+    };
+    let (actor, action, detail) = match status {
+        StatusCode::UNAUTHORIZED => {
+            let reason = response
+                .response()
+                .error()
+                .and_then(|error| error.as_error::<HttpError>())
+                .map_or_else(|| "unauthorized".to_string(), |error| error.0.to_string());
+            (ANONYMOUS.to_string(), "auth.unauthorized", reason)
+        }
+        StatusCode::FORBIDDEN => match response.request().extensions().get::<Caller>() {
+            Some(caller) => (
+                caller.key_id.clone(),
+                "auth.forbidden",
+                format!("role={}", caller.role),
+            ),
+            None => (ANONYMOUS.to_string(), "auth.forbidden", String::new()),
+        },
+        _ => return Ok(response),
+    };
+    let target = request_target(response.request());
+    if let Err(error) = audit.record_refusal(&actor, action, target, detail).await {
+        tracing::warn!(
+            message = "Could not write the audit entry of a refused request.",
+            %error,
+            status = status.as_u16()
+        );
+    }
+    Ok(response)
+}
+
+/// Middleware: records the latency of every request in `orderd_request_duration_seconds` (by
+/// route template and outcome) and in the HDR recorder, and of the requests change management
+/// watches in [`window`]. In test builds, `test.added_latency_ms` delays the watched
+/// requests here (read from the live settings).
+///
+/// The route is the matched resource's name, which `http::configure` sets to its template
+/// (so nothing is matched twice), and the histogram handles are cached per worker thread (so
+/// no label set is built and no registry lookup is made per request).
+pub async fn record_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let watched = window::watched_path(req.path());
+    let recorder = if watched {
+        req.app_data::<web::Data<RequestWindow>>().cloned()
+    } else {
+        None
+    };
+    if watched && orderd_engine::failpoint::ENABLED {
+        let delay_ms = req
+            .app_data::<web::Data<Live>>()
+            .map_or(0, |live| live.added_latency_ms());
+        if delay_ms > 0 {
+            actix_web::rt::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+    }
+    let result = next.call(req).await;
+    let (status, route) = match &result {
+        Ok(response) => (response.status().as_u16(), response.request().match_name()),
+        Err(error) => (error.as_response_error().status_code().as_u16(), None),
+    };
+    let elapsed = started.elapsed();
+    telemetry::record_http_request(route, status, elapsed);
+    if let Some(recorder) = recorder {
+        recorder.record(elapsed, window::is_error(status));
+    }
+    result
+}
