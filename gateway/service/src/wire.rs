@@ -4,10 +4,11 @@
 
 use chrono::{DateTime, SecondsFormat};
 use orderd_engine::supervisor::QuarantinedCommand;
-use orderd_engine::{CustomerView, OrderView, ShardStatus, StockView};
+use orderd_engine::{CustomerView, OrderView, SalesSummary, ShardStatus, ShipmentView, StockView};
 use orderd_proto::{
-    CustomerResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse, QuarantineResponse,
-    ShardResponse, StockResponse,
+    CustomerResponse, HourResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse,
+    QuarantineResponse, SalesSummaryResponse, ShardResponse, ShipmentEventResponse,
+    ShipmentLineResponse, ShipmentResponse, StockResponse, TopSkuResponse,
 };
 
 /// RFC 3339 UTC with microseconds, e.g. `2025-01-02T03:04:05.123456Z`.
@@ -147,6 +148,59 @@ pub fn quarantined(entry: QuarantinedCommand) -> QuarantineResponse {
         command: entry.command,
         message: entry.message,
         quarantined_at: time(entry.at_us),
+    }
+}
+
+/// A shipment with its lines and carrier events.
+pub fn shipment(view: ShipmentView) -> ShipmentResponse {
+    ShipmentResponse {
+        id: view.id.to_string(),
+        order_id: view.order_id.to_string(),
+        carrier: view.carrier,
+        tracking_number: view.tracking_number,
+        status: view.status.as_str().to_string(),
+        lines: view
+            .lines
+            .into_iter()
+            .map(|(sku, qty)| ShipmentLineResponse { sku, qty })
+            .collect(),
+        events: view
+            .events
+            .into_iter()
+            .map(|e| ShipmentEventResponse {
+                at: time(e.at_us),
+                status: e.status.as_str().to_string(),
+                note: e.note,
+            })
+            .collect(),
+    }
+}
+
+/// A sales summary with its `top` best-selling SKUs and its hours.
+pub fn sales_summary(summary: &SalesSummary, top: usize) -> SalesSummaryResponse {
+    SalesSummaryResponse {
+        orders: summary.orders,
+        cancelled: summary.cancelled,
+        units: summary.units,
+        revenue: summary.revenue,
+        top_skus: summary
+            .top_skus(top)
+            .into_iter()
+            .map(|(sku, units, revenue)| TopSkuResponse {
+                sku,
+                units,
+                revenue,
+            })
+            .collect(),
+        by_hour: summary
+            .by_hour
+            .iter()
+            .map(|(hour, (orders, revenue))| HourResponse {
+                hour: time(*hour),
+                orders: *orders,
+                revenue: *revenue,
+            })
+            .collect(),
     }
 }
 

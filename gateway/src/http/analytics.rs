@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use actix_web::{web, HttpResponse};
 use chrono::DateTime;
 use orderd_engine::{Engine, OrderId};
-use orderd_proto::{AnalyticsQuery, HourResponse, SalesSummaryResponse, TopSkuResponse};
+use orderd_proto::AnalyticsQuery;
 use tokio::sync::mpsc;
 
 use crate::http::error::HttpError;
@@ -54,32 +54,7 @@ pub async fn summary(
     caller.require(roles::ANALYTICS_READ)?;
     let (from, to) = range(&query.get()?)?;
     let summary = engine.sales_summary(from, to).await?;
-    let top_skus = summary
-        .top_skus(TOP_SKUS)
-        .into_iter()
-        .map(|(sku, units, revenue)| TopSkuResponse {
-            sku,
-            units,
-            revenue,
-        })
-        .collect();
-    let by_hour = summary
-        .by_hour
-        .iter()
-        .map(|(hour, (orders, revenue))| HourResponse {
-            hour: wire::time(*hour),
-            orders: *orders,
-            revenue: *revenue,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(SalesSummaryResponse {
-        orders: summary.orders,
-        cancelled: summary.cancelled,
-        units: summary.units,
-        revenue: summary.revenue,
-        top_skus,
-        by_hour,
-    }))
+    Ok(HttpResponse::Ok().json(wire::sales_summary(&summary, TOP_SKUS)))
 }
 
 /// A body fed by the export task through a bounded channel.

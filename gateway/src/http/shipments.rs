@@ -3,11 +3,8 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use orderd_engine::{Engine, ShipmentId, ShipmentView};
-use orderd_proto::{
-    CreateShipmentRequest, ShipmentEventRequest, ShipmentEventResponse, ShipmentLineResponse,
-    ShipmentResponse,
-};
+use orderd_engine::{Engine, ShipmentId};
+use orderd_proto::{CreateShipmentRequest, ShipmentEventRequest};
 
 use crate::http::error::HttpError;
 use crate::http::extract::Authed;
@@ -17,30 +14,6 @@ use orderd_service::audit::AuditLog;
 use orderd_service::vault::Vault;
 use orderd_service::ApiError;
 use orderd_service::{ops, roles, wire};
-
-pub fn shipment(view: ShipmentView) -> ShipmentResponse {
-    ShipmentResponse {
-        id: view.id.to_string(),
-        order_id: view.order_id.to_string(),
-        carrier: view.carrier,
-        tracking_number: view.tracking_number,
-        status: view.status.as_str().to_string(),
-        lines: view
-            .lines
-            .into_iter()
-            .map(|(sku, qty)| ShipmentLineResponse { sku, qty })
-            .collect(),
-        events: view
-            .events
-            .into_iter()
-            .map(|e| ShipmentEventResponse {
-                at: wire::time(e.at_us),
-                status: e.status.as_str().to_string(),
-                note: e.note,
-            })
-            .collect(),
-    }
-}
 
 #[utoipa::path(post, path = "/v1/orders/{id}/shipments", tag = "shipments",
     params(("id" = String, Path, description = "An order id (`ord_…`)"),
@@ -70,7 +43,7 @@ pub async fn create(
         ops::create_shipment(ctx, allowed, &id, request.into(), key, body.request_hash).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/shipments/{}", view.id)))
-        .json(shipment(view)))
+        .json(wire::shipment(view)))
 }
 
 #[utoipa::path(post, path = "/v1/shipments/{id}/events", tag = "shipments",
@@ -102,7 +75,7 @@ pub async fn event(
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
     let view =
         ops::shipment_event(ctx, allowed, &id, request.into(), key, body.request_hash).await?;
-    Ok(HttpResponse::Ok().json(shipment(view)))
+    Ok(HttpResponse::Ok().json(wire::shipment(view)))
 }
 
 #[utoipa::path(get, path = "/v1/shipments/{id}", tag = "shipments",
@@ -119,5 +92,5 @@ pub async fn get(
     query.get()?;
     let id: ShipmentId = id.parse().map_err(|()| ApiError::not_found())?;
     let view = engine.shipment(id).await?;
-    Ok(HttpResponse::Ok().json(shipment(view)))
+    Ok(HttpResponse::Ok().json(wire::shipment(view)))
 }
