@@ -41,13 +41,16 @@ fn main() {
             metrics::record_latency(Duration::from_micros(100 + i % 900))
         });
         per_call_ns(threads, |i| {
-            window.record(Duration::from_micros(100 + i % 900), false)
+            window.record(Duration::from_micros(100 + i % 900), 200)
         });
         let baseline = per_call_ns(threads, |i| {
             metrics::record_latency(Duration::from_micros(100 + i % 900))
         });
         let watched = per_call_ns(threads, |i| {
-            window.record(Duration::from_micros(100 + i % 900), i % 100 == 0)
+            window.record(
+                Duration::from_micros(100 + i % 900),
+                if i % 100 == 0 { 503 } else { 200 },
+            )
         });
         println!(
             "| {threads} | {baseline:.0} | {watched:.0} | {:.2}× |",
@@ -57,7 +60,7 @@ fn main() {
     // A judgement reads the seconds of its window.
     let now = window::now_s();
     for second in now - 3600..=now {
-        window.record_at(second, Duration::from_millis(2), false);
+        window.record_at(second, Duration::from_millis(2), 200);
     }
     for span in [300u64, 3600] {
         let rounds = 200;

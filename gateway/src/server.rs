@@ -100,6 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    make_files_private(&config)?;
     // Before the engine opens: a key file inside the data directory is refused untouched.
     let key_source = MasterKeySource::from_config(&config).context("cannot use the master key")?;
     let opened_at = Instant::now();
@@ -151,6 +152,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(reason) => Err(anyhow::anyhow!("supervisor escalated: {reason}")),
         None => served,
     }
+}
+
+/// Everything orderd creates from here on is its user's alone (umask 077: directories 0700,
+/// files 0600: RocksDB's files, backups, checkpoints, key files, off-site copies on a local
+/// path), and the data and backup directories, if they exist, become 0700 (an earlier version,
+/// or an operator, may have made them under the default umask).
+fn make_files_private(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+    for dir in [&config.storage.data_dir, &config.backup.dir] {
+        if dir.is_dir() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Marker in `control`: every personal-data value in storage is sealed. This version seals

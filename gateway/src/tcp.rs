@@ -634,8 +634,8 @@ async fn handle_frame(
         return Step::Close(Close::Unauthorized);
     };
     if !shared.auth.limiter.allow(&record.id, Instant::now()) {
-        // A refusal counts as an error in change management's watch, as a 429 over HTTP does.
-        shared.window.record(Duration::ZERO, true);
+        // A refusal counts as a request in change management's watch, as a 429 over HTTP does.
+        shared.window.record(Duration::ZERO, 429);
         conn.out
             .push(&error_frame(request_id, &ApiError::RateLimited));
         return Step::Done;
@@ -647,7 +647,7 @@ async fn handle_frame(
     };
     let max = shared.limits.max_in_flight;
     if conn.in_flight >= max {
-        shared.window.record(Duration::ZERO, true);
+        shared.window.record(Duration::ZERO, 429);
         let mut body = ApiError::RateLimited.problem();
         body.detail = format!("more than {max} requests in flight on this connection");
         conn.out.push(&msg::frame(
@@ -738,7 +738,7 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
     let elapsed = started.elapsed();
     for (request, status) in requests.iter().zip(statuses) {
         telemetry::record_tcp_request(request.name, telemetry::request_outcome(status), elapsed);
-        shared.window.record(elapsed, window::is_error(status));
+        shared.window.record(elapsed, status);
     }
     frames
 }
@@ -864,7 +864,7 @@ async fn run_request(shared: &Shared, request: Request) -> Frame {
     let elapsed = started.elapsed();
     telemetry::record_tcp_request(name, outcome, elapsed);
     if frame.opcode != op::PING {
-        shared.window.record(elapsed, window::is_error(status));
+        shared.window.record(elapsed, status);
     }
     reply
 }

@@ -522,3 +522,49 @@ fn plaintext_of_an_earlier_version_is_sealed_at_the_first_start() {
         }
     }
 }
+
+/// Every directory and file under `dir` whose mode lets the group or others in.
+fn not_private(dir: &Path) -> Vec<String> {
+    let mut open = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).expect("metadata");
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            open.push(format!(
+                "{} {:o}",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).expect("read_dir") {
+                stack.push(entry.expect("entry").path());
+            }
+        }
+    }
+    open
+}
+
+#[test]
+fn data_backups_and_keys_are_private_to_the_server_user() {
+    let _serial = serial();
+    // The test makes the data and backup directories under its own umask (0755): the server
+    // takes them over.
+    let server = Server::start(1);
+    let admin = server.client();
+    let (status, customer) = admin.post_json(
+        "/v1/customers",
+        &json!({"name": "Private Person", "email": "p@example.com"}),
+        None,
+    );
+    assert_eq!(status, 201, "{customer}");
+    let (status, backup) = admin.post_json("/v1/ops/backups", &json!({}), None);
+    assert_eq!(status, 201, "{backup}");
+    for dir in [server.data_dir(), server.root().join("backups")] {
+        let open = not_private(&dir);
+        assert!(open.is_empty(), "readable by others: {open:?}");
+    }
+}

@@ -2,8 +2,10 @@
 //! histogram), so that change management can compare a watch window with the window before it.
 //!
 //! Only the traffic a change could hurt is recorded: HTTP requests under `/v1/` outside
-//! `/v1/ops/`, and TCP requests other than PING. An error is an answer 5xx or 429 (the server
-//! failing or refusing work); 4xx answers about the request itself are not.
+//! `/v1/ops/`, and TCP requests other than PING. The watch judges what the server does, never
+//! what clients do: an error is a server fault (5xx), and the latency is that of successful
+//! requests (below 400). Client errors and refusals (4xx, 429 included) count as requests only,
+//! so a client refused by a new rate limit cannot make the limit look harmful and roll it back.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,9 +24,14 @@ pub fn watched_path(path: &str) -> bool {
     path.starts_with("/v1/") && !path.starts_with("/v1/ops/") && path != "/v1/openapi.json"
 }
 
-/// Whether an answer counts as an error in the watch statistics.
+/// Whether an answer counts as an error in the watch statistics: a server fault.
 pub fn is_error(status: u16) -> bool {
-    status >= 500 || status == 429
+    status >= 500
+}
+
+/// Whether an answer's latency counts in the watch statistics: a success.
+pub fn is_success(status: u16) -> bool {
+    status < 400
 }
 
 /// Requests, errors and p99 of a span of seconds.
@@ -32,8 +39,8 @@ pub fn is_error(status: u16) -> bool {
 pub struct WindowStats {
     pub requests: u64,
     pub errors: u64,
-    /// Upper bound of the bucket holding the 99th percentile, in microseconds (within about
-    /// 19 %); 0 when no request.
+    /// Upper bound of the bucket holding the 99th percentile of the successful requests'
+    /// latencies, in microseconds (within about 19 %); 0 when none succeeded.
     pub p99_us: u64,
 }
 
@@ -100,8 +107,8 @@ impl RequestWindow {
         }
     }
 
-    /// Records one request answered at unix second `at_s`.
-    pub fn record_at(&self, at_s: u64, elapsed: Duration, error: bool) {
+    /// Records one request answered at unix second `at_s` with `status`.
+    pub fn record_at(&self, at_s: u64, elapsed: Duration, status: u16) {
         let index = bucket(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if ring.is_empty() {
@@ -123,15 +130,17 @@ impl RequestWindow {
             slot.latency = [0; BUCKETS];
         }
         slot.requests = slot.requests.saturating_add(1);
-        if error {
+        if is_error(status) {
             slot.errors = slot.errors.saturating_add(1);
         }
-        slot.latency[index] = slot.latency[index].saturating_add(1);
+        if is_success(status) {
+            slot.latency[index] = slot.latency[index].saturating_add(1);
+        }
     }
 
-    /// Records one request answered now.
-    pub fn record(&self, elapsed: Duration, error: bool) {
-        self.record_at(now_s(), elapsed, error);
+    /// Records one request answered now with `status`.
+    pub fn record(&self, elapsed: Duration, status: u16) {
+        self.record_at(now_s(), elapsed, status);
     }
 
     /// The statistics of the unix seconds `from_s..to_s` (seconds older than the ring holds
@@ -155,9 +164,10 @@ impl RequestWindow {
                 *total += u64::from(*count);
             }
         }
-        if stats.requests > 0 {
-            // The smallest bucket at or below which 99 % of the requests fall.
-            let rank = stats.requests - stats.requests / 100;
+        let succeeded: u64 = latency.iter().sum();
+        if succeeded > 0 {
+            // The smallest bucket at or below which 99 % of the successful requests fall.
+            let rank = succeeded - succeeded / 100;
             let mut seen = 0;
             for (index, count) in latency.iter().enumerate() {
                 seen += count;
@@ -205,24 +215,25 @@ mod tests {
         let window = RequestWindow::new();
         let t = 1_000_000;
         for _ in 0..98 {
-            window.record_at(t, Duration::from_millis(1), false);
+            window.record_at(t, Duration::from_millis(1), 200);
         }
-        window.record_at(t, Duration::from_millis(200), true);
-        window.record_at(t + 1, Duration::from_millis(200), true);
-        window.record_at(t + 5, Duration::from_millis(50), false);
+        window.record_at(t, Duration::from_millis(200), 200);
+        window.record_at(t, Duration::from_millis(300), 503);
+        window.record_at(t + 1, Duration::from_millis(200), 500);
+        window.record_at(t + 5, Duration::from_millis(50), 200);
 
         let first = window.stats(t, t + 2);
-        assert_eq!((first.requests, first.errors), (100, 2));
-        // 99 % of 100 is the 99th request: the first 200 ms one.
+        assert_eq!((first.requests, first.errors), (101, 2));
+        // 99 successes: the 99th (nearest rank of p99) is the 200 ms one; the failed requests'
+        // latencies do not count.
         assert!((200_000..=250_000).contains(&first.p99_us), "{first:?}");
-        assert!((first.error_rate() - 0.02).abs() < 1e-9);
+        assert!((first.error_rate() - 2.0 / 101.0).abs() < 1e-9);
 
-        // One slow request in 99: the nearest rank of p99 (the 99th) is that one.
         let first_second = window.stats(t, t + 1);
-        assert_eq!(first_second.requests, 99);
+        assert_eq!(first_second.requests, 100);
         assert!(first_second.p99_us >= 200_000, "{first_second:?}");
         for _ in 0..200 {
-            window.record_at(t + 3, Duration::from_millis(1), false);
+            window.record_at(t + 3, Duration::from_millis(1), 200);
         }
         let fast = window.stats(t + 3, t + 4);
         assert!((1000..1300).contains(&fast.p99_us), "{fast:?}");
@@ -236,8 +247,8 @@ mod tests {
     fn a_slot_reused_a_ring_later_starts_empty() {
         let window = RequestWindow::new();
         let t = 5_000_000;
-        window.record_at(t, Duration::from_millis(1), true);
-        window.record_at(t + RING_S as u64, Duration::from_millis(1), false);
+        window.record_at(t, Duration::from_millis(1), 500);
+        window.record_at(t + RING_S as u64, Duration::from_millis(1), 200);
         assert_eq!(window.stats(t, t + 1).requests, 0, "overwritten");
         let now = window.stats(t + RING_S as u64, t + RING_S as u64 + 1);
         assert_eq!((now.requests, now.errors), (1, 0));
@@ -250,7 +261,25 @@ mod tests {
         assert!(!watched_path("/v1/ops/changes"));
         assert!(!watched_path("/metrics"));
         assert!(!watched_path("/livez"));
-        assert!(is_error(503) && is_error(500) && is_error(429));
-        assert!(!is_error(404) && !is_error(409) && !is_error(200));
+        assert!(is_error(503) && is_error(500) && is_error(507));
+        assert!(!is_error(429) && !is_error(404) && !is_error(409) && !is_error(200));
+        assert!(is_success(200) && is_success(201) && !is_success(429) && !is_success(500));
+    }
+
+    #[test]
+    fn refusals_neither_raise_the_error_rate_nor_the_latency() {
+        // A rate limit refusing an abuser: many fast 429s, and slow ones, beside normal traffic.
+        let window = RequestWindow::new();
+        let t = 7_000_000;
+        for _ in 0..100 {
+            window.record_at(t, Duration::from_millis(2), 200);
+        }
+        for _ in 0..1000 {
+            window.record_at(t, Duration::from_secs(3), 429);
+            window.record_at(t, Duration::from_secs(3), 404);
+        }
+        let stats = window.stats(t, t + 1);
+        assert_eq!((stats.requests, stats.errors), (2100, 0));
+        assert!(stats.p99_us < 3_000, "only successes: {stats:?}");
     }
 }

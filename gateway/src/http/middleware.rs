@@ -108,7 +108,7 @@ pub async fn record_request(
     let elapsed = started.elapsed();
     telemetry::record_http_request(route, status, elapsed);
     if let Some(recorder) = recorder {
-        recorder.record(elapsed, window::is_error(status));
+        recorder.record(elapsed, status);
     }
     result
 }
