@@ -27,7 +27,7 @@ use tokio::sync::{watch, Semaphore};
 
 use orderd_config::TcpConfig;
 use orderd_control::telemetry;
-use orderd_control::window::{self, RequestWindow};
+use orderd_control::window::RequestWindow;
 use orderd_service::audit::{AuditLog, ANONYMOUS};
 use orderd_service::auth::{Auth, Caller};
 use orderd_service::idem::IdempotencyKey;
