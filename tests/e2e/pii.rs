@@ -568,3 +568,82 @@ fn data_backups_and_keys_are_private_to_the_server_user() {
         assert!(open.is_empty(), "readable by others: {open:?}");
     }
 }
+
+/// A client with a new key of `role`.
+fn client_of(admin: &Client, role: &str) -> Client {
+    let (status, key) = admin.post_json(
+        "/v1/keys",
+        &json!({"name": unique(role), "role": role}),
+        None,
+    );
+    assert_eq!(status, 201, "create a {role} key: {key}");
+    admin.with_key(key["secret"].as_str().expect("secret"))
+}
+
+#[test]
+fn addresses_are_in_clear_only_for_the_roles_that_ship_or_sell() {
+    let _serial = serial();
+    let server = Server::start(2);
+    let admin = server.client();
+    admin.adjust_stock("PII-SKU", 10);
+    let (status, customer) = admin.post_json(
+        "/v1/customers",
+        &json!({"name": "Jane Roe", "email": "jane@example.com", "address": "12 Elm Street"}),
+        None,
+    );
+    assert_eq!(status, 201, "{customer}");
+    let customer_id = customer["id"].as_str().unwrap().to_string();
+    let (status, order) = admin.post_json(
+        "/v1/orders",
+        &json!({"customer_id": customer_id, "shipping_address": "12 Elm Street",
+                "lines": [{"sku": "PII-SKU", "qty": 1, "unit_price": 100}]}),
+        None,
+    );
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_string();
+    let order_path = format!("/v1/orders/{order_id}");
+    let list_path = format!("/v1/orders?customer_id={customer_id}");
+    let customer_path = format!("/v1/customers/{customer_id}");
+
+    for role in ["frontend", "logistics", "analyst", "operator"] {
+        let client = client_of(&admin, role);
+        let clear = matches!(role, "frontend" | "logistics");
+        let expected = if clear { "12 Elm Street" } else { "1***" };
+        let (status, got) = client.get_json(&order_path);
+        assert_eq!(status, 200, "{role}: {got}");
+        assert_eq!(got["shipping_address"], expected, "{role} GET order: {got}");
+        let (status, page) = client.get_json(&list_path);
+        assert_eq!(status, 200, "{role}: {page}");
+        assert_eq!(
+            page["items"][0]["shipping_address"], expected,
+            "{role} list: {page}"
+        );
+        let (status, got) = client.get_json(&customer_path);
+        if status == 200 {
+            let (name, email) = if clear {
+                ("Jane Roe", "jane@example.com")
+            } else {
+                ("J***", "j***@example.com")
+            };
+            assert_eq!(
+                (got["name"].as_str(), got["email"].as_str()),
+                (Some(name), Some(email)),
+                "{role} GET customer: {got}"
+            );
+        }
+    }
+    // The owning customer sees its own in clear.
+    let (status, key) = admin.post_json(
+        "/v1/keys",
+        &json!({"name": unique("own"), "role": "customer", "customer_id": customer_id}),
+        None,
+    );
+    assert_eq!(status, 201, "{key}");
+    let own = admin.with_key(key["secret"].as_str().unwrap());
+    let (status, got) = own.get_json(&order_path);
+    assert_eq!(
+        (status, got["shipping_address"].as_str()),
+        (200, Some("12 Elm Street")),
+        "{got}"
+    );
+}

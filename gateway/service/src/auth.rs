@@ -513,6 +513,16 @@ impl Caller {
         }
     }
 
+    /// Whether this caller sees shipping addresses and customer contact data in clear: `admin`,
+    /// `frontend`, `logistics` (who ship) and a `customer` key (which sees only its own);
+    /// `analyst`, `operator` and `auditor` see them masked (API.md, "Authentication and roles").
+    pub fn sees_personal_data(&self) -> bool {
+        matches!(
+            self.role,
+            Role::Admin | Role::Frontend | Role::Logistics | Role::Customer
+        )
+    }
+
     /// Checks that an object owned by `owner` is visible to this caller (404 otherwise).
     pub fn may_see_customer(&self, owner: CustomerId) -> Result<(), ApiError> {
         match self.customer_scope()? {

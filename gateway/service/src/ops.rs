@@ -30,9 +30,10 @@ use crate::idem::{Claim, IdempotencyKey};
 use crate::input::{
     CustomerInput, NewOrder, OrderQuery, ShipmentEventInput, ShipmentInput, StockAdjustmentInput,
 };
-use crate::roles::{Role, RoleSet};
+use crate::roles::RoleSet;
 use crate::validate;
 use crate::vault::Vault;
+use crate::wire;
 
 /// First 16 bytes of SHA-256 over the raw body: a retry must send the same bytes (over TCP, the same payload).
 pub fn request_hash(body: &[u8]) -> u128 {
@@ -199,7 +200,7 @@ pub async fn place_orders(
             // A replay answers the stored order, sealed under whichever key sealed it then.
             result
                 .map_err(ApiError::from)
-                .and_then(|view| Ok(ctx.vault.open_order(view)?)),
+                .and_then(|view| open_order(ctx, allowed.caller, view)),
         );
     }
     outcomes
@@ -243,6 +244,16 @@ fn prepare_place(
     })
 }
 
+/// An order opened for `caller`: its shipping address in clear for the roles that ship or sell
+/// ([`Caller::sees_personal_data`]), masked (`1***`) for the others.
+fn open_order(ctx: Ctx<'_>, caller: &Caller, view: OrderView) -> Result<OrderView, ApiError> {
+    let mut view = ctx.vault.open_order(view)?;
+    if !caller.sees_personal_data() {
+        view.shipping_address = view.shipping_address.as_deref().map(wire::mask_text);
+    }
+    Ok(view)
+}
+
 /// Reads an order (opened).
 pub async fn get_order(
     ctx: Ctx<'_>,
@@ -253,7 +264,7 @@ pub async fn get_order(
     let id: OrderId = id.parse().map_err(|()| ApiError::not_found())?;
     let view = ctx.engine.order(id).await?;
     caller.may_see_customer(view.customer_id)?;
-    Ok(ctx.vault.open_order(view)?)
+    open_order(ctx, caller, view)
 }
 
 /// Lists orders, newest first: the page (opened) and the cursor of the next one.
@@ -307,7 +318,7 @@ pub async fn list_orders(
     let items = page
         .items
         .into_iter()
-        .map(|view| Ok(ctx.vault.open_order(view)?))
+        .map(|view| open_order(ctx, caller, view))
         .collect::<Result<_, ApiError>>()?;
     Ok((items, page.next.map(|cursor| cursor.to_string())))
 }
@@ -338,7 +349,7 @@ pub async fn cancel_order(
         .cancel_order_with(id, reason, &caller.key_id, claim.idempotency())
         .await?;
     drop(claim);
-    Ok(ctx.vault.open_order(view)?)
+    open_order(ctx, caller, view)
 }
 
 /// Ships lines of an order (all that is left without `lines`). A replay under the
@@ -475,7 +486,8 @@ pub async fn create_customer(
     Ok(ctx.vault.open_customer(view)?)
 }
 
-/// Reads a customer, opened; the flag says whether the caller sees it masked (auditors).
+/// Reads a customer, opened; the flag says whether the caller sees it masked (see
+/// [`Caller::sees_personal_data`]).
 pub async fn get_customer(
     ctx: Ctx<'_>,
     allowed: Allowed<'_, op::GetCustomer>,
@@ -485,5 +497,5 @@ pub async fn get_customer(
     let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
     caller.may_see_customer(id)?;
     let view = ctx.vault.open_customer(ctx.engine.customer(id).await?)?;
-    Ok((view, caller.role == Role::Auditor))
+    Ok((view, !caller.sees_personal_data()))
 }
