@@ -54,6 +54,10 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub idle_timeout: Duration,
+    /// AUTH must be answered within this (`tcp.auth_timeout_ms`).
+    pub auth_timeout: Duration,
+    /// Connections one peer address may hold (`tcp.max_connections_per_peer`).
+    pub max_connections_per_peer: usize,
     /// Most orders in one `PLACE_ORDERS` frame (`tcp.batch_orders_max`).
     pub batch_orders_max: usize,
 }
@@ -65,6 +69,8 @@ impl Limits {
             max_connections: config.max_connections,
             max_in_flight: config.max_in_flight,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            auth_timeout: Duration::from_millis(config.auth_timeout_ms),
+            max_connections_per_peer: config.max_connections_per_peer,
             batch_orders_max: config.batch_orders_max,
         }
     }
@@ -152,6 +158,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let peers = Arc::new(PeerCounts::default());
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -170,27 +177,52 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let refusal = match slots.clone().try_acquire_owned() {
+            Err(_) => {
+                let max = shared.limits.max_connections;
+                Err((
+                    "too_many_connections",
+                    connection_error(
+                        503,
+                        "unavailable",
+                        format!("the server has its maximum of {max} TCP connections"),
+                    ),
+                ))
+            }
+            Ok(permit) => match peers.enter(peer.ip(), shared.limits.max_connections_per_peer) {
+                Some(peer_slot) => Ok((permit, peer_slot)),
+                None => {
+                    let max = shared.limits.max_connections_per_peer;
+                    Err((
+                        "too_many_connections_from_peer",
+                        connection_error(
+                            429,
+                            "rate_limited",
+                            format!(
+                                "{} holds its maximum of {max} TCP connections \
+                                 (tcp.max_connections_per_peer)",
+                                peer.ip()
+                            ),
+                        ),
+                    ))
+                }
+            },
+        };
+        match refusal {
+            Ok((permit, peer_slot)) => {
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     ::metrics::gauge!(telemetry::TCP_CONNECTIONS).increment(1.0);
                     serve_connection(stream, peer, shared, shutdown).await;
                     ::metrics::gauge!(telemetry::TCP_CONNECTIONS).decrement(1.0);
+                    drop(peer_slot);
                     drop(permit);
                 });
             }
-            Err(_) => {
-                ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => "too_many_connections")
-                    .increment(1);
-                let max = shared.limits.max_connections;
+            Err((reason, error)) => {
+                ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => reason).increment(1);
                 connections.spawn(async move {
-                    let error = connection_error(
-                        503,
-                        "unavailable",
-                        format!("the server has its maximum of {max} TCP connections"),
-                    );
                     let mut stream = stream;
                     let mut bytes = Vec::new();
                     frame::encode(&error, &mut bytes);
@@ -209,6 +241,44 @@ async fn accept_loop(
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Connections open per peer address.
+#[derive(Default)]
+struct PeerCounts(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PeerCounts {
+    /// One more connection of `ip`, unless it holds `max` already; the slot frees it on drop.
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection of a peer address, counted until dropped.
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// An error frame about the connection itself (request id 0).
@@ -255,6 +325,8 @@ enum Close {
     /// Bytes that are not frames.
     BadFrame,
     Unauthorized,
+    /// No AUTH within `tcp.auth_timeout_ms`.
+    AuthTimeout,
     IdleTimeout,
     Shutdown,
 }
@@ -267,6 +339,7 @@ impl Close {
             Close::WriteTimeout => "write_timeout",
             Close::BadFrame => "bad_frame",
             Close::Unauthorized => "unauthorized",
+            Close::AuthTimeout => "auth_timeout",
             Close::IdleTimeout => "idle_timeout",
             Close::Shutdown => "shutdown",
         }
@@ -442,6 +515,7 @@ async fn serve_connection(
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut session: Option<Session> = None;
     let mut last_frame_at = Instant::now();
+    let auth_deadline = Instant::now() + limits.auth_timeout;
     let close = 'conn: loop {
         if conn.out.flush(&stream).is_err() {
             break Close::WriteTimeout;
@@ -462,6 +536,9 @@ async fn serve_connection(
             _ = shutdown.changed() => break Close::Shutdown,
             _ = tokio::time::sleep_until(stall_deadline.unwrap_or(idle_deadline).into()),
                 if stall_deadline.is_some() => break Close::WriteTimeout,
+            _ = tokio::time::sleep_until(auth_deadline.into()), if session.is_none() => {
+                break Close::AuthTimeout
+            }
             Some(replies) = conn.running.next(), if !conn.running.is_empty() => {
                 conn.answered_all(replies);
             }
@@ -523,6 +600,17 @@ async fn serve_connection(
     match close {
         // The client is gone or not reading: nothing more can reach it.
         Close::WriteTimeout | Close::ReadError => {}
+        Close::AuthTimeout => {
+            conn.out.push(&connection_error(
+                401,
+                "unauthorized",
+                format!(
+                    "no AUTH within {} ms (tcp.auth_timeout_ms)",
+                    limits.auth_timeout.as_millis()
+                ),
+            ));
+            conn.finish(&stream, limits.idle_timeout).await;
+        }
         Close::IdleTimeout => {
             conn.out.push(&connection_error(
                 408,
@@ -587,7 +675,8 @@ async fn handle_frame(
     peer: SocketAddr,
 ) -> Step {
     let request_id = frame.request_id;
-    if frame.opcode == op::PING {
+    // PING too only after AUTH: a keyless client cannot keep a connection open with it.
+    if frame.opcode == op::PING && session.is_some() {
         conn.out.push(&Frame {
             opcode: op::PING | op::REPLY,
             request_id,

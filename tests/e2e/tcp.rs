@@ -667,10 +667,75 @@ fn in_flight_idle_and_connection_limits_are_enforced() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut raw = Raw::connect(&server);
-        raw.send(op::PING, 3, Vec::new());
+        raw.send(
+            op::AUTH,
+            3,
+            msg::encode_body(&msg::Auth {
+                api_key: admin.clone(),
+            }),
+        );
         match raw.next() {
-            Some(f) if f.opcode == op::PING | op::REPLY => break,
+            Some(f) if f.opcode == op::AUTH | op::REPLY => break,
             _ => assert!(Instant::now() < deadline, "a freed slot is never served"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn auth_must_come_in_time_ping_needs_it_and_one_peer_cannot_take_every_slot() {
+    let _g = serial();
+    let server = Server::start_with_env(
+        1,
+        &[
+            ("ORDERD__TCP__AUTH_TIMEOUT_MS", "300"),
+            ("ORDERD__TCP__MAX_CONNECTIONS_PER_PEER", "2"),
+            ("ORDERD__TCP__MAX_CONNECTIONS", "10"),
+        ],
+    );
+    // PING before AUTH is refused like any request, and the connection closed.
+    let mut raw = Raw::connect(&server);
+    raw.send(op::PING, 4, Vec::new());
+    let reply = raw.next().unwrap();
+    assert_eq!(
+        (reply.request_id, error_of(&reply).code.as_str()),
+        (4, "unauthorized")
+    );
+    assert!(raw.next().is_none());
+    // Silence without AUTH: closed after auth_timeout_ms, well before the idle timeout (60 s).
+    let started = Instant::now();
+    Raw::connect(&server).expect_closed_with("unauthorized");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // An authenticated connection outlives the AUTH deadline and may PING.
+    let mut first = Raw::auth(&server);
+    std::thread::sleep(Duration::from_millis(500));
+    first.send(op::PING, 5, Vec::new());
+    assert_eq!(first.next().unwrap().opcode, op::PING | op::REPLY);
+    // Two connections from this address at most: a third is refused at accept, even though
+    // the server has slots left; once one closes, a new one is served.
+    let second = Raw::auth(&server);
+    Raw::connect(&server).expect_closed_with("rate_limited");
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut raw = Raw::connect(&server);
+        raw.send(
+            op::AUTH,
+            1,
+            msg::encode_body(&msg::Auth {
+                api_key: server.admin_key().to_string(),
+            }),
+        );
+        match raw.next() {
+            Some(f) if f.opcode == op::AUTH | op::REPLY => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "a freed peer slot is never served"
+            ),
         }
         std::thread::sleep(Duration::from_millis(50));
     }

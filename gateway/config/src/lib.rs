@@ -164,6 +164,10 @@ pub struct TcpConfig {
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub idle_timeout_ms: u64,
+    /// A connection must authenticate (AUTH) within this many milliseconds or it is closed.
+    pub auth_timeout_ms: u64,
+    /// Connections one peer address may hold at once (`max_connections` bounds it too).
+    pub max_connections_per_peer: usize,
     /// 0 = one per core.
     pub workers: usize,
     /// Most orders in one `PLACE_ORDERS` frame (the frame is bounded by `max_frame_bytes` too).
@@ -311,6 +315,12 @@ impl Config {
         }
         if self.tcp.idle_timeout_ms == 0 {
             return invalid("tcp.idle_timeout_ms", "must be at least 1");
+        }
+        if self.tcp.auth_timeout_ms == 0 {
+            return invalid("tcp.auth_timeout_ms", "must be at least 1");
+        }
+        if self.tcp.max_connections_per_peer == 0 {
+            return invalid("tcp.max_connections_per_peer", "must be at least 1");
         }
         if !(1..=TCP_BATCH_ORDERS_MAX).contains(&self.tcp.batch_orders_max) {
             return invalid(
@@ -586,6 +596,8 @@ mod tests {
         assert_eq!(c.http.rate_limit_per_key_per_s, 0);
         assert_eq!(c.tcp.listen, "127.0.0.1:7070");
         assert_eq!(c.tcp.batch_orders_max, 8189);
+        assert_eq!(c.tcp.auth_timeout_ms, 5000);
+        assert_eq!(c.tcp.max_connections_per_peer, 512);
         assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(c.storage.durability, DurabilitySetting::Sync);
         assert_eq!(c.storage.flush_interval_ms, 5);
