@@ -1006,14 +1006,7 @@ fn authenticate(shared: &Shared, payload: &[u8]) -> Result<(Caller, String), Api
     let Some(record) = shared.auth.keys.lookup(&auth.api_key) else {
         return Err(ApiError::Unauthorized("unknown or revoked API key".into()));
     };
-    Ok((
-        Caller {
-            key_id: record.id,
-            role: record.role,
-            customer_id: record.customer_id,
-        },
-        auth.api_key,
-    ))
+    Ok((Caller::from(record), auth.api_key))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ApiError> {

@@ -540,7 +540,7 @@ fn an_edited_or_deleted_control_entry_is_reported_by_its_seq() {
     server.kill_9();
     let original = stored(&data_dir, Family::Audit, &seq(5).to_be_bytes()).expect("entries[5]");
     let mut edited: Value = serde_json::from_slice(&original).unwrap();
-    assert_eq!(edited["detail"], "role=frontend");
+    assert_eq!(edited["detail"], "role=frontend owner=bootstrap");
     edited["detail"] = json!("role=admin");
     tamper(
         &data_dir,

@@ -16,7 +16,8 @@ use crate::support::{code, serial, unique, Client, Server};
 fn key_of(admin: &Client, role: &str) -> (String, Client) {
     let (status, key) = admin.post_json(
         "/v1/keys",
-        &json!({"name": unique(role), "role": role}),
+        // Each key a person of its own (four eyes compares owners).
+        &json!({"name": unique(role), "role": role, "owner": unique(role)}),
         None,
     );
     assert_eq!(status, 201, "create a {role} key: {key}");
@@ -113,6 +114,13 @@ fn audited_eventually(admin: &Client, action: &str, target: &str) -> Vec<String>
 }
 
 /// How many of `n` quick reads of a stock record the rate limiter refused.
+/// An admin who may approve the bootstrap admin's changes: another owner, with a key made by a
+/// third person (a key the bootstrap admin made itself would not do: four eyes).
+fn independent_admin(bootstrap: &Client) -> Client {
+    let (_, third) = key_of(bootstrap, "admin");
+    key_of(&third, "admin").1
+}
+
 fn refused_of(client: &Client, n: usize) -> usize {
     (0..n)
         .filter(|_| client.get("/v1/stock/CHG-SKU").status == 429)
@@ -422,13 +430,14 @@ fn a_change_that_makes_latency_worse_is_rolled_back_by_itself() {
 
     let delay = "test.added_latency_ms";
     assert_eq!(setting(&admin_a, delay)["value"], 0);
+    // Requested by B (made by A): A, another owner whose key B's owner did not create, approves.
     let change = request(
-        &admin_a,
+        &admin_b,
         json!({"setting": delay, "value": 300, "reason": "prove the watch works", "watch_window_s": 60}),
     );
     let id = change["id"].as_str().unwrap().to_string();
     assert_eq!(change["risk"], "high");
-    assert_eq!(step(&admin_b, &id, "approve").0, 200);
+    assert_eq!(step(&admin_a, &id, "approve").0, 200);
     let applied_at = Instant::now();
     let (status, applied) = step(&admin_a, &id, "apply");
     assert_eq!(status, 200, "{applied}");
@@ -517,7 +526,7 @@ fn steps_and_values_survive_restarts_and_a_watch_resumes() {
     let mut server =
         Server::start_with_env(2, &[("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100")]);
     let admin_a = server.client();
-    let (_, admin_b) = key_of(&admin_a, "admin");
+    let admin_b = independent_admin(&admin_a);
     let applied = |admin_a: &Client, body: Value| -> String {
         let change = request(admin_a, body);
         let id = change["id"].as_str().unwrap().to_string();
@@ -629,7 +638,7 @@ fn live_values_reach_the_log_filter_and_the_engine_without_a_restart() {
     let mut server =
         Server::start_with_env(2, &[("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100")]);
     let admin_a = server.client();
-    let (_, admin_b) = key_of(&admin_a, "admin");
+    let admin_b = independent_admin(&admin_a);
     let apply = |setting: &str, value: Value| {
         let change = request(
             &admin_a,
@@ -716,4 +725,79 @@ fn live_values_reach_the_log_filter_and_the_engine_without_a_restart() {
 
 fn inspect_with(admin: &Client) {
     assert_eq!(admin.get_json("/v1/ops/inspection").0, 200);
+}
+
+#[test]
+fn four_eyes_are_two_owners_and_an_owner_cannot_mint_the_second_pair() {
+    let _serial = serial();
+    let server = Server::start(1);
+    let root = server.client();
+    let create = |by: &Client, owner: Option<&str>| {
+        let mut body = json!({"name": unique("admin"), "role": "admin"});
+        if let Some(owner) = owner {
+            body["owner"] = json!(owner);
+        }
+        let (status, key) = by.post_json("/v1/keys", &body, None);
+        assert_eq!(status, 201, "{key}");
+        (key.clone(), by.with_key(key["secret"].as_str().unwrap()))
+    };
+    // Ann holds a key (made by the bootstrap admin); she mints herself another admin key, with
+    // another name as owner, and a third one left at her own name.
+    let (ann_key, ann) = create(&root, Some("ann"));
+    assert_eq!(ann_key["owner"], "ann");
+    assert_eq!(ann_key["created_by"], root_key_id(&root));
+    let (alias_key, alias) = create(&ann, Some("not ann"));
+    assert_eq!(alias_key["created_by"], ann_key["id"]);
+    let (same_key, same) = create(&ann, None);
+    assert_eq!(same_key["owner"], "ann", "the creator's owner by default");
+    // Bob is another person, made by the bootstrap admin.
+    let (_, bob) = create(&root, Some("bob"));
+    let (_, listed) = root.get_json("/v1/keys");
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == alias_key["id"]
+                && k["owner"] == "not ann"
+                && k["created_by"] == ann_key["id"]),
+        "{listed}"
+    );
+
+    let (status, change) = ann.post_json(
+        "/v1/ops/changes",
+        &json!({"setting": "inspection.interval_s", "value": 7200, "reason": "less often"}),
+        None,
+    );
+    assert_eq!(status, 201, "{change}");
+    let id = change["id"].as_str().unwrap().to_string();
+    let approve = |client: &Client| {
+        client.post_json(&format!("/v1/ops/changes/{id}/approve"), &json!({}), None)
+    };
+    for (who, client) in [("ann's second key", &same), ("a key ann minted", &alias)] {
+        let (status, problem) = approve(client);
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (403, Some("forbidden")),
+            "{who}: {problem}"
+        );
+    }
+    let (status, approved) = approve(&bob);
+    assert_eq!(
+        (status, approved["status"].as_str()),
+        (200, Some("approved")),
+        "{approved}"
+    );
+}
+
+/// The id of the key `client` uses.
+fn root_key_id(client: &Client) -> Value {
+    let (_, keys) = client.get_json("/v1/keys");
+    keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["owner"] == "bootstrap")
+        .map(|k| k["id"].clone())
+        .expect("the bootstrap admin key")
 }

@@ -35,7 +35,16 @@ fn create_key(admin: &Client, role: &str, customer_id: Option<&str>) -> Value {
         .collect();
     assert_eq!(
         fields,
-        HashSet::from(["id", "name", "role", "customer_id", "secret", "created_at"]),
+        HashSet::from([
+            "id",
+            "name",
+            "role",
+            "owner",
+            "created_by",
+            "customer_id",
+            "secret",
+            "created_at"
+        ]),
         "{key}"
     );
     assert!(key["id"].as_str().unwrap().starts_with("key_"), "{key}");

@@ -378,7 +378,8 @@ fn metrics_count_what_happened_and_pass_promtool() {
         "start {start} in [{started_s}, {now_s}]"
     );
     let cpu = must(&samples, "orderd_process_cpu_seconds_total", &[]);
-    assert!(cpu > 0.0 && cpu < now_s - started_s + 60.0, "cpu {cpu}");
+    // Counted in clock ticks (10 ms): a server that started quickly may show 0 yet.
+    assert!(cpu >= 0.0 && cpu < now_s - started_s + 60.0, "cpu {cpu}");
     assert_eq!(
         must(
             &samples,

@@ -1133,24 +1133,32 @@ fn config_row(server: &Server, setting: &str) -> Vec<String> {
 
 /// A second admin key's secret, created through `orderctl keys create`.
 fn second_admin(server: &Server) -> String {
-    let created = admin(
-        server,
-        &[
-            "--output",
-            "json",
-            "keys",
-            "create",
-            "--name",
-            &unique("second-admin"),
-            "--role",
-            "admin",
-        ],
-    );
-    assert_eq!(created.code, 0, "{}", created.stderr);
-    created.json()["secret"]
-        .as_str()
-        .expect("secret")
-        .to_string()
+    // Four eyes: the approver must be another owner than the requester (the bootstrap admin),
+    // with a key the requester's owner did not create, so a third person makes it.
+    let create = |key: &str, owner: &str| {
+        let created = as_key(
+            server,
+            key,
+            &[
+                "--output",
+                "json",
+                "keys",
+                "create",
+                "--name",
+                &unique("admin"),
+                "--role",
+                "admin",
+                "--owner",
+                owner,
+            ],
+        );
+        assert_eq!(created.code, 0, "{}", created.stderr);
+        let json = created.json();
+        assert_eq!(json["owner"], owner, "{json}");
+        json["secret"].as_str().expect("secret").to_string()
+    };
+    let third = create(server.admin_key(), "security officer");
+    create(&third, "admin b")
 }
 
 /// `changes request RATE_SETTING value` by the server's admin with a 1 s watch window: the id.

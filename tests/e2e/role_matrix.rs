@@ -305,9 +305,13 @@ struct Fixtures {
     shipment_a: String,
     shipment_b: String,
     /// A second admin key, which approves the changes the server's admin key requests (a
-    /// change is approved by an admin other than its requester).
+    /// change is approved by an admin of another owner, whose key the requester's owner did
+    /// not make).
     approver: Client,
-    /// A pending change, requested with the server's admin key.
+    /// An admin key of an owner of its own that requests the fixture changes, so that any
+    /// other admin (the table's `admin` column included) may approve them.
+    requester: Client,
+    /// A pending change, requested with the requester's key.
     change: String,
 }
 
@@ -329,7 +333,9 @@ impl Fixtures {
             order_b: String::new(),
             shipment_a: String::new(),
             shipment_b: String::new(),
-            approver: key_of(admin, "admin", None).1,
+            // Another owner, with a key a third person made (four eyes).
+            approver: key_of(&key_of(admin, "admin", None).1, "admin", None).1,
+            requester: key_of(admin, "admin", None).1,
             change: String::new(),
         };
         fx.change = fx.fresh_change(&[])["id"]
@@ -550,12 +556,12 @@ impl Fixtures {
         })
     }
 
-    /// A fresh change of a free setting, requested with the server's admin key, then taken
+    /// A fresh change of a free setting, requested with the requester's key, then taken
     /// through `steps` (`approve`: by the second admin key, `apply`: by the server's admin
     /// key); the change as the last step answered.
     fn fresh_change(&self, steps: &[&str]) -> Value {
         let body = self.change_body(self.free_setting());
-        let (status, mut change) = self.admin.post_json("/v1/ops/changes", &body, None);
+        let (status, mut change) = self.requester.post_json("/v1/ops/changes", &body, None);
         assert_eq!(status, 201, "fixture change request {body}: {change}");
         let id = change["id"].as_str().expect("change id").to_string();
         for step in steps {
@@ -1002,7 +1008,8 @@ fn truncate(text: &str) -> String {
 
 /// Creates a key of `role` (with `customer_id` for customer keys) through the API.
 fn key_of(admin: &Client, role: &str, customer_id: Option<&str>) -> (String, Client) {
-    let mut body = json!({"name": unique(role), "role": role});
+    // Each key a person of its own.
+    let mut body = json!({"name": unique(role), "role": role, "owner": unique(role)});
     if let Some(customer) = customer_id {
         body["customer_id"] = json!(customer);
     }

@@ -157,6 +157,10 @@ pub struct Change {
     pub reason: String,
     pub rollback_plan: Option<String>,
     pub requested_by: String,
+    /// The requesting key's owner (absent in changes requested before owners existed: then
+    /// four eyes compares key ids).
+    #[serde(default)]
+    pub requested_by_owner: Option<String>,
     pub requested_at_us: i64,
     pub watch_window_s: u64,
     pub bounds: Bounds,
@@ -578,6 +582,7 @@ impl Changes {
             reason,
             rollback_plan: rollback_plan.filter(|p| !p.is_empty()),
             requested_by: caller.key_id.clone(),
+            requested_by_owner: Some(caller.owner.clone()),
             requested_at_us: now_us(),
             watch_window_s,
             bounds: Bounds::from_config(&self.config),
@@ -654,7 +659,8 @@ impl Changes {
         Ok(Some(change))
     }
 
-    /// `POST /v1/ops/changes/{id}/approve`: only an admin who did not request it.
+    /// `POST /v1/ops/changes/{id}/approve`: only an admin of another owner than the requester's,
+    /// whose key was not created by a key of the requester's owner.
     pub async fn approve(&self, caller: &Caller, id: &str) -> Result<Change, ApiError> {
         let _lock = self.next_number.lock().await;
         let mut change = self.load_one(id).await?;
@@ -663,9 +669,13 @@ impl Changes {
                 "only an admin may approve a change".into(),
             ));
         }
-        if change.requested_by == caller.key_id {
+        let other_person = match &change.requested_by_owner {
+            Some(owner) => caller.is_other_person_than(owner),
+            None => change.requested_by != caller.key_id,
+        };
+        if !other_person {
             return Err(ApiError::Forbidden(
-                "four eyes: a change is approved by an admin other than its requester".into(),
+                "four eyes: a change is approved by an admin of another owner than its requester's, with a key that owner did not create".into(),
             ));
         }
         if change.status != Status::Pending {
@@ -1207,6 +1217,7 @@ mod tests {
             reason: "smaller batches".into(),
             rollback_plan: Some("set 4096".into()),
             requested_by: "key_a".into(),
+            requested_by_owner: Some("ann".into()),
             requested_at_us: 1,
             watch_window_s: 60,
             bounds: bounds(),

@@ -875,7 +875,17 @@ fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
     let mut chunk = [0u8; 256];
     loop {
         match decoder.next_frame() {
-            Ok(Some(reply)) if reply.opcode == op::PING | op::REPLY && reply.request_id == 1 => {
+            // The probe has no key: orderd answers a PING before AUTH with an `unauthorized`
+            // error frame for it, which proves the protocol is served as well as a PING reply.
+            Ok(Some(reply))
+                if reply.request_id == 1
+                    && (reply.opcode == op::PING | op::REPLY
+                        || (reply.opcode == op::ERROR
+                            && orderd_proto::tcp::decode_body::<orderd_proto::tcp::ErrorBody>(
+                                &reply.payload,
+                            )
+                            .is_ok_and(|e| e.code == "unauthorized"))) =>
+            {
                 return Ok(started.elapsed())
             }
             Ok(Some(reply)) => {

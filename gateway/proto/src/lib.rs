@@ -386,6 +386,11 @@ pub struct CreateKeyRequest {
     /// Required for (and only for) the `customer` role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    /// The person or system holding the key, 1 to 100 characters; the creating key's owner
+    /// when absent. Four-eyes approval compares owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 100)]
+    pub owner: Option<String>,
 }
 
 /// An API key as `GET /v1/keys` lists it: never its secret.
@@ -394,6 +399,10 @@ pub struct KeyResponse {
     pub id: String,
     pub name: String,
     pub role: String,
+    /// Who holds the key (`bootstrap` for the first admin key).
+    pub owner: String,
+    /// The id of the key that created it (null for the first admin key).
+    pub created_by: Option<String>,
     pub customer_id: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
@@ -405,6 +414,8 @@ pub struct CreatedKeyResponse {
     pub id: String,
     pub name: String,
     pub role: String,
+    pub owner: String,
+    pub created_by: Option<String>,
     pub customer_id: Option<String>,
     pub secret: String,
     /// RFC 3339 UTC.

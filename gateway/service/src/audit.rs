@@ -970,6 +970,8 @@ mod tests {
             key_id: key_id.to_string(),
             role: crate::roles::Role::Admin,
             customer_id: None,
+            owner: "test".into(),
+            created_by_owner: None,
         }
     }
 

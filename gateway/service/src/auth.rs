@@ -84,7 +84,20 @@ pub struct KeyRecord {
     /// Set for `customer` keys only.
     pub customer_id: Option<CustomerId>,
     pub created_at_us: i64,
+    /// The person or system holding the key (API.md: defaults to the creating key's owner;
+    /// the first admin key's owner is [`BOOTSTRAP_OWNER`]). Four-eyes approval compares owners.
+    pub owner: String,
+    /// The id of the key that created this one (`None` for the first admin key).
+    pub created_by: Option<String>,
+    /// The owner of the key that created this one, kept so that four eyes can be checked
+    /// after that key is revoked.
+    pub created_by_owner: Option<String>,
 }
+
+/// The owner of the first admin key.
+pub const BOOTSTRAP_OWNER: &str = "bootstrap";
+/// Longest key owner, in characters.
+pub const KEY_OWNER_CHARS_MAX: usize = 100;
 
 /// One key as stored in `keys.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,6 +110,14 @@ struct StoredKey {
     created_at_us: i64,
     /// Hex SHA-256 of the secret.
     secret_sha256: String,
+    /// Absent in tables written before owners existed: such a key owns itself (its id), so
+    /// that two of them never count as one person.
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    created_by: Option<String>,
+    #[serde(default)]
+    created_by_owner: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -181,11 +202,14 @@ impl KeyStore {
             self.by_hash.insert(
                 hash,
                 KeyRecord {
+                    owner: key.owner.unwrap_or_else(|| key.id.clone()),
                     id: key.id,
                     name: key.name,
                     role: key.role,
                     customer_id,
                     created_at_us: key.created_at_us,
+                    created_by: key.created_by,
+                    created_by_owner: key.created_by_owner,
                 },
             );
         }
@@ -252,6 +276,9 @@ impl KeyStore {
                 role: Role::Admin,
                 customer_id: None,
                 created_at_us: now_us(),
+                owner: BOOTSTRAP_OWNER.to_string(),
+                created_by: None,
+                created_by_owner: None,
             },
         )?;
         fs::rename(&tmp_path, &final_path).map_err(io_error(&final_path))?;
@@ -268,12 +295,15 @@ impl KeyStore {
         })
     }
 
-    /// Creates a key with a fresh secret; returns it and the secret (shown once, never stored).
+    /// Creates a key with a fresh secret, held by `owner` (the creator's owner when `None`),
+    /// created by `creator`; returns it and the secret (shown once, never stored).
     pub fn create(
         &self,
         name: String,
         role: Role,
         customer_id: Option<CustomerId>,
+        owner: Option<String>,
+        creator: &Caller,
     ) -> Result<(KeyRecord, String), KeyStoreError> {
         debug_assert_eq!(role == Role::Customer, customer_id.is_some());
         let secret = new_secret();
@@ -283,6 +313,9 @@ impl KeyStore {
             role,
             customer_id,
             created_at_us: now_us(),
+            owner: owner.unwrap_or_else(|| creator.owner.clone()),
+            created_by: Some(creator.key_id.clone()),
+            created_by_owner: Some(creator.owner.clone()),
         };
         self.insert(hash_secret(&secret), record.clone())?;
         Ok((record, secret))
@@ -340,6 +373,9 @@ impl KeyStore {
                     customer_id: record.customer_id.map(|c| c.to_string()),
                     created_at_us: record.created_at_us,
                     secret_sha256: hex::encode(entry.key()),
+                    owner: Some(record.owner.clone()),
+                    created_by: record.created_by.clone(),
+                    created_by_owner: record.created_by_owner.clone(),
                 }
             })
             .collect();
@@ -485,9 +521,32 @@ pub struct Caller {
     pub key_id: String,
     pub role: Role,
     pub customer_id: Option<CustomerId>,
+    /// The key's owner ([`KeyRecord::owner`]).
+    pub owner: String,
+    /// The owner of the key that created this one (`None` for the first admin key).
+    pub created_by_owner: Option<String>,
+}
+
+impl From<KeyRecord> for Caller {
+    fn from(record: KeyRecord) -> Caller {
+        Caller {
+            key_id: record.id,
+            role: record.role,
+            customer_id: record.customer_id,
+            owner: record.owner,
+            created_by_owner: record.created_by_owner,
+        }
+    }
 }
 
 impl Caller {
+    /// Whether this caller is another person than `owner` for four-eyes approval: its owner
+    /// differs, and its key was not created by a key of `owner` (who could otherwise mint a
+    /// second identity for themselves).
+    pub fn is_other_person_than(&self, owner: &str) -> bool {
+        self.owner != owner && self.created_by_owner.as_deref() != Some(owner)
+    }
+
     /// Allows the request when the caller's role is in `allowed`. Refusals are 403, except for
     /// `customer` keys, which get 404: to them, whatever they may not touch does not exist.
     pub fn require(&self, allowed: RoleSet) -> Result<(), ApiError> {
@@ -569,11 +628,7 @@ pub fn authenticate(
     if !auth.limiter.allow(&record.id, Instant::now()) {
         return Err(ApiError::RateLimited);
     }
-    Ok(Caller {
-        key_id: record.id,
-        role: record.role,
-        customer_id: record.customer_id,
-    })
+    Ok(Caller::from(record))
 }
 
 #[cfg(test)]
@@ -649,10 +704,35 @@ mod tests {
         let admin_path = store.ensure_admin_key().unwrap().unwrap();
         let admin_secret = fs::read_to_string(admin_path).unwrap().trim().to_string();
         let admin = store.lookup(&admin_secret).unwrap();
-        let (front, front_secret) = store.create("shop".into(), Role::Frontend, None).unwrap();
-        let (buyer, buyer_secret) = store
-            .create("buyer".into(), Role::Customer, Some(CustomerId(7)))
+        assert_eq!(
+            (admin.owner.as_str(), admin.created_by.as_deref()),
+            (BOOTSTRAP_OWNER, None)
+        );
+        let creator = Caller::from(admin.clone());
+        let (front, front_secret) = store
+            .create(
+                "shop".into(),
+                Role::Frontend,
+                None,
+                Some("web team".into()),
+                &creator,
+            )
             .unwrap();
+        let (buyer, buyer_secret) = store
+            .create(
+                "buyer".into(),
+                Role::Customer,
+                Some(CustomerId(7)),
+                None,
+                &creator,
+            )
+            .unwrap();
+        assert_eq!(front.owner, "web team");
+        assert_eq!(
+            buyer.owner, BOOTSTRAP_OWNER,
+            "the creator's owner by default"
+        );
+        assert_eq!(buyer.created_by.as_deref(), Some(admin.id.as_str()));
         assert_ne!(front_secret, buyer_secret);
         assert_eq!(store.lookup(&front_secret).unwrap(), front);
         let listed: Vec<String> = store.list().into_iter().map(|k| k.id).collect();
@@ -678,11 +758,17 @@ mod tests {
         // After a restart: still revoked, the others still work.
         let again = KeyStore::open(dir.path()).unwrap();
         assert!(again.lookup(&front_secret).is_none());
-        assert_eq!(again.lookup(&buyer_secret).unwrap(), buyer);
+        assert_eq!(
+            again.lookup(&buyer_secret).unwrap(),
+            buyer,
+            "owners survive a restart"
+        );
         assert_eq!(again.len(), 2);
 
         // With a second admin, the first may go.
-        let (second, _) = again.create("ops".into(), Role::Admin, None).unwrap();
+        let (second, _) = again
+            .create("ops".into(), Role::Admin, None, None, &creator)
+            .unwrap();
         again.revoke(&admin.id).unwrap();
         assert!(matches!(
             again.revoke(&second.id),
@@ -730,7 +816,27 @@ mod tests {
             key_id: "key_1".into(),
             role,
             customer_id,
+            owner: "ann".into(),
+            created_by_owner: Some(BOOTSTRAP_OWNER.into()),
         }
+    }
+
+    #[test]
+    fn another_person_is_another_owner_whose_key_that_owner_did_not_create() {
+        let by = |owner: &str, creator: Option<&str>| Caller {
+            owner: owner.into(),
+            created_by_owner: creator.map(str::to_string),
+            ..caller(Role::Admin, None)
+        };
+        assert!(by("bob", Some("bootstrap")).is_other_person_than("ann"));
+        assert!(
+            !by("ann", Some("bootstrap")).is_other_person_than("ann"),
+            "same owner"
+        );
+        assert!(
+            !by("ann-2", Some("ann")).is_other_person_than("ann"),
+            "a key ann minted for another name"
+        );
     }
 
     #[test]

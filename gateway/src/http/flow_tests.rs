@@ -103,6 +103,9 @@ impl Fixture {
                     role,
                     customer_id: customer_id.map(|c| c.parse::<CustomerId>().unwrap()),
                     created_at_us: 0,
+                    owner: format!("owner of {}", role.as_str()),
+                    created_by: None,
+                    created_by_owner: None,
                 },
             )
             .unwrap();
@@ -982,7 +985,7 @@ async fn keys_and_audit_validate_their_input_and_roles() {
     assert_eq!(items[1]["target"], created["id"]);
     assert_eq!(
         items[1]["detail"],
-        format!("role=customer customer={customer_id}")
+        format!("role=customer owner=bootstrap customer={customer_id}")
     );
     assert_eq!(items[2]["actor"], "key_frontend");
     assert_eq!(items[2]["target"], "GET /v1/keys");

@@ -9,7 +9,7 @@ use crate::http::error::HttpError;
 use crate::http::extract::Authed;
 use crate::http::extract::{decode_json, NoQuery, QueryParams, RawBody};
 use orderd_service::audit::AuditLog;
-use orderd_service::auth::{Auth, KeyRecord, RevokeError, KEY_NAME_CHARS_MAX};
+use orderd_service::auth::{Auth, KeyRecord, RevokeError, KEY_NAME_CHARS_MAX, KEY_OWNER_CHARS_MAX};
 use orderd_service::roles::{self, Role};
 use orderd_service::ApiError;
 use orderd_service::{validate, wire};
@@ -19,6 +19,8 @@ fn key_response(record: KeyRecord) -> KeyResponse {
         id: record.id,
         name: record.name,
         role: record.role.as_str().to_string(),
+        owner: record.owner,
+        created_by: record.created_by,
         customer_id: record.customer_id.map(|id| id.to_string()),
         created_at: wire::time(record.created_at_us),
     }
@@ -99,13 +101,29 @@ pub async fn create(
         }
         (_, None) => None,
     };
+    if let Some(owner) = &request.owner {
+        let chars = owner.chars().count();
+        if chars == 0
+            || chars > KEY_OWNER_CHARS_MAX
+            || owner.trim().is_empty()
+            || owner.chars().any(char::is_control)
+        {
+            return Err(ApiError::invalid(
+                "owner",
+                format!(
+                    "owner must be 1 to {KEY_OWNER_CHARS_MAX} characters, not blank, without control characters"
+                ),
+            )
+            .into());
+        }
+    }
     let (record, secret) = auth
         .keys
-        .create(request.name, role, customer_id)
+        .create(request.name, role, customer_id, request.owner, &caller)
         .map_err(unavailable)?;
     let detail = match customer_id {
-        Some(customer) => format!("role={role} customer={customer}"),
-        None => format!("role={role}"),
+        Some(customer) => format!("role={role} owner={} customer={customer}", record.owner),
+        None => format!("role={role} owner={}", record.owner),
     };
     if let Err(error) = audit
         .record(&caller, "key.create", record.id.as_str(), detail)
@@ -122,6 +140,8 @@ pub async fn create(
         id: record.id,
         name: record.name,
         role: role.as_str().to_string(),
+        owner: record.owner,
+        created_by: record.created_by,
         customer_id: customer_id.map(|id| id.to_string()),
         secret,
         created_at: wire::time(record.created_at_us),

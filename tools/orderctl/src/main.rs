@@ -165,6 +165,10 @@ enum KeysAction {
         /// Required for (and only for) the `customer` role
         #[arg(long, value_name = "ID")]
         customer_id: Option<String>,
+        /// Who holds the key (1 to 100 characters); yours when absent. Four-eyes approval
+        /// needs an admin of another owner
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// List keys, without secrets (GET /v1/keys, every page)
     List,
@@ -239,7 +243,15 @@ fn run(cli: &Cli) -> Outcome {
             name,
             role,
             customer_id,
-        }) => keys_create(&api, out, name, role, customer_id.as_deref()),
+            owner,
+        }) => keys_create(
+            &api,
+            out,
+            name,
+            role,
+            customer_id.as_deref(),
+            owner.as_deref(),
+        ),
         Command::Keys(KeysAction::List) => keys_list(&api, out),
         Command::Keys(KeysAction::Revoke { id }) => keys_revoke(&api, id),
         Command::Audit(AuditAction::Verify) => audit_verify(&api, out),
@@ -506,11 +518,15 @@ fn keys_create(
     name: &str,
     role: &str,
     customer_id: Option<&str>,
+    owner: Option<&str>,
 ) -> Outcome {
     api.require_key()?;
     let mut request = json!({"name": name, "role": role});
     if let Some(customer_id) = customer_id {
         request["customer_id"] = json!(customer_id);
+    }
+    if let Some(owner) = owner {
+        request["owner"] = json!(owner);
     }
     let path = "/v1/keys";
     let body = api.expect("POST", path, Some(&request))?;
@@ -522,6 +538,11 @@ fn keys_create(
             table.row(vec!["id".into(), created.id.clone()]);
             table.row(vec!["name".into(), created.name]);
             table.row(vec!["role".into(), created.role]);
+            table.row(vec!["owner".into(), created.owner]);
+            table.row(vec![
+                "created_by".into(),
+                or_dash(created.created_by.as_deref()),
+            ]);
             table.row(vec![
                 "customer_id".into(),
                 or_dash(created.customer_id.as_deref()),
@@ -548,12 +569,22 @@ fn keys_list(api: &Api, out: Output) -> Outcome {
     match out {
         Output::Json => print_json(&json!({"items": raw, "next": after})),
         Output::Table => {
-            let mut table = Table::new(&["ID", "NAME", "ROLE", "CUSTOMER_ID", "CREATED_AT"]);
+            let mut table = Table::new(&[
+                "ID",
+                "NAME",
+                "ROLE",
+                "OWNER",
+                "CREATED_BY",
+                "CUSTOMER_ID",
+                "CREATED_AT",
+            ]);
             for k in keys {
                 table.row(vec![
                     k.id,
                     k.name,
                     k.role,
+                    k.owner,
+                    or_dash(k.created_by.as_deref()),
                     or_dash(k.customer_id.as_deref()),
                     k.created_at,
                 ]);
