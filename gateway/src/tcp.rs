@@ -222,6 +222,7 @@ async fn accept_loop(
             }
             Err((reason, error)) => {
                 ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => reason).increment(1);
+                telemetry::record_refusal(reason);
                 connections.spawn(async move {
                     let mut stream = stream;
                     let mut bytes = Vec::new();
@@ -297,7 +298,10 @@ fn connection_error(status: u16, code: &str, detail: String) -> Frame {
 }
 
 /// The error frame of a request.
+/// The error frame of a request; a refusal (401, 403, 429, 503, 507) is counted in
+/// `orderd_refusals_total`.
 fn error_frame(request_id: u64, error: &ApiError) -> Frame {
+    telemetry::record_status(error.status());
     msg::frame(op::ERROR, request_id, &error_body(error))
 }
 
@@ -572,7 +576,10 @@ async fn serve_connection(
                         Ok(None) => break None,
                         Err(error) => {
                             let (status, code) = match error {
-                                FrameError::TooLarge { .. } => (413, "payload_too_large"),
+                                FrameError::TooLarge { .. } => {
+                                    telemetry::record_refusal("payload_too_large");
+                                    (413, "payload_too_large")
+                                }
                                 _ => (400, "invalid_frame"),
                             };
                             conn.out
@@ -640,6 +647,9 @@ async fn serve_connection(
         }
     }
     ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => close.label()).increment(1);
+    if matches!(close, Close::AuthTimeout) {
+        telemetry::record_refusal("auth_timeout");
+    }
     tracing::debug!(message = "TCP connection closed.", %peer, reason = close.label());
     if !matches!(close, Close::WriteTimeout | Close::ReadError) {
         // A clean end (FIN) once every reply is written.
@@ -737,6 +747,7 @@ async fn handle_frame(
     let max = shared.limits.max_in_flight;
     if conn.in_flight >= max {
         shared.window.record(Duration::ZERO, 429);
+        telemetry::record_refusal("rate_limited");
         let mut body = ApiError::RateLimited.problem();
         body.detail = format!("more than {max} requests in flight on this connection");
         conn.out.push(&msg::frame(

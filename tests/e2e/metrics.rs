@@ -223,6 +223,25 @@ fn metrics_count_what_happened_and_pass_promtool() {
     }
     assert_eq!(client.get_json("/v1/orders/ord_nothing").0, 404);
     assert_eq!(client.get_json("/no/such/route").0, 404);
+    // Refusals: 2 without a key, 1 of a role (an analyst may not adjust stock).
+    assert_eq!(server.client().without_key().get_json("/v1/orders").0, 401);
+    assert_eq!(server.client().without_key().get_json("/v1/stock/X").0, 401);
+    let (_, analyst) = client.post_json(
+        "/v1/keys",
+        &json!({"name": unique("analyst"), "role": "analyst"}),
+        None,
+    );
+    let analyst = client.with_key(analyst["secret"].as_str().expect("secret"));
+    assert_eq!(
+        analyst
+            .post_json(
+                &format!("/v1/stock/{sku}/adjustments"),
+                &json!({"delta": 1, "reason": "x"}),
+                None
+            )
+            .0,
+        403
+    );
     // One shard restart.
     let restart = client.call("POST", "/v1/ops/shards/1/restart", None, None);
     assert_eq!(restart.status, 202, "{:?}", restart.body);
@@ -253,6 +272,12 @@ fn metrics_count_what_happened_and_pass_promtool() {
         }
         thread::sleep(Duration::from_millis(100));
     };
+
+    // Refusals by reason (and no other reason: 409 and 422 are answers, not refusals).
+    let refusals = |reason| value(&samples, "orderd_refusals_total", &[("reason", reason)]);
+    assert_eq!(refusals("unauthorized"), Some(2.0));
+    assert_eq!(refusals("forbidden"), Some(1.0));
+    assert_eq!(refusals("rate_limited"), None);
 
     // Orders by outcome.
     let orders = |outcome| value(&samples, "orderd_orders_total", &[("outcome", outcome)]);

@@ -60,6 +60,7 @@ pub const AUDIT_REFUSALS_DROPPED_TOTAL: &str = "orderd_audit_refusals_dropped_to
 pub const INCIDENTS_TOTAL: &str = "orderd_incidents_total";
 pub const TCP_CONNECTIONS: &str = "orderd_tcp_connections";
 pub const TCP_CLOSED_TOTAL: &str = "orderd_tcp_connections_closed_total";
+pub const REFUSALS_TOTAL: &str = "orderd_refusals_total";
 
 /// Request latency buckets, in seconds: 250 µs (a read with nothing in flight) to 10 s (a
 /// snapshot stall or an overloaded shard).
@@ -207,7 +208,11 @@ fn describe() {
     describe_gauge!(TCP_CONNECTIONS, "Binary TCP protocol connections open.");
     describe_counter!(
         TCP_CLOSED_TOTAL,
-        "Binary TCP protocol connections closed, by reason (client_closed, read_error, bad_frame, unauthorized, idle_timeout, write_timeout, shutdown, too_many_connections)."
+        "Binary TCP protocol connections closed, by reason (client_closed, read_error, bad_frame, unauthorized, auth_timeout, idle_timeout, write_timeout, shutdown, too_many_connections, too_many_connections_from_peer)."
+    );
+    describe_counter!(
+        REFUSALS_TOTAL,
+        "Requests and connections refused, HTTP and TCP, by reason (unauthorized, forbidden, payload_too_large, rate_limited, unavailable, insufficient_storage, too_many_connections, too_many_connections_from_peer, auth_timeout)."
     );
     describe_counter!(
         INCIDENTS_TOTAL,
@@ -230,6 +235,34 @@ pub fn request_outcome(status: u16) -> &'static str {
 pub fn record_http_request(route: Option<&str>, status: u16, elapsed: Duration) {
     record_duration(route.unwrap_or(UNMATCHED), request_outcome(status), elapsed);
     record_latency(elapsed);
+    record_status(status);
+}
+
+/// The `reason` of `orderd_refusals_total` for an answer with `status`, if it is a refusal: the
+/// server declining work for who asks or how much (not a client's malformed request, and not a
+/// fault of the server).
+pub fn refusal_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        401 => "unauthorized",
+        403 => "forbidden",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        503 => "unavailable",
+        507 => "insufficient_storage",
+        _ => return None,
+    })
+}
+
+/// Counts one refusal in `orderd_refusals_total{reason}`.
+pub fn record_refusal(reason: &'static str) {
+    metrics::counter!(REFUSALS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts the answer with `status` in `orderd_refusals_total` when it is a refusal.
+pub fn record_status(status: u16) {
+    if let Some(reason) = refusal_reason(status) {
+        record_refusal(reason);
+    }
 }
 
 /// Records one request of the binary TCP protocol, as [`record_http_request`] does for HTTP: in
