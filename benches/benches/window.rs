@@ -3,12 +3,17 @@
 //! pays (`metrics::record_latency`), measured in the same run, on 1 and 2 threads; and the cost
 //! of a watch judgement (`stats` over a full 300 s window and a full 3600 s one).
 //!
+//! Also the per-key rate limiter that follows the live configuration against a fixed one.
+//!
 //! Run: `make bench` (or `cargo test --release --workspace --bench window`).
 
 use std::time::{Duration, Instant};
 
 use orderd_control::telemetry as metrics;
+use std::sync::Arc;
+
 use orderd_control::window;
+use orderd_service::auth::RateLimiter;
 
 const RECORDS_PER_THREAD: u64 = 2_000_000;
 
@@ -57,6 +62,27 @@ fn main() {
             watched / baseline
         );
     }
+    // The per-key rate limiter on every request: a fixed rate (an atomic read, as before live
+    // settings) against one that follows the live configuration (a read of its `watch`),
+    // limiting off (rate 0), as in a default configuration.
+    let config: orderd_config::Config = orderd_config::Config::load(None).expect("config");
+    let (_live, receiver) = tokio::sync::watch::channel(Arc::new(config));
+    let fixed = RateLimiter::new(0);
+    let following = RateLimiter::following(receiver);
+    println!();
+    println!("| threads | rate limiter, fixed (baseline) ns/request | following the live config ns/request | ratio |");
+    println!("|---|---|---|---|");
+    let at = Instant::now();
+    for threads in [1, 2] {
+        per_call_ns(threads, |_| assert!(following.allow("key_1", at)));
+        let baseline = per_call_ns(threads, |_| assert!(fixed.allow("key_1", at)));
+        let live = per_call_ns(threads, |_| assert!(following.allow("key_1", at)));
+        println!(
+            "| {threads} | {baseline:.1} | {live:.1} | {:.2}× |",
+            live / baseline
+        );
+    }
+    println!();
     // A judgement reads the seconds of its window.
     let now = window::now_s();
     for second in now - 3600..=now {

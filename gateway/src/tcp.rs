@@ -608,6 +608,7 @@ async fn serve_connection(
         // The client is gone or not reading: nothing more can reach it.
         Close::WriteTimeout | Close::ReadError => {}
         Close::AuthTimeout => {
+            telemetry::record_refusal("auth_timeout");
             conn.out.push(&connection_error(
                 401,
                 "unauthorized",
@@ -647,9 +648,6 @@ async fn serve_connection(
         }
     }
     ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => close.label()).increment(1);
-    if matches!(close, Close::AuthTimeout) {
-        telemetry::record_refusal("auth_timeout");
-    }
     tracing::debug!(message = "TCP connection closed.", %peer, reason = close.label());
     if !matches!(close, Close::WriteTimeout | Close::ReadError) {
         // A clean end (FIN) once every reply is written.
@@ -853,7 +851,7 @@ fn place_input(mut order: msg::PlaceOrder, bytes: &[u8]) -> Result<PlaceInput, A
     Ok(PlaceInput {
         order: order.into(),
         key,
-        request_hash: ops::request_hash(bytes),
+        request_hash: orderd_service::idem::placement_hash(bytes),
     })
 }
 

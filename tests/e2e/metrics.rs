@@ -299,7 +299,8 @@ fn metrics_count_what_happened_and_pass_promtool() {
         )
     };
     assert_eq!(count("/v1/orders", "ok"), Some(3.0));
-    assert_eq!(count("/v1/orders", "client_error"), Some(3.0));
+    // 2 insufficient_stock, 1 unknown customer, 1 without a key.
+    assert_eq!(count("/v1/orders", "client_error"), Some(4.0));
     assert_eq!(count("/v1/orders/{id}", "ok"), Some(4.0));
     assert_eq!(count("/v1/orders/{id}", "client_error"), Some(1.0));
     assert_eq!(count("/v1/customers", "ok"), Some(1.0));

@@ -104,6 +104,18 @@ pub fn request_hash(route: &str, body: &[u8]) -> u128 {
     hasher.update(route.as_bytes());
     hasher.update([0u8]);
     hasher.update(body);
+    first_16_bytes(hasher)
+}
+
+/// The hash identifying a placement: the first 16 bytes of SHA-256 over the body alone (a retry
+/// must send the same bytes; over TCP, the same order bytes). The engine keeps it with the key.
+pub fn placement_hash(body: &[u8]) -> u128 {
+    let mut hasher = Sha256::new();
+    hasher.update(body);
+    first_16_bytes(hasher)
+}
+
+fn first_16_bytes(hasher: Sha256) -> u128 {
     let digest = hasher.finalize();
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);

@@ -212,14 +212,10 @@ impl TryFrom<ListOrdersQuery> for OrderQuery {
     /// A query string's `limit` is text: one that is not a number is refused here, with the
     /// same answer as one out of bounds.
     fn try_from(query: ListOrdersQuery) -> Result<OrderQuery, ApiError> {
-        let limit = match query.limit.as_deref() {
-            Some(text) => Some(text.parse::<u64>().map_err(|_| validate::limit_error())?),
-            None => None,
-        };
         Ok(OrderQuery {
+            limit: validate::limit_number(query.limit.as_deref())?,
             customer_id: query.customer_id,
             status: query.status,
-            limit,
             after: query.after,
         })
     }

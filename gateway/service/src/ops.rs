@@ -21,8 +21,6 @@ use orderd_engine::{
 };
 use std::marker::PhantomData;
 
-use sha2::{Digest, Sha256};
-
 use crate::audit::AuditLog;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -34,14 +32,6 @@ use crate::roles::RoleSet;
 use crate::validate;
 use crate::vault::Vault;
 use crate::wire;
-
-/// First 16 bytes of SHA-256 over the raw body: a retry must send the same bytes (over TCP, the same payload).
-pub fn request_hash(body: &[u8]) -> u128 {
-    let digest = Sha256::digest(body);
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&digest[..16]);
-    u128::from_be_bytes(first)
-}
 
 /// Longest carrier name.
 pub const CARRIER_CHARS_MAX: usize = 100;
@@ -365,13 +355,7 @@ pub async fn create_shipment(
     let caller = allowed.caller;
     let order_id: OrderId = order_id.parse().map_err(|()| ApiError::not_found())?;
     let carrier = request.carrier.trim();
-    if carrier.is_empty() || carrier.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "carrier",
-            "carrier is a non-empty name without control characters",
-        ));
-    }
-    validate::text_max("carrier", carrier, CARRIER_CHARS_MAX)?;
+    validate::label("carrier", carrier, CARRIER_CHARS_MAX)?;
     let lines = request.lines.map(validate::shipment_lines).transpose()?;
     let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
     let shipment = NewShipment {

@@ -64,6 +64,18 @@ pub fn optional_text_max(param: &str, value: Option<&str>, max: usize) -> Result
     }
 }
 
+/// A name (a carrier, a key's owner): not blank, at most `max` characters, no control
+/// characters.
+pub fn label(param: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            param,
+            format!("{param} is a non-blank name without control characters"),
+        ));
+    }
+    text_max(param, value, max)
+}
+
 /// Personal text (name, phone, address, shipping address): no longer than `max` characters and
 /// free of control characters, so that no plaintext can look like a sealed value
 /// ([`crate::vault::is_sealed`]).
@@ -251,10 +263,14 @@ pub fn since(value: Option<&str>) -> Result<Option<i64>, ApiError> {
 
 /// A list's `limit` as a query string sends it: 1–1000, 100 when absent.
 pub fn limit(value: Option<&str>) -> Result<usize, ApiError> {
-    let Some(value) = value else {
-        return Ok(LIMIT_DEFAULT);
-    };
-    limit_of(Some(value.parse::<u64>().map_err(|_| limit_error())?))
+    limit_of(limit_number(value)?)
+}
+
+/// A `limit` query parameter as a number, not yet checked against its bounds ([`limit_of`]).
+pub fn limit_number(value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|text| text.parse::<u64>().map_err(|_| limit_error()))
+        .transpose()
 }
 
 /// A list's `limit` as a number: 1–1000, 100 when absent.
@@ -267,7 +283,7 @@ pub fn limit_of(value: Option<u64>) -> Result<usize, ApiError> {
 }
 
 /// The answer to a `limit` that is not a number from 1 to 1000.
-pub fn limit_error() -> ApiError {
+fn limit_error() -> ApiError {
     ApiError::invalid(
         "limit",
         format!("limit must be an integer from 1 to {LIMIT_MAX}"),

@@ -102,20 +102,7 @@ pub async fn create(
         (_, None) => None,
     };
     if let Some(owner) = &request.owner {
-        let chars = owner.chars().count();
-        if chars == 0
-            || chars > KEY_OWNER_CHARS_MAX
-            || owner.trim().is_empty()
-            || owner.chars().any(char::is_control)
-        {
-            return Err(ApiError::invalid(
-                "owner",
-                format!(
-                    "owner must be 1 to {KEY_OWNER_CHARS_MAX} characters, not blank, without control characters"
-                ),
-            )
-            .into());
-        }
+        validate::label("owner", owner, KEY_OWNER_CHARS_MAX)?;
     }
     let (record, secret) = auth
         .keys

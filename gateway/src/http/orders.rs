@@ -16,7 +16,7 @@ use orderd_service::input::OrderQuery;
 use orderd_service::vault::Vault;
 use orderd_service::{ops, wire};
 
-pub use orderd_service::ops::request_hash;
+use orderd_service::idem::placement_hash;
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer")),
@@ -56,7 +56,7 @@ async fn place_order(
     let key = extract::header_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::place_order(ctx, allowed, request.into(), key, request_hash(&body.0)).await?;
+    let view = ops::place_order(ctx, allowed, request.into(), key, placement_hash(&body.0)).await?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn request_hash_is_the_first_16_bytes_of_sha256() {
         // SHA-256("") = e3b0c44298fc1c149afbf4c8996fb924 27ae41e4649b934ca495991b7852b855
-        assert_eq!(request_hash(b""), 0xe3b0c44298fc1c149afbf4c8996fb924_u128);
-        assert_ne!(request_hash(b"{\"a\":1}"), request_hash(b"{\"a\": 1}"));
+        assert_eq!(placement_hash(b""), 0xe3b0c44298fc1c149afbf4c8996fb924_u128);
+        assert_ne!(placement_hash(b"{\"a\":1}"), placement_hash(b"{\"a\": 1}"));
     }
 }
