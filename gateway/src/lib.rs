@@ -13,6 +13,7 @@
 //!   ([`http::error::HttpError`]) or, over TCP, one ERROR frame carrying the same document.
 
 pub mod http;
+pub mod peers;
 pub mod server;
 pub mod tcp;
 

@@ -22,6 +22,7 @@ use orderd_storage::{Family, Write};
 use tracing_subscriber::EnvFilter;
 
 use crate::http;
+use crate::peers::{Admission, PeerCounts};
 use crate::tcp::{self, TcpServer};
 
 /// Seconds that in-flight requests get to finish after SIGTERM/SIGINT.
@@ -432,7 +433,9 @@ async fn serve(config: &Config, services: &mut Services) -> anyhow::Result<()> {
     let live = web::Data::from(services.live.clone());
     let changes = web::Data::from(services.changes.clone());
     let window = web::Data::from(services.window.clone());
-    let body_limit_bytes = config.http.body_limit_bytes;
+    let http_limits = http::Limits::from_config(&config.http);
+    let peers = Arc::new(PeerCounts::default());
+    let max_connections_per_peer = config.http.max_connections_per_peer;
 
     let server = HttpServer::new(move || {
         App::new()
@@ -449,7 +452,17 @@ async fn serve(config: &Config, services: &mut Services) -> anyhow::Result<()> {
             .wrap(http::error::problem_fallback())
             // Outermost: times everything, refusals and fallbacks included.
             .wrap(middleware::from_fn(http::middleware::record_request))
-            .configure(|cfg| http::configure(cfg, body_limit_bytes))
+            // Outermost of all: a connection over its peer's limit is served nothing.
+            .wrap(middleware::from_fn(http::middleware::limit_peers))
+            .configure(|cfg| http::configure(cfg, http_limits))
+    })
+    .on_connect(move |connection, data| {
+        let peer = connection
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .and_then(|stream| stream.peer_addr().ok());
+        if let Some(peer) = peer {
+            data.insert(Admission::of(&peers, peer.ip(), max_connections_per_peer));
+        }
     })
     .workers(config.http_workers())
     .max_connections(config.http.max_connections)

@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use orderd_config::TcpConfig;
+
+use crate::peers::PeerCounts;
 use orderd_control::telemetry;
 use orderd_control::window::RequestWindow;
 use orderd_service::audit::{AuditLog, ANONYMOUS};
@@ -34,16 +36,17 @@ use orderd_service::idem::IdempotencyKey;
 use orderd_service::input::OrderQuery;
 use orderd_service::ops::{self, Ctx, PlaceInput};
 use orderd_service::vault::Vault;
-use orderd_service::wire;
 use orderd_service::ApiError;
+use orderd_service::{page, wire};
 
 /// Seconds that connections get, after shutdown begins, to finish what they have in flight.
 const SHUTDOWN_GRACE_S: u64 = 10;
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Reply bytes a connection may hold unwritten before it stops reading requests: a client that
-/// does not read its replies is no longer served, rather than growing the buffer.
-const OUT_PAUSE_BYTES: usize = 1024 * 1024;
+/// What a `PLACE_ORDER` reserves of `tcp.max_reply_buffer_bytes` beyond twice its own payload:
+/// its reply is the order it placed (its lines, as sent, plus the id, status, totals and one
+/// history step) or an error naming at most its SKUs, so twice the request and this bound it.
+const PLACE_REPLY_EXTRA_BYTES: usize = 1024;
 /// Capacity of a connection's reply buffer kept after it empties; a larger one is freed.
 const OUT_KEEP_BYTES: usize = 256 * 1024;
 
@@ -53,6 +56,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight: usize,
+    /// Reply bytes a connection may hold, queued or reserved (`tcp.max_reply_buffer_bytes`).
+    pub max_reply_buffer_bytes: usize,
     pub idle_timeout: Duration,
     /// AUTH must be answered within this (`tcp.auth_timeout_ms`).
     pub auth_timeout: Duration,
@@ -68,6 +73,7 @@ impl Limits {
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_connections,
             max_in_flight: config.max_in_flight,
+            max_reply_buffer_bytes: config.max_reply_buffer_bytes,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             auth_timeout: Duration::from_millis(config.auth_timeout_ms),
             max_connections_per_peer: config.max_connections_per_peer,
@@ -244,44 +250,6 @@ async fn accept_loop(
     .await;
 }
 
-/// Connections open per peer address.
-#[derive(Default)]
-struct PeerCounts(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-impl PeerCounts {
-    /// One more connection of `ip`, unless it holds `max` already; the slot frees it on drop.
-    fn enter(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(PeerSlot {
-            counts: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One connection of a peer address, counted until dropped.
-struct PeerSlot {
-    counts: Arc<PeerCounts>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// An error frame about the connection itself (request id 0).
 fn connection_error(status: u16, code: &str, detail: String) -> Frame {
     msg::frame(
@@ -402,8 +370,9 @@ impl Outbox {
     }
 }
 
-/// A request (or the placements of one read) running on its connection: its reply frames.
-type Running = Pin<Box<dyn Future<Output = Replies> + Send>>;
+/// A request (or the placements of one read) running on its connection: its reply frames, and
+/// the reply bytes it reserved.
+type Running = Pin<Box<dyn Future<Output = (Replies, usize)> + Send>>;
 
 /// What one connection's task owns: the replies waiting to be written and the requests running.
 struct Conn {
@@ -411,6 +380,9 @@ struct Conn {
     running: FuturesUnordered<Running>,
     /// Requests running (each holds one slot of `tcp.max_in_flight` until its reply is queued).
     in_flight: usize,
+    /// Reply bytes the requests running may still produce ([`reply_reserve`]), released when
+    /// their replies are queued (and then counted as pending bytes of `out`).
+    reserved: usize,
 }
 
 impl Conn {
@@ -425,8 +397,9 @@ impl Conn {
         for request in batch {
             if request.frame.opcode != op::PLACE_ORDER {
                 let shared = shared.clone();
+                let reserve = request.reserve;
                 self.running.push(Box::pin(async move {
-                    Replies::One(run_request(&shared, request).await)
+                    (Replies::One(run_request(&shared, request).await), reserve)
                 }));
                 continue;
             }
@@ -440,23 +413,26 @@ impl Conn {
         }
         for group in placements {
             let shared = shared.clone();
+            let reserve = group.iter().map(|request| request.reserve).sum();
             self.running.push(Box::pin(async move {
-                Replies::Many(run_placements(&shared, group).await)
+                (Replies::Many(run_placements(&shared, group).await), reserve)
             }));
         }
     }
 
     /// Queues the replies of a finished request (or group), and of every other request that
     /// is done too, so that they share one write.
-    fn answered_all(&mut self, first: Replies) {
+    fn answered_all(&mut self, first: (Replies, usize)) {
         self.answered(first);
         while let Some(Some(replies)) = self.running.next().now_or_never() {
             self.answered(replies);
         }
     }
 
-    /// Queues the replies of a finished request (or group) and frees their slots.
-    fn answered(&mut self, replies: Replies) {
+    /// Queues the replies of a finished request (or group) and frees their slots and their
+    /// reservation.
+    fn answered(&mut self, (replies, reserved): (Replies, usize)) {
+        self.reserved -= reserved;
         match replies {
             Replies::One(reply) => {
                 self.out.push(&reply);
@@ -469,6 +445,12 @@ impl Conn {
                 self.in_flight -= frames.len();
             }
         }
+    }
+
+    /// Whether the replies held (queued, and reserved by requests running) leave room under
+    /// `tcp.max_reply_buffer_bytes` for more requests.
+    fn has_reply_room(&self, limits: &Limits) -> bool {
+        self.out.pending() + self.reserved < limits.max_reply_buffer_bytes
     }
 
     /// Lets what is running finish and writes every reply, for at most `grace`.
@@ -514,6 +496,7 @@ async fn serve_connection(
         out: Outbox::default(),
         running: FuturesUnordered::new(),
         in_flight: 0,
+        reserved: 0,
     };
     let mut decoder = FrameDecoder::new(limits.max_frame_bytes);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
@@ -527,12 +510,22 @@ async fn serve_connection(
         if *shutdown.borrow() {
             break Close::Shutdown;
         }
+        // Frames read earlier and held back while the replies were at their bound.
+        if decoder.buffered() > 0 && conn.has_reply_room(&limits) {
+            let read = &mut last_frame_at;
+            if let Some(close) =
+                drain(&mut decoder, &mut session, &shared, &mut conn, peer, read).await
+            {
+                break close;
+            }
+        }
         let idle_deadline = last_frame_at + limits.idle_timeout;
         let stall_deadline = conn
             .out
             .stalled_since
             .map(|since| since + limits.idle_timeout);
-        let may_read = conn.out.pending() < OUT_PAUSE_BYTES;
+        // At the bound, the client must read its replies before we read its requests.
+        let may_read = conn.has_reply_room(&limits);
         // Biased: a stalled writer is named as the reason even when the idle deadline has
         // passed too.
         tokio::select! {
@@ -569,36 +562,8 @@ async fn serve_connection(
                     Err(_) => break Close::ReadError,
                 };
                 decoder.feed(&chunk[..n]);
-                let mut batch = Vec::new();
-                let closing = loop {
-                    let frame = match decoder.next_frame() {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break None,
-                        Err(error) => {
-                            let (status, code) = match error {
-                                FrameError::TooLarge { .. } => {
-                                    telemetry::record_refusal("payload_too_large");
-                                    (413, "payload_too_large")
-                                }
-                                _ => (400, "invalid_frame"),
-                            };
-                            conn.out
-                                .push(&connection_error(status, code, error.to_string()));
-                            break Some(Close::BadFrame);
-                        }
-                    };
-                    last_frame_at = Instant::now();
-                    match handle_frame(frame, &mut session, &shared, &mut conn, peer).await {
-                        Step::Done => {}
-                        Step::Run(request) => batch.push(request),
-                        Step::Close(close) => break Some(close),
-                    }
-                };
-                // What was read before a bad frame is still run and answered.
-                if !batch.is_empty() {
-                    conn.start(batch, &shared);
-                }
-                if let Some(close) = closing {
+                let read = &mut last_frame_at;
+                if let Some(close) = drain(&mut decoder, &mut session, &shared, &mut conn, peer, read).await {
                     break 'conn close;
                 }
             }
@@ -656,6 +621,52 @@ async fn serve_connection(
     }
 }
 
+/// Decodes the frames read so far and starts their requests, the `PLACE_ORDER`s of them together
+/// ([`Conn::start`]), while the connection's replies leave room ([`Conn::has_reply_room`]):
+/// frames past the bound stay in the decoder until the client reads its replies. `Some` when
+/// the connection must close (what was decoded before is still run and answered).
+async fn drain(
+    decoder: &mut FrameDecoder,
+    session: &mut Option<Session>,
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    peer: SocketAddr,
+    last_frame_at: &mut Instant,
+) -> Option<Close> {
+    let mut batch = Vec::new();
+    let closing = loop {
+        if !conn.has_reply_room(&shared.limits) {
+            break None;
+        }
+        let frame = match decoder.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break None,
+            Err(error) => {
+                let (status, code) = match error {
+                    FrameError::TooLarge { .. } => {
+                        telemetry::record_refusal("payload_too_large");
+                        (413, "payload_too_large")
+                    }
+                    _ => (400, "invalid_frame"),
+                };
+                conn.out
+                    .push(&connection_error(status, code, error.to_string()));
+                break Some(Close::BadFrame);
+            }
+        };
+        *last_frame_at = Instant::now();
+        match handle_frame(frame, session, shared, conn, peer).await {
+            Step::Done => {}
+            Step::Run(request) => batch.push(request),
+            Step::Close(close) => break Some(close),
+        }
+    };
+    if !batch.is_empty() {
+        conn.start(batch, shared);
+    }
+    closing
+}
+
 /// What the reader does after a frame.
 enum Step {
     /// Answered already (or nothing to answer): go on reading.
@@ -666,11 +677,25 @@ enum Step {
     Close(Close),
 }
 
-/// One authenticated request that passed the connection's checks, holding one in-flight slot.
+/// One authenticated request that passed the connection's checks, holding one in-flight slot
+/// and its reply's room.
 struct Request {
     caller: Caller,
     name: &'static str,
     frame: Frame,
+    /// Reply bytes reserved for it ([`reply_reserve`]).
+    reserve: usize,
+}
+
+/// The most reply bytes a request can produce, reserved of `tcp.max_reply_buffer_bytes` while
+/// it runs: a `PLACE_ORDER` twice its payload and [`PLACE_REPLY_EXTRA_BYTES`], anything else one
+/// frame of the largest size (every reply fits `tcp.max_frame_bytes`: pages are shortened).
+fn reply_reserve(frame: &Frame, limits: &Limits) -> usize {
+    let whole_frame = frame::LENGTH_BYTES + limits.max_frame_bytes;
+    match frame.opcode {
+        op::PLACE_ORDER => (2 * frame.payload.len() + PLACE_REPLY_EXTRA_BYTES).min(whole_frame),
+        _ => whole_frame,
+    }
 }
 
 /// Checks one frame against the connection's state: `PING`, `AUTH` and refusals are answered
@@ -762,10 +787,13 @@ async fn handle_frame(
         return Step::Done;
     }
     conn.in_flight += 1;
+    let reserve = reply_reserve(&frame, &shared.limits);
+    conn.reserved += reserve;
     Step::Run(Request {
         caller: current.caller.clone(),
         name,
         frame,
+        reserve,
     })
 }
 
@@ -813,12 +841,18 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
         if decoded {
             telemetry::record_order(answer.as_ref());
         }
+        let answer = answer.and_then(|view| {
+            fits_frame(
+                msg::encode_body(&wire::tcp::order(view, false)),
+                &shared.limits,
+            )
+        });
         match answer {
-            Ok(view) => {
+            Ok(payload) => {
                 frames.push(Frame {
                     opcode: op::PLACE_ORDER | op::REPLY,
                     request_id,
-                    payload: msg::encode_body(&wire::tcp::order(view, false)),
+                    payload,
                 });
                 statuses.push(200);
             }
@@ -934,6 +968,7 @@ async fn run_request(shared: &Shared, request: Request) -> Frame {
         caller,
         name,
         frame,
+        reserve: _,
     } = request;
     let started = Instant::now();
     let (reply, outcome, status) =
@@ -1045,7 +1080,7 @@ async fn dispatch(
     payload: &[u8],
 ) -> Result<Vec<u8>, ApiError> {
     let ctx = shared.ctx();
-    Ok(match opcode {
+    let payload = match opcode {
         op::PLACE_ORDERS => place_orders(shared, caller, payload).await?,
         op::GET_ORDER => {
             let request: msg::OrderRef = decode(payload)?;
@@ -1067,13 +1102,21 @@ async fn dispatch(
             let request: msg::ListOrders = decode(payload)?;
             let query = OrderQuery::from(request);
             let (items, next) = ops::list_orders(ctx, ops::allow(caller)?, &query).await?;
-            msg::encode_body(&msg::OrderPage {
-                items: items
-                    .into_iter()
-                    .map(|v| wire::tcp::order(v, true))
-                    .collect(),
+            let items = items
+                .into_iter()
+                .map(|view| {
+                    let cursor = page::cursor_after(&view);
+                    (wire::tcp::order(view, true), cursor)
+                })
+                .collect();
+            // A page that would not fit one frame is shortened; `next` continues it.
+            page::encode_fitting(
+                items,
                 next,
-            })
+                payload_max(&shared.limits),
+                |items, next| msg::encode_body(&msg::OrderPage { items, next }),
+                "tcp.max_frame_bytes",
+            )?
         }
         op::CREATE_SHIPMENT => {
             let request: msg::CreateShipment = decode_keyed(payload)?;
@@ -1126,5 +1169,25 @@ async fn dispatch(
                 format!("unknown opcode 0x{other:02x}"),
             ))
         }
-    })
+    };
+    fits_frame(payload, &shared.limits)
+}
+
+/// The most payload bytes of a frame (`tcp.max_frame_bytes` counts the header after the length).
+fn payload_max(limits: &Limits) -> usize {
+    limits.max_frame_bytes - frame::HEADER_AFTER_LENGTH
+}
+
+/// A reply's payload, or the error that says it does not fit one frame: no reply ever exceeds
+/// `tcp.max_frame_bytes`, which clients size their buffers by. Pages are shortened before
+/// ([`page::encode_fitting`]); anything else this long means the limit is set too low.
+fn fits_frame(payload: Vec<u8>, limits: &Limits) -> Result<Vec<u8>, ApiError> {
+    if payload.len() > payload_max(limits) {
+        return Err(ApiError::Internal(format!(
+            "the reply ({} bytes) does not fit tcp.max_frame_bytes ({} bytes); raise it",
+            payload.len() + frame::HEADER_AFTER_LENGTH,
+            limits.max_frame_bytes
+        )));
+    }
+    Ok(payload)
 }

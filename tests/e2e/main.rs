@@ -8,6 +8,7 @@ mod changes;
 mod concurrency;
 mod crash;
 mod full_disk;
+mod http_bounds;
 mod idempotency;
 mod inspection;
 mod keys;

@@ -152,6 +152,11 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Per worker, as actix-web counts it.
     pub max_connections: usize,
+    /// Connections one peer address may hold at once; requests on more are refused (429).
+    pub max_connections_per_peer: usize,
+    /// Most bytes of one page of a list (its JSON body); a longer page is shortened and its
+    /// `next` continues where it stops.
+    pub max_page_bytes: usize,
     /// 0 = off.
     pub rate_limit_per_key_per_s: u32,
 }
@@ -163,6 +168,9 @@ pub struct TcpConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight: usize,
+    /// Reply bytes one connection may hold (written or reserved by requests in flight) before
+    /// it stops reading requests.
+    pub max_reply_buffer_bytes: usize,
     pub idle_timeout_ms: u64,
     /// A connection must authenticate (AUTH) within this many milliseconds or it is closed.
     pub auth_timeout_ms: u64,
@@ -300,6 +308,13 @@ impl Config {
         if self.http.max_connections == 0 {
             return invalid("http.max_connections", "must be at least 1");
         }
+        if self.http.max_connections_per_peer == 0 {
+            return invalid("http.max_connections_per_peer", "must be at least 1");
+        }
+        // A page must hold at least one order of the most lines.
+        if self.http.max_page_bytes < 64 * 1024 {
+            return invalid("http.max_page_bytes", "must be at least 65536 bytes");
+        }
         // The frame must hold the header and a reasonable body; the length field is 32 bits.
         if !(1024..=16 * 1024 * 1024).contains(&self.tcp.max_frame_bytes) {
             return invalid(
@@ -312,6 +327,12 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.tcp.max_in_flight) {
             return invalid("tcp.max_in_flight", "must be between 1 and 65536");
+        }
+        if self.tcp.max_reply_buffer_bytes < self.tcp.max_frame_bytes {
+            return invalid(
+                "tcp.max_reply_buffer_bytes",
+                "must be at least tcp.max_frame_bytes (one reply of the largest size)",
+            );
         }
         if self.tcp.idle_timeout_ms == 0 {
             return invalid("tcp.idle_timeout_ms", "must be at least 1");
@@ -598,6 +619,9 @@ mod tests {
         assert_eq!(c.tcp.batch_orders_max, 8189);
         assert_eq!(c.tcp.auth_timeout_ms, 5000);
         assert_eq!(c.tcp.max_connections_per_peer, 512);
+        assert_eq!(c.tcp.max_reply_buffer_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.http.max_connections_per_peer, 512);
+        assert_eq!(c.http.max_page_bytes, 1024 * 1024);
         assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(c.storage.durability, DurabilitySetting::Sync);
         assert_eq!(c.storage.flush_interval_ms, 5);

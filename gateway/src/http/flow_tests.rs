@@ -125,7 +125,7 @@ macro_rules! app {
                     crate::http::middleware::record_refusals,
                 ))
                 .wrap(problem_fallback())
-                .configure(|cfg| super::configure(cfg, 65_536)),
+                .configure(|cfg| super::configure(cfg, super::Limits::with_body_limit(65_536))),
         )
         .await
     };

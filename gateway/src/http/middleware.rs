@@ -1,21 +1,51 @@
-//! The HTTP middleware of every request: the audit entry of a refusal (401, 403) and the
-//! request's metrics (latency by route and outcome, and the request window that change
-//! management watches).
+//! The HTTP middleware of every request: the per-peer connection limit, the audit entry of a
+//! refusal (401, 403) and the request's metrics (latency by route and outcome, and the request
+//! window that change management watches).
 
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, ConnectionType, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::{web, HttpMessage, HttpResponse};
 use orderd_control::settings::Live;
 use orderd_control::telemetry;
 use orderd_control::window::{self, RequestWindow};
 use orderd_service::audit::{AuditLog, ANONYMOUS};
 use orderd_service::auth::Caller;
 
-use crate::http::error::HttpError;
+use crate::http::error::{HttpError, PROBLEM_CONTENT_TYPE};
+use crate::peers::Admission;
+use orderd_service::ApiError;
+
+/// Middleware, outermost: on a connection whose peer address already held
+/// `http.max_connections_per_peer` connections when it was accepted ([`Admission`], decided in
+/// the server's `on_connect`), every request is answered 429 `rate_limited` with
+/// `Connection: close`, and counted in `orderd_refusals_total{reason="too_many_connections_from_peer"}`
+/// (not in the request metrics, as TCP's refusals at accept are not).
+pub async fn limit_peers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if let Some(&Admission::Refused { ip, max }) = req.conn_data::<Admission>() {
+        telemetry::record_refusal("too_many_connections_from_peer");
+        let mut problem = ApiError::RateLimited.problem();
+        problem.detail = format!(
+            "{ip} holds its maximum of {max} HTTP connections (http.max_connections_per_peer); \
+             close one and retry"
+        );
+        let mut response = HttpResponse::TooManyRequests()
+            .insert_header((header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE))
+            .insert_header((header::RETRY_AFTER, "1"))
+            .body(serde_json::to_vec(&problem).expect("a problem encodes"));
+        response
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
 
 /// The `target` of a refusal: method and path (no query string: it is not needed and could
 /// carry anything).

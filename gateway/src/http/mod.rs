@@ -77,9 +77,37 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit/verify"),
 ];
 
-/// Registers extractor configs, every route and the 404 fallback.
-pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
-    extract::configure_extractors(cfg, body_limit_bytes);
+/// The bounds of the HTTP front door that handlers apply (from `[http]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `http.body_limit_bytes`.
+    pub body_limit_bytes: usize,
+    /// `http.max_page_bytes`: a list's page is shortened to fit it.
+    pub max_page_bytes: usize,
+}
+
+impl Limits {
+    pub fn from_config(config: &orderd_config::HttpConfig) -> Limits {
+        Limits {
+            body_limit_bytes: config.body_limit_bytes,
+            max_page_bytes: config.max_page_bytes,
+        }
+    }
+
+    /// The default page bound with this body limit.
+    #[cfg(test)]
+    pub fn with_body_limit(body_limit_bytes: usize) -> Limits {
+        Limits {
+            body_limit_bytes,
+            max_page_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Registers extractor configs, the limits, every route and the 404 fallback.
+pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
+    extract::configure_extractors(cfg, limits.body_limit_bytes);
+    cfg.app_data(web::Data::new(limits));
     cfg.service(
         web::resource("/livez")
             .name("/livez")

@@ -10,11 +10,12 @@ use crate::http::error::HttpError;
 use crate::http::extract::Authed;
 use crate::http::extract::{self, KeyedBody};
 use crate::http::extract::{decode_json, NoQuery, QueryParams, RawBody};
+use crate::http::Limits;
 use orderd_control::telemetry;
 use orderd_service::audit::AuditLog;
 use orderd_service::input::OrderQuery;
 use orderd_service::vault::Vault;
-use orderd_service::{ops, wire};
+use orderd_service::{ops, page, wire};
 
 use orderd_service::idem::placement_hash;
 
@@ -91,18 +92,29 @@ pub async fn list(
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
+    limits: web::Data<Limits>,
 ) -> Result<HttpResponse, HttpError> {
     let allowed = ops::allow::<ops::op::ListOrders>(&caller)?;
     let query = OrderQuery::try_from(query.get()?)?;
     let (items, next) =
         ops::list_orders(ops::Ctx::new(&engine, &vault, &audit), allowed, &query).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: items
-            .into_iter()
-            .map(|view| wire::order(view, true))
-            .collect(),
+    let items = items
+        .into_iter()
+        .map(|view| {
+            let cursor = page::cursor_after(&view);
+            (wire::order(view, true), cursor)
+        })
+        .collect();
+    let body = page::encode_fitting(
+        items,
         next,
-    }))
+        limits.max_page_bytes,
+        |items, next| serde_json::to_vec(&Page { items, next }).expect("a page encodes"),
+        "http.max_page_bytes",
+    )?;
+    Ok(HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .body(body))
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",

@@ -37,7 +37,9 @@ macro_rules! app {
             App::new()
                 .app_data($auth.clone())
                 .wrap(problem_fallback())
-                .configure(|cfg| super::configure(cfg, LIMIT_BYTES)),
+                .configure(|cfg| {
+                    super::configure(cfg, super::Limits::with_body_limit(LIMIT_BYTES))
+                }),
         )
         .await
     };
@@ -207,7 +209,7 @@ async fn chunked_bodies_over_the_limit_get_413_over_a_socket() {
             .app_data(auth.clone())
             .wrap(problem_fallback())
             .route("/test/body", web::post().to(read_body))
-            .configure(|cfg| super::configure(cfg, LIMIT_BYTES))
+            .configure(|cfg| super::configure(cfg, super::Limits::with_body_limit(LIMIT_BYTES)))
     })
     .workers(1)
     .bind("127.0.0.1:0")
