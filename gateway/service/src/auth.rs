@@ -11,6 +11,7 @@
 //! memory first (it fails at once) and from the file before the revocation is acknowledged (it
 //! stays revoked after a restart).
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use thread_local::ThreadLocal;
 
 use dashmap::DashMap;
 use orderd_config::Config;
@@ -433,10 +436,21 @@ fn sync_dir(dir: &Path) -> Result<(), KeyStoreError> {
 pub struct RateLimiter {
     /// The live configuration, when the rate follows `http.rate_limit_per_key_per_s` (changed
     /// while running by change management).
-    live: Option<tokio::sync::watch::Receiver<Arc<Config>>>,
+    live: Option<Following>,
     /// The rate in effect (the one last read from `live`).
     rate_per_s: AtomicU32,
     buckets: DashMap<String, Bucket>,
+}
+
+/// How a limiter follows the live configuration cheaply: every thread has a receiver of its
+/// own, so the check per request reads the channel's version (one atomic load, which threads
+/// share without contention) and reads the configuration (behind the channel's lock, which
+/// threads would contend on) only after a change.
+#[derive(Debug)]
+struct Following {
+    /// What each thread's receiver starts as.
+    template: tokio::sync::watch::Receiver<Arc<Config>>,
+    per_thread: ThreadLocal<RefCell<tokio::sync::watch::Receiver<Arc<Config>>>>,
 }
 
 #[derive(Debug)]
@@ -460,7 +474,10 @@ impl RateLimiter {
     pub fn following(live: tokio::sync::watch::Receiver<Arc<Config>>) -> RateLimiter {
         let rate_per_s = live.borrow().http.rate_limit_per_key_per_s;
         RateLimiter {
-            live: Some(live),
+            live: Some(Following {
+                template: live,
+                per_thread: ThreadLocal::new(),
+            }),
             rate_per_s: AtomicU32::new(rate_per_s),
             buckets: DashMap::new(),
         }
@@ -468,14 +485,20 @@ impl RateLimiter {
 
     /// The rate in effect now.
     fn rate_per_s(&self) -> u32 {
-        let Some(live) = &self.live else {
-            return self.rate_per_s.load(Ordering::Relaxed);
-        };
-        let rate_per_s = live.borrow().http.rate_limit_per_key_per_s;
-        if self.rate_per_s.swap(rate_per_s, Ordering::Relaxed) != rate_per_s {
-            self.buckets.clear();
+        if let Some(live) = &self.live {
+            let mine = live
+                .per_thread
+                .get_or(|| RefCell::new(live.template.clone()));
+            let mut receiver = mine.borrow_mut();
+            // A closed channel (the server stopping) keeps the last rate.
+            if receiver.has_changed().unwrap_or(false) {
+                let rate_per_s = receiver.borrow_and_update().http.rate_limit_per_key_per_s;
+                if self.rate_per_s.swap(rate_per_s, Ordering::Relaxed) != rate_per_s {
+                    self.buckets.clear();
+                }
+            }
         }
-        rate_per_s
+        self.rate_per_s.load(Ordering::Relaxed)
     }
 
     /// Drops the bucket of a revoked key.
