@@ -530,15 +530,31 @@ fn main() {
             rss_start >> 20,
         );
         let orders_in_state = flash.confirmed;
-        // A snapshot is encoded on the shard thread: time one of the hot shard (encode, then
-        // the durable write), which bounds the pause it causes.
+        // A snapshot freezes the shard's state on the shard thread (the pause) and is encoded
+        // and written by the shard's encoder thread. One-order requests to the hot shard probe
+        // it: for 2 s without a snapshot (the baseline), then while one is taken.
+        let until = Instant::now() + Duration::from_secs(2);
+        let (quiet, _) = probe(&engine, hot, customer, || Instant::now() >= until).await;
         let started = Instant::now();
-        let taken = engine.snapshot_shard(hot_shard).await.expect("snapshot");
+        let snapshotting = engine.clone();
+        let snapshot =
+            actix_rt::spawn(async move { snapshotting.snapshot_shard(hot_shard).await });
+        let (busy, slow) = probe(&engine, hot, customer, || snapshot.is_finished()).await;
+        let durable_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let taken = snapshot.await.expect("snapshot task").expect("snapshot");
         println!(
-            "| snapshot | hot shard with {} orders: shard paused {:.0} ms to encode; {:.0} ms until durable |",
+            "| snapshot | hot shard with {} orders: shard paused {:.3} ms to freeze its state; durable after {:.0} ms; one-order requests meanwhile: {} with p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, {} over 20 ms (baseline without a snapshot: p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms) |",
             orders_in_state,
             taken.pause_us as f64 / 1000.0,
-            started.elapsed().as_secs_f64() * 1000.0
+            durable_ms,
+            busy.len(),
+            busy.value_at_quantile(0.99) as f64 / 1000.0,
+            busy.value_at_quantile(0.999) as f64 / 1000.0,
+            busy.max() as f64 / 1000.0,
+            slow.len(),
+            quiet.value_at_quantile(0.99) as f64 / 1000.0,
+            quiet.value_at_quantile(0.999) as f64 / 1000.0,
+            quiet.max() as f64 / 1000.0,
         );
         engine.shutdown().await;
         drop(engine);

@@ -343,6 +343,7 @@ impl Engine {
             snapshot_interval_events: config.snapshot_interval_events.max(1),
             idempotency_retention_s: config.idempotency_retention_s,
             pending_retry_ms: config.pending_retry_ms.max(1),
+            snapshot_encoding: crate::shard::SnapshotEncoding::Thread,
         };
         let slots: Vec<ShardSlot> = (0..shard_count)
             .map(|_| ShardSlot {

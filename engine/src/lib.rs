@@ -15,6 +15,7 @@ pub mod failpoint;
 pub mod inbox;
 pub mod incident;
 pub mod log;
+pub mod pmap;
 pub mod shard;
 pub mod sim;
 pub mod state;

@@ -415,6 +415,7 @@ impl World {
             snapshot_interval_events: 400,
             idempotency_retention_s: 86_400,
             pending_retry_ms: TICK_MS as u64,
+            snapshot_encoding: crate::shard::SnapshotEncoding::Inline,
         };
         let quarantine =
             Arc::new(Quarantine::load(storage.as_ref()).map_err(|e| format!("quarantine: {e}"))?);

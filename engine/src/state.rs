@@ -3,6 +3,7 @@
 //! Live commands and recovery both go through `apply`, so replaying the log rebuilds exactly
 //! the state the shard had. The state is owned by one shard thread; nothing here locks.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::domain::{
     ShipmentEventView, ShipmentId, ShipmentStatus, ShipmentView, StockView,
 };
 use crate::event::{Event, IdemRecord, OrderRecord};
+use crate::pmap::PMap;
 
 /// Version byte of a snapshot value.
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
@@ -177,6 +179,8 @@ impl std::hash::Hasher for IdHasher {
 
 /// A map keyed by server-chosen ids.
 pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A persistent map keyed by id ([`PMap`]).
+pub type IdPMap<K, V> = PMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// Units held for one order on one shard, a line per SKU.
 pub type Held = Box<[HeldLine]>;
@@ -238,16 +242,16 @@ fn saturate(value: u128) -> u64 {
 pub struct ShardData {
     pub shard: u16,
     pub shard_count: u16,
-    pub stock: HashMap<Arc<str>, Stock>,
-    /// Boxed: the table then moves 16-byte entries when it grows, and its spare capacity
-    /// (up to half the buckets right after a doubling) costs 16 bytes a slot, not 120.
-    pub orders: IdMap<OrderId, Box<Order>>,
+    // The maps a snapshot holds are persistent ([`PMap`]): a snapshot clones them in O(1)
+    // ([`ShardData::freeze`]) and another thread encodes the view.
+    pub stock: PMap<Arc<str>, Stock, RandomState>,
+    pub orders: IdPMap<OrderId, Order>,
     /// Newest-first listing index: (created, id).
     pub order_index: BTreeSet<(i64, OrderId)>,
-    pub customers: IdMap<CustomerId, Customer>,
+    pub customers: IdPMap<CustomerId, Customer>,
     /// Units this shard holds for cross-shard orders (its own included), by order.
-    pub holds: IdMap<OrderId, Held>,
-    pub idempotency: HashMap<Box<str>, IdemEntry>,
+    pub holds: IdPMap<OrderId, Held>,
+    pub idempotency: PMap<Box<str>, IdemEntry, RandomState>,
     /// Keys of refused placements in the order they were refused (with when), for the bound
     /// [`REJECTED_IDEMPOTENCY_MAX`] / [`REJECTED_IDEMPOTENCY_BYTES_MAX`]; may hold keys already
     /// swept or replaced (skipped when popped).
@@ -255,7 +259,7 @@ pub struct ShardData {
     /// Bytes the refused placements' entries in `idempotency` take, as [`rejected_bytes`]
     /// counts them.
     pub rejected_bytes: usize,
-    pub shipments: IdMap<ShipmentId, Box<Shipment>>,
+    pub shipments: IdPMap<ShipmentId, Shipment>,
     /// Shipments of each order that has any, in creation order.
     pub order_shipments: IdMap<OrderId, Vec<ShipmentId>>,
     /// Sales counters by hour of placement (start of the hour, microseconds), kept as events
@@ -372,7 +376,7 @@ impl ShardData {
         match event {
             Event::StockAdjusted { sku, delta, .. } => {
                 let sku = self.intern(sku);
-                let stock = self.stock.entry(sku).or_default();
+                let stock = self.stock.get_or_default(sku);
                 let on_hand = stock.on_hand as i128 + *delta as i128;
                 assert!(
                     on_hand >= stock.reserved as i128,
@@ -1036,88 +1040,27 @@ impl ShardData {
         xxhash_rust::xxh3::xxh3_64(&snapshot.encode_canonical())
     }
 
-    pub fn to_snapshot(&self) -> Snapshot {
-        let mut stock: Vec<(String, Stock)> = self
-            .stock
-            .iter()
-            .map(|(sku, stock)| (sku.to_string(), *stock))
-            .collect();
-        stock.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut orders: Vec<SnapOrder> = self
-            .orders
-            .values()
-            .map(|o| SnapOrder::from(&**o))
-            .collect();
-        orders.sort_unstable_by_key(|o| o.id);
-        let mut customers: Vec<(u64, SnapCustomer)> = self
-            .customers
-            .iter()
-            .map(|(id, c)| {
-                (
-                    id.0,
-                    SnapCustomer {
-                        name: c.name.clone(),
-                        email: c.email.clone(),
-                        phone: c.phone.clone(),
-                        address: c.address.clone(),
-                        created_us: c.created_us,
-                    },
-                )
-            })
-            .collect();
-        customers.sort_unstable_by_key(|c| c.0);
-        let mut holds: Vec<SnapHold> = self
-            .holds
-            .iter()
-            .map(|(id, held)| {
-                (
-                    id.0,
-                    held.iter()
-                        .map(|line| (line.sku.to_string(), line.qty, line.shipped))
-                        .collect(),
-                )
-            })
-            .collect();
-        holds.sort_unstable_by_key(|h| h.0);
-        let mut idempotency: Vec<(String, IdemEntry)> = self
-            .idempotency
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        idempotency.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut shipments: Vec<SnapShipment> = self
-            .shipments
-            .values()
-            .map(|s| SnapShipment {
-                id: s.id.0,
-                order: s.order.0,
-                carrier: s.carrier.to_string(),
-                tracking: s.tracking.to_string(),
-                lines: s.lines.iter().map(|(k, q)| (k.to_string(), *q)).collect(),
-                status: s.status,
-                events: s
-                    .events
-                    .iter()
-                    .map(|(at, st, note)| (*at, *st, note.as_deref().map(str::to_string)))
-                    .collect(),
-            })
-            .collect();
-        shipments.sort_unstable_by_key(|s| s.id);
-        Snapshot {
+    /// An immutable view of what a snapshot holds, in O(1) whatever the shard's size: the
+    /// persistent maps are shared until the shard writes to them.
+    pub fn freeze(&self) -> Frozen {
+        Frozen {
             shard: self.shard,
             shard_count: self.shard_count,
             last_seq: self.last_seq,
-            log_digest: 0,
             next_order: self.next_order,
             next_customer: self.next_customer,
-            stock,
-            orders,
-            customers,
-            holds,
-            idempotency,
             next_shipment: self.next_shipment,
-            shipments,
+            stock: self.stock.clone(),
+            orders: self.orders.clone(),
+            customers: self.customers.clone(),
+            holds: self.holds.clone(),
+            idempotency: self.idempotency.clone(),
+            shipments: self.shipments.clone(),
         }
+    }
+
+    pub fn to_snapshot(&self) -> Snapshot {
+        self.freeze().to_snapshot()
     }
 
     pub fn from_snapshot(snapshot: Snapshot) -> Self {
@@ -1353,6 +1296,108 @@ pub struct Snapshot {
     pub idempotency: Vec<(String, IdemEntry)>,
     pub next_shipment: u64,
     pub shipments: Vec<SnapShipment>,
+}
+
+/// What a snapshot holds, frozen at one sequence number ([`ShardData::freeze`]): cheap to take
+/// on the shard thread, encoded on another ([`Frozen::to_snapshot`]).
+#[derive(Clone)]
+pub struct Frozen {
+    pub shard: u16,
+    pub shard_count: u16,
+    pub last_seq: u64,
+    pub next_order: u64,
+    pub next_customer: u64,
+    pub next_shipment: u64,
+    stock: PMap<Arc<str>, Stock, RandomState>,
+    orders: IdPMap<OrderId, Order>,
+    customers: IdPMap<CustomerId, Customer>,
+    holds: IdPMap<OrderId, Held>,
+    idempotency: PMap<Box<str>, IdemEntry, RandomState>,
+    shipments: IdPMap<ShipmentId, Shipment>,
+}
+
+impl Frozen {
+    /// The snapshot of this view, every list sorted (the canonical form); its `log_digest` is
+    /// the caller's to set.
+    pub fn to_snapshot(&self) -> Snapshot {
+        let mut stock: Vec<(String, Stock)> = self
+            .stock
+            .iter()
+            .map(|(sku, stock)| (sku.to_string(), *stock))
+            .collect();
+        stock.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut orders: Vec<SnapOrder> = self.orders.values().map(SnapOrder::from).collect();
+        orders.sort_unstable_by_key(|o| o.id);
+        let mut customers: Vec<(u64, SnapCustomer)> = self
+            .customers
+            .iter()
+            .map(|(id, c)| {
+                (
+                    id.0,
+                    SnapCustomer {
+                        name: c.name.clone(),
+                        email: c.email.clone(),
+                        phone: c.phone.clone(),
+                        address: c.address.clone(),
+                        created_us: c.created_us,
+                    },
+                )
+            })
+            .collect();
+        customers.sort_unstable_by_key(|c| c.0);
+        let mut holds: Vec<SnapHold> = self
+            .holds
+            .iter()
+            .map(|(id, held)| {
+                (
+                    id.0,
+                    held.iter()
+                        .map(|line| (line.sku.to_string(), line.qty, line.shipped))
+                        .collect(),
+                )
+            })
+            .collect();
+        holds.sort_unstable_by_key(|h| h.0);
+        let mut idempotency: Vec<(String, IdemEntry)> = self
+            .idempotency
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        idempotency.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut shipments: Vec<SnapShipment> = self
+            .shipments
+            .values()
+            .map(|s| SnapShipment {
+                id: s.id.0,
+                order: s.order.0,
+                carrier: s.carrier.to_string(),
+                tracking: s.tracking.to_string(),
+                lines: s.lines.iter().map(|(k, q)| (k.to_string(), *q)).collect(),
+                status: s.status,
+                events: s
+                    .events
+                    .iter()
+                    .map(|(at, st, note)| (*at, *st, note.as_deref().map(str::to_string)))
+                    .collect(),
+            })
+            .collect();
+        shipments.sort_unstable_by_key(|s| s.id);
+        Snapshot {
+            shard: self.shard,
+            shard_count: self.shard_count,
+            last_seq: self.last_seq,
+            log_digest: 0,
+            next_order: self.next_order,
+            next_customer: self.next_customer,
+            stock,
+            orders,
+            customers,
+            holds,
+            idempotency,
+            next_shipment: self.next_shipment,
+            shipments,
+        }
+    }
 }
 
 /// One order's hold in a snapshot: order id, then (SKU, quantity held, quantity shipped).

@@ -308,7 +308,14 @@ fn shard_restart_waits_and_leaves_an_incident() {
 #[test]
 fn health_audit_inspect_and_exit_codes() {
     let _serial = serial();
-    let server = Server::start(2);
+    // Disk thresholds at 0%: the machine's real free space must not turn `warn` into `fail`.
+    let server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__INSPECTION__DISK_FREE_WARN_PERCENT", "0"),
+            ("ORDERD__INSPECTION__DISK_FREE_FAIL_PERCENT", "0"),
+        ],
+    );
     let api = server.client();
 
     // health needs no key.

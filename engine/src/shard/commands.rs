@@ -223,12 +223,12 @@ impl Shard {
                 if changed == 0 {
                     self.after_durable(answer(reply, Ok(0)));
                 } else {
-                    self.snapshot_with(true, answer(reply, Ok(changed)));
+                    self.snapshot_with(true, |_| answer(reply, Ok(changed)));
                 }
             }
             ClientCmd::Snapshot { reply } => {
-                let taken = self.snapshot();
-                self.after_durable(answer(reply, Ok(taken)));
+                // Answered once the snapshot is written (it is encoded off this thread).
+                self.snapshot_with(false, |taken| answer(reply, Ok(taken)));
             }
             ClientCmd::StateDigest { reply } => {
                 let digest = self.data.state_digest();

@@ -68,6 +68,19 @@ pub struct ShardSettings {
     pub snapshot_interval_events: u64,
     pub idempotency_retention_s: u64,
     pub pending_retry_ms: u64,
+    /// Where snapshots are encoded: on a thread of the shard's own, so the shard pauses only to
+    /// freeze its state (the server); or on the shard's thread (the simulator, which must be
+    /// deterministic).
+    pub snapshot_encoding: SnapshotEncoding,
+}
+
+/// Where a shard encodes its snapshots ([`ShardSettings::snapshot_encoding`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotEncoding {
+    /// On a thread of the shard's own (`orderd-snap-N`), in the order they were taken.
+    Thread,
+    /// On the shard's thread, as it takes them.
+    Inline,
 }
 
 /// Where a shard sends its protocol messages: the [`Router`] of actix addresses in the server,
@@ -259,6 +272,9 @@ pub struct Shard {
     outbox: BTreeMap<u16, Outgoing>,
     events_since_snapshot: u64,
     last_snapshot_seq: u64,
+    /// The thread that encodes this actor's snapshots (started with the first one), with
+    /// [`SnapshotEncoding::Thread`].
+    encoder: Option<snapshot::Encoder>,
     last_sweep: Instant,
     /// Holds whose owner has not yet answered this actor's `HoldCheck`, with when it was
     /// last asked.
@@ -328,6 +344,7 @@ impl Shard {
             outbox: BTreeMap::new(),
             events_since_snapshot: seq - last_snapshot_seq,
             last_snapshot_seq,
+            encoder: None,
             last_sweep,
             hold_checks: IdMap::default(),
             id_floor,

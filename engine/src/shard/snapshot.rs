@@ -120,79 +120,176 @@ impl Shard {
         }
         if self.events_since_snapshot + self.batch_events as u64
             >= self.settings.snapshot_interval_events
+            && !self.snapshot_encoding()
         {
             self.snapshot();
         }
     }
 
-    /// Writes a snapshot of the whole state at the current sequence (after flushing the
-    /// current batch), keeps the previous one, and trims the log older than that one.
+    /// Takes a snapshot of the whole state at the current sequence (after flushing the
+    /// current batch), keeps the previous one, and trims the log older than that one. An
+    /// automatic snapshot waits while an earlier one is still being encoded.
     pub(super) fn snapshot(&mut self) -> SnapshotTaken {
         let shard = self.id;
-        self.snapshot_with(
-            false,
+        self.snapshot_with(false, move |_| {
             Box::new(move |ok| {
                 if !ok {
                     tracing::error!(message = "Failed to write a snapshot.", shard);
                 }
-            }),
-        )
+            })
+        })
     }
 
-    /// Writes a snapshot; with `purge`, every older snapshot and the whole log up to it are
-    /// deleted (not only what precedes the previous snapshot). `done` runs once it is written.
-    pub(super) fn snapshot_with(&mut self, purge: bool, done: Continuation) -> SnapshotTaken {
+    /// Takes a snapshot; with `purge`, every older snapshot and the whole log up to it are
+    /// deleted (not only what precedes the previous snapshot). The continuation `done` makes
+    /// (from what was taken) runs once the snapshot is written.
+    ///
+    /// The shard pauses only to freeze its state ([`ShardData::freeze`], O(1)): the view is
+    /// encoded by this shard's encoder thread, which hands the snapshot and the log trim to
+    /// the writer as one write, in the order the snapshots were taken. A snapshot whose shard
+    /// actor was replaced meanwhile is refused by the writer (the generation guard).
+    pub(super) fn snapshot_with(
+        &mut self,
+        purge: bool,
+        done: impl FnOnce(SnapshotTaken) -> Continuation,
+    ) -> SnapshotTaken {
         self.flush();
         let seq = self.data.last_seq;
         let started = self.clock.instant();
-        let mut snapshot = self.data.to_snapshot();
+        let frozen = self.data.freeze();
+        let pause_us = started.elapsed().as_micros() as u64;
+        let taken = SnapshotTaken { seq, pause_us };
+        let mut trims = Vec::new();
+        let trim_below = if purge {
+            Some(seq)
+        } else if self.last_snapshot_seq > 0 {
+            Some(self.last_snapshot_seq)
+        } else {
+            None
+        };
+        if let Some(below) = trim_below {
+            trims.push(Write::DeleteRange {
+                family: Family::Snap,
+                from: shard_key(self.id, 0),
+                to: shard_key(self.id, below),
+            });
+            trims.push(Write::DeleteRange {
+                family: Family::Log,
+                from: shard_key(self.id, 0),
+                to: shard_key(self.id, below + 1),
+            });
+        }
+        let job = Job {
+            shard: self.id,
+            frozen,
+            log_digest: self.log_digest,
+            trims,
+            guard: (self.id, self.link.generation),
+            done: done(taken),
+        };
+        match self.settings.snapshot_encoding {
+            SnapshotEncoding::Inline => job.run(&self.writer),
+            SnapshotEncoding::Thread => {
+                let writer = self.writer.clone();
+                let shard = self.id;
+                self.encoder
+                    .get_or_insert_with(|| Encoder::start(shard, writer))
+                    .submit(job);
+            }
+        }
+        tracing::info!(message = "Snapshot taken.", shard = self.id, seq, pause_us,);
+        self.last_snapshot_seq = seq;
+        self.events_since_snapshot = 0;
+        taken
+    }
+
+    /// Whether a snapshot is still being encoded (an automatic one then waits).
+    pub(super) fn snapshot_encoding(&self) -> bool {
+        self.encoder
+            .as_ref()
+            .is_some_and(|encoder| encoder.in_flight.load(Ordering::SeqCst) > 0)
+    }
+}
+
+/// One snapshot to encode and write.
+pub(super) struct Job {
+    shard: u16,
+    frozen: crate::state::Frozen,
+    log_digest: u64,
+    /// The deletions of older snapshots and log that go in the same write.
+    trims: Vec<Write>,
+    guard: (u16, u64),
+    done: Continuation,
+}
+
+impl Job {
+    /// Encodes the snapshot and hands it, with its trims, to the writer as one write.
+    fn run(self, writer: &Sender<WriterMsg>) {
+        let started = std::time::Instant::now();
+        let mut snapshot = self.frozen.to_snapshot();
         snapshot.log_digest = self.log_digest;
         let value = snapshot.encode_canonical();
         let bytes = value.len();
-        let pause_us = started.elapsed().as_micros() as u64;
-        let mut writes = vec![Write::Put {
+        let seq = self.frozen.last_seq;
+        let mut writes = Vec::with_capacity(1 + self.trims.len());
+        writes.push(Write::Put {
             family: Family::Snap,
-            key: shard_key(self.id, seq),
+            key: shard_key(self.shard, seq),
             value,
-        }];
-        if purge {
-            writes.push(Write::DeleteRange {
-                family: Family::Snap,
-                from: shard_key(self.id, 0),
-                to: shard_key(self.id, seq),
-            });
-            writes.push(Write::DeleteRange {
-                family: Family::Log,
-                from: shard_key(self.id, 0),
-                to: shard_key(self.id, seq + 1),
-            });
-        } else if self.last_snapshot_seq > 0 {
-            writes.push(Write::DeleteRange {
-                family: Family::Snap,
-                from: shard_key(self.id, 0),
-                to: shard_key(self.id, self.last_snapshot_seq),
-            });
-            writes.push(Write::DeleteRange {
-                family: Family::Log,
-                from: shard_key(self.id, 0),
-                to: shard_key(self.id, self.last_snapshot_seq + 1),
-            });
-        }
-        let msg = WriterMsg::Raw {
-            writes,
-            guard: Some((self.id, self.link.generation)),
-            done,
-        };
-        let _ = self.writer.send(msg);
-        tracing::info!(
-            message = "Snapshot taken.",
-            shard = self.id,
+        });
+        writes.extend(self.trims);
+        tracing::debug!(
+            message = "Snapshot encoded.",
+            shard = self.shard,
             seq,
             bytes,
-            pause_ms = pause_us / 1000
+            encode_ms = started.elapsed().as_millis() as u64
         );
-        self.last_snapshot_seq = seq;
-        self.events_since_snapshot = 0;
-        SnapshotTaken { seq, pause_us }
+        let msg = WriterMsg::Raw {
+            writes,
+            guard: Some(self.guard),
+            done: self.done,
+        };
+        if let Err(error) = writer.send(msg) {
+            // The writer is gone (the engine is stopping): the snapshot was not written.
+            if let WriterMsg::Raw { done, .. } = error.0 {
+                done(false);
+            }
+        }
+    }
+}
+
+/// A shard actor's snapshot encoder: one thread, fed in the order snapshots are taken, which
+/// ends when the actor (its sender) is dropped, after the snapshots queued.
+pub(super) struct Encoder {
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Snapshots submitted and not yet handed to the writer.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Encoder {
+    fn start(shard: u16, writer: Sender<WriterMsg>) -> Encoder {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = in_flight.clone();
+        std::thread::Builder::new()
+            .name(format!("orderd-snap-{shard}"))
+            .spawn(move || {
+                for job in queue {
+                    job.run(&writer);
+                    count.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+            .expect("spawn the snapshot encoder thread");
+        Encoder { jobs, in_flight }
+    }
+
+    fn submit(&self, job: Job) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if let Err(error) = self.jobs.send(job) {
+            // The thread died (it only panics on a bug): report the snapshot as not written.
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            (error.0.done)(false);
+        }
     }
 }

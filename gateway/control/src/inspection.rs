@@ -1826,6 +1826,10 @@ mod tests {
         config.inspection.cpu_sample_ms = 50;
         config.inspection.memory_warn_percent = 0;
         config.inspection.memory_fail_percent = 0;
+        // The machine's real free space must not decide this test: a nearly full shared
+        // disk would add a second failing check.
+        config.inspection.disk_free_warn_percent = 0;
+        config.inspection.disk_free_fail_percent = 0;
         let engine = Engine::open(orderd_service::engine_config(&config)).unwrap();
         let inspector = Arc::new(Inspector::new(
             tokio::sync::watch::channel(Arc::new(config.clone())).1,
