@@ -16,6 +16,7 @@ pub mod error;
 pub mod idem;
 pub mod input;
 pub mod ops;
+pub mod refusals;
 pub mod roles;
 pub mod validate;
 pub mod vault;
