@@ -74,6 +74,7 @@ bench: deps
 	cargo build $(PROFILE) --workspace --bins
 	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
 	cargo test $(PROFILE) --workspace --bench window
+	cargo test $(PROFILE) --workspace --bench list
 
 ## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts
 ## them on loopback, the bench runs every target and workload, and the peers are stopped (and

@@ -1434,7 +1434,17 @@ impl World {
         self.settle(10_000)?;
         self.check_acknowledged()?;
         self.check_audit()?;
-        self.check_holds()
+        self.check_holds()?;
+        self.check_listing_indexes()
+    }
+
+    /// At quiescence: every shard's listing indexes (by time, by customer) hold exactly its
+    /// orders, whatever crashes, rebuilds and aborts came before.
+    fn check_listing_indexes(&self) -> Check {
+        for sim in self.shards.iter().flatten() {
+            sim.shard.data().check_listing_indexes()?;
+        }
+        Ok(())
     }
 
     /// At quiescence: every hold belongs to a live cross-shard order with exactly its lines,

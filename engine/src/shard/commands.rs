@@ -706,21 +706,7 @@ impl Shard {
     }
 
     pub(super) fn list(&self, filter: &OrderFilter) -> Vec<OrderView> {
-        let upper = match filter.after {
-            Some(cursor) => std::ops::Bound::Excluded((cursor.created_at_us, cursor.id)),
-            None => std::ops::Bound::Unbounded,
-        };
-        self.data
-            .order_index
-            .range((std::ops::Bound::Unbounded, upper))
-            .rev()
-            .filter_map(|(_, id)| self.data.orders.get(id))
-            .filter(|o| o.status != OrderStatus::Pending)
-            .filter(|o| filter.customer_id.is_none_or(|c| c == o.customer))
-            .filter(|o| filter.status.is_none_or(|s| s == o.status))
-            .take(filter.limit)
-            .map(|o| self.data.view(o))
-            .collect()
+        self.data.list_orders(filter)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod idem;
 pub mod input;
 pub mod ops;
 pub mod page;
+pub mod refusals;
 pub mod roles;
 pub mod validate;
 pub mod vault;
