@@ -15,6 +15,7 @@
 pub mod http;
 pub mod server;
 pub mod tcp;
+pub mod tls;
 
 pub use orderd_config::Config;
 pub use server::run;

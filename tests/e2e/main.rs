@@ -22,3 +22,4 @@ mod shard_restart;
 mod supervisor;
 mod support;
 mod tcp;
+mod tls;
