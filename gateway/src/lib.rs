@@ -16,6 +16,7 @@ pub mod http;
 pub mod peers;
 pub mod server;
 pub mod tcp;
+pub mod tls;
 
 pub use orderd_config::Config;
 pub use server::run;

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
@@ -102,6 +102,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     make_files_private(&config)?;
+    // Before the engine opens: a TLS file that is missing, unreadable or does not match its
+    // pair stops orderd here, naming the setting.
+    let tls = crate::tls::FrontDoors::load(&config)?;
     // Before the engine opens: a key file inside the data directory is refused untouched.
     let key_source = MasterKeySource::from_config(&config).context("cannot use the master key")?;
     let opened_at = Instant::now();
@@ -137,14 +140,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let config = (*live.config()).clone();
-    let mut services = match Services::start(&config, engine.clone(), vault, live).await {
+    let mut services = match Services::start(&config, &tls, engine.clone(), vault, live).await {
         Ok(services) => services,
         Err(error) => {
             engine.shutdown().await;
             return Err(error);
         }
     };
-    let served = serve(&config, &mut services).await;
+    let served = serve(&config, tls.http, &mut services).await;
     tracing::info!(message = "HTTP server stopped; stopping the services.");
     let escalated = services.escalated();
     services.stop().await;
@@ -256,6 +259,7 @@ impl Services {
     /// before the first request) and the TCP front door.
     pub async fn start(
         config: &Config,
+        tls: &crate::tls::FrontDoors,
         engine: Engine,
         vault: Arc<Vault>,
         live: Arc<Live>,
@@ -310,6 +314,7 @@ impl Services {
             tracing::error!(message = "Cannot resume the watch of applied changes.", %error);
         }
         let watcher = changes.start_watcher();
+        let tcp_tls = tls.tcp.clone().map(tokio_rustls::TlsAcceptor::from);
         let tcp = TcpServer::start(
             &config.tcp.listen,
             config.tcp_workers(),
@@ -320,9 +325,15 @@ impl Services {
                 auth: auth.clone(),
                 window: window.clone(),
                 limits: tcp::Limits::from_config(&config.tcp),
+                tls: tcp_tls.clone(),
             },
         )?;
-        tracing::info!(message = "listening", addr = %tcp.local_addr(), protocol = "tcp");
+        tracing::info!(
+            message = "listening",
+            addr = %tcp.local_addr(),
+            protocol = "tcp",
+            tls = tcp_tls.is_some()
+        );
         inspector.set_tcp_addr(tcp.local_addr());
         let escalated = Arc::new(std::sync::Mutex::new(None::<String>));
         Ok(Services {
@@ -423,7 +434,11 @@ fn follow_engine_settings(
 
 /// Binds and runs the HTTP server over `services` until it stops (SIGTERM, SIGINT, or an
 /// escalation).
-async fn serve(config: &Config, services: &mut Services) -> anyhow::Result<()> {
+async fn serve(
+    config: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    services: &mut Services,
+) -> anyhow::Result<()> {
     let auth = web::Data::from(services.auth.clone());
     let engine = web::Data::new(services.engine.clone());
     let vault = web::Data::from(services.vault.clone());
@@ -457,21 +472,32 @@ async fn serve(config: &Config, services: &mut Services) -> anyhow::Result<()> {
             .configure(|cfg| http::configure(cfg, http_limits))
     })
     .on_connect(move |connection, data| {
-        let peer = connection
-            .downcast_ref::<actix_web::rt::net::TcpStream>()
-            .and_then(|stream| stream.peer_addr().ok());
+        // Plain HTTP hands over the socket, HTTPS the TLS stream around it.
+        type Tcp = actix_web::rt::net::TcpStream;
+        let socket = connection.downcast_ref::<Tcp>().or_else(|| {
+            connection
+                .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<Tcp>>()
+                .map(|tls| tls.get_ref().0)
+        });
+        let peer = socket.and_then(|stream| stream.peer_addr().ok());
         if let Some(peer) = peer {
             data.insert(Admission::of(&peers, peer.ip(), max_connections_per_peer));
         }
     })
     .workers(config.http_workers())
     .max_connections(config.http.max_connections)
-    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
-    .bind(&config.http.listen)
-    .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S);
+    let https = tls.is_some();
+    let server = match tls {
+        Some(tls) => server
+            .tls_handshake_timeout(Duration::from_millis(config.http.tls_handshake_timeout_ms))
+            .bind_rustls_0_23(&config.http.listen, Arc::unwrap_or_clone(tls)),
+        None => server.bind(&config.http.listen),
+    }
+    .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
 
     for addr in server.addrs() {
-        tracing::info!(message = "listening", %addr, protocol = "http");
+        tracing::info!(message = "listening", %addr, protocol = "http", tls = https);
     }
     let addrs = server.addrs();
     let server = server.run();

@@ -8,11 +8,18 @@
 //!
 //! It runs on a tokio runtime of its own (`tcp.workers` threads named `orderd-tcp`), beside
 //! actix's HTTP workers, so that neither front door can starve the other's event loops.
+//!
+//! With `tcp.tls_cert_file` and `tcp.tls_key_file` the listener speaks TLS only: the handshake
+//! runs first, within `tcp.auth_timeout_ms` with AUTH, and the connection task is the same code
+//! over a [`Wire`] that is the TLS stream instead of the plain socket (monomorphised, so the
+//! plaintext path is what it was).
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,9 +28,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use orderd_engine::Engine;
 use orderd_proto::frame::{self, Frame, FrameDecoder, FrameError};
 use orderd_proto::tcp::{self as msg, op, ErrorBody, PlaceOrdersError, CONNECTION_REQUEST_ID};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use orderd_config::TcpConfig;
 
@@ -91,6 +100,8 @@ pub struct Shared {
     /// The request window change management watches; every answered request is recorded.
     pub window: Arc<RequestWindow>,
     pub limits: Limits,
+    /// With `tcp.tls_cert_file` and `tcp.tls_key_file`: every connection speaks TLS.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Shared {
@@ -214,13 +225,19 @@ async fn accept_loop(
                 }
             },
         };
+        let accepted_at = Instant::now();
         match refusal {
             Ok((permit, peer_slot)) => {
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     ::metrics::gauge!(telemetry::TCP_CONNECTIONS).increment(1.0);
-                    serve_connection(stream, peer, shared, shutdown).await;
+                    match shared.tls.clone() {
+                        None => serve_connection(stream, peer, shared, shutdown, accepted_at).await,
+                        Some(acceptor) => {
+                            serve_tls(acceptor, stream, peer, shared, shutdown, accepted_at).await
+                        }
+                    }
                     ::metrics::gauge!(telemetry::TCP_CONNECTIONS).decrement(1.0);
                     drop(peer_slot);
                     drop(permit);
@@ -229,13 +246,19 @@ async fn accept_loop(
             Err((reason, error)) => {
                 ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => reason).increment(1);
                 telemetry::record_refusal(reason);
+                if shared.tls.is_some() {
+                    // A TLS client could not read a plaintext frame, and a handshake for a
+                    // refusal would spend the CPU the limit protects: closed as it is.
+                    drop(stream);
+                    continue;
+                }
                 connections.spawn(async move {
                     let mut stream = stream;
                     let mut bytes = Vec::new();
                     frame::encode(&error, &mut bytes);
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         let _ = stream.write_all(&bytes).await;
-                        let _ = stream.shutdown().await;
+                        let _ = AsyncWriteExt::shutdown(&mut stream).await;
                     })
                     .await;
                 });
@@ -297,8 +320,10 @@ enum Close {
     /// Bytes that are not frames.
     BadFrame,
     Unauthorized,
-    /// No AUTH within `tcp.auth_timeout_ms`.
+    /// No AUTH (and, over TLS, no finished handshake) within `tcp.auth_timeout_ms`.
     AuthTimeout,
+    /// The TLS handshake failed (not TLS, nothing in common, a bad record).
+    TlsHandshake,
     IdleTimeout,
     Shutdown,
 }
@@ -312,6 +337,7 @@ impl Close {
             Close::BadFrame => "bad_frame",
             Close::Unauthorized => "unauthorized",
             Close::AuthTimeout => "auth_timeout",
+            Close::TlsHandshake => "tls_handshake",
             Close::IdleTimeout => "idle_timeout",
             Close::Shutdown => "shutdown",
         }
@@ -346,7 +372,11 @@ impl Outbox {
     }
 
     /// Writes what the socket takes now, without waiting; `Err` when the connection is broken.
-    fn flush(&mut self, stream: &TcpStream) -> std::io::Result<()> {
+    /// Over TLS, then pushes the records the TLS stream still holds.
+    fn flush<W: Wire>(&mut self, stream: &W) -> std::io::Result<()> {
+        if self.pending() == 0 {
+            return self.flush_wire(stream);
+        }
         while self.pending() > 0 {
             match stream.try_write(&self.bytes[self.written..]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -366,7 +396,175 @@ impl Outbox {
         if self.bytes.capacity() > OUT_KEEP_BYTES {
             self.bytes = Vec::new();
         }
+        self.flush_wire(stream)
+    }
+
+    /// Pushes what the stream itself holds (TLS records; nothing for the plain socket).
+    fn flush_wire<W: Wire>(&mut self, stream: &W) -> std::io::Result<()> {
+        if !stream.holds_unsent() {
+            return Ok(());
+        }
+        if stream.try_flush()? {
+            self.stalled_since = None;
+        } else {
+            self.stalled_since.get_or_insert_with(Instant::now);
+        }
         Ok(())
+    }
+
+    /// Whether reply bytes wait for the client: ours, or the TLS stream's.
+    fn unsent<W: Wire>(&self, stream: &W) -> bool {
+        self.pending() > 0 || stream.holds_unsent()
+    }
+}
+
+/// The byte stream a connection is served over: the plain socket, or TLS over it
+/// ([`TlsWire`]). The connection task polls reading and writing in one `select!`, so every
+/// method takes `&self`.
+trait Wire: Send + Sync + 'static {
+    /// Reads what has arrived, waiting for some; `Ok(0)` at the end. Cancel-safe: dropped
+    /// before it completes, it has taken nothing.
+    fn read<'a>(&'a self, buf: &'a mut [u8])
+        -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    /// Writes what the stream takes now, without waiting (`WouldBlock` when nothing).
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Whether the stream holds bytes it took but has not sent (TLS records).
+    fn holds_unsent(&self) -> bool;
+    /// Sends what the stream holds, without waiting: `Ok(true)` once nothing is left.
+    fn try_flush(&self) -> io::Result<bool>;
+    /// Waits until the socket takes bytes again.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    /// Ends the stream cleanly (TLS `close_notify`, then FIN).
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl Wire for TcpStream {
+    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                read => return read,
+            }
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+
+    fn holds_unsent(&self) -> bool {
+        false
+    }
+
+    fn try_flush(&self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        TcpStream::writable(self).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        AsyncWriteExt::shutdown(self).await
+    }
+}
+
+/// A TLS connection as a [`Wire`]. rustls needs `&mut` to read or write, and the task polls
+/// both directions at once, so the stream sits in a mutex that each poll holds for its own
+/// duration only (one task uses it: never contended).
+struct TlsWire(std::sync::Mutex<TlsStream<TcpStream>>);
+
+impl TlsWire {
+    fn with<T>(&self, f: impl FnOnce(Pin<&mut TlsStream<TcpStream>>) -> T) -> T {
+        let mut stream = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(Pin::new(&mut *stream))
+    }
+}
+
+/// A [`Poll`] taken without waiting: `Pending` is `WouldBlock`.
+fn now_or_would_block<T>(poll: Poll<io::Result<T>>) -> io::Result<T> {
+    match poll {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+impl Wire for TlsWire {
+    async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut read = ReadBuf::new(&mut *buf);
+            self.with(|stream| stream.poll_read(cx, &mut read))
+                .map_ok(|()| read.filled().len())
+        })
+        .await
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        now_or_would_block(self.with(|stream| stream.poll_write(&mut cx, buf)))
+    }
+
+    fn holds_unsent(&self) -> bool {
+        self.with(|stream| stream.get_ref().1.wants_write())
+    }
+
+    fn try_flush(&self) -> io::Result<bool> {
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        match self.with(|stream| stream.poll_flush(&mut cx)) {
+            Poll::Ready(result) => result.map(|()| true),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.with(|stream| stream.get_ref().0.poll_write_ready(cx))).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.with(|stream| stream.poll_shutdown(cx))).await
+    }
+}
+
+/// A TLS connection: the handshake, within the connection's AUTH deadline
+/// (`tcp.auth_timeout_ms`), then [`serve_connection`] over it. A client that never finishes
+/// the handshake is closed at the deadline (`auth_timeout`), one that fails it at once
+/// (`tls_handshake`: not TLS, no common version or cipher, a bad record).
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    accepted_at: Instant,
+) {
+    let deadline = accepted_at + shared.limits.auth_timeout;
+    let handshake = tokio::select! {
+        _ = shutdown.changed() => Err(Close::Shutdown),
+        handshake = tokio::time::timeout_at(deadline.into(), acceptor.accept(stream)) => {
+            match handshake {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(error)) => {
+                    tracing::debug!(message = "TLS handshake failed.", %peer, %error);
+                    Err(Close::TlsHandshake)
+                }
+                Err(_) => {
+                    telemetry::record_refusal("auth_timeout");
+                    Err(Close::AuthTimeout)
+                }
+            }
+        }
+    };
+    match handshake {
+        Ok(stream) => {
+            let wire = TlsWire(std::sync::Mutex::new(stream));
+            serve_connection(wire, peer, shared, shutdown, accepted_at).await
+        }
+        Err(close) => {
+            ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => close.label())
+                .increment(1);
+            tracing::debug!(message = "TCP connection closed.", %peer, reason = close.label());
+        }
     }
 }
 
@@ -454,20 +652,21 @@ impl Conn {
     }
 
     /// Lets what is running finish and writes every reply, for at most `grace`.
-    async fn finish(&mut self, stream: &TcpStream, grace: Duration) {
+    async fn finish<W: Wire>(&mut self, stream: &W, grace: Duration) {
         let _ = tokio::time::timeout(grace, async {
             loop {
                 if self.out.flush(stream).is_err() {
                     return;
                 }
-                if self.running.is_empty() && self.out.pending() == 0 {
+                let unsent = self.out.unsent(stream);
+                if self.running.is_empty() && !unsent {
                     return;
                 }
                 tokio::select! {
                     Some(replies) = self.running.next(), if !self.running.is_empty() => {
                         self.answered_all(replies);
                     }
-                    ready = stream.writable(), if self.out.pending() > 0 => {
+                    ready = stream.writable(), if unsent => {
                         if ready.is_err() {
                             return;
                         }
@@ -482,14 +681,15 @@ impl Conn {
 
 /// One connection, served by one task: it reads frames, runs the requests of each read
 /// together ([`Conn::start`]), and writes replies as they are ready, many per write when they
-/// queue up. Reading stops while [`OUT_PAUSE_BYTES`] of replies wait for a client that does
-/// not read them, and a write that makes no progress for `tcp.idle_timeout_ms` closes the
+/// queue up. Reading stops while the replies held reach `tcp.max_reply_buffer_bytes` (a client
+/// that does not read them), and a write that makes no progress for `tcp.idle_timeout_ms` closes the
 /// connection (`write_timeout`).
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<W: Wire>(
+    mut stream: W,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    accepted_at: Instant,
 ) {
     let limits = shared.limits;
     let mut conn = Conn {
@@ -502,7 +702,7 @@ async fn serve_connection(
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut session: Option<Session> = None;
     let mut last_frame_at = Instant::now();
-    let auth_deadline = Instant::now() + limits.auth_timeout;
+    let auth_deadline = accepted_at + limits.auth_timeout;
     let close = 'conn: loop {
         if conn.out.flush(&stream).is_err() {
             break Close::WriteTimeout;
@@ -526,6 +726,7 @@ async fn serve_connection(
             .map(|since| since + limits.idle_timeout);
         // At the bound, the client must read its replies before we read its requests.
         let may_read = conn.has_reply_room(&limits);
+        let unsent = conn.out.unsent(&stream);
         // Biased: a stalled writer is named as the reason even when the idle deadline has
         // passed too.
         tokio::select! {
@@ -539,7 +740,7 @@ async fn serve_connection(
             Some(replies) = conn.running.next(), if !conn.running.is_empty() => {
                 conn.answered_all(replies);
             }
-            ready = stream.writable(), if conn.out.pending() > 0 => {
+            ready = stream.writable(), if unsent => {
                 if ready.is_err() {
                     break Close::WriteTimeout;
                 }
@@ -551,14 +752,10 @@ async fn serve_connection(
                 // Busy on our side: the client is waiting for us, not idle.
                 last_frame_at = Instant::now();
             }
-            ready = stream.readable(), if may_read => {
-                if ready.is_err() {
-                    break Close::ReadError;
-                }
-                let n = match stream.try_read(&mut chunk) {
+            read = stream.read(&mut chunk), if may_read => {
+                let n = match read {
                     Ok(0) => break Close::Eof,
                     Ok(n) => n,
-                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => break Close::ReadError,
                 };
                 decoder.feed(&chunk[..n]);
@@ -606,7 +803,7 @@ async fn serve_connection(
             ));
             conn.finish(&stream, limits.idle_timeout).await;
         }
-        Close::Eof | Close::BadFrame | Close::Unauthorized => {
+        Close::Eof | Close::BadFrame | Close::Unauthorized | Close::TlsHandshake => {
             // What was read is answered before the connection closes.
             conn.finish(&stream, Duration::from_secs(SHUTDOWN_GRACE_S))
                 .await;
@@ -615,8 +812,7 @@ async fn serve_connection(
     ::metrics::counter!(telemetry::TCP_CLOSED_TOTAL, "reason" => close.label()).increment(1);
     tracing::debug!(message = "TCP connection closed.", %peer, reason = close.label());
     if !matches!(close, Close::WriteTimeout | Close::ReadError) {
-        // A clean end (FIN) once every reply is written.
-        let mut stream = stream;
+        // A clean end (TLS close_notify, FIN) once every reply is written.
         let _ = tokio::time::timeout(limits.idle_timeout, stream.shutdown()).await;
     }
 }

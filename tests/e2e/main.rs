@@ -23,3 +23,4 @@ mod shard_restart;
 mod supervisor;
 mod support;
 mod tcp;
+mod tls;

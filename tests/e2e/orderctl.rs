@@ -51,7 +51,7 @@ fn orderctl_path() -> PathBuf {
 }
 
 /// Runs `orderctl args...` with no `ORDERD_*` variables from the test's own environment.
-fn orderctl(args: &[&str]) -> Run {
+pub(crate) fn orderctl(args: &[&str]) -> Run {
     orderctl_with_env(args, &[])
 }
 

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -45,15 +45,21 @@ pub struct Reply {
     pub retry_after: Option<String>,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+/// The TLS client configuration of a server started with [`Server::start_https`].
+pub type Https = Option<Arc<rustls::ClientConfig>>;
+
+fn agent(https: &Https) -> ureq::Agent {
+    let builder = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(2))
         .timeout_read(Duration::from_secs(30))
         .timeout_write(Duration::from_secs(30))
         .max_idle_connections(256)
         .max_idle_connections_per_host(128)
-        .redirects(0)
-        .build()
+        .redirects(0);
+    match https {
+        Some(tls) => builder.tls_config(tls.clone()).build(),
+        None => builder.build(),
+    }
 }
 
 fn parse_body(text: &str) -> Value {
@@ -334,6 +340,8 @@ pub struct Server {
     log_path: PathBuf,
     /// Extra environment of every start (e.g. `ORDERD__HTTP__RATE_LIMIT_PER_KEY_PER_S`).
     extra_env: Vec<(String, String)>,
+    /// HTTPS (the server's `http.tls_*` are in `extra_env`): how the harness trusts it.
+    https: Https,
 }
 
 impl Server {
@@ -344,7 +352,7 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = tmp.path().to_path_buf();
-        Self::launch(root, Some(tmp), shards, &[])
+        Self::launch(root, Some(tmp), shards, &[], None)
     }
 
     /// Like [`Server::start`] with extra environment variables, kept for every restart.
@@ -354,20 +362,37 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = tmp.path().to_path_buf();
-        Self::launch(root, Some(tmp), shards, env)
+        Self::launch(root, Some(tmp), shards, env, None)
+    }
+
+    /// Like [`Server::start_with_env`] for a server whose `env` turns HTTPS on: the harness
+    /// (readiness probe, [`Server::client`]) speaks HTTPS to it with `tls`.
+    pub fn start_https(
+        dir: &Path,
+        shards: usize,
+        env: &[(&str, &str)],
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Server {
+        Self::launch(dir.to_path_buf(), None, shards, env, Some(tls))
     }
 
     /// Starts a server on `dir` (kept by the caller; it may already hold data).
     pub fn start_in(dir: &Path, shards: usize) -> Server {
-        Self::launch(dir.to_path_buf(), None, shards, &[])
+        Self::launch(dir.to_path_buf(), None, shards, &[], None)
     }
 
     /// Like [`Server::start_in`] with extra environment variables, kept for every restart.
     pub fn start_in_with_env(dir: &Path, shards: usize, env: &[(&str, &str)]) -> Server {
-        Self::launch(dir.to_path_buf(), None, shards, env)
+        Self::launch(dir.to_path_buf(), None, shards, env, None)
     }
 
-    fn launch(root: PathBuf, tmp: Option<TempDir>, shards: usize, env: &[(&str, &str)]) -> Server {
+    fn launch(
+        root: PathBuf,
+        tmp: Option<TempDir>,
+        shards: usize,
+        env: &[(&str, &str)],
+        https: Https,
+    ) -> Server {
         for sub in ["data", "backups", "offsite"] {
             fs::create_dir_all(root.join(sub)).expect("create dirs");
         }
@@ -381,7 +406,7 @@ impl Server {
             tcp_port: free_port(),
             key: String::new(),
             client: Client {
-                agent: agent(),
+                agent: agent(&https),
                 base: String::new(),
                 key: None,
             },
@@ -390,6 +415,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            https,
         };
         server.spawn();
         server
@@ -543,19 +569,30 @@ impl Server {
         }
         self.key = key.clone();
         self.client = Client {
-            agent: agent(),
-            base: format!("http://127.0.0.1:{}", self.port),
+            agent: agent(&self.https),
+            base: format!("{}://127.0.0.1:{}", self.scheme(), self.port),
             key: Some(key),
         };
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.https.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Polls `GET /readyz` every 20 ms for up to 60 s. `Err((exited, why))`.
     fn wait_ready(&mut self) -> Result<(), (bool, String)> {
-        let probe = ureq::AgentBuilder::new()
+        let builder = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_millis(500))
-            .timeout_read(Duration::from_secs(2))
-            .build();
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+            .timeout_read(Duration::from_secs(2));
+        let probe = match &self.https {
+            Some(tls) => builder.tls_config(tls.clone()).build(),
+            None => builder.build(),
+        };
+        let url = format!("{}://127.0.0.1:{}/readyz", self.scheme(), self.port);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let child = self.child.as_mut().expect("child");
@@ -591,7 +628,7 @@ impl Server {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// `http://127.0.0.1:<port>` of the current process.
+    /// `http://127.0.0.1:<port>` (`https://` with [`Server::start_https`]) of the current process.
     pub fn base(&self) -> &str {
         &self.client.base
     }

@@ -159,6 +159,19 @@ pub struct HttpConfig {
     pub max_page_bytes: usize,
     /// 0 = off.
     pub rate_limit_per_key_per_s: u32,
+    /// PEM certificate chain; with `tls_key_file`, the listener serves TLS only ("" = off).
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file` ("" = off).
+    pub tls_key_file: PathBuf,
+    /// With TLS, the longest a handshake may take before the connection is closed.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl HttpConfig {
+    /// The certificate and key files when HTTPS is on (validated: both or neither).
+    pub fn tls(&self) -> Option<TlsFiles<'_>> {
+        TlsFiles::of("http", &self.tls_cert_file, &self.tls_key_file)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -180,6 +193,69 @@ pub struct TcpConfig {
     pub workers: usize,
     /// Most orders in one `PLACE_ORDERS` frame (the frame is bounded by `max_frame_bytes` too).
     pub batch_orders_max: usize,
+    /// PEM certificate chain; with `tls_key_file`, the listener serves TLS only ("" = off).
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file` ("" = off).
+    pub tls_key_file: PathBuf,
+}
+
+impl TcpConfig {
+    /// The certificate and key files when TLS is on (validated: both or neither).
+    pub fn tls(&self) -> Option<TlsFiles<'_>> {
+        TlsFiles::of("tcp", &self.tls_cert_file, &self.tls_key_file)
+    }
+}
+
+/// A listener's TLS files, with the names of the keys that set them (for error messages).
+#[derive(Clone, Copy, Debug)]
+pub struct TlsFiles<'a> {
+    /// `http.tls_cert_file` or `tcp.tls_cert_file`.
+    pub cert_key: &'static str,
+    pub cert_file: &'a Path,
+    /// `http.tls_key_file` or `tcp.tls_key_file`.
+    pub key_key: &'static str,
+    pub key_file: &'a Path,
+}
+
+impl<'a> TlsFiles<'a> {
+    fn of(section: &'static str, cert_file: &'a Path, key_file: &'a Path) -> Option<TlsFiles<'a>> {
+        if cert_file.as_os_str().is_empty() || key_file.as_os_str().is_empty() {
+            return None;
+        }
+        let (cert_key, key_key) = match section {
+            "http" => ("http.tls_cert_file", "http.tls_key_file"),
+            _ => ("tcp.tls_cert_file", "tcp.tls_key_file"),
+        };
+        Some(TlsFiles {
+            cert_key,
+            cert_file,
+            key_key,
+            key_file,
+        })
+    }
+}
+
+/// Both TLS files of a listener set, or neither.
+fn check_tls_pair(
+    cert_key: &'static str,
+    cert_file: &Path,
+    key_key: &'static str,
+    key_file: &Path,
+) -> Result<(), ConfigError> {
+    match (
+        cert_file.as_os_str().is_empty(),
+        key_file.as_os_str().is_empty(),
+    ) {
+        (false, true) => Err(ConfigError::Invalid {
+            key: key_key,
+            detail: format!("must be set too when {cert_key} is (or clear both for plaintext)"),
+        }),
+        (true, false) => Err(ConfigError::Invalid {
+            key: cert_key,
+            detail: format!("must be set too when {key_key} is (or clear both for plaintext)"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -315,6 +391,21 @@ impl Config {
         if self.http.max_page_bytes < 64 * 1024 {
             return invalid("http.max_page_bytes", "must be at least 65536 bytes");
         }
+        check_tls_pair(
+            "http.tls_cert_file",
+            &self.http.tls_cert_file,
+            "http.tls_key_file",
+            &self.http.tls_key_file,
+        )?;
+        if !(1..=600_000).contains(&self.http.tls_handshake_timeout_ms) {
+            return invalid("http.tls_handshake_timeout_ms", "must be 1 to 600000");
+        }
+        check_tls_pair(
+            "tcp.tls_cert_file",
+            &self.tcp.tls_cert_file,
+            "tcp.tls_key_file",
+            &self.tcp.tls_key_file,
+        )?;
         // The frame must hold the header and a reasonable body; the length field is 32 bits.
         if !(1024..=16 * 1024 * 1024).contains(&self.tcp.max_frame_bytes) {
             return invalid(
@@ -622,6 +713,8 @@ mod tests {
         assert_eq!(c.tcp.max_reply_buffer_bytes, 4 * 1024 * 1024);
         assert_eq!(c.http.max_connections_per_peer, 512);
         assert_eq!(c.http.max_page_bytes, 1024 * 1024);
+        assert!(c.http.tls().is_none() && c.tcp.tls().is_none());
+        assert_eq!(c.http.tls_handshake_timeout_ms, 3000);
         assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
         assert_eq!(c.storage.durability, DurabilitySetting::Sync);
         assert_eq!(c.storage.flush_interval_ms, 5);
@@ -745,6 +838,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.contains("http.listen"), "{text}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_of_a_listener() {
+        for (toml, key) in [
+            ("[http]\ntls_cert_file = \"c.pem\"", "http.tls_key_file"),
+            ("[http]\ntls_key_file = \"k.pem\"", "http.tls_cert_file"),
+            ("[tcp]\ntls_cert_file = \"c.pem\"", "tcp.tls_key_file"),
+            ("[tcp]\ntls_key_file = \"k.pem\"", "tcp.tls_cert_file"),
+            (
+                "[http]\ntls_handshake_timeout_ms = 0",
+                "http.tls_handshake_timeout_ms",
+            ),
+        ] {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            writeln!(file, "{toml}").unwrap();
+            let text = Config::load_with_env(Some(file.path()), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(key), "{toml}: {text}");
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[tcp]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\""
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(file.path()), no_env()).unwrap();
+        let tls = c.tcp.tls().expect("TLS on");
+        assert_eq!(
+            (tls.cert_key, tls.key_key),
+            ("tcp.tls_cert_file", "tcp.tls_key_file")
+        );
+        assert_eq!(tls.cert_file, Path::new("c.pem"));
+        assert!(c.http.tls().is_none());
     }
 
     #[test]

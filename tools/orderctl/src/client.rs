@@ -2,8 +2,12 @@
 //! failure to the exit code it stands for.
 
 use orderd_proto::Problem;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a command could not finish. Each variant has one exit code (see [`CliError::exit_code`]).
@@ -54,33 +58,74 @@ pub struct Api {
     agent: ureq::Agent,
     server: String,
     key: Option<String>,
+    /// With `--ca-file`: HTTPS trusts that CA alone.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// An agent with orderctl's settings: no redirects, and `tls` when given.
+fn agent(builder: ureq::AgentBuilder, tls: &Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
+    let builder = builder.redirects(0);
+    match tls {
+        Some(tls) => builder.tls_config(tls.clone()).build(),
+        None => builder.build(),
+    }
+}
+
+/// The TLS configuration of `--ca-file`: HTTPS servers are trusted only when the CA
+/// certificates of that PEM file signed theirs (for the server's host name).
+pub fn tls_trusting(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, CliError> {
+    let usage =
+        |detail: String| CliError::Usage(format!("--ca-file {}: {detail}", ca_file.display()));
+    let bytes = std::fs::read(ca_file).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| usage(format!("not PEM certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| usage(format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(usage("holds no certificate".to_string()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| usage(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl Api {
-    pub fn new(server: &str, key: Option<String>, timeout: Duration) -> Api {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(timeout)
-            .redirects(0)
-            .build();
+    /// A client of `server`; `tls` (from [`tls_trusting`]) replaces the public CAs ureq
+    /// trusts by default for `https://` URLs.
+    pub fn new(
+        server: &str,
+        key: Option<String>,
+        timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Api {
         Api {
-            agent,
+            agent: agent(ureq::AgentBuilder::new().timeout(timeout), &tls),
             server: server.trim_end_matches('/').to_string(),
             key,
+            tls,
         }
     }
 
     /// The same server and key, for requests whose answer may take up to `wait` (a backup, a
     /// restore drill): connecting is still limited to `connect`.
     pub fn patient(&self, connect: Duration, wait: Duration) -> Api {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(connect)
-            .timeout(wait)
-            .redirects(0)
-            .build();
         Api {
-            agent,
+            agent: agent(
+                ureq::AgentBuilder::new()
+                    .timeout_connect(connect)
+                    .timeout(wait),
+                &self.tls,
+            ),
             server: self.server.clone(),
             key: self.key.clone(),
+            tls: self.tls.clone(),
         }
     }
 

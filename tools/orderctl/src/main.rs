@@ -77,6 +77,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
 
+    /// PEM file of the CA that signed the server's certificate, for an `https://` --server
+    /// (orderd with `http.tls_cert_file`); trusted instead of the public CAs [env: ORDERD_CA_FILE]
+    #[arg(long, global = true, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+
     /// `table` for people, `json` for scripts (the server's JSON, pretty)
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -218,7 +223,15 @@ fn run(cli: &Cli) -> Outcome {
         .unwrap_or_else(|| SERVER_DEFAULT.to_string());
     let key = resolve_key(cli)?;
     let timeout = Duration::from_millis(cli.timeout_ms);
-    let api = Api::new(&server, key, timeout);
+    let tls = match cli
+        .ca_file
+        .clone()
+        .or_else(|| non_empty_env("ORDERD_CA_FILE").map(PathBuf::from))
+    {
+        Some(path) => Some(client::tls_trusting(&path)?),
+        None => None,
+    };
+    let api = Api::new(&server, key, timeout, tls);
     let out = cli.output;
     match &cli.command {
         Command::Health => health(&api, out),

@@ -21,7 +21,7 @@ pub const REDIS_URL_ENV: &str = "ORDERD_BENCH_REDIS_URL";
 #[derive(Clone, Debug, Parser)]
 #[command(version, about)]
 pub struct Options {
-    /// Targets, comma-separated: inproc, tcp, tcp-batch, http, http-bare, postgres, redis. Default: all of them
+    /// Targets, comma-separated: inproc, tcp, tcp-tls, tcp-batch, http, http-bare, postgres, redis. Default: all of them
     /// that are available (a target named here that is not available is an error).
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,

@@ -363,9 +363,17 @@ async fn a_requested_peer_that_is_not_reachable_is_an_error_and_others_are_skipp
     let skipped: Vec<&str> = report.skipped.iter().map(|s| s.target.as_str()).collect();
     assert_eq!(
         skipped,
-        vec!["tcp", "tcp-batch", "http", "http-bare", "postgres", "redis"]
+        vec![
+            "tcp",
+            "tcp-tls",
+            "tcp-batch",
+            "http",
+            "http-bare",
+            "postgres",
+            "redis"
+        ]
     );
-    assert!(report.skipped[5].reason.contains("not reachable"));
+    assert!(report.skipped[6].reason.contains("not reachable"));
     assert_eq!(report.rows.len(), 1);
     assert_eq!(report.rows[0].target, "inproc");
     assert!(report.markdown().contains("- skipped postgres: "));

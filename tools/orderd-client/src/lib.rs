@@ -28,20 +28,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! TLS: a server whose `tcp.tls_cert_file` is set speaks TLS only; give the client
+//! [`ClientConfig::tls`] ([`TlsOptions::from_ca_file`]: the CA to trust and the name the
+//! server's certificate must carry), and everything, `AUTH`'s secret first, crosses encrypted.
+//!
 //! Many orders in one frame ([`Client::place_orders`], the `PLACE_ORDERS` opcode) cost one
 //! round trip and one engine submission: each order gets its own outcome.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orderd_proto::frame::{self, Frame, FrameDecoder};
 use orderd_proto::tcp::{self as msg, op, ErrorBody, CONNECTION_REQUEST_ID};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -59,6 +65,64 @@ pub struct ClientConfig {
     pub reconnect_wait_max: Duration,
     /// The largest frame the client reads before the server told its own maximum.
     pub max_frame_bytes: usize,
+    /// TLS to a server with `tcp.tls_cert_file` set; `None`: plaintext.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How the client speaks TLS: the certificates it trusts and the name the server's
+/// certificate must carry (a DNS name, or an IP address in the certificate's SAN).
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl TlsOptions {
+    /// Trusts the CA certificates of the PEM file `ca_file` (and nothing else), TLS 1.2 and
+    /// 1.3, and expects `server_name` in the server's certificate.
+    pub fn from_ca_file(
+        ca_file: impl AsRef<Path>,
+        server_name: &str,
+    ) -> Result<TlsOptions, ClientError> {
+        let path = ca_file.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", path.display())))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&bytes) {
+            let cert = cert.map_err(|e| {
+                ClientError::Tls(format!("{} is not PEM certificates: {e}", path.display()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                ClientError::Tls(format!("{}: unusable CA certificate: {e}", path.display()))
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(ClientError::Tls(format!(
+                "{} holds no certificate",
+                path.display()
+            )));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsOptions::new(Arc::new(config), server_name)
+    }
+
+    /// A rustls configuration of the caller's own (client certificates, other roots).
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<TlsOptions, ClientError> {
+        let server_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientError::Tls(format!("server name {server_name:?}: {e}")))?;
+        Ok(TlsOptions {
+            config,
+            server_name,
+        })
+    }
 }
 
 impl Default for ClientConfig {
@@ -69,6 +133,7 @@ impl Default for ClientConfig {
             reconnect_wait: Duration::from_millis(50),
             reconnect_wait_max: Duration::from_secs(2),
             max_frame_bytes: frame::MAX_FRAME_BYTES_DEFAULT,
+            tls: None,
         }
     }
 }
@@ -89,6 +154,10 @@ pub enum ClientError {
     /// No connection could be made.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// TLS could not be set up: an unusable CA file or server name, or a failed handshake
+    /// (a certificate not signed by the CA or not for the name, a plaintext server).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server sent something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -260,10 +329,11 @@ impl Client {
             attempt += 1;
             match tokio::time::timeout(config.connect_timeout, self.open()).await {
                 Ok(Ok(conn)) => break conn,
-                // A refused key or a full server will not change by retrying at once.
-                Ok(Err(error @ (ClientError::Api(_) | ClientError::Closed(_)))) => {
-                    return Err(error)
-                }
+                // A refused key, a full server or a certificate we do not trust will not change
+                // by retrying at once.
+                Ok(Err(
+                    error @ (ClientError::Api(_) | ClientError::Closed(_) | ClientError::Tls(_)),
+                )) => return Err(error),
                 Ok(Err(error)) if attempt >= config.connect_attempts.max(1) => return Err(error),
                 Err(_) if attempt >= config.connect_attempts.max(1) => {
                     return Err(ClientError::Connect(format!(
@@ -283,13 +353,36 @@ impl Client {
         Ok(conn)
     }
 
-    /// One connection: TCP, then `AUTH`, then the reader and writer tasks.
+    /// One connection: TCP, TLS when configured, then `AUTH`, then the reader and writer tasks.
     async fn open(&self) -> Result<Conn, ClientError> {
         let stream = TcpStream::connect(&self.inner.addr)
             .await
             .map_err(|e| ClientError::Connect(format!("{}: {e}", self.inner.addr)))?;
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        match &self.inner.config.tls {
+            None => {
+                let (reader, writer) = stream.into_split();
+                self.start(reader, writer).await
+            }
+            Some(tls) => {
+                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| {
+                        ClientError::Tls(format!("handshake with {}: {e}", self.inner.addr))
+                    })?;
+                let (reader, writer) = tokio::io::split(stream);
+                self.start(reader, writer).await
+            }
+        }
+    }
+
+    /// `AUTH` over a fresh connection, then its reader and writer tasks.
+    async fn start<R, W>(&self, mut reader: R, mut writer: W) -> Result<Conn, ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let mut decoder = FrameDecoder::new(self.inner.config.max_frame_bytes);
         let auth_id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut bytes = Vec::new();
@@ -303,10 +396,12 @@ impl Client {
             ),
             &mut bytes,
         );
-        writer
-            .write_all(&bytes)
-            .await
-            .map_err(|e| ClientError::Connect(format!("send AUTH: {e}")))?;
+        async {
+            writer.write_all(&bytes).await?;
+            writer.flush().await
+        }
+        .await
+        .map_err(|e| ClientError::Connect(format!("send AUTH: {e}")))?;
         let reply = read_one(&mut reader, &mut decoder).await?;
         let auth: msg::AuthOk = match reply.opcode {
             code if code == op::AUTH | op::REPLY => decode_reply(&reply.payload)?,
@@ -526,7 +621,7 @@ fn decode_reply<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ClientError> {
 
 /// Reads until one whole frame has arrived.
 async fn read_one(
-    reader: &mut OwnedReadHalf,
+    reader: &mut (impl AsyncRead + Unpin),
     decoder: &mut FrameDecoder,
 ) -> Result<Frame, ClientError> {
     let mut chunk = [0u8; 4096];
@@ -550,7 +645,7 @@ async fn read_one(
 
 /// Writes requests as they come, many per write when they queue up.
 async fn write_frames(
-    mut writer: OwnedWriteHalf,
+    mut writer: impl AsyncWrite + Unpin,
     mut frames: mpsc::Receiver<Frame>,
     pending: Arc<Pending>,
 ) {
@@ -564,7 +659,8 @@ async fn write_frames(
                 Err(_) => break,
             }
         }
-        if writer.write_all(&bytes).await.is_err() {
+        // The flush sends what TLS still holds (nothing to do over plain TCP).
+        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
             pending.fail_all(ClientError::ConnectionLost);
             return;
         }
@@ -572,7 +668,11 @@ async fn write_frames(
 }
 
 /// Hands each reply to its call; fails every call in flight when the connection ends.
-async fn read_frames(mut reader: OwnedReadHalf, mut decoder: FrameDecoder, pending: Arc<Pending>) {
+async fn read_frames(
+    mut reader: impl AsyncRead + Unpin,
+    mut decoder: FrameDecoder,
+    pending: Arc<Pending>,
+) {
     let mut chunk = vec![0u8; 64 * 1024];
     let error = 'read: loop {
         match reader.read(&mut chunk).await {

@@ -50,6 +50,9 @@ pub struct Http {
     pub tcp_addr: SocketAddr,
     /// The admin secret (for the TCP protocol's `AUTH`).
     pub secret: String,
+    /// The `tcp-tls` target: the TCP listener speaks TLS with a certificate the bench made,
+    /// and this trusts it.
+    pub tcp_tls: Option<orderd_client::TlsOptions>,
     /// Data directory, configuration, log, master key: removed after the server stops.
     dir: Option<tempfile::TempDir>,
     durability: DurabilityMode,
@@ -62,6 +65,12 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
 /// Starts orderd and sets `plan` up through its HTTP API; the `tcp` target drives the same
 /// server over its binary protocol.
 pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
+    start_with(settings, plan, false).await
+}
+
+/// [`start`], with the TCP listener on TLS when `tcp_tls` (the `tcp-tls` target): a CA and a
+/// certificate for `127.0.0.1` made for the run, the CA trusted by the clients.
+pub async fn start_with(settings: &Settings, plan: &Plan, tcp_tls: bool) -> Result<Http> {
     probe(settings).await?;
     let dir = tempfile::Builder::new()
         .prefix("orderd-bench-http-")
@@ -71,12 +80,25 @@ pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
     let tcp_port = free_loopback_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
     let data_dir = dir.path().join("data");
+    let (tls, tcp_extra) = if tcp_tls {
+        let (cert, key, ca) = make_certificate(dir.path())?;
+        let lines = format!(
+            "tls_cert_file = {}\ntls_key_file = {}\n",
+            toml_string(&cert.to_string_lossy()),
+            toml_string(&key.to_string_lossy())
+        );
+        let options = orderd_client::TlsOptions::from_ca_file(&ca, "127.0.0.1")?;
+        (Some(options), lines)
+    } else {
+        (None, String::new())
+    };
     let config = config_toml(
         dir.path(),
         http_port,
         tcp_port,
         settings.shards,
         settings.durability,
+        &tcp_extra,
     );
     let config_path = dir.path().join("orderd.toml");
     std::fs::write(&config_path, config).context("write the orderd configuration")?;
@@ -112,6 +134,7 @@ pub async fn start(settings: &Settings, plan: &Plan) -> Result<Http> {
         shared,
         tcp_addr: ([127, 0, 0, 1], tcp_port).into(),
         secret: secret.trim().to_string(),
+        tcp_tls: tls,
         dir: Some(dir),
         durability: settings.durability,
     })
@@ -130,12 +153,13 @@ fn config_toml(
     tcp_port: u16,
     shards: usize,
     durability: DurabilityMode,
+    tcp_extra: &str,
 ) -> String {
     let path = |name: &str| toml_string(&dir.join(name).to_string_lossy());
     format!(
         "# Written by orderd-bench for one run.\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
-         [tcp]\nlisten = \"127.0.0.1:{tcp_port}\"\nmax_frame_bytes = {TCP_MAX_FRAME_BYTES}\n\n\
+         [tcp]\nlisten = \"127.0.0.1:{tcp_port}\"\nmax_frame_bytes = {TCP_MAX_FRAME_BYTES}\n{tcp_extra}\n\
          [storage]\ndata_dir = {data}\ndurability = \"{durability}\"\n\n\
          [engine]\nshards = {shards}\n\n\
          [backup]\ndir = {backups}\noffsite = {offsite}\ninterval_s = 0\nverify_interval_s = 0\n\n\
@@ -147,6 +171,28 @@ fn config_toml(
         master = path("master.key"),
         durability = durability.config_value(),
     )
+}
+
+/// A CA and a server certificate for `127.0.0.1` (ECDSA P-256) under `dir`: the paths of the
+/// certificate, its key and the CA.
+fn make_certificate(
+    dir: &Path,
+) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &ca)?;
+    let paths = (
+        dir.join("tls-cert.pem"),
+        dir.join("tls-key.pem"),
+        dir.join("tls-ca.pem"),
+    );
+    std::fs::write(&paths.0, cert.pem())?;
+    std::fs::write(&paths.1, key.serialize_pem())?;
+    std::fs::write(&paths.2, ca.pem())?;
+    Ok(paths)
 }
 
 /// A TOML basic string.
@@ -456,6 +502,7 @@ mod tests {
             17070,
             2,
             DurabilityMode::Sync,
+            "",
         );
         assert!(text.contains("listen = \"127.0.0.1:18080\""));
         assert!(text.contains("listen = \"127.0.0.1:17070\""));
@@ -470,10 +517,24 @@ mod tests {
 
     #[test]
     fn config_carries_the_durability_asked_for() {
-        let sync = config_toml(Path::new("/tmp/x"), 18080, 17070, 2, DurabilityMode::Sync);
+        let sync = config_toml(
+            Path::new("/tmp/x"),
+            18080,
+            17070,
+            2,
+            DurabilityMode::Sync,
+            "",
+        );
         assert!(sync.contains("durability = \"sync\"\n"), "{sync}");
         assert!(!sync.contains("\"async\""), "{sync}");
-        let text = config_toml(Path::new("/tmp/x"), 18080, 17070, 2, DurabilityMode::Async);
+        let text = config_toml(
+            Path::new("/tmp/x"),
+            18080,
+            17070,
+            2,
+            DurabilityMode::Async,
+            "",
+        );
         assert!(text.contains("durability = \"async\"\n"), "{text}");
         assert!(!text.contains("durability = \"sync\""), "{text}");
     }

@@ -148,6 +148,8 @@ impl Role {
 pub enum TargetKind {
     Inproc,
     Tcp,
+    /// `tcp` with the listener on TLS.
+    TcpTls,
     TcpBatch,
     Http,
     HttpBare,
@@ -156,9 +158,10 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 7] = [
+    pub const ALL: [TargetKind; 8] = [
         TargetKind::Inproc,
         TargetKind::Tcp,
+        TargetKind::TcpTls,
         TargetKind::TcpBatch,
         TargetKind::Http,
         TargetKind::HttpBare,
@@ -170,6 +173,7 @@ impl TargetKind {
         match self {
             TargetKind::Inproc => "inproc",
             TargetKind::Tcp => "tcp",
+            TargetKind::TcpTls => "tcp-tls",
             TargetKind::TcpBatch => "tcp-batch",
             TargetKind::Http => "http",
             TargetKind::HttpBare => "http-bare",
@@ -184,9 +188,11 @@ impl TargetKind {
 
     pub fn role(self) -> Role {
         match self {
-            TargetKind::Inproc | TargetKind::Tcp | TargetKind::TcpBatch | TargetKind::Http => {
-                Role::Orderd
-            }
+            TargetKind::Inproc
+            | TargetKind::Tcp
+            | TargetKind::TcpTls
+            | TargetKind::TcpBatch
+            | TargetKind::Http => Role::Orderd,
             TargetKind::Postgres | TargetKind::Redis => Role::Peer,
             TargetKind::HttpBare => Role::Ceiling,
         }
@@ -213,7 +219,7 @@ impl TargetKind {
     pub fn probe(self, settings: &Settings) -> BoxFuture<'_, Result<()>> {
         match self {
             TargetKind::Inproc => Box::pin(async { Ok(()) }),
-            TargetKind::Tcp => Box::pin(tcp::probe(settings)),
+            TargetKind::Tcp | TargetKind::TcpTls => Box::pin(tcp::probe(settings)),
             TargetKind::TcpBatch => Box::pin(tcp_batch::probe(settings)),
             TargetKind::Http => Box::pin(http::probe(settings)),
             TargetKind::HttpBare => Box::pin(http_bare::probe(settings)),
@@ -231,6 +237,7 @@ impl TargetKind {
         match self {
             TargetKind::Inproc => Box::pin(inproc::open(settings, plan)),
             TargetKind::Tcp => Box::pin(tcp::open(settings, plan)),
+            TargetKind::TcpTls => Box::pin(tcp::open_tls(settings, plan)),
             TargetKind::TcpBatch => Box::pin(tcp_batch::open(settings, plan)),
             TargetKind::Http => Box::pin(http::open(settings, plan)),
             TargetKind::HttpBare => Box::pin(http_bare::open(settings, plan)),

@@ -28,6 +28,14 @@ pub async fn open(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
     Ok(Box::new(Tcp::new(http::start(settings, plan).await?)))
 }
 
+/// The `tcp-tls` target: the same server and workload with the TCP listener on TLS
+/// (`tcp.tls_cert_file`), so that its ratio to `tcp` in one run is the cost of TLS.
+pub async fn open_tls(settings: &Settings, plan: &Plan) -> Result<Box<dyn Target>> {
+    Ok(Box::new(Tcp::new(
+        http::start_with(settings, plan, true).await?,
+    )))
+}
+
 impl Tcp {
     /// The target over a started and set-up server (the `tcp-batch` target's too).
     pub(super) fn new(server: Http) -> Tcp {
@@ -48,7 +56,10 @@ impl Tcp {
                 Client::new(
                     self.server.tcp_addr.to_string(),
                     self.server.secret.clone(),
-                    ClientConfig::default(),
+                    ClientConfig {
+                        tls: self.server.tcp_tls.clone(),
+                        ..ClientConfig::default()
+                    },
                 )
             })
             .clone()
