@@ -79,6 +79,20 @@ fn orderctl_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     run
 }
 
+/// The setting that gives `orderctl backup restore` the server's master key file (it
+/// authenticates backup manifests with it).
+pub(crate) struct KeyEnv(String);
+
+impl KeyEnv {
+    pub(crate) fn each(&self) -> [(&'static str, &str); 1] {
+        [("ORDERD__SECURITY__MASTER_KEY_FILE", self.0.as_str())]
+    }
+}
+
+pub(crate) fn master_key_env(server: &Server) -> KeyEnv {
+    KeyEnv(path_str(&server.master_key_file()).to_string())
+}
+
 /// Runs `orderctl --server BASE --key KEY args...`.
 pub(crate) fn as_key(server: &Server, key: &str, args: &[&str]) -> Run {
     let mut all = vec!["--server", server.base(), "--key", key];
@@ -885,6 +899,7 @@ fn orderctl_backup_restore_brings_back_every_order_placed_before_the_backup() {
     let data = restored_root.path().join("data");
     let backups = server.root().join("backups");
     let offsite = server.root().join("offsite");
+    let key_env = master_key_env(&server);
     let restore = |extra: &[&str]| {
         let mut args = vec![
             "backup",
@@ -898,7 +913,7 @@ fn orderctl_backup_restore_brings_back_every_order_placed_before_the_backup() {
             path_str(&offsite),
         ];
         args.extend_from_slice(extra);
-        orderctl(&args)
+        orderctl_with_env(&args, &key_env.each())
     };
     let run = restore(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -995,6 +1010,7 @@ fn orderctl_a_damaged_backup_fails_verify_and_restore_is_refused() {
     fs::write(target.join("marker"), b"previous data").expect("marker");
     let backups = server.root().join("backups");
     let offsite = server.root().join("offsite");
+    let key_env = master_key_env(&server);
     let restore = |target: &Path, extra: &[&str]| {
         let mut args = vec![
             "backup",
@@ -1008,7 +1024,7 @@ fn orderctl_a_damaged_backup_fails_verify_and_restore_is_refused() {
             path_str(&offsite),
         ];
         args.extend_from_slice(extra);
-        orderctl(&args)
+        orderctl_with_env(&args, &key_env.each())
     };
     let refused = restore(&target, &["--replace"]);
     assert_eq!(refused.code, 1);
@@ -1055,7 +1071,11 @@ fn orderctl_restore_from_offsite_when_the_local_backups_are_gone() {
     )
     .expect("write config");
     let offsite = server.root().join("offsite");
-    let env = [("ORDERD__BACKUP__OFFSITE", path_str(&offsite))];
+    let key_env = master_key_env(&server);
+    let env = [
+        ("ORDERD__BACKUP__OFFSITE", path_str(&offsite)),
+        key_env.each()[0],
+    ];
 
     let local = orderctl_with_env(
         &["backup", "restore", &id, "--config", path_str(&config)],

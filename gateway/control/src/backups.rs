@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use orderd_engine::backup::{self, BackupError, Digester, NoProgress, Repo, ShardDigest};
+use orderd_engine::backup::{
+    self, BackupError, Digester, ManifestKeys, NoProgress, Repo, ShardDigest,
+};
 use orderd_engine::Engine;
 use orderd_storage::{Family, Storage, StorageError, Write};
 use serde::{Deserialize, Serialize};
@@ -26,7 +28,14 @@ use crate::inspection::{BackupInfo, BackupStatus, Verification};
 use crate::offsite::Offsite;
 use orderd_config::{BackupConfig, Config};
 use orderd_service::auth::KEYS_FILE;
+use orderd_service::vault::{MasterKeySource, Vault, VaultError};
 use orderd_service::ApiError;
+
+/// The manifest keys of the master key source `config` names, without opening a store: for
+/// `orderctl backup restore` (server stopped) and tests.
+pub fn manifest_keys(config: &Config) -> Result<ManifestKeys, VaultError> {
+    MasterKeySource::from_config(config)?.manifest_keys()
+}
 
 /// How a backup job's failure is answered.
 impl From<BackupJobError> for ApiError {
@@ -302,6 +311,7 @@ impl Backups {
         live: tokio::sync::watch::Receiver<Arc<Config>>,
         data_dir: PathBuf,
         engine: Engine,
+        vault: Arc<Vault>,
     ) -> Backups {
         let config = live.borrow().backup.clone();
         let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity);
@@ -326,14 +336,16 @@ impl Backups {
                 }
             });
         }
+        let keys = vault.manifest_keys();
         let repo = match ChildDigester::this_binary() {
-            Ok(child) => Repo::new(config.dir.clone()).with_digester(Arc::new(child)),
+            Ok(child) => Repo::new(config.dir.clone(), keys).with_digester(Arc::new(child)),
             Err(error) => {
                 tracing::warn!(message = "Backups rebuild shards in process.", %error);
-                Repo::new(config.dir.clone())
+                Repo::new(config.dir.clone(), keys)
             }
         };
         let mut worker = Worker {
+            vault,
             live,
             last_success_s: last_success_s.clone(),
             repo,
@@ -407,6 +419,8 @@ impl Backups {
 }
 
 struct Worker {
+    /// Signs and verifies manifests (its keys are read before each job: a rotation adds one).
+    vault: Arc<Vault>,
     /// The configuration in effect; its `backup` section is read anew before each job.
     live: tokio::sync::watch::Receiver<Arc<Config>>,
     last_success_s: Arc<AtomicU64>,
@@ -465,6 +479,7 @@ impl Worker {
                 Some(at) => jobs.recv_timeout(at - now),
                 None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
+            self.refresh_keys();
             match job {
                 Ok(Job::Create(reply)) => {
                     let created = self.create();
@@ -528,6 +543,16 @@ impl Worker {
         Some(Instant::now() + wait)
     }
 
+    /// Takes the vault's manifest keys (a master key rotation signs new manifests under the new
+    /// key and keeps the old ones verifying).
+    fn refresh_keys(&mut self) {
+        let keys = self.vault.manifest_keys();
+        self.repo = self.repo.clone().with_keys(keys.clone());
+        if let Some(offsite) = self.offsite.as_mut() {
+            offsite.set_keys(keys);
+        }
+    }
+
     /// Adds local backups the index lacks (after a restore, or a lost index write).
     fn reconcile(&mut self) {
         let Ok((manifests, _)) = self.repo.manifests() else {
@@ -546,6 +571,7 @@ impl Worker {
                 &self.offsite_spec,
                 self.config.offsite_attempts,
                 Duration::from_millis(self.config.offsite_retry_base_ms),
+                self.repo.keys().clone(),
             )?);
         }
         Ok(self.offsite.as_ref().expect("just opened"))
@@ -582,11 +608,20 @@ impl Worker {
         let extras: Vec<(&str, Vec<u8>)> = keys.map(|k| (KEYS_FILE, k)).into_iter().collect();
         let checkpoint = self.data_dir.join("backup-checkpoint");
         let started = Instant::now();
+        // Read before the checkpoint: the backup holds at least this much of the chain.
+        let anchor = match orderd_service::audit::control_tip(storage.as_ref()) {
+            Ok(anchor) => anchor,
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the audit chain tip for the backup's anchor.", %error);
+                None
+            }
+        };
         match self.repo.create(
             storage.as_ref(),
             &checkpoint,
             &acknowledged,
             &extras,
+            anchor,
             &NoProgress,
         ) {
             Ok(manifest) => {

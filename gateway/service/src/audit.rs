@@ -259,6 +259,19 @@ fn read_tip_record(storage: &dyn Storage) -> Result<Option<Tip>, AuditError> {
     }
 }
 
+/// The control chain's tip as its record in `control` holds it (`None`: no chain yet), as a
+/// backup anchors it.
+pub fn control_tip(
+    storage: &dyn Storage,
+) -> Result<Option<orderd_engine::backup::AuditAnchor>, AuditError> {
+    Ok(read_tip_record(storage)?
+        .filter(|tip| tip.seq > 0)
+        .map(|tip| orderd_engine::backup::AuditAnchor {
+            seq: tip.seq,
+            hash: tip.hash,
+        }))
+}
+
 /// The newest stored entry: its `seq` (from the key) and the entry when it parses.
 fn last_stored(storage: &dyn Storage) -> Result<Option<(u64, Option<AuditEntry>)>, AuditError> {
     let Some((key, value)) = storage.last_in(Family::Audit, &seq_key(0), CONTROL_KEYS_END)? else {
