@@ -602,6 +602,48 @@ fn engine_files(engine_dir: &Path, engine_id: u32) -> Result<Vec<String>, Backup
     Ok(files)
 }
 
+/// The file a restore leaves in the data directory: which backup it came from and when, so
+/// that audit verification ignores the tips anchored by backups taken between that backup and
+/// the restore (the restored chain never had their entries).
+pub const RESTORED_FROM_FILE: &str = "restored-from";
+
+/// What [`RESTORED_FROM_FILE`] holds: `<id> <backup created_at_us> <restored_at_us>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredFrom {
+    pub id: String,
+    pub created_at_us: i64,
+    pub restored_at_us: i64,
+}
+
+impl RestoredFrom {
+    /// The marker in `data_dir`, `None` when there is none (or it does not parse).
+    pub fn read(data_dir: &Path) -> Option<RestoredFrom> {
+        let text = std::fs::read_to_string(data_dir.join(RESTORED_FROM_FILE)).ok()?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words[..] {
+            [id, created, restored] => Some(RestoredFrom {
+                id: id.to_string(),
+                created_at_us: created.parse().ok()?,
+                restored_at_us: restored.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{} {} {}\n",
+            self.id, self.created_at_us, self.restored_at_us
+        )
+    }
+
+    /// Whether a backup created at `created_at_us` was taken after the restored one and before
+    /// the restore: its anchor belongs to a chain this store no longer continues.
+    pub fn superseded(&self, created_at_us: i64) -> bool {
+        created_at_us > self.created_at_us && created_at_us <= self.restored_at_us
+    }
+}
+
 /// The readable manifests of a backup directory, oldest first, and `(id, error)` of each
 /// unreadable one.
 pub type ManifestList = (Vec<Manifest>, Vec<(String, String)>);
@@ -724,6 +766,22 @@ impl Repo {
             });
         }
         Ok(manifest)
+    }
+
+    /// The highest control-chain tip an authenticated manifest anchored, with its backup's id,
+    /// skipping backups a restore superseded (see [`RestoredFrom`]).
+    pub fn newest_anchor(
+        &self,
+        restored: Option<&RestoredFrom>,
+    ) -> Result<Option<(String, AuditAnchor)>, BackupError> {
+        Ok(self
+            .manifests()?
+            .0
+            .into_iter()
+            .filter(|m| m.authenticated())
+            .filter(|m| !restored.is_some_and(|r| r.superseded(m.created_at_us)))
+            .filter_map(|m| m.audit_anchor.map(|anchor| (m.id, anchor)))
+            .max_by_key(|(_, anchor)| anchor.seq))
     }
 
     /// The stored bytes of backup `id`'s manifest, as read (an upload sends them unchanged, so
@@ -1051,6 +1109,15 @@ impl Repo {
                 });
             }
         }
+        let restored = RestoredFrom {
+            id: id.to_string(),
+            created_at_us: manifest.created_at_us,
+            restored_at_us: crate::clock::now_us(),
+        };
+        write_atomic(
+            &staging.join(RESTORED_FROM_FILE),
+            restored.encode().as_bytes(),
+        )?;
         let extras = self.dir.join(EXTRAS_DIR).join(id);
         for file in &manifest.files {
             if let Some(name) = file.path.strip_prefix(&format!("{EXTRAS_DIR}/{id}/")) {

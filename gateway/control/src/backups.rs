@@ -297,6 +297,10 @@ enum Job {
 pub struct Backups {
     jobs: mpsc::SyncSender<Job>,
     index: Index,
+    /// The local backup directory and the data directory, for the audit anchor.
+    dir: PathBuf,
+    data_dir: PathBuf,
+    vault: Arc<Vault>,
     /// Unix seconds of the newest successful backup (0: none yet), for
     /// `orderd_backup_last_success_timestamp_seconds`.
     last_success_s: Arc<AtomicU64>,
@@ -345,14 +349,14 @@ impl Backups {
             }
         };
         let mut worker = Worker {
-            vault,
+            vault: vault.clone(),
             live,
             last_success_s: last_success_s.clone(),
             repo,
             offsite_spec: config.offsite.clone(),
             offsite: None,
-            config,
-            data_dir,
+            config: config.clone(),
+            data_dir: data_dir.clone(),
             engine,
             index: index.clone(),
             open_incidents: Default::default(),
@@ -364,6 +368,9 @@ impl Backups {
         Backups {
             jobs,
             index,
+            dir: config.dir,
+            data_dir,
+            vault,
             last_success_s,
             handle: Mutex::new(Some(handle)),
         }
@@ -371,6 +378,25 @@ impl Backups {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// The control audit chain's tip the newest authenticated local backup anchored (skipping
+    /// backups a restore of this data directory superseded), for `GET /v1/audit/verify`.
+    /// Blocking (reads every manifest).
+    pub fn audit_anchor(&self) -> Option<orderd_service::audit::AnchoredTip> {
+        let repo = Repo::new(self.dir.clone(), self.vault.manifest_keys());
+        let restored = backup::RestoredFrom::read(&self.data_dir);
+        match repo.newest_anchor(restored.as_ref()) {
+            Ok(found) => found.map(|(backup_id, anchor)| orderd_service::audit::AnchoredTip {
+                backup_id,
+                seq: anchor.seq,
+                hash: anchor.hash,
+            }),
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the backups' audit anchors.", %error);
+                None
+            }
+        }
     }
 
     fn submit(&self, job: Job) -> Result<(), BackupJobError> {
