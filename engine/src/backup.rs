@@ -159,6 +159,42 @@ impl ManifestKeys {
     pub fn master_ids(&self) -> Vec<String> {
         self.keys.iter().map(ManifestKey::master_id).collect()
     }
+
+    /// Signs `body` for a file kept beside the backups (not a manifest): format byte, master
+    /// key id, body, HMAC-SHA256 of `label` and the rest under the signing key. `label` names
+    /// the use, so one kind of file never passes for another.
+    pub fn seal(&self, label: &[u8], body: &[u8]) -> Vec<u8> {
+        let key = self.signing();
+        let mut bytes = vec![MANIFEST_FORMAT];
+        bytes.extend_from_slice(&key.master_id);
+        bytes.extend_from_slice(body);
+        let mut mac = key.mac();
+        mac.update(label);
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        bytes
+    }
+
+    /// The body of what [`ManifestKeys::seal`] wrote under `label`, once its HMAC verifies.
+    pub fn open<'a>(&self, label: &[u8], bytes: &'a [u8]) -> Result<&'a [u8], String> {
+        if bytes.len() < 1 + MASTER_ID_BYTES + TAG_BYTES || bytes[0] != MANIFEST_FORMAT {
+            return Err("not a signed file".into());
+        }
+        let (signed, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+        let master_id = &signed[1..1 + MASTER_ID_BYTES];
+        let key = self.find(master_id).ok_or_else(|| {
+            format!(
+                "signed under master key {}, which is not among the known master keys",
+                hex_id(master_id)
+            )
+        })?;
+        let mut mac = key.mac();
+        mac.update(label);
+        mac.update(signed);
+        mac.verify_slice(tag)
+            .map_err(|_| "its HMAC-SHA256 does not verify: it was altered".to_string())?;
+        Ok(&signed[1 + MASTER_ID_BYTES..])
+    }
 }
 
 /// The control audit chain's tip when a backup was taken: its newest entry's `seq` and `hash`.

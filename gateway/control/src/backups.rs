@@ -287,6 +287,8 @@ pub enum BackupJobError {
 enum Job {
     Create(oneshot::Sender<Result<BackupRecord, BackupJobError>>),
     Verify(String, oneshot::Sender<Result<Drill, BackupJobError>>),
+    /// The local revocation list changed: merge it into the off-site one.
+    Revocations,
     /// The configuration changed: read the `backup` section anew and, if it changed, plan the
     /// schedules anew.
     Settings,
@@ -301,6 +303,8 @@ pub struct Backups {
     dir: PathBuf,
     data_dir: PathBuf,
     vault: Arc<Vault>,
+    /// Serializes updates of the local revocation list.
+    revocations_lock: Mutex<()>,
     /// Unix seconds of the newest successful backup (0: none yet), for
     /// `orderd_backup_last_success_timestamp_seconds`.
     last_success_s: Arc<AtomicU64>,
@@ -371,6 +375,7 @@ impl Backups {
             dir: config.dir,
             data_dir,
             vault,
+            revocations_lock: Mutex::new(()),
             last_success_s,
             handle: Mutex::new(Some(handle)),
         }
@@ -378,6 +383,29 @@ impl Backups {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// Records that key `id` was revoked: in the local revocation list at once (synced), then
+    /// off-site by the worker. Blocking. A restore re-applies the list, so a key revoked after
+    /// a backup stays revoked when that backup is restored.
+    pub fn record_revocation(&self, id: &str) -> Result<(), String> {
+        {
+            let _guard = self
+                .revocations_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+            crate::revocations::Revocations::record_local(
+                &self.dir,
+                &self.vault.manifest_keys(),
+                id,
+                now_us(),
+            )?;
+        }
+        // A full queue: the worker merges the list after its next backup anyway.
+        let _ = self.jobs.try_send(Job::Revocations);
+        Ok(())
     }
 
     /// The control audit chain's tip the newest authenticated local backup anchored (skipping
@@ -519,6 +547,7 @@ impl Worker {
                     let _ = reply.send(self.verify(&id));
                 }
                 Ok(Job::Settings) => {}
+                Ok(Job::Revocations) => self.upload_revocations(),
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
@@ -682,9 +711,41 @@ impl Worker {
         }
     }
 
+    /// Merges the local revocation list into the off-site one (after a revocation, and after
+    /// each backup in case an earlier merge failed).
+    fn upload_revocations(&mut self) {
+        let local =
+            match crate::revocations::Revocations::read_local(self.repo.dir(), self.repo.keys()) {
+                Ok(local) if local.revoked.is_empty() => return,
+                Ok(local) => local,
+                Err(error) => {
+                    tracing::error!(message = "The local revocation list is unreadable.", %error);
+                    return;
+                }
+            };
+        match self
+            .offsite()
+            .and_then(|offsite| offsite.merge_revocations(&local))
+        {
+            Ok(merged) => tracing::info!(
+                message = "Revocations copied off-site.",
+                revoked = merged.revoked.len()
+            ),
+            Err(error) => {
+                tracing::error!(message = "Copying the revocations off-site failed.", %error);
+                self.incident(
+                    "offsite_failed",
+                    format!("revocations: {error}"),
+                    "the local list is kept; the copy is retried after the next revocation or backup",
+                );
+            }
+        }
+    }
+
     /// The off-site copy of a new backup, then retention.
     fn after_create(&mut self, id: &str) {
         self.upload(id);
+        self.upload_revocations();
         match self.repo.retain(self.config.retention_count) {
             Ok(deleted) => {
                 for old in deleted {

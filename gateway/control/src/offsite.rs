@@ -344,6 +344,47 @@ impl Offsite {
         Ok(())
     }
 
+    /// The revocation list off-site (empty when there is none); an error when it does not
+    /// verify.
+    pub fn revocations(&self) -> Result<crate::revocations::Revocations, String> {
+        let path = StorePath::from(crate::revocations::REVOCATIONS_FILE);
+        let mut retries = 0;
+        match self.retrying("fetch the revocation list", &mut retries, || async {
+            self.store.get(&path).await?.bytes().await
+        }) {
+            Ok(bytes) => crate::revocations::Revocations::open(&self.keys, &bytes),
+            Err(e) if e.ends_with("not found off-site") => Ok(Default::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Merges `local` into the revocation list off-site (an unreadable one off-site is
+    /// replaced, with a warning). Returns the merged list.
+    pub fn merge_revocations(
+        &self,
+        local: &crate::revocations::Revocations,
+    ) -> Result<crate::revocations::Revocations, String> {
+        let mut merged = match self.revocations() {
+            Ok(list) => list,
+            Err(error) if error.starts_with("the revocation list") => {
+                tracing::warn!(message = "The off-site revocation list is unreadable; replacing it.", %error);
+                Default::default()
+            }
+            Err(error) => return Err(error),
+        };
+        let before = merged.clone();
+        merged.merge(local.clone());
+        if merged != before {
+            let path = StorePath::from(crate::revocations::REVOCATIONS_FILE);
+            let payload = PutPayload::from(merged.seal(&self.keys));
+            let mut retries = 0;
+            self.retrying("upload the revocation list", &mut retries, || {
+                self.store.put(&path, payload.clone())
+            })?;
+        }
+        Ok(merged)
+    }
+
     /// Keeps the newest `keep` manifests off-site and deletes the rest, then every file no
     /// kept manifest names. Returns the ids deleted.
     pub fn retain(&self, keep: usize) -> Result<Vec<String>, String> {

@@ -11,6 +11,7 @@ use indicatif::HumanBytes;
 use orderd_config::Config;
 use orderd_config::ADMIN_KEY_FILE;
 use orderd_control::offsite::Offsite;
+use orderd_control::revocations::Revocations;
 use orderd_engine::backup::{
     valid_id, BackupError, Manifest, ManifestKeys, Repo, RestoreOptions, SCRATCH_DIR,
 };
@@ -474,13 +475,58 @@ fn restore_from(
         replace: plan.replace,
         allow_unauthenticated: plan.allow_unauthenticated,
     };
+    let revocations = revocations(plan, repo.keys());
     let moved = repo
         .restore(&plan.id, &plan.data_dir, options, progress)
         .map_err(restore_error)?;
+    match revocations.apply(&plan.data_dir) {
+        Ok(applied) if applied.is_empty() => {}
+        Ok(applied) => eprintln!(
+            "orderctl: re-applied {} key revocation(s) kept beside the backups: {}",
+            applied.len(),
+            applied.join(", ")
+        ),
+        Err(error) => {
+            return Err(CliError::Failed(format!(
+                "restored {} into {}, but re-applying the key revocations failed: {error}; \
+                 revoke them again before starting orderd",
+                plan.id,
+                plan.data_dir.display()
+            )))
+        }
+    }
     if let Some(old) = &moved {
         keep_admin_key(old, &plan.data_dir);
     }
     Ok(Restored { manifest, moved })
+}
+
+/// The key revocations kept beside the backups: the local list, and the off-site one when
+/// restoring from off-site or when the off-site store is S3 or an existing directory. An
+/// unreadable list is a warning (the restore goes on with what can be read).
+fn revocations(plan: &Plan, keys: &ManifestKeys) -> Revocations {
+    let mut all = Revocations::default();
+    match Revocations::read_local(&plan.backup_dir, keys) {
+        Ok(local) => all.merge(local),
+        Err(error) => eprintln!("orderctl: warning: local {error}"),
+    }
+    let reachable = plan.from == Source::Offsite
+        || plan.offsite.starts_with("s3://")
+        || Path::new(&plan.offsite).is_dir();
+    if reachable {
+        let fetched = Offsite::open(
+            &plan.offsite,
+            plan.offsite_attempts,
+            plan.offsite_retry_base,
+            keys.clone(),
+        )
+        .and_then(|store| store.revocations());
+        match fetched {
+            Ok(offsite) => all.merge(offsite),
+            Err(error) => eprintln!("orderctl: warning: off-site {error}"),
+        }
+    }
+    all
 }
 
 /// A backup holds no `admin.key` (a plaintext secret); when the restore replaced a data
