@@ -197,7 +197,12 @@ async fn bench_backups(
         "{} missing: run `make bench`",
         orderd.display()
     );
-    let repo = Repo::new(root.path().join("backups")).with_digester(Arc::new(
+    // Any key signs: the bench reads back only what it wrote.
+    let keys = orderd_engine::backup::ManifestKeys::new(
+        orderd_engine::backup::ManifestKey::derive([1; 8], &[1; 32]),
+        [],
+    );
+    let repo = Repo::new(root.path().join("backups"), keys.clone()).with_digester(Arc::new(
         orderd_control::backups::ChildDigester { exe: orderd },
     ));
     // Order latency with no backup, then while one runs.
@@ -219,6 +224,7 @@ async fn bench_backups(
                 &checkpoint,
                 &acknowledged,
                 &[],
+                None,
                 worker_phases.as_ref(),
             )
             .expect("backup");
@@ -273,6 +279,7 @@ async fn bench_backups(
             &data_dir.join("backup-checkpoint"),
             &engine.durable_seqs(),
             &[],
+            None,
             &NoProgress,
         )
         .expect("second backup");
@@ -286,6 +293,7 @@ async fn bench_backups(
         root.path().join("offsite").to_str().expect("utf-8 path"),
         3,
         Duration::from_millis(100),
+        keys,
     )
     .expect("off-site store");
     let started = Instant::now();
@@ -314,7 +322,7 @@ async fn bench_backups(
     repo.restore(
         &manifest.id,
         &root.path().join("restored"),
-        false,
+        orderd_engine::backup::RestoreOptions::default(),
         &NoProgress,
     )
     .expect("restore");

@@ -8,7 +8,7 @@
 //! | path | what |
 //! |---|---|
 //! | `rocksdb/` | the `BackupEngine` directory (`meta/<n>`, `private/<n>/`, `shared_checksum/`) |
-//! | `manifests/<id>.manifest` | the manifest: format byte, postcard body, SHA-256 of both |
+//! | `manifests/<id>.manifest` | the manifest: format byte 2, signing master key id, postcard body, HMAC-SHA256 of all three (format 1, before issue 17: format byte, body, unkeyed SHA-256) |
 //! | `extras/<id>/<name>` | files kept beside the store (the gateway's `keys.json`) |
 //! | `scratch/` | restore drills (local only, emptied after each) |
 //!
@@ -18,12 +18,25 @@
 //! that same checkpoint. Every order acknowledged before the backup started is in it: the
 //! rebuilt sequence of each shard is checked against the log writer's durable sequence read at
 //! the start.
+//!
+//! Why manifests are authenticated: a manifest says which files to fetch, where to put them
+//! and what they must hash to, so whoever can write one (the off-site store's owner, anyone
+//! with the backup disk) could otherwise point a restore anywhere or at data of their own. A
+//! manifest is signed with HMAC-SHA256 under a key derived from the personal-data master key
+//! ([`ManifestKey::derive`]), never the master key itself; it names the master key it was
+//! signed under, so backups made before a rotation still verify while that key is known.
+//! Every file path is checked before anything is read or written ([`check_file_path`]): only
+//! relative paths under `rocksdb/` or `extras/`, no `..`, `.`, empty or root components.
+//! Manifests of format 1 (unkeyed SHA-256, made before this) are still read, listed and
+//! drilled, marked unauthenticated (`signed_by` = `None`); restoring one needs an explicit
+//! override ([`RestoreOptions::allow_unauthenticated`]).
 
 use std::collections::HashMap;
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -31,8 +44,16 @@ use crate::engine::{recover_shard, EngineError, SHARD_COUNT_KEY};
 use crate::storage::rocks::{self, RocksStorage};
 use crate::storage::{Family, Storage, StorageError};
 
-/// Format byte of a manifest file.
-pub const MANIFEST_FORMAT: u8 = 1;
+/// Format byte of a manifest file: format byte, the signing master key's id, postcard body,
+/// HMAC-SHA256 of all three under that key's [`ManifestKey`].
+pub const MANIFEST_FORMAT: u8 = 2;
+/// Format byte of a manifest written before manifests were signed (body, unkeyed SHA-256).
+pub const MANIFEST_FORMAT_UNSIGNED: u8 = 1;
+/// What the manifest key is derived under: `HMAC-SHA256(master key, label)`.
+pub const MANIFEST_KEY_LABEL: &[u8] = b"orderd manifest v1";
+/// Bytes of a master key id in a manifest.
+pub const MASTER_ID_BYTES: usize = 8;
+const TAG_BYTES: usize = 32;
 /// Subdirectory of the `BackupEngine` files.
 pub const ENGINE_DIR: &str = "rocksdb";
 pub const MANIFEST_DIR: &str = "manifests";
@@ -66,6 +87,175 @@ pub struct FileEntry {
     pub sha256: [u8; 32],
 }
 
+/// The key manifests are signed with, derived from one master key, with that key's id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ManifestKey {
+    master_id: [u8; MASTER_ID_BYTES],
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for ManifestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ManifestKey(master {})", hex_id(&self.master_id))
+    }
+}
+
+fn hex_id(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl ManifestKey {
+    /// `HMAC-SHA256(master, MANIFEST_KEY_LABEL)`: a key of its own, so a manifest key that
+    /// leaks reveals nothing of the master key and opens no personal data.
+    pub fn derive(master_id: [u8; MASTER_ID_BYTES], master: &[u8; 32]) -> ManifestKey {
+        let mut mac = HmacSha256::new_from_slice(master).expect("HMAC takes any key length");
+        mac.update(MANIFEST_KEY_LABEL);
+        ManifestKey {
+            master_id,
+            key: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// The id of the master key it was derived from, in hex (as orderd logs master key ids).
+    pub fn master_id(&self) -> String {
+        hex_id(&self.master_id)
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length")
+    }
+}
+
+/// The manifest keys a process knows: the first signs new manifests, every one verifies the
+/// manifests signed under its master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestKeys {
+    keys: Vec<ManifestKey>,
+}
+
+impl ManifestKeys {
+    /// `signing` first, then older keys (duplicates dropped).
+    pub fn new(signing: ManifestKey, older: impl IntoIterator<Item = ManifestKey>) -> Self {
+        let mut keys = vec![signing];
+        for key in older {
+            if !keys.iter().any(|k| k.master_id == key.master_id) {
+                keys.push(key);
+            }
+        }
+        ManifestKeys { keys }
+    }
+
+    pub fn signing(&self) -> &ManifestKey {
+        &self.keys[0]
+    }
+
+    fn find(&self, master_id: &[u8]) -> Option<&ManifestKey> {
+        self.keys.iter().find(|k| k.master_id == master_id)
+    }
+
+    /// The master key ids known, in hex.
+    pub fn master_ids(&self) -> Vec<String> {
+        self.keys.iter().map(ManifestKey::master_id).collect()
+    }
+
+    /// Signs `body` for a file kept beside the backups (not a manifest): format byte, master
+    /// key id, body, HMAC-SHA256 of `label` and the rest under the signing key. `label` names
+    /// the use, so one kind of file never passes for another.
+    pub fn seal(&self, label: &[u8], body: &[u8]) -> Vec<u8> {
+        let key = self.signing();
+        let mut bytes = vec![MANIFEST_FORMAT];
+        bytes.extend_from_slice(&key.master_id);
+        bytes.extend_from_slice(body);
+        let mut mac = key.mac();
+        mac.update(label);
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
+        bytes
+    }
+
+    /// The body of what [`ManifestKeys::seal`] wrote under `label`, once its HMAC verifies.
+    pub fn open<'a>(&self, label: &[u8], bytes: &'a [u8]) -> Result<&'a [u8], String> {
+        if bytes.len() < 1 + MASTER_ID_BYTES + TAG_BYTES || bytes[0] != MANIFEST_FORMAT {
+            return Err("not a signed file".into());
+        }
+        let (signed, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+        let master_id = &signed[1..1 + MASTER_ID_BYTES];
+        let key = self.find(master_id).ok_or_else(|| {
+            format!(
+                "signed under master key {}, which is not among the known master keys",
+                hex_id(master_id)
+            )
+        })?;
+        let mut mac = key.mac();
+        mac.update(label);
+        mac.update(signed);
+        mac.verify_slice(tag)
+            .map_err(|_| "its HMAC-SHA256 does not verify: it was altered".to_string())?;
+        Ok(&signed[1 + MASTER_ID_BYTES..])
+    }
+}
+
+/// The control audit chain's tip when a backup was taken: its newest entry's `seq` and `hash`.
+/// A chain that later ends before it, or holds another entry there, was truncated or rewritten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// A manifest of format 1, as it was encoded.
+#[derive(Deserialize)]
+struct ManifestV1 {
+    id: String,
+    engine_id: u32,
+    created_at_us: i64,
+    shard_count: u16,
+    shards: Vec<ShardDigest>,
+    files: Vec<FileEntry>,
+    size_bytes: u64,
+    new_bytes: u64,
+    duration_ms: u64,
+}
+
+/// Checks a manifest's file path before it is used to read or write anything: a relative path
+/// under `rocksdb/` or `extras/`, `/`-separated, no empty, `.` or `..` component, no NUL.
+pub fn check_file_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "the manifest names an unsafe file path {path:?}: {why}"
+        ))
+    };
+    if path.is_empty() {
+        return bad("it is empty");
+    }
+    if path.contains('\0') {
+        return bad("it holds a NUL byte");
+    }
+    if path.starts_with('/') || Path::new(path).is_absolute() {
+        return bad("it is absolute");
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return bad("it has an empty component"),
+            "." | ".." => return bad("it has a `.` or `..` component"),
+            _ => {}
+        }
+    }
+    if !Path::new(path)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return bad("it is not a plain relative path");
+    }
+    let top = path.split('/').next().unwrap_or_default();
+    if top != ENGINE_DIR && top != EXTRAS_DIR {
+        return bad("it is outside rocksdb/ and extras/");
+    }
+    Ok(())
+}
+
 /// What a backup holds and how to check it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -84,6 +274,13 @@ pub struct Manifest {
     pub new_bytes: u64,
     /// How long creating it took.
     pub duration_ms: u64,
+    /// The control audit chain's tip when the backup was taken (`None` in format 1 manifests
+    /// and when the store had no audit chain).
+    pub audit_anchor: Option<AuditAnchor>,
+    /// The id (hex) of the master key whose manifest key signed it, when read; `None`: a
+    /// format 1 manifest, not authenticated. Not part of the encoded body.
+    #[serde(skip)]
+    pub signed_by: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,27 +305,95 @@ fn io_err(what: impl std::fmt::Display, error: std::io::Error) -> BackupError {
 }
 
 impl Manifest {
-    /// Format byte, postcard body, SHA-256 of both (so a damaged manifest is detected).
-    pub fn encode(&self) -> Vec<u8> {
+    /// Format byte, the signing key's master key id, postcard body, HMAC-SHA256 of the three
+    /// under `key`.
+    pub fn encode(&self, key: &ManifestKey) -> Vec<u8> {
         let mut bytes = vec![MANIFEST_FORMAT];
+        bytes.extend_from_slice(&key.master_id);
         bytes.extend(postcard::to_stdvec(self).expect("a manifest serializes"));
-        let sum = Sha256::digest(&bytes);
-        bytes.extend_from_slice(&sum);
+        let mut mac = key.mac();
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes());
         bytes
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Manifest, String> {
-        if bytes.len() < 33 {
-            return Err(format!("manifest too short ({} bytes)", bytes.len()));
+    /// Reads a manifest: a signed one is accepted only when its HMAC verifies under the
+    /// manifest key of the master key it names (one of `keys`); a format 1 one when its
+    /// SHA-256 matches, with `signed_by` = `None`. Either is refused when any file path is
+    /// unsafe ([`check_file_path`]) or its id is not a backup id.
+    pub fn decode(bytes: &[u8], keys: &ManifestKeys) -> Result<Manifest, String> {
+        let manifest = match bytes.first() {
+            None => return Err("the manifest is empty".into()),
+            Some(&MANIFEST_FORMAT) => {
+                if bytes.len() < 1 + MASTER_ID_BYTES + TAG_BYTES + 1 {
+                    return Err(format!("manifest too short ({} bytes)", bytes.len()));
+                }
+                let (signed, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+                let master_id = &signed[1..1 + MASTER_ID_BYTES];
+                let key = keys.find(master_id).ok_or_else(|| {
+                    format!(
+                        "the manifest is signed under master key {}, which is not among the \
+                         known master keys ({}); keep every master key in the keyring",
+                        hex_id(master_id),
+                        keys.master_ids().join(", ")
+                    )
+                })?;
+                let mut mac = key.mac();
+                mac.update(signed);
+                if mac.verify_slice(tag).is_err() {
+                    return Err(
+                        "the manifest's HMAC-SHA256 does not verify: it was altered, \
+                                or not written by this orderd"
+                            .into(),
+                    );
+                }
+                let mut manifest: Manifest =
+                    postcard::from_bytes(&signed[1 + MASTER_ID_BYTES..])
+                        .map_err(|e| format!("manifest does not decode: {e}"))?;
+                manifest.signed_by = Some(key.master_id());
+                manifest
+            }
+            Some(&MANIFEST_FORMAT_UNSIGNED) => {
+                if bytes.len() < 33 {
+                    return Err(format!("manifest too short ({} bytes)", bytes.len()));
+                }
+                let (body, sum) = bytes.split_at(bytes.len() - 32);
+                if Sha256::digest(body).as_slice() != sum {
+                    return Err("manifest checksum mismatch".into());
+                }
+                let old: ManifestV1 = postcard::from_bytes(&body[1..])
+                    .map_err(|e| format!("manifest does not decode: {e}"))?;
+                Manifest {
+                    id: old.id,
+                    engine_id: old.engine_id,
+                    created_at_us: old.created_at_us,
+                    shard_count: old.shard_count,
+                    shards: old.shards,
+                    files: old.files,
+                    size_bytes: old.size_bytes,
+                    new_bytes: old.new_bytes,
+                    duration_ms: old.duration_ms,
+                    audit_anchor: None,
+                    signed_by: None,
+                }
+            }
+            Some(other) => return Err(format!("unknown manifest format {other}")),
+        };
+        if !valid_id(&manifest.id) {
+            return Err(format!(
+                "the manifest's id {:?} is not a backup id",
+                manifest.id
+            ));
         }
-        let (body, sum) = bytes.split_at(bytes.len() - 32);
-        if Sha256::digest(body).as_slice() != sum {
-            return Err("manifest checksum mismatch".into());
+        for file in &manifest.files {
+            check_file_path(&file.path)?;
         }
-        if body[0] != MANIFEST_FORMAT {
-            return Err(format!("unknown manifest format {}", body[0]));
-        }
-        postcard::from_bytes(&body[1..]).map_err(|e| format!("manifest does not decode: {e}"))
+        Ok(manifest)
+    }
+
+    /// Whether it was authenticated when read (format 2, HMAC verified).
+    pub fn authenticated(&self) -> bool {
+        self.signed_by.is_some()
     }
 
     /// The manifest's path relative to a backup directory.
@@ -373,6 +638,48 @@ fn engine_files(engine_dir: &Path, engine_id: u32) -> Result<Vec<String>, Backup
     Ok(files)
 }
 
+/// The file a restore leaves in the data directory: which backup it came from and when, so
+/// that audit verification ignores the tips anchored by backups taken between that backup and
+/// the restore (the restored chain never had their entries).
+pub const RESTORED_FROM_FILE: &str = "restored-from";
+
+/// What [`RESTORED_FROM_FILE`] holds: `<id> <backup created_at_us> <restored_at_us>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredFrom {
+    pub id: String,
+    pub created_at_us: i64,
+    pub restored_at_us: i64,
+}
+
+impl RestoredFrom {
+    /// The marker in `data_dir`, `None` when there is none (or it does not parse).
+    pub fn read(data_dir: &Path) -> Option<RestoredFrom> {
+        let text = std::fs::read_to_string(data_dir.join(RESTORED_FROM_FILE)).ok()?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words[..] {
+            [id, created, restored] => Some(RestoredFrom {
+                id: id.to_string(),
+                created_at_us: created.parse().ok()?,
+                restored_at_us: restored.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{} {} {}\n",
+            self.id, self.created_at_us, self.restored_at_us
+        )
+    }
+
+    /// Whether a backup created at `created_at_us` was taken after the restored one and before
+    /// the restore: its anchor belongs to a chain this store no longer continues.
+    pub fn superseded(&self, created_at_us: i64) -> bool {
+        created_at_us > self.created_at_us && created_at_us <= self.restored_at_us
+    }
+}
+
 /// The readable manifests of a backup directory, oldest first, and `(id, error)` of each
 /// unreadable one.
 pub type ManifestList = (Vec<Manifest>, Vec<(String, String)>);
@@ -382,23 +689,48 @@ pub type ManifestList = (Vec<Manifest>, Vec<(String, String)>);
 pub struct Repo {
     dir: PathBuf,
     digester: std::sync::Arc<dyn Digester>,
+    /// Sign new manifests and verify stored ones.
+    keys: ManifestKeys,
+}
+
+/// How [`Repo::restore`] treats what is in the way and what is not authenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Move a non-empty data directory aside instead of refusing.
+    pub replace: bool,
+    /// Restore a backup whose manifest is not authenticated (format 1, made before manifests
+    /// were signed, or made to look so): its files are still checked against it, but whoever
+    /// could write the backup directory could have written it. Off by default.
+    pub allow_unauthenticated: bool,
 }
 
 impl Repo {
-    /// The backup directory `dir`; shards are rebuilt in this process.
-    pub fn new(dir: impl Into<PathBuf>) -> Repo {
+    /// The backup directory `dir`, whose manifests `keys` sign and verify; shards are rebuilt
+    /// in this process.
+    pub fn new(dir: impl Into<PathBuf>, keys: ManifestKeys) -> Repo {
         Repo {
             dir: dir.into(),
             digester: std::sync::Arc::new(InProcess),
+            keys,
         }
     }
 
-    /// Another backup directory, with this one's digester.
+    /// Another backup directory, with this one's digester and keys.
     pub fn at(&self, dir: impl Into<PathBuf>) -> Repo {
         Repo {
             dir: dir.into(),
             digester: self.digester.clone(),
+            keys: self.keys.clone(),
         }
+    }
+
+    /// The same directory with other manifest keys (after a master key rotation).
+    pub fn with_keys(self, keys: ManifestKeys) -> Repo {
+        Repo { keys, ..self }
+    }
+
+    pub fn keys(&self) -> &ManifestKeys {
+        &self.keys
     }
 
     /// The same directory, with shards rebuilt by `digester`.
@@ -458,22 +790,63 @@ impl Repo {
             }
             Err(e) => return Err(io_err(path.display(), e)),
         };
-        Manifest::decode(&bytes).map_err(|detail| BackupError::Refused {
-            id: id.to_string(),
-            detail,
-        })
+        let manifest =
+            Manifest::decode(&bytes, &self.keys).map_err(|detail| BackupError::Refused {
+                id: id.to_string(),
+                detail,
+            })?;
+        if manifest.id != id {
+            return Err(BackupError::Refused {
+                id: id.to_string(),
+                detail: format!("the manifest of {id} is the manifest of {}", manifest.id),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// The highest control-chain tip an authenticated manifest anchored, with its backup's id,
+    /// skipping backups a restore superseded (see [`RestoredFrom`]).
+    pub fn newest_anchor(
+        &self,
+        restored: Option<&RestoredFrom>,
+    ) -> Result<Option<(String, AuditAnchor)>, BackupError> {
+        Ok(self
+            .manifests()?
+            .0
+            .into_iter()
+            .filter(|m| m.authenticated())
+            .filter(|m| !restored.is_some_and(|r| r.superseded(m.created_at_us)))
+            .filter_map(|m| m.audit_anchor.map(|anchor| (m.id, anchor)))
+            .max_by_key(|(_, anchor)| anchor.seq))
+    }
+
+    /// The stored bytes of backup `id`'s manifest, as read (an upload sends them unchanged, so
+    /// a format 1 manifest is never re-signed) and their reading.
+    pub fn manifest_bytes(&self, id: &str) -> Result<(Vec<u8>, Manifest), BackupError> {
+        let manifest = self.manifest(id)?;
+        let path = self.manifest_path(id);
+        let bytes = std::fs::read(&path).map_err(|e| io_err(path.display(), e))?;
+        match Manifest::decode(&bytes, &self.keys) {
+            Ok(again) if again == manifest => Ok((bytes, manifest)),
+            _ => Err(BackupError::Refused {
+                id: id.to_string(),
+                detail: "the manifest changed while it was read".into(),
+            }),
+        }
     }
 
     /// Takes a backup of `storage`: checkpoint into `checkpoint_dir` (on the same filesystem
     /// as the store, removed afterwards), rebuild every shard from it for the digests, check
     /// that every shard holds at least `acknowledged[shard]`, back the checkpoint up, keep
-    /// `extras` beside it, write the manifest.
+    /// `extras` beside it, write the manifest (signed, with `audit_anchor`: the control audit
+    /// chain's tip, read before the checkpoint, so the backup holds at least that much).
     pub fn create(
         &self,
         storage: &dyn Storage,
         checkpoint_dir: &Path,
         acknowledged: &[u64],
         extras: &[(&str, Vec<u8>)],
+        audit_anchor: Option<AuditAnchor>,
         progress: &dyn Progress,
     ) -> Result<Manifest, BackupError> {
         let started = Instant::now();
@@ -488,7 +861,7 @@ impl Repo {
             checkpoint_dir,
             acknowledged,
             extras,
-            created_at_us,
+            (created_at_us, audit_anchor),
             started,
             progress,
         );
@@ -501,7 +874,7 @@ impl Repo {
         checkpoint_dir: &Path,
         acknowledged: &[u64],
         extras: &[(&str, Vec<u8>)],
-        created_at_us: i64,
+        (created_at_us, audit_anchor): (i64, Option<AuditAnchor>),
         started: Instant,
         progress: &dyn Progress,
     ) -> Result<Manifest, BackupError> {
@@ -586,8 +959,13 @@ impl Repo {
             files,
             new_bytes,
             duration_ms: started.elapsed().as_millis() as u64,
+            audit_anchor,
+            signed_by: Some(self.keys.signing().master_id()),
         };
-        write_atomic(&self.manifest_path(&id), &manifest.encode())?;
+        write_atomic(
+            &self.manifest_path(&id),
+            &manifest.encode(self.keys.signing()),
+        )?;
         Ok(manifest)
     }
 
@@ -678,34 +1056,58 @@ impl Repo {
         remove_dir_if_exists(&scratch)?;
         let outcome = self.restore_checked(&manifest, &scratch, progress);
         remove_dir_if_exists(&scratch)?;
+        let unsigned = if manifest.authenticated() {
+            ""
+        } else {
+            "UNAUTHENTICATED manifest (format 1, made before manifests were signed): "
+        };
         Ok(match outcome? {
             Ok(()) => report(
                 true,
                 format!(
-                    "{} files ({} bytes) match their SHA-256; restored and rebuilt {} shards \
-                     ({} orders), every digest matches the manifest",
+                    "{unsigned}{} files ({} bytes) match their SHA-256; restored and rebuilt {} \
+                     shards ({} orders), every digest matches the manifest",
                     manifest.files.len(),
                     manifest.size_bytes,
                     manifest.shard_count,
                     manifest.shards.iter().map(|s| s.orders).sum::<u64>()
                 ),
             ),
-            Err(detail) => report(false, detail),
+            Err(detail) => report(false, format!("{unsigned}{detail}")),
         })
     }
 
     /// Restores backup `id` into the data directory `data_dir`, after the same checks as a
     /// drill; refused (nothing touched) when they fail. An existing, non-empty `data_dir` is
-    /// refused unless `replace`, which moves it aside to `<data_dir>.replaced-<time>` (returned);
-    /// a store that a running server holds is always refused.
+    /// refused unless `options.replace`, which moves it aside to `<data_dir>.replaced-<time>`
+    /// (returned); a store that a running server holds is always refused. A manifest that is
+    /// not authenticated is refused unless `options.allow_unauthenticated` (then restored with
+    /// a warning in the log).
     pub fn restore(
         &self,
         id: &str,
         data_dir: &Path,
-        replace: bool,
+        options: RestoreOptions,
         progress: &dyn Progress,
     ) -> Result<Option<PathBuf>, BackupError> {
+        let replace = options.replace;
         let manifest = self.manifest(id)?;
+        if !manifest.authenticated() {
+            if !options.allow_unauthenticated {
+                return Err(BackupError::Refused {
+                    id: id.to_string(),
+                    detail: "its manifest is not authenticated (format 1, made before \
+                             manifests were signed, or made to look so); restore it only if \
+                             you trust every copy of this backup directory, with \
+                             --allow-unauthenticated"
+                        .into(),
+                });
+            }
+            tracing::warn!(
+                message = "RESTORING A BACKUP WHOSE MANIFEST IS NOT AUTHENTICATED, as explicitly allowed.",
+                id
+            );
+        }
         let occupied = dir_has_entries(data_dir)?;
         if occupied {
             if data_dir.join(DB_DIR).join("CURRENT").exists() {
@@ -743,6 +1145,15 @@ impl Repo {
                 });
             }
         }
+        let restored = RestoredFrom {
+            id: id.to_string(),
+            created_at_us: manifest.created_at_us,
+            restored_at_us: crate::clock::now_us(),
+        };
+        write_atomic(
+            &staging.join(RESTORED_FROM_FILE),
+            restored.encode().as_bytes(),
+        )?;
         let extras = self.dir.join(EXTRAS_DIR).join(id);
         for file in &manifest.files {
             if let Some(name) = file.path.strip_prefix(&format!("{EXTRAS_DIR}/{id}/")) {
@@ -834,9 +1245,16 @@ fn rand_u32() -> u32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn manifest_round_trips_and_detects_damage() {
-        let manifest = Manifest {
+    fn key(seed: u8) -> ManifestKey {
+        ManifestKey::derive([seed; MASTER_ID_BYTES], &[seed; 32])
+    }
+
+    fn keys() -> ManifestKeys {
+        ManifestKeys::new(key(1), [])
+    }
+
+    fn sample() -> Manifest {
+        Manifest {
             id: "bak_000001_0000abcd".into(),
             engine_id: 1,
             created_at_us: 7,
@@ -857,15 +1275,197 @@ mod tests {
             size_bytes: 10,
             new_bytes: 10,
             duration_ms: 1,
-        };
-        let bytes = manifest.encode();
-        assert_eq!(Manifest::decode(&bytes).unwrap(), manifest);
+            audit_anchor: Some(AuditAnchor {
+                seq: 5,
+                hash: "ab".repeat(32),
+            }),
+            signed_by: Some(key(1).master_id()),
+        }
+    }
+
+    /// A format 1 manifest, as orderd wrote them before manifests were signed.
+    fn unsigned(manifest: &Manifest) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            id: &'a str,
+            engine_id: u32,
+            created_at_us: i64,
+            shard_count: u16,
+            shards: &'a [ShardDigest],
+            files: &'a [FileEntry],
+            size_bytes: u64,
+            new_bytes: u64,
+            duration_ms: u64,
+        }
+        let mut bytes = vec![MANIFEST_FORMAT_UNSIGNED];
+        bytes.extend(
+            postcard::to_stdvec(&V1 {
+                id: &manifest.id,
+                engine_id: manifest.engine_id,
+                created_at_us: manifest.created_at_us,
+                shard_count: manifest.shard_count,
+                shards: &manifest.shards,
+                files: &manifest.files,
+                size_bytes: manifest.size_bytes,
+                new_bytes: manifest.new_bytes,
+                duration_ms: manifest.duration_ms,
+            })
+            .unwrap(),
+        );
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum);
+        bytes
+    }
+
+    #[test]
+    fn manifest_round_trips_and_detects_damage() {
+        let manifest = sample();
+        let bytes = manifest.encode(&key(1));
+        assert_eq!(Manifest::decode(&bytes, &keys()).unwrap(), manifest);
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            assert!(Manifest::decode(&bad).is_err(), "flip at {i} undetected");
+            assert!(
+                Manifest::decode(&bad, &keys()).is_err(),
+                "flip at {i} undetected"
+            );
         }
-        assert!(Manifest::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Manifest::decode(&bytes[..bytes.len() - 1], &keys()).is_err());
+    }
+
+    /// Fails on the unkeyed SHA-256 manifest: anyone could recompute the checksum.
+    #[test]
+    fn a_manifest_signed_under_an_unknown_key_or_recomputed_is_refused() {
+        let manifest = sample();
+        // Signed under another master key's manifest key: refused, naming both keys.
+        let foreign = manifest.encode(&key(2));
+        let error = Manifest::decode(&foreign, &keys()).unwrap_err();
+        assert!(error.contains(&key(2).master_id()), "{error}");
+        assert!(error.contains(&key(1).master_id()), "{error}");
+        // Edited, with the tag replaced by the SHA-256 of the rest (what an attacker without
+        // the key can compute): refused.
+        let mut edited = manifest.clone();
+        edited.files[0].sha256 = [9; 32];
+        let mut bytes = edited.encode(&key(1));
+        bytes.truncate(bytes.len() - 32);
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum);
+        let error = Manifest::decode(&bytes, &keys()).unwrap_err();
+        assert!(error.contains("HMAC-SHA256 does not verify"), "{error}");
+        // Known older keys still verify (after a master key rotation).
+        let rotated = ManifestKeys::new(key(3), [key(2), key(1)]);
+        let read = Manifest::decode(&foreign, &rotated).unwrap();
+        assert_eq!(read.signed_by, Some(key(2).master_id()));
+    }
+
+    #[test]
+    fn format_1_manifests_are_read_as_unauthenticated() {
+        let mut manifest = sample();
+        let read = Manifest::decode(&unsigned(&manifest), &keys()).unwrap();
+        manifest.audit_anchor = None;
+        manifest.signed_by = None;
+        assert_eq!(read, manifest);
+        assert!(!read.authenticated());
+    }
+
+    /// Fails on today's code, which joined `files[].path` unchecked.
+    #[test]
+    fn a_manifest_with_an_unsafe_path_is_refused_whole() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../../etc/cron.d/x",
+            "rocksdb/../../x",
+            "rocksdb/./meta/1",
+            "rocksdb//meta/1",
+            "rocksdb/meta/1/",
+            "./rocksdb/meta/1",
+            "manifests/bak_000002_00000000.manifest",
+            "scratch/x",
+            "rocksdb/a\0b",
+        ] {
+            let mut manifest = sample();
+            manifest.files.push(FileEntry {
+                path: bad.into(),
+                size: 1,
+                sha256: [0; 32],
+            });
+            for bytes in [manifest.encode(&key(1)), unsigned(&manifest)] {
+                let error = Manifest::decode(&bytes, &keys()).unwrap_err();
+                assert!(error.contains("unsafe file path"), "{bad:?}: {error}");
+            }
+        }
+        for good in [
+            "rocksdb/shared_checksum/1_2_3.sst",
+            "extras/bak_1/keys.json",
+        ] {
+            assert_eq!(check_file_path(good), Ok(()), "{good}");
+        }
+    }
+
+    /// Issue 17, item 8: a backup whose manifest is format 1 (unkeyed SHA-256, which anyone
+    /// can recompute) is listed and drilled but restored only with the explicit override. On
+    /// today's code any manifest with a matching SHA-256 restores.
+    #[test]
+    fn an_unauthenticated_manifest_restores_only_when_explicitly_allowed() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = RocksStorage::open(&root.path().join("live")).unwrap();
+        storage
+            .write(
+                vec![crate::storage::Write::Put {
+                    family: Family::Control,
+                    key: SHARD_COUNT_KEY.to_vec(),
+                    value: 1u16.to_be_bytes().to_vec(),
+                }],
+                true,
+            )
+            .unwrap();
+        let repo = Repo::new(root.path().join("backups"), keys());
+        let manifest = repo
+            .create(
+                &storage,
+                &root.path().join("checkpoint"),
+                &[0],
+                &[],
+                None,
+                &NoProgress,
+            )
+            .unwrap();
+        std::fs::write(repo.manifest_path(&manifest.id), unsigned(&manifest)).unwrap();
+        let (listed, unreadable) = repo.manifests().unwrap();
+        assert!(unreadable.is_empty(), "{unreadable:?}");
+        assert_eq!(listed.len(), 1);
+        assert!(!listed[0].authenticated());
+        let drill = repo.verify(&manifest.id, &NoProgress).unwrap();
+        assert!(drill.verified, "{}", drill.detail);
+        assert!(
+            drill.detail.starts_with("UNAUTHENTICATED"),
+            "{}",
+            drill.detail
+        );
+        let target = root.path().join("restored");
+        let error = repo
+            .restore(
+                &manifest.id,
+                &target,
+                RestoreOptions::default(),
+                &NoProgress,
+            )
+            .unwrap_err();
+        assert!(error.to_string().contains("not authenticated"), "{error}");
+        assert!(!target.exists());
+        let allowed = RestoreOptions {
+            allow_unauthenticated: true,
+            ..RestoreOptions::default()
+        };
+        repo.restore(&manifest.id, &target, allowed, &NoProgress)
+            .unwrap();
+        assert!(target.join(DB_DIR).join("CURRENT").is_file());
+        // A manifest file holding another backup's manifest is refused.
+        let other = "bak_999999_00000000";
+        std::fs::copy(repo.manifest_path(&manifest.id), repo.manifest_path(other)).unwrap();
+        let error = repo.manifest(other).unwrap_err();
+        assert!(error.to_string().contains("is the manifest of"), "{error}");
     }
 
     #[test]

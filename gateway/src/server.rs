@@ -300,6 +300,7 @@ impl Services {
             live.subscribe(),
             config.storage.data_dir.clone(),
             engine.clone(),
+            vault.clone(),
         ));
         let changes = Changes::open(
             engine.clone(),

@@ -1002,3 +1002,55 @@ fn an_acknowledged_order_has_exactly_one_place_entry_through_replays_and_a_crash
         &["control", "shard-0", "shard-1", "shard-2", "shard-3"],
     );
 }
+
+/// Issue 17, item 12: every audit entry and the chain tip deleted from a stopped server's
+/// store verifies on its own (an empty chain); a backup's manifest anchors the tip, so
+/// `GET /v1/audit/verify` reports the chain as broken. Fails on the code before (no anchor:
+/// `ok` true).
+#[test]
+fn a_control_chain_truncated_below_the_tip_a_backup_anchored_is_broken() {
+    let _serial = serial();
+    let mut server = Server::start_with_env(
+        1,
+        &[
+            ("ORDERD__BACKUP__INTERVAL_S", "0"),
+            ("ORDERD__BACKUP__VERIFY_INTERVAL_S", "0"),
+        ],
+    );
+    let admin = server.client();
+    for _ in 0..3 {
+        create_key(&admin, "frontend", None);
+    }
+    let (status, backup) = admin.post_json("/v1/ops/backups", &json!({}), None);
+    assert_eq!(status, 201, "POST /v1/ops/backups: {backup}");
+    let id = backup["id"].as_str().expect("id").to_string();
+    let before = verify(&admin);
+    assert_eq!(before["ok"], true, "{before}");
+    server.terminate();
+
+    // Behind the server's back: every control entry and the tip record go.
+    let data = server.data_dir();
+    open_db(&data)
+        .write(
+            vec![Write::DeleteRange {
+                family: Family::Audit,
+                from: 0u64.to_be_bytes().to_vec(),
+                to: vec![1],
+            }],
+            true,
+        )
+        .expect("truncate the control chain");
+    tamper(&data, Family::Control, b"gateway/audit/tip", None);
+
+    server.restart();
+    let report = verify(&server.client());
+    assert_eq!(report["ok"], false, "{report}");
+    let detail = report["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("shorter than the tip") && detail.contains(&id),
+        "{detail}"
+    );
+    let control = &report["chains"][0];
+    assert_eq!(control["chain"], "control", "{report}");
+    assert_eq!(control["ok"], false, "{report}");
+}

@@ -191,10 +191,10 @@ fn a_backup_under_load_holds_every_acknowledged_order_and_restores_with_identica
     }
 
     // Restore into a new data directory: identical digests, every earlier order present.
-    let repo = Repo::new(server.root().join("backups"));
+    let repo = Repo::new(server.root().join("backups"), server.manifest_keys());
     let (root, data) = root_for_restore(&server);
     let moved = repo
-        .restore(&id, &data, false, &NoProgress)
+        .restore(&id, &data, backup::RestoreOptions::default(), &NoProgress)
         .expect("restore");
     assert_eq!(moved, None);
     assert_eq!(digests_of(&data), manifest_digests(&repo, &id));
@@ -304,7 +304,7 @@ fn a_flipped_byte_a_truncated_file_and_a_deleted_file_are_caught_and_restore_ref
     for (name, damage) in damages {
         let copy = server.root().join(format!("backups-{name}"));
         copy_dir(&backups_dir, &copy);
-        let repo = Repo::new(&copy);
+        let repo = Repo::new(&copy, server.manifest_keys());
         assert!(
             repo.verify(&id, &NoProgress).unwrap().verified,
             "{name}: intact copy"
@@ -318,7 +318,7 @@ fn a_flipped_byte_a_truncated_file_and_a_deleted_file_are_caught_and_restore_ref
         );
         eprintln!("{name}: {}", report.detail);
         let target = server.root().join(format!("restore-{name}"));
-        match repo.restore(&id, &target, false, &NoProgress) {
+        match repo.restore(&id, &target, backup::RestoreOptions::default(), &NoProgress) {
             Err(BackupError::Refused { detail, .. }) => assert!(!detail.is_empty()),
             other => panic!("{name}: restore not refused: {other:?}"),
         }
@@ -396,7 +396,7 @@ fn the_offsite_copy_restores_alone_and_retention_keeps_the_newest() {
         .map(|b| b["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(listed, vec![ids[3].clone(), ids[2].clone()]);
-    let local = Repo::new(server.root().join("backups"));
+    let local = Repo::new(server.root().join("backups"), server.manifest_keys());
     let local_ids: Vec<String> = local
         .manifests()
         .unwrap()
@@ -406,8 +406,13 @@ fn the_offsite_copy_restores_alone_and_retention_keeps_the_newest() {
         .collect();
     assert_eq!(local_ids, vec![ids[2].clone(), ids[3].clone()]);
     let offsite_dir = server.root().join("offsite");
-    let offsite =
-        Offsite::open(offsite_dir.to_str().unwrap(), 3, Duration::from_millis(10)).unwrap();
+    let offsite = Offsite::open(
+        offsite_dir.to_str().unwrap(),
+        3,
+        Duration::from_millis(10),
+        server.manifest_keys(),
+    )
+    .unwrap();
     let offsite_ids: Vec<String> = offsite
         .manifests()
         .unwrap()
@@ -430,10 +435,15 @@ fn the_offsite_copy_restores_alone_and_retention_keeps_the_newest() {
     let manifest = offsite
         .download(&ids[3], staging.path(), &NoProgress)
         .expect("download");
-    let repo = Repo::new(staging.path());
+    let repo = Repo::new(staging.path(), server.manifest_keys());
     let (root, data) = root_for_restore(&server);
-    repo.restore(&ids[3], &data, false, &NoProgress)
-        .expect("restore from off-site");
+    repo.restore(
+        &ids[3],
+        &data,
+        backup::RestoreOptions::default(),
+        &NoProgress,
+    )
+    .expect("restore from off-site");
     assert_eq!(digests_of(&data), manifest_digests(&repo, &ids[3]));
     assert_eq!(manifest.id, ids[3]);
     let restored = start_restored(&server, root.path(), 2);

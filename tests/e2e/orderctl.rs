@@ -79,6 +79,20 @@ fn orderctl_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     run
 }
 
+/// The setting that gives `orderctl backup restore` the server's master key file (it
+/// authenticates backup manifests with it).
+pub(crate) struct KeyEnv(String);
+
+impl KeyEnv {
+    pub(crate) fn each(&self) -> [(&'static str, &str); 1] {
+        [("ORDERD__SECURITY__MASTER_KEY_FILE", self.0.as_str())]
+    }
+}
+
+pub(crate) fn master_key_env(server: &Server) -> KeyEnv {
+    KeyEnv(path_str(&server.master_key_file()).to_string())
+}
+
 /// Runs `orderctl --server BASE --key KEY args...`.
 pub(crate) fn as_key(server: &Server, key: &str, args: &[&str]) -> Run {
     let mut all = vec!["--server", server.base(), "--key", key];
@@ -892,6 +906,7 @@ fn orderctl_backup_restore_brings_back_every_order_placed_before_the_backup() {
     let data = restored_root.path().join("data");
     let backups = server.root().join("backups");
     let offsite = server.root().join("offsite");
+    let key_env = master_key_env(&server);
     let restore = |extra: &[&str]| {
         let mut args = vec![
             "backup",
@@ -905,7 +920,7 @@ fn orderctl_backup_restore_brings_back_every_order_placed_before_the_backup() {
             path_str(&offsite),
         ];
         args.extend_from_slice(extra);
-        orderctl(&args)
+        orderctl_with_env(&args, &key_env.each())
     };
     let run = restore(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -1002,6 +1017,7 @@ fn orderctl_a_damaged_backup_fails_verify_and_restore_is_refused() {
     fs::write(target.join("marker"), b"previous data").expect("marker");
     let backups = server.root().join("backups");
     let offsite = server.root().join("offsite");
+    let key_env = master_key_env(&server);
     let restore = |target: &Path, extra: &[&str]| {
         let mut args = vec![
             "backup",
@@ -1015,7 +1031,7 @@ fn orderctl_a_damaged_backup_fails_verify_and_restore_is_refused() {
             path_str(&offsite),
         ];
         args.extend_from_slice(extra);
-        orderctl(&args)
+        orderctl_with_env(&args, &key_env.each())
     };
     let refused = restore(&target, &["--replace"]);
     assert_eq!(refused.code, 1);
@@ -1062,7 +1078,11 @@ fn orderctl_restore_from_offsite_when_the_local_backups_are_gone() {
     )
     .expect("write config");
     let offsite = server.root().join("offsite");
-    let env = [("ORDERD__BACKUP__OFFSITE", path_str(&offsite))];
+    let key_env = master_key_env(&server);
+    let env = [
+        ("ORDERD__BACKUP__OFFSITE", path_str(&offsite)),
+        key_env.each()[0],
+    ];
 
     let local = orderctl_with_env(
         &["backup", "restore", &id, "--config", path_str(&config)],
@@ -1554,5 +1574,86 @@ fn orderctl_changes_apply_wait_exits_1_when_the_server_rolls_the_change_back() {
         show.stdout.lines().any(|l| l.starts_with("observed ")),
         "{}",
         show.stdout
+    );
+}
+
+/// Issue 17, item 11: a key created before a backup and revoked after it stays revoked when the
+/// backup is restored, from the local backup directory and from the off-site copy alone. Fails
+/// on the code before: the restored `keys.json` brought the key back.
+#[test]
+fn orderctl_restore_keeps_keys_revoked_after_the_backup_revoked() {
+    let _serial = serial();
+    let mut server = backup_server();
+    let api = server.client();
+    let (status, key) = api.post_json(
+        "/v1/keys",
+        &json!({"name": unique("revoked-later"), "role": "frontend"}),
+        None,
+    );
+    assert_eq!(status, 201, "{key}");
+    let key_id = key["id"].as_str().expect("id").to_string();
+    let secret = key["secret"].as_str().expect("secret").to_string();
+    assert_ne!(api.with_key(&secret).get("/v1/orders").status, 401);
+    let backup = create_backup(&server);
+    let id = backup["id"].as_str().expect("id").to_string();
+    wait_offsite_copied(&server, &id);
+    let revoked = api.call("DELETE", &format!("/v1/keys/{key_id}"), None, None);
+    assert_eq!(revoked.status, 204);
+    assert_eq!(api.with_key(&secret).get("/v1/orders").status, 401);
+    // The worker merges the revocation off-site in the background.
+    let offsite = server.root().join("offsite");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !offsite.join("revocations").is_file() {
+        assert!(Instant::now() < deadline, "no revocation list off-site");
+        thread::sleep(Duration::from_millis(50));
+    }
+    server.terminate();
+    let backups = server.root().join("backups");
+    let key_env = master_key_env(&server);
+    let restore = |data: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "backup",
+            "restore",
+            &id,
+            "--data-dir",
+            path_str(data),
+            "--backup-dir",
+            path_str(&backups),
+            "--offsite",
+            path_str(&offsite),
+        ];
+        args.extend_from_slice(extra);
+        let run = orderctl_with_env(&args, &key_env.each());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("re-applied 1 key revocation") && run.stderr.contains(&key_id),
+            "{}",
+            run.stderr
+        );
+    };
+
+    // From the local backup directory.
+    let local_root = fresh_root();
+    restore(&local_root.path().join("data"), &[]);
+    let mut restored = start_restored(&server, local_root.path());
+    assert_eq!(
+        restored.client().with_key(&secret).get("/v1/orders").status,
+        401
+    );
+    assert_ne!(
+        restored.client().get("/v1/orders").status,
+        401,
+        "admin key works"
+    );
+    restored.terminate();
+
+    // From the off-site copy alone (the local backup directory, and its list, lost).
+    fs::remove_dir_all(&backups).expect("lose the local backups");
+    let offsite_root = fresh_root();
+    restore(&offsite_root.path().join("data"), &["--from", "offsite"]);
+    let restored = start_restored(&server, offsite_root.path());
+    assert_eq!(
+        restored.client().with_key(&secret).get("/v1/orders").status,
+        401
     );
 }

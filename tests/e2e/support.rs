@@ -435,6 +435,21 @@ impl Server {
         &self.root
     }
 
+    /// The master key file (`security.master_key_file`, the default one in the root).
+    pub fn master_key_file(&self) -> PathBuf {
+        self.root.join("orderd-master.key")
+    }
+
+    /// The manifest keys of the server's master key file (signing and verifying backup
+    /// manifests, as the server does).
+    pub fn manifest_keys(&self) -> orderd_engine::backup::ManifestKeys {
+        orderd_service::vault::MasterKeySource::File {
+            path: self.master_key_file(),
+        }
+        .manifest_keys()
+        .expect("the server's master key file")
+    }
+
     /// The data directory (`storage.data_dir`).
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use orderd_engine::backup::{self, BackupError, Digester, NoProgress, Repo, ShardDigest};
+use orderd_engine::backup::{
+    self, BackupError, Digester, ManifestKeys, NoProgress, Repo, ShardDigest,
+};
 use orderd_engine::Engine;
 use orderd_storage::{Family, Storage, StorageError, Write};
 use serde::{Deserialize, Serialize};
@@ -26,7 +28,14 @@ use crate::inspection::{BackupInfo, BackupStatus, Verification};
 use crate::offsite::Offsite;
 use orderd_config::{BackupConfig, Config};
 use orderd_service::auth::KEYS_FILE;
+use orderd_service::vault::{MasterKeySource, Vault, VaultError};
 use orderd_service::ApiError;
+
+/// The manifest keys of the master key source `config` names, without opening a store: for
+/// `orderctl backup restore` (server stopped) and tests.
+pub fn manifest_keys(config: &Config) -> Result<ManifestKeys, VaultError> {
+    MasterKeySource::from_config(config)?.manifest_keys()
+}
 
 /// How a backup job's failure is answered.
 impl From<BackupJobError> for ApiError {
@@ -278,6 +287,8 @@ pub enum BackupJobError {
 enum Job {
     Create(oneshot::Sender<Result<BackupRecord, BackupJobError>>),
     Verify(String, oneshot::Sender<Result<Drill, BackupJobError>>),
+    /// The local revocation list changed: merge it into the off-site one.
+    Revocations,
     /// The configuration changed: read the `backup` section anew and, if it changed, plan the
     /// schedules anew.
     Settings,
@@ -288,6 +299,12 @@ enum Job {
 pub struct Backups {
     jobs: mpsc::SyncSender<Job>,
     index: Index,
+    /// The local backup directory and the data directory, for the audit anchor.
+    dir: PathBuf,
+    data_dir: PathBuf,
+    vault: Arc<Vault>,
+    /// Serializes updates of the local revocation list.
+    revocations_lock: Mutex<()>,
     /// Unix seconds of the newest successful backup (0: none yet), for
     /// `orderd_backup_last_success_timestamp_seconds`.
     last_success_s: Arc<AtomicU64>,
@@ -302,6 +319,7 @@ impl Backups {
         live: tokio::sync::watch::Receiver<Arc<Config>>,
         data_dir: PathBuf,
         engine: Engine,
+        vault: Arc<Vault>,
     ) -> Backups {
         let config = live.borrow().backup.clone();
         let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity);
@@ -326,21 +344,23 @@ impl Backups {
                 }
             });
         }
+        let keys = vault.manifest_keys();
         let repo = match ChildDigester::this_binary() {
-            Ok(child) => Repo::new(config.dir.clone()).with_digester(Arc::new(child)),
+            Ok(child) => Repo::new(config.dir.clone(), keys).with_digester(Arc::new(child)),
             Err(error) => {
                 tracing::warn!(message = "Backups rebuild shards in process.", %error);
-                Repo::new(config.dir.clone())
+                Repo::new(config.dir.clone(), keys)
             }
         };
         let mut worker = Worker {
+            vault: vault.clone(),
             live,
             last_success_s: last_success_s.clone(),
             repo,
             offsite_spec: config.offsite.clone(),
             offsite: None,
-            config,
-            data_dir,
+            config: config.clone(),
+            data_dir: data_dir.clone(),
             engine,
             index: index.clone(),
             open_incidents: Default::default(),
@@ -352,6 +372,10 @@ impl Backups {
         Backups {
             jobs,
             index,
+            dir: config.dir,
+            data_dir,
+            vault,
+            revocations_lock: Mutex::new(()),
             last_success_s,
             handle: Mutex::new(Some(handle)),
         }
@@ -359,6 +383,48 @@ impl Backups {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// Records that key `id` was revoked: in the local revocation list at once (synced), then
+    /// off-site by the worker. Blocking. A restore re-applies the list, so a key revoked after
+    /// a backup stays revoked when that backup is restored.
+    pub fn record_revocation(&self, id: &str) -> Result<(), String> {
+        {
+            let _guard = self
+                .revocations_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+            crate::revocations::Revocations::record_local(
+                &self.dir,
+                &self.vault.manifest_keys(),
+                id,
+                now_us(),
+            )?;
+        }
+        // A full queue: the worker merges the list after its next backup anyway.
+        let _ = self.jobs.try_send(Job::Revocations);
+        Ok(())
+    }
+
+    /// The control audit chain's tip the newest authenticated local backup anchored (skipping
+    /// backups a restore of this data directory superseded), for `GET /v1/audit/verify`.
+    /// Blocking (reads every manifest).
+    pub fn audit_anchor(&self) -> Option<orderd_service::audit::AnchoredTip> {
+        let repo = Repo::new(self.dir.clone(), self.vault.manifest_keys());
+        let restored = backup::RestoredFrom::read(&self.data_dir);
+        match repo.newest_anchor(restored.as_ref()) {
+            Ok(found) => found.map(|(backup_id, anchor)| orderd_service::audit::AnchoredTip {
+                backup_id,
+                seq: anchor.seq,
+                hash: anchor.hash,
+            }),
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the backups' audit anchors.", %error);
+                None
+            }
+        }
     }
 
     fn submit(&self, job: Job) -> Result<(), BackupJobError> {
@@ -407,6 +473,8 @@ impl Backups {
 }
 
 struct Worker {
+    /// Signs and verifies manifests (its keys are read before each job: a rotation adds one).
+    vault: Arc<Vault>,
     /// The configuration in effect; its `backup` section is read anew before each job.
     live: tokio::sync::watch::Receiver<Arc<Config>>,
     last_success_s: Arc<AtomicU64>,
@@ -465,6 +533,7 @@ impl Worker {
                 Some(at) => jobs.recv_timeout(at - now),
                 None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
+            self.refresh_keys();
             match job {
                 Ok(Job::Create(reply)) => {
                     let created = self.create();
@@ -478,6 +547,7 @@ impl Worker {
                     let _ = reply.send(self.verify(&id));
                 }
                 Ok(Job::Settings) => {}
+                Ok(Job::Revocations) => self.upload_revocations(),
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
@@ -528,6 +598,16 @@ impl Worker {
         Some(Instant::now() + wait)
     }
 
+    /// Takes the vault's manifest keys (a master key rotation signs new manifests under the new
+    /// key and keeps the old ones verifying).
+    fn refresh_keys(&mut self) {
+        let keys = self.vault.manifest_keys();
+        self.repo = self.repo.clone().with_keys(keys.clone());
+        if let Some(offsite) = self.offsite.as_mut() {
+            offsite.set_keys(keys);
+        }
+    }
+
     /// Adds local backups the index lacks (after a restore, or a lost index write).
     fn reconcile(&mut self) {
         let Ok((manifests, _)) = self.repo.manifests() else {
@@ -546,6 +626,7 @@ impl Worker {
                 &self.offsite_spec,
                 self.config.offsite_attempts,
                 Duration::from_millis(self.config.offsite_retry_base_ms),
+                self.repo.keys().clone(),
             )?);
         }
         Ok(self.offsite.as_ref().expect("just opened"))
@@ -582,11 +663,20 @@ impl Worker {
         let extras: Vec<(&str, Vec<u8>)> = keys.map(|k| (KEYS_FILE, k)).into_iter().collect();
         let checkpoint = self.data_dir.join("backup-checkpoint");
         let started = Instant::now();
+        // Read before the checkpoint: the backup holds at least this much of the chain.
+        let anchor = match orderd_service::audit::control_tip(storage.as_ref()) {
+            Ok(anchor) => anchor,
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the audit chain tip for the backup's anchor.", %error);
+                None
+            }
+        };
         match self.repo.create(
             storage.as_ref(),
             &checkpoint,
             &acknowledged,
             &extras,
+            anchor,
             &NoProgress,
         ) {
             Ok(manifest) => {
@@ -621,9 +711,41 @@ impl Worker {
         }
     }
 
+    /// Merges the local revocation list into the off-site one (after a revocation, and after
+    /// each backup in case an earlier merge failed).
+    fn upload_revocations(&mut self) {
+        let local =
+            match crate::revocations::Revocations::read_local(self.repo.dir(), self.repo.keys()) {
+                Ok(local) if local.revoked.is_empty() => return,
+                Ok(local) => local,
+                Err(error) => {
+                    tracing::error!(message = "The local revocation list is unreadable.", %error);
+                    return;
+                }
+            };
+        match self
+            .offsite()
+            .and_then(|offsite| offsite.merge_revocations(&local))
+        {
+            Ok(merged) => tracing::info!(
+                message = "Revocations copied off-site.",
+                revoked = merged.revoked.len()
+            ),
+            Err(error) => {
+                tracing::error!(message = "Copying the revocations off-site failed.", %error);
+                self.incident(
+                    "offsite_failed",
+                    format!("revocations: {error}"),
+                    "the local list is kept; the copy is retried after the next revocation or backup",
+                );
+            }
+        }
+    }
+
     /// The off-site copy of a new backup, then retention.
     fn after_create(&mut self, id: &str) {
         self.upload(id);
+        self.upload_revocations();
         match self.repo.retain(self.config.retention_count) {
             Ok(deleted) => {
                 for old in deleted {

@@ -1,6 +1,6 @@
 //! orderd's control plane, everything that runs the server the way an operations team would,
 //! with no sockets of its own and no actix-web: backups with drills and their off-site copies
-//! ([`backups`], [`offsite`] — also used by `orderctl backup restore`), health inspection
+//! ([`backups`], [`offsite`], [`revocations`] — also used by `orderctl backup restore`), health inspection
 //! ([`inspection`]), live settings ([`settings`]), change management with four-eyes approval,
 //! a watch window and automatic rollback ([`changes`], reading the request window
 //! [`window`]), and telemetry: Prometheus metrics and the `/proc` reader ([`telemetry`]).
@@ -13,6 +13,7 @@ pub mod backups;
 pub mod changes;
 pub mod inspection;
 pub mod offsite;
+pub mod revocations;
 pub mod settings;
 pub mod telemetry;
 pub mod window;

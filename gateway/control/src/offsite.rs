@@ -8,9 +8,13 @@
 //! lost: kept under the backup's id, a new backup can never overwrite an older one's files), and
 //! `manifests/<id>.manifest`. A download puts every file back at its local path. An upload sends the files the store lacks (shared files are
 //! immutable and named by content, so an incremental backup sends only its new files), each with
-//! retries and a doubling wait, and the manifest last: a manifest off-site means a complete
-//! copy. A download fetches a manifest and its files into a staging directory, checking each
-//! file's size and SHA-256 as it lands.
+//! retries and a doubling wait, and the manifest last (the local manifest's bytes as they are:
+//! an upload never re-signs one): a manifest off-site means a complete copy. A download reads
+//! a manifest only when it authenticates ([`Manifest::decode`]: HMAC-SHA256 under a key
+//! derived from the master key, every file path relative and inside the backup), then fetches
+//! each file into `<staging>/.incoming/` and moves it to its place only after its size and
+//! SHA-256 match the manifest, so a tampered store can neither write outside the staging
+//! directory nor leave an unchecked file in it.
 //!
 //! S3 credentials and endpoint come from the usual `AWS_*` environment variables
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
@@ -28,11 +32,17 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use orderd_engine::backup::{
-    sha256_file, write_atomic, Manifest, Progress, ENGINE_DIR, MANIFEST_DIR, MANIFEST_SUFFIX,
+    sha256_file, write_atomic, Manifest, ManifestKeys, Progress, ENGINE_DIR, MANIFEST_DIR,
+    MANIFEST_SUFFIX,
 };
+
+/// Where a download puts each file until its size and SHA-256 are checked.
+pub const INCOMING_DIR: &str = ".incoming";
 
 pub struct Offsite {
     store: Arc<dyn ObjectStore>,
+    /// Verify the manifests read.
+    keys: ManifestKeys,
     /// Where it is, for messages (no credentials).
     pub location: String,
     runtime: tokio::runtime::Runtime,
@@ -71,7 +81,13 @@ impl Offsite {
     /// The store at `spec`: a directory path (created if missing) or `s3://bucket[/prefix]`.
     /// Each operation on one object is tried up to `attempts` times, waiting `retry_base`, then
     /// twice that, and so on (at most 60 s) between tries.
-    pub fn open(spec: &str, attempts: u32, retry_base: Duration) -> Result<Offsite, String> {
+    /// Manifests are read only when they verify under `keys`.
+    pub fn open(
+        spec: &str,
+        attempts: u32,
+        retry_base: Duration,
+        keys: ManifestKeys,
+    ) -> Result<Offsite, String> {
         let store: Arc<dyn ObjectStore> = if let Some(rest) = spec.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -101,6 +117,7 @@ impl Offsite {
             .map_err(|e| format!("start the off-site runtime: {e}"))?;
         Ok(Offsite {
             store,
+            keys,
             location: spec.to_string(),
             runtime,
             attempts: attempts.max(1),
@@ -136,6 +153,11 @@ impl Offsite {
         }
     }
 
+    /// Verify manifests under `keys` from now on (after a master key rotation).
+    pub fn set_keys(&mut self, keys: ManifestKeys) {
+        self.keys = keys;
+    }
+
     /// Size of the object at `path`, `None` when absent.
     fn size_of(&self, path: &StorePath, retries: &mut u64) -> Result<Option<u64>, String> {
         match self.retrying("look up", retries, || self.store.head(path)) {
@@ -154,6 +176,15 @@ impl Offsite {
         progress: &dyn Progress,
     ) -> Result<UploadReport, String> {
         let mut report = UploadReport::default();
+        // The manifest as stored locally, checked to be the one whose files are sent.
+        let local = dir.join(Manifest::relative_path(&manifest.id));
+        let manifest_bytes =
+            std::fs::read(&local).map_err(|e| format!("read {}: {e}", local.display()))?;
+        match Manifest::decode(&manifest_bytes, &self.keys) {
+            Ok(read) if read == *manifest => {}
+            Ok(_) => return Err(format!("the local manifest of {} changed", manifest.id)),
+            Err(error) => return Err(format!("the local manifest of {}: {error}", manifest.id)),
+        }
         progress.phase("upload", manifest.size_bytes);
         for file in &manifest.files {
             let path = StorePath::from(offsite_path(&manifest.id, &file.path));
@@ -186,15 +217,21 @@ impl Offsite {
             progress.advance(file.size);
         }
         let path = StorePath::from(Manifest::relative_path(&manifest.id));
-        let payload = PutPayload::from(manifest.encode());
+        let payload = PutPayload::from(manifest_bytes);
         self.retrying("upload the manifest", &mut report.retries, || {
             self.store.put(&path, payload.clone())
         })?;
         Ok(report)
     }
 
-    /// The manifest of backup `id` off-site; `Ok(None)` when there is none.
+    /// The manifest of backup `id` off-site; `Ok(None)` when there is none; an error when it
+    /// does not authenticate or is another backup's.
     pub fn manifest(&self, id: &str) -> Result<Option<Manifest>, String> {
+        Ok(self.manifest_bytes(id)?.map(|(_, manifest)| manifest))
+    }
+
+    /// The manifest of backup `id` off-site as stored, and its reading.
+    fn manifest_bytes(&self, id: &str) -> Result<Option<(Vec<u8>, Manifest)>, String> {
         if !orderd_engine::backup::valid_id(id) {
             return Ok(None);
         }
@@ -207,9 +244,15 @@ impl Offsite {
             Err(e) if e.ends_with("not found off-site") => return Ok(None),
             Err(e) => return Err(e),
         };
-        Manifest::decode(&bytes)
-            .map(Some)
-            .map_err(|e| format!("off-site manifest of {id}: {e}"))
+        let manifest = Manifest::decode(&bytes, &self.keys)
+            .map_err(|e| format!("off-site manifest of {id}: {e}"))?;
+        if manifest.id != id {
+            return Err(format!(
+                "off-site manifest of {id}: it is the manifest of {}",
+                manifest.id
+            ));
+        }
+        Ok(Some((bytes.to_vec(), manifest)))
     }
 
     /// Every manifest off-site, oldest first (unreadable ones skipped with a warning).
@@ -241,40 +284,105 @@ impl Offsite {
     }
 
     /// Fetches backup `id` into the directory `into` (laid out like a local backup
-    /// directory), checking every file's size and SHA-256; a file that does not match is an
-    /// error. Returns its manifest.
+    /// directory): the manifest must authenticate; each file lands in `<into>/.incoming/`
+    /// and moves to its place only once its size and SHA-256 match; a file that does not match
+    /// is an error (nothing unchecked is left in place). Returns its manifest.
     pub fn download(
         &self,
         id: &str,
         into: &Path,
         progress: &dyn Progress,
     ) -> Result<Manifest, String> {
-        let manifest = self
-            .manifest(id)?
+        let (manifest_bytes, manifest) = self
+            .manifest_bytes(id)?
             .ok_or_else(|| format!("no backup {id} off-site at {}", self.location))?;
         progress.phase("download", manifest.size_bytes);
+        let incoming = into.join(INCOMING_DIR);
+        let result = self.download_files(&manifest, into, &incoming, progress);
+        let _ = std::fs::remove_dir_all(&incoming);
+        result?;
+        write_atomic(&into.join(Manifest::relative_path(id)), &manifest_bytes)
+            .map_err(|e| e.to_string())?;
+        Ok(manifest)
+    }
+
+    fn download_files(
+        &self,
+        manifest: &Manifest,
+        into: &Path,
+        incoming: &Path,
+        progress: &dyn Progress,
+    ) -> Result<(), String> {
         let mut retries = 0;
-        for file in &manifest.files {
-            let path = StorePath::from(offsite_path(id, &file.path));
+        for (n, file) in manifest.files.iter().enumerate() {
+            // `Manifest::decode` checked it; checked again where it becomes a path.
+            orderd_engine::backup::check_file_path(&file.path)?;
+            let path = StorePath::from(offsite_path(&manifest.id, &file.path));
             let bytes =
                 self.retrying(&format!("download {}", file.path), &mut retries, || async {
                     self.store.get(&path).await?.bytes().await
                 })?;
-            let target = into.join(&file.path);
-            write_atomic(&target, &bytes).map_err(|e| e.to_string())?;
-            let (sum, len) = sha256_file(&target, &orderd_engine::backup::NoProgress)
-                .map_err(|e| format!("{}: {e}", target.display()))?;
+            let landed = incoming.join(n.to_string());
+            write_atomic(&landed, &bytes).map_err(|e| e.to_string())?;
+            let (sum, len) = sha256_file(&landed, &orderd_engine::backup::NoProgress)
+                .map_err(|e| format!("{}: {e}", landed.display()))?;
             if len != file.size || sum != file.sha256 {
                 return Err(format!(
                     "{} off-site does not match the manifest (size or SHA-256)",
                     file.path
                 ));
             }
+            let target = into.join(&file.path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("create {}: {e}", parent.display()))?;
+            }
+            std::fs::rename(&landed, &target)
+                .map_err(|e| format!("move {} into place: {e}", file.path))?;
             progress.advance(file.size);
         }
-        write_atomic(&into.join(Manifest::relative_path(id)), &manifest.encode())
-            .map_err(|e| e.to_string())?;
-        Ok(manifest)
+        Ok(())
+    }
+
+    /// The revocation list off-site (empty when there is none); an error when it does not
+    /// verify.
+    pub fn revocations(&self) -> Result<crate::revocations::Revocations, String> {
+        let path = StorePath::from(crate::revocations::REVOCATIONS_FILE);
+        let mut retries = 0;
+        match self.retrying("fetch the revocation list", &mut retries, || async {
+            self.store.get(&path).await?.bytes().await
+        }) {
+            Ok(bytes) => crate::revocations::Revocations::open(&self.keys, &bytes),
+            Err(e) if e.ends_with("not found off-site") => Ok(Default::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Merges `local` into the revocation list off-site (an unreadable one off-site is
+    /// replaced, with a warning). Returns the merged list.
+    pub fn merge_revocations(
+        &self,
+        local: &crate::revocations::Revocations,
+    ) -> Result<crate::revocations::Revocations, String> {
+        let mut merged = match self.revocations() {
+            Ok(list) => list,
+            Err(error) if error.starts_with("the revocation list") => {
+                tracing::warn!(message = "The off-site revocation list is unreadable; replacing it.", %error);
+                Default::default()
+            }
+            Err(error) => return Err(error),
+        };
+        let before = merged.clone();
+        merged.merge(local.clone());
+        if merged != before {
+            let path = StorePath::from(crate::revocations::REVOCATIONS_FILE);
+            let payload = PutPayload::from(merged.seal(&self.keys));
+            let mut retries = 0;
+            self.retrying("upload the revocation list", &mut retries, || {
+                self.store.put(&path, payload.clone())
+            })?;
+        }
+        Ok(merged)
     }
 
     /// Keeps the newest `keep` manifests off-site and deletes the rest, then every file no
@@ -318,10 +426,18 @@ impl Offsite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orderd_engine::backup::{NoProgress, Repo};
+    use orderd_engine::backup::{FileEntry, ManifestKey, NoProgress, Repo};
     use orderd_engine::engine::SHARD_COUNT_KEY;
     use orderd_engine::RocksStorage;
     use orderd_storage::{Family, Storage, Write};
+
+    fn keys() -> ManifestKeys {
+        ManifestKeys::new(ManifestKey::derive([5; 8], &[5; 32]), [])
+    }
+
+    fn open(dir: &Path) -> Offsite {
+        Offsite::open(dir.to_str().unwrap(), 2, Duration::from_millis(1), keys()).unwrap()
+    }
 
     /// A one-shard store with one distinguishing record, backed up into a new backup directory.
     fn backup_of(root: &Path, name: &str) -> (Repo, Manifest) {
@@ -340,13 +456,14 @@ mod tests {
             },
         ];
         storage.write(writes, true).unwrap();
-        let repo = Repo::new(root.join(format!("{name}-backups")));
+        let repo = Repo::new(root.join(format!("{name}-backups")), keys());
         let manifest = repo
             .create(
                 &storage,
                 &root.join(format!("{name}-checkpoint")),
                 &[0],
-                &[],
+                &[("keys.json", b"{}".to_vec())],
+                None,
                 &NoProgress,
             )
             .unwrap();
@@ -363,8 +480,13 @@ mod tests {
         std::fs::create_dir_all(&store_dir).unwrap();
         let blocker = store_dir.join(ENGINE_DIR);
         std::fs::write(&blocker, b"in the way").unwrap();
-        let offsite =
-            Offsite::open(store_dir.to_str().unwrap(), 3, Duration::from_millis(20)).unwrap();
+        let offsite = Offsite::open(
+            store_dir.to_str().unwrap(),
+            3,
+            Duration::from_millis(20),
+            keys(),
+        )
+        .unwrap();
         let started = std::time::Instant::now();
         let error = offsite
             .upload(repo.dir(), &manifest, &NoProgress)
@@ -376,8 +498,13 @@ mod tests {
         // The first attempt starts at once and fails; the blocker goes at 300 ms, during the
         // first wait (1 s), so a loaded machine that stalls the first attempt a little does
         // not let it succeed.
-        let offsite =
-            Offsite::open(store_dir.to_str().unwrap(), 8, Duration::from_millis(1000)).unwrap();
+        let offsite = Offsite::open(
+            store_dir.to_str().unwrap(),
+            8,
+            Duration::from_millis(1000),
+            keys(),
+        )
+        .unwrap();
         let remover = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             std::fs::remove_file(&blocker).unwrap();
@@ -394,12 +521,7 @@ mod tests {
     #[test]
     fn a_new_local_backup_directory_never_overwrites_older_backups_off_site() {
         let root = tempfile::tempdir().unwrap();
-        let offsite = Offsite::open(
-            root.path().join("offsite").to_str().unwrap(),
-            2,
-            Duration::from_millis(1),
-        )
-        .unwrap();
+        let offsite = open(&root.path().join("offsite"));
         // Two backup directories whose BackupEngines both number their first backup 1, as
         // after the loss of the local directory.
         let (first_repo, first) = backup_of(root.path(), "first");
@@ -416,7 +538,7 @@ mod tests {
             offsite
                 .download(&manifest.id, &staging, &NoProgress)
                 .unwrap();
-            let report = Repo::new(&staging)
+            let report = Repo::new(&staging, keys())
                 .verify(&manifest.id, &NoProgress)
                 .unwrap();
             assert!(report.verified, "{}: {}", manifest.id, report.detail);
@@ -434,10 +556,120 @@ mod tests {
         let staging = root.path().join("staging-after-retention");
         offsite.download(&second.id, &staging, &NoProgress).unwrap();
         assert!(
-            Repo::new(&staging)
+            Repo::new(&staging, keys())
                 .verify(&second.id, &NoProgress)
                 .unwrap()
                 .verified
         );
+    }
+
+    /// The files of `dir`, relative, sorted.
+    struct Sha256Sum;
+
+    impl Sha256Sum {
+        fn of(bytes: &[u8]) -> [u8; 32] {
+            use sha2::Digest;
+            sha2::Sha256::digest(bytes).into()
+        }
+    }
+
+    fn files_under(dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(at) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&at) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    found.push(path.strip_prefix(dir).unwrap().display().to_string());
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Issue 17, item 8. On today's code the off-site manifest's SHA-256 is recomputed by
+    /// anyone, so a rewritten manifest is accepted and its `../` path written outside the
+    /// staging directory: this test fails there.
+    #[test]
+    fn a_tampered_offsite_manifest_writes_nothing_anywhere() {
+        let root = tempfile::tempdir().unwrap();
+        let (repo, manifest) = backup_of(root.path(), "tamper");
+        let store_dir = root.path().join("offsite");
+        let offsite = open(&store_dir);
+        offsite.upload(repo.dir(), &manifest, &NoProgress).unwrap();
+        let manifest_file = store_dir.join(Manifest::relative_path(&manifest.id));
+        let genuine = std::fs::read(&manifest_file).unwrap();
+
+        // 1. The attacker adds a file whose path climbs out of the staging directory, puts
+        // the bytes off-site where that path maps, and re-computes an unkeyed checksum: the
+        // whole manifest is refused (its tag does not verify), nothing is written.
+        let payload = b"* * * * * root evil\n".to_vec();
+        let escape = "extras/../../escaped";
+        std::fs::create_dir_all(
+            store_dir
+                .join(BACKUPS_DIR)
+                .join(&manifest.id)
+                .join("extras"),
+        )
+        .unwrap();
+        std::fs::write(
+            store_dir
+                .join(BACKUPS_DIR)
+                .join(&manifest.id)
+                .join("escaped"),
+            &payload,
+        )
+        .unwrap();
+        let mut forged = manifest.clone();
+        forged.files.push(FileEntry {
+            path: escape.into(),
+            size: payload.len() as u64,
+            sha256: Sha256Sum::of(&payload),
+        });
+        let foreign = ManifestKey::derive([6; 8], &[6; 32]);
+        std::fs::write(&manifest_file, forged.encode(&foreign)).unwrap();
+        let staging = root.path().join("stage").join("one");
+        let error = offsite
+            .download(&manifest.id, &staging, &NoProgress)
+            .unwrap_err();
+        assert!(error.contains("not among the known master keys"), "{error}");
+        assert!(!root.path().join("stage").join("escaped").exists());
+        assert!(files_under(&root.path().join("stage")).is_empty());
+
+        // 2. Even a manifest that authenticates (a leaked manifest key) is refused whole for
+        // an unsafe path, before anything is fetched.
+        std::fs::write(&manifest_file, forged.encode(keys().signing())).unwrap();
+        let error = offsite
+            .download(&manifest.id, &staging, &NoProgress)
+            .unwrap_err();
+        assert!(error.contains("unsafe file path"), "{error}");
+        assert!(files_under(&root.path().join("stage")).is_empty());
+
+        // 3. The manifest is genuine but a file off-site was swapped: the download fails and
+        // leaves no unchecked file in place (each waits in `.incoming` until checked).
+        std::fs::write(&manifest_file, &genuine).unwrap();
+        let extra = manifest
+            .files
+            .iter()
+            .find(|f| f.path.starts_with("extras/"))
+            .unwrap();
+        let off = store_dir.join(offsite_path(&manifest.id, &extra.path));
+        std::fs::write(&off, b"{\"keys\":[\"attacker\"]}").unwrap();
+        let error = offsite
+            .download(&manifest.id, &staging, &NoProgress)
+            .unwrap_err();
+        assert!(error.contains("does not match the manifest"), "{error}");
+        assert!(
+            !staging.join(&extra.path).exists(),
+            "{:?}",
+            files_under(&staging)
+        );
+        assert!(!staging.join(INCOMING_DIR).exists());
     }
 }

@@ -259,6 +259,19 @@ fn read_tip_record(storage: &dyn Storage) -> Result<Option<Tip>, AuditError> {
     }
 }
 
+/// The control chain's tip as its record in `control` holds it (`None`: no chain yet), as a
+/// backup anchors it.
+pub fn control_tip(
+    storage: &dyn Storage,
+) -> Result<Option<orderd_engine::backup::AuditAnchor>, AuditError> {
+    Ok(read_tip_record(storage)?
+        .filter(|tip| tip.seq > 0)
+        .map(|tip| orderd_engine::backup::AuditAnchor {
+            seq: tip.seq,
+            hash: tip.hash,
+        }))
+}
+
 /// The newest stored entry: its `seq` (from the key) and the entry when it parses.
 fn last_stored(storage: &dyn Storage) -> Result<Option<(u64, Option<AuditEntry>)>, AuditError> {
     let Some((key, value)) = storage.last_in(Family::Audit, &seq_key(0), CONTROL_KEYS_END)? else {
@@ -630,15 +643,16 @@ impl AuditLog {
         .map_err(|e| AuditError::ReadFailed(e.to_string()))??)
     }
 
-    /// Recomputes every chain over storage (runs on the blocking pool).
-    pub async fn verify(&self) -> Result<VerifyReport, ApiError> {
+    /// Recomputes every chain over storage (runs on the blocking pool); the control chain must
+    /// also reach `anchor`, the tip the newest backup recorded.
+    pub async fn verify(&self, anchor: Option<AnchoredTip>) -> Result<VerifyReport, ApiError> {
         let storage = self.storage.clone();
         let shards = self.shards;
-        Ok(
-            tokio::task::spawn_blocking(move || verify_stored(storage.as_ref(), shards))
-                .await
-                .map_err(|e| AuditError::ReadFailed(e.to_string()))??,
-        )
+        Ok(tokio::task::spawn_blocking(move || {
+            verify_anchored(storage.as_ref(), shards, anchor.as_ref())
+        })
+        .await
+        .map_err(|e| AuditError::ReadFailed(e.to_string()))??)
     }
 }
 
@@ -799,9 +813,60 @@ pub fn read_page(
     Ok(AuditPage { items, next })
 }
 
+/// A control chain tip recorded outside the store, in a backup's signed manifest: the chain
+/// must still hold entry `seq` with `hash` (deleting every entry and the tip record, which
+/// verifies by itself, is then detected).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnchoredTip {
+    /// The backup whose manifest holds it.
+    pub backup_id: String,
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Checks the control chain against `anchor`; `Some((seq, why))` when it falls short.
+fn check_anchor(
+    storage: &dyn Storage,
+    anchor: &AnchoredTip,
+    last_seq: u64,
+) -> Result<Option<(u64, String)>, AuditError> {
+    let id = &anchor.backup_id;
+    let seq = anchor.seq;
+    if last_seq < seq {
+        return Ok(Some((
+            last_seq + 1,
+            format!(
+                "control chain: it ends at entry {last_seq}, shorter than the tip {seq} that \
+                 backup {id} anchored: entries were deleted"
+            ),
+        )));
+    }
+    let stored = storage
+        .get(Family::Audit, &seq_key(seq))?
+        .and_then(|value| serde_json::from_slice::<AuditEntry>(&value).ok());
+    Ok(match stored {
+        None => Some((
+            seq,
+            format!("control chain: entry {seq}, the tip backup {id} anchored, is missing"),
+        )),
+        Some(entry) if entry.hash != anchor.hash => Some((
+            seq,
+            format!(
+                "control chain: entry {seq} differs from the tip backup {id} anchored: the chain \
+                 was rewritten"
+            ),
+        )),
+        Some(_) => None,
+    })
+}
+
 /// Recomputes the control chain over every stored entry, then checks the newest against the tip
-/// record. Reads everything once, in constant memory.
-fn verify_control(storage: &dyn Storage) -> Result<VerifyReport, AuditError> {
+/// record and, when given, the chain against an anchored tip. Reads everything once, in
+/// constant memory.
+fn verify_control(
+    storage: &dyn Storage,
+    anchor: Option<&AnchoredTip>,
+) -> Result<VerifyReport, AuditError> {
     let mut verifier = ChainVerifier::default();
     let mut entries = 0u64;
     let mut first_bad: Option<(u64, String)> = None;
@@ -862,6 +927,11 @@ fn verify_control(storage: &dyn Storage) -> Result<VerifyReport, AuditError> {
             None => None,
         };
     }
+    if first_bad.is_none() {
+        if let Some(anchor) = anchor {
+            first_bad = check_anchor(storage, anchor, last_seq)?;
+        }
+    }
     Ok(report(CONTROL_CHAIN.into(), entries, first_bad, last_hash))
 }
 
@@ -895,7 +965,16 @@ fn report(
 /// digests, tips). `ok` only if all verify; `first_bad_seq` is the lowest bad `seq` of any
 /// chain, `last_hash` the hash of the newest entry of all.
 pub fn verify_stored(storage: &dyn Storage, shards: u16) -> Result<VerifyReport, AuditError> {
-    let mut total = verify_control(storage)?;
+    verify_anchored(storage, shards, None)
+}
+
+/// [`verify_stored`], with the control chain also held to `anchor` (see [`AnchoredTip`]).
+pub fn verify_anchored(
+    storage: &dyn Storage,
+    shards: u16,
+    anchor: Option<&AnchoredTip>,
+) -> Result<VerifyReport, AuditError> {
+    let mut total = verify_control(storage, anchor)?;
     total.chains[0].last_hash.clone_from(&total.last_hash);
     let mut newest: Option<(u64, String)> = None;
     if let Some(hash) = &total.last_hash {
@@ -1083,6 +1162,65 @@ mod tests {
         assert!(report.ok, "{report:?}");
         assert_eq!(report.entries, 51);
         assert_eq!(report.last_hash.as_deref(), Some(entry.hash.as_str()));
+    }
+
+    /// Issue 17, item 12: deleting every entry and the tip record verifies by itself (this
+    /// test's first assertion); held to the tip a backup anchored, it is broken.
+    #[tokio::test]
+    async fn a_chain_shorter_than_its_anchored_tip_is_broken() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let log = AuditLog::start(storage.clone(), &config(4)).unwrap();
+        for i in 0..5 {
+            log.record(&caller("key_a"), "customer.create", format!("cus_{i}"), "")
+                .await
+                .unwrap();
+        }
+        drop(log);
+        let tip = control_tip(storage.as_ref()).unwrap().unwrap();
+        assert_eq!(tip.seq, 5);
+        let anchor = AnchoredTip {
+            backup_id: "bak_000001_00000000".into(),
+            seq: tip.seq,
+            hash: tip.hash.clone(),
+        };
+        assert!(
+            verify_anchored(storage.as_ref(), 0, Some(&anchor))
+                .unwrap()
+                .ok
+        );
+        // A wrong hash at the anchored seq: rewritten.
+        let other = AnchoredTip {
+            hash: "0".repeat(64),
+            ..anchor.clone()
+        };
+        let report = verify_anchored(storage.as_ref(), 0, Some(&other)).unwrap();
+        assert!(!report.ok);
+        assert!(report.detail.contains("rewritten"), "{}", report.detail);
+        // Everything deleted, the tip record too.
+        for seq in 1..=5 {
+            delete(storage.as_ref(), seq);
+        }
+        storage
+            .write(
+                vec![Write::DeleteRange {
+                    family: Family::Control,
+                    from: TIP_KEY.to_vec(),
+                    to: [TIP_KEY, &[0]].concat(),
+                }],
+                true,
+            )
+            .unwrap();
+        assert!(verify_stored(storage.as_ref(), 0).unwrap().ok, "unanchored");
+        let report = verify_anchored(storage.as_ref(), 0, Some(&anchor)).unwrap();
+        assert!(!report.ok);
+        assert_eq!(report.first_bad_seq, Some(1));
+        assert!(
+            report
+                .detail
+                .contains("shorter than the tip 5 that backup bak_000001_00000000"),
+            "{}",
+            report.detail
+        );
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use orderd_engine::backup::{ManifestKey, ManifestKeys};
 use orderd_engine::{CustomerView, NewCustomer, OrderView, PersonalField, ResealFn, Storage};
 use orderd_storage::{Family, StorageError, Write};
 use rand::rngs::OsRng;
@@ -251,6 +252,20 @@ impl MasterKey {
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
     }
+
+    /// The key backup manifests are signed with under this master key: derived from it
+    /// (`HMAC-SHA256(master, "orderd manifest v1")`), never the master key itself.
+    pub fn manifest_key(&self) -> ManifestKey {
+        ManifestKey::derive(self.id().0, &self.0)
+    }
+}
+
+/// The manifest keys of `masters` (the first signs).
+fn manifest_keys_of(masters: &[MasterKey]) -> ManifestKeys {
+    ManifestKeys::new(
+        masters[0].manifest_key(),
+        masters[1..].iter().map(MasterKey::manifest_key),
+    )
 }
 
 /// Where the master key comes from.
@@ -318,6 +333,35 @@ impl MasterKeySource {
         Ok(MasterKeySource::File {
             path: key_file.to_path_buf(),
         })
+    }
+}
+
+impl MasterKeySource {
+    /// The manifest keys of this source without opening a store (`orderctl backup restore`,
+    /// the server stopped): the current key signs; the previous one (environment) or the
+    /// `.previous` and `.new` files verify too. A missing key file is an error (a restore never
+    /// generates a key).
+    pub fn manifest_keys(&self) -> Result<ManifestKeys, VaultError> {
+        match self {
+            MasterKeySource::Environment { current, previous } => {
+                let mut masters = vec![current.clone()];
+                masters.extend(previous.clone());
+                Ok(manifest_keys_of(&masters))
+            }
+            MasterKeySource::File { path } => {
+                let main = read_key_file(path)?.ok_or_else(|| VaultError::MasterKeyMissing {
+                    path: path.to_path_buf(),
+                    stored: Vec::new(),
+                })?;
+                let mut masters = vec![main];
+                for suffix in [".previous", ".new"] {
+                    if let Ok(Some(key)) = read_key_file(&with_suffix(path, suffix)) {
+                        masters.push(key);
+                    }
+                }
+                Ok(manifest_keys_of(&masters))
+            }
+        }
     }
 }
 
@@ -609,6 +653,9 @@ pub struct Vault {
     storage: Arc<dyn Storage>,
     source: SourceKind,
     ring: RwLock<Arc<KeyRing>>,
+    /// Every master key this process knows, the current one first: they verify backup
+    /// manifests signed under them.
+    masters: RwLock<Vec<MasterKey>>,
     /// Serializes rotations; holds the reason when rotating must wait for a restart.
     rotation: Mutex<Option<String>>,
 }
@@ -686,8 +733,11 @@ impl Vault {
             );
         }
         let current = *data_keys.keys().next_back().expect("at least one data key");
+        let mut masters = vec![master.clone()];
+        masters.extend(candidates.into_iter().filter(|k| k.id() != master.id()));
         Ok(Vault {
             storage,
+            masters: RwLock::new(masters),
             source: kind,
             ring: RwLock::new(Arc::new(KeyRing {
                 master,
@@ -703,6 +753,17 @@ impl Vault {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The keys backup manifests are signed (current master key) and verified with (every
+    /// master key this process knows).
+    pub fn manifest_keys(&self) -> ManifestKeys {
+        manifest_keys_of(
+            &self
+                .masters
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Id of the master key in use.
@@ -882,6 +943,10 @@ impl Vault {
             data_key_id,
             rewrapped: old.data_keys.len() as u64,
         };
+        self.masters
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(0, master.clone());
         *self
             .ring
             .write()

@@ -6,6 +6,7 @@ use orderd_proto::{AuditQuery, AuditVerifyResponse, Page};
 use crate::http::error::HttpError;
 use crate::http::extract::Authed;
 use crate::http::extract::{NoQuery, QueryParams};
+use orderd_control::backups::Backups;
 use orderd_service::audit::{AuditFilter, AuditLog};
 use orderd_service::ApiError;
 use orderd_service::{roles, validate};
@@ -54,10 +55,19 @@ pub async fn verify(
     caller: Authed,
     query: QueryParams<NoQuery>,
     audit: web::Data<AuditLog>,
+    backups: Option<web::Data<Backups>>,
 ) -> Result<HttpResponse, HttpError> {
     caller.require(roles::AUDIT_READ)?;
     query.get()?;
-    let report = audit.verify().await?;
+    // The tip the newest backup anchored: a chain that ends before it was truncated.
+    let anchor = match backups {
+        Some(backups) => web::block(move || backups.audit_anchor())
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let report = audit.verify(anchor).await?;
     if !report.ok {
         tracing::error!(
             message = "The audit chain does not verify.",

@@ -2,6 +2,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
+use orderd_control::backups::Backups;
 use orderd_engine::{CommandError, CustomerId, Engine};
 use orderd_proto::{CreateKeyRequest, CreatedKeyResponse, KeyResponse, ListKeysQuery, Page};
 
@@ -196,6 +197,7 @@ pub async fn revoke(
     id: web::Path<String>,
     auth: web::Data<Auth>,
     audit: web::Data<AuditLog>,
+    backups: Option<web::Data<Backups>>,
 ) -> Result<HttpResponse, HttpError> {
     caller.require(roles::KEYS_MANAGE)?;
     query.get()?;
@@ -205,6 +207,18 @@ pub async fn revoke(
         RevokeError::Store(error) => unavailable(error),
     })?;
     auth.limiter.forget(&record.id);
+    // Beside the backups too, so that a restore re-applies it. The key is revoked already;
+    // failing here would not undo that, so a failure is logged loudly instead.
+    if let Some(backups) = backups {
+        let key_id = record.id.clone();
+        let recorded = web::block(move || backups.record_revocation(&key_id))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        if let Err(error) = recorded {
+            tracing::error!(message = "Cannot record the revocation beside the backups; a restore would bring the key back.", key_id = %record.id, %error);
+        }
+    }
     tracing::info!(message = "API key revoked.", key_id = %record.id, actor = %caller.key_id);
     audit
         .record(

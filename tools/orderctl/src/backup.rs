@@ -11,7 +11,10 @@ use indicatif::HumanBytes;
 use orderd_config::Config;
 use orderd_config::ADMIN_KEY_FILE;
 use orderd_control::offsite::Offsite;
-use orderd_engine::backup::{valid_id, BackupError, Manifest, Repo, SCRATCH_DIR};
+use orderd_control::revocations::Revocations;
+use orderd_engine::backup::{
+    valid_id, BackupError, Manifest, ManifestKeys, Repo, RestoreOptions, SCRATCH_DIR,
+};
 use orderd_proto::{BackupResponse, BackupVerifyResponse};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -102,6 +105,11 @@ pub struct RestoreArgs {
     /// refusing (a store that a running orderd holds is always refused)
     #[arg(long)]
     pub replace: bool,
+    /// Restore even when the backup's manifest is not authenticated (made before manifests
+    /// were signed, or altered to look so): trust every copy of the backup directory first.
+    /// Its files are still checked against the manifest; a warning is printed
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
 }
 
 /// Runs one `backup` subcommand.
@@ -266,6 +274,9 @@ struct Plan {
     offsite_attempts: u32,
     offsite_retry_base: Duration,
     replace: bool,
+    allow_unauthenticated: bool,
+    /// The manifest keys of the configured master key (why not, when it cannot be read).
+    keys: Result<ManifestKeys, String>,
 }
 
 impl Plan {
@@ -294,6 +305,13 @@ impl Plan {
             offsite_attempts: config.backup.offsite_attempts,
             offsite_retry_base: Duration::from_millis(config.backup.offsite_retry_base_ms),
             replace: args.replace,
+            allow_unauthenticated: args.allow_unauthenticated,
+            keys: orderd_control::backups::manifest_keys(&config).map_err(|e| {
+                format!(
+                    "the master key (it authenticates backup manifests; give orderctl the \
+                     orderd configuration or ORDERD_MASTER_KEY): {e}"
+                )
+            }),
         })
     }
 
@@ -384,9 +402,10 @@ fn restore_plan(plan: &Plan, progress: &Bars) -> Result<Restored, CliError> {
             "no backup {id}: backup ids look like bak_000001_0a1b2c3d (see `orderctl backup list`)"
         )));
     }
+    let keys = plan.keys.clone().map_err(CliError::Failed)?;
     match plan.from {
         Source::Local => {
-            let repo = Repo::new(&plan.backup_dir);
+            let repo = Repo::new(&plan.backup_dir, keys);
             let manifest = repo.manifest(id).map_err(|error| match error {
                 BackupError::NotFound(_) => CliError::Failed(format!(
                     "no backup {id} in {}; if only its off-site copy is left, pass --from offsite",
@@ -406,7 +425,7 @@ fn restore_plan(plan: &Plan, progress: &Bars) -> Result<Restored, CliError> {
             }
             let staging = plan.staging();
             remove_dir(&staging)?;
-            let outcome = download_and_restore(plan, &staging, progress);
+            let outcome = download_and_restore(plan, keys, &staging, progress);
             let cleanup = remove_dir(&staging);
             let restored = outcome?;
             if let Err(error) = cleanup {
@@ -419,6 +438,7 @@ fn restore_plan(plan: &Plan, progress: &Bars) -> Result<Restored, CliError> {
 
 fn download_and_restore(
     plan: &Plan,
+    keys: ManifestKeys,
     staging: &Path,
     progress: &Bars,
 ) -> Result<Restored, CliError> {
@@ -428,12 +448,13 @@ fn download_and_restore(
         &plan.offsite,
         plan.offsite_attempts,
         plan.offsite_retry_base,
+        keys.clone(),
     )
     .map_err(|e| CliError::Failed(format!("off-site store: {e}")))?;
     let manifest = store
         .download(&plan.id, staging, progress)
         .map_err(|e| CliError::Failed(format!("downloading {} failed: {e}", plan.id)))?;
-    restore_from(&Repo::new(staging), manifest, plan, progress)
+    restore_from(&Repo::new(staging, keys), manifest, plan, progress)
 }
 
 fn restore_from(
@@ -442,13 +463,70 @@ fn restore_from(
     plan: &Plan,
     progress: &Bars,
 ) -> Result<Restored, CliError> {
+    if !manifest.authenticated() && plan.allow_unauthenticated {
+        eprintln!(
+            "orderctl: WARNING: the manifest of {} is NOT AUTHENTICATED (made before manifests \
+             were signed, or altered to look so); restoring it because --allow-unauthenticated \
+             was given",
+            plan.id
+        );
+    }
+    let options = RestoreOptions {
+        replace: plan.replace,
+        allow_unauthenticated: plan.allow_unauthenticated,
+    };
+    let revocations = revocations(plan, repo.keys());
     let moved = repo
-        .restore(&plan.id, &plan.data_dir, plan.replace, progress)
+        .restore(&plan.id, &plan.data_dir, options, progress)
         .map_err(restore_error)?;
+    match revocations.apply(&plan.data_dir) {
+        Ok(applied) if applied.is_empty() => {}
+        Ok(applied) => eprintln!(
+            "orderctl: re-applied {} key revocation(s) kept beside the backups: {}",
+            applied.len(),
+            applied.join(", ")
+        ),
+        Err(error) => {
+            return Err(CliError::Failed(format!(
+                "restored {} into {}, but re-applying the key revocations failed: {error}; \
+                 revoke them again before starting orderd",
+                plan.id,
+                plan.data_dir.display()
+            )))
+        }
+    }
     if let Some(old) = &moved {
         keep_admin_key(old, &plan.data_dir);
     }
     Ok(Restored { manifest, moved })
+}
+
+/// The key revocations kept beside the backups: the local list, and the off-site one when
+/// restoring from off-site or when the off-site store is S3 or an existing directory. An
+/// unreadable list is a warning (the restore goes on with what can be read).
+fn revocations(plan: &Plan, keys: &ManifestKeys) -> Revocations {
+    let mut all = Revocations::default();
+    match Revocations::read_local(&plan.backup_dir, keys) {
+        Ok(local) => all.merge(local),
+        Err(error) => eprintln!("orderctl: warning: local {error}"),
+    }
+    let reachable = plan.from == Source::Offsite
+        || plan.offsite.starts_with("s3://")
+        || Path::new(&plan.offsite).is_dir();
+    if reachable {
+        let fetched = Offsite::open(
+            &plan.offsite,
+            plan.offsite_attempts,
+            plan.offsite_retry_base,
+            keys.clone(),
+        )
+        .and_then(|store| store.revocations());
+        match fetched {
+            Ok(offsite) => all.merge(offsite),
+            Err(error) => eprintln!("orderctl: warning: off-site {error}"),
+        }
+    }
+    all
 }
 
 /// A backup holds no `admin.key` (a plaintext secret); when the restore replaced a data
@@ -533,7 +611,16 @@ mod tests {
             offsite_attempts: 1,
             offsite_retry_base: Duration::from_millis(1),
             replace: false,
+            allow_unauthenticated: false,
+            keys: Ok(test_keys()),
         }
+    }
+
+    fn test_keys() -> ManifestKeys {
+        ManifestKeys::new(
+            orderd_engine::backup::ManifestKey::derive([4; 8], &[4; 32]),
+            [],
+        )
     }
 
     #[test]
@@ -782,6 +869,8 @@ mod tests {
             size_bytes: 0,
             new_bytes: 0,
             duration_ms: 0,
+            audit_anchor: None,
+            signed_by: None,
         };
         assert_eq!(created_at(&manifest), "2023-11-14T22:13:20.123Z");
     }
@@ -812,13 +901,14 @@ mod tests {
             });
         }
         live.write(writes, true).expect("write");
-        let repo = Repo::new(root.join("backups"));
+        let repo = Repo::new(root.join("backups"), test_keys());
         let manifest = repo
             .create(
                 &live,
                 &root.join("checkpoint"),
                 &vec![0; usize::from(shards)],
                 &[("keys.json", b"{\"keys\":[]}".to_vec())],
+                None,
                 &NoProgress,
             )
             .expect("backup");
@@ -945,7 +1035,8 @@ mod tests {
         let (repo, manifest) = make_backup(&root, 3);
         let mut plan = plan(&root, Source::Offsite);
         plan.id = manifest.id.clone();
-        let store = Offsite::open(&plan.offsite, 1, Duration::from_millis(1)).expect("open");
+        let store =
+            Offsite::open(&plan.offsite, 1, Duration::from_millis(1), test_keys()).expect("open");
         store
             .upload(repo.dir(), &manifest, &orderd_engine::backup::NoProgress)
             .expect("upload");
