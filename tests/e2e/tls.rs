@@ -1,8 +1,9 @@
 //! TLS on both front doors (`http.tls_*`, `tcp.tls_*`) against the real `orderd`, with a CA
 //! and a server certificate the test makes (rcgen): HTTPS and TCP over TLS serve, plaintext
 //! gets no service on either port, a client that stalls the handshake is dropped, orderctl
-//! trusts the CA with `--ca-file`, and a key that does not match its certificate (or a
-//! certificate without its key) stops orderd before it serves.
+//! trusts the CA with `--ca-file`, a key that does not match its certificate (or a
+//! certificate without its key) stops orderd before it serves, and HTTPS connections count
+//! toward `http.max_connections_per_peer`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -298,4 +299,77 @@ fn a_key_that_does_not_fit_or_a_missing_half_refuses_start_naming_the_setting() 
     let (status, log) = server.start_expecting_exit(Duration::from_secs(30));
     assert!(!status.success(), "orderd started without its key file");
     assert!(log.contains("tcp.tls_key_file: cannot read"), "{log}");
+}
+
+type Https = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A kept-alive HTTPS connection to `port` that trusts `config`'s roots.
+fn https_connect(port: u16, config: &Arc<rustls::ClientConfig>) -> Https {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// `GET /livez` on `stream`: the status and the body, or `None` when the connection ends.
+fn https_livez(stream: &mut Https) -> Option<(u16, String)> {
+    stream
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[test]
+fn the_per_peer_connection_limit_counts_https_connections() {
+    let _serial = serial();
+    let dir = tempfile::Builder::new()
+        .prefix("orderd-e2e-tls-")
+        .tempdir()
+        .unwrap();
+    let pki = make_pki(dir.path());
+    let mut env = tls_env(&pki.cert, &pki.key);
+    env.push(("ORDERD__HTTP__MAX_CONNECTIONS_PER_PEER", "2".to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let config = trusting(&pki.ca);
+    let server = Server::start_https(dir.path(), 1, &env, config.clone());
+    let port = port_of(server.base());
+    // Two connections served (retrying while a probe of the server's own may hold a slot).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        let mut stream = https_connect(port, &config);
+        match https_livez(&mut stream) {
+            Some((200, _)) => held.push(stream),
+            other => {
+                assert!(Instant::now() < deadline, "never served: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    // The third, over TLS like the others, is refused as the plain listener refuses it.
+    let mut third = https_connect(port, &config);
+    let (status, body) = https_livez(&mut third).expect("an answer");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("http.max_connections_per_peer"), "{body}");
+    // The two held are still served.
+    for stream in &mut held {
+        assert_eq!(https_livez(stream).map(|r| r.0), Some(200));
+    }
 }
