@@ -1208,10 +1208,10 @@ async fn refuse(
     target: &str,
     peer: SocketAddr,
 ) {
-    tracing::warn!(message = "TCP request refused.", %peer, code = error.code(), detail = %error);
-    if let Err(audit_error) = shared
+    match shared
         .audit
-        .record_refusal(
+        .refusal_from(
+            Some(peer.ip()),
             ANONYMOUS,
             "auth.unauthorized",
             target.to_string(),
@@ -1219,12 +1219,20 @@ async fn refuse(
         )
         .await
     {
-        tracing::warn!(message = "Could not write the audit entry of a refused request.", error = %audit_error);
+        // The first of this peer's window: logged once, the rest counted into one entry.
+        Ok(true) => {
+            tracing::warn!(message = "TCP request refused.", %peer, code = error.code(), detail = %error)
+        }
+        Ok(false) => {}
+        Err(audit_error) => {
+            tracing::warn!(message = "Could not write the audit entry of a refused request.", error = %audit_error)
+        }
     }
     out.push(&error_frame(request_id, error));
 }
 
 /// Writes a 403 to the audit trail, as HTTP does (`auth.forbidden`, the key and its role).
+/// Not aggregated per peer as 401s are: the caller holds a key, whose rate limit bounds these.
 async fn record_forbidden(audit: &AuditLog, op_name: &str, caller: &Caller) {
     if let Err(error) = audit
         .record_refusal(

@@ -1054,3 +1054,61 @@ fn a_control_chain_truncated_below_the_tip_a_backup_anchored_is_broken() {
     assert_eq!(control["chain"], "control", "{report}");
     assert_eq!(control["ok"], false, "{report}");
 }
+
+#[test]
+fn refusals_from_one_peer_are_one_entry_and_one_count_per_window() {
+    let _serial = serial();
+    // A window of 1 s (the harness turns aggregation off for the other tests).
+    let server = Server::start_with_env(1, &[("ORDERD__AUDIT__REFUSAL_WINDOW_S", "1")]);
+    let admin = server.client();
+    let keyless = admin.without_key();
+    let floods = 200;
+    for _ in 0..floods {
+        assert_problem(&keyless.get("/v1/orders"), 401, "unauthorized");
+    }
+    let entries = audit_entries(&admin, "actor=anonymous", 1000);
+    assert_eq!(
+        entries.len(),
+        1,
+        "{floods} refusals in one window: one entry ({entries:?})"
+    );
+    // Once the window has closed, the next refusal writes its own entry and the count of the
+    // closed window's others.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_problem(&keyless.get("/v1/orders"), 401, "unauthorized");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entries = loop {
+        let entries = audit_entries(&admin, "actor=anonymous", 1000);
+        if entries.len() >= 3 || Instant::now() > deadline {
+            break entries;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "auth.unauthorized")
+            .count(),
+        2,
+        "{entries:?}"
+    );
+    let counted: Vec<&AuditEntry> = entries
+        .iter()
+        .filter(|e| e.action == "auth.refusals_aggregated")
+        .collect();
+    assert_eq!(counted.len(), 1, "{entries:?}");
+    assert_eq!(counted[0].target, "peer 127.0.0.1");
+    assert!(
+        counted[0].detail.starts_with(&format!(
+            "{} more refused requests from 127.0.0.1",
+            floods - 1
+        )),
+        "{}",
+        counted[0].detail
+    );
+    // The chain still verifies with the aggregated entries in it.
+    let (status, verified) = admin.get_json("/v1/audit/verify");
+    assert_eq!(status, 200);
+    assert_eq!(verified["ok"], true, "{verified}");
+}

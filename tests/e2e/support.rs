@@ -512,6 +512,9 @@ impl Server {
             .env("ORDERD__BACKUP__DIR", root.join("backups"))
             .env("ORDERD__BACKUP__OFFSITE", root.join("offsite"))
             .env("RUST_LOG", "warn")
+            // Every refusal its own audit entry, as most tests count them; the aggregation per
+            // peer is tested with a window of its own (`audit::refusals_from_one_peer_…`).
+            .env("ORDERD__AUDIT__REFUSAL_WINDOW_S", "0")
             .current_dir(root)
             .stdin(Stdio::null());
         for (name, value) in &self.extra_env {

@@ -331,6 +331,13 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     /// Most entries one `GET /v1/audit` page reads from storage, per chain.
     pub scan_entries_max: usize,
+    /// Refusals (401, 403) of one peer address within this many seconds write one entry and
+    /// one WARN line for the first, and one summary entry with the count of the rest (0: off,
+    /// every refusal written and logged).
+    pub refusal_window_s: u64,
+    /// Peer addresses with an open refusal window at once; refusals of further peers share
+    /// one window.
+    pub refusal_peers_max: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -506,6 +513,12 @@ impl Config {
         }
         if self.security.master_key_file.as_os_str().is_empty() {
             return invalid("security.master_key_file", "must not be empty");
+        }
+        if self.audit.refusal_window_s > 86_400 {
+            return invalid("audit.refusal_window_s", "must be 0 (off) to 86400");
+        }
+        if !(1..=1_000_000).contains(&self.audit.refusal_peers_max) {
+            return invalid("audit.refusal_peers_max", "must be 1 to 1000000");
         }
         if self.audit.queue_capacity == 0 {
             return invalid("audit.queue_capacity", "must be at least 1");
@@ -728,6 +741,8 @@ mod tests {
         assert_eq!(c.backup.dir, PathBuf::from("./backups"));
         assert_eq!(c.backup.offsite, "./offsite");
         assert_eq!(c.audit.queue_capacity, 4096);
+        assert_eq!(c.audit.refusal_window_s, 60);
+        assert_eq!(c.audit.refusal_peers_max, 4096);
         assert_eq!(c.audit.scan_entries_max, 100_000);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);

@@ -32,7 +32,8 @@
 //! control action always has its durable audit entry; when the write fails the request
 //! answers 503.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -48,6 +49,7 @@ pub use orderd_proto::AuditEntry;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idem::Keys;
+use crate::refusals::{Closed, RefusalWindows, Verdict};
 use crate::wire;
 use orderd_config::{AuditConfig, IDEMPOTENCY_RETENTION_S_MIN};
 
@@ -467,7 +469,16 @@ pub struct AuditLog {
     /// The Idempotency-Keys of mutations other than placements: they decide whether a repeat
     /// writes an entry ([`crate::idem`]).
     keys: Keys,
+    /// Refusals per peer address in windows (`audit.refusal_window_s`): only the first of a
+    /// window is written at once ([`AuditLog::refusal_from`]).
+    /// `None` with `audit.refusal_window_s = 0`: every refusal written.
+    refusals: Option<RefusalWindows>,
+    /// When windows past their length are next closed (microseconds).
+    next_sweep_us: AtomicI64,
 }
+
+/// The action of the entry that counts a window's refusals after its first.
+pub const REFUSALS_AGGREGATED: &str = "auth.refusals_aggregated";
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -511,6 +522,9 @@ impl AuditLog {
             shards,
             scan_entries_max: config.scan_entries_max,
             refusals_dropped_total: AtomicU64::new(0),
+            refusals: (config.refusal_window_s > 0)
+                .then(|| RefusalWindows::new(config.refusal_window_s, config.refusal_peers_max)),
+            next_sweep_us: AtomicI64::new(0),
         })
     }
 
@@ -612,10 +626,78 @@ impl AuditLog {
         Self::acknowledged(done).await
     }
 
+    /// Records a request refused (401, 403) from `peer`, aggregated per peer address: the
+    /// first refusal of a peer's window (`audit.refusal_window_s`) is written as
+    /// [`AuditLog::record_refusal`] writes it and answers `Ok(true)`, and the caller logs it;
+    /// the rest of the window are only counted (`Ok(false)`: no entry, no log line) and written
+    /// as one [`REFUSALS_AGGREGATED`] entry (peer, count) once the window has closed. Windows
+    /// past their length are closed here, at most once a second, and all at shutdown. Without
+    /// a peer (none known) the refusal is written as it is.
+    pub async fn refusal_from(
+        &self,
+        peer: Option<IpAddr>,
+        actor: &str,
+        action: &str,
+        target: String,
+        detail: String,
+    ) -> Result<bool, AuditError> {
+        let now_us = chrono::Utc::now().timestamp_micros();
+        if let Some((windows, peer)) = self.refusals.as_ref().zip(peer) {
+            if now_us >= self.next_sweep_us.load(Ordering::Relaxed) {
+                self.next_sweep_us
+                    .store(now_us.saturating_add(1_000_000), Ordering::Relaxed);
+                for closed in windows.close_expired(now_us) {
+                    self.write_aggregated(closed);
+                }
+            }
+            let (verdict, closed) = windows.note(peer, now_us);
+            if let Some(closed) = closed {
+                self.write_aggregated(closed);
+            }
+            if verdict == Verdict::Counted {
+                return Ok(false);
+            }
+        }
+        self.record_refusal(actor, action, target, detail)
+            .await
+            .map(|_| true)
+    }
+
+    /// Queues the entry of a closed window's counted refusals without waiting for it (dropped
+    /// and counted, as a refusal's entry is, when the queue is full).
+    fn write_aggregated(&self, closed: Closed) {
+        let peer = closed
+            .peer
+            .map_or_else(|| "other addresses".to_string(), |peer| peer.to_string());
+        let detail = format!(
+            "{} more refused requests from {peer} in the window opened at {} (only the first was written)",
+            closed.count,
+            wire::time(closed.opened_us)
+        );
+        let (submission, _done) = Self::submission(
+            ANONYMOUS,
+            REFUSALS_AGGREGATED,
+            format!("peer {peer}"),
+            detail,
+        );
+        if self.queue.try_send(Some(submission)).is_err() {
+            self.refusals_dropped_total.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(
+            message = "Requests refused repeatedly.",
+            %peer,
+            count = closed.count,
+            window_opened = %wire::time(closed.opened_us)
+        );
+    }
+
     /// Stops the writer once the entries queued before this call are written, and waits for
     /// it, so that it lets go of storage (RocksDB must close before the process exits). Later
     /// submissions fail with `unavailable`.
     pub async fn shutdown(&self) {
+        for closed in self.refusals.iter().flat_map(RefusalWindows::close_all) {
+            self.write_aggregated(closed);
+        }
         let _ = self.queue.send(None).await;
         let writer = self
             .writer
@@ -1041,6 +1123,8 @@ mod tests {
         AuditConfig {
             queue_capacity,
             scan_entries_max: 100_000,
+            refusal_window_s: 60,
+            refusal_peers_max: 4096,
         }
     }
 
@@ -1120,6 +1204,86 @@ mod tests {
             entry_hash(GENESIS_HASH, &entry),
             entry_hash(&"1".repeat(64), &entry)
         );
+    }
+
+    #[tokio::test]
+    async fn refusals_from_one_peer_write_one_entry_and_one_count_per_window() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let log = AuditLog::start(storage.clone(), &config(64)).unwrap();
+        let flood: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let refuse = |peer: Option<IpAddr>| {
+            log.refusal_from(
+                peer,
+                ANONYMOUS,
+                "auth.unauthorized",
+                "GET /v1/orders".into(),
+                "missing key".into(),
+            )
+        };
+        assert!(refuse(Some(flood)).await.unwrap(), "the first is written");
+        for _ in 0..99 {
+            assert!(!refuse(Some(flood)).await.unwrap(), "the rest only counted");
+        }
+        assert!(
+            refuse(Some(other)).await.unwrap(),
+            "another peer has its own window"
+        );
+        assert!(refuse(None).await.unwrap(), "no peer: written as it is");
+        log.shutdown().await;
+        let entries = all(storage.as_ref());
+        let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| **a == "auth.unauthorized")
+                .count(),
+            3,
+            "{actions:?}"
+        );
+        let aggregated: Vec<&AuditEntry> = entries
+            .iter()
+            .filter(|e| e.action == REFUSALS_AGGREGATED)
+            .collect();
+        assert_eq!(
+            aggregated.len(),
+            1,
+            "only the flooding peer had more: {entries:?}"
+        );
+        assert_eq!(aggregated[0].target, "peer 192.0.2.7");
+        assert!(
+            aggregated[0]
+                .detail
+                .starts_with("99 more refused requests from 192.0.2.7"),
+            "{}",
+            aggregated[0].detail
+        );
+    }
+
+    #[tokio::test]
+    async fn a_window_of_zero_writes_every_refusal() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let config = AuditConfig {
+            refusal_window_s: 0,
+            ..config(64)
+        };
+        let log = AuditLog::start(storage.clone(), &config).unwrap();
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..5 {
+            let written = log
+                .refusal_from(
+                    Some(peer),
+                    ANONYMOUS,
+                    "auth.unauthorized",
+                    "t".into(),
+                    "d".into(),
+                )
+                .await
+                .unwrap();
+            assert!(written);
+        }
+        log.shutdown().await;
+        assert_eq!(all(storage.as_ref()).len(), 5);
     }
 
     #[tokio::test]

@@ -641,7 +641,8 @@ pub fn authenticate(
 ) -> Result<Caller, ApiError> {
     let secret = bearer_secret(authorization)?;
     let Some(record) = auth.keys.lookup(secret) else {
-        tracing::warn!(
+        // At debug: the WARN line is the audit's, once per peer and window (`AuditLog::refusal_from`).
+        tracing::debug!(
             message = "Authentication failed: unknown API key.",
             peer = ?peer,
             path

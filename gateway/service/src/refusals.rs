@@ -9,8 +9,8 @@
 //! memory stays bounded whatever the number of addresses. Time is passed in (microseconds),
 //! so the behaviour is tested without clocks.
 //!
-//! Not wired yet (issue 17, item 2 in progress): the HTTP middleware and the TCP front door
-//! still audit each refusal.
+//! The audit log keeps one ([`crate::audit::AuditLog::refusal_from`]), which the HTTP
+//! middleware and the TCP front door call for every 401 (and HTTP for every 403).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

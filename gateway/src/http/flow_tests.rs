@@ -74,6 +74,8 @@ impl Fixture {
                 &AuditConfig {
                     queue_capacity: 64,
                     scan_entries_max: 10_000,
+                    refusal_window_s: 60,
+                    refusal_peers_max: 4096,
                 },
                 engine.audit_seq(),
                 engine.shard_count() as u16,

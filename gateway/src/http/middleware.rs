@@ -93,12 +93,27 @@ pub async fn record_refusals(
         _ => return Ok(response),
     };
     let target = request_target(response.request());
-    if let Err(error) = audit.record_refusal(&actor, action, target, detail).await {
-        tracing::warn!(
+    let peer = response.request().peer_addr().map(|peer| peer.ip());
+    let logged = (target.clone(), detail.clone());
+    match audit
+        .refusal_from(peer, &actor, action, target, detail)
+        .await
+    {
+        // The first of this peer's window: logged once, the rest counted into one entry.
+        Ok(true) => tracing::warn!(
+            message = "HTTP request refused.",
+            peer = ?peer,
+            status = status.as_u16(),
+            actor,
+            target = logged.0,
+            detail = logged.1
+        ),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(
             message = "Could not write the audit entry of a refused request.",
             %error,
             status = status.as_u16()
-        );
+        ),
     }
     Ok(response)
 }
