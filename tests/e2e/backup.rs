@@ -370,7 +370,14 @@ fn a_flipped_byte_a_truncated_file_and_a_deleted_file_are_caught_and_restore_ref
 #[test]
 fn the_offsite_copy_restores_alone_and_retention_keeps_the_newest() {
     let _serial = serial();
-    let server = Server::start_with_env(2, &[("ORDERD__BACKUP__RETENTION_COUNT", "2")]);
+    let server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__BACKUP__RETENTION_COUNT", "2"),
+            // The count alone: every backup here is seconds old.
+            ("ORDERD__BACKUP__KEEP_MIN_AGE_S", "0"),
+        ],
+    );
     let admin = server.client();
     let sku = unique("OFF");
     admin.adjust_stock(&sku, 10_000);
@@ -540,4 +547,82 @@ fn scheduled_backups_and_drills_run_by_themselves_and_feed_the_metrics() {
             .any(|e| e["action"] == "backup.create"),
         "{audit}"
     );
+}
+
+/// The ids listed by `GET /v1/ops/backups`, newest first, once every off-site copy is done
+/// (retention runs after the copy).
+fn listed_ids(admin: &Client) -> Vec<String> {
+    backups(admin)
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn quick_backups_cannot_rotate_the_oldest_restore_point_away_and_are_rate_limited() {
+    let _serial = serial();
+    let server = Server::start_with_env(
+        1,
+        &[
+            ("ORDERD__BACKUP__RETENTION_COUNT", "1"),
+            ("ORDERD__BACKUP__KEEP_MIN_AGE_S", "2"),
+        ],
+    );
+    let admin = server.client();
+    let first = create_backup(&admin)["id"].as_str().unwrap().to_string();
+    wait_offsite(&admin, &first);
+    thread::sleep(Duration::from_millis(2200));
+    // Three quick backups with a count of 1: the first, now past the minimum age, stays, and
+    // so does everything newer than it.
+    let mut quick = Vec::new();
+    for _ in 0..3 {
+        let id = create_backup(&admin)["id"].as_str().unwrap().to_string();
+        wait_offsite(&admin, &id);
+        quick.push(id);
+    }
+    // One job at a time: this drill runs after the newest backup's retention.
+    verify(&admin, &quick[2]);
+    let mut want: Vec<String> = quick.iter().rev().cloned().collect();
+    want.push(first.clone());
+    assert_eq!(listed_ids(&admin), want);
+    let offsite = Offsite::open(
+        server.root().join("offsite").to_str().unwrap(),
+        1,
+        Duration::from_millis(1),
+        server.manifest_keys(),
+    )
+    .unwrap();
+    let offsite_ids: Vec<String> = offsite
+        .manifests()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert!(offsite_ids.contains(&first), "{offsite_ids:?}");
+    // Once the quick ones age too, the count applies again above the newest old one.
+    thread::sleep(Duration::from_millis(2200));
+    let last = create_backup(&admin)["id"].as_str().unwrap().to_string();
+    wait_offsite(&admin, &last);
+    verify(&admin, &last);
+    assert_eq!(listed_ids(&admin), vec![last.clone(), quick[2].clone()]);
+    drop(server);
+
+    // backup.min_interval_s: a requested backup soon after the last one is 429, with a detail
+    // naming the setting; the list is unchanged.
+    let server = Server::start_with_env(1, &[("ORDERD__BACKUP__MIN_INTERVAL_S", "3600")]);
+    let admin = server.client();
+    create_backup(&admin);
+    let before = listed_ids(&admin);
+    let refused = admin.post("/v1/ops/backups", &json!({}), None);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.body["code"], "rate_limited", "{}", refused.body);
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("backup.min_interval_s"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(listed_ids(&admin), before);
 }

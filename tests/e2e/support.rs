@@ -515,6 +515,8 @@ impl Server {
             // Every refusal its own audit entry, as most tests count them; the aggregation per
             // peer is tested with a window of its own (`audit::refusals_from_one_peer_…`).
             .env("ORDERD__AUDIT__REFUSAL_WINDOW_S", "0")
+            // Tests take backups back to back; the limit has a test of its own.
+            .env("ORDERD__BACKUP__MIN_INTERVAL_S", "0")
             .current_dir(root)
             .stdin(Stdio::null());
         for (name, value) in &self.extra_env {

@@ -306,6 +306,12 @@ pub struct BackupConfig {
     pub verify_interval_s: u64,
     /// Backups kept, locally and off-site; older ones are deleted after each new backup.
     pub retention_count: usize,
+    /// Retention never deletes the newest backup at least this old, nor any newer one, even
+    /// past `retention_count` (0: off), so quick backups cannot rotate every day-old one away.
+    pub keep_min_age_s: u64,
+    /// A requested backup (`POST /v1/ops/backups`) within this many seconds of the newest one is
+    /// refused with 429 (0: off); scheduled backups are not limited.
+    pub min_interval_s: u64,
     /// Attempts of an off-site upload before its backup is marked `failed`.
     pub offsite_attempts: u32,
     /// Wait before the second attempt, in milliseconds; doubled for each further attempt.
@@ -504,6 +510,15 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.backup.retention_count) {
             return invalid("backup.retention_count", "must be 1..=10000");
+        }
+        if self.backup.keep_min_age_s > 366 * 86_400 {
+            return invalid(
+                "backup.keep_min_age_s",
+                "must be 0 (off) to 31622400 (a year)",
+            );
+        }
+        if self.backup.min_interval_s > 86_400 {
+            return invalid("backup.min_interval_s", "must be 0 (off) to 86400");
         }
         if !(1..=20).contains(&self.backup.offsite_attempts) {
             return invalid("backup.offsite_attempts", "must be 1..=20");

@@ -47,6 +47,7 @@ impl From<BackupJobError> for ApiError {
                 reasons: None,
             },
             BackupJobError::Failed(detail) => ApiError::Internal(detail),
+            BackupJobError::TooSoon(detail) => ApiError::TooSoon(detail),
         }
     }
 }
@@ -282,6 +283,9 @@ pub enum BackupJobError {
     Busy(String),
     #[error("{0}")]
     Failed(String),
+    /// A requested backup within `backup.min_interval_s` of the newest one.
+    #[error("{0}")]
+    TooSoon(String),
 }
 
 enum Job {
@@ -308,6 +312,10 @@ pub struct Backups {
     /// Unix seconds of the newest successful backup (0: none yet), for
     /// `orderd_backup_last_success_timestamp_seconds`.
     last_success_s: Arc<AtomicU64>,
+    /// Unix seconds of the newest requested backup accepted (`backup.min_interval_s`).
+    last_requested_s: AtomicU64,
+    /// The live configuration (`backup.min_interval_s`).
+    live: tokio::sync::watch::Receiver<Arc<Config>>,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -322,6 +330,7 @@ impl Backups {
         vault: Arc<Vault>,
     ) -> Backups {
         let config = live.borrow().backup.clone();
+        let live_handle = live.clone();
         let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity);
         let index = Index::new(engine.storage());
         // The gauge survives restarts: it starts at the newest backup in the index.
@@ -377,6 +386,8 @@ impl Backups {
             vault,
             revocations_lock: Mutex::new(()),
             last_success_s,
+            last_requested_s: AtomicU64::new(0),
+            live: live_handle,
             handle: Mutex::new(Some(handle)),
         }
     }
@@ -440,7 +451,28 @@ impl Backups {
 
     /// Takes a backup now (after the jobs queued before it); answers once it exists, before
     /// its off-site copy.
+    /// At most one per `backup.min_interval_s` (counted from the newest backup, scheduled ones
+    /// included, or the newest request accepted): sooner is `TooSoon`, so that quick requests
+    /// cannot rotate older backups away.
     pub async fn create(&self) -> Result<BackupRecord, BackupJobError> {
+        let min_interval_s = self.live.borrow().backup.min_interval_s;
+        if min_interval_s > 0 {
+            let now_s = (now_us() / 1_000_000).max(0) as u64;
+            let newest = self.last_success_s();
+            self.last_requested_s
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |requested| {
+                    let last = requested.max(newest);
+                    (last == 0 || now_s >= last + min_interval_s).then_some(now_s)
+                })
+                .map_err(|requested| {
+                    let last = requested.max(newest);
+                    BackupJobError::TooSoon(format!(
+                        "a backup was taken or requested {} s ago; backup.min_interval_s allows one every {min_interval_s} s (retry in {} s)",
+                        now_s.saturating_sub(last),
+                        (last + min_interval_s).saturating_sub(now_s)
+                    ))
+                })?;
+        }
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Create(reply))?;
         answer
@@ -492,6 +524,33 @@ struct Worker {
 
 fn now_us() -> i64 {
     orderd_engine::clock::now_us()
+}
+
+/// How many of the newest backups retention keeps, given their creation times (any order):
+/// `retention_count`, and more when needed so that the newest backup at least `min_age_us` old
+/// (and everything newer) stays; `min_age_us` 0 is the count alone.
+pub fn retention_keep(
+    created_at_us: &[i64],
+    retention_count: usize,
+    min_age_us: i64,
+    now_us: i64,
+) -> usize {
+    let count = retention_count.max(1);
+    if min_age_us <= 0 {
+        return count;
+    }
+    let mut newest_first = created_at_us.to_vec();
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+    match newest_first
+        .iter()
+        .position(|created| now_us.saturating_sub(*created) >= min_age_us)
+    {
+        Some(index) => count.max(index + 1),
+        // None is old enough yet: keep them all, or the count would delete each before it
+        // ages into that restore point (hourly backups and a count of 24 never reach a day).
+        // Backups kept are then bounded by min age / `backup.min_interval_s` + the count.
+        None => count.max(newest_first.len()),
+    }
 }
 
 impl Worker {
@@ -746,7 +805,23 @@ impl Worker {
     fn after_create(&mut self, id: &str) {
         self.upload(id);
         self.upload_revocations();
-        match self.repo.retain(self.config.retention_count) {
+        let min_age_us = (self.config.keep_min_age_s as i64).saturating_mul(1_000_000);
+        let keep = match self.repo.manifests() {
+            Ok((manifests, _)) => retention_keep(
+                &manifests
+                    .iter()
+                    .map(|m| m.created_at_us)
+                    .collect::<Vec<_>>(),
+                self.config.retention_count,
+                min_age_us,
+                now_us(),
+            ),
+            Err(error) => {
+                tracing::warn!(message = "Local backup retention skipped: cannot list the manifests.", %error);
+                usize::MAX
+            }
+        };
+        match self.repo.retain(keep) {
             Ok(deleted) => {
                 for old in deleted {
                     tracing::info!(message = "Backup deleted by retention.", id = %old);
@@ -757,12 +832,24 @@ impl Worker {
         }
         // Index entries of backups gone both locally and off-site by retention.
         if let Ok(records) = self.index.list() {
-            for old in records.iter().skip(self.config.retention_count) {
+            for old in records.iter().skip(keep) {
                 let _ = self.index.delete(&old.id);
             }
         }
-        let keep = self.config.retention_count;
+        let retention_count = self.config.retention_count;
         if let Ok(offsite) = self.offsite() {
+            let keep = match offsite.manifests() {
+                Ok(manifests) => retention_keep(
+                    &manifests
+                        .iter()
+                        .map(|m| m.created_at_us)
+                        .collect::<Vec<_>>(),
+                    retention_count,
+                    min_age_us,
+                    now_us(),
+                ),
+                Err(_) => usize::MAX,
+            };
             if let Err(error) = offsite.retain(keep) {
                 tracing::warn!(message = "Off-site backup retention failed.", %error);
             }
@@ -897,5 +984,33 @@ impl Worker {
             );
         }
         Ok(drill)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_the_count_and_the_newest_backup_past_the_minimum_age() {
+        let s = 1_000_000;
+        let now = 100_000 * s;
+        let day = 86_400 * s;
+        // No minimum age: the count alone.
+        assert_eq!(retention_keep(&[now, now - s, now - 2 * s], 1, 0, now), 1);
+        // Hourly backups, a count of 3 and a day: the one 24 h old is the newest past a day.
+        let hourly: Vec<i64> = (0..30).map(|h| now - h * 3600 * s).collect();
+        assert_eq!(retention_keep(&hourly, 3, day, now), 25);
+        // Quick backups in the last minute do not push it out: it is still kept.
+        let mut quick = hourly.clone();
+        quick.extend((1..=50).map(|i| now - i * s));
+        assert_eq!(retention_keep(&quick, 3, day, now), 25 + 50);
+        // None old enough yet: every one is kept.
+        assert_eq!(retention_keep(&[now, now - s], 1, day, now), 2);
+        // Older than the minimum age and within the count: the count decides.
+        assert_eq!(
+            retention_keep(&[now - 2 * day, now - 3 * day], 5, day, now),
+            5
+        );
     }
 }

@@ -257,12 +257,20 @@ impl Offsite {
 
     /// Every manifest off-site, oldest first (unreadable ones skipped with a warning).
     pub fn manifests(&self) -> Result<Vec<Manifest>, String> {
+        self.manifests_and_unreadable()
+            .map(|(manifests, _)| manifests)
+    }
+
+    /// [`Offsite::manifests`], and how many manifests could not be read or authenticated
+    /// (signed under a master key no longer held, damaged, forged).
+    fn manifests_and_unreadable(&self) -> Result<(Vec<Manifest>, usize), String> {
         let prefix = StorePath::from(MANIFEST_DIR);
         let mut retries = 0;
         let listed = self.retrying("list manifests", &mut retries, || {
             self.store.list(Some(&prefix)).try_collect::<Vec<_>>()
         })?;
         let mut manifests = Vec::new();
+        let mut unreadable = 0;
         for meta in listed {
             let Some(id) = meta
                 .location
@@ -275,12 +283,13 @@ impl Offsite {
                 Ok(Some(manifest)) => manifests.push(manifest),
                 Ok(None) => {}
                 Err(error) => {
+                    unreadable += 1;
                     tracing::warn!(message = "Unreadable off-site manifest.", id, %error)
                 }
             }
         }
         manifests.sort_by_key(|m| (m.created_at_us, m.engine_id));
-        Ok(manifests)
+        Ok((manifests, unreadable))
     }
 
     /// Fetches backup `id` into the directory `into` (laid out like a local backup
@@ -386,9 +395,10 @@ impl Offsite {
     }
 
     /// Keeps the newest `keep` manifests off-site and deletes the rest, then every file no
-    /// kept manifest names. Returns the ids deleted.
+    /// kept manifest names — unless a manifest could not be read: its files cannot be told
+    /// apart, so none is deleted (a warning says so). Returns the ids deleted.
     pub fn retain(&self, keep: usize) -> Result<Vec<String>, String> {
-        let manifests = self.manifests()?;
+        let (manifests, unreadable) = self.manifests_and_unreadable()?;
         let cut = manifests.len().saturating_sub(keep.max(1));
         let (old, kept) = manifests.split_at(cut);
         let mut retries = 0;
@@ -400,6 +410,13 @@ impl Offsite {
         }
         if old.is_empty() {
             return Ok(Vec::new());
+        }
+        if unreadable > 0 {
+            tracing::warn!(
+                message = "Off-site files are not swept: some manifests cannot be read, and their files must not be deleted.",
+                unreadable
+            );
+            return Ok(old.iter().map(|m| m.id.clone()).collect());
         }
         let needed: std::collections::HashSet<String> = kept
             .iter()

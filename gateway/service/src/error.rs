@@ -33,6 +33,9 @@ pub enum ApiError {
     UnknownCustomer,
     #[error("too many requests for this key; retry after a second")]
     RateLimited,
+    /// 429 `rate_limited` with its own detail: an operation allowed once per interval.
+    #[error("{0}")]
+    TooSoon(String),
     /// 422: the command made a shard panic twice and is refused (not retryable).
     #[error("{0}")]
     Quarantined(String),
@@ -82,7 +85,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => 409,
             ApiError::IdempotencyConflict => 422,
             ApiError::UnknownCustomer => 422,
-            ApiError::RateLimited => 429,
+            ApiError::RateLimited | ApiError::TooSoon(_) => 429,
             ApiError::Quarantined(_) => 422,
             ApiError::Unavailable { .. } => 503,
             ApiError::InsufficientStorage(_) => 507,
@@ -94,7 +97,10 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ApiError::RateLimited | ApiError::Unavailable { .. } | ApiError::InsufficientStorage(_)
+            ApiError::RateLimited
+                | ApiError::TooSoon(_)
+                | ApiError::Unavailable { .. }
+                | ApiError::InsufficientStorage(_)
         )
     }
 
@@ -120,7 +126,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::IdempotencyConflict => "idempotency_conflict",
             ApiError::UnknownCustomer => "unknown_customer",
-            ApiError::RateLimited => "rate_limited",
+            ApiError::RateLimited | ApiError::TooSoon(_) => "rate_limited",
             ApiError::Quarantined(_) => "quarantined",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::InsufficientStorage(_) => "insufficient_storage",
@@ -141,7 +147,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => "Invalid transition",
             ApiError::IdempotencyConflict => "Idempotency conflict",
             ApiError::UnknownCustomer => "Unknown customer",
-            ApiError::RateLimited => "Rate limited",
+            ApiError::RateLimited | ApiError::TooSoon(_) => "Rate limited",
             ApiError::Quarantined(_) => "Quarantined",
             ApiError::Unavailable { .. } => "Unavailable",
             ApiError::InsufficientStorage(_) => "Insufficient storage",
