@@ -458,6 +458,11 @@ mod tests {
 
     /// A one-shard store with one distinguishing record, backed up into a new backup directory.
     fn backup_of(root: &Path, name: &str) -> (Repo, Manifest) {
+        backup_signed(root, name, keys())
+    }
+
+    /// [`backup_of`], its manifest signed with `keys`.
+    fn backup_signed(root: &Path, name: &str, keys: ManifestKeys) -> (Repo, Manifest) {
         let data = root.join(format!("{name}-data"));
         let storage = RocksStorage::open(&data).unwrap();
         let writes = vec![
@@ -473,7 +478,7 @@ mod tests {
             },
         ];
         storage.write(writes, true).unwrap();
-        let repo = Repo::new(root.join(format!("{name}-backups")), keys());
+        let repo = Repo::new(root.join(format!("{name}-backups")), keys);
         let manifest = repo
             .create(
                 &storage,
@@ -533,6 +538,66 @@ mod tests {
         assert!(report.retries >= 1, "{report:?}");
         assert_eq!(report.files_sent as usize, manifest.files.len());
         assert!(offsite.manifest(&manifest.id).unwrap().is_some());
+    }
+
+    /// Every file the off-site store holds.
+    fn stored_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn retention_sweeps_no_file_while_a_manifest_cannot_be_read() {
+        let root = tempfile::tempdir().unwrap();
+        let store = root.path().join("offsite");
+        // A backup signed under a master key no longer held (two rotations ago).
+        let gone = ManifestKeys::new(ManifestKey::derive([9; 8], &[9; 32]), []);
+        let (old_repo, old) = backup_signed(root.path(), "old", gone.clone());
+        Offsite::open(store.to_str().unwrap(), 2, Duration::from_millis(1), gone)
+            .unwrap()
+            .upload(old_repo.dir(), &old, &NoProgress)
+            .unwrap();
+        let offsite = open(&store);
+        for name in ["first", "second"] {
+            let (repo, manifest) = backup_of(root.path(), name);
+            offsite.upload(repo.dir(), &manifest, &NoProgress).unwrap();
+        }
+        assert_eq!(
+            offsite.manifests().unwrap().len(),
+            2,
+            "the old one is unreadable"
+        );
+        let before = stored_files(&store);
+        let deleted = offsite.retain(1).unwrap();
+        assert_eq!(
+            deleted.len(),
+            1,
+            "the older readable manifest goes: {deleted:?}"
+        );
+        let after = stored_files(&store);
+        let old_manifest = store.join(Manifest::relative_path(&old.id));
+        assert!(after.contains(&old_manifest), "{after:?}");
+        // Only the deleted manifest is gone: no file of the unreadable backup was swept.
+        let gone: Vec<&std::path::PathBuf> = before.iter().filter(|f| !after.contains(f)).collect();
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert!(
+            gone[0]
+                .to_string_lossy()
+                .ends_with(&format!("{}{}", deleted[0], MANIFEST_SUFFIX)),
+            "{gone:?}"
+        );
     }
 
     #[test]
