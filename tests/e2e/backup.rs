@@ -398,11 +398,7 @@ fn the_offsite_copy_restores_alone_and_retention_keeps_the_newest() {
     // needs.
     assert_eq!(verify(&admin, &ids[2])["verified"], true);
     // Retention: the newest two, locally, off-site and in the list.
-    let listed: Vec<String> = backups(&admin)
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(listed, vec![ids[3].clone(), ids[2].clone()]);
+    assert_eq!(listed_ids(&admin), vec![ids[3].clone(), ids[2].clone()]);
     let local = Repo::new(server.root().join("backups"), server.manifest_keys());
     let local_ids: Vec<String> = local
         .manifests()

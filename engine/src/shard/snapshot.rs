@@ -261,15 +261,20 @@ impl Job {
 
 /// A shard actor's snapshot encoder: one thread, fed in the order snapshots are taken, which
 /// ends when the actor (its sender) is dropped, after the snapshots queued.
+/// Snapshots waiting for a shard's encoder thread beyond the one it encodes. Each holds a frozen
+/// copy of the shard's state, so the queue is bounded; an automatic snapshot is not even
+/// submitted while one encodes, so only requested ones can find it full.
+const ENCODER_QUEUE_MAX: usize = 2;
+
 pub(super) struct Encoder {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     /// Snapshots submitted and not yet handed to the writer.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Encoder {
     fn start(shard: u16, writer: Sender<WriterMsg>) -> Encoder {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(ENCODER_QUEUE_MAX);
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = in_flight.clone();
         std::thread::Builder::new()
@@ -286,10 +291,20 @@ impl Encoder {
 
     fn submit(&self, job: Job) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if let Err(error) = self.jobs.send(job) {
-            // The thread died (it only panics on a bug): report the snapshot as not written.
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            (error.0.done)(false);
-        }
+        // Never blocks the shard: a full queue (requests faster than encoding) or a dead
+        // thread (it only panics on a bug) reports the snapshot as not written; the next one
+        // covers its events.
+        let refused = match self.jobs.try_send(job) {
+            Ok(()) => return,
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tracing::warn!(
+                    message = "Snapshot not taken: the encoder is still busy with earlier ones."
+                );
+                job
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(job)) => job,
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        (refused.done)(false);
     }
 }
