@@ -622,3 +622,109 @@ fn quick_backups_cannot_rotate_the_oldest_restore_point_away_and_are_rate_limite
     );
     assert_eq!(listed_ids(&admin), before);
 }
+
+/// The ids (hex) of the master keys in the server's keyring file.
+fn keyring_ids(server: &Server) -> Vec<String> {
+    let path = orderd_service::vault::keyring_path(&server.master_key_file());
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let key = orderd_service::vault::MasterKey::from_hex(l).expect("a key per line");
+            key.id().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_backup_from_before_three_key_rotations_restores_readable_and_the_keyring_lets_go_after_retention(
+) {
+    let _serial = serial();
+    let server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__BACKUP__RETENTION_COUNT", "1"),
+            ("ORDERD__BACKUP__KEEP_MIN_AGE_S", "0"),
+        ],
+    );
+    let admin = server.client();
+    let email = format!("{}@keyring.example", unique("k"));
+    let (status, created) = admin.post_json(
+        "/v1/customers",
+        &json!({"name": "Keyring Customer", "email": email}),
+        None,
+    );
+    assert_eq!(status, 201, "{created}");
+    let customer = created["id"].as_str().unwrap().to_string();
+    let old = create_backup(&admin);
+    let old_id = old["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_offsite(&admin, &old_id)["offsite"], "copied");
+
+    // Three rotations: `.previous` holds only the last retired key; the keyring holds all three.
+    let mut retired = Vec::new();
+    for _ in 0..3 {
+        retired.push(
+            orderd_service::vault::MasterKeySource::File {
+                path: server.master_key_file(),
+            }
+            .manifest_keys()
+            .unwrap()
+            .signing()
+            .master_id(),
+        );
+        let (status, body) = admin.post_json("/v1/ops/keys/rotate", &json!({}), None);
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(keyring_ids(&server), retired);
+    let mode = fs::metadata(orderd_service::vault::keyring_path(
+        &server.master_key_file(),
+    ))
+    .unwrap()
+    .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // The old backup restores with its personal data readable: its manifest verifies under
+    // the first key and its data keys open under it (kept with the key file, as operators keep
+    // the keyring).
+    let repo = Repo::new(server.root().join("backups"), server.manifest_keys());
+    let (root, data) = root_for_restore(&server);
+    let ring = orderd_service::vault::keyring_path(&server.master_key_file());
+    fs::copy(
+        &ring,
+        orderd_service::vault::keyring_path(&root.path().join("orderd-master.key")),
+    )
+    .unwrap();
+    repo.restore(
+        &old_id,
+        &data,
+        backup::RestoreOptions::default(),
+        &NoProgress,
+    )
+    .expect("restore the backup from before the rotations");
+    let restored = start_restored(&server, root.path(), 2);
+    let (status, got) = restored
+        .client()
+        .get_json(&format!("/v1/customers/{customer}"));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["email"], email.as_str());
+    drop(restored);
+
+    // A new backup under the current key; retention (count 1) removes the old one locally and
+    // off-site, and with it the need for every retired key. The drill runs after retention.
+    let new = create_backup(&admin);
+    let new_id = new["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_offsite(&admin, &new_id)["offsite"], "copied");
+    assert_eq!(verify(&admin, &new_id)["verified"], true);
+    assert_eq!(listed_ids(&admin), vec![new_id]);
+    assert_eq!(keyring_ids(&server), Vec::<String>::new());
+    assert!(!server.root().join("orderd-master.key.previous").exists());
+    // The server still reads the customer after the prune (its data keys are under the current key).
+    let (status, got) = admin.get_json(&format!("/v1/customers/{customer}"));
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["email"], email.as_str());
+}

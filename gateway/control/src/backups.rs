@@ -854,6 +854,46 @@ impl Worker {
                 tracing::warn!(message = "Off-site backup retention failed.", %error);
             }
         }
+        self.prune_keyring();
+    }
+
+    /// Drops from the master keyring the keys no retained backup (local or off-site) was
+    /// signed under. Skipped while any manifest cannot be read or names no signer: its key
+    /// cannot be told apart, so every key stays.
+    fn prune_keyring(&mut self) {
+        let mut needed = std::collections::BTreeSet::new();
+        let mut signers = |manifests: &[backup::Manifest]| -> bool {
+            for manifest in manifests {
+                match &manifest.signed_by {
+                    Some(id) => {
+                        needed.insert(id.clone());
+                    }
+                    None => return false,
+                }
+            }
+            true
+        };
+        let local = match self.repo.manifests() {
+            Ok((manifests, bad)) => bad.is_empty() && signers(&manifests),
+            Err(_) => false,
+        };
+        let offsite = match self.offsite() {
+            Ok(offsite) => match offsite.manifests_and_unreadable() {
+                Ok((manifests, 0)) => signers(&manifests),
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        if !(local && offsite) {
+            tracing::info!(
+                message =
+                    "The master keyring is not pruned: a retained manifest could not be read."
+            );
+            return;
+        }
+        if let Err(error) = self.vault.prune_keyring(&needed) {
+            tracing::warn!(message = "Pruning the master keyring failed.", %error);
+        }
     }
 
     /// Uploads every backup whose copy is pending or failed (after start, after an outage).

@@ -263,7 +263,7 @@ impl Offsite {
 
     /// [`Offsite::manifests`], and how many manifests could not be read or authenticated
     /// (signed under a master key no longer held, damaged, forged).
-    fn manifests_and_unreadable(&self) -> Result<(Vec<Manifest>, usize), String> {
+    pub fn manifests_and_unreadable(&self) -> Result<(Vec<Manifest>, usize), String> {
         let prefix = StorePath::from(MANIFEST_DIR);
         let mut retries = 0;
         let listed = self.retrying("list manifests", &mut retries, || {

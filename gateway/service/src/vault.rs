@@ -359,6 +359,7 @@ impl MasterKeySource {
                         masters.push(key);
                     }
                 }
+                masters.extend(read_keyring(&keyring_path(path))?);
                 Ok(manifest_keys_of(&masters))
             }
         }
@@ -447,6 +448,79 @@ fn write_key_file(path: &Path, key: &MasterKey) -> Result<(), VaultError> {
     file.write_all(format!("{}\n", key.to_hex()).as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io_error(path))
+}
+
+/// The keyring beside a key file: `<file>.keyring`, every master key retired by a rotation
+/// (one per line, 64 hex digits), mode 0600. `.previous` holds only the last one; the keyring
+/// keeps each until no retained backup was signed under it ([`Vault::prune_keyring`]), so a
+/// restore of an older backup still opens its personal data after several rotations.
+pub fn keyring_path(key_file: &Path) -> PathBuf {
+    with_suffix(key_file, ".keyring")
+}
+
+/// The keys of a keyring file; empty when it does not exist.
+fn read_keyring(path: &Path) -> Result<Vec<MasterKey>, VaultError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io_error(path)(error)),
+    };
+    let mut keys: Vec<MasterKey> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = MasterKey::from_hex(line).map_err(|detail| VaultError::BadMasterKey {
+            origin: format!("{} line {}", path.display(), n + 1),
+            detail,
+        })?;
+        if !keys.iter().any(|k| k.id() == key.id()) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Replaces the keyring with `keys` (written to `.tmp` with mode 0600, synced, renamed, the
+/// directory synced): a crash leaves the old keyring or the new one, never a partial one.
+fn write_keyring(path: &Path, keys: &[MasterKey]) -> Result<(), VaultError> {
+    let tmp = with_suffix(path, ".tmp");
+    let mut text = String::from(
+        "# orderd master keyring: every retired master key still needed by a retained backup.\n",
+    );
+    for key in keys {
+        text.push_str(&key.to_hex());
+        text.push('\n');
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_error(&tmp))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&tmp))?;
+    rename(&tmp, path)?;
+    sync_dir(&parent_dir(path))
+}
+
+/// Adds `keys` to the keyring of `key_file` (those not there yet); writes only when one is new.
+fn add_to_keyring(key_file: &Path, keys: &[&MasterKey]) -> Result<(), VaultError> {
+    let path = keyring_path(key_file);
+    let mut ring = read_keyring(&path)?;
+    let before = ring.len();
+    for key in keys {
+        if !ring.iter().any(|k| k.id() == key.id()) {
+            ring.push((*key).clone());
+        }
+    }
+    if ring.len() > before {
+        write_keyring(&path, &ring)?;
+    }
+    Ok(())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), VaultError> {
@@ -921,6 +995,9 @@ impl Vault {
         if old.data_keys.len() >= DATA_KEYS_MAX {
             return Err(VaultError::TooManyDataKeys);
         }
+        // The retiring key joins the keyring before anything is wrapped under a new one: backups
+        // signed under it stay restorable whatever rotations follow.
+        add_to_keyring(&path, &[&old.master])?;
         let master = MasterKey::generate();
         let new_path = with_suffix(&path, ".new");
         let previous_path = with_suffix(&path, ".previous");
@@ -966,6 +1043,64 @@ impl Vault {
             return Err(VaultError::RotationBlocked(reason));
         }
         Ok(rotation)
+    }
+}
+
+impl Vault {
+    /// Drops from the keyring every retired master key that signed none of `needed` (master key
+    /// ids in hex: the signers of every retained backup, local and off-site) and wraps no stored
+    /// data key; `.previous` goes too when it holds a dropped key. The caller passes `needed`
+    /// only when it could read every retained manifest. Returns the ids dropped. An environment
+    /// key has no keyring: the operator keeps its old values.
+    pub fn prune_keyring(&self, needed: &BTreeSet<String>) -> Result<Vec<String>, VaultError> {
+        let path = match &self.source {
+            SourceKind::Environment => return Ok(Vec::new()),
+            SourceKind::File { path } => path.clone(),
+        };
+        // No rotation adds to the keyring meanwhile.
+        let _rotation = self
+            .rotation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ring_path = keyring_path(&path);
+        let ring = read_keyring(&ring_path)?;
+        let current = self.ring().master.id();
+        let wrapping: BTreeSet<MasterKeyId> = load_wrapped(self.storage.as_ref())?
+            .iter()
+            .map(|w| w.master)
+            .collect();
+        let (kept, dropped): (Vec<MasterKey>, Vec<MasterKey>) = ring.into_iter().partition(|k| {
+            k.id() == current || wrapping.contains(&k.id()) || needed.contains(&k.id().to_string())
+        });
+        if dropped.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_keyring(&ring_path, &kept)?;
+        let previous_path = with_suffix(&path, ".previous");
+        if let Ok(Some(previous)) = read_key_file(&previous_path) {
+            if dropped.iter().any(|k| k.id() == previous.id()) {
+                fs::remove_file(&previous_path).map_err(io_error(&previous_path))?;
+                sync_dir(&parent_dir(&path))?;
+            }
+        }
+        let ids: Vec<String> = dropped.iter().map(|k| k.id().to_string()).collect();
+        tracing::info!(
+            message = "Dropped master keys no retained backup needs from the keyring.",
+            dropped = %ids.join(","),
+            kept = kept.len()
+        );
+        Ok(ids)
+    }
+
+    /// The ids (hex) of the master keys in the keyring; empty for an environment key.
+    pub fn keyring_ids(&self) -> Result<Vec<String>, VaultError> {
+        match &self.source {
+            SourceKind::Environment => Ok(Vec::new()),
+            SourceKind::File { path } => Ok(read_keyring(&keyring_path(path))?
+                .iter()
+                .map(|k| k.id().to_string())
+                .collect()),
+        }
     }
 }
 
@@ -1048,8 +1183,16 @@ fn open_key_files(
             });
         }
     };
+    // A `.previous` from before the keyring (or a rotation a crash interrupted) joins it.
+    if let Some(previous) = previous.as_ref().filter(|p| p.id() != main.id()) {
+        add_to_keyring(path, &[previous])?;
+    }
     let mut candidates = vec![main.clone()];
-    candidates.extend(previous.filter(|p| p.id() != main.id()));
+    for key in read_keyring(&keyring_path(path))? {
+        if !candidates.iter().any(|k| k.id() == key.id()) {
+            candidates.push(key);
+        }
+    }
     Ok((main, candidates))
 }
 
@@ -1273,6 +1416,90 @@ mod tests {
         assert_eq!(
             reopened.open(Field::CustomerEmail, &after).unwrap(),
             "joe@example.com"
+        );
+    }
+
+    /// A copy of the wrapped data keys of `storage` (what a backup of it holds).
+    fn copy_of_data_keys(storage: &dyn Storage) -> Arc<dyn Storage> {
+        let copy = memory();
+        let mut writes = Vec::new();
+        storage
+            .scan(
+                Family::Control,
+                DATA_KEY_PREFIX,
+                DATA_KEY_PREFIX_END,
+                &mut |key, value| {
+                    writes.push(Write::Put {
+                        family: Family::Control,
+                        key: key.to_vec(),
+                        value: value.to_vec(),
+                    });
+                    true
+                },
+            )
+            .unwrap();
+        copy.write(writes, true).unwrap();
+        copy
+    }
+
+    #[test]
+    fn the_keyring_keeps_every_retired_master_key_until_no_backup_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let storage = memory();
+        let vault = Vault::load(storage.clone(), file(&path)).unwrap();
+        let first = vault.master_key_id();
+        let sealed = vault.seal(Field::CustomerEmail, "old@example.com");
+        let backup = copy_of_data_keys(storage.as_ref());
+        let mut retired = vec![first];
+        for _ in 0..3 {
+            vault.rotate().unwrap();
+            retired.push(vault.master_key_id());
+        }
+        retired.pop();
+        // `.previous` holds the last retired key only; the keyring holds all three, privately.
+        let ring = read_keyring(&keyring_path(&path)).unwrap();
+        assert_eq!(ring.iter().map(MasterKey::id).collect::<Vec<_>>(), retired);
+        let mode = fs::metadata(keyring_path(&path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            read_key_file(&with_suffix(&path, ".previous"))
+                .unwrap()
+                .unwrap()
+                .id(),
+            retired[2]
+        );
+        // Manifests signed under the first key verify; the backup's data keys open.
+        let known = file(&path).manifest_keys().unwrap().master_ids();
+        assert!(known.contains(&first.to_string()), "{known:?}");
+        let restored = Vault::load(backup, file(&path)).unwrap();
+        assert_eq!(
+            restored.open(Field::CustomerEmail, &sealed).unwrap(),
+            "old@example.com"
+        );
+        // A retained backup signed under the first key keeps it; the others and `.previous` go.
+        let needed: BTreeSet<String> = [first.to_string()].into();
+        let dropped = vault.prune_keyring(&needed).unwrap();
+        assert_eq!(
+            dropped,
+            vec![retired[1].to_string(), retired[2].to_string()]
+        );
+        assert!(!with_suffix(&path, ".previous").exists());
+        assert_eq!(vault.keyring_ids().unwrap(), vec![first.to_string()]);
+        // No backup needs it any more: the keyring empties; the live store still opens.
+        assert_eq!(
+            vault.prune_keyring(&BTreeSet::new()).unwrap(),
+            vec![first.to_string()]
+        );
+        assert!(vault.keyring_ids().unwrap().is_empty());
+        let reopened = Vault::load(storage, file(&path)).unwrap();
+        assert_eq!(
+            reopened.open(Field::CustomerEmail, &sealed).unwrap(),
+            "old@example.com"
         );
     }
 
