@@ -2,8 +2,8 @@
 //! and a server certificate the test makes (rcgen): HTTPS and TCP over TLS serve, plaintext
 //! gets no service on either port, a client that stalls the handshake is dropped, orderctl
 //! trusts the CA with `--ca-file`, a key that does not match its certificate (or a
-//! certificate without its key) stops orderd before it serves, and HTTPS connections count
-//! toward `http.max_connections_per_peer`.
+//! certificate without its key) stops orderd before it serves, HTTPS connections count
+//! toward `http.max_connections_per_peer`, and the inspection probes both listeners over TLS.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -242,6 +242,19 @@ fn both_front_doors_serve_tls_only_with_a_certificate_the_test_makes() {
             "no {reason} in the metrics:\n{metrics}"
         );
     }
+
+    // The inspection's listener probe speaks TLS to both listeners (it failed both before):
+    // a handshake that presents the configured certificate, then /livez and PING.
+    let (status, report) = api.get_json("/v1/ops/inspection");
+    assert_eq!(status, 200, "{report}");
+    let listeners = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "listeners")
+        .cloned()
+        .expect("a listeners check");
+    assert_eq!(listeners["status"], "pass", "{listeners}");
 
     // orderctl over HTTPS: with --ca-file it works; without it the server is not trusted.
     let ca = pki.ca.display().to_string();

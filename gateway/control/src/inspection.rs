@@ -855,12 +855,149 @@ fn connect(target: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-/// Connects to the TCP listener, sends a `PING` frame and expects its reply.
-fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+/// A connection a probe reads and writes: a plain socket or TLS over one.
+trait Duplex: Read + std::io::Write {}
+impl<T: Read + std::io::Write> Duplex for T {}
+
+/// Connects to `target`, and with `tls` completes a handshake in which the listener must
+/// present its own certificate ([`ProbeTls`]).
+fn open(
+    target: SocketAddr,
+    timeout: Duration,
+    tls: Option<&ProbeTls>,
+) -> Result<Box<dyn Duplex>, String> {
+    let stream = connect(target, timeout)?;
+    let Some(tls) = tls else {
+        return Ok(Box::new(stream));
+    };
+    let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+    let connection =
+        rustls::ClientConnection::new(tls.config.clone(), name).map_err(|e| format!("TLS: {e}"))?;
+    let mut stream = rustls::StreamOwned::new(connection, stream);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+    }
+    Ok(Box::new(stream))
+}
+
+/// The probe's TLS client for a listener that serves TLS: it accepts exactly the first
+/// certificate of the listener's own `tls_cert_file` (checking the handshake's signatures
+/// with it), so the check proves the listener completes a handshake with the certificate it
+/// is configured with. Names and issuers do not matter here: the probe talks to itself.
+#[derive(Clone)]
+pub struct ProbeTls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl ProbeTls {
+    /// Reads the certificate `setting` (`http.tls_cert_file` …) names.
+    pub fn for_listener(setting: &str, cert_file: &Path) -> Result<ProbeTls, String> {
+        use rustls::pki_types::pem::PemObject;
+        let bytes = std::fs::read(cert_file)
+            .map_err(|e| format!("cannot read {setting} {}: {e}", cert_file.display()))?;
+        let expected = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| format!("{setting} {} holds no certificate", cert_file.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(OwnCertificate {
+            expected,
+            provider: provider.clone(),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(ProbeTls {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// Accepts the one certificate the listener is configured with (see [`ProbeTls`]).
+#[derive(Debug)]
+struct OwnCertificate {
+    expected: rustls::pki_types::CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for OwnCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.expected.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the listener presented a certificate other than the one it is configured with"
+                    .into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The probe's TLS client for the listener `files` describe (`None`: plaintext listener).
+fn probe_tls(files: Option<orderd_config::TlsFiles<'_>>) -> Result<Option<ProbeTls>, String> {
+    files
+        .map(|f| ProbeTls::for_listener(f.cert_key, f.cert_file))
+        .transpose()
+}
+
+/// Connects to the TCP listener (over TLS when it serves TLS), sends a `PING` frame and
+/// expects its reply.
+fn probe_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&ProbeTls>,
+) -> Result<Duration, String> {
     use orderd_proto::frame::{self, Frame, FrameDecoder};
     use orderd_proto::tcp::op;
     let started = Instant::now();
-    let mut stream = connect(reachable(addr), timeout)?;
+    let mut stream = open(reachable(addr), timeout, tls)?;
     let mut bytes = Vec::new();
     frame::encode(
         &Frame {
@@ -905,11 +1042,15 @@ fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
     }
 }
 
-/// Connects to `addr`, sends `GET /livez` and expects `200`.
-fn probe_http(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+/// Connects to `addr` (over TLS when it serves TLS), sends `GET /livez` and expects `200`.
+fn probe_http(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&ProbeTls>,
+) -> Result<Duration, String> {
     let target = reachable(addr);
     let started = Instant::now();
-    let mut stream = connect(target, timeout)?;
+    let mut stream = open(target, timeout, tls)?;
     let request = format!("GET /livez HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
@@ -1019,6 +1160,10 @@ impl Inspector {
         let disk = judge_disk(&disks, t);
         let storage = judge_storage(&self.read_storage(), t);
         let timeout = Duration::from_millis(t.listener_connect_timeout_ms);
+        let (http_tls, tcp_tls) = {
+            let config = self.live.borrow();
+            (probe_tls(config.http.tls()), probe_tls(config.tcp.tls()))
+        };
         let listeners: Vec<ListenerReading> = self
             .http_addrs
             .get()
@@ -1027,12 +1172,18 @@ impl Inspector {
             .iter()
             .map(|&addr| ListenerReading {
                 addr,
-                answer: probe_http(addr, timeout),
+                answer: http_tls
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|tls| probe_http(addr, timeout, tls.as_ref())),
             })
             .collect();
         let tcp = self.tcp_addr.get().map(|&addr| ListenerReading {
             addr,
-            answer: probe_tcp(addr, timeout),
+            answer: tcp_tls
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|tls| probe_tcp(addr, timeout, tls.as_ref())),
         });
         let listeners = judge_listeners(&listeners, tcp.as_ref());
         let shards = judge_shards(&shards, self.mailbox_capacity, t);
@@ -1780,9 +1931,9 @@ mod tests {
     #[test]
     fn the_tcp_probe_needs_the_ping_reply() {
         let timeout = Duration::from_secs(2);
-        assert!(probe_tcp(answering_ping(), timeout).is_ok());
+        assert!(probe_tcp(answering_ping(), timeout, None).is_ok());
         // An HTTP server is not a TCP protocol server.
-        let error = probe_tcp(answering("HTTP/1.1 200 OK"), timeout).unwrap_err();
+        let error = probe_tcp(answering("HTTP/1.1 200 OK"), timeout, None).unwrap_err();
         assert!(
             error.contains("not a frame") || error.contains("closed"),
             "{error}"
@@ -1792,20 +1943,21 @@ mod tests {
     #[test]
     fn the_listener_probe_needs_a_200() {
         let timeout = Duration::from_secs(2);
-        assert!(probe_http(answering("HTTP/1.1 200 OK"), timeout).is_ok());
+        assert!(probe_http(answering("HTTP/1.1 200 OK"), timeout, None).is_ok());
         let unspecified = answering("HTTP/1.1 200 OK");
         let any: SocketAddr = format!("0.0.0.0:{}", unspecified.port()).parse().unwrap();
         assert!(
-            probe_http(any, timeout).is_ok(),
+            probe_http(any, timeout, None).is_ok(),
             "0.0.0.0 is probed on loopback"
         );
-        let error = probe_http(answering("HTTP/1.1 503 Service Unavailable"), timeout).unwrap_err();
+        let error =
+            probe_http(answering("HTTP/1.1 503 Service Unavailable"), timeout, None).unwrap_err();
         assert!(error.contains("503"), "{error}");
         let closed = {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap()
         };
-        assert!(probe_http(closed, timeout)
+        assert!(probe_http(closed, timeout, None)
             .unwrap_err()
             .starts_with("connect"));
     }
