@@ -210,6 +210,120 @@ impl Tip {
     }
 }
 
+/// Where a shard chain continues after retention moved its oldest records out of the live
+/// store: the last removed record's hash and its last entry. Stored in `control` under
+/// `audit/floor/shard/{shard}`, written in the same atomic write that deletes the records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Floor {
+    pub record_hash: [u8; 32],
+    pub entry_seq: u64,
+    pub entry_hash: [u8; 32],
+    pub at_us: i64,
+}
+
+const FLOOR_PREFIX: &[u8] = b"audit/floor/shard/";
+/// Format version of a floor's value.
+const FLOOR_VERSION: u8 = 1;
+/// Records one retention write removes at most (each write is one atomic batch).
+const PRUNE_CHUNK: usize = 4096;
+
+/// Key of a shard chain's retention floor in `control`.
+pub fn floor_key(shard: u16) -> Vec<u8> {
+    let mut key = FLOOR_PREFIX.to_vec();
+    key.extend_from_slice(&shard.to_be_bytes());
+    key
+}
+
+/// A shard chain's retention floor (`None`: nothing was ever removed).
+pub fn read_floor(storage: &dyn Storage, shard: u16) -> Result<Option<Floor>, StorageError> {
+    match storage.get(Family::Control, &floor_key(shard))? {
+        None => Ok(None),
+        Some(value) => match value.split_first() {
+            Some((&FLOOR_VERSION, rest)) => postcard::from_bytes(rest)
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt(format!("unreadable audit floor: {e}"))),
+            _ => Err(StorageError::Corrupt(
+                "unknown audit floor version".to_string(),
+            )),
+        },
+    }
+}
+
+/// Moves the oldest records of a shard chain out of the live store: those whose every entry
+/// is older than `before_us` and whose log batch a backup holds (`log_last_seq <=
+/// backed_up_log_seq`, the shard's seq in the backup's manifest). Only a prefix of the chain
+/// goes (the first record that does not qualify stops it); each write deletes up to
+/// [`PRUNE_CHUNK`] records and moves the floor past them atomically, synced. Returns the
+/// entries removed.
+pub fn prune_shard_chain(
+    storage: &dyn Storage,
+    shard: u16,
+    before_us: i64,
+    backed_up_log_seq: u64,
+) -> Result<u64, StorageError> {
+    let mut removed = 0u64;
+    loop {
+        let mut last: Option<(Vec<u8>, Floor)> = None;
+        let mut entries = 0u64;
+        let mut records = 0usize;
+        storage.scan(
+            Family::Audit,
+            &record_key(shard, 0),
+            &record_key(shard, u64::MAX),
+            &mut |key, value| {
+                let Ok(record) = Record::decode(value) else {
+                    return false;
+                };
+                let old = record.body.entries.iter().all(|e| e.at_us < before_us);
+                let Some(newest) = record.body.entries.last() else {
+                    return false;
+                };
+                if !old || record.body.log_last_seq > backed_up_log_seq {
+                    return false;
+                }
+                entries += record.body.entries.len() as u64;
+                records += 1;
+                last = Some((
+                    key.to_vec(),
+                    Floor {
+                        record_hash: record.hash,
+                        entry_seq: newest.seq,
+                        entry_hash: newest.hash,
+                        at_us: newest.at_us,
+                    },
+                ));
+                records < PRUNE_CHUNK
+            },
+        )?;
+        let Some((last_key, floor)) = last else {
+            return Ok(removed);
+        };
+        let mut end = last_key;
+        end.push(0);
+        let mut value = vec![FLOOR_VERSION];
+        value.extend_from_slice(&postcard::to_allocvec(&floor).unwrap_or_default());
+        storage.write(
+            vec![
+                Write::DeleteRange {
+                    family: Family::Audit,
+                    from: record_key(shard, 0),
+                    to: end,
+                },
+                Write::Put {
+                    family: Family::Control,
+                    key: floor_key(shard),
+                    value,
+                },
+            ],
+            true,
+        )?;
+        removed += entries;
+        if records < PRUNE_CHUNK {
+            return Ok(removed);
+        }
+    }
+}
+
 /// A shard chain's tip as stored (genesis when the shard never wrote an entry).
 pub fn read_tip(storage: &dyn Storage, shard: u16) -> Result<Option<Tip>, StorageError> {
     match storage.get(Family::Control, &tip_key(shard))? {
@@ -500,6 +614,8 @@ pub struct ChainReport {
     pub first_bad: Option<(u64, String)>,
     /// The newest entry's hash.
     pub last_hash: Option<[u8; 32]>,
+    /// The last entry retention removed (the chain continues after it), if any.
+    pub floor_seq: Option<u64>,
 }
 
 /// Recomputes both chains of a shard over every stored record, checks each record's log batch
@@ -511,10 +627,14 @@ pub fn verify_shard_chain(storage: &dyn Storage, shard: u16) -> Result<ChainRepo
         entries: 0,
         first_bad: None,
         last_hash: None,
+        floor_seq: None,
     };
-    let mut prev_record = GENESIS;
-    let mut prev_entry = GENESIS;
-    let mut last_seq = 0u64;
+    // After retention the chain continues from its floor.
+    let floor = read_floor(storage, shard)?;
+    let mut prev_record = floor.map_or(GENESIS, |f| f.record_hash);
+    let mut prev_entry = floor.map_or(GENESIS, |f| f.entry_hash);
+    let mut last_seq = floor.map_or(0, |f| f.entry_seq);
+    report.floor_seq = floor.map(|f| f.entry_seq);
     let mut bad: Option<(u64, String)> = None;
     // Read in chunks, and check each chunk's records after the scan that read them: a check
     // reads the log, and a store may not allow a read inside its own scan.
@@ -625,7 +745,7 @@ pub fn verify_shard_chain(storage: &dyn Storage, shard: u16) -> Result<ChainRepo
         }
     }
     report.first_bad = bad;
-    report.last_hash = (report.entries > 0).then_some(prev_entry);
+    report.last_hash = (report.entries > 0 || report.floor_seq.is_some()).then_some(prev_entry);
     Ok(report)
 }
 
@@ -758,5 +878,54 @@ mod tests {
             let (seq, why) = report.first_bad.expect("tampering is found");
             assert_eq!(seq, [6, 3, 6][case], "case {case}: {why}");
         }
+    }
+
+    #[test]
+    fn retention_removes_the_old_backed_up_prefix_and_the_chain_verifies_from_its_floor() {
+        let storage = MemoryStorage::new();
+        let seqs = AuditSeq::starting_after(0);
+        let mut chain = ShardChain::new(3, None, seqs.clone());
+        write_batch(&storage, &mut chain, 1, 2); // entries at 1000, 1001
+        write_batch(&storage, &mut chain, 3, 3); // 1000..=1002
+        write_batch(&storage, &mut chain, 6, 1); // 1000
+                                                 // Nothing is old enough: the first record's newest entry is at 1001.
+        assert_eq!(prune_shard_chain(&storage, 3, 1001, 100).unwrap(), 0);
+        assert_eq!(read_floor(&storage, 3).unwrap(), None);
+        // Old enough, but the backup holds log batches up to 5 only: two records go.
+        assert_eq!(prune_shard_chain(&storage, 3, 2000, 5).unwrap(), 5);
+        let floor = read_floor(&storage, 3).unwrap().expect("a floor");
+        assert_eq!(floor.entry_seq, 5);
+        let report = verify_shard_chain(&storage, 3).unwrap();
+        assert_eq!(
+            (
+                report.records,
+                report.entries,
+                report.first_bad.clone(),
+                report.floor_seq
+            ),
+            (1, 1, None, Some(5)),
+            "{report:?}"
+        );
+        // The shard goes on writing; the chain still verifies from the floor.
+        let tip = read_tip(&storage, 3).unwrap();
+        let mut again = ShardChain::new(3, tip, seqs.clone());
+        write_batch(&storage, &mut again, 7, 2);
+        assert_eq!(verify_shard_chain(&storage, 3).unwrap().first_bad, None);
+        // A floor deleted (or moved by hand) breaks the chain at the first kept record.
+        storage
+            .write(
+                vec![Write::DeleteRange {
+                    family: Family::Control,
+                    from: floor_key(3),
+                    to: floor_key(4),
+                }],
+                true,
+            )
+            .unwrap();
+        let bad = verify_shard_chain(&storage, 3)
+            .unwrap()
+            .first_bad
+            .expect("broken");
+        assert_eq!(bad.0, 6, "{}", bad.1);
     }
 }

@@ -1112,3 +1112,114 @@ fn refusals_from_one_peer_are_one_entry_and_one_count_per_window() {
     assert_eq!(status, 200);
     assert_eq!(verified["ok"], true, "{verified}");
 }
+
+#[test]
+fn entries_past_retention_leave_the_live_store_once_a_backup_holds_them_and_stay_in_that_backup() {
+    let _serial = serial();
+    let mut server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__AUDIT__RETENTION_S", "1"),
+            ("ORDERD__BACKUP__INTERVAL_S", "0"),
+            ("ORDERD__BACKUP__VERIFY_INTERVAL_S", "0"),
+        ],
+    );
+    let admin = server.client();
+    let sku = unique("RET");
+    admin.adjust_stock(&sku, 100);
+    let customer = admin.create_customer();
+    for _ in 0..12 {
+        let body =
+            json!({"customer_id": customer, "lines": [{"sku": sku, "qty": 1, "unit_price": 100}]});
+        assert_eq!(admin.post("/v1/orders", &body, None).status, 201);
+    }
+    for _ in 0..3 {
+        create_key(&admin, "frontend", None);
+    }
+    let before = audit_entries(&admin, "", 1000);
+    let shard_before = before.iter().filter(|e| e.chain != "control").count();
+    assert!(shard_before >= 14, "{before:?}");
+    // Older than retention_s (1 s); the backup then holds them.
+    thread::sleep(Duration::from_millis(1500));
+    let (status, backup) = admin.post_json("/v1/ops/backups", &json!({}), None);
+    assert_eq!(status, 201, "{backup}");
+    let id = backup["id"].as_str().unwrap().to_string();
+    // The worker takes one job at a time: this drill runs after the retention pass.
+    let (status, drill) =
+        admin.post_json(&format!("/v1/ops/backups/{id}/verify"), &json!({}), None);
+    assert_eq!(
+        (status, drill["verified"].clone()),
+        (200, json!(true)),
+        "{drill}"
+    );
+
+    let after = audit_entries(&admin, "", 1000);
+    let kept: BTreeSet<u64> = after.iter().map(|e| e.seq).collect();
+    let control_before: Vec<u64> = before
+        .iter()
+        .filter(|e| e.chain == "control")
+        .map(|e| e.seq)
+        .collect();
+    // Of the old entries only the control entry the backup anchored (the newest) is left.
+    let old_kept: Vec<u64> = before
+        .iter()
+        .map(|e| e.seq)
+        .filter(|seq| kept.contains(seq))
+        .collect();
+    assert_eq!(old_kept, vec![*control_before.last().unwrap()], "{after:?}");
+    // The chains verify from their floors, and say where they start.
+    let report = verify(&admin);
+    assert_eq!(report["ok"], true, "{report}");
+    let floors: Vec<&Value> = report["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["retained_after_seq"])
+        .collect();
+    assert!(floors[0].is_u64(), "control: {report}");
+    assert!(floors[1..].iter().any(|f| f.is_u64()), "shards: {report}");
+    // A client verifies the listing from the floors the report gives.
+    for chain in report["chains"].as_array().unwrap() {
+        let name = chain["chain"].as_str().unwrap();
+        let mut verifier = match chain["retained_after_seq"].as_u64() {
+            Some(seq) => orderd_service::audit::ChainVerifier::after(
+                seq,
+                chain["retained_after_hash"].as_str().unwrap(),
+            ),
+            None => orderd_service::audit::ChainVerifier::default(),
+        };
+        for entry in after.iter().filter(|e| e.chain == name) {
+            verifier
+                .push(entry)
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+    }
+    // The same after a restart.
+    server.restart();
+    let report = verify(&server.client());
+    assert_eq!(report["ok"], true, "{report}");
+    server.terminate();
+
+    // The backup holds every removed entry, and its chains verify from genesis.
+    let restored = tempfile::tempdir().unwrap();
+    let repo =
+        orderd_engine::backup::Repo::new(server.root().join("backups"), server.manifest_keys());
+    repo.restore(
+        &id,
+        &restored.path().join("data"),
+        orderd_engine::backup::RestoreOptions::default(),
+        &orderd_engine::backup::NoProgress,
+    )
+    .expect("restore");
+    let storage = open_db(&restored.path().join("data"));
+    let filter = orderd_service::audit::AuditFilter {
+        limit: 1000,
+        ..Default::default()
+    };
+    let page = orderd_service::audit::read_page(&storage, 2, &filter, 100_000).unwrap();
+    let held: BTreeSet<u64> = page.items.iter().map(|e| e.seq).collect();
+    assert!(before.iter().all(|e| held.contains(&e.seq)), "{page:?}");
+    let report = orderd_service::audit::verify_stored(&storage, 2).unwrap();
+    assert!(report.ok, "{}", report.detail);
+    assert!(report.chains.iter().all(|c| c.floor.is_none()));
+}

@@ -344,6 +344,8 @@ pub struct AuditConfig {
     /// Peer addresses with an open refusal window at once; refusals of further peers share
     /// one window.
     pub refusal_peers_max: usize,
+    /// Entries older than this leave the live store once a backup holds them (0: never).
+    pub retention_s: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -758,6 +760,7 @@ mod tests {
         assert_eq!(c.audit.queue_capacity, 4096);
         assert_eq!(c.audit.refusal_window_s, 60);
         assert_eq!(c.audit.refusal_peers_max, 4096);
+        assert_eq!(c.audit.retention_s, 31_536_000);
         assert_eq!(c.audit.scan_entries_max, 100_000);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);

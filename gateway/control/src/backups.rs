@@ -855,6 +855,46 @@ impl Worker {
             }
         }
         self.prune_keyring();
+        self.prune_audit(id);
+    }
+
+    /// Moves the audit entries past `audit.retention_s` that backup `id` holds out of the live
+    /// store ([`orderd_service::audit::prune`]).
+    fn prune_audit(&mut self, id: &str) {
+        let retention_s = self.live.borrow().audit.retention_s;
+        if retention_s == 0 {
+            return;
+        }
+        let manifest = match self.repo.manifest(id) {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                tracing::warn!(message = "Audit retention skipped: the backup's manifest cannot be read.", id, %error);
+                return;
+            }
+        };
+        let before_us = now_us().saturating_sub((retention_s as i64).saturating_mul(1_000_000));
+        let backed_up: Vec<(u16, u64)> = manifest.shards.iter().map(|s| (s.shard, s.seq)).collect();
+        let anchor = manifest.audit_anchor.as_ref().map(|a| a.seq);
+        let storage = self.engine.storage();
+        match orderd_service::audit::prune(storage.as_ref(), before_us, anchor, &backed_up) {
+            Ok(pruned) if pruned.control + pruned.shards > 0 => {
+                metrics::counter!("orderd_audit_pruned_entries_total", "chain" => "control")
+                    .increment(pruned.control);
+                metrics::counter!("orderd_audit_pruned_entries_total", "chain" => "shard")
+                    .increment(pruned.shards);
+                tracing::info!(
+                    message = "Audit entries past audit.retention_s left the live store; the backups up to this one hold them.",
+                    backup = id,
+                    control = pruned.control,
+                    shards = pruned.shards,
+                    retention_s
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(message = "Audit retention failed; the entries stay.", %error)
+            }
+        }
     }
 
     /// Drops from the master keyring the keys no retained backup (local or off-site) was

@@ -650,6 +650,13 @@ pub struct AuditChainReport {
     pub first_bad_seq: Option<u64>,
     /// `hash` of the chain's newest entry (null when it has none).
     pub last_hash: Option<String>,
+    /// The last entry `audit.retention_s` moved out of the live store (null: none was): the
+    /// chain's first kept entry chains from `retained_after_hash`. The removed entries are in
+    /// the backups taken before.
+    #[serde(default)]
+    pub retained_after_seq: Option<u64>,
+    #[serde(default)]
+    pub retained_after_hash: Option<String>,
 }
 
 /// Answer of `/livez` and of a ready `/readyz`.

@@ -59,6 +59,11 @@ pub const ANONYMOUS: &str = "anonymous";
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Key of the chain tip in the `control` column family.
 const TIP_KEY: &[u8] = b"gateway/audit/tip";
+/// Key of the control chain's retention floor in `control`: the last entry retention removed
+/// (the `seq`, `hash` and `at` of a [`Tip`]), written with the deletion.
+const FLOOR_KEY: &[u8] = b"gateway/audit/floor";
+/// Entries one retention write removes at most.
+const PRUNE_CHUNK: usize = 4096;
 /// The control chain's keys are 8-byte sequence numbers below 2^56: all start with a zero
 /// byte, and sort before the shard chains' records (`orderd_engine::audit`).
 const CONTROL_KEYS_END: &[u8] = &[1];
@@ -162,6 +167,16 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// A verifier for a chain whose entries up to `seq` (the last with `hash`) left the live
+    /// store by retention: the first kept entry chains from `hash`.
+    pub fn after(seq: u64, hash: &str) -> ChainVerifier {
+        ChainVerifier {
+            last_seq: seq,
+            verified: 0,
+            previous_hash: hash.to_string(),
+        }
+    }
+
     /// Entries accepted so far.
     pub fn verified(&self) -> u64 {
         self.verified
@@ -258,6 +273,95 @@ fn read_tip_record(storage: &dyn Storage) -> Result<Option<Tip>, AuditError> {
                 Ok(None)
             }
         },
+    }
+}
+
+/// The control chain's retention floor (`None`: retention never removed an entry).
+fn read_floor(storage: &dyn Storage) -> Result<Option<Tip>, AuditError> {
+    match storage.get(Family::Control, FLOOR_KEY)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice::<Tip>(&bytes)
+            .map(Some)
+            .map_err(|e| AuditError::Corrupt(format!("the audit retention floor: {e}"))),
+    }
+}
+
+/// What one retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub control: u64,
+    pub shards: u64,
+}
+
+/// Moves audit entries out of the live store once they are older than `before_us` and a
+/// backup holds them: from the control chain those below `anchor_seq` (the tip the backup
+/// anchored, which stays), from each shard chain the records whose log batch is at or below
+/// the backup's seq of that shard (`backed_up`: `(shard, seq)` from its manifest). Only the
+/// oldest part of each chain goes, in atomic synced writes that delete entries and move the
+/// chain's floor past them; verification continues each chain from its floor.
+pub fn prune(
+    storage: &dyn Storage,
+    before_us: i64,
+    anchor_seq: Option<u64>,
+    backed_up: &[(u16, u64)],
+) -> Result<Pruned, AuditError> {
+    let mut pruned = Pruned::default();
+    if let Some(below) = anchor_seq {
+        pruned.control = prune_control(storage, before_us, below)?;
+    }
+    for &(shard, seq) in backed_up {
+        pruned.shards += chains::prune_shard_chain(storage, shard, before_us, seq)?;
+    }
+    Ok(pruned)
+}
+
+fn prune_control(storage: &dyn Storage, before_us: i64, below_seq: u64) -> Result<u64, AuditError> {
+    let mut removed = 0u64;
+    loop {
+        let mut last: Option<Tip> = None;
+        let mut count = 0usize;
+        storage.scan(
+            Family::Audit,
+            &seq_key(0),
+            &seq_key(below_seq),
+            &mut |key, value| {
+                let Ok(entry) = serde_json::from_slice::<AuditEntry>(value) else {
+                    return false;
+                };
+                if key_seq(key) != Some(entry.seq)
+                    || parse_time_us(&entry.at).is_none_or(|at| at >= before_us)
+                {
+                    return false;
+                }
+                last = Some(Tip::of(&entry));
+                count += 1;
+                count < PRUNE_CHUNK
+            },
+        )?;
+        let Some(floor) = last else {
+            return Ok(removed);
+        };
+        let value =
+            serde_json::to_vec(&floor).map_err(|e| AuditError::WriteFailed(e.to_string()))?;
+        storage.write(
+            vec![
+                Write::DeleteRange {
+                    family: Family::Audit,
+                    from: seq_key(0).to_vec(),
+                    to: seq_key(floor.seq + 1).to_vec(),
+                },
+                Write::Put {
+                    family: Family::Control,
+                    key: FLOOR_KEY.to_vec(),
+                    value,
+                },
+            ],
+            true,
+        )?;
+        removed += count as u64;
+        if count < PRUNE_CHUNK {
+            return Ok(removed);
+        }
     }
 }
 
@@ -455,6 +559,8 @@ pub struct ChainOutcome {
     pub entries: u64,
     pub first_bad_seq: Option<u64>,
     pub last_hash: Option<String>,
+    /// The last entry retention removed (`seq`, `hash`): the chain continues after it.
+    pub floor: Option<(u64, String)>,
 }
 
 /// The audit trail as handlers use it: [`AuditLog::record`] for mutations, plus reading.
@@ -911,9 +1017,20 @@ fn check_anchor(
     storage: &dyn Storage,
     anchor: &AnchoredTip,
     last_seq: u64,
+    floor_seq: u64,
 ) -> Result<Option<(u64, String)>, AuditError> {
     let id = &anchor.backup_id;
     let seq = anchor.seq;
+    if seq <= floor_seq {
+        // Retention never removes the newest backup's anchor: a floor past it removed entries
+        // no backup was known to hold.
+        return Ok(Some((
+            seq,
+            format!(
+                "control chain: the retention floor (entry {floor_seq}) passes the tip {seq}                  that backup {id} anchored: entries were removed"
+            ),
+        )));
+    }
     if last_seq < seq {
         return Ok(Some((
             last_seq + 1,
@@ -949,11 +1066,15 @@ fn verify_control(
     storage: &dyn Storage,
     anchor: Option<&AnchoredTip>,
 ) -> Result<VerifyReport, AuditError> {
-    let mut verifier = ChainVerifier::default();
+    let floor = read_floor(storage)?;
+    let mut verifier = floor.as_ref().map_or_else(ChainVerifier::default, |f| {
+        ChainVerifier::after(f.seq, &f.hash)
+    });
     let mut entries = 0u64;
     let mut first_bad: Option<(u64, String)> = None;
-    let mut last_hash: Option<String> = None;
-    let mut last_seq = 0u64;
+    let mut last_hash: Option<String> = floor.as_ref().map(|f| f.hash.clone());
+    let floor_seq = floor.as_ref().map_or(0, |f| f.seq);
+    let mut last_seq = floor_seq;
     storage.scan(
         Family::Audit,
         &seq_key(0),
@@ -1002,7 +1123,7 @@ fn verify_control(
                 format!("control chain: entry {} differs from the recorded chain tip", tip.seq),
             )),
             Some(_) => None,
-            None if entries > 0 => Some((
+            None if entries > 0 || floor.is_some() => Some((
                 last_seq,
                 "control chain: the chain tip record is missing or unreadable".to_string(),
             )),
@@ -1011,10 +1132,12 @@ fn verify_control(
     }
     if first_bad.is_none() {
         if let Some(anchor) = anchor {
-            first_bad = check_anchor(storage, anchor, last_seq)?;
+            first_bad = check_anchor(storage, anchor, last_seq, floor_seq)?;
         }
     }
-    Ok(report(CONTROL_CHAIN.into(), entries, first_bad, last_hash))
+    let mut report = report(CONTROL_CHAIN.into(), entries, first_bad, last_hash);
+    report.chains[0].floor = floor.map(|f| (f.seq, f.hash));
+    Ok(report)
 }
 
 fn report(
@@ -1039,6 +1162,7 @@ fn report(
             entries,
             first_bad_seq,
             last_hash: None,
+            floor: None,
         }],
     }
 }
@@ -1050,8 +1174,35 @@ pub fn verify_stored(storage: &dyn Storage, shards: u16) -> Result<VerifyReport,
     verify_anchored(storage, shards, None)
 }
 
-/// [`verify_stored`], with the control chain also held to `anchor` (see [`AnchoredTip`]).
+/// The floors of every chain, as retention last moved them.
+fn floors(storage: &dyn Storage, shards: u16) -> Result<Vec<Option<u64>>, AuditError> {
+    let mut out = vec![read_floor(storage)?.map(|f| f.seq)];
+    for shard in 0..shards {
+        out.push(chains::read_floor(storage, shard)?.map(|f| f.entry_seq));
+    }
+    Ok(out)
+}
+
+/// [`verify_stored`], with the control chain also held to `anchor` (see [`AnchoredTip`]). A
+/// retention pass that moved a floor while the chains were read makes them look cut: such a
+/// run is repeated (retention runs once per backup, so a second run finds the floors still).
 pub fn verify_anchored(
+    storage: &dyn Storage,
+    shards: u16,
+    anchor: Option<&AnchoredTip>,
+) -> Result<VerifyReport, AuditError> {
+    let mut attempt = 0;
+    loop {
+        let before = floors(storage, shards)?;
+        let report = verify_once(storage, shards, anchor)?;
+        attempt += 1;
+        if report.ok || attempt >= 3 || floors(storage, shards)? == before {
+            return Ok(report);
+        }
+    }
+}
+
+fn verify_once(
     storage: &dyn Storage,
     shards: u16,
     anchor: Option<&AnchoredTip>,
@@ -1089,12 +1240,19 @@ pub fn verify_anchored(
             None => details.push(format!("{name}: {} entries verified", chain.entries)),
         }
         total.entries += chain.entries;
+        let floor = match chain.floor_seq {
+            Some(seq) => {
+                chains::read_floor(storage, shard)?.map(|f| (seq, chains::hex(&f.entry_hash)))
+            }
+            None => None,
+        };
         total.chains.push(ChainOutcome {
             chain: name,
             ok,
             entries: chain.entries,
             first_bad_seq,
             last_hash,
+            floor,
         });
     }
     if total.ok {
@@ -1125,6 +1283,7 @@ mod tests {
             scan_entries_max: 100_000,
             refusal_window_s: 60,
             refusal_peers_max: 4096,
+            retention_s: 0,
         }
     }
 
@@ -1330,6 +1489,107 @@ mod tests {
 
     /// Issue 17, item 12: deleting every entry and the tip record verifies by itself (this
     /// test's first assertion); held to the tip a backup anchored, it is broken.
+    #[tokio::test]
+    async fn retention_removes_old_entries_below_the_anchor_and_the_chain_verifies_from_its_floor()
+    {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let log = AuditLog::start(storage.clone(), &config(4)).unwrap();
+        for i in 0..6 {
+            log.record(&caller("key_a"), "customer.create", format!("cus_{i}"), "")
+                .await
+                .unwrap();
+        }
+        let anchored = control_tip(storage.as_ref()).unwrap().unwrap();
+        assert_eq!(anchored.seq, 6);
+        let anchor = AnchoredTip {
+            backup_id: "bak_000001_00000000".into(),
+            seq: 4,
+            hash: read_page(
+                storage.as_ref(),
+                0,
+                &AuditFilter {
+                    limit: 10,
+                    ..Default::default()
+                },
+                100,
+            )
+            .unwrap()
+            .items[3]
+                .hash
+                .clone(),
+        };
+        // Entries at or after `before_us` stay: nothing is that old.
+        let past = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+        assert_eq!(
+            prune(storage.as_ref(), past, Some(4), &[]).unwrap(),
+            Pruned::default()
+        );
+        // Old enough: everything below the anchor (4) goes, the anchored entry stays.
+        let now = chrono::Utc::now().timestamp_micros() + 1;
+        let pruned = prune(storage.as_ref(), now, Some(4), &[]).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                control: 3,
+                shards: 0
+            }
+        );
+        let page = read_page(
+            storage.as_ref(),
+            0,
+            &AuditFilter {
+                limit: 10,
+                ..Default::default()
+            },
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            page.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
+        let report = verify_anchored(storage.as_ref(), 0, Some(&anchor)).unwrap();
+        assert!(report.ok, "{}", report.detail);
+        assert_eq!(report.chains[0].floor.as_ref().map(|f| f.0), Some(3));
+        // The writer continues; the chain still verifies, and a client verifies the listing
+        // from the floor.
+        log.record(&caller("key_a"), "customer.create", "cus_6".to_string(), "")
+            .await
+            .unwrap();
+        drop(log);
+        let report = verify_anchored(storage.as_ref(), 0, Some(&anchor)).unwrap();
+        assert!(report.ok, "{}", report.detail);
+        let (floor_seq, floor_hash) = report.chains[0].floor.clone().unwrap();
+        let mut client = ChainVerifier::after(floor_seq, &floor_hash);
+        let page = read_page(
+            storage.as_ref(),
+            0,
+            &AuditFilter {
+                limit: 10,
+                ..Default::default()
+            },
+            100,
+        )
+        .unwrap();
+        for entry in &page.items {
+            client.push(entry).unwrap();
+        }
+        assert_eq!(client.verified(), 4);
+        // A floor moved past the newest backup's anchor removed entries no backup was known to
+        // hold: broken.
+        assert_eq!(
+            prune(storage.as_ref(), now, Some(6), &[]).unwrap().control,
+            2
+        );
+        let report = verify_anchored(storage.as_ref(), 0, Some(&anchor)).unwrap();
+        assert!(!report.ok);
+        assert!(
+            report.detail.contains("retention floor"),
+            "{}",
+            report.detail
+        );
+    }
+
     #[tokio::test]
     async fn a_chain_shorter_than_its_anchored_tip_is_broken() {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());

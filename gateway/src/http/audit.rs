@@ -90,6 +90,8 @@ pub async fn verify(
                 entries: c.entries,
                 first_bad_seq: c.first_bad_seq,
                 last_hash: c.last_hash,
+                retained_after_seq: c.floor.as_ref().map(|(seq, _)| *seq),
+                retained_after_hash: c.floor.map(|(_, hash)| hash),
             })
             .collect(),
     }))

@@ -76,6 +76,7 @@ impl Fixture {
                     scan_entries_max: 10_000,
                     refusal_window_s: 60,
                     refusal_peers_max: 4096,
+                    retention_s: 0,
                 },
                 engine.audit_seq(),
                 engine.shard_count() as u16,
