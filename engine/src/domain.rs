@@ -278,6 +278,9 @@ pub struct SalesSummary {
     pub skus: std::collections::HashMap<String, (u64, u64)>,
     /// Per hour (start of the hour, microseconds): (orders, revenue).
     pub by_hour: std::collections::BTreeMap<i64, (u64, u64)>,
+    /// One shard's answer: its last applied seq when it counted (the engine adds the cold
+    /// orders archived up to it); not merged.
+    pub as_of_seq: u64,
 }
 
 impl SalesSummary {
@@ -511,6 +514,21 @@ pub enum CommandError {
     /// accepted again by themselves once space is back.
     #[error("insufficient storage: {0}")]
     InsufficientStorage(String),
+    /// Internal, resolved by the engine before any caller sees it: the answer refers to an
+    /// order the shard moved to the cold tier ([`crate::cold`]); the engine reads it there.
+    #[error("in the cold tier")]
+    Cold(ColdAnswer),
+}
+
+/// What a shard's answer about a cold order stands for ([`CommandError::Cold`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColdAnswer {
+    /// The order as placed (an idempotent placement's answer).
+    Placed(OrderId),
+    /// The order as it is.
+    Order(OrderId),
+    /// A shipment with its first `events` events (an idempotent shipment's answer).
+    Shipment(ShipmentId, u32),
 }
 
 #[cfg(test)]

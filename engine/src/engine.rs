@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::{AuditSeq, ShardChain};
 use crate::domain::{
-    CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment, OrderCursor,
-    OrderFilter, OrderId, OrderPage, OrderView, PlaceOrder, SalesSummary, ShardState, ShardStatus,
-    ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
+    ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment,
+    OrderCursor, OrderFilter, OrderId, OrderPage, OrderStatus, OrderView, PlaceOrder, SalesSummary,
+    ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
 };
 use crate::event::{batch_decode, DecodeError};
 use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
@@ -54,6 +54,8 @@ pub struct EngineConfig {
     /// Most orders waiting in one shard's inbox of coalesced placements ([`crate::inbox`]);
     /// past it a placement is refused at once (`unavailable`).
     pub inbox_orders_max: usize,
+    /// When ended orders move out of memory to the cold tier ([`crate::cold`]).
+    pub cold: crate::shard::ColdSettings,
 }
 
 impl EngineConfig {
@@ -74,6 +76,7 @@ impl EngineConfig {
             request_timeout_ms: crate::tunables::REQUEST_TIMEOUT_MS_DEFAULT,
             min_free_bytes: 64 * 1024 * 1024,
             inbox_orders_max: 65_536,
+            cold: crate::shard::ColdSettings::default(),
         }
     }
 }
@@ -220,6 +223,8 @@ pub(crate) struct Inner {
     /// The global sequence of audit entries, shared by every shard's chain and the gateway's
     /// control chain ([`crate::audit`]).
     audit_seq: AuditSeq,
+    /// Reads consult the cold tier: it is on (`hot_retention_s` > 0) or holds orders.
+    cold_tier: bool,
 }
 
 /// The handle the gateway and benchmarks use. Cheap to clone.
@@ -337,11 +342,18 @@ impl Engine {
                 Arc::downgrade(&writer.stats),
             );
         }
+        let mut cold_held = false;
+        storage.scan(Family::Cold, &[], crate::storage::KEY_MAX, &mut |_, _| {
+            cold_held = true;
+            false
+        })?;
+        let cold_tier = config.cold.hot_retention_s > 0 || cold_held;
         let settings = ShardSettings {
             mailbox_capacity: config.mailbox_capacity.max(16),
             tunables: tunables.clone(),
             snapshot_interval_events: config.snapshot_interval_events.max(1),
             idempotency_retention_s: config.idempotency_retention_s,
+            cold: config.cold,
             pending_retry_ms: config.pending_retry_ms.max(1),
             snapshot_encoding: crate::shard::SnapshotEncoding::Thread,
         };
@@ -373,6 +385,7 @@ impl Engine {
                 slots,
                 settings,
                 shard_count,
+                cold_tier,
                 next_customer_shard: AtomicU64::new(0),
                 incidents,
                 quarantine,
@@ -704,8 +717,10 @@ impl Engine {
                     other => other,
                 })?;
         }
-        self.call(order_shard, |reply| ClientCmd::Place { place, reply })
-            .await
+        let answer = self
+            .call(order_shard, |reply| ClientCmd::Place { place, reply })
+            .await;
+        self.resolve_order(answer).await
     }
 
     /// Places many orders through one message to `shard` (benchmarks, bulk import); answers
@@ -805,6 +820,11 @@ impl Engine {
                     }
                 }
                 Err(error) => fail(&mut outcomes, indexes, error),
+            }
+        }
+        for outcome in outcomes.iter_mut() {
+            if let Some(answer @ Err(CommandError::Cold(_))) = outcome {
+                *outcome = Some(self.resolve_order(answer.clone()).await);
             }
         }
         outcomes
@@ -925,8 +945,80 @@ impl Engine {
         if id.shard() >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
-        self.call(id.shard(), |reply| ClientCmd::GetOrder { id, reply })
+        match self
+            .call(id.shard(), |reply| ClientCmd::GetOrder { id, reply })
             .await
+        {
+            // Not in the shard's memory: the cold tier (answered after the shard's batch that
+            // moved it was durable, so it is on disk).
+            Err(CommandError::NotFound) => self
+                .cold(move |storage| crate::cold::order(storage, id))
+                .await?
+                .map(|cold| cold.order)
+                .ok_or(CommandError::NotFound),
+            other => other,
+        }
+    }
+
+    /// Resolves a shard's answer about an order it moved to the cold tier
+    /// ([`CommandError::Cold`]); any other answer passes through.
+    async fn resolve_order(
+        &self,
+        answer: Result<OrderView, CommandError>,
+    ) -> Result<OrderView, CommandError> {
+        let (id, placed) = match answer {
+            Err(CommandError::Cold(ColdAnswer::Placed(id))) => (id, true),
+            Err(CommandError::Cold(ColdAnswer::Order(id))) => (id, false),
+            other => return other,
+        };
+        let cold = self
+            .cold(move |storage| crate::cold::order(storage, id))
+            .await?
+            .ok_or(CommandError::NotFound)?;
+        Ok(if placed {
+            crate::state::as_placed(cold.order)
+        } else {
+            cold.order
+        })
+    }
+
+    /// [`Engine::resolve_order`] for shipments.
+    async fn resolve_shipment(
+        &self,
+        answer: Result<ShipmentView, CommandError>,
+    ) -> Result<ShipmentView, CommandError> {
+        let Err(CommandError::Cold(ColdAnswer::Shipment(id, events))) = answer else {
+            return answer;
+        };
+        let mut view = self
+            .cold(move |storage| crate::cold::shipment(storage, id))
+            .await?
+            .ok_or(CommandError::NotFound)?;
+        view.events.truncate(events as usize);
+        if let Some(last) = view.events.last() {
+            view.status = last.status;
+        }
+        Ok(view)
+    }
+
+    /// What a command on order `id` that its shard does not hold answers when the order is
+    /// in the cold tier (ended: nothing can change it); `NotFound` when it is not there.
+    async fn ended_order(&self, id: OrderId) -> Result<crate::cold::ColdOrder, CommandError> {
+        self.cold(move |storage| crate::cold::order(storage, id))
+            .await?
+            .ok_or(CommandError::NotFound)
+    }
+
+    /// Runs a read of the cold tier on the blocking pool.
+    async fn cold<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn Storage) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, CommandError> {
+        let storage = self.inner.storage.clone();
+        tokio::task::spawn_blocking(move || read(storage.as_ref()))
+            .await
+            .map_err(|e| CommandError::Unavailable(format!("the cold tier read failed: {e}")))?
+            .map_err(|e| CommandError::Unavailable(format!("the cold tier read failed: {e}")))
     }
 
     /// Lists orders newest first across all shards.
@@ -941,8 +1033,18 @@ impl Engine {
                 self.call(shard, |reply| ClientCmd::ListOrders { filter: f, reply })
                     .await?,
             );
+            if self.inner.cold_tier {
+                // Read after the shard answered: an order it moved since is on disk by now
+                // (and may be in both pages: kept once).
+                let f = per_shard.clone();
+                merged.extend(
+                    self.cold(move |storage| crate::cold::list(storage, shard, &f))
+                        .await?,
+                );
+            }
         }
         merged.sort_unstable_by_key(|o| std::cmp::Reverse((o.created_at_us, o.id)));
+        merged.dedup_by_key(|o| o.id);
         let more = merged.len() > limit;
         merged.truncate(limit);
         let next = if more {
@@ -980,14 +1082,29 @@ impl Engine {
             return Err(CommandError::NotFound);
         }
         let actor = actor.to_string();
-        self.call(id.shard(), |reply| ClientCmd::Cancel {
-            id,
-            reason,
-            actor,
-            idempotency,
-            reply,
-        })
-        .await
+        let answer = self
+            .call(id.shard(), |reply| ClientCmd::Cancel {
+                id,
+                reason,
+                actor,
+                idempotency,
+                reply,
+            })
+            .await;
+        match answer {
+            // Ended and moved out of memory: cancelled stays cancelled, delivered cannot be.
+            Err(CommandError::NotFound) if self.inner.cold_tier => {
+                let cold = self.ended_order(id).await?;
+                match cold.order.status {
+                    OrderStatus::Cancelled => Ok(cold.order),
+                    other => Err(CommandError::InvalidTransition(format!(
+                        "an order that is {} cannot be cancelled",
+                        other.as_str()
+                    ))),
+                }
+            }
+            other => self.resolve_order(other).await,
+        }
     }
 
     /// Ships units of an order (on the order's shard).
@@ -1006,12 +1123,24 @@ impl Engine {
         if shard >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
-        self.call(shard, |reply| ClientCmd::Ship {
-            shipment,
-            idempotency,
-            reply,
-        })
-        .await
+        let order = shipment.order_id;
+        let answer = self
+            .call(shard, |reply| ClientCmd::Ship {
+                shipment,
+                idempotency,
+                reply,
+            })
+            .await;
+        match answer {
+            Err(CommandError::NotFound) if self.inner.cold_tier => {
+                let cold = self.ended_order(order).await?;
+                Err(CommandError::InvalidTransition(format!(
+                    "an order that is {} has nothing left to ship",
+                    cold.order.status.as_str()
+                )))
+            }
+            other => self.resolve_shipment(other).await,
+        }
     }
 
     /// Records a carrier event on a shipment.
@@ -1039,23 +1168,45 @@ impl Engine {
             return Err(CommandError::NotFound);
         }
         let actor = actor.to_string();
-        self.call(id.shard(), |reply| ClientCmd::ShipmentEvent {
-            id,
-            status,
-            note,
-            actor,
-            idempotency,
-            reply,
-        })
-        .await
+        let answer = self
+            .call(id.shard(), |reply| ClientCmd::ShipmentEvent {
+                id,
+                status,
+                note,
+                actor,
+                idempotency,
+                reply,
+            })
+            .await;
+        match answer {
+            Err(CommandError::NotFound) if self.inner.cold_tier => {
+                let shipment = self
+                    .cold(move |storage| crate::cold::shipment(storage, id))
+                    .await?
+                    .ok_or(CommandError::NotFound)?;
+                Err(CommandError::InvalidTransition(format!(
+                    "the shipment is {}",
+                    shipment.status.as_str()
+                )))
+            }
+            other => self.resolve_shipment(other).await,
+        }
     }
 
     pub async fn shipment(&self, id: ShipmentId) -> Result<ShipmentView, CommandError> {
         if id.shard() >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
-        self.call(id.shard(), |reply| ClientCmd::GetShipment { id, reply })
+        match self
+            .call(id.shard(), |reply| ClientCmd::GetShipment { id, reply })
             .await
+        {
+            Err(CommandError::NotFound) => self
+                .cold(move |storage| crate::cold::shipment(storage, id))
+                .await?
+                .ok_or(CommandError::NotFound),
+            other => other,
+        }
     }
 
     /// Sales of the orders placed in `[from_us, to_us)`, from every shard's counters.
@@ -1066,13 +1217,39 @@ impl Engine {
     ) -> Result<SalesSummary, CommandError> {
         let mut total = SalesSummary::default();
         for shard in 0..self.inner.shard_count {
-            let part = self
+            let mut part = self
                 .call(shard, |reply| ClientCmd::Sales {
                     from_us,
                     to_us,
                     reply,
                 })
                 .await?;
+            if self.inner.cold_tier {
+                // The partial hours walk hot orders only: add the cold ones the shard had
+                // moved by the seq it counted at (later ones it still counted as hot).
+                let as_of = part.as_of_seq;
+                for (from, to) in crate::state::ShardData::walked_ranges(from_us, to_us) {
+                    let mut after = None;
+                    loop {
+                        let page = self
+                            .cold(move |storage| {
+                                crate::cold::placed_between(storage, shard, from, to, after, 1000)
+                            })
+                            .await?;
+                        for cold in &page {
+                            if cold.archived_seq <= as_of {
+                                crate::state::count_walked(&mut part, &cold.order);
+                            }
+                        }
+                        match page.last() {
+                            Some(last) if page.len() == 1000 => {
+                                after = Some((last.order.created_at_us, last.order.id));
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            }
             total.merge(part);
         }
         Ok(total)
@@ -1091,14 +1268,31 @@ impl Engine {
         if shard >= self.inner.shard_count {
             return Err(CommandError::NotFound);
         }
-        self.call(shard, |reply| ClientCmd::OrdersBetween {
-            from_us,
-            to_us,
-            after,
-            limit: limit.clamp(1, 10_000),
-            reply,
-        })
-        .await
+        let limit = limit.clamp(1, 10_000);
+        let mut page = self
+            .call(shard, |reply| ClientCmd::OrdersBetween {
+                from_us,
+                to_us,
+                after,
+                limit,
+                reply,
+            })
+            .await?;
+        if self.inner.cold_tier {
+            // The hot and the cold orders of the shard, merged in placement order.
+            page.extend(
+                self.cold(move |storage| {
+                    crate::cold::placed_between(storage, shard, from_us, to_us, after, limit)
+                })
+                .await?
+                .into_iter()
+                .map(|cold| cold.order),
+            );
+            page.sort_unstable_by_key(|o| (o.created_at_us, o.id));
+            page.dedup_by_key(|o| o.id);
+            page.truncate(limit);
+        }
+        Ok(page)
     }
 
     /// Re-seals stored personal data on every shard: each value for which `reseal` answers

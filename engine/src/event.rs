@@ -136,6 +136,9 @@ pub enum Event {
         idem: IdemRecord,
         outcome: crate::state::IdemOutcome,
     },
+    /// Ended orders moved to the cold tier (their records were written with this batch):
+    /// they leave memory, their sales stay counted.
+    OrdersArchived { ids: Vec<u64> },
 }
 
 /// Why a stored record could not be decoded.

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backup;
 pub mod clock;
+pub mod cold;
 pub mod diskguard;
 pub mod domain;
 pub mod engine;

@@ -414,6 +414,7 @@ impl World {
             tunables,
             snapshot_interval_events: 400,
             idempotency_retention_s: 86_400,
+            cold: crate::shard::ColdSettings::default(),
             pending_retry_ms: TICK_MS as u64,
             snapshot_encoding: crate::shard::SnapshotEncoding::Inline,
         };

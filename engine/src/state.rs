@@ -17,7 +17,9 @@ use crate::event::{Event, IdemRecord, OrderRecord};
 use crate::pmap::PMap;
 
 /// Version byte of a snapshot value.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+/// Version 2 (before the cold tier: no archived sales), still read.
+const SNAPSHOT_FORMAT_V2: u8 = 2;
 /// The previous snapshot version (no shipments, holds without shipped counts), still read.
 const SNAPSHOT_FORMAT_V1: u8 = 1;
 /// One hour in microseconds: the bucket of the sales counters.
@@ -270,6 +272,13 @@ pub struct ShardData {
     /// Sales counters by hour of placement (start of the hour, microseconds), kept as events
     /// apply so that a summary never walks every order.
     pub sales: BTreeMap<i64, HourSales>,
+    /// The part of `sales` that orders moved to the cold tier contributed (`OrdersArchived`):
+    /// in snapshots, so that counters rebuilt from a snapshot's hot orders still count them.
+    /// Shared with frozen views until the next archive (copy on write).
+    pub archived_sales: Arc<BTreeMap<i64, HourSales>>,
+    /// Ended orders (delivered, cancelled) by when they ended: the cold tier's candidates,
+    /// oldest first. Derived (never in a snapshot), like the listing indexes.
+    pub ended: BTreeSet<(i64, OrderId)>,
     pub next_order: u64,
     pub next_customer: u64,
     pub next_shipment: u64,
@@ -490,6 +499,7 @@ impl ShardData {
                     }
                 }
             }
+            Event::OrdersArchived { ids } => self.archive(ids),
             Event::IdemRecorded { idem, outcome } => {
                 self.idempotency.insert(
                     idem.key.clone().into_boxed_str(),
@@ -526,6 +536,7 @@ impl ShardData {
                 assert_eq!(order.status, OrderStatus::Confirmed);
                 order.status = OrderStatus::Cancelled;
                 order.updated_us = *at_us;
+                self.ended.insert((*at_us, id));
                 order.later.push(History {
                     at_us: *at_us,
                     status: OrderStatus::Cancelled,
@@ -719,6 +730,7 @@ impl ShardData {
         if order.status == OrderStatus::Shipped && all_delivered {
             order.status = OrderStatus::Delivered;
             order.updated_us = at_us;
+            self.ended.insert((at_us, order_id));
             order.later.push(History {
                 at_us,
                 status: OrderStatus::Delivered,
@@ -759,6 +771,76 @@ impl ShardData {
             }
         }
         self.drop_empty_hour(hour);
+    }
+
+    /// Moves ended orders out of memory (`OrdersArchived`): their records, listing indexes
+    /// and shipments go; their sales stay counted, and are noted in `archived_sales` so a
+    /// snapshot keeps them. Ids no longer held, or not ended, are skipped (a replay applies
+    /// exactly what the live shard did).
+    fn archive(&mut self, ids: &[u64]) {
+        for &raw in ids {
+            let id = OrderId(raw);
+            let Some(order) = self.orders.get(&id) else {
+                continue;
+            };
+            if !matches!(
+                order.status,
+                OrderStatus::Delivered | OrderStatus::Cancelled
+            ) {
+                continue;
+            }
+            let hour = order.created_us.div_euclid(HOUR_US) * HOUR_US;
+            let archived = Arc::make_mut(&mut self.archived_sales);
+            let sales = archived.entry(hour).or_default();
+            if order.status == OrderStatus::Cancelled {
+                sales.cancelled = sales.cancelled.saturating_add(1);
+            } else {
+                sales.orders = sales.orders.saturating_add(1);
+                for line in order.lines.iter() {
+                    let revenue = line_amount(line);
+                    sales.units = sales.units.saturating_add(u128::from(line.qty));
+                    sales.revenue = sales.revenue.saturating_add(revenue);
+                    let entry = sales.skus.entry(line.sku.clone()).or_default();
+                    entry.0 = entry.0.saturating_add(u128::from(line.qty));
+                    entry.1 = entry.1.saturating_add(revenue);
+                }
+            }
+            let order = self.orders.remove(&id).expect("just read");
+            self.order_index.remove(&(order.created_us, id));
+            self.customer_index
+                .remove(&(order.customer, order.created_us, id));
+            self.ended.remove(&(order.updated_us, id));
+            if let Some(shipments) = self.order_shipments.remove(&id) {
+                for shipment in shipments {
+                    self.shipments.remove(&shipment);
+                }
+            }
+        }
+    }
+
+    /// Ended orders whose end is before `cutoff_us`, oldest first, at most `max`.
+    pub fn cold_candidates(&self, cutoff_us: i64, max: usize) -> Vec<OrderId> {
+        self.ended
+            .range(..(cutoff_us, OrderId(0)))
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// What the cold tier keeps of order `id` (held in memory).
+    pub fn cold_record(&self, id: OrderId) -> Option<crate::cold::ColdOrder> {
+        let order = self.orders.get(&id)?;
+        let shipments = self
+            .order_shipments
+            .get(&id)
+            .map(|ids| ids.iter().filter_map(|s| self.shipment_view(*s)).collect())
+            .unwrap_or_default();
+        Some(crate::cold::ColdOrder {
+            order: self.view(order),
+            shipments,
+            cross: order.cross,
+            archived_seq: 0,
+        })
     }
 
     fn count_cancelled(&mut self, id: OrderId, amount: u64) {
@@ -829,6 +911,28 @@ impl ShardData {
             self.walk_sales(from_us, to_us, &mut summary);
         }
         summary
+    }
+
+    /// The parts of `[from_us, to_us)` the counters do not answer (the partial hours at either
+    /// end), walked order by order; as [`ShardData::sales_summary`] splits the range.
+    pub fn walked_ranges(from_us: i64, to_us: i64) -> Vec<(i64, i64)> {
+        let (from_us, to_us) = (from_us.max(0), to_us.min(i64::MAX - 2 * HOUR_US));
+        if from_us >= to_us {
+            return Vec::new();
+        }
+        let first_full = from_us.div_euclid(HOUR_US) * HOUR_US
+            + if from_us.rem_euclid(HOUR_US) == 0 {
+                0
+            } else {
+                HOUR_US
+            };
+        let end_full = to_us.div_euclid(HOUR_US) * HOUR_US;
+        let ranges = if first_full < end_full {
+            vec![(from_us, first_full), (end_full, to_us)]
+        } else {
+            vec![(from_us, to_us)]
+        };
+        ranges.into_iter().filter(|(a, b)| a < b).collect()
     }
 
     /// Counts the orders placed in `[from_us, to_us)` one by one.
@@ -1106,7 +1210,14 @@ impl ShardData {
 
     /// The order as it was answered when it was placed (for idempotent repeats).
     pub fn placed_view(&self, id: OrderId) -> Option<OrderView> {
-        let mut view = self.order_view(id)?;
+        Some(as_placed(self.order_view(id)?))
+    }
+}
+
+/// An order's view as its placement answered it: confirmed, as when confirmed (the first
+/// history entry), nothing shipped.
+pub fn as_placed(mut view: OrderView) -> OrderView {
+    {
         view.status = OrderStatus::Confirmed;
         // The answer of the placement: as it was when confirmed (the first history entry).
         view.updated_at_us = view.history.first().map_or(view.created_at_us, |h| h.at_us);
@@ -1115,9 +1226,11 @@ impl ShardData {
         }
         view.history.truncate(1);
         view.shipments.clear();
-        Some(view)
     }
+    view
+}
 
+impl ShardData {
     /// A deterministic digest of the whole state: equal states give equal digests whatever
     /// the order in which maps were filled.
     pub fn state_digest(&self) -> u64 {
@@ -1141,6 +1254,7 @@ impl ShardData {
             holds: self.holds.clone(),
             idempotency: self.idempotency.clone(),
             shipments: self.shipments.clone(),
+            archived_sales: self.archived_sales.clone(),
         }
     }
 
@@ -1232,6 +1346,9 @@ impl ShardData {
             data.customer_index
                 .insert((order.customer, order.created_us, order.id));
             let (id, status) = (order.id, order.status);
+            if matches!(status, OrderStatus::Delivered | OrderStatus::Cancelled) {
+                data.ended.insert((order.updated_us, id));
+            }
             data.orders.insert(order.id, Box::new(order));
             match status {
                 OrderStatus::Pending => {}
@@ -1265,6 +1382,33 @@ impl ShardData {
                 }),
             );
         }
+        // Archived orders' sales: counted as when they were hot.
+        let mut archived = BTreeMap::new();
+        for (hour, orders, cancelled, units, revenue, skus) in snapshot.archived_sales {
+            let mut sales = HourSales {
+                orders,
+                cancelled,
+                units,
+                revenue,
+                skus: HashMap::new(),
+            };
+            for (sku, sku_units, sku_revenue) in skus {
+                let sku = data.intern(&sku);
+                sales.skus.insert(sku, (sku_units, sku_revenue));
+            }
+            let counters = data.sales.entry(hour).or_default();
+            counters.orders = counters.orders.saturating_add(sales.orders);
+            counters.cancelled = counters.cancelled.saturating_add(sales.cancelled);
+            counters.units = counters.units.saturating_add(sales.units);
+            counters.revenue = counters.revenue.saturating_add(sales.revenue);
+            for (sku, (u, r)) in &sales.skus {
+                let entry = counters.skus.entry(sku.clone()).or_default();
+                entry.0 = entry.0.saturating_add(*u);
+                entry.1 = entry.1.saturating_add(*r);
+            }
+            archived.insert(hour, sales);
+        }
+        data.archived_sales = Arc::new(archived);
         data
     }
 }
@@ -1273,6 +1417,34 @@ impl ShardData {
 /// [`crate::domain::add_line_amount`] could be that large).
 pub fn order_total(order: &Order) -> u64 {
     saturate(order.lines.iter().map(line_amount).sum())
+}
+
+/// Adds one order, read from the cold tier, to a summary's walked part, as
+/// [`ShardData::sales_summary`] adds a hot order placed in a partial hour.
+pub fn count_walked(summary: &mut SalesSummary, order: &OrderView) {
+    match order.status {
+        OrderStatus::Pending => return,
+        OrderStatus::Cancelled => {
+            summary.cancelled = summary.cancelled.saturating_add(1);
+            return;
+        }
+        _ => {}
+    }
+    summary.orders = summary.orders.saturating_add(1);
+    let mut order_revenue: u64 = 0;
+    for line in &order.lines {
+        let revenue = saturate(u128::from(line.qty) * u128::from(line.unit_price));
+        order_revenue = order_revenue.saturating_add(revenue);
+        summary.units = summary.units.saturating_add(u64::from(line.qty));
+        summary.revenue = summary.revenue.saturating_add(revenue);
+        let entry = summary.skus.entry(line.sku.clone()).or_default();
+        entry.0 = entry.0.saturating_add(u64::from(line.qty));
+        entry.1 = entry.1.saturating_add(revenue);
+    }
+    let hour = order.created_at_us.div_euclid(HOUR_US) * HOUR_US;
+    let entry = summary.by_hour.entry(hour).or_default();
+    entry.0 = entry.0.saturating_add(1);
+    entry.1 = entry.1.saturating_add(order_revenue);
 }
 
 pub fn order_view(order: &Order) -> OrderView {
@@ -1383,7 +1555,13 @@ pub struct Snapshot {
     pub idempotency: Vec<(String, IdemEntry)>,
     pub next_shipment: u64,
     pub shipments: Vec<SnapShipment>,
+    /// The sales counters of orders moved to the cold tier, by hour (version 3).
+    pub archived_sales: Vec<SnapSales>,
 }
+
+/// One hour's sales of archived orders: hour, orders, cancelled, units, revenue, and per SKU
+/// (SKU, units, revenue), SKUs sorted.
+pub type SnapSales = (i64, u64, u64, u128, u128, Vec<(String, u128, u128)>);
 
 /// What a snapshot holds, frozen at one sequence number ([`ShardData::freeze`]): cheap to take
 /// on the shard thread, encoded on another ([`Frozen::to_snapshot`]).
@@ -1401,6 +1579,7 @@ pub struct Frozen {
     holds: IdPMap<OrderId, Held>,
     idempotency: PMap<Box<str>, IdemEntry, RandomState>,
     shipments: IdPMap<ShipmentId, Shipment>,
+    archived_sales: Arc<BTreeMap<i64, HourSales>>,
 }
 
 impl Frozen {
@@ -1483,6 +1662,65 @@ impl Frozen {
             idempotency,
             next_shipment: self.next_shipment,
             shipments,
+            archived_sales: self
+                .archived_sales
+                .iter()
+                .map(|(hour, sales)| {
+                    let mut skus: Vec<(String, u128, u128)> = sales
+                        .skus
+                        .iter()
+                        .map(|(sku, (units, revenue))| (sku.to_string(), *units, *revenue))
+                        .collect();
+                    skus.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    (
+                        *hour,
+                        sales.orders,
+                        sales.cancelled,
+                        sales.units,
+                        sales.revenue,
+                        skus,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Version 2 of the snapshot (before the cold tier), read when an older data directory opens.
+#[derive(Deserialize)]
+struct SnapshotV2 {
+    shard: u16,
+    shard_count: u16,
+    last_seq: u64,
+    log_digest: u64,
+    next_order: u64,
+    next_customer: u64,
+    stock: Vec<(String, Stock)>,
+    orders: Vec<SnapOrder>,
+    customers: Vec<(u64, SnapCustomer)>,
+    holds: Vec<SnapHold>,
+    idempotency: Vec<(String, IdemEntry)>,
+    next_shipment: u64,
+    shipments: Vec<SnapShipment>,
+}
+
+impl From<SnapshotV2> for Snapshot {
+    fn from(v2: SnapshotV2) -> Snapshot {
+        Snapshot {
+            shard: v2.shard,
+            shard_count: v2.shard_count,
+            last_seq: v2.last_seq,
+            log_digest: v2.log_digest,
+            next_order: v2.next_order,
+            next_customer: v2.next_customer,
+            stock: v2.stock,
+            orders: v2.orders,
+            customers: v2.customers,
+            holds: v2.holds,
+            idempotency: v2.idempotency,
+            next_shipment: v2.next_shipment,
+            shipments: v2.shipments,
+            archived_sales: Vec::new(),
         }
     }
 }
@@ -1526,6 +1764,7 @@ impl From<SnapshotV1> for Snapshot {
             idempotency: v1.idempotency,
             next_shipment: 1,
             shipments: Vec::new(),
+            archived_sales: Vec::new(),
         }
     }
 }
@@ -1542,6 +1781,7 @@ impl Snapshot {
             .ok_or(crate::event::DecodeError::Empty)?;
         match version {
             SNAPSHOT_FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
+            SNAPSHOT_FORMAT_V2 => Ok(postcard::from_bytes::<SnapshotV2>(rest)?.into()),
             SNAPSHOT_FORMAT_V1 => Ok(postcard::from_bytes::<SnapshotV1>(rest)?.into()),
             other => Err(crate::event::DecodeError::Version(other)),
         }

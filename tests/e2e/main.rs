@@ -5,6 +5,7 @@ mod api_basics;
 mod audit;
 mod backup;
 mod changes;
+mod cold;
 mod concurrency;
 mod crash;
 mod full_disk;

@@ -106,6 +106,7 @@ impl Shard {
             audit = self
                 .audit
                 .seal(self.batch_first_seq, self.data.last_seq, &value);
+            audit.append(&mut self.extra_writes);
             Some(value)
         } else {
             None
@@ -152,11 +153,7 @@ impl Shard {
     pub(super) fn respond(&mut self, (waiter, result): (Waiter, Result<OrderId, CommandError>)) {
         match waiter {
             Waiter::One(reply) => {
-                let view = result.and_then(|id| {
-                    self.data.placed_view(id).ok_or_else(|| {
-                        CommandError::Unavailable("placement still in progress".into())
-                    })
-                });
+                let view = self.outcome_view(result);
                 self.after_durable(answer(reply, view));
             }
             Waiter::Batch(collector, index) => {
@@ -176,10 +173,13 @@ impl Shard {
         &self,
         result: Result<OrderId, CommandError>,
     ) -> Result<OrderView, CommandError> {
-        result.and_then(|id| {
-            self.data
-                .placed_view(id)
-                .ok_or_else(|| CommandError::Unavailable("placement still in progress".into()))
+        result.and_then(|id| match self.data.placed_view(id) {
+            Some(view) => Ok(view),
+            None if self.pending.contains_key(&id) => Err(CommandError::Unavailable(
+                "placement still in progress".into(),
+            )),
+            // A placement long ago, answered again: the order went cold.
+            None => Err(CommandError::Cold(ColdAnswer::Placed(id))),
         })
     }
 

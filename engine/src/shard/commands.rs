@@ -125,9 +125,10 @@ impl Shard {
                 reply,
             } => {
                 let result = match self.remembered(&idempotency) {
-                    Some(Ok(IdemOutcome::Cancelled(order))) if order == id.0 => {
-                        self.data.order_view(id).ok_or(CommandError::NotFound)
-                    }
+                    Some(Ok(IdemOutcome::Cancelled(order))) if order == id.0 => self
+                        .data
+                        .order_view(id)
+                        .ok_or(CommandError::Cold(ColdAnswer::Order(id))),
                     Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
                     Some(Err(error)) => Err(error),
                     None => {
@@ -203,7 +204,8 @@ impl Shard {
                 to_us,
                 reply,
             } => {
-                let summary = self.data.sales_summary(from_us, to_us);
+                let mut summary = self.data.sales_summary(from_us, to_us);
+                summary.as_of_seq = self.data.last_seq;
                 self.after_durable(answer(reply, Ok(summary)));
             }
             ClientCmd::OrdersBetween {
@@ -245,10 +247,23 @@ impl Shard {
     ) -> Option<Result<IdemOutcome, CommandError>> {
         let idem = idempotency.as_ref()?;
         let entry = self.data.idempotency.get(idem.key.as_str())?;
+        if entry.at_us < self.idempotency_cutoff() {
+            // Past its retention (not swept yet): the key is forgotten.
+            return None;
+        }
         if entry.hash != idem.request_hash {
             return Some(Err(CommandError::IdempotencyConflict));
         }
         Some(Ok(entry.outcome.clone()))
+    }
+
+    /// Idempotency entries older than this are past `idempotency_retention_s`: forgotten even
+    /// before the sweep removes them (so no answer ever refers to an order the cold tier
+    /// took, as `hot_retention_s >= idempotency_retention_s`).
+    pub(super) fn idempotency_cutoff(&self) -> i64 {
+        self.clock.now_us().saturating_sub(
+            (self.settings.idempotency_retention_s as i64).saturating_mul(1_000_000),
+        )
     }
 
     /// Records, in the batch of the mutation just applied, what a retry with its key answers.
@@ -271,7 +286,10 @@ impl Shard {
         id: ShipmentId,
         events: u32,
     ) -> Result<ShipmentView, CommandError> {
-        let mut view = self.data.shipment_view(id).ok_or(CommandError::NotFound)?;
+        let mut view = self
+            .data
+            .shipment_view(id)
+            .ok_or(CommandError::Cold(ColdAnswer::Shipment(id, events)))?;
         view.events.truncate(events as usize);
         if let Some(last) = view.events.last() {
             view.status = last.status;
@@ -366,8 +384,14 @@ impl Shard {
         for line in &place.lines {
             failpoint::on_sku(&line.sku);
         }
+        let cutoff = self.idempotency_cutoff();
         if let Some(idem) = &place.idempotency {
-            if let Some(entry) = self.data.idempotency.get(idem.key.as_str()) {
+            if let Some(entry) = self
+                .data
+                .idempotency
+                .get(idem.key.as_str())
+                .filter(|entry| entry.at_us >= cutoff)
+            {
                 if entry.hash != idem.request_hash {
                     return Some((reply, Err(CommandError::IdempotencyConflict)));
                 }

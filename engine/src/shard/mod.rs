@@ -34,9 +34,9 @@ use tokio::sync::oneshot;
 
 use crate::audit::ShardChain;
 use crate::domain::{
-    CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment, OrderFilter,
-    OrderId, OrderStatus, OrderView, PersonalField, PlaceOrder, SalesSummary, ShipmentId,
-    ShipmentStatus, ShipmentView, SnapshotTaken, StockView, ORDER_LINES_MAX,
+    ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment,
+    OrderFilter, OrderId, OrderStatus, OrderView, PersonalField, PlaceOrder, SalesSummary,
+    ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView, ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
 use crate::failpoint;
@@ -48,6 +48,7 @@ use crate::storage::{shard_key, Family, Write};
 use crate::supervisor::{panic_message, Fault, Quarantine};
 
 mod batch;
+mod cold;
 mod commands;
 mod fault;
 mod messages;
@@ -56,6 +57,7 @@ mod snapshot;
 mod step;
 
 use crate::clock::Clock;
+pub use cold::ColdSettings;
 use fault::*;
 pub use messages::*;
 
@@ -68,6 +70,8 @@ pub struct ShardSettings {
     pub snapshot_interval_events: u64,
     pub idempotency_retention_s: u64,
     pub pending_retry_ms: u64,
+    /// When ended orders move to the cold tier.
+    pub cold: ColdSettings,
     /// Where snapshots are encoded: on a thread of the shard's own, so the shard pauses only to
     /// freeze its state (the server); or on the shard's thread (the simulator, which must be
     /// deterministic).
@@ -276,6 +280,10 @@ pub struct Shard {
     /// [`SnapshotEncoding::Thread`].
     encoder: Option<snapshot::Encoder>,
     last_sweep: Instant,
+    last_cold_sweep: Instant,
+    /// Storage writes that go with the current batch besides the log and audit (the cold
+    /// tier's records of a sweep).
+    extra_writes: Vec<crate::storage::Write>,
     /// Holds whose owner has not yet answered this actor's `HoldCheck`, with when it was
     /// last asked.
     hold_checks: IdMap<OrderId, Instant>,
@@ -346,6 +354,8 @@ impl Shard {
             last_snapshot_seq,
             encoder: None,
             last_sweep,
+            last_cold_sweep: last_sweep,
+            extra_writes: Vec::new(),
             hold_checks: IdMap::default(),
             id_floor,
             link,

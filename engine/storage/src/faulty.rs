@@ -105,6 +105,16 @@ impl Storage for FaultyStorage {
         self.inner.health()
     }
 
+    fn scan_rev(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        self.inner.scan_rev(family, from, to, visit)
+    }
+
     fn last_in(
         &self,
         family: Family,

@@ -21,10 +21,18 @@ pub enum Family {
     Control,
     /// The gateway's hash-chained audit trail, keyed by sequence number (u64 big-endian).
     Audit,
+    /// Orders that ended long ago, out of shard memory, with their indexes (`orderd_engine::cold`).
+    Cold,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Log, Family::Snap, Family::Control, Family::Audit];
+    pub const ALL: [Family; 5] = [
+        Family::Log,
+        Family::Snap,
+        Family::Control,
+        Family::Audit,
+        Family::Cold,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +40,7 @@ impl Family {
             Family::Snap => "snap",
             Family::Control => "control",
             Family::Audit => "audit",
+            Family::Cold => "cold",
         }
     }
 }
@@ -93,7 +102,8 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The largest key any family holds, for scans "to the end": keys are far shorter.
-const KEY_MAX: &[u8] = &[0xff; 64];
+/// A key above every key orderd writes (the end of an open range).
+pub const KEY_MAX: &[u8] = &[0xff; 64];
 
 /// A stored key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -152,6 +162,15 @@ pub trait Storage: Send + Sync + 'static {
         from: &[u8],
         to: &[u8],
     ) -> Result<Option<KeyValue>, StorageError>;
+    /// Visits `(key, value)` pairs with `from <= key < to` in descending key order until
+    /// `visit` says stop (newest-first listings of keys that sort by time).
+    fn scan_rev(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError>;
     /// [`Storage::scan`] of the keys that start with `prefix`, in key order.
     fn scan_prefix(
         &self,

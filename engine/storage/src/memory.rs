@@ -120,6 +120,25 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn scan_rev(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let map = self.families.lock().expect("memory storage poisoned");
+        for ((_, key), value) in map
+            .range((family, from.to_vec())..(family, to.to_vec()))
+            .rev()
+        {
+            if !visit(key, value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn last_in(
         &self,
         family: Family,

@@ -204,6 +204,29 @@ impl Storage for RocksStorage {
         Ok(())
     }
 
+    fn scan_rev(
+        &self,
+        family: Family,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(family), IteratorMode::From(to, Direction::Reverse));
+        // Reverse iteration from `to` starts at the last key <= `to`; skip `to` itself.
+        for item in iter {
+            let (key, value) = item.map_err(io)?;
+            if key.as_ref() >= to {
+                continue;
+            }
+            if key.as_ref() < from || !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn last_in(
         &self,
         family: Family,

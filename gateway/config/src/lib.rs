@@ -292,6 +292,13 @@ pub struct EngineSection {
     /// Most placements waiting in one shard's inbox, where concurrent requests are coalesced
     /// into one message (past it: 503 `unavailable` at once).
     pub inbox_orders_max: usize,
+    /// Orders delivered or cancelled longer ago than this leave memory for the cold tier
+    /// (0: every order stays in memory).
+    pub hot_retention_s: u64,
+    /// How often each shard moves ended orders to the cold tier.
+    pub cold_sweep_interval_ms: u64,
+    /// Most orders one sweep moves (one log batch).
+    pub cold_sweep_orders_max: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -483,6 +490,12 @@ impl Config {
                     "must be at least {IDEMPOTENCY_RETENTION_S_MIN} (the API keeps keys 24 hours)"
                 ),
             );
+        }
+        if self.engine.cold_sweep_interval_ms < 10 {
+            return invalid("engine.cold_sweep_interval_ms", "must be at least 10");
+        }
+        if !(1..=100_000).contains(&self.engine.cold_sweep_orders_max) {
+            return invalid("engine.cold_sweep_orders_max", "must be 1 to 100000");
         }
         if self.engine.pending_retry_ms == 0 {
             return invalid("engine.pending_retry_ms", "must be at least 1");
@@ -754,6 +767,7 @@ mod tests {
         assert_eq!(c.engine.batch_events_max, 4096);
         assert_eq!(c.engine.snapshot_interval_events, 500_000);
         assert_eq!(c.engine.idempotency_retention_s, 86_400);
+        assert_eq!(c.engine.hot_retention_s, 604_800);
         assert_eq!(c.engine.pending_retry_ms, 500);
         assert_eq!(c.backup.dir, PathBuf::from("./backups"));
         assert_eq!(c.backup.offsite, "./offsite");

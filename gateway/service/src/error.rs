@@ -214,6 +214,11 @@ impl From<CommandError> for ApiError {
             },
             CommandError::Quarantined(detail) => ApiError::Quarantined(detail),
             CommandError::InsufficientStorage(detail) => ApiError::InsufficientStorage(detail),
+            // The engine resolves it; seeing it here is a bug, not the client's fault.
+            CommandError::Cold(_) => ApiError::Unavailable {
+                detail: "the order could not be read from the cold tier; retry".into(),
+                reasons: None,
+            },
         }
     }
 }

@@ -45,6 +45,11 @@ pub fn engine_config(config: &Config) -> orderd_engine::EngineConfig {
         request_timeout_ms: config.engine.request_timeout_ms,
         min_free_bytes: config.storage.min_free_bytes,
         inbox_orders_max: config.engine.inbox_orders_max,
+        cold: orderd_engine::shard::ColdSettings {
+            hot_retention_s: config.engine.hot_retention_s,
+            sweep_interval_ms: config.engine.cold_sweep_interval_ms,
+            sweep_orders_max: config.engine.cold_sweep_orders_max,
+        },
         supervisor: orderd_engine::SupervisorConfig {
             heartbeat_interval_ms: config.supervisor.heartbeat_interval_ms,
             heartbeat_timeout_ms: config.supervisor.heartbeat_timeout_ms,

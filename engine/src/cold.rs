@@ -1,0 +1,427 @@
+//! The cold tier: orders that ended (delivered, cancelled) longer than `engine.hot_retention_s`
+//! ago, moved out of shard memory into the `cold` column family, and reading them back by id,
+//! by customer, by status and by time, newest first or in placement order.
+//!
+//! A shard's sweep ([`crate::shard`]) picks its oldest ended orders, writes each one's record
+//! and index keys with its next log batch (one RocksDB write with the batch, as the audit
+//! records are) and emits `OrdersArchived`, whose application removes them from memory — live
+//! and on replay alike, so recovery and snapshots hold only hot orders. Until that batch is
+//! durable the shard answers for them from a `leaving` map of its own.
+//!
+//! Keys (family `cold`), all starting with the owning shard (u16 BE) and a kind byte:
+//!
+//! | kind | rest of the key | value |
+//! |---|---|---|
+//! | `o` | order id (u64 BE) | the order as clients see it, its shipments, whether it was cross-shard (postcard) |
+//! | `t` | created (i64, sign-flipped BE), order id | empty: the time index |
+//! | `c` | customer id, created, order id | the status byte: the customer index |
+//! | `s` | status byte, created, order id | empty: the status index |
+//! | `h` | shipment id | the order id: shipments of cold orders |
+//!
+//! Reads never take a shard's thread: the engine reads the family directly after the shard
+//! has answered (an answer is sent once the shard's batch is durable, so an order the shard
+//! no longer holds is already on disk).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    CustomerId, HistoryView, LineView, OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView,
+    ShipmentEventView, ShipmentId, ShipmentStatus, ShipmentView,
+};
+use crate::storage::{prefix_end, Family, Storage, StorageError, Write, KEY_MAX};
+
+const ORDER: u8 = b'o';
+const TIME: u8 = b't';
+const CUSTOMER: u8 = b'c';
+const STATUS: u8 = b's';
+const SHIPMENT: u8 = b'h';
+/// Format byte of a cold order's value.
+const FORMAT: u8 = 1;
+
+/// An order as it leaves memory: what every read of it answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdOrder {
+    pub order: OrderView,
+    pub shipments: Vec<ShipmentView>,
+    /// Held through the cross-shard protocol.
+    pub cross: bool,
+    /// The seq of the `OrdersArchived` that moved it (a sales walk of the shard as of an
+    /// earlier seq still counted it as hot).
+    pub archived_seq: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredLine {
+    sku: String,
+    qty: u32,
+    unit_price: u64,
+    shipped: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredStep {
+    at_us: i64,
+    status: OrderStatus,
+    actor: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredShipmentEvent {
+    at_us: i64,
+    status: ShipmentStatus,
+    note: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredShipment {
+    id: u64,
+    carrier: String,
+    tracking: String,
+    status: ShipmentStatus,
+    lines: Vec<(String, u32)>,
+    events: Vec<StoredShipmentEvent>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    id: u64,
+    customer: u64,
+    status: OrderStatus,
+    cross: bool,
+    archived_seq: u64,
+    lines: Vec<StoredLine>,
+    total: u64,
+    shipping_address: Option<String>,
+    note: Option<String>,
+    created_us: i64,
+    updated_us: i64,
+    history: Vec<StoredStep>,
+    shipments: Vec<StoredShipment>,
+}
+
+impl ColdOrder {
+    pub fn encode(&self) -> Vec<u8> {
+        let o = &self.order;
+        let stored = Stored {
+            id: o.id.0,
+            customer: o.customer_id.0,
+            status: o.status,
+            cross: self.cross,
+            archived_seq: self.archived_seq,
+            lines: o
+                .lines
+                .iter()
+                .map(|l| StoredLine {
+                    sku: l.sku.clone(),
+                    qty: l.qty,
+                    unit_price: l.unit_price,
+                    shipped: l.shipped_qty,
+                })
+                .collect(),
+            total: o.total,
+            shipping_address: o.shipping_address.clone(),
+            note: o.note.clone(),
+            created_us: o.created_at_us,
+            updated_us: o.updated_at_us,
+            history: o
+                .history
+                .iter()
+                .map(|h| StoredStep {
+                    at_us: h.at_us,
+                    status: h.status,
+                    actor: h.actor.clone(),
+                })
+                .collect(),
+            shipments: self
+                .shipments
+                .iter()
+                .map(|s| StoredShipment {
+                    id: s.id.0,
+                    carrier: s.carrier.clone(),
+                    tracking: s.tracking_number.clone(),
+                    status: s.status,
+                    lines: s.lines.clone(),
+                    events: s
+                        .events
+                        .iter()
+                        .map(|e| StoredShipmentEvent {
+                            at_us: e.at_us,
+                            status: e.status,
+                            note: e.note.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        let mut value = vec![FORMAT];
+        value.extend_from_slice(&postcard::to_allocvec(&stored).unwrap_or_default());
+        value
+    }
+
+    pub fn decode(value: &[u8]) -> Result<ColdOrder, StorageError> {
+        let body = match value.split_first() {
+            Some((&FORMAT, body)) => body,
+            _ => return Err(StorageError::Corrupt("unknown cold order format".into())),
+        };
+        let s: Stored = postcard::from_bytes(body)
+            .map_err(|e| StorageError::Corrupt(format!("unreadable cold order: {e}")))?;
+        let order_id = OrderId(s.id);
+        let shipments: Vec<ShipmentView> = s
+            .shipments
+            .into_iter()
+            .map(|sh| ShipmentView {
+                id: ShipmentId(sh.id),
+                order_id,
+                carrier: sh.carrier,
+                tracking_number: sh.tracking,
+                status: sh.status,
+                lines: sh.lines,
+                events: sh
+                    .events
+                    .into_iter()
+                    .map(|e| ShipmentEventView {
+                        at_us: e.at_us,
+                        status: e.status,
+                        note: e.note,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(ColdOrder {
+            order: OrderView {
+                id: order_id,
+                customer_id: CustomerId(s.customer),
+                status: s.status,
+                lines: s
+                    .lines
+                    .into_iter()
+                    .map(|l| LineView {
+                        sku: l.sku,
+                        qty: l.qty,
+                        unit_price: l.unit_price,
+                        shipped_qty: l.shipped,
+                    })
+                    .collect(),
+                total: s.total,
+                shipping_address: s.shipping_address,
+                note: s.note,
+                created_at_us: s.created_us,
+                updated_at_us: s.updated_us,
+                history: s
+                    .history
+                    .into_iter()
+                    .map(|h| HistoryView {
+                        at_us: h.at_us,
+                        status: h.status,
+                        actor: h.actor,
+                    })
+                    .collect(),
+                shipments: shipments.iter().map(|sh| sh.id.to_string()).collect(),
+            },
+            shipments,
+            cross: s.cross,
+            archived_seq: s.archived_seq,
+        })
+    }
+}
+
+/// `created` as 8 bytes that sort as the signed value does.
+fn time_bytes(created_us: i64) -> [u8; 8] {
+    ((created_us as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn status_byte(status: OrderStatus) -> u8 {
+    match status {
+        OrderStatus::Pending => 0,
+        OrderStatus::Confirmed => 1,
+        OrderStatus::PartiallyShipped => 2,
+        OrderStatus::Shipped => 3,
+        OrderStatus::Delivered => 4,
+        OrderStatus::Cancelled => 5,
+    }
+}
+
+fn head(shard: u16, kind: u8) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32);
+    key.extend_from_slice(&shard.to_be_bytes());
+    key.push(kind);
+    key
+}
+
+fn order_key(id: OrderId) -> Vec<u8> {
+    let mut key = head(id.shard(), ORDER);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+fn shipment_key(id: ShipmentId) -> Vec<u8> {
+    let mut key = head(id.shard(), SHIPMENT);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+/// `(created, id)` appended: the tail every index key ends with.
+fn push_position(key: &mut Vec<u8>, created_us: i64, id: OrderId) {
+    key.extend_from_slice(&time_bytes(created_us));
+    key.extend_from_slice(&id.0.to_be_bytes());
+}
+
+/// The order id at the end of an index key.
+fn id_at_end(key: &[u8]) -> Option<OrderId> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(OrderId(u64::from_be_bytes(tail)))
+}
+
+/// The writes that store `cold` (its record, its index keys, its shipments' keys).
+pub fn writes(cold: &ColdOrder) -> Vec<Write> {
+    let o = &cold.order;
+    let put = |key: Vec<u8>, value: Vec<u8>| Write::Put {
+        family: Family::Cold,
+        key,
+        value,
+    };
+    let shard = o.id.shard();
+    let mut out = Vec::with_capacity(4 + cold.shipments.len());
+    out.push(put(order_key(o.id), cold.encode()));
+    let mut time = head(shard, TIME);
+    push_position(&mut time, o.created_at_us, o.id);
+    out.push(put(time, Vec::new()));
+    let mut customer = head(shard, CUSTOMER);
+    customer.extend_from_slice(&o.customer_id.0.to_be_bytes());
+    push_position(&mut customer, o.created_at_us, o.id);
+    out.push(put(customer, vec![status_byte(o.status)]));
+    let mut status = head(shard, STATUS);
+    status.push(status_byte(o.status));
+    push_position(&mut status, o.created_at_us, o.id);
+    out.push(put(status, Vec::new()));
+    for shipment in &cold.shipments {
+        out.push(put(
+            shipment_key(shipment.id),
+            o.id.0.to_be_bytes().to_vec(),
+        ));
+    }
+    out
+}
+
+/// A cold order by id.
+pub fn order(storage: &dyn Storage, id: OrderId) -> Result<Option<ColdOrder>, StorageError> {
+    storage
+        .get(Family::Cold, &order_key(id))?
+        .map(|value| ColdOrder::decode(&value))
+        .transpose()
+}
+
+/// The shipment `id` of a cold order.
+pub fn shipment(
+    storage: &dyn Storage,
+    id: ShipmentId,
+) -> Result<Option<ShipmentView>, StorageError> {
+    let Some(value) = storage.get(Family::Cold, &shipment_key(id))? else {
+        return Ok(None);
+    };
+    let Ok(bytes) = <[u8; 8]>::try_from(value.as_slice()) else {
+        return Err(StorageError::Corrupt(
+            "a cold shipment key holds no order id".into(),
+        ));
+    };
+    Ok(order(storage, OrderId(u64::from_be_bytes(bytes)))?
+        .and_then(|cold| cold.shipments.into_iter().find(|s| s.id == id)))
+}
+
+/// A page of shard `shard`'s cold orders, newest first, as [`crate::state::ShardData::list_orders`]
+/// pages its hot ones: before `filter.after`, matching the filter, at most `filter.limit`.
+/// With a customer it reads that customer's index range, with a status alone the status index,
+/// else the time index: a page costs its orders, not the tier.
+pub fn list(
+    storage: &dyn Storage,
+    shard: u16,
+    filter: &OrderFilter,
+) -> Result<Vec<OrderView>, StorageError> {
+    let (prefix, wanted_status) = match (filter.customer_id, filter.status) {
+        (Some(customer), status) => {
+            let mut prefix = head(shard, CUSTOMER);
+            prefix.extend_from_slice(&customer.0.to_be_bytes());
+            (prefix, status.map(status_byte))
+        }
+        (None, Some(status)) => {
+            let mut prefix = head(shard, STATUS);
+            prefix.push(status_byte(status));
+            (prefix, None)
+        }
+        (None, None) => (head(shard, TIME), None),
+    };
+    let end = match filter.after {
+        Some(OrderCursor { created_at_us, id }) => {
+            let mut end = prefix.clone();
+            push_position(&mut end, created_at_us, id);
+            end
+        }
+        None => prefix_end(&prefix).unwrap_or_else(|| KEY_MAX.to_vec()),
+    };
+    let mut ids = Vec::with_capacity(filter.limit.min(1000));
+    storage.scan_rev(Family::Cold, &prefix, &end, &mut |key, value| {
+        if wanted_status.is_none_or(|s| value.first() == Some(&s)) {
+            if let Some(id) = id_at_end(key) {
+                ids.push(id);
+            }
+        }
+        ids.len() < filter.limit
+    })?;
+    let mut views = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(cold) = order(storage, id)? {
+            views.push(cold.order);
+        }
+    }
+    Ok(views)
+}
+
+/// Shard `shard`'s cold orders placed in `[from_us, to_us)` after `after`, in placement order,
+/// at most `limit` (the export's pages, the sales walk of partial hours).
+pub fn placed_between(
+    storage: &dyn Storage,
+    shard: u16,
+    from_us: i64,
+    to_us: i64,
+    after: Option<(i64, OrderId)>,
+    limit: usize,
+) -> Result<Vec<ColdOrder>, StorageError> {
+    if from_us >= to_us {
+        return Ok(Vec::new());
+    }
+    let prefix = head(shard, TIME);
+    let mut from = prefix.clone();
+    match after {
+        Some((created, id)) if (created, id) >= (from_us, OrderId(0)) => {
+            push_position(&mut from, created, id);
+            from.push(0);
+        }
+        _ => from.extend_from_slice(&time_bytes(from_us)),
+    }
+    let mut to = prefix;
+    to.extend_from_slice(&time_bytes(to_us));
+    let mut ids = Vec::new();
+    storage.scan(Family::Cold, &from, &to, &mut |key, _| {
+        if let Some(id) = id_at_end(key) {
+            ids.push(id);
+        }
+        ids.len() < limit
+    })?;
+    let mut orders = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(cold) = order(storage, id)? {
+            orders.push(cold);
+        }
+    }
+    Ok(orders)
+}
+
+/// Orders held in shard `shard`'s cold tier (one key per order), for gauges and tests.
+pub fn count(storage: &dyn Storage, shard: u16) -> Result<u64, StorageError> {
+    let mut n = 0u64;
+    storage.scan_prefix(Family::Cold, &head(shard, ORDER), &mut |_, _| {
+        n += 1;
+        true
+    })?;
+    Ok(n)
+}
