@@ -216,6 +216,8 @@ pub struct SimReport {
     /// Acknowledged placements and adjustments a crash took back (only in `async`, only
     /// acknowledged after the last sync before the crash).
     pub lost_in_window: u64,
+    /// Orders in the cold tier at the end (moved out of memory, [`crate::cold`]).
+    pub cold_orders: u64,
 }
 
 /// A broken invariant: the seed and step replay it.
@@ -388,7 +390,10 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
     let outcome = world.run();
     // Nothing of this run may outlive it: pending replies and continuations drop here.
     let step = world.step;
-    let report = world.report.clone();
+    let mut report = world.report.clone();
+    for shard in 0..config.shards {
+        report.cold_orders += crate::cold::count(world.storage.as_ref(), shard).unwrap_or(0);
+    }
     drop(world);
     outcome.map(|()| report).map_err(|message| SimFailure {
         seed: config.seed,
@@ -414,7 +419,13 @@ impl World {
             tunables,
             snapshot_interval_events: 400,
             idempotency_retention_s: 86_400,
-            cold: crate::shard::ColdSettings::default(),
+            // Ended orders go cold a second after they end, a few per sweep: every crash,
+            // rebuild and snapshot meets orders moving out of memory.
+            cold: crate::shard::ColdSettings {
+                hot_retention_s: 1,
+                sweep_interval_ms: 4 * TICK_MS as u64,
+                sweep_orders_max: 5,
+            },
             pending_retry_ms: TICK_MS as u64,
             snapshot_encoding: crate::shard::SnapshotEncoding::Inline,
         };
@@ -1087,6 +1098,8 @@ impl World {
     ) -> Check {
         let definitive = match &outcome {
             Ok(id) => Some(Some(*id)),
+            // A retry of a placement whose order went cold: the engine answers it from there.
+            Err(CommandError::Cold(crate::domain::ColdAnswer::Placed(id))) => Some(Some(*id)),
             Err(CommandError::InsufficientStock { .. }) => Some(None),
             Err(CommandError::Unavailable(_)) => None,
             Err(other) => return Err(format!("placement answered {other}")),
@@ -1240,7 +1253,10 @@ impl World {
                     .is_some_and(|sim| {
                         sim.shard.data().orders.get(id).is_some_and(|order| {
                             order.status != crate::domain::OrderStatus::Pending
-                        })
+                        }) || crate::cold::order(world.storage.as_ref(), *id)
+                            .ok()
+                            .flatten()
+                            .is_some()
                     })
             };
         let lost: Vec<OrderId> = self
@@ -1317,16 +1333,33 @@ impl World {
             let Some(sim) = self.shards[id.shard() as usize].as_ref() else {
                 continue;
             };
-            let Some(order) = sim.shard.data().orders.get(id) else {
-                return Err(format!("acknowledged order {id} is lost"));
-            };
-            let mut have: Vec<(String, u32)> = order
-                .lines
-                .iter()
-                .map(|l| (l.sku.to_string(), l.qty))
-                .collect();
+            let (mut have, held_by): (Vec<(String, u32)>, CustomerId) =
+                match sim.shard.data().orders.get(id) {
+                    Some(order) => (
+                        order
+                            .lines
+                            .iter()
+                            .map(|l| (l.sku.to_string(), l.qty))
+                            .collect(),
+                        order.customer,
+                    ),
+                    // Moved to the cold tier: it must be there, as acknowledged.
+                    None => match crate::cold::order(self.storage.as_ref(), *id)
+                        .map_err(|e| format!("cold tier: {e}"))?
+                    {
+                        Some(cold) => (
+                            cold.order
+                                .lines
+                                .iter()
+                                .map(|l| (l.sku.clone(), l.qty))
+                                .collect(),
+                            cold.order.customer_id,
+                        ),
+                        None => return Err(format!("acknowledged order {id} is lost")),
+                    },
+                };
             have.sort();
-            if have != *lines || order.customer != *customer {
+            if have != *lines || held_by != *customer {
                 return Err(format!(
                     "order {id} was acknowledged as {lines:?} but holds {have:?}"
                 ));
