@@ -66,6 +66,8 @@ simulate: deps
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.
 ## Built in the same (release) profile as the tests, so RocksDB is not built a second time.
 BENCH_ORDERS ?= 1000000
+## The longevity step (issue 18): orders placed and ended with the cold tier on; 20M is the goal's size.
+LONGEVITY_ORDERS ?= 20000000
 ## Off-site backups to S3: an S3 server (moto, PyPI, pinned) on loopback, backup, drill and restore.
 s3-test: deps
 	./ops/s3-test.sh
@@ -75,6 +77,7 @@ bench: deps
 	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
 	cargo test $(PROFILE) --workspace --bench window
 	cargo test $(PROFILE) --workspace --bench list
+	cargo test $(PROFILE) --workspace --bench longevity -- --orders $(LONGEVITY_ORDERS)
 
 ## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts
 ## them on loopback, the bench runs every target and workload, and the peers are stopped (and

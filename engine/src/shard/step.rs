@@ -8,7 +8,12 @@ impl Actor for Shard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-        let interval = Duration::from_millis(self.settings.pending_retry_ms.clamp(10, 1000));
+        // Retries and deadlines, and the cold tier's sweeps when they are more frequent.
+        let mut every_ms = self.settings.pending_retry_ms;
+        if self.settings.cold.hot_retention_s > 0 {
+            every_ms = every_ms.min(self.settings.cold.sweep_interval_ms);
+        }
+        let interval = Duration::from_millis(every_ms.clamp(10, 1000));
         ctx.run_interval(interval, |_, ctx| ctx.notify(ShardMsg::Tick));
     }
 }
