@@ -105,6 +105,10 @@ impl Storage for FaultyStorage {
         self.inner.health()
     }
 
+    fn flush_memtables(&self) -> Result<(), StorageError> {
+        self.inner.flush_memtables()
+    }
+
     fn scan_rev(
         &self,
         family: Family,

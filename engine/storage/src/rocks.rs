@@ -138,6 +138,13 @@ impl Storage for RocksStorage {
         self.checkpoint_to(dir)
     }
 
+    fn flush_memtables(&self) -> Result<(), StorageError> {
+        for family in Family::ALL {
+            self.db.flush_cf(self.cf(family)).map_err(io)?;
+        }
+        Ok(())
+    }
+
     fn compact(&self) -> Result<(), StorageError> {
         for family in Family::ALL {
             let cf = self.cf(family);
