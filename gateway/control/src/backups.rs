@@ -806,6 +806,15 @@ impl Worker {
         self.upload(id);
         self.upload_revocations();
         let min_age_us = (self.config.keep_min_age_s as i64).saturating_mul(1_000_000);
+        // The newest backup a restore drill verified keeps its off-site copy (and its index
+        // record, which says so) however many newer ones there are: the last restore point
+        // known to work.
+        let verified: Option<String> = self.index.list().ok().and_then(|records| {
+            records
+                .into_iter()
+                .find(|r| r.drill.as_ref().is_some_and(|d| d.verified))
+                .map(|r| r.id)
+        });
         let keep = match self.repo.manifests() {
             Ok((manifests, _)) => retention_keep(
                 &manifests
@@ -833,7 +842,9 @@ impl Worker {
         // Index entries of backups gone both locally and off-site by retention.
         if let Ok(records) = self.index.list() {
             for old in records.iter().skip(keep) {
-                let _ = self.index.delete(&old.id);
+                if Some(&old.id) != verified.as_ref() {
+                    let _ = self.index.delete(&old.id);
+                }
             }
         }
         let retention_count = self.config.retention_count;
@@ -850,7 +861,7 @@ impl Worker {
                 ),
                 Err(_) => usize::MAX,
             };
-            if let Err(error) = offsite.retain(keep) {
+            if let Err(error) = offsite.retain(keep, verified.as_deref()) {
                 tracing::warn!(message = "Off-site backup retention failed.", %error);
             }
         }

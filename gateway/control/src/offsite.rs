@@ -394,15 +394,21 @@ impl Offsite {
         Ok(merged)
     }
 
-    /// Keeps the newest `keep` manifests off-site and deletes the rest, then every file no
-    /// kept manifest names — unless a manifest could not be read: its files cannot be told
-    /// apart, so none is deleted (a warning says so). Returns the ids deleted.
-    pub fn retain(&self, keep: usize) -> Result<Vec<String>, String> {
+    /// Keeps the newest `keep` manifests off-site, and `also` (the last verified backup)
+    /// wherever it is, and deletes the rest, then every file no kept manifest names — unless
+    /// a manifest could not be read: its files cannot be told apart, so none is deleted (a
+    /// warning says so). Returns the ids deleted.
+    pub fn retain(&self, keep: usize, also: Option<&str>) -> Result<Vec<String>, String> {
         let (manifests, unreadable) = self.manifests_and_unreadable()?;
         let cut = manifests.len().saturating_sub(keep.max(1));
         let (old, kept) = manifests.split_at(cut);
+        let (spared, old): (Vec<Manifest>, Vec<Manifest>) = old
+            .iter()
+            .cloned()
+            .partition(|m| Some(m.id.as_str()) == also);
+        let kept: Vec<Manifest> = spared.into_iter().chain(kept.iter().cloned()).collect();
         let mut retries = 0;
-        for manifest in old {
+        for manifest in &old {
             let path = StorePath::from(Manifest::relative_path(&manifest.id));
             self.retrying("delete a manifest", &mut retries, || {
                 self.store.delete(&path)
@@ -559,6 +565,34 @@ mod tests {
     }
 
     #[test]
+    fn retention_keeps_the_last_verified_backup_wherever_it_is() {
+        let root = tempfile::tempdir().unwrap();
+        let store = root.path().join("offsite");
+        let offsite = open(&store);
+        let mut ids = Vec::new();
+        for name in ["first", "second", "third"] {
+            let (repo, manifest) = backup_of(root.path(), name);
+            offsite.upload(repo.dir(), &manifest, &NoProgress).unwrap();
+            ids.push(manifest.id.clone());
+        }
+        // The newest is kept by the count, the first because it is the last verified.
+        let deleted = offsite.retain(1, Some(&ids[0])).unwrap();
+        assert_eq!(deleted, vec![ids[1].clone()]);
+        let left: Vec<String> = offsite
+            .manifests()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
+        // None of its files was swept: it still downloads whole.
+        let staging = tempfile::tempdir().unwrap();
+        offsite
+            .download(&ids[0], staging.path(), &NoProgress)
+            .expect("the verified backup downloads");
+    }
+
+    #[test]
     fn retention_sweeps_no_file_while_a_manifest_cannot_be_read() {
         let root = tempfile::tempdir().unwrap();
         let store = root.path().join("offsite");
@@ -580,7 +614,7 @@ mod tests {
             "the old one is unreadable"
         );
         let before = stored_files(&store);
-        let deleted = offsite.retain(1).unwrap();
+        let deleted = offsite.retain(1, None).unwrap();
         assert_eq!(
             deleted.len(),
             1,
@@ -633,7 +667,7 @@ mod tests {
             .collect();
         assert_eq!(listed.len(), 2);
         // Retention off-site keeps the newest and deletes only what it alone needed.
-        assert_eq!(offsite.retain(1).unwrap(), vec![first.id.clone()]);
+        assert_eq!(offsite.retain(1, None).unwrap(), vec![first.id.clone()]);
         assert!(offsite.manifest(&first.id).unwrap().is_none());
         let staging = root.path().join("staging-after-retention");
         offsite.download(&second.id, &staging, &NoProgress).unwrap();
