@@ -616,6 +616,8 @@ pub struct ChainReport {
     pub last_hash: Option<[u8; 32]>,
     /// The last entry retention removed (the chain continues after it), if any.
     pub floor_seq: Option<u64>,
+    /// The newest entry's seq (the floor's when none is stored; 0 for an empty chain).
+    pub last_seq: u64,
 }
 
 /// Recomputes both chains of a shard over every stored record, checks each record's log batch
@@ -628,6 +630,7 @@ pub fn verify_shard_chain(storage: &dyn Storage, shard: u16) -> Result<ChainRepo
         first_bad: None,
         last_hash: None,
         floor_seq: None,
+        last_seq: 0,
     };
     // After retention the chain continues from its floor.
     let floor = read_floor(storage, shard)?;
@@ -745,6 +748,7 @@ pub fn verify_shard_chain(storage: &dyn Storage, shard: u16) -> Result<ChainRepo
         }
     }
     report.first_bad = bad;
+    report.last_seq = last_seq;
     report.last_hash = (report.entries > 0 || report.floor_seq.is_some()).then_some(prev_entry);
     Ok(report)
 }

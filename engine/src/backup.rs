@@ -22,7 +22,8 @@
 //! Why manifests are authenticated: a manifest says which files to fetch, where to put them
 //! and what they must hash to, so whoever can write one (the off-site store's owner, anyone
 //! with the backup disk) could otherwise point a restore anywhere or at data of their own. A
-//! manifest is signed with HMAC-SHA256 under a key derived from the personal-data master key
+//! manifest (which also anchors the control and shard audit chains' tips) is signed with
+//! HMAC-SHA256 under a key derived from the personal-data master key
 //! ([`ManifestKey::derive`]), never the master key itself; it names the master key it was
 //! signed under, so backups made before a rotation still verify while that key is known.
 //! Every file path is checked before anything is read or written ([`check_file_path`]): only
@@ -205,6 +206,33 @@ pub struct AuditAnchor {
     pub hash: String,
 }
 
+/// A shard audit chain's tip when a backup was taken (its newest entry's `seq` and `hash`, hex):
+/// a shard chain that later ends before it was truncated, tip record and all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardAnchor {
+    pub shard: u16,
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Every shard chain's tip as stored in `control` (shards that never wrote an entry have none).
+fn shard_anchors(storage: &dyn Storage) -> Result<Vec<ShardAnchor>, BackupError> {
+    let mut anchors = Vec::new();
+    for shard in 0..=u16::MAX {
+        match crate::audit::read_tip(storage, shard)? {
+            Some(tip) if tip.entry_seq > 0 => anchors.push(ShardAnchor {
+                shard,
+                seq: tip.entry_seq,
+                hash: crate::audit::hex(&tip.entry_hash),
+            }),
+            Some(_) => {}
+            // Shards are numbered from 0 and every one writes a tip with its first entry.
+            None => break,
+        }
+    }
+    Ok(anchors)
+}
+
 /// A manifest of format 1, as it was encoded.
 #[derive(Deserialize)]
 struct ManifestV1 {
@@ -277,6 +305,11 @@ pub struct Manifest {
     /// The control audit chain's tip when the backup was taken (`None` in format 1 manifests
     /// and when the store had no audit chain).
     pub audit_anchor: Option<AuditAnchor>,
+    /// Every shard audit chain's tip when the backup was taken. Encoded after the body (still
+    /// under the HMAC), so manifests written before it read with none and older readers
+    /// ignore it.
+    #[serde(skip)]
+    pub shard_anchors: Vec<ShardAnchor>,
     /// The id (hex) of the master key whose manifest key signed it, when read; `None`: a
     /// format 1 manifest, not authenticated. Not part of the encoded body.
     #[serde(skip)]
@@ -311,6 +344,9 @@ impl Manifest {
         let mut bytes = vec![MANIFEST_FORMAT];
         bytes.extend_from_slice(&key.master_id);
         bytes.extend(postcard::to_stdvec(self).expect("a manifest serializes"));
+        if !self.shard_anchors.is_empty() {
+            bytes.extend(postcard::to_stdvec(&self.shard_anchors).expect("anchors serialize"));
+        }
         let mut mac = key.mac();
         mac.update(&bytes);
         bytes.extend_from_slice(&mac.finalize().into_bytes());
@@ -347,9 +383,13 @@ impl Manifest {
                             .into(),
                     );
                 }
-                let mut manifest: Manifest =
-                    postcard::from_bytes(&signed[1 + MASTER_ID_BYTES..])
+                let (mut manifest, rest): (Manifest, &[u8]) =
+                    postcard::take_from_bytes(&signed[1 + MASTER_ID_BYTES..])
                         .map_err(|e| format!("manifest does not decode: {e}"))?;
+                if !rest.is_empty() {
+                    manifest.shard_anchors = postcard::from_bytes(rest)
+                        .map_err(|e| format!("the manifest's shard anchors do not decode: {e}"))?;
+                }
                 manifest.signed_by = Some(key.master_id());
                 manifest
             }
@@ -374,6 +414,7 @@ impl Manifest {
                     new_bytes: old.new_bytes,
                     duration_ms: old.duration_ms,
                     audit_anchor: None,
+                    shard_anchors: Vec::new(),
                     signed_by: None,
                 }
             }
@@ -820,6 +861,22 @@ impl Repo {
             .max_by_key(|(_, anchor)| anchor.seq))
     }
 
+    /// The shard chains' tips the newest authenticated manifest that has them anchored, with
+    /// its backup's id, skipping backups a restore superseded.
+    pub fn newest_shard_anchors(
+        &self,
+        restored: Option<&RestoredFrom>,
+    ) -> Result<Option<(String, Vec<ShardAnchor>)>, BackupError> {
+        Ok(self
+            .manifests()?
+            .0
+            .into_iter()
+            .filter(|m| m.authenticated() && !m.shard_anchors.is_empty())
+            .filter(|m| !restored.is_some_and(|r| r.superseded(m.created_at_us)))
+            .max_by_key(|m| (m.created_at_us, m.engine_id))
+            .map(|m| (m.id, m.shard_anchors)))
+    }
+
     /// The stored bytes of backup `id`'s manifest, as read (an upload sends them unchanged, so
     /// a format 1 manifest is never re-signed) and their reading.
     pub fn manifest_bytes(&self, id: &str) -> Result<(Vec<u8>, Manifest), BackupError> {
@@ -855,13 +912,15 @@ impl Repo {
         if let Some(parent) = checkpoint_dir.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent.display(), e))?;
         }
+        // Read before the checkpoint, as the control chain's tip: the backup holds at least these.
+        let shards_anchored = shard_anchors(storage)?;
         progress.phase("checkpoint", 0);
         storage.checkpoint(checkpoint_dir)?;
         let result = self.create_from_checkpoint(
             checkpoint_dir,
             acknowledged,
             extras,
-            (created_at_us, audit_anchor),
+            (created_at_us, audit_anchor, shards_anchored),
             started,
             progress,
         );
@@ -874,7 +933,7 @@ impl Repo {
         checkpoint_dir: &Path,
         acknowledged: &[u64],
         extras: &[(&str, Vec<u8>)],
-        (created_at_us, audit_anchor): (i64, Option<AuditAnchor>),
+        (created_at_us, audit_anchor, shard_anchors): (i64, Option<AuditAnchor>, Vec<ShardAnchor>),
         started: Instant,
         progress: &dyn Progress,
     ) -> Result<Manifest, BackupError> {
@@ -960,6 +1019,7 @@ impl Repo {
             new_bytes,
             duration_ms: started.elapsed().as_millis() as u64,
             audit_anchor,
+            shard_anchors,
             signed_by: Some(self.keys.signing().master_id()),
         };
         write_atomic(
@@ -1279,6 +1339,11 @@ mod tests {
                 seq: 5,
                 hash: "ab".repeat(32),
             }),
+            shard_anchors: vec![ShardAnchor {
+                shard: 0,
+                seq: 4,
+                hash: "cd".repeat(32),
+            }],
             signed_by: Some(key(1).master_id()),
         }
     }
@@ -1331,6 +1396,11 @@ mod tests {
             );
         }
         assert!(Manifest::decode(&bytes[..bytes.len() - 1], &keys()).is_err());
+        // Written before shard anchors (nothing after the body): read with none.
+        let mut before = sample();
+        before.shard_anchors.clear();
+        let read = Manifest::decode(&before.encode(&key(1)), &keys()).unwrap();
+        assert_eq!(read, before);
     }
 
     /// Fails on the unkeyed SHA-256 manifest: anyone could recompute the checksum.
@@ -1363,6 +1433,7 @@ mod tests {
         let mut manifest = sample();
         let read = Manifest::decode(&unsigned(&manifest), &keys()).unwrap();
         manifest.audit_anchor = None;
+        manifest.shard_anchors.clear();
         manifest.signed_by = None;
         assert_eq!(read, manifest);
         assert!(!read.authenticated());

@@ -1223,3 +1223,60 @@ fn entries_past_retention_leave_the_live_store_once_a_backup_holds_them_and_stay
     assert!(report.ok, "{}", report.detail);
     assert!(report.chains.iter().all(|c| c.floor.is_none()));
 }
+
+#[test]
+fn a_shard_chain_truncated_with_its_tip_below_the_tip_a_backup_anchored_is_broken() {
+    let _serial = serial();
+    let mut server = Server::start_with_env(
+        1,
+        &[
+            ("ORDERD__BACKUP__INTERVAL_S", "0"),
+            ("ORDERD__BACKUP__VERIFY_INTERVAL_S", "0"),
+        ],
+    );
+    let admin = server.client();
+    let sku = unique("ANCHOR");
+    admin.adjust_stock(&sku, 10);
+    admin.create_customer();
+    let (status, backup) = admin.post_json("/v1/ops/backups", &json!({}), None);
+    assert_eq!(status, 201, "POST /v1/ops/backups: {backup}");
+    let id = backup["id"].as_str().expect("id").to_string();
+    assert_eq!(verify(&admin)["ok"], true);
+    server.terminate();
+
+    // Behind the server's back: every record of shard 0's chain and its tip go, which
+    // verifies by itself (an empty chain).
+    let data = server.data_dir();
+    open_db(&data)
+        .write(
+            vec![Write::DeleteRange {
+                family: Family::Audit,
+                from: record_key(0, 0),
+                to: record_key(0, u64::MAX),
+            }],
+            true,
+        )
+        .expect("truncate the shard chain");
+    tamper(
+        &data,
+        Family::Control,
+        &orderd_engine::audit::tip_key(0),
+        None,
+    );
+
+    server.restart();
+    let report = verify(&server.client());
+    assert_eq!(report["ok"], false, "{report}");
+    let detail = report["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("shard 0: it ends at entry 0, shorter than the tip")
+            && detail.contains(&id),
+        "{detail}"
+    );
+    let shard = &report["chains"][1];
+    assert_eq!(
+        (shard["chain"].clone(), shard["ok"].clone()),
+        (json!("shard-0"), json!(false)),
+        "{report}"
+    );
+}

@@ -425,11 +425,26 @@ impl Backups {
     pub fn audit_anchor(&self) -> Option<orderd_service::audit::AnchoredTip> {
         let repo = Repo::new(self.dir.clone(), self.vault.manifest_keys());
         let restored = backup::RestoredFrom::read(&self.data_dir);
+        let shards = match repo.newest_shard_anchors(restored.as_ref()) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(message = "Cannot read the backups' shard audit anchors.", %error);
+                None
+            }
+        };
         match repo.newest_anchor(restored.as_ref()) {
-            Ok(found) => found.map(|(backup_id, anchor)| orderd_service::audit::AnchoredTip {
+            Ok(Some((backup_id, anchor))) => Some(orderd_service::audit::AnchoredTip {
                 backup_id,
                 seq: anchor.seq,
                 hash: anchor.hash,
+                shards,
+            }),
+            // No control chain anchored yet: the shard chains' anchors alone.
+            Ok(None) => shards.map(|(backup_id, anchors)| orderd_service::audit::AnchoredTip {
+                backup_id: backup_id.clone(),
+                seq: 0,
+                hash: String::new(),
+                shards: Some((backup_id, anchors)),
             }),
             Err(error) => {
                 tracing::warn!(message = "Cannot read the backups' audit anchors.", %error);

@@ -1008,8 +1008,58 @@ pub fn read_page(
 pub struct AnchoredTip {
     /// The backup whose manifest holds it.
     pub backup_id: String,
+    /// 0 when no manifest anchored the control chain (it had no entry yet).
     pub seq: u64,
     pub hash: String,
+    /// The shard chains' tips the newest manifest that has them anchored, with its backup's
+    /// id: each shard chain must still reach its tip (or have moved it out by retention).
+    pub shards: Option<(String, Vec<orderd_engine::backup::ShardAnchor>)>,
+}
+
+/// Checks shard chain `shard` (its newest entry `last_seq`, its retention floor) against the
+/// tip backup `id` anchored; `Some((seq, why))` when it falls short.
+fn check_shard_anchor(
+    storage: &dyn Storage,
+    anchor: &orderd_engine::backup::ShardAnchor,
+    id: &str,
+    last_seq: u64,
+    floor_seq: Option<u64>,
+) -> Result<Option<(u64, String)>, AuditError> {
+    let (shard, seq) = (anchor.shard, anchor.seq);
+    // Moved out by retention: a backup holds it (retention removes only what one holds).
+    if floor_seq.is_some_and(|floor| seq <= floor) {
+        return Ok(None);
+    }
+    if last_seq < seq {
+        return Ok(Some((
+            last_seq + 1,
+            format!(
+                "shard {shard}: it ends at entry {last_seq}, shorter than the tip {seq} that \
+                 backup {id} anchored: entries were deleted"
+            ),
+        )));
+    }
+    let mut found = None;
+    chains::scan_entries(storage, shard, seq - 1, &mut |entry| {
+        if entry.seq == seq {
+            found = Some(chains::hex(&entry.hash));
+        }
+        false
+    })?;
+    Ok(match found {
+        None => Some((
+            seq,
+            format!("shard {shard}: entry {seq}, the tip backup {id} anchored, is missing"),
+        )),
+        Some(hash) if hash != anchor.hash => Some((
+            seq,
+            format!(
+                "shard {shard}: entry {seq} differs from the tip backup {id} anchored: the chain \
+                 was rewritten"
+            ),
+        )),
+        Some(_) => None,
+    })
 }
 
 /// Checks the control chain against `anchor`; `Some((seq, why))` when it falls short.
@@ -1131,7 +1181,8 @@ fn verify_control(
         };
     }
     if first_bad.is_none() {
-        if let Some(anchor) = anchor {
+        // seq 0: no control chain was anchored (only shard chains).
+        if let Some(anchor) = anchor.filter(|a| a.seq > 0) {
             first_bad = check_anchor(storage, anchor, last_seq, floor_seq)?;
         }
     }
@@ -1218,7 +1269,20 @@ fn verify_once(
     }
     let mut details = vec![total.detail.clone()];
     for shard in 0..shards {
-        let chain = chains::verify_shard_chain(storage, shard)?;
+        let mut chain = chains::verify_shard_chain(storage, shard)?;
+        if chain.first_bad.is_none() {
+            if let Some((id, anchors)) = anchor.and_then(|a| a.shards.as_ref()) {
+                if let Some(shard_anchor) = anchors.iter().find(|a| a.shard == shard) {
+                    chain.first_bad = check_shard_anchor(
+                        storage,
+                        shard_anchor,
+                        id,
+                        chain.last_seq,
+                        chain.floor_seq,
+                    )?;
+                }
+            }
+        }
         let name = shard_chain(shard);
         let last_hash = chain.last_hash.map(|h| chains::hex(&h));
         if let Some(hash) = &last_hash {
@@ -1503,6 +1567,7 @@ mod tests {
         assert_eq!(anchored.seq, 6);
         let anchor = AnchoredTip {
             backup_id: "bak_000001_00000000".into(),
+            shards: None,
             seq: 4,
             hash: read_page(
                 storage.as_ref(),
@@ -1606,6 +1671,7 @@ mod tests {
             backup_id: "bak_000001_00000000".into(),
             seq: tip.seq,
             hash: tip.hash.clone(),
+            shards: None,
         };
         assert!(
             verify_anchored(storage.as_ref(), 0, Some(&anchor))

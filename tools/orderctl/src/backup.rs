@@ -870,6 +870,7 @@ mod tests {
             new_bytes: 0,
             duration_ms: 0,
             audit_anchor: None,
+            shard_anchors: Vec::new(),
             signed_by: None,
         };
         assert_eq!(created_at(&manifest), "2023-11-14T22:13:20.123Z");
