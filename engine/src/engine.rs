@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub inbox_orders_max: usize,
     /// When ended orders move out of memory to the cold tier ([`crate::cold`]).
     pub cold: crate::shard::ColdSettings,
+    /// Idempotency keys older than this leave memory for the `idem` family
+    /// ([`crate::idem_tier`]); 0 keeps them in memory for their whole retention.
+    pub idempotency_hot_s: u64,
 }
 
 impl EngineConfig {
@@ -77,6 +80,7 @@ impl EngineConfig {
             min_free_bytes: 64 * 1024 * 1024,
             inbox_orders_max: 65_536,
             cold: crate::shard::ColdSettings::default(),
+            idempotency_hot_s: 0,
         }
     }
 }
@@ -353,6 +357,7 @@ impl Engine {
             tunables: tunables.clone(),
             snapshot_interval_events: config.snapshot_interval_events.max(1),
             idempotency_retention_s: config.idempotency_retention_s,
+            idempotency_hot_s: config.idempotency_hot_s,
             cold: config.cold,
             pending_retry_ms: config.pending_retry_ms.max(1),
             snapshot_encoding: crate::shard::SnapshotEncoding::Thread,
@@ -432,6 +437,7 @@ impl Engine {
             faults: inner.faults.clone(),
             quarantine: inner.quarantine.clone(),
             inbox: inner.slots[shard as usize].inbox.clone(),
+            storage: inner.storage.clone(),
         };
         let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_ctx| {
             Shard::new(

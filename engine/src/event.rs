@@ -139,6 +139,9 @@ pub enum Event {
     /// Ended orders moved to the cold tier (their records were written with this batch):
     /// they leave memory, their sales stay counted.
     OrdersArchived { ids: Vec<u64> },
+    /// Idempotency keys past their in-memory window moved to the `idem` family (written with
+    /// this batch): they leave memory and are answered from there until their retention ends.
+    IdemArchived { keys: Vec<String> },
 }
 
 /// Why a stored record could not be decoded.

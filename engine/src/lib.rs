@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod event;
 pub mod failpoint;
+pub mod idem_tier;
 pub mod inbox;
 pub mod incident;
 pub mod log;

@@ -218,6 +218,8 @@ pub struct SimReport {
     pub lost_in_window: u64,
     /// Orders in the cold tier at the end (moved out of memory, [`crate::cold`]).
     pub cold_orders: u64,
+    /// Idempotency keys on disk at the end ([`crate::idem_tier`]).
+    pub idem_keys_on_disk: u64,
 }
 
 /// A broken invariant: the seed and step replay it.
@@ -393,6 +395,8 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
     let mut report = world.report.clone();
     for shard in 0..config.shards {
         report.cold_orders += crate::cold::count(world.storage.as_ref(), shard).unwrap_or(0);
+        report.idem_keys_on_disk +=
+            crate::idem_tier::count(world.storage.as_ref(), shard).unwrap_or(0);
     }
     drop(world);
     outcome.map(|()| report).map_err(|message| SimFailure {
@@ -419,6 +423,9 @@ impl World {
             tunables,
             snapshot_interval_events: 400,
             idempotency_retention_s: 86_400,
+            // Keys leave memory a second after their use: retries meet them on disk, and in
+            // the batch that moves them.
+            idempotency_hot_s: 1,
             // Ended orders go cold a second after they end, a few per sweep: every crash,
             // rebuild and snapshot meets orders moving out of memory.
             cold: crate::shard::ColdSettings {
@@ -557,6 +564,7 @@ impl World {
             faults: self.faults_tx.clone(),
             quarantine: self.quarantine.clone(),
             inbox: self.inboxes[shard as usize].clone(),
+            storage: self.storage.clone(),
         };
         let state = Shard::new(
             recovered.data,

@@ -500,6 +500,13 @@ impl ShardData {
                 }
             }
             Event::OrdersArchived { ids } => self.archive(ids),
+            Event::IdemArchived { keys } => {
+                for key in keys {
+                    // A refused placement's entry takes its bytes with it.
+                    self.forget_rejected(key);
+                    self.idempotency.remove(key.as_str());
+                }
+            }
             Event::IdemRecorded { idem, outcome } => {
                 self.idempotency.insert(
                     idem.key.clone().into_boxed_str(),

@@ -490,3 +490,57 @@ fn a_tcp_stock_adjustment_with_a_key_is_applied_once_and_replayed_across_restart
     });
     assert_eq!(audited(&admin, "stock.adjust", Some(&sku)), 2);
 }
+
+#[test]
+fn keys_past_their_in_memory_window_are_answered_from_disk_across_a_restart() {
+    let _serial = serial();
+    let mut server = Server::start_with_env(
+        2,
+        &[
+            ("ORDERD__ENGINE__IDEMPOTENCY_HOT_S", "1"),
+            ("ORDERD__ENGINE__COLD_SWEEP_INTERVAL_MS", "100"),
+        ],
+    );
+    let client = server.client();
+    let sku = unique("IDEM-DISK");
+    client.adjust_stock(&sku, 100);
+    let customer = client.create_customer();
+    let body =
+        json!({"customer_id": customer, "lines": [{"sku": sku, "qty": 2, "unit_price": 500}]});
+    let keys: Vec<String> = (0..20).map(|_| unique("disk-key")).collect();
+    let first: Vec<Reply> = keys
+        .iter()
+        .map(|key| client.post("/v1/orders", &body, Some(key)))
+        .collect();
+    for reply in &first {
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    // Past idempotency_hot_s (1 s) and a few sweeps: the keys live on disk.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for (key, reply) in keys.iter().zip(&first) {
+        assert_same(
+            reply,
+            &client.post("/v1/orders", &body, Some(key)),
+            "a retry from disk",
+        );
+    }
+    let other =
+        json!({"customer_id": customer, "lines": [{"sku": sku, "qty": 3, "unit_price": 500}]});
+    assert_problem(
+        &client.post("/v1/orders", &other, Some(&keys[0])),
+        422,
+        "idempotency_conflict",
+    );
+    // Nothing was placed twice: 20 orders of 2 units.
+    assert_eq!(client.stock(&sku).available, 100 - 40);
+    server.restart();
+    let client = server.client();
+    for (key, reply) in keys.iter().zip(&first) {
+        assert_same(
+            reply,
+            &client.post("/v1/orders", &body, Some(key)),
+            "a retry after a restart",
+        );
+    }
+    assert_eq!(client.stock(&sku).available, 100 - 40);
+}

@@ -96,7 +96,10 @@ impl Shard {
                 }),
             );
         }
-        if self.batch_events == 0 && self.batch_continuations.is_empty() {
+        if self.batch_events == 0
+            && self.batch_continuations.is_empty()
+            && self.extra_writes.is_empty()
+        {
             return;
         }
         let mut audit = Vec::new();
@@ -106,11 +109,11 @@ impl Shard {
             audit = self
                 .audit
                 .seal(self.batch_first_seq, self.data.last_seq, &value);
-            audit.append(&mut self.extra_writes);
             Some(value)
         } else {
             None
         };
+        audit.append(&mut self.extra_writes);
         let msg = WriterMsg::Batch {
             shard: self.id,
             generation: self.link.generation,
@@ -141,7 +144,8 @@ impl Shard {
         } else if !self.flush_scheduled
             && (self.batch_events > 0
                 || !self.batch_continuations.is_empty()
-                || !self.outbox.is_empty())
+                || !self.outbox.is_empty()
+                || !self.extra_writes.is_empty())
         {
             self.flush_scheduled = true;
             return Step::FlushSoon;

@@ -65,3 +65,74 @@ impl Shard {
         );
     }
 }
+
+/// Most idempotency entries one sweep moves to disk, and most expired ones it deletes.
+const IDEM_SWEEP_MAX: usize = 10_000;
+
+impl Shard {
+    /// An Idempotency-Key's entry: in memory, in a batch that moves it to disk and is not yet
+    /// durable, or on disk ([`crate::idem_tier`]). A failed read is `unavailable`: treating
+    /// the key as new could place an order twice.
+    pub(super) fn idem_entry(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::state::IdemEntry>, CommandError> {
+        if let Some(entry) = self.data.idempotency.get(key) {
+            return Ok(Some(entry.clone()));
+        }
+        if let Some((_, entry)) = self.idem_leaving.get(key) {
+            return Ok(Some(entry.clone()));
+        }
+        crate::idem_tier::lookup(self.link.storage.as_ref(), self.id, key).map_err(|error| {
+            CommandError::Unavailable(format!("the idempotency key could not be read: {error}"))
+        })
+    }
+
+    /// Moves idempotency entries older than `idempotency_hot_s` (and still in their
+    /// retention) to disk with the next batch, and deletes from disk those past retention.
+    pub(super) fn sweep_idem(&mut self) {
+        let durable = self.writer_stats.durable_seq[self.id as usize].load(Ordering::SeqCst);
+        self.idem_leaving.retain(|_, (seq, _)| *seq > durable);
+        let now = self.clock.now_us();
+        let hot_cutoff =
+            now.saturating_sub((self.settings.idempotency_hot_s as i64).saturating_mul(1_000_000));
+        let keep_cutoff = self.idempotency_cutoff();
+        let archived_seq = self.data.last_seq + 1;
+        let mut keys = Vec::new();
+        for (key, entry) in self.data.idempotency.iter() {
+            if keys.len() >= IDEM_SWEEP_MAX {
+                break;
+            }
+            if entry.at_us >= hot_cutoff || entry.at_us < keep_cutoff {
+                continue;
+            }
+            // A placement still in flight keeps its key in memory (its waiters wait there).
+            if let crate::state::IdemOutcome::Order(id) = entry.outcome {
+                if self.pending.contains_key(&OrderId(id)) {
+                    continue;
+                }
+            }
+            self.extra_writes
+                .extend(crate::idem_tier::writes(self.id, key, entry));
+            self.idem_leaving
+                .insert(key.to_string(), (archived_seq, entry.clone()));
+            keys.push(key.to_string());
+        }
+        match crate::idem_tier::expired(
+            self.link.storage.as_ref(),
+            self.id,
+            keep_cutoff,
+            IDEM_SWEEP_MAX,
+        ) {
+            Ok(deletes) => self.extra_writes.extend(deletes),
+            Err(error) => tracing::warn!(
+                message = "Could not read the expired idempotency keys; the next sweep tries again.",
+                shard = self.id,
+                %error
+            ),
+        }
+        if !keys.is_empty() {
+            self.emit(Event::IdemArchived { keys });
+        }
+    }
+}

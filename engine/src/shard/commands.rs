@@ -246,7 +246,10 @@ impl Shard {
         idempotency: &Option<Idempotency>,
     ) -> Option<Result<IdemOutcome, CommandError>> {
         let idem = idempotency.as_ref()?;
-        let entry = self.data.idempotency.get(idem.key.as_str())?;
+        let entry = match self.idem_entry(&idem.key) {
+            Ok(found) => found?,
+            Err(error) => return Some(Err(error)),
+        };
         if entry.at_us < self.idempotency_cutoff() {
             // Past its retention (not swept yet): the key is forgotten.
             return None;
@@ -386,12 +389,11 @@ impl Shard {
         }
         let cutoff = self.idempotency_cutoff();
         if let Some(idem) = &place.idempotency {
-            if let Some(entry) = self
-                .data
-                .idempotency
-                .get(idem.key.as_str())
-                .filter(|entry| entry.at_us >= cutoff)
-            {
+            let found = match self.idem_entry(&idem.key) {
+                Ok(found) => found,
+                Err(error) => return Some((reply, Err(error))),
+            };
+            if let Some(entry) = found.filter(|entry| entry.at_us >= cutoff) {
                 if entry.hash != idem.request_hash {
                     return Some((reply, Err(CommandError::IdempotencyConflict)));
                 }

@@ -69,6 +69,8 @@ pub struct ShardSettings {
     pub tunables: Arc<crate::tunables::Tunables>,
     pub snapshot_interval_events: u64,
     pub idempotency_retention_s: u64,
+    /// Idempotency keys older than this move to the `idem` family (0: never).
+    pub idempotency_hot_s: u64,
     pub pending_retry_ms: u64,
     /// When ended orders move to the cold tier.
     pub cold: ColdSettings,
@@ -169,6 +171,8 @@ pub struct ShardLink {
     pub quarantine: Arc<Quarantine>,
     /// The shard's queue of coalesced placements (outlives actors, like the slot).
     pub inbox: Arc<Inbox>,
+    /// Where the idempotency keys past their in-memory window are read ([`crate::idem_tier`]).
+    pub storage: Arc<dyn crate::storage::Storage>,
 }
 
 /// Collects the outcomes of one `PlaceBatch` (order ids) or one drained submission (order
@@ -281,6 +285,10 @@ pub struct Shard {
     encoder: Option<snapshot::Encoder>,
     last_sweep: Instant,
     last_cold_sweep: Instant,
+    last_idem_sweep: Instant,
+    /// Idempotency entries moved to disk in batches not yet durable, with the seq of their
+    /// `IdemArchived`: answered from here until the batch is.
+    idem_leaving: HashMap<String, (u64, crate::state::IdemEntry)>,
     /// Storage writes that go with the current batch besides the log and audit (the cold
     /// tier's records of a sweep).
     extra_writes: Vec<crate::storage::Write>,
@@ -355,6 +363,8 @@ impl Shard {
             encoder: None,
             last_sweep,
             last_cold_sweep: last_sweep,
+            last_idem_sweep: last_sweep,
+            idem_leaving: HashMap::new(),
             extra_writes: Vec::new(),
             hold_checks: IdMap::default(),
             id_floor,

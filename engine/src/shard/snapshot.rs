@@ -118,6 +118,13 @@ impl Shard {
                 tracing::debug!(message = "Swept idempotency keys.", shard = self.id, swept);
             }
         }
+        if self.settings.idempotency_hot_s > 0
+            && now.duration_since(self.last_idem_sweep)
+                >= Duration::from_millis(self.settings.cold.sweep_interval_ms)
+        {
+            self.last_idem_sweep = now;
+            self.sweep_idem();
+        }
         if self.settings.cold.hot_retention_s > 0
             && now.duration_since(self.last_cold_sweep)
                 >= Duration::from_millis(self.settings.cold.sweep_interval_ms)

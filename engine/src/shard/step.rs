@@ -10,7 +10,7 @@ impl Actor for Shard {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
         // Retries and deadlines, and the cold tier's sweeps when they are more frequent.
         let mut every_ms = self.settings.pending_retry_ms;
-        if self.settings.cold.hot_retention_s > 0 {
+        if self.settings.cold.hot_retention_s > 0 || self.settings.idempotency_hot_s > 0 {
             every_ms = every_ms.min(self.settings.cold.sweep_interval_ms);
         }
         let interval = Duration::from_millis(every_ms.clamp(10, 1000));

@@ -23,15 +23,19 @@ pub enum Family {
     Audit,
     /// Orders that ended long ago, out of shard memory, with their indexes (`orderd_engine::cold`).
     Cold,
+    /// Idempotency keys past their in-memory window, until their retention ends
+    /// (`orderd_engine::idem_tier`).
+    Idem,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Log,
         Family::Snap,
         Family::Control,
         Family::Audit,
         Family::Cold,
+        Family::Idem,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Family {
             Family::Control => "control",
             Family::Audit => "audit",
             Family::Cold => "cold",
+            Family::Idem => "idem",
         }
     }
 }

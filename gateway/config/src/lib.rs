@@ -299,6 +299,9 @@ pub struct EngineSection {
     pub cold_sweep_interval_ms: u64,
     /// Most orders one sweep moves (one log batch).
     pub cold_sweep_orders_max: usize,
+    /// Idempotency keys older than this leave memory for the `idem` column family, where a
+    /// retry still finds them until `idempotency_retention_s` ends (0: kept in memory).
+    pub idempotency_hot_s: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -489,6 +492,12 @@ impl Config {
                 format!(
                     "must be at least {IDEMPOTENCY_RETENTION_S_MIN} (the API keeps keys 24 hours)"
                 ),
+            );
+        }
+        if self.engine.idempotency_hot_s > self.engine.idempotency_retention_s {
+            return invalid(
+                "engine.idempotency_hot_s",
+                "must be at most engine.idempotency_retention_s",
             );
         }
         if self.engine.cold_sweep_interval_ms < 10 {
@@ -768,6 +777,7 @@ mod tests {
         assert_eq!(c.engine.snapshot_interval_events, 500_000);
         assert_eq!(c.engine.idempotency_retention_s, 86_400);
         assert_eq!(c.engine.hot_retention_s, 604_800);
+        assert_eq!(c.engine.idempotency_hot_s, 3_600);
         assert_eq!(c.engine.pending_retry_ms, 500);
         assert_eq!(c.backup.dir, PathBuf::from("./backups"));
         assert_eq!(c.backup.offsite, "./offsite");

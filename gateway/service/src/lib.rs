@@ -45,6 +45,7 @@ pub fn engine_config(config: &Config) -> orderd_engine::EngineConfig {
         request_timeout_ms: config.engine.request_timeout_ms,
         min_free_bytes: config.storage.min_free_bytes,
         inbox_orders_max: config.engine.inbox_orders_max,
+        idempotency_hot_s: config.engine.idempotency_hot_s,
         cold: orderd_engine::shard::ColdSettings {
             hot_retention_s: config.engine.hot_retention_s,
             sweep_interval_ms: config.engine.cold_sweep_interval_ms,
