@@ -21,6 +21,7 @@ mod pii;
 mod quarantine;
 mod role_matrix;
 mod shard_restart;
+mod snapshot;
 mod supervisor;
 mod support;
 mod tcp;
