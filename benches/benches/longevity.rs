@@ -8,7 +8,9 @@
 //! state and the log after the newest snapshot are read), and reads of cold orders: one by id
 //! and a page of one customer's cold orders.
 //!
-//! Run: `make bench` (or `cargo test --release --workspace --bench longevity -- --orders N`).
+//! Run: `make bench` (or `cargo test --release --workspace --bench longevity -- --orders N`);
+//! `ops/measure-restart.sh --longevity N` keeps the store, left as a crash leaves it
+//! (`--keep-dir DIR --crash`), and times the real `orderd`'s restart on it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use orderd_engine::shard::ColdSettings;
+use orderd_engine::state::shard_of_key;
 use orderd_engine::{
-    CustomerId, Durability, Engine, EngineConfig, NewCustomer, NewLine, OrderFilter, OrderId,
-    PlaceOrder,
+    CustomerId, Durability, Engine, EngineConfig, Idempotency, NewCustomer, NewLine, OrderFilter,
+    OrderId, PlaceOrder,
 };
 
 const BATCH: usize = 1000;
@@ -41,13 +44,17 @@ fn mib(bytes: u64) -> f64 {
 fn config(dir: &std::path::Path, shards: usize, cold: bool) -> EngineConfig {
     let mut config = EngineConfig::new(dir.to_path_buf(), shards);
     config.durability = Durability::Sync;
-    config.snapshot_interval_events = 1_000_000;
     if cold {
+        // The server's default snapshot interval (500,000 events): it bounds the log replayed
+        // at a restart. The baseline snapshots less often (its snapshots are whole-state).
         config.cold = ColdSettings {
             hot_retention_s: 1,
             sweep_interval_ms: 50,
             sweep_orders_max: 4_000,
         };
+        config.idempotency_hot_s = 1;
+    } else {
+        config.snapshot_interval_events = 1_000_000;
     }
     config
 }
@@ -217,6 +224,112 @@ async fn run(engine: &Engine, total: u64, sample_every: u64) -> Outcome {
     }
 }
 
+fn keyed(customer: CustomerId, sku: &str, key: String) -> PlaceOrder {
+    let mut place = order(customer, sku);
+    place.idempotency = Some(Idempotency {
+        key,
+        request_hash: 7,
+    });
+    place
+}
+
+/// Keys that route their order to `shard` (where the customer and SKU are): one-shard orders,
+/// as the unkeyed ones are.
+fn keys_for(shard: u16, shards: u16, prefix: &str, count: usize) -> Vec<String> {
+    (0u64..)
+        .map(|n| format!("{prefix}-{n}"))
+        .filter(|key| shard_of_key(key, shards) == shard)
+        .take(count)
+        .collect()
+}
+
+/// What idempotency keys on disk cost the served path. 100,000 keyed orders are placed, and
+/// their keys move to the `idem` family (idempotency_hot_s = 1). Then, in three alternating
+/// rounds, batches of orders without a key and batches with fresh keys (each new key is looked
+/// up in memory and then in the family, whose bloom filter answers "absent" without a block
+/// read): orders/s of each and the ratio. Last, one-order retries answered from memory (keys
+/// just used) and from disk (a block read): latency of each.
+async fn idempotency_on_disk(engine: &Engine, customer: CustomerId, shards: u16) {
+    let shard = customer.shard();
+    let sku = {
+        let mut n = 0;
+        loop {
+            let sku = format!("IDEM-{n}");
+            if orderd_engine::state::shard_of_sku(&sku, shards) == shard {
+                break sku;
+            }
+            n += 1;
+        }
+    };
+    engine
+        .adjust_stock(&sku, 1_000_000_000_000, "bench", "bench")
+        .await
+        .expect("stock");
+    let old_keys = keys_for(shard, shards, "old", 100_000);
+    for chunk in old_keys.chunks(BATCH) {
+        let places = chunk
+            .iter()
+            .map(|key| keyed(customer, &sku, key.clone()))
+            .collect();
+        for outcome in engine.place_orders(places).await {
+            outcome.expect("keyed order");
+        }
+    }
+    // The sweeps move the keys to disk a second after use.
+    actix_rt::time::sleep(Duration::from_millis(3000)).await;
+    let fresh = keys_for(shard, shards, "fresh", 3 * 20 * BATCH);
+    let mut fresh = fresh.chunks(BATCH);
+    let (mut plain_s, mut keyed_s) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let started = Instant::now();
+        for _ in 0..20 {
+            let places = (0..BATCH).map(|_| order(customer, &sku)).collect();
+            for outcome in engine.place_orders(places).await {
+                outcome.expect("order");
+            }
+        }
+        plain_s.push(20.0 * BATCH as f64 / started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        for _ in 0..20 {
+            let places = fresh
+                .next()
+                .expect("keys")
+                .iter()
+                .map(|key| keyed(customer, &sku, key.clone()))
+                .collect();
+            for outcome in engine.place_orders(places).await {
+                outcome.expect("keyed order");
+            }
+        }
+        keyed_s.push(20.0 * BATCH as f64 / started.elapsed().as_secs_f64());
+    }
+    let mut from_disk = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut from_memory = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let recent = keys_for(shard, shards, "fresh", 2_000);
+    for (old, recent) in old_keys.iter().step_by(50).zip(&recent) {
+        for (key, histogram) in [(old, &mut from_disk), (recent, &mut from_memory)] {
+            let sent = Instant::now();
+            engine
+                .place_order(keyed(customer, &sku, key.clone()))
+                .await
+                .expect("retry answered");
+            histogram.saturating_record((sent.elapsed().as_micros() as u64).max(1));
+        }
+    }
+    println!();
+    println!("## Idempotency keys on disk (100,000 keys used 3 s before, idempotency_hot_s = 1)");
+    println!("| round | orders/s without a key | orders/s with a fresh key | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (round, (plain, keyed)) in plain_s.iter().zip(&keyed_s).enumerate() {
+        println!("| {} | {plain:.0} | {keyed:.0} | {:.2} |", round + 1, keyed / plain);
+    }
+    println!();
+    println!("| retry answered (µs) | count | p50 | p99 | p99.9 | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    print_probe("from memory (key just used)", &from_memory);
+    print_probe("from the idem family (key on disk)", &from_disk);
+}
+
 fn print_probe(name: &str, h: &Histogram<u64>) {
     println!(
         "| {name} | {} | {} | {} | {} | {} |",
@@ -235,6 +348,17 @@ fn main() {
         .position(|a| a == "--orders")
         .and_then(|i| raw.get(i + 1))
         .map_or(20_000_000, |v| v.parse().expect("--orders N"));
+    // `--keep-dir DIR`: the cold run's store goes in DIR and is kept (ops/measure-restart.sh
+    // starts the real `orderd` on it). `--crash`: after the cold reads the process exits at once,
+    // with no clean stop (no memtable flush), as a crash leaves the store; no in-process restart
+    // and no baseline then. `--no-baseline`: skip the all-in-memory run.
+    let keep_dir = raw
+        .iter()
+        .position(|a| a == "--keep-dir")
+        .and_then(|i| raw.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let crash = raw.iter().any(|a| a == "--crash");
+    let no_baseline = crash || raw.iter().any(|a| a == "--no-baseline");
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     let baseline_total = (total / 10).max(100_000);
     println!("# orderd longevity benchmark: durability=sync, shards={shards}, {BATCH} orders per batch, {IN_FLIGHT} in flight, each order cancelled after placement");
@@ -244,8 +368,9 @@ fn main() {
     let system = actix_rt::System::new();
     system.block_on(async move {
         // The cold tier on (hot_retention_s = 1), first: the process's heap is fresh.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(config(dir.path(), shards, true)).expect("open");
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = keep_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+        let engine = Engine::open(config(&dir, shards, true)).expect("open");
         let cold = run(&engine, total, (total / 10).max(1)).await;
         println!();
         println!("## Cold tier: {total} orders, hot_retention_s = 1 (placed and ended in {:.1} s, {:.0} orders/s)", cold.elapsed.as_secs_f64(), total as f64 / cold.elapsed.as_secs_f64());
@@ -296,11 +421,18 @@ fn main() {
         print_probe("GET one cold order by id", &by_id);
         print_probe("a page of 50 of one customer's orders (cold)", &pages);
 
+        idempotency_on_disk(&engine, cold.customer, shards as u16).await;
+
+        if crash {
+            println!();
+            println!("## Exit without a clean stop (--crash): the store is left as a crash leaves it");
+            std::process::exit(0);
+        }
         // Restart: only hot state and the log after the newest snapshot are read.
         engine.shutdown().await;
         drop(engine);
         let started = Instant::now();
-        let engine = Engine::open(config(dir.path(), shards, true)).expect("reopen");
+        let engine = Engine::open(config(&dir, shards, true)).expect("reopen");
         let hot: u64 = engine.shards().await.iter().map(|s| s.orders).sum();
         println!();
         println!(
@@ -309,7 +441,10 @@ fn main() {
         );
         engine.shutdown().await;
         drop(engine);
-        drop(dir);
+        drop(temp);
+        if no_baseline {
+            return;
+        }
 
         // Baseline: every order stays in memory (a tenth of the orders).
         let dir = tempfile::tempdir().expect("tempdir");
