@@ -225,6 +225,7 @@ fn prepare_place(
         request_hash,
     });
     Ok(PlaceOrder {
+        refusal: None,
         customer_id,
         lines,
         shipping_address: ctx.vault.seal_shipping_address(request.shipping_address),
