@@ -107,6 +107,7 @@ struct Run {
 /// The flash sale's order: one unit of `sku`.
 fn flash_order(customer: CustomerId, sku: &str) -> PlaceOrder {
     PlaceOrder {
+        refusal: None,
         customer_id: customer,
         lines: vec![NewLine {
             sku: sku.to_string(),
@@ -614,6 +615,7 @@ fn main() {
             (
                 shard,
                 PlaceOrder {
+                    refusal: None,
                     customer_id: customers[shard as usize],
                     lines: picked
                         .into_iter()

@@ -61,6 +61,7 @@ fn config(dir: &std::path::Path, shards: usize, cold: bool) -> EngineConfig {
 
 fn order(customer: CustomerId, sku: &str) -> PlaceOrder {
     PlaceOrder {
+        refusal: None,
         customer_id: customer,
         lines: vec![NewLine {
             sku: sku.to_string(),

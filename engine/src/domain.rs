@@ -324,6 +324,19 @@ pub struct StockView {
     pub available: u64,
 }
 
+/// A SKU's catalog price as clients see it: `price` in minor units of the shop's currency
+/// (at most [`UNIT_PRICE_MAX`]); only an `active` price prices an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogView {
+    pub sku: String,
+    pub price: u64,
+    pub active: bool,
+    pub updated_at_us: i64,
+}
+
+/// Most catalog entries one page lists ([`crate::Engine::catalog_page`]), as every list's.
+pub const CATALOG_PAGE_MAX: usize = 1000;
+
 /// A customer as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CustomerView {
@@ -370,6 +383,10 @@ pub struct PlaceOrder {
     pub idempotency: Option<Idempotency>,
     /// Who asks (an API key id); recorded in the order's history.
     pub actor: String,
+    /// The order cannot be placed (the gateway found its prices wrong against the catalog):
+    /// the shard answers a retry under its Idempotency-Key as the first request was answered,
+    /// and any other with this error, placing nothing and remembering nothing.
+    pub refusal: Option<CommandError>,
 }
 
 /// One order line as clients see it.
@@ -518,6 +535,13 @@ pub enum CommandError {
     /// order the shard moved to the cold tier ([`crate::cold`]); the engine reads it there.
     #[error("in the cold tier")]
     Cold(ColdAnswer),
+    // Placement refusals the gateway decides against the catalog ([`PlaceOrder::refusal`]).
+    /// A line's `unit_price` differs from its SKU's catalog price; `param` names the line.
+    #[error("price mismatch at {param}: {detail}")]
+    PriceMismatch { param: String, detail: String },
+    /// A SKU has no active catalog price where the catalog prices the order.
+    #[error("unknown SKU at {param}: {detail}")]
+    UnknownSku { param: String, detail: String },
 }
 
 /// What a shard's answer about a cold order stands for ([`CommandError::Cold`]).

@@ -12,9 +12,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::{AuditSeq, ShardChain};
 use crate::domain::{
-    ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment,
-    OrderCursor, OrderFilter, OrderId, OrderPage, OrderStatus, OrderView, PlaceOrder, SalesSummary,
-    ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
+    CatalogView, ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer,
+    NewShipment, OrderCursor, OrderFilter, OrderId, OrderPage, OrderStatus, OrderView, PlaceOrder,
+    SalesSummary, ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken,
+    StockView,
 };
 use crate::event::{batch_decode, DecodeError};
 use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
@@ -646,6 +647,117 @@ impl Engine {
         let sku = sku.to_string();
         self.call(shard, |reply| ClientCmd::GetStock { sku, reply })
             .await
+    }
+
+    /// Sets a SKU's catalog price on the shard that owns the SKU's stock (`actor` names the
+    /// API key in the audit entry). Under an Idempotency-Key a retry with the same key and
+    /// body is answered the entry the first one set, and sets nothing.
+    pub async fn set_price(
+        &self,
+        sku: &str,
+        price: u64,
+        active: bool,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<CatalogView, CommandError> {
+        let shard = shard_of_sku(sku, self.inner.shard_count);
+        let (sku, actor) = (sku.to_string(), actor.to_string());
+        self.call(shard, |reply| ClientCmd::SetPrice {
+            sku,
+            price,
+            active,
+            actor,
+            idempotency,
+            reply,
+        })
+        .await
+    }
+
+    /// A SKU's catalog price; `NotFound` when it never had one.
+    pub async fn price(&self, sku: &str) -> Result<CatalogView, CommandError> {
+        let shard = shard_of_sku(sku, self.inner.shard_count);
+        let sku = sku.to_string();
+        self.call(shard, |reply| ClientCmd::GetPrice { sku, reply })
+            .await
+    }
+
+    /// A page of the catalog in SKU order: the entries after the SKU `after` (exclusive), at
+    /// most `limit` (1 to [`crate::domain::CATALOG_PAGE_MAX`]), and the SKU to continue after
+    /// when there are more. Each shard answers its first `limit + 1` entries after `after`;
+    /// the smallest `limit` of all shards' are the page.
+    pub async fn catalog_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<CatalogView>, Option<String>), CommandError> {
+        let limit = limit.clamp(1, crate::domain::CATALOG_PAGE_MAX);
+        let mut pending = Vec::with_capacity(self.inner.shard_count as usize);
+        for shard in 0..self.inner.shard_count {
+            let after = after.map(str::to_string);
+            let call = self.start_call(shard, |reply| ClientCmd::CatalogPage {
+                after,
+                limit: limit + 1,
+                reply,
+            })?;
+            pending.push((shard, call));
+        }
+        let mut merged: Vec<CatalogView> = Vec::new();
+        for (shard, (sent_to, answer, timeout_ms)) in pending {
+            merged.extend(
+                self.await_answer(shard, sent_to, answer, timeout_ms)
+                    .await?,
+            );
+        }
+        merged.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
+        let more = merged.len() > limit;
+        merged.truncate(limit);
+        let next = if more {
+            merged.last().map(|entry| entry.sku.clone())
+        } else {
+            None
+        };
+        Ok((merged, next))
+    }
+
+    /// The catalog entries of `skus` (each at most once), in the same order (`None`: never
+    /// priced), read with one message per shard that owns any of them, all sent before the
+    /// first answer is awaited: what a placement is priced with.
+    pub async fn catalog_prices(
+        &self,
+        skus: &[String],
+    ) -> Result<Vec<Option<CatalogView>>, CommandError> {
+        let count = self.inner.shard_count;
+        // Per shard: the SKUs and their positions in `skus`.
+        let mut groups: Vec<(Vec<String>, Vec<usize>)> =
+            (0..count).map(|_| (Vec::new(), Vec::new())).collect();
+        for (index, sku) in skus.iter().enumerate() {
+            let group = &mut groups[shard_of_sku(sku, count) as usize];
+            group.0.push(sku.clone());
+            group.1.push(index);
+        }
+        let mut pending = Vec::new();
+        for (shard, (group, positions)) in groups.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let shard = shard as u16;
+            let call = self.start_call(shard, |reply| ClientCmd::CatalogPrices {
+                skus: group,
+                reply,
+            })?;
+            pending.push((shard, positions, call));
+        }
+        let mut prices: Vec<Option<CatalogView>> = vec![None; skus.len()];
+        for (shard, positions, (sent_to, answer, timeout_ms)) in pending {
+            let answered = self
+                .await_answer(shard, sent_to, answer, timeout_ms)
+                .await?;
+            debug_assert_eq!(answered.len(), positions.len());
+            for (position, entry) in positions.into_iter().zip(answered) {
+                prices[position] = entry;
+            }
+        }
+        Ok(prices)
     }
 
     pub async fn create_customer(

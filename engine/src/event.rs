@@ -142,6 +142,16 @@ pub enum Event {
     /// Idempotency keys past their in-memory window moved to the `idem` family (written with
     /// this batch): they leave memory and are answered from there until their retention ends.
     IdemArchived { keys: Vec<String> },
+    /// A SKU's catalog price set (on the shard that owns the SKU's stock): `price` in minor
+    /// units of the shop's currency, at most `UNIT_PRICE_MAX`; an inactive price prices no
+    /// order. Replaces the SKU's earlier entry.
+    CatalogPriceSet {
+        sku: String,
+        price: u64,
+        active: bool,
+        actor: String,
+        at_us: i64,
+    },
 }
 
 /// Why a stored record could not be decoded.
@@ -197,6 +207,13 @@ mod tests {
                 at_us: 1,
             },
             Event::Released { order: 7 },
+            Event::CatalogPriceSet {
+                sku: "A".into(),
+                price: 1999,
+                active: true,
+                actor: "key_1".into(),
+                at_us: 2,
+            },
         ];
         let mut buffer = Vec::new();
         batch_start(&mut buffer);

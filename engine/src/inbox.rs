@@ -111,6 +111,7 @@ mod tests {
     ) {
         let (reply, answer) = oneshot::channel();
         let place = PlaceOrder {
+            refusal: None,
             customer_id: CustomerId::new(0, 1),
             lines: Vec::new(),
             shipping_address: None,

@@ -952,6 +952,7 @@ impl World {
                 .wrapping_add(l.qty as u128 * 131 + l.sku.as_bytes()[0] as u128)
         });
         let place = PlaceOrder {
+            refusal: None,
             customer_id: customer,
             lines,
             shipping_address: None,

@@ -10,14 +10,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    CustomerId, CustomerView, HistoryView, LineView, OrderFilter, OrderId, OrderStatus, OrderView,
-    SalesSummary, ShipmentEventView, ShipmentId, ShipmentStatus, ShipmentView, StockView,
+    CatalogView, CustomerId, CustomerView, HistoryView, LineView, OrderFilter, OrderId,
+    OrderStatus, OrderView, SalesSummary, ShipmentEventView, ShipmentId, ShipmentStatus,
+    ShipmentView, StockView,
 };
 use crate::event::{Event, IdemRecord, OrderRecord};
 use crate::pmap::PMap;
 
 /// Version byte of a snapshot value.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
+/// Version 3 (before the catalog: read with an empty one), still read.
+const SNAPSHOT_FORMAT_V3: u8 = 3;
 /// Version 2 (before the cold tier: no archived sales), still read.
 const SNAPSHOT_FORMAT_V2: u8 = 2;
 /// The previous snapshot version (no shipments, holds without shipped counts), still read.
@@ -146,6 +149,23 @@ pub enum IdemOutcome {
     },
     /// An order cancelled.
     Cancelled(u64),
+    /// A catalog price set: the entry as it was answered (the SKU is in the request's path,
+    /// which the request hash covers).
+    PriceSet {
+        price: u64,
+        active: bool,
+        at_us: i64,
+    },
+}
+
+/// A SKU's catalog price (`Event::CatalogPriceSet`), on the shard that owns the SKU's stock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// Minor units of the shop's currency, at most [`crate::domain::UNIT_PRICE_MAX`].
+    pub price: u64,
+    /// Only an active price prices an order.
+    pub active: bool,
+    pub updated_us: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +299,11 @@ pub struct ShardData {
     /// Ended orders (delivered, cancelled) by when they ended: the cold tier's candidates,
     /// oldest first. Derived (never in a snapshot), like the listing indexes.
     pub ended: BTreeSet<(i64, OrderId)>,
+    /// Catalog prices by SKU, in SKU order: a persistent ordered map (imbl's B-tree, O(1)
+    /// clone like [`PMap`]), so that a snapshot freezes it with the rest and a page of the
+    /// catalog is a range read. Keyed by client-chosen SKUs, which an ordered map cannot be
+    /// flooded with (no hashing).
+    pub catalog: imbl::OrdMap<Arc<str>, CatalogEntry>,
     pub next_order: u64,
     pub next_customer: u64,
     pub next_shipment: u64,
@@ -500,6 +525,27 @@ impl ShardData {
                 }
             }
             Event::OrdersArchived { ids } => self.archive(ids),
+            Event::CatalogPriceSet {
+                sku,
+                price,
+                active,
+                at_us,
+                ..
+            } => {
+                assert!(
+                    *price <= crate::domain::UNIT_PRICE_MAX,
+                    "catalog price above UNIT_PRICE_MAX"
+                );
+                let sku = self.intern(sku);
+                self.catalog.insert(
+                    sku,
+                    CatalogEntry {
+                        price: *price,
+                        active: *active,
+                        updated_us: *at_us,
+                    },
+                );
+            }
             Event::IdemArchived { keys } => {
                 for key in keys {
                     // A refused placement's entry takes its bytes with it.
@@ -1198,6 +1244,31 @@ impl ShardData {
         before - self.idempotency.len()
     }
 
+    /// A SKU's catalog entry as clients see it; `None` when it never had a price.
+    pub fn catalog_view(&self, sku: &str) -> Option<CatalogView> {
+        self.catalog.get(sku).map(|entry| catalog_view(sku, entry))
+    }
+
+    /// The catalog entries after `after` (exclusive; from the first without it), in SKU
+    /// order, at most `limit`.
+    pub fn catalog_page(&self, after: Option<&str>, limit: usize) -> Vec<CatalogView> {
+        use std::ops::Bound;
+        let lower: Bound<Arc<str>> = match after {
+            Some(sku) => Bound::Excluded(Arc::from(sku)),
+            None => Bound::Unbounded,
+        };
+        self.catalog
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(sku, entry)| catalog_view(sku, entry))
+            .collect()
+    }
+
+    /// The catalog entry of each of `skus` (`None`: never priced), in the same order.
+    pub fn catalog_prices(&self, skus: &[String]) -> Vec<Option<CatalogView>> {
+        skus.iter().map(|sku| self.catalog_view(sku)).collect()
+    }
+
     pub fn stock_view(&self, sku: &str) -> Option<StockView> {
         self.stock.get(sku).map(|stock| StockView {
             sku: sku.to_string(),
@@ -1230,6 +1301,15 @@ impl ShardData {
     /// The order as it was answered when it was placed (for idempotent repeats).
     pub fn placed_view(&self, id: OrderId) -> Option<OrderView> {
         Some(as_placed(self.order_view(id)?))
+    }
+}
+
+fn catalog_view(sku: &str, entry: &CatalogEntry) -> CatalogView {
+    CatalogView {
+        sku: sku.to_string(),
+        price: entry.price,
+        active: entry.active,
+        updated_at_us: entry.updated_us,
     }
 }
 
@@ -1274,6 +1354,7 @@ impl ShardData {
             idempotency: self.idempotency.clone(),
             shipments: self.shipments.clone(),
             archived_sales: self.archived_sales.clone(),
+            catalog: self.catalog.clone(),
         }
     }
 
@@ -1428,6 +1509,17 @@ impl ShardData {
             archived.insert(hour, sales);
         }
         data.archived_sales = Arc::new(archived);
+        for (sku, price, active, updated_us) in snapshot.catalog {
+            let sku = data.intern(&sku);
+            data.catalog.insert(
+                sku,
+                CatalogEntry {
+                    price,
+                    active,
+                    updated_us,
+                },
+            );
+        }
         data
     }
 }
@@ -1576,7 +1668,12 @@ pub struct Snapshot {
     pub shipments: Vec<SnapShipment>,
     /// The sales counters of orders moved to the cold tier, by hour (version 3).
     pub archived_sales: Vec<SnapSales>,
+    /// Catalog prices: (SKU, price, active, updated), SKUs sorted (version 4).
+    pub catalog: Vec<SnapCatalog>,
 }
+
+/// One catalog entry in a snapshot: SKU, price, active, updated (microseconds).
+pub type SnapCatalog = (String, u64, bool, i64);
 
 /// One hour's sales of archived orders: hour, orders, cancelled, units, revenue, and per SKU
 /// (SKU, units, revenue), SKUs sorted.
@@ -1599,6 +1696,7 @@ pub struct Frozen {
     idempotency: PMap<Box<str>, IdemEntry, RandomState>,
     shipments: IdPMap<ShipmentId, Shipment>,
     archived_sales: Arc<BTreeMap<i64, HourSales>>,
+    catalog: imbl::OrdMap<Arc<str>, CatalogEntry>,
 }
 
 impl Frozen {
@@ -1701,6 +1799,53 @@ impl Frozen {
                     )
                 })
                 .collect(),
+            // The ordered map iterates in SKU order: already canonical.
+            catalog: self
+                .catalog
+                .iter()
+                .map(|(sku, e)| (sku.to_string(), e.price, e.active, e.updated_us))
+                .collect(),
+        }
+    }
+}
+
+/// Version 3 of the snapshot (before the catalog), read when an older data directory opens.
+#[derive(Deserialize)]
+struct SnapshotV3 {
+    shard: u16,
+    shard_count: u16,
+    last_seq: u64,
+    log_digest: u64,
+    next_order: u64,
+    next_customer: u64,
+    stock: Vec<(String, Stock)>,
+    orders: Vec<SnapOrder>,
+    customers: Vec<(u64, SnapCustomer)>,
+    holds: Vec<SnapHold>,
+    idempotency: Vec<(String, IdemEntry)>,
+    next_shipment: u64,
+    shipments: Vec<SnapShipment>,
+    archived_sales: Vec<SnapSales>,
+}
+
+impl From<SnapshotV3> for Snapshot {
+    fn from(v3: SnapshotV3) -> Snapshot {
+        Snapshot {
+            shard: v3.shard,
+            shard_count: v3.shard_count,
+            last_seq: v3.last_seq,
+            log_digest: v3.log_digest,
+            next_order: v3.next_order,
+            next_customer: v3.next_customer,
+            stock: v3.stock,
+            orders: v3.orders,
+            customers: v3.customers,
+            holds: v3.holds,
+            idempotency: v3.idempotency,
+            next_shipment: v3.next_shipment,
+            shipments: v3.shipments,
+            archived_sales: v3.archived_sales,
+            catalog: Vec::new(),
         }
     }
 }
@@ -1740,6 +1885,7 @@ impl From<SnapshotV2> for Snapshot {
             next_shipment: v2.next_shipment,
             shipments: v2.shipments,
             archived_sales: Vec::new(),
+            catalog: Vec::new(),
         }
     }
 }
@@ -1784,6 +1930,7 @@ impl From<SnapshotV1> for Snapshot {
             next_shipment: 1,
             shipments: Vec::new(),
             archived_sales: Vec::new(),
+            catalog: Vec::new(),
         }
     }
 }
@@ -1800,6 +1947,7 @@ impl Snapshot {
             .ok_or(crate::event::DecodeError::Empty)?;
         match version {
             SNAPSHOT_FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
+            SNAPSHOT_FORMAT_V3 => Ok(postcard::from_bytes::<SnapshotV3>(rest)?.into()),
             SNAPSHOT_FORMAT_V2 => Ok(postcard::from_bytes::<SnapshotV2>(rest)?.into()),
             SNAPSHOT_FORMAT_V1 => Ok(postcard::from_bytes::<SnapshotV1>(rest)?.into()),
             other => Err(crate::event::DecodeError::Version(other)),
@@ -2122,6 +2270,128 @@ mod tests {
         let mut other = ShardData::new(0, 1);
         other.apply(&received("A", 11));
         assert_ne!(other.state_digest(), data.state_digest());
+    }
+
+    fn priced(sku: &str, price: u64, active: bool, at_us: i64) -> Event {
+        Event::CatalogPriceSet {
+            sku: sku.into(),
+            price,
+            active,
+            actor: "key_m".into(),
+            at_us,
+        }
+    }
+
+    #[test]
+    fn catalog_prices_apply_page_and_survive_snapshots_and_replay() {
+        let events = vec![
+            priced("B", 250, true, 1),
+            priced("A", 100, true, 2),
+            priced("C", 0, false, 3),
+            // A later price replaces the earlier one.
+            priced("A", 120, false, 4),
+            received("A", 5),
+        ];
+        let mut data = ShardData::new(0, 1);
+        for event in &events {
+            data.apply(event);
+        }
+        let a = data.catalog_view("A").expect("A priced");
+        assert_eq!((a.price, a.active, a.updated_at_us), (120, false, 4));
+        assert!(data.catalog_view("D").is_none());
+        let skus = |page: Vec<CatalogView>| page.into_iter().map(|e| e.sku).collect::<Vec<_>>();
+        assert_eq!(skus(data.catalog_page(None, 10)), ["A", "B", "C"]);
+        assert_eq!(skus(data.catalog_page(None, 2)), ["A", "B"]);
+        assert_eq!(skus(data.catalog_page(Some("A"), 10)), ["B", "C"]);
+        // A cursor need not be a priced SKU.
+        assert_eq!(skus(data.catalog_page(Some("BB"), 10)), ["C"]);
+        assert!(data.catalog_page(Some("C"), 10).is_empty());
+        let prices = data.catalog_prices(&["C".into(), "X".into(), "B".into()]);
+        assert_eq!(prices[0].as_ref().map(|e| e.price), Some(0));
+        assert!(prices[1].is_none());
+        assert_eq!(
+            prices[2].as_ref().map(|e| (e.price, e.active)),
+            Some((250, true))
+        );
+
+        // Snapshot round trip: the same catalog, the same digest.
+        let encoded = data.to_snapshot().encode_canonical();
+        assert_eq!(encoded[0], SNAPSHOT_FORMAT_VERSION);
+        let restored = ShardData::from_snapshot(Snapshot::decode(&encoded).unwrap());
+        assert_eq!(restored.state_digest(), data.state_digest());
+        assert_eq!(restored.catalog_page(None, 10), data.catalog_page(None, 10));
+
+        // Replay of the same events rebuilds the same state.
+        let mut replayed = ShardData::new(0, 1);
+        for event in &events {
+            replayed.apply(event);
+        }
+        assert_eq!(replayed.state_digest(), data.state_digest());
+
+        // A price is part of the state: another price, another digest.
+        let mut other = ShardData::new(0, 1);
+        for event in &events[..events.len() - 1] {
+            other.apply(event);
+        }
+        other.apply(&priced("Z", 1, true, 9));
+        other.apply(&received("A", 5));
+        assert_ne!(other.state_digest(), data.state_digest());
+    }
+
+    #[test]
+    fn a_version_3_snapshot_reads_with_an_empty_catalog() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&received("A", 10));
+        data.apply(&placed(1, "A", 3));
+        let snapshot = data.to_snapshot();
+        assert!(snapshot.catalog.is_empty());
+        // Version 3 is version 4 without the catalog at the end.
+        #[derive(Serialize)]
+        struct V3<'a> {
+            shard: u16,
+            shard_count: u16,
+            last_seq: u64,
+            log_digest: u64,
+            next_order: u64,
+            next_customer: u64,
+            stock: &'a Vec<(String, Stock)>,
+            orders: &'a Vec<SnapOrder>,
+            customers: &'a Vec<(u64, SnapCustomer)>,
+            holds: &'a Vec<SnapHold>,
+            idempotency: &'a Vec<(String, IdemEntry)>,
+            next_shipment: u64,
+            shipments: &'a Vec<SnapShipment>,
+            archived_sales: &'a Vec<SnapSales>,
+        }
+        let v3 = V3 {
+            shard: snapshot.shard,
+            shard_count: snapshot.shard_count,
+            last_seq: snapshot.last_seq,
+            log_digest: snapshot.log_digest,
+            next_order: snapshot.next_order,
+            next_customer: snapshot.next_customer,
+            stock: &snapshot.stock,
+            orders: &snapshot.orders,
+            customers: &snapshot.customers,
+            holds: &snapshot.holds,
+            idempotency: &snapshot.idempotency,
+            next_shipment: snapshot.next_shipment,
+            shipments: &snapshot.shipments,
+            archived_sales: &snapshot.archived_sales,
+        };
+        let encoded = postcard::to_extend(&v3, vec![SNAPSHOT_FORMAT_V3]).unwrap();
+        let decoded = Snapshot::decode(&encoded).unwrap();
+        assert_eq!(decoded, snapshot);
+        let restored = ShardData::from_snapshot(decoded);
+        assert!(restored.catalog.is_empty());
+        assert_eq!(restored.state_digest(), data.state_digest());
+    }
+
+    #[test]
+    #[should_panic(expected = "catalog price above UNIT_PRICE_MAX")]
+    fn apply_refuses_a_price_above_the_bound() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&priced("A", crate::domain::UNIT_PRICE_MAX + 1, true, 1));
     }
 
     #[test]

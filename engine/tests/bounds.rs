@@ -37,6 +37,7 @@ fn out_of_bounds_values_are_refused_by_the_shard() {
             .unwrap()
             .id;
         let order = |lines: Vec<(u32, u64)>| PlaceOrder {
+            refusal: None,
             customer_id: customer,
             lines: lines
                 .into_iter()

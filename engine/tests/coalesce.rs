@@ -21,6 +21,7 @@ fn customer(name: &str) -> NewCustomer {
 
 fn order(customer: CustomerId, lines: &[(&str, u32)], key: Option<&str>) -> PlaceOrder {
     PlaceOrder {
+        refusal: None,
         customer_id: customer,
         lines: lines
             .iter()

@@ -67,6 +67,7 @@ async fn customer_on(engine: &Engine, shard: u16) -> CustomerId {
 
 fn order(customer: CustomerId, lines: &[(&str, u32)], key: Option<&str>) -> PlaceOrder {
     PlaceOrder {
+        refusal: None,
         customer_id: customer,
         lines: lines
             .iter()

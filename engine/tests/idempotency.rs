@@ -67,6 +67,7 @@ fn retried_mutations_apply_once_and_answer_the_same_across_a_restart() {
 
         // An order to ship and cancel.
         let place = |qty| PlaceOrder {
+            refusal: None,
             customer_id: created.id,
             lines: vec![NewLine {
                 sku: "MUG".into(),

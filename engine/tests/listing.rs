@@ -145,6 +145,7 @@ async fn random_work(engine: &Engine, rng: &mut Rng, customers: &[CustomerId], r
                 });
                 let result = engine
                     .place_order(PlaceOrder {
+                        refusal: None,
                         customer_id: customer,
                         lines,
                         shipping_address: None,

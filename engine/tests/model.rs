@@ -153,6 +153,7 @@ async fn run(ops: Vec<Op>) {
             Op::Place { lines, key, price } => {
                 let customer: CustomerId = customers[step % customers.len()];
                 let place = PlaceOrder {
+                    refusal: None,
                     customer_id: customer,
                     lines: lines
                         .iter()

@@ -37,6 +37,7 @@ fn a_full_mailbox_answers_unavailable_and_loses_nothing() {
                 actix_rt::spawn(async move {
                     engine
                         .place_order(PlaceOrder {
+                            refusal: None,
                             customer_id: customer,
                             lines: vec![NewLine {
                                 sku: "HOT".into(),

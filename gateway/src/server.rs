@@ -17,6 +17,7 @@ use orderd_control::window::RequestWindow;
 use orderd_engine::Engine;
 use orderd_service::audit::AuditLog;
 use orderd_service::auth::{Auth, KeyStore, RateLimiter};
+use orderd_service::ops;
 use orderd_service::vault::{MasterKeySource, Vault};
 use orderd_storage::{Family, Write};
 use tracing_subscriber::EnvFilter;
@@ -327,6 +328,7 @@ impl Services {
                 window: window.clone(),
                 limits: tcp::Limits::from_config(&config.tcp),
                 tls: tcp_tls.clone(),
+                pricing: pricing(config),
             },
         )?;
         tracing::info!(
@@ -433,6 +435,15 @@ fn follow_engine_settings(
     })
 }
 
+/// How both front doors price placements and show prices (`shop.currency`,
+/// `orders.client_prices`).
+fn pricing(config: &Config) -> ops::Pricing {
+    ops::Pricing {
+        currency: config.shop.currency.clone(),
+        client_prices: config.orders.client_prices,
+    }
+}
+
 /// Binds and runs the HTTP server over `services` until it stops (SIGTERM, SIGINT, or an
 /// escalation).
 async fn serve(
@@ -450,6 +461,7 @@ async fn serve(
     let changes = web::Data::from(services.changes.clone());
     let window = web::Data::from(services.window.clone());
     let http_limits = http::Limits::from_config(&config.http);
+    let http_pricing = pricing(config);
     let peers = Arc::new(PeerCounts::default());
     let max_connections_per_peer = config.http.max_connections_per_peer;
 
@@ -470,7 +482,7 @@ async fn serve(
             .wrap(middleware::from_fn(http::middleware::record_request))
             // Outermost of all: a connection over its peer's limit is served nothing.
             .wrap(middleware::from_fn(http::middleware::limit_peers))
-            .configure(|cfg| http::configure(cfg, http_limits))
+            .configure(|cfg| http::configure(cfg, http_limits, http_pricing.clone()))
     })
     .on_connect(move |connection, data| {
         // Plain HTTP hands over the socket, HTTPS the TLS stream around it.

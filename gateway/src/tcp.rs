@@ -43,7 +43,7 @@ use orderd_service::audit::{AuditLog, ANONYMOUS};
 use orderd_service::auth::{Auth, Caller};
 use orderd_service::idem::IdempotencyKey;
 use orderd_service::input::OrderQuery;
-use orderd_service::ops::{self, Ctx, PlaceInput};
+use orderd_service::ops::{self, Ctx, PlaceInput, Pricing};
 use orderd_service::vault::Vault;
 use orderd_service::ApiError;
 use orderd_service::{page, wire};
@@ -102,6 +102,8 @@ pub struct Shared {
     pub limits: Limits,
     /// With `tcp.tls_cert_file` and `tcp.tls_key_file`: every connection speaks TLS.
     pub tls: Option<TlsAcceptor>,
+    /// How placements are priced (`orders.client_prices`, `shop.currency`).
+    pub pricing: Pricing,
 }
 
 impl Shared {
@@ -1019,7 +1021,7 @@ async fn run_placements(shared: &Shared, requests: Vec<Request>) -> Vec<Frame> {
         })
         .collect();
     let answers = match ops::allow::<ops::op::PlaceOrder>(caller) {
-        Ok(allowed) => ops::place_orders(shared.ctx(), &allowed, inputs).await,
+        Ok(allowed) => ops::place_orders(shared.ctx(), &shared.pricing, &allowed, inputs).await,
         // Every placement of the read is refused alike (and audited, below), except those
         // whose body did not decode.
         Err(error) => inputs
@@ -1126,7 +1128,7 @@ async fn place_orders(
         .into_iter()
         .map(|(order, bytes)| place_input(order, bytes))
         .collect();
-    let answers = ops::place_orders(shared.ctx(), &allowed, inputs).await;
+    let answers = ops::place_orders(shared.ctx(), &shared.pricing, &allowed, inputs).await;
     let mut reply = msg::PlaceOrdersReply {
         outcomes: Vec::with_capacity(answers.len()),
     };

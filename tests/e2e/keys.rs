@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::time::{Duration, Instant};
 
-const ROLES: [&str; 7] = [
+const ROLES: [&str; 8] = [
     "admin",
     "frontend",
     "customer",
@@ -16,6 +16,7 @@ const ROLES: [&str; 7] = [
     "analyst",
     "operator",
     "auditor",
+    "merchandiser",
 ];
 
 /// Creates a key and checks the 201 body; returns it.
@@ -71,6 +72,7 @@ fn allowed_request(role: &str, customer_id: &str) -> (String, u16) {
         "analyst" => ("/v1/orders".into(), 200),
         "operator" => ("/v1/ops/shards".into(), 200),
         "auditor" => ("/v1/audit".into(), 200),
+        "merchandiser" => ("/v1/catalog".into(), 200),
         other => panic!("no such role {other}"),
     }
 }
@@ -139,10 +141,10 @@ fn keys_for_every_role_work_are_listed_without_secrets_and_revocation_holds_acro
         }
     }
 
-    // The list: the first admin key and the seven new ones, oldest first, the same over pages
-    // of any size, and never a secret.
+    // The list: the first admin key and one new one per role, oldest first, the same over
+    // pages of any size, and never a secret.
     let listed = list_keys(&admin, 1000);
-    assert_eq!(listed.len(), 8, "{listed:?}");
+    assert_eq!(listed.len(), 1 + ROLES.len(), "{listed:?}");
     assert_eq!(listed[0]["name"], "admin");
     let listed_ids: Vec<&str> = listed.iter().map(|k| k["id"].as_str().unwrap()).collect();
     let created_ids: Vec<&str> = created.iter().map(|k| k["id"].as_str().unwrap()).collect();
@@ -183,7 +185,10 @@ fn keys_for_every_role_work_are_listed_without_secrets_and_revocation_holds_acro
         let again = admin.call("DELETE", &format!("/v1/keys/{id}"), None, None);
         assert_problem(&again, 404, "not_found");
     }
-    assert_eq!(list_keys(&admin, 1000).len(), 5);
+    assert_eq!(
+        list_keys(&admin, 1000).len(),
+        1 + ROLES.len() - revoked.len()
+    );
     // The first admin key is now the only admin key: revoking it would lock everyone out.
     let own_id = listed[0]["id"].as_str().unwrap();
     let r = admin.call("DELETE", &format!("/v1/keys/{own_id}"), None, None);
@@ -213,7 +218,7 @@ fn keys_for_every_role_work_are_listed_without_secrets_and_revocation_holds_acro
             assert_eq!(r.status, status, "{role} after restart: {}", r.body);
         }
     }
-    assert_eq!(list_keys(&admin, 2).len(), 5);
+    assert_eq!(list_keys(&admin, 2).len(), 1 + ROLES.len() - revoked.len());
 }
 
 #[test]

@@ -462,6 +462,7 @@ fn plaintext_of_an_earlier_version_is_sealed_at_the_first_start() {
                 .expect("customer");
             let order = engine
                 .place_order(PlaceOrder {
+                    refusal: None,
                     customer_id: customer.id,
                     lines: vec![NewLine {
                         sku: SKU.to_string(),

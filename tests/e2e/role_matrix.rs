@@ -1,5 +1,5 @@
 //! Role × route matrix: every route of `orderd_gateway::http::ROUTES` called by each of the
-//! seven roles, with no key and with a revoked key, checked against the role table of API.md
+//! eight roles, with no key and with a revoked key, checked against the role table of API.md
 //! written out below (not derived from the server's own table); a `customer` key on its own
 //! objects and on another customer's; refused calls change nothing; auditors read customers
 //! masked. The lift of a quarantine needs a quarantined command: the fixtures make one through
@@ -16,7 +16,18 @@ use serde_json::{json, Value};
 use crate::support::{code, serial, unique, Client, Reply, Server};
 
 /// Roles allowed to read stock.
-const STOCK_READERS: &[&str] = &["admin", "frontend", "logistics", "analyst", "operator"];
+const STOCK_READERS: &[&str] = &[
+    "admin",
+    "frontend",
+    "logistics",
+    "analyst",
+    "operator",
+    "merchandiser",
+];
+/// Roles allowed to set catalog prices.
+const CATALOG_WRITERS: &[&str] = &["admin", "merchandiser"];
+/// Roles allowed to read catalog prices (operators read elsewhere).
+const CATALOG_READERS: &[&str] = &["admin", "merchandiser", "operator"];
 /// Roles allowed to read and list orders (a `customer` key only its own).
 const ORDER_READERS: &[&str] = &[
     "admin",
@@ -58,6 +69,9 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
         Some(&["admin", "logistics"]),
         200,
     ),
+    ("PUT", "/v1/catalog/{sku}", Some(CATALOG_WRITERS), 200),
+    ("GET", "/v1/catalog/{sku}", Some(CATALOG_READERS), 200),
+    ("GET", "/v1/catalog", Some(CATALOG_READERS), 200),
     ("POST", "/v1/customers", Some(&["admin", "frontend"]), 201),
     (
         "GET",
@@ -120,7 +134,7 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
     ("GET", "/v1/audit/verify", Some(AUDITORS), 200),
 ];
 
-const ROLES: [&str; 7] = [
+const ROLES: [&str; 8] = [
     "admin",
     "frontend",
     "customer",
@@ -128,6 +142,7 @@ const ROLES: [&str; 7] = [
     "analyst",
     "operator",
     "auditor",
+    "merchandiser",
 ];
 
 /// Who calls.
@@ -197,6 +212,11 @@ enum Effect {
     Stock {
         sku: String,
         before: i64,
+    },
+    /// The SKU's catalog price was `before`; an allowed call sets `before + 1`.
+    Price {
+        sku: String,
+        before: u64,
     },
     /// The customer had `before` orders; an allowed placement adds one.
     OrderCount {
@@ -298,6 +318,8 @@ struct Fixtures {
     sku: String,
     /// SKU that the adjustment route moves.
     adjusted_sku: String,
+    /// SKU whose catalog price the price route sets.
+    priced_sku: String,
     /// An order of A and one of B.
     order_a: String,
     order_b: String,
@@ -319,8 +341,19 @@ impl Fixtures {
     fn new(admin: &Client) -> Fixtures {
         let sku = "MTX-1".to_string();
         let adjusted_sku = "MTX-ADJ".to_string();
+        let priced_sku = "MTX-PRICE".to_string();
         admin.adjust_stock(&sku, 100_000);
         admin.adjust_stock(&adjusted_sku, 10);
+        // A customer key's orders take the catalog price: the 100 its orders below send.
+        for (priced, price) in [(&sku, 100), (&priced_sku, 1)] {
+            let reply = admin.call(
+                "PUT",
+                &format!("/v1/catalog/{priced}"),
+                Some(&json!({ "price": price })),
+                None,
+            );
+            assert_eq!(reply.status, 200, "fixture price: {}", reply.body);
+        }
         let a = admin.create_customer();
         let b = admin.create_customer();
         let mut fx = Fixtures {
@@ -329,6 +362,7 @@ impl Fixtures {
             b,
             sku,
             adjusted_sku,
+            priced_sku,
             order_a: String::new(),
             order_b: String::new(),
             shipment_a: String::new(),
@@ -427,6 +461,13 @@ impl Fixtures {
         let (id, spare) = key_of(&self.admin, "analyst", None);
         assert_eq!(spare.get_json("/v1/orders").0, 200, "spare key works");
         (id, spare)
+    }
+
+    /// The catalog price of `sku` (read as admin).
+    fn price(&self, sku: &str) -> u64 {
+        let (status, entry) = self.admin.get_json(&format!("/v1/catalog/{sku}"));
+        assert_eq!(status, 200, "GET /v1/catalog/{sku}: {entry}");
+        entry["price"].as_u64().expect("price")
     }
 
     fn order_count(&self, customer: &str) -> usize {
@@ -598,6 +639,19 @@ impl Fixtures {
                     before: self.admin.stock(&self.adjusted_sku).on_hand,
                 },
             },
+            ("PUT", "/v1/catalog/{sku}") => {
+                let before = self.price(&self.priced_sku);
+                Call {
+                    path: format!("/v1/catalog/{}", self.priced_sku),
+                    body: Some(json!({"price": before + 1, "active": true})),
+                    effect: Effect::Price {
+                        sku: self.priced_sku.clone(),
+                        before,
+                    },
+                }
+            }
+            ("GET", "/v1/catalog/{sku}") => Call::read(format!("/v1/catalog/{}", self.sku)),
+            ("GET", "/v1/catalog") => Call::read(template),
             ("POST", "/v1/customers") => {
                 let n = unique("m");
                 Call {
@@ -816,6 +870,13 @@ impl Fixtures {
                 (now == want)
                     .then_some(())
                     .ok_or(format!("{sku} on_hand {now}, expected {want}"))
+            }
+            Effect::Price { sku, before } => {
+                let now = self.price(sku);
+                let want = before + u64::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("{sku} costs {now}, expected {want}"))
             }
             Effect::OrderCount { customer, before } => {
                 let now = self.order_count(customer);

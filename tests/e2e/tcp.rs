@@ -1025,7 +1025,18 @@ fn place_orders_frames_place_each_order_once_with_its_own_outcome() {
         assert_eq!(c.connects(), 1, "the connection was never closed");
 
         // Customer scope holds per order: a customer key places for its own customer only,
-        // the other order answered as a PLACE_ORDER of it alone is.
+        // the other order answered as a PLACE_ORDER of it alone is. Its orders take the
+        // catalog price, which its frames' `unit_price` (100) must match.
+        let (status, price) = {
+            let reply = server.client().call(
+                "PUT",
+                &format!("/v1/catalog/{sku}"),
+                Some(&json!({"price": 100})),
+                None,
+            );
+            (reply.status, reply.body)
+        };
+        assert_eq!(status, 200, "{price}");
         let (_, own) = make_key(&server, "customer", Some(&customers[0]));
         let own = client(&server, &own);
         let outcomes = own
@@ -1040,6 +1051,16 @@ fn place_orders_frames_place_each_order_once_with_its_own_outcome() {
         let inside = outcomes[1].as_ref().unwrap_err();
         assert_eq!((inside.status, &inside.code), (alone.status, &alone.code));
         assert_eq!(inside.code, "not_found");
+        stock(26 + 63 + 1);
+        // Over TCP a line always carries a price: a customer key's must be the catalog's.
+        let mismatch = api_error(
+            own.place_order(&place(&customers[0], &[(&sku, 1, 99)], None))
+                .await,
+        );
+        assert_eq!(
+            (mismatch.status, mismatch.code.as_str()),
+            (422, "price_mismatch")
+        );
         stock(26 + 63 + 1);
 
         // A role that may not place orders is refused the whole frame (403), and audited.

@@ -57,6 +57,62 @@ impl Shard {
                 let result = self.data.stock_view(&sku).ok_or(CommandError::NotFound);
                 self.after_durable(answer(reply, result));
             }
+            ClientCmd::SetPrice {
+                sku,
+                price,
+                active,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::PriceSet {
+                        price,
+                        active,
+                        at_us,
+                    })) => Ok(CatalogView {
+                        sku,
+                        price,
+                        active,
+                        updated_at_us: at_us,
+                    }),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.set_price(sku, price, active, &actor);
+                        if let Ok(view) = &result {
+                            self.remember(
+                                idempotency,
+                                IdemOutcome::PriceSet {
+                                    price: view.price,
+                                    active: view.active,
+                                    at_us: view.updated_at_us,
+                                },
+                            );
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::GetPrice { sku, reply } => {
+                let result = self.data.catalog_view(&sku).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::CatalogPage {
+                after,
+                limit,
+                reply,
+            } => {
+                let page = self
+                    .data
+                    .catalog_page(after.as_deref(), limit.min(crate::domain::CATALOG_PAGE_MAX));
+                self.after_durable(answer(reply, Ok(page)));
+            }
+            ClientCmd::CatalogPrices { skus, reply } => {
+                let prices = self.data.catalog_prices(&skus);
+                self.after_durable(answer(reply, Ok(prices)));
+            }
             ClientCmd::CreateCustomer {
                 customer,
                 actor,
@@ -346,6 +402,43 @@ impl Shard {
         self.data.stock_view(&sku).ok_or(CommandError::NotFound)
     }
 
+    /// Sets a SKU's catalog price (`catalog.price_set` in the audit trail); answers the entry.
+    pub(super) fn set_price(
+        &mut self,
+        sku: String,
+        price: u64,
+        active: bool,
+        actor: &str,
+    ) -> Result<CatalogView, CommandError> {
+        if !crate::domain::sku_is_valid(&sku) {
+            return Err(CommandError::Invalid {
+                param: "sku".into(),
+                detail: "not a valid SKU".into(),
+            });
+        }
+        if price > crate::domain::UNIT_PRICE_MAX {
+            return Err(CommandError::Invalid {
+                param: "price".into(),
+                detail: format!("price must be at most {}", crate::domain::UNIT_PRICE_MAX),
+            });
+        }
+        debug_assert_eq!(shard_of_sku(&sku, self.data.shard_count), self.id);
+        self.audit(
+            actor,
+            "catalog.price_set",
+            sku.clone(),
+            format!("price={price} active={active}"),
+        );
+        self.emit(Event::CatalogPriceSet {
+            sku: sku.clone(),
+            price,
+            active,
+            actor: actor.to_string(),
+            at_us: self.clock.now_us(),
+        });
+        self.data.catalog_view(&sku).ok_or(CommandError::NotFound)
+    }
+
     pub(super) fn validate(place: &PlaceOrder) -> Result<(), CommandError> {
         let invalid = |param: &str, detail: &str| CommandError::Invalid {
             param: param.into(),
@@ -414,11 +507,17 @@ impl Shard {
                     IdemOutcome::Adjusted { .. }
                     | IdemOutcome::Customer(_)
                     | IdemOutcome::Shipment { .. }
-                    | IdemOutcome::Cancelled(_) => {
+                    | IdemOutcome::Cancelled(_)
+                    | IdemOutcome::PriceSet { .. } => {
                         Some((reply, Err(CommandError::IdempotencyConflict)))
                     }
                 };
             }
+        }
+        // Refused by the gateway against the catalog: a retry under a known key was answered
+        // above; anything else gets the refusal, and nothing is applied or remembered.
+        if let Some(error) = place.refusal {
+            return Some((reply, Err(error)));
         }
         if let Err(error) = Self::validate(&place) {
             return Some((reply, Err(error)));

@@ -19,6 +19,9 @@ pub(super) fn refuse(cmd: ClientCmd, error: CommandError) {
         ClientCmd::AdjustStock { reply, .. } | ClientCmd::GetStock { reply, .. } => {
             send(reply, error)
         }
+        ClientCmd::SetPrice { reply, .. } | ClientCmd::GetPrice { reply, .. } => send(reply, error),
+        ClientCmd::CatalogPage { reply, .. } => send(reply, error),
+        ClientCmd::CatalogPrices { reply, .. } => send(reply, error),
         ClientCmd::CreateCustomer { reply, .. } | ClientCmd::GetCustomer { reply, .. } => {
             send(reply, error)
         }
@@ -59,6 +62,14 @@ pub(super) fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
             ("adjust_stock", sku.as_bytes(), *delta as u64)
         }
         ClientCmd::GetStock { sku, .. } => ("get_stock", sku.as_bytes(), 0),
+        ClientCmd::SetPrice {
+            sku, price, active, ..
+        } => (
+            "set_price",
+            sku.as_bytes(),
+            hash_u64(*price, u64::from(*active)),
+        ),
+        ClientCmd::GetPrice { sku, .. } => ("get_price", sku.as_bytes(), 0),
         // Personal data arrives sealed under a fresh nonce, so a repeat differs; the
         // supervisor's restart intensity bounds a customer that keeps panicking.
         ClientCmd::CreateCustomer { customer, .. } => {
@@ -86,6 +97,8 @@ pub(super) fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
         ),
         ClientCmd::Place { .. }
         | ClientCmd::PlaceBatch { .. }
+        | ClientCmd::CatalogPage { .. }
+        | ClientCmd::CatalogPrices { .. }
         | ClientCmd::CustomersExist { .. }
         | ClientCmd::ListOrders { .. }
         | ClientCmd::Reseal { .. }

@@ -21,6 +21,33 @@ pub enum ClientCmd {
         sku: String,
         reply: Reply<StockView>,
     },
+    /// Sets a SKU's catalog price (this shard owns the SKU).
+    SetPrice {
+        sku: String,
+        price: u64,
+        active: bool,
+        /// The API key id that asks (the audit entry's actor).
+        actor: String,
+        idempotency: Option<Idempotency>,
+        reply: Reply<CatalogView>,
+    },
+    /// A SKU's catalog price.
+    GetPrice {
+        sku: String,
+        reply: Reply<CatalogView>,
+    },
+    /// This shard's catalog entries after `after`, in SKU order, at most `limit`.
+    CatalogPage {
+        after: Option<String>,
+        limit: usize,
+        reply: Reply<Vec<CatalogView>>,
+    },
+    /// The catalog entries of these SKUs (all this shard's), in order: one message per shard
+    /// prices a placement.
+    CatalogPrices {
+        skus: Vec<String>,
+        reply: Reply<Vec<Option<CatalogView>>>,
+    },
     CreateCustomer {
         customer: NewCustomer,
         /// The API key id that asks; `None` (engine-internal callers) writes no audit entry.
@@ -110,6 +137,7 @@ impl ClientCmd {
     pub fn writes(&self) -> bool {
         match self {
             ClientCmd::AdjustStock { .. }
+            | ClientCmd::SetPrice { .. }
             | ClientCmd::CreateCustomer { .. }
             | ClientCmd::Place { .. }
             | ClientCmd::PlaceBatch { .. }
@@ -119,6 +147,9 @@ impl ClientCmd {
             | ClientCmd::Reseal { .. }
             | ClientCmd::Snapshot { .. } => true,
             ClientCmd::GetStock { .. }
+            | ClientCmd::GetPrice { .. }
+            | ClientCmd::CatalogPage { .. }
+            | ClientCmd::CatalogPrices { .. }
             | ClientCmd::GetCustomer { .. }
             | ClientCmd::CustomersExist { .. }
             | ClientCmd::GetOrder { .. }

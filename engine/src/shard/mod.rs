@@ -34,9 +34,10 @@ use tokio::sync::oneshot;
 
 use crate::audit::ShardChain;
 use crate::domain::{
-    ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer, NewShipment,
-    OrderFilter, OrderId, OrderStatus, OrderView, PersonalField, PlaceOrder, SalesSummary,
-    ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView, ORDER_LINES_MAX,
+    CatalogView, ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer,
+    NewShipment, OrderFilter, OrderId, OrderStatus, OrderView, PersonalField, PlaceOrder,
+    SalesSummary, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
+    ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
 use crate::failpoint;
@@ -421,6 +422,7 @@ mod tests {
 
     fn order(price: u64, address: Option<&str>, key: Option<(&str, u128)>) -> PlaceOrder {
         PlaceOrder {
+            refusal: None,
             customer_id: CustomerId(7),
             lines: vec![NewLine {
                 sku: "MUG".into(),

@@ -65,6 +65,31 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     pub inspection: InspectionConfig,
     pub changes: ChangesConfig,
+    pub shop: ShopConfig,
+    pub orders: OrdersConfig,
+}
+
+/// The `[shop]` section: what the shop sells in.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopConfig {
+    /// The currency of every price, an ISO 4217 code: three uppercase ASCII letters.
+    pub currency: String,
+}
+
+/// The `[orders]` section: how orders are priced.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersConfig {
+    /// Whether keys other than `customer` keys send their own `unit_price`; when `false` the
+    /// catalog prices every order (a `customer` key's always are).
+    pub client_prices: bool,
+}
+
+/// Whether `code` has the shape of an ISO 4217 currency code: exactly three uppercase ASCII
+/// letters (`USD`, `EUR`). Whether the code is assigned is not checked.
+pub fn currency_is_valid(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// The `[changes]` section: how change management watches an applied change
@@ -582,6 +607,15 @@ impl Config {
         }
         self.validate_inspection()?;
         self.validate_changes()?;
+        if !currency_is_valid(&self.shop.currency) {
+            return invalid(
+                "shop.currency",
+                format!(
+                    "{:?} is not an ISO 4217 code (three uppercase letters, e.g. USD)",
+                    self.shop.currency
+                ),
+            );
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("{:?}: {error}", self.log.level));
         }
@@ -809,6 +843,29 @@ mod tests {
             (i.backup_age_warn_s, i.backup_age_fail_s),
             (93_600, 180_000)
         );
+        assert_eq!(c.shop.currency, "USD");
+        assert!(c.orders.client_prices);
+    }
+
+    #[test]
+    fn the_currency_must_be_an_iso_4217_code() {
+        for bad in ["usd", "US", "USDT", "", "U5D", "ÜSD"] {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            writeln!(file, "[shop]\ncurrency = \"{bad}\"").unwrap();
+            let text = Config::load_with_env(Some(file.path()), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains("shop.currency"), "{bad}: {text}");
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[shop]\ncurrency = \"EUR\"\n[orders]\nclient_prices = false"
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(file.path()), no_env()).unwrap();
+        assert_eq!(c.shop.currency, "EUR");
+        assert!(!c.orders.client_prices);
     }
 
     #[test]

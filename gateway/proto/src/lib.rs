@@ -81,6 +81,55 @@ pub struct StockResponse {
     pub available: u64,
 }
 
+/// `PUT /v1/catalog/{sku}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogPriceRequest {
+    /// Minor units of the shop's currency (`shop.currency`), 0 to 10^12 (`UNIT_PRICE_MAX`).
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_u64)]
+    pub price: u64,
+    /// Whether the price prices orders; `true` when absent. An inactive price keeps its
+    /// value, but where the catalog prices an order its SKU is `unknown_sku`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// A SKU's catalog price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CatalogResponse {
+    pub sku: String,
+    /// Minor units of `currency`.
+    pub price: u64,
+    /// The shop's currency (ISO 4217, `shop.currency`).
+    pub currency: String,
+    pub active: bool,
+    /// RFC 3339 UTC: when the price was last set.
+    pub updated_at: String,
+}
+
+/// Query of `GET /v1/catalog`: SKUs in ascending (byte) order.
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogQuery {
+    /// 1–1000, 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The `next` cursor of the previous page (the last SKU it listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
 /// `POST /v1/customers`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -116,8 +165,12 @@ pub struct OrderLineRequest {
     pub qty: u32,
     /// Minor currency units (cents), at most 10^12 (`UNIT_PRICE_MAX` of the engine). The
     /// order's total, the sum of `qty × unit_price`, must be at most 10^15 (`ORDER_TOTAL_MAX`).
+    /// Where the catalog prices the order (a `customer` key; any key with
+    /// `orders.client_prices = false`) it may be omitted, and if sent must equal the catalog
+    /// price (422 `price_mismatch`); elsewhere it is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 1_000_000_000_000_u64)]
-    pub unit_price: u64,
+    pub unit_price: Option<u64>,
 }
 
 /// `POST /v1/orders`.
@@ -381,7 +434,8 @@ pub struct KeyRotationResponse {
 pub struct CreateKeyRequest {
     /// 1 to 100 characters.
     pub name: String,
-    /// One of the seven roles; kept as text so that the server can name `role` when it is not.
+    /// One of the eight roles (admin, frontend, customer, logistics, analyst, operator, auditor,
+    /// merchandiser); kept as text so that the server can name `role` when it is not.
     pub role: String,
     /// Required for (and only for) the `customer` role.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -434,7 +434,7 @@ pub struct ErrorBody {
     /// Machine-readable, e.g. `insufficient_stock`.
     pub code: String,
     pub detail: String,
-    /// For `invalid_request`: the offending field.
+    /// For `invalid_request`, `price_mismatch` and `unknown_sku`: the offending field.
     pub param: Option<String>,
     /// For `insufficient_stock`: every short SKU.
     pub skus: Vec<String>,

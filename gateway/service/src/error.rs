@@ -31,6 +31,14 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("no such customer")]
     UnknownCustomer,
+    /// 422: a line's `unit_price` differs from the catalog price; `param` names the line's
+    /// `unit_price`.
+    #[error("{detail}")]
+    PriceMismatch { param: String, detail: String },
+    /// 422: a SKU with no active catalog price, where the catalog prices the order; `param`
+    /// names the line's `sku`.
+    #[error("{detail}")]
+    UnknownSku { param: String, detail: String },
     #[error("too many requests for this key; retry after a second")]
     RateLimited,
     /// 429 `rate_limited` with its own detail: an operation allowed once per interval.
@@ -85,6 +93,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => 409,
             ApiError::IdempotencyConflict => 422,
             ApiError::UnknownCustomer => 422,
+            ApiError::PriceMismatch { .. } | ApiError::UnknownSku { .. } => 422,
             ApiError::RateLimited | ApiError::TooSoon(_) => 429,
             ApiError::Quarantined(_) => 422,
             ApiError::Unavailable { .. } => 503,
@@ -126,6 +135,8 @@ impl ApiError {
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::IdempotencyConflict => "idempotency_conflict",
             ApiError::UnknownCustomer => "unknown_customer",
+            ApiError::PriceMismatch { .. } => "price_mismatch",
+            ApiError::UnknownSku { .. } => "unknown_sku",
             ApiError::RateLimited | ApiError::TooSoon(_) => "rate_limited",
             ApiError::Quarantined(_) => "quarantined",
             ApiError::Unavailable { .. } => "unavailable",
@@ -147,6 +158,8 @@ impl ApiError {
             ApiError::InvalidTransition(_) => "Invalid transition",
             ApiError::IdempotencyConflict => "Idempotency conflict",
             ApiError::UnknownCustomer => "Unknown customer",
+            ApiError::PriceMismatch { .. } => "Price mismatch",
+            ApiError::UnknownSku { .. } => "Unknown SKU",
             ApiError::RateLimited | ApiError::TooSoon(_) => "Rate limited",
             ApiError::Quarantined(_) => "Quarantined",
             ApiError::Unavailable { .. } => "Unavailable",
@@ -165,7 +178,9 @@ impl ApiError {
             detail: self.to_string(),
             code: self.code().to_string(),
             param: match self {
-                ApiError::InvalidRequest { param, .. } => Some(param.clone()),
+                ApiError::InvalidRequest { param, .. }
+                | ApiError::PriceMismatch { param, .. }
+                | ApiError::UnknownSku { param, .. } => Some(param.clone()),
                 _ => None,
             },
             skus: match self {
@@ -214,6 +229,10 @@ impl From<CommandError> for ApiError {
             },
             CommandError::Quarantined(detail) => ApiError::Quarantined(detail),
             CommandError::InsufficientStorage(detail) => ApiError::InsufficientStorage(detail),
+            CommandError::PriceMismatch { param, detail } => {
+                ApiError::PriceMismatch { param, detail }
+            }
+            CommandError::UnknownSku { param, detail } => ApiError::UnknownSku { param, detail },
             // The engine resolves it; seeing it here is a bug, not the client's fault.
             CommandError::Cold(_) => ApiError::Unavailable {
                 detail: "the order could not be read from the cold tier; retry".into(),
@@ -266,6 +285,22 @@ mod tests {
                 CommandError::InsufficientStorage("disk full".into()),
                 507,
                 "insufficient_storage",
+            ),
+            (
+                CommandError::PriceMismatch {
+                    param: "lines[0].unit_price".into(),
+                    detail: "x".into(),
+                },
+                422,
+                "price_mismatch",
+            ),
+            (
+                CommandError::UnknownSku {
+                    param: "lines[0].sku".into(),
+                    detail: "x".into(),
+                },
+                422,
+                "unknown_sku",
             ),
         ];
         for (engine_error, status, code) in cases {

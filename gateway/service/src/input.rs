@@ -5,8 +5,9 @@
 
 use orderd_proto::tcp as msg;
 use orderd_proto::{
-    CreateCustomerRequest, CreateShipmentRequest, ListOrdersQuery, OrderLineRequest,
-    PlaceOrderRequest, ShipmentEventRequest, ShipmentLineRequest, StockAdjustmentRequest,
+    CatalogPriceRequest, CatalogQuery, CreateCustomerRequest, CreateShipmentRequest,
+    ListOrdersQuery, OrderLineRequest, PlaceOrderRequest, ShipmentEventRequest,
+    ShipmentLineRequest, StockAdjustmentRequest,
 };
 
 use crate::error::ApiError;
@@ -27,7 +28,26 @@ pub struct NewOrder {
 pub struct OrderLineInput {
     pub sku: String,
     pub qty: u32,
-    pub unit_price: u64,
+    /// As sent: HTTP may omit it where the catalog prices the order; a TCP frame always
+    /// carries one ([`crate::ops::place_orders`] decides which applies).
+    pub unit_price: Option<u64>,
+}
+
+/// A catalog price to set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogPriceInput {
+    pub price: u64,
+    /// `true` when the request did not say.
+    pub active: bool,
+}
+
+/// Which catalog page to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogQueryInput {
+    /// Items per page (checked against 1–1000 by the operation); `None`: the default.
+    pub limit: Option<u64>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
 }
 
 /// A shipment to create: without lines, everything not yet shipped.
@@ -119,7 +139,7 @@ impl From<msg::PlaceOrder> for NewOrder {
                      }| OrderLineInput {
                         sku,
                         qty,
-                        unit_price,
+                        unit_price: Some(unit_price),
                     },
                 )
                 .collect(),
@@ -184,6 +204,27 @@ impl From<msg::AdjustStock> for StockAdjustmentInput {
     }
 }
 
+impl From<CatalogPriceRequest> for CatalogPriceInput {
+    fn from(request: CatalogPriceRequest) -> CatalogPriceInput {
+        CatalogPriceInput {
+            price: request.price,
+            active: request.active.unwrap_or(true),
+        }
+    }
+}
+
+impl TryFrom<CatalogQuery> for CatalogQueryInput {
+    type Error = ApiError;
+
+    /// A `limit` that is not a number is refused as one out of bounds.
+    fn try_from(query: CatalogQuery) -> Result<CatalogQueryInput, ApiError> {
+        Ok(CatalogQueryInput {
+            limit: validate::limit_number(query.limit.as_deref())?,
+            after: query.after,
+        })
+    }
+}
+
 impl From<CreateCustomerRequest> for CustomerInput {
     fn from(request: CreateCustomerRequest) -> CustomerInput {
         CustomerInput {
@@ -243,7 +284,7 @@ mod tests {
             lines: vec![OrderLineRequest {
                 sku: "A".into(),
                 qty: 2,
-                unit_price: 150,
+                unit_price: Some(150),
             }],
             shipping_address: Some("1 Main St".into()),
             note: None,

@@ -10,14 +10,21 @@
 //! the permission before it decodes the request, so a caller who may not use an operation
 //! gets its 403 (a `customer` key its 404) before any 400 about the request.
 //!
+//! **Prices, in one place.** [`place_orders`] decides each order's prices ([`Pricing`]): a
+//! `customer` key's orders, and with `orders.client_prices = false` every key's, take the
+//! catalog's price, read from the shards that own the SKUs just before the order is placed
+//! (one message per shard for the whole batch); other keys send their own.
+//!
 //! **Idempotency keys, once.** Operations take an [`IdempotencyKey`], which only its
 //! validation makes: a front door validates the key where it reads it (HTTP: the header, before
 //! the body; TCP: the frame's body), and nothing validates it again.
 
+use std::collections::HashMap;
+
 use orderd_engine::{
-    CustomerId, CustomerView, Engine, Idempotency, NewCustomer, NewShipment, OrderCursor,
-    OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId, ShipmentStatus,
-    ShipmentView, StockView,
+    CatalogView, CommandError, CustomerId, CustomerView, Engine, Idempotency, NewCustomer,
+    NewShipment, OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId,
+    ShipmentStatus, ShipmentView, StockView,
 };
 use std::marker::PhantomData;
 
@@ -26,15 +33,36 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idem::{Claim, IdempotencyKey};
 use crate::input::{
-    CustomerInput, NewOrder, OrderQuery, ShipmentEventInput, ShipmentInput, StockAdjustmentInput,
+    CatalogPriceInput, CatalogQueryInput, CustomerInput, NewOrder, OrderQuery, ShipmentEventInput,
+    ShipmentInput, StockAdjustmentInput,
 };
-use crate::roles::RoleSet;
+use crate::roles::{Role, RoleSet};
 use crate::validate;
 use crate::vault::Vault;
 use crate::wire;
 
 /// Longest carrier name.
 pub const CARRIER_CHARS_MAX: usize = 100;
+
+/// How orders are priced and what currency catalog prices are in (`shop.currency`,
+/// `orders.client_prices`): passed explicitly to the operations that price or show prices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pricing {
+    /// The shop's currency, an ISO 4217 code (`shop.currency`).
+    pub currency: String,
+    /// Whether keys other than `customer` keys send their own `unit_price`
+    /// (`orders.client_prices`); when not, the catalog prices every order.
+    pub client_prices: bool,
+}
+
+impl Pricing {
+    /// Whether the catalog prices the orders `caller` places: always for a `customer` key
+    /// (API.md: it can no longer order at a price of its choosing), for every key when
+    /// `orders.client_prices` is off.
+    pub fn by_catalog(&self, caller: &Caller) -> bool {
+        caller.role == Role::Customer || !self.client_prices
+    }
+}
 
 /// What every operation works with.
 #[derive(Clone, Copy)]
@@ -93,6 +121,10 @@ pub mod op {
         CreateCustomer => roles::CUSTOMER_CREATE;
         /// [`super::get_customer`].
         GetCustomer => roles::CUSTOMER_READ;
+        /// [`super::set_price`].
+        SetPrice => roles::CATALOG_WRITE;
+        /// [`super::get_price`], [`super::list_catalog`].
+        ReadCatalog => roles::CATALOG_READ;
     }
 }
 
@@ -117,6 +149,7 @@ pub fn allow<O: Operation>(caller: &Caller) -> Result<Allowed<'_, O>, ApiError> 
 /// same bytes. Answers the order opened.
 pub async fn place_order(
     ctx: Ctx<'_>,
+    pricing: &Pricing,
     allowed: Allowed<'_, op::PlaceOrder>,
     order: NewOrder,
     key: Option<IdempotencyKey>,
@@ -130,7 +163,7 @@ pub async fn place_order(
         key,
         request_hash,
     };
-    place_orders(ctx, &allowed, vec![Ok(input)])
+    place_orders(ctx, pricing, &allowed, vec![Ok(input)])
         .await
         .pop()
         .unwrap_or_else(|| Err(no_outcome()))
@@ -159,29 +192,75 @@ pub struct PlaceInput {
 /// input, in input order.
 pub async fn place_orders(
     ctx: Ctx<'_>,
+    pricing: &Pricing,
     allowed: &Allowed<'_, op::PlaceOrder>,
     inputs: Vec<Result<PlaceInput, ApiError>>,
 ) -> Vec<Result<OrderView, ApiError>> {
+    let by_catalog = pricing.by_catalog(allowed.caller);
     let mut outcomes: Vec<Option<Result<OrderView, ApiError>>> = Vec::with_capacity(inputs.len());
-    let mut places = Vec::with_capacity(inputs.len());
-    let mut slots = Vec::with_capacity(inputs.len());
+    // The orders that passed their checks: the engine command, the prices the client sent
+    // (catalog-priced orders only), the input's position.
+    let mut prepared: Vec<(PlaceOrder, Vec<Option<u64>>, usize)> = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {
-        let prepared = input.and_then(|input| {
+        let checked = input.and_then(|input| {
             prepare_place(
                 ctx,
                 allowed.caller,
                 input.order,
                 input.key,
                 input.request_hash,
+                by_catalog,
             )
         });
-        match prepared {
-            Ok(place) => {
-                places.push(place);
-                slots.push(index);
+        match checked {
+            Ok((place, sent)) => {
+                prepared.push((place, sent, index));
                 outcomes.push(None);
             }
             Err(error) => outcomes.push(Some(Err(error))),
+        }
+    }
+    if by_catalog && !prepared.is_empty() {
+        let skus: Vec<String> = {
+            let mut skus: Vec<&str> = prepared
+                .iter()
+                .flat_map(|(place, _, _)| place.lines.iter().map(|line| line.sku.as_str()))
+                .collect();
+            skus.sort_unstable();
+            skus.dedup();
+            skus.into_iter().map(str::to_string).collect()
+        };
+        // The prices current when the request is served: read now, placed with at once.
+        match ctx.engine.catalog_prices(&skus).await {
+            Ok(entries) => {
+                let prices: HashMap<String, Option<CatalogView>> =
+                    skus.into_iter().zip(entries).collect();
+                for (place, sent, _) in &mut prepared {
+                    if let Err(refusal) = price_lines(place, sent, &prices) {
+                        // With an Idempotency-Key the shard answers a retry of a placed
+                        // order as it was answered, and anything else with the refusal.
+                        place.refusal = Some(refusal);
+                    }
+                }
+            }
+            Err(error) => {
+                let error = ApiError::from(error);
+                for (_, _, index) in prepared.drain(..) {
+                    outcomes[index] = Some(Err(error.clone()));
+                }
+            }
+        }
+    }
+    let mut places = Vec::with_capacity(prepared.len());
+    let mut slots = Vec::with_capacity(prepared.len());
+    for (place, _, index) in prepared {
+        match (&place.refusal, &place.idempotency) {
+            // Without a key there is nothing to look up: answered here.
+            (Some(refusal), None) => outcomes[index] = Some(Err(refusal.clone().into())),
+            _ => {
+                places.push(place);
+                slots.push(index);
+            }
         }
     }
     let results = ctx.engine.place_orders(places).await;
@@ -199,15 +278,63 @@ pub async fn place_orders(
         .collect()
 }
 
+/// Prices a catalog-priced order's lines from `prices` (every SKU of the order is a key):
+/// a line whose SKU has no active price is `unknown_sku`, a line whose sent price differs from
+/// the catalog's `price_mismatch`, the first such line by position; then the total is checked
+/// against its bound with the catalog's prices.
+fn price_lines(
+    place: &mut PlaceOrder,
+    sent: &[Option<u64>],
+    prices: &HashMap<String, Option<CatalogView>>,
+) -> Result<(), CommandError> {
+    debug_assert_eq!(place.lines.len(), sent.len());
+    for (i, (line, sent)) in place.lines.iter_mut().zip(sent).enumerate() {
+        let entry = prices.get(&line.sku).and_then(Option::as_ref);
+        let Some(entry) = entry.filter(|entry| entry.active) else {
+            return Err(CommandError::UnknownSku {
+                param: format!("lines[{i}].sku"),
+                detail: format!("SKU {} has no active catalog price", line.sku),
+            });
+        };
+        if let Some(sent) = sent {
+            if *sent != entry.price {
+                return Err(CommandError::PriceMismatch {
+                    param: format!("lines[{i}].unit_price"),
+                    detail: format!(
+                        "unit_price {sent} differs from the catalog price {} of SKU {}; \
+                         omit unit_price to order at the catalog price",
+                        entry.price, line.sku
+                    ),
+                });
+            }
+        }
+        line.unit_price = entry.price;
+    }
+    validate::order_amounts(&place.lines).map_err(|error| match error {
+        ApiError::InvalidRequest { param, detail } => CommandError::Invalid { param, detail },
+        other => CommandError::Invalid {
+            param: "lines".into(),
+            detail: other.to_string(),
+        },
+    })
+}
+
 /// The checks of a placement before the engine sees it; the engine command.
+/// With `by_catalog` the lines may omit their prices (they carry 0 until [`price_lines`]);
+/// answers, too, the price each line sent (none without `by_catalog`).
 fn prepare_place(
     ctx: Ctx<'_>,
     caller: &Caller,
     request: NewOrder,
     key: Option<IdempotencyKey>,
     request_hash: u128,
-) -> Result<PlaceOrder, ApiError> {
-    let lines = validate::order_lines(&request.lines)?;
+    by_catalog: bool,
+) -> Result<(PlaceOrder, Vec<Option<u64>>), ApiError> {
+    let (lines, sent) = if by_catalog {
+        validate::catalog_order_lines(&request.lines)?
+    } else {
+        (validate::order_lines(&request.lines)?, Vec::new())
+    };
     validate::optional_personal_text(
         "shipping_address",
         request.shipping_address.as_deref(),
@@ -224,14 +351,16 @@ fn prepare_place(
         key: key.scoped(caller),
         request_hash,
     });
-    Ok(PlaceOrder {
+    let place = PlaceOrder {
+        refusal: None,
         customer_id,
         lines,
         shipping_address: ctx.vault.seal_shipping_address(request.shipping_address),
         note: request.note,
         idempotency,
         actor: caller.key_id.clone(),
-    })
+    };
+    Ok((place, sent))
 }
 
 /// An order opened for `caller`: its shipping address in clear for the roles that ship or sell
@@ -482,4 +611,75 @@ pub async fn get_customer(
     caller.may_see_customer(id)?;
     let view = ctx.vault.open_customer(ctx.engine.customer(id).await?)?;
     Ok((view, !caller.sees_personal_data()))
+}
+
+/// Sets a SKU's catalog price (0 to `UNIT_PRICE_MAX` minor units). The shard writes
+/// `catalog.price_set` with the price; a replay under the Idempotency-Key answers the entry as
+/// it was set, and sets nothing.
+pub async fn set_price(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::SetPrice>,
+    sku: &str,
+    request: CatalogPriceInput,
+    key: Option<IdempotencyKey>,
+    request_hash: u128,
+) -> Result<CatalogView, ApiError> {
+    let caller = allowed.caller;
+    validate::sku("sku", sku)?;
+    if request.price > orderd_engine::UNIT_PRICE_MAX {
+        return Err(ApiError::invalid(
+            "price",
+            format!(
+                "price must be at most {} (minor units)",
+                orderd_engine::UNIT_PRICE_MAX
+            ),
+        ));
+    }
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    let view = ctx
+        .engine
+        .set_price(
+            sku,
+            request.price,
+            request.active,
+            &caller.key_id,
+            claim.idempotency(),
+        )
+        .await?;
+    drop(claim);
+    Ok(view)
+}
+
+/// Reads a SKU's catalog price: 404 when it never had one.
+pub async fn get_price(
+    ctx: Ctx<'_>,
+    _allowed: Allowed<'_, op::ReadCatalog>,
+    sku: &str,
+) -> Result<CatalogView, ApiError> {
+    validate::sku("sku", sku)?;
+    Ok(ctx.engine.price(sku).await?)
+}
+
+/// A page of the catalog in SKU order, and the cursor of the next one (the last SKU listed).
+pub async fn list_catalog(
+    ctx: Ctx<'_>,
+    _allowed: Allowed<'_, op::ReadCatalog>,
+    query: &CatalogQueryInput,
+) -> Result<(Vec<CatalogView>, Option<String>), ApiError> {
+    let limit = validate::limit_of(query.limit)?;
+    if let Some(after) = query.after.as_deref() {
+        // A cursor is a SKU; anything else names no place in the list.
+        validate::sku("after", after).map_err(|_| {
+            ApiError::invalid(
+                "after",
+                "after must be the `next` cursor of a previous page",
+            )
+        })?;
+    }
+    let (items, next) = ctx
+        .engine
+        .catalog_page(query.after.as_deref(), limit)
+        .await?;
+    debug_assert!(items.len() <= limit);
+    Ok((items, next))
 }

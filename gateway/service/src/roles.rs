@@ -26,11 +26,13 @@ pub enum Role {
     Operator,
     /// Audit log, incidents, change history, customers with personal data masked.
     Auditor,
+    /// The catalog: prices read and written; stock reads.
+    Merchandiser,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Admin,
         Role::Frontend,
         Role::Customer,
@@ -38,6 +40,7 @@ impl Role {
         Role::Analyst,
         Role::Operator,
         Role::Auditor,
+        Role::Merchandiser,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,10 +52,12 @@ impl Role {
             Role::Analyst => "analyst",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
+            Role::Merchandiser => "merchandiser",
         }
     }
 
     const fn bit(self) -> u8 {
+        // Eight roles fill the `u8` of a [`RoleSet`]: a ninth needs a wider set.
         1 << (self as u8)
     }
 }
@@ -97,9 +102,14 @@ impl RoleSet {
 use Role::*;
 
 /// `GET /v1/stock/{sku}`.
-pub const STOCK_READ: RoleSet = RoleSet::of(&[Admin, Frontend, Logistics, Analyst, Operator]);
+pub const STOCK_READ: RoleSet =
+    RoleSet::of(&[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser]);
 /// `POST /v1/stock/{sku}/adjustments`.
 pub const STOCK_ADJUST: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `PUT /v1/catalog/{sku}`.
+pub const CATALOG_WRITE: RoleSet = RoleSet::of(&[Admin, Merchandiser]);
+/// `GET /v1/catalog/{sku}` and `GET /v1/catalog`: operators read elsewhere (API.md).
+pub const CATALOG_READ: RoleSet = RoleSet::of(&[Admin, Merchandiser, Operator]);
 /// `POST /v1/customers`.
 pub const CUSTOMER_CREATE: RoleSet = RoleSet::of(&[Admin, Frontend]);
 /// `GET /v1/customers/{id}`: a customer key only its own; an auditor sees personal data masked.
@@ -162,9 +172,11 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 28] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 30] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
+        ("catalog write", CATALOG_WRITE),
+        ("catalog read", CATALOG_READ),
         ("customer create", CUSTOMER_CREATE),
         ("customer read", CUSTOMER_READ),
         ("order place", ORDER_PLACE),
@@ -215,12 +227,14 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 28] = [
+        let expected: [(&str, &[Role]); 30] = [
             (
                 "stock read",
-                &[Admin, Frontend, Logistics, Analyst, Operator],
+                &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
             ),
             ("stock adjust", &[Admin, Logistics]),
+            ("catalog write", &[Admin, Merchandiser]),
+            ("catalog read", &[Admin, Merchandiser, Operator]),
             ("customer create", &[Admin, Frontend]),
             (
                 "customer read",
@@ -274,6 +288,10 @@ mod tests {
         assert!(!OPS_INSPECTION_READ.contains(Auditor));
         assert!(!ORDER_READ.contains(Auditor));
         assert!(!STOCK_READ.contains(Customer));
+        assert!(!CATALOG_WRITE.contains(Frontend));
+        assert!(!CATALOG_WRITE.contains(Operator));
+        assert!(!STOCK_ADJUST.contains(Merchandiser));
+        assert!(!ORDER_PLACE.contains(Merchandiser));
     }
 
     #[test]

@@ -141,9 +141,43 @@ pub fn customer(c: &CustomerInput) -> Result<(), ApiError> {
 }
 
 /// Order lines: 1–100 of them, each a valid SKU at most once, `qty` 1 to `LINE_QTY_MAX`,
-/// `unit_price` at most `UNIT_PRICE_MAX`, and a total of at most `ORDER_TOTAL_MAX` (the
-/// engine's [`add_line_amount`], which the shard checks again). Returns the engine's lines.
+/// `unit_price` present and at most `UNIT_PRICE_MAX`, and a total of at most `ORDER_TOTAL_MAX`
+/// (the engine's [`add_line_amount`], which the shard checks again). Returns the engine's lines.
 pub fn order_lines(lines: &[OrderLineInput]) -> Result<Vec<NewLine>, ApiError> {
+    let out = line_shapes(lines, true)?;
+    order_amounts(&out)?;
+    Ok(out)
+}
+
+/// Order lines the catalog prices: as [`order_lines`], except that `unit_price` may be
+/// missing (the line carries 0 until the catalog's price replaces it) and the total is not
+/// checked yet: [`order_amounts`] checks it once the prices are known. Returns the engine's
+/// lines and, per line, the price the client sent.
+pub fn catalog_order_lines(
+    lines: &[OrderLineInput],
+) -> Result<(Vec<NewLine>, Vec<Option<u64>>), ApiError> {
+    let out = line_shapes(lines, false)?;
+    Ok((out, lines.iter().map(|line| line.unit_price).collect()))
+}
+
+/// The numbers of an order's lines with their prices known: each `qty` and `unit_price` in
+/// bounds and the total at most `ORDER_TOTAL_MAX` (400 naming the line that passes it).
+pub fn order_amounts(lines: &[NewLine]) -> Result<(), ApiError> {
+    let mut total: u64 = 0;
+    for (i, line) in lines.iter().enumerate() {
+        total = add_line_amount(total, line.qty, line.unit_price).map_err(|error| {
+            ApiError::invalid(format!("lines[{i}].{}", error.field()), error.detail())
+        })?;
+    }
+    Ok(())
+}
+
+/// The checks of every line that do not need the prices: count, SKUs, quantities, the prices
+/// that were sent (and, with `unit_price_required`, that each line sent one).
+fn line_shapes(
+    lines: &[OrderLineInput],
+    unit_price_required: bool,
+) -> Result<Vec<NewLine>, ApiError> {
     if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
         return Err(ApiError::invalid(
             "lines",
@@ -151,7 +185,6 @@ pub fn order_lines(lines: &[OrderLineInput]) -> Result<Vec<NewLine>, ApiError> {
         ));
     }
     let mut seen = HashSet::with_capacity(lines.len());
-    let mut total: u64 = 0;
     let mut out = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let sku_param = format!("lines[{i}].sku");
@@ -162,13 +195,25 @@ pub fn order_lines(lines: &[OrderLineInput]) -> Result<Vec<NewLine>, ApiError> {
                 format!("SKU {} appears in more than one line", line.sku),
             ));
         }
-        total = add_line_amount(total, line.qty, line.unit_price).map_err(|error| {
+        let unit_price = match line.unit_price {
+            Some(price) => price,
+            None if unit_price_required => {
+                return Err(ApiError::invalid(
+                    format!("lines[{i}].unit_price"),
+                    "unit_price is required: this key's orders are priced by the client \
+                     (orders.client_prices)",
+                ))
+            }
+            None => 0,
+        };
+        // One line's bounds (qty, unit_price) whatever the others hold.
+        add_line_amount(0, line.qty, unit_price).map_err(|error| {
             ApiError::invalid(format!("lines[{i}].{}", error.field()), error.detail())
         })?;
         out.push(NewLine {
             sku: line.sku.clone(),
             qty: line.qty,
-            unit_price: line.unit_price,
+            unit_price,
         });
     }
     debug_assert_eq!(out.len(), lines.len());
@@ -400,8 +445,43 @@ mod tests {
         OrderLineInput {
             sku: sku.into(),
             qty,
-            unit_price,
+            unit_price: Some(unit_price),
         }
+    }
+
+    #[test]
+    fn catalog_priced_lines_may_omit_their_price_and_client_priced_ones_may_not() {
+        let unpriced = OrderLineInput {
+            sku: "B".into(),
+            qty: 2,
+            unit_price: None,
+        };
+        assert_eq!(
+            param(order_lines(&[line("A", 1, 1), unpriced.clone()]).unwrap_err()),
+            "lines[1].unit_price"
+        );
+        let (lines, sent) = catalog_order_lines(&[line("A", 1, 5), unpriced]).unwrap();
+        assert_eq!(sent, [Some(5), None]);
+        assert_eq!((lines[1].qty, lines[1].unit_price), (2, 0));
+        // What was sent is still checked against its bounds, and the other shapes too.
+        assert_eq!(
+            param(catalog_order_lines(&[line("A", 1, UNIT_PRICE_MAX + 1)]).unwrap_err()),
+            "lines[0].unit_price"
+        );
+        assert_eq!(
+            param(catalog_order_lines(&[line("A", 0, 1)]).unwrap_err()),
+            "lines[0].qty"
+        );
+        // The total waits for the catalog's prices.
+        let mut big = catalog_order_lines(&[line("A", 1000, UNIT_PRICE_MAX), line("B", 1, 1)])
+            .unwrap()
+            .0;
+        assert!(order_amounts(&big[..1]).is_ok());
+        big[1].unit_price = 1;
+        assert_eq!(
+            param(order_amounts(&big).unwrap_err()),
+            "lines[1].unit_price"
+        );
     }
 
     #[test]

@@ -4,10 +4,12 @@
 
 use chrono::{DateTime, SecondsFormat};
 use orderd_engine::supervisor::QuarantinedCommand;
-use orderd_engine::{CustomerView, OrderView, SalesSummary, ShardStatus, ShipmentView, StockView};
+use orderd_engine::{
+    CatalogView, CustomerView, OrderView, SalesSummary, ShardStatus, ShipmentView, StockView,
+};
 use orderd_proto::{
-    CustomerResponse, HourResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse,
-    QuarantineResponse, SalesSummaryResponse, ShardResponse, ShipmentEventResponse,
+    CatalogResponse, CustomerResponse, HourResponse, OrderHistoryResponse, OrderLineResponse,
+    OrderResponse, QuarantineResponse, SalesSummaryResponse, ShardResponse, ShipmentEventResponse,
     ShipmentLineResponse, ShipmentResponse, StockResponse, TopSkuResponse,
 };
 
@@ -24,6 +26,17 @@ pub fn stock(view: StockView) -> StockResponse {
         on_hand: view.on_hand,
         reserved: view.reserved,
         available: view.available,
+    }
+}
+
+/// A catalog price, in the shop's `currency`.
+pub fn catalog(view: CatalogView, currency: &str) -> CatalogResponse {
+    CatalogResponse {
+        sku: view.sku,
+        price: view.price,
+        currency: currency.to_string(),
+        active: view.active,
+        updated_at: time(view.updated_at_us),
     }
 }
 

@@ -581,10 +581,16 @@ mod tests {
         );
         assert_eq!(
             param_of::<PlaceOrderRequest>(
-                r#"{"customer_id":"c","lines":[{"sku":"A","qty":1,"unit_price":1},{"sku":"B","qty":1}]}"#
+                r#"{"customer_id":"c","lines":[{"sku":"A","qty":1,"unit_price":1},{"sku":"B","unit_price":1}]}"#
             ),
-            "lines[1].unit_price"
+            "lines[1].qty"
         );
+        // `unit_price` may be missing (the catalog may price the line): whether it may is the
+        // operation's to say, after decoding.
+        assert!(decode_json::<PlaceOrderRequest>(
+            br#"{"customer_id":"c","lines":[{"sku":"A","qty":1}]}"#
+        )
+        .is_ok());
         assert_eq!(
             param_of::<PlaceOrderRequest>(
                 "{\"customer_id\":\"c\",\n \"lines\":[{\"sku\":\"A\",\"qty\":1,\"unit_price\":1,\"bogus\":true}]}"

@@ -128,7 +128,13 @@ macro_rules! app {
                     crate::http::middleware::record_refusals,
                 ))
                 .wrap(problem_fallback())
-                .configure(|cfg| super::configure(cfg, super::Limits::with_body_limit(65_536))),
+                .configure(|cfg| {
+                    super::configure(
+                        cfg,
+                        super::Limits::with_body_limit(65_536),
+                        super::tests::pricing(),
+                    )
+                }),
         )
         .await
     };
@@ -164,6 +170,14 @@ fn get(uri: &str, secret: &str) -> TestRequest {
 
 fn post(uri: &str, secret: &str, body: &str) -> TestRequest {
     TestRequest::post()
+        .uri(uri)
+        .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body.to_string())
+}
+
+fn put(uri: &str, secret: &str, body: &str) -> TestRequest {
+    TestRequest::put()
         .uri(uri)
         .insert_header((header::AUTHORIZATION, format!("Bearer {secret}")))
         .insert_header((header::CONTENT_TYPE, "application/json"))
@@ -646,6 +660,9 @@ async fn roles_are_enforced_and_customer_keys_see_only_their_own() {
     };
     let (_, _, other_order) = call!(app, post("/v1/orders", admin, &place(&customers[1]))).await;
     let other_order = other_order["id"].as_str().unwrap().to_string();
+    // A customer key orders at the catalog's price: the one its orders below send.
+    let (status, _, price) = call!(app, put("/v1/catalog/A", admin, r#"{"price": 1}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{price}");
 
     let frontend = f.key(Role::Frontend, None);
     let logistics = f.key(Role::Logistics, None);
@@ -1343,5 +1360,170 @@ async fn quarantines_are_listed_by_incident_readers_and_lifted_by_operators() {
     let (_, _, page) = call!(app, get("/v1/ops/quarantine", auditor.as_str())).await;
     assert_eq!(page, json!({"items": [], "next": null}));
     f.engine.shutdown().await;
+    f.close().await;
+}
+
+/// Catalog prices: who sets and reads them, and how they price a customer key's orders.
+#[actix_web::test]
+async fn catalog_prices_price_customer_orders() {
+    let f = Fixture::new();
+    let app = app!(f);
+    let admin = &f.admin;
+    let (_, _, c) = call!(
+        app,
+        post(
+            "/v1/customers",
+            admin,
+            r#"{"name": "C", "email": "c@example.com"}"#
+        )
+    )
+    .await;
+    let customer_id = c["id"].as_str().unwrap().to_string();
+    for sku in ["CAT-A", "CAT-B", "CAT-C"] {
+        let (status, _, _) = call!(
+            app,
+            post(
+                &format!("/v1/stock/{sku}/adjustments"),
+                admin,
+                r#"{"delta": 10, "reason": "r"}"#
+            )
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let merchandiser = f.key(Role::Merchandiser, None);
+    let frontend = f.key(Role::Frontend, None);
+    let operator = f.key(Role::Operator, None);
+    let customer = f.key(Role::Customer, Some(&customer_id));
+
+    let (status, _, set) = call!(
+        app,
+        put("/v1/catalog/CAT-A", &merchandiser, r#"{"price": 1999}"#)
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(set["sku"], "CAT-A");
+    assert_eq!(set["price"], 1999);
+    assert_eq!(set["currency"], "USD");
+    assert_eq!(set["active"], true);
+    assert!(set["updated_at"].as_str().unwrap().ends_with('Z'));
+    let (status, _, _) = call!(
+        app,
+        put(
+            "/v1/catalog/CAT-B",
+            &merchandiser,
+            r#"{"price": 500, "active": false}"#
+        )
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_problem(
+        &call!(app, put("/v1/catalog/CAT-A", &frontend, r#"{"price": 1}"#)).await,
+        403,
+        "forbidden",
+    );
+    assert_problem(
+        &call!(app, put("/v1/catalog/CAT-A", &customer, r#"{"price": 1}"#)).await,
+        404,
+        "not_found",
+    );
+    let (status, _, read) = call!(app, get("/v1/catalog/CAT-A", &operator)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read, set);
+    assert_problem(
+        &call!(app, get("/v1/catalog/CAT-C", &merchandiser)).await,
+        404,
+        "not_found",
+    );
+    let (status, _, page) = call!(app, get("/v1/catalog?limit=1", &merchandiser)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["sku"], "CAT-A");
+    assert_eq!(page["next"], "CAT-A");
+    let (_, _, page) = call!(app, get("/v1/catalog?after=CAT-A", &merchandiser)).await;
+    assert_eq!(page["items"][0]["sku"], "CAT-B");
+    assert_eq!(page["items"][0]["active"], false);
+    assert!(page["next"].is_null());
+    for (body, param) in [
+        (r#"{"price": -1}"#, "price"),
+        (r#"{"price": 1000000000001}"#, "price"),
+        (r#"{"price": 1.5}"#, "price"),
+        (r#"{"active": true}"#, "price"),
+        (r#"{"price": 1, "active": "yes"}"#, "active"),
+        (r#"{"price": 1, "currency": "EUR"}"#, "currency"),
+    ] {
+        let answer = call!(app, put("/v1/catalog/CAT-A", &merchandiser, body)).await;
+        assert_problem(&answer, 400, "invalid_request");
+        assert_eq!(answer.2["param"], param, "{body}: {}", answer.2);
+    }
+    let answer = call!(
+        app,
+        put("/v1/catalog/bad%20sku", &merchandiser, r#"{"price": 1}"#)
+    )
+    .await;
+    assert_problem(&answer, 400, "invalid_request");
+    assert_eq!(answer.2["param"], "sku");
+    let answer = call!(app, get("/v1/catalog?after=%20", &merchandiser)).await;
+    assert_eq!(answer.2["param"], "after");
+
+    let order = |lines: &str| format!(r#"{{"customer_id": "{customer_id}", "lines": [{lines}]}}"#);
+    // The customer's order takes the catalog price.
+    let (status, _, placed) = call!(
+        app,
+        post(
+            "/v1/orders",
+            &customer,
+            &order(r#"{"sku": "CAT-A", "qty": 2}"#)
+        )
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(placed["lines"][0]["unit_price"], 1999);
+    assert_eq!(placed["total"], 3998);
+    // A differing price is refused naming the line; an inactive or missing price is unknown.
+    let answer = call!(
+        app,
+        post(
+            "/v1/orders",
+            &customer,
+            &order(r#"{"sku": "CAT-A", "qty": 1, "unit_price": 1}"#)
+        )
+    )
+    .await;
+    assert_problem(&answer, 422, "price_mismatch");
+    assert_eq!(answer.2["param"], "lines[0].unit_price");
+    for sku in ["CAT-B", "CAT-C"] {
+        let lines = format!(r#"{{"sku": "CAT-A", "qty": 1}}, {{"sku": "{sku}", "qty": 1}}"#);
+        let answer = call!(app, post("/v1/orders", &customer, &order(&lines))).await;
+        assert_problem(&answer, 422, "unknown_sku");
+        assert_eq!(answer.2["param"], "lines[1].sku");
+    }
+    // A frontend key prices its own orders (orders.client_prices = true), and must.
+    let (status, _, placed) = call!(
+        app,
+        post(
+            "/v1/orders",
+            &frontend,
+            &order(r#"{"sku": "CAT-C", "qty": 1, "unit_price": 7}"#)
+        )
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(placed["total"], 7);
+    let answer = call!(
+        app,
+        post(
+            "/v1/orders",
+            &frontend,
+            &order(r#"{"sku": "CAT-C", "qty": 1}"#)
+        )
+    )
+    .await;
+    assert_problem(&answer, 400, "invalid_request");
+    assert_eq!(answer.2["param"], "lines[0].unit_price");
+    // Stock: 2 (customer) + 1 (frontend); the refused orders reserved nothing.
+    let (_, _, stock) = call!(app, get("/v1/stock/CAT-A", &merchandiser)).await;
+    assert_eq!(stock["reserved"], 2);
+    let (_, _, stock) = call!(app, get("/v1/stock/CAT-B", admin)).await;
+    assert_eq!(stock["reserved"], 0);
     f.close().await;
 }

@@ -11,6 +11,7 @@
 mod analytics;
 mod audit;
 mod backups;
+mod catalog;
 mod changes;
 mod customers;
 pub mod error;
@@ -42,6 +43,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/stock/{sku}"),
     ("POST", "/v1/stock/{sku}/adjustments"),
+    ("PUT", "/v1/catalog/{sku}"),
+    ("GET", "/v1/catalog/{sku}"),
+    ("GET", "/v1/catalog"),
     ("POST", "/v1/customers"),
     ("GET", "/v1/customers/{id}"),
     ("POST", "/v1/orders"),
@@ -104,10 +108,16 @@ impl Limits {
     }
 }
 
-/// Registers extractor configs, the limits, every route and the 404 fallback.
-pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
+/// Registers extractor configs, the limits, the pricing policy, every route and the 404
+/// fallback.
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    limits: Limits,
+    pricing: orderd_service::ops::Pricing,
+) {
     extract::configure_extractors(cfg, limits.body_limit_bytes);
     cfg.app_data(web::Data::new(limits));
+    cfg.app_data(web::Data::new(pricing));
     cfg.service(
         web::resource("/livez")
             .name("/livez")
@@ -137,6 +147,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
         web::resource("/v1/stock/{sku}/adjustments")
             .name("/v1/stock/{sku}/adjustments")
             .route(web::post().to(stock::adjust)),
+    )
+    .service(
+        web::resource("/v1/catalog/{sku}")
+            .name("/v1/catalog/{sku}")
+            .route(web::put().to(catalog::put))
+            .route(web::get().to(catalog::get)),
+    )
+    .service(
+        web::resource("/v1/catalog")
+            .name("/v1/catalog")
+            .route(web::get().to(catalog::list)),
     )
     .service(
         web::resource("/v1/customers")

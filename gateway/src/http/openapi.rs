@@ -26,6 +26,9 @@ use utoipa::{Modify, OpenApi};
         openapi_json,
         super::stock::get,
         super::stock::adjust,
+        super::catalog::put,
+        super::catalog::get,
+        super::catalog::list,
         super::customers::create,
         super::customers::get,
         super::orders::place,
@@ -224,6 +227,12 @@ mod tests {
                 i64::try_from(UNIT_PRICE_MAX).expect("fits"),
             ),
             ("StockAdjustmentRequest", "delta", Some(-delta), delta),
+            (
+                "CatalogPriceRequest",
+                "price",
+                Some(0),
+                i64::try_from(UNIT_PRICE_MAX).expect("fits"),
+            ),
         ] {
             let property = field(schema, name);
             assert_eq!(
@@ -239,5 +248,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The catalog's routes state their constraints: the SKU's pattern, the body's closed
+    /// shape, the page's parameters.
+    #[test]
+    fn catalog_routes_state_their_constraints() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("json");
+        let request = &doc["components"]["schemas"]["CatalogPriceRequest"];
+        assert_eq!(request["additionalProperties"], false, "{request}");
+        assert_eq!(
+            request["required"],
+            serde_json::json!(["price"]),
+            "{request}"
+        );
+        let put = &doc["paths"]["/v1/catalog/{sku}"]["put"];
+        let sku = put["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "sku")
+            .expect("sku parameter");
+        assert_eq!(sku["schema"]["pattern"], "^[A-Za-z0-9._-]+$", "{sku}");
+        assert_eq!(sku["schema"]["maxLength"], 64, "{sku}");
+        let list = &doc["paths"]["/v1/catalog"]["get"];
+        let names: Vec<&str> = list["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(names, ["limit", "after"]);
+        assert!(doc["paths"]["/v1/catalog/{sku}"]["get"].is_object());
     }
 }

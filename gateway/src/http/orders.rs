@@ -14,6 +14,7 @@ use crate::http::Limits;
 use orderd_control::telemetry;
 use orderd_service::audit::AuditLog;
 use orderd_service::input::OrderQuery;
+use orderd_service::ops::Pricing;
 use orderd_service::vault::Vault;
 use orderd_service::{ops, page, wire};
 
@@ -25,29 +26,33 @@ use orderd_service::idem::placement_hash;
     responses(
         (status = 201, description = "The confirmed order", body = orderd_proto::OrderResponse),
         (status = 409, description = "`insufficient_stock` (with `skus`)", body = orderd_proto::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unknown_customer` or `idempotency_conflict`", body = orderd_proto::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_customer`, `idempotency_conflict`, `price_mismatch` (a line's `unit_price` differs from the catalog price; `param` names it) or `unknown_sku` (a SKU without an active catalog price where the catalog prices the order; `param` names the line's `sku`)", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
+#[allow(clippy::too_many_arguments)]
 pub async fn place(
     caller: Authed,
     query: QueryParams<NoQuery>,
     req: HttpRequest,
     body: RawBody,
+    pricing: web::Data<Pricing>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
 ) -> Result<HttpResponse, HttpError> {
-    let answer = place_order(caller, query, req, body, vault, engine, audit).await;
+    let answer = place_order(caller, query, req, body, pricing, vault, engine, audit).await;
     telemetry::record_order(answer.as_ref().map_err(|error| &error.0));
     answer
 }
 
 /// `POST /v1/orders` once the key is known; [`place`] counts its outcome.
+#[allow(clippy::too_many_arguments)]
 async fn place_order(
     caller: Authed,
     query: QueryParams<NoQuery>,
     req: HttpRequest,
     body: RawBody,
+    pricing: web::Data<Pricing>,
     vault: web::Data<Vault>,
     engine: web::Data<Engine>,
     audit: web::Data<AuditLog>,
@@ -57,7 +62,15 @@ async fn place_order(
     let key = extract::header_key(&req)?;
     let request: PlaceOrderRequest = decode_json(&body.0)?;
     let ctx = ops::Ctx::new(&engine, &vault, &audit);
-    let view = ops::place_order(ctx, allowed, request.into(), key, placement_hash(&body.0)).await?;
+    let view = ops::place_order(
+        ctx,
+        &pricing,
+        allowed,
+        request.into(),
+        key,
+        placement_hash(&body.0),
+    )
+    .await?;
     let location = format!("/v1/orders/{}", view.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))

@@ -18,6 +18,14 @@ use orderd_service::auth::{Auth, KeyStore, RateLimiter};
 
 const LIMIT_BYTES: usize = 1024;
 
+/// The default pricing policy (`orderd.toml`): USD, clients price their orders.
+pub(super) fn pricing() -> orderd_service::ops::Pricing {
+    orderd_service::ops::Pricing {
+        currency: "USD".into(),
+        client_prices: true,
+    }
+}
+
 /// A key table with its first admin key, and that key's secret.
 fn auth(rate_per_s: u32) -> (tempfile::TempDir, web::Data<Auth>, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -38,7 +46,11 @@ macro_rules! app {
                 .app_data($auth.clone())
                 .wrap(problem_fallback())
                 .configure(|cfg| {
-                    super::configure(cfg, super::Limits::with_body_limit(LIMIT_BYTES))
+                    super::configure(
+                        cfg,
+                        super::Limits::with_body_limit(LIMIT_BYTES),
+                        super::tests::pricing(),
+                    )
                 }),
         )
         .await
@@ -209,7 +221,13 @@ async fn chunked_bodies_over_the_limit_get_413_over_a_socket() {
             .app_data(auth.clone())
             .wrap(problem_fallback())
             .route("/test/body", web::post().to(read_body))
-            .configure(|cfg| super::configure(cfg, super::Limits::with_body_limit(LIMIT_BYTES)))
+            .configure(|cfg| {
+                super::configure(
+                    cfg,
+                    super::Limits::with_body_limit(LIMIT_BYTES),
+                    super::tests::pricing(),
+                )
+            })
     })
     .workers(1)
     .bind("127.0.0.1:0")

@@ -165,7 +165,7 @@ enum KeysAction {
         /// 1 to 100 characters
         #[arg(long)]
         name: String,
-        #[arg(long, value_parser = ["admin", "frontend", "customer", "logistics", "analyst", "operator", "auditor"])]
+        #[arg(long, value_parser = ["admin", "frontend", "customer", "logistics", "analyst", "operator", "auditor", "merchandiser"])]
         role: String,
         /// Required for (and only for) the `customer` role
         #[arg(long, value_name = "ID")]

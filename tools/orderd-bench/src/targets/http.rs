@@ -384,7 +384,7 @@ impl HttpOrdersConn {
                 .map(|line| OrderLineRequest {
                     sku: self.shared.skus[line.sku as usize].clone(),
                     qty: line.qty,
-                    unit_price: line.unit_price,
+                    unit_price: Some(line.unit_price),
                 })
                 .collect(),
             shipping_address: None,

@@ -204,6 +204,7 @@ impl Conn for InprocConn {
             match op {
                 Op::Place(order) => {
                     let place = PlaceOrder {
+                        refusal: None,
                         customer_id: self.customers[order.customer],
                         lines: order
                             .lines
