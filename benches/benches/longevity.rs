@@ -322,7 +322,11 @@ async fn idempotency_on_disk(engine: &Engine, customer: CustomerId, shards: u16)
     println!("| round | orders/s without a key | orders/s with a fresh key | ratio |");
     println!("|---|---:|---:|---:|");
     for (round, (plain, keyed)) in plain_s.iter().zip(&keyed_s).enumerate() {
-        println!("| {} | {plain:.0} | {keyed:.0} | {:.2} |", round + 1, keyed / plain);
+        println!(
+            "| {} | {plain:.0} | {keyed:.0} | {:.2} |",
+            round + 1,
+            keyed / plain
+        );
     }
     println!();
     println!("| retry answered (µs) | count | p50 | p99 | p99.9 | max |");

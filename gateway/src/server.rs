@@ -460,7 +460,7 @@ async fn serve(
     let live = web::Data::from(services.live.clone());
     let changes = web::Data::from(services.changes.clone());
     let window = web::Data::from(services.window.clone());
-    let http_limits = http::Limits::from_config(&config.http);
+    let http_limits = http::Limits::from_config(&config.http, &config.orders);
     let http_pricing = pricing(config);
     let peers = Arc::new(PeerCounts::default());
     let max_connections_per_peer = config.http.max_connections_per_peer;

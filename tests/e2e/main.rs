@@ -4,6 +4,7 @@
 mod api_basics;
 mod audit;
 mod backup;
+mod bulk;
 mod catalog;
 mod changes;
 mod cold;

@@ -80,6 +80,7 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
         200,
     ),
     ("POST", "/v1/orders", Some(ORDER_WRITERS), 201),
+    ("POST", "/v1/orders/bulk", Some(&["admin", "frontend"]), 200),
     ("GET", "/v1/orders", Some(ORDER_READERS), 200),
     ("GET", "/v1/orders/{id}", Some(ORDER_READERS), 200),
     ("POST", "/v1/orders/{id}/cancel", Some(ORDER_WRITERS), 200),
@@ -664,6 +665,17 @@ impl Fixtures {
             }
             ("GET", "/v1/customers/{id}") => Call::read(format!("/v1/customers/{owner}")),
             ("POST", "/v1/orders") => Call {
+                path: template.into(),
+                body: Some(
+                    json!({"customer_id": owner, "lines": [{"sku": self.sku, "qty": 1, "unit_price": 100}]}),
+                ),
+                effect: Effect::OrderCount {
+                    customer: owner.to_string(),
+                    before: self.order_count(owner),
+                },
+            },
+            // One NDJSON line: a one-line JSON body is one.
+            ("POST", "/v1/orders/bulk") => Call {
                 path: template.into(),
                 body: Some(
                     json!({"customer_id": owner, "lines": [{"sku": self.sku, "qty": 1, "unit_price": 100}]}),

@@ -9,9 +9,6 @@ use rocksdb::{
 
 use super::{Family, KeyValue, Storage, StorageError, StorageHealth, Write};
 
-/// The write-ahead log size past which RocksDB flushes memtables (bounds crash recovery).
-pub const MAX_TOTAL_WAL_BYTES: u64 = 32 << 20;
-
 pub struct RocksStorage {
     db: DB,
 }
@@ -29,12 +26,11 @@ impl RocksStorage {
         options.set_max_background_jobs(2);
         options.set_bytes_per_sync(1 << 20);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // The write-ahead log a crash leaves to replay is bounded here, whatever the history:
-        // past this size RocksDB flushes the families that hold the oldest log files alive.
-        // Its default (four times every family's memtable budget, several GB for our families)
-        // let a restart after a crash replay seconds of log; replay runs at ~50 MB/s here
-        // (docs/PERFORMANCE.md, "Longevity"), so 32 MiB is about a second of replay.
-        options.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        // The write-ahead log is left at RocksDB's default bound (several GB over our families):
+        // a crash's restart replays it (4.5 s at 20 million orders, docs/PERFORMANCE.md,
+        // "Longevity"). A 32 MiB cap (max_total_wal_size) bounded the replay but forced
+        // flushes of every family so often that level-0 files piled up in `cold` and RocksDB
+        // stalled writes (10 MB/s) within minutes of the longevity bench: not a trade to make.
         let families = Family::ALL.iter().map(|family| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);

@@ -77,13 +77,17 @@ pub struct ShopConfig {
     pub currency: String,
 }
 
-/// The `[orders]` section: how orders are priced.
+/// The `[orders]` section: how orders are priced, and order entry beyond the single call.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrdersConfig {
     /// Whether keys other than `customer` keys send their own `unit_price`; when `false` the
     /// catalog prices every order (a `customer` key's always are).
     pub client_prices: bool,
+    /// Most lines (orders) of one `POST /v1/orders/bulk`.
+    pub bulk_max: usize,
+    /// Most bytes of one `POST /v1/orders/bulk` body.
+    pub bulk_max_bytes: usize,
 }
 
 /// Whether `code` has the shape of an ISO 4217 currency code: exactly three uppercase ASCII
@@ -547,6 +551,12 @@ impl Config {
                 "engine.request_timeout_ms",
                 "must be longer than engine.pending_retry_ms (a placement must get at least one retry)",
             );
+        }
+        if !(1..=100_000).contains(&self.orders.bulk_max) {
+            return invalid("orders.bulk_max", "must be 1 to 100000");
+        }
+        if !(1024..=1 << 30).contains(&self.orders.bulk_max_bytes) {
+            return invalid("orders.bulk_max_bytes", "must be 1 KiB to 1 GiB");
         }
         if !(1..=10_000_000).contains(&self.engine.inbox_orders_max) {
             return invalid("engine.inbox_orders_max", "must be 1 to 10000000");

@@ -720,6 +720,18 @@ pub struct HealthResponse {
     pub status: String,
 }
 
+/// One line of the answer of `POST /v1/orders/bulk` (NDJSON): the outcome of input line
+/// `line` (numbered from 1), with the status and order or problem the single call would give.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkOutcome {
+    pub line: usize,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
 /// An RFC 9457 problem document (`application/problem+json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {

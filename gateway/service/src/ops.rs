@@ -105,6 +105,8 @@ pub mod op {
     operations! {
         /// [`super::place_order`], [`super::place_orders`].
         PlaceOrder => roles::ORDER_PLACE;
+        /// `POST /v1/orders/bulk` (each line is then a [`PlaceOrder`]).
+        BulkImport => roles::ORDER_BULK;
         /// [`super::get_order`].
         GetOrder => roles::ORDER_READ;
         /// [`super::list_orders`].

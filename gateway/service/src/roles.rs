@@ -124,6 +124,8 @@ pub const ORDER_LIST: RoleSet =
     RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
 /// `POST /v1/orders/{id}/cancel`: a customer key only its own.
 pub const ORDER_CANCEL: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
+/// `POST /v1/orders/bulk` (API.md, Commerce: bulk import).
+pub const ORDER_BULK: RoleSet = RoleSet::of(&[Admin, Frontend]);
 /// `POST /v1/orders/{id}/shipments` and `POST /v1/shipments/{id}/events`.
 pub const SHIPMENT_WRITE: RoleSet = RoleSet::of(&[Admin, Logistics]);
 /// `GET /v1/shipments/{id}`.
@@ -172,7 +174,7 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 30] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 31] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("catalog write", CATALOG_WRITE),
@@ -183,6 +185,7 @@ mod tests {
         ("order read", ORDER_READ),
         ("order list", ORDER_LIST),
         ("order cancel", ORDER_CANCEL),
+        ("order bulk import", ORDER_BULK),
         ("ops shards read", OPS_SHARDS_READ),
         ("ops shard restart", OPS_SHARD_RESTART),
         ("ops incidents read", OPS_INCIDENTS_READ),
@@ -227,7 +230,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 30] = [
+        let expected: [(&str, &[Role]); 31] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
@@ -250,6 +253,7 @@ mod tests {
                 &[Admin, Frontend, Customer, Logistics, Analyst, Operator],
             ),
             ("order cancel", &[Admin, Frontend, Customer]),
+            ("order bulk import", &[Admin, Frontend]),
             ("ops shards read", &[Admin, Operator]),
             ("ops shard restart", &[Admin, Operator]),
             ("ops incidents read", &[Admin, Operator, Auditor]),

@@ -11,6 +11,7 @@
 mod analytics;
 mod audit;
 mod backups;
+mod bulk;
 mod catalog;
 mod changes;
 mod customers;
@@ -49,6 +50,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/customers"),
     ("GET", "/v1/customers/{id}"),
     ("POST", "/v1/orders"),
+    ("POST", "/v1/orders/bulk"),
     ("GET", "/v1/orders"),
     ("GET", "/v1/orders/{id}"),
     ("POST", "/v1/orders/{id}/cancel"),
@@ -88,13 +90,22 @@ pub struct Limits {
     pub body_limit_bytes: usize,
     /// `http.max_page_bytes`: a list's page is shortened to fit it.
     pub max_page_bytes: usize,
+    /// `orders.bulk_max`: most lines of one bulk import.
+    pub bulk_max_lines: usize,
+    /// `orders.bulk_max_bytes`: most bytes of one bulk import's body.
+    pub bulk_max_bytes: usize,
 }
 
 impl Limits {
-    pub fn from_config(config: &orderd_config::HttpConfig) -> Limits {
+    pub fn from_config(
+        http: &orderd_config::HttpConfig,
+        orders: &orderd_config::OrdersConfig,
+    ) -> Limits {
         Limits {
-            body_limit_bytes: config.body_limit_bytes,
-            max_page_bytes: config.max_page_bytes,
+            body_limit_bytes: http.body_limit_bytes,
+            max_page_bytes: http.max_page_bytes,
+            bulk_max_lines: orders.bulk_max,
+            bulk_max_bytes: orders.bulk_max_bytes,
         }
     }
 
@@ -104,6 +115,8 @@ impl Limits {
         Limits {
             body_limit_bytes,
             max_page_bytes: 1024 * 1024,
+            bulk_max_lines: 10_000,
+            bulk_max_bytes: 16 << 20,
         }
     }
 }
@@ -174,6 +187,12 @@ pub fn configure(
             .name("/v1/orders")
             .route(web::post().to(orders::place))
             .route(web::get().to(orders::list)),
+    )
+    // Before `/v1/orders/{id}`: resources match in registration order.
+    .service(
+        web::resource("/v1/orders/bulk")
+            .name("/v1/orders/bulk")
+            .route(web::post().to(bulk::import)),
     )
     .service(
         web::resource("/v1/orders/{id}")

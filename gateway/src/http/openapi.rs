@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         super::customers::create,
         super::customers::get,
         super::orders::place,
+        super::bulk::import,
         super::orders::list,
         super::orders::get,
         super::orders::cancel,

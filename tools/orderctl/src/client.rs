@@ -174,6 +174,36 @@ impl Api {
         Ok(Answer { status, body })
     }
 
+    /// `POST path` with an NDJSON body; the answer's text when it is 2xx, else the error.
+    pub fn send_ndjson(&self, path: &str, body: String) -> Result<String, CliError> {
+        let url = format!("{}{path}", self.server);
+        let mut request = self.agent.request("POST", &url);
+        if let Some(key) = &self.key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        let response = match request
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&body)
+        {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(ureq::Error::Transport(transport)) => return Err(self.transport(transport)),
+        };
+        let status = response.status();
+        // Not `into_string`, which stops at 10 MB: a chunk's answer may be longer.
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut response.into_reader(), &mut text).map_err(|e| {
+            CliError::Unreachable {
+                server: self.server.clone(),
+                detail: format!("reading the answer to POST {path}: {e}"),
+            }
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Err(http_error(Answer { status, body }))
+    }
+
     /// Sends one request and expects a 2xx answer; any other status becomes [`CliError::Http`].
     pub fn expect(
         &self,

@@ -1,7 +1,7 @@
 //! orderctl: the on-call CLI of orderd. Mostly a thin client of the server's public HTTP API
 //! (wire types from `orderd-proto`): health, inspection, shards, incidents, quarantined
 //! commands, API keys, the audit chain, backups (create, list, restore drills), the live
-//! settings and change requests. One
+//! settings and change requests, bulk import of orders. One
 //! command works without the server:
 //! `backup restore` restores a backup into a data directory with orderd stopped, through the
 //! public library APIs of the engine (the backup repository) and of the gateway (its
@@ -16,6 +16,7 @@
 mod backup;
 mod changes;
 mod client;
+mod orders;
 mod progress;
 mod quarantine;
 mod table;
@@ -131,6 +132,9 @@ enum Command {
     /// Change a setting: request, approve (a second admin), apply and watch, roll back
     #[command(subcommand)]
     Changes(changes::ChangesAction),
+    /// Orders: import an NDJSON file of them (POST /v1/orders/bulk)
+    #[command(subcommand)]
+    Orders(orders::OrdersAction),
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,6 +275,7 @@ fn run(cli: &Cli) -> Outcome {
         Command::Backup(action) => backup::run(&api, timeout, out, action),
         Command::Config => changes::config(&api, out),
         Command::Changes(action) => changes::run(&api, out, action),
+        Command::Orders(action) => orders::run(&api, out, action),
     }
 }
 
