@@ -90,6 +90,8 @@ fn lines(body: &[u8]) -> Vec<(usize, &[u8])> {
         (status = 413, description = "`payload_too_large`: more lines or bytes than the limits", body = orderd_proto::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
+// An actix handler takes each extractor as an argument.
+#[allow(clippy::too_many_arguments)]
 pub async fn import(
     caller: Authed,
     query: QueryParams<NoQuery>,
