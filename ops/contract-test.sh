@@ -43,6 +43,8 @@ for _ in $(seq 1 300); do
 done
 KEY="$(cat "$WORK/data/admin.key")"
 set +e
+# ops/schemathesis_hooks.py: the NDJSON serializer of POST /v1/orders/bulk.
+PYTHONPATH="$ROOT/ops" SCHEMATHESIS_HOOKS=schemathesis_hooks \
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/v1/openapi.json" \
     -H "Authorization: Bearer $KEY" \
     --checks all --exclude-checks positive_data_acceptance \

@@ -169,6 +169,10 @@ fn bulk_import_bounds_roles_and_orderctl() {
     let reply = bulk(&admin, &six);
     assert_problem(&reply, 400, "invalid_request");
     assert_eq!(reply.body["param"], "body", "{}", reply.body);
+    // No order line at all (an empty or blank body): refused whole.
+    let reply = bulk(&admin, "\n  \n");
+    assert_problem(&reply, 400, "invalid_request");
+    assert_eq!(reply.body["param"], "body", "{}", reply.body);
     // Over orders.bulk_max_bytes.
     let long = format!("{}\n", "x".repeat(3000));
     assert_problem(&bulk(&admin, &long), 413, "payload_too_large");

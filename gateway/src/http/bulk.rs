@@ -121,6 +121,12 @@ pub async fn import(
     }
     let body = body.freeze();
     let numbered = lines(&body);
+    if numbered.is_empty() {
+        return Err(HttpError(ApiError::invalid(
+            "body",
+            "no order lines: send one order per line (NDJSON)",
+        )));
+    }
     if numbered.len() > max_lines {
         return Err(HttpError(ApiError::invalid(
             "body",
