@@ -6,6 +6,10 @@
 //!
 //! Run: `make bench` (or `cargo test --release --workspace --bench engine -- [--orders N]`).
 
+mod common;
+
+use common::{one_unit_order, rss_bytes};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,16 +62,6 @@ fn args() -> Args {
     args
 }
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
     let mut config = EngineConfig::new(dir.to_path_buf(), shards);
     config.durability = Durability::Sync;
@@ -104,23 +98,6 @@ struct Run {
     latency: Histogram<u64>,
 }
 
-/// The flash sale's order: one unit of `sku`.
-fn flash_order(customer: CustomerId, sku: &str) -> PlaceOrder {
-    PlaceOrder {
-        refusal: None,
-        customer_id: customer,
-        lines: vec![NewLine {
-            sku: sku.to_string(),
-            qty: 1,
-            unit_price: 1999,
-        }],
-        shipping_address: None,
-        note: None,
-        idempotency: None,
-        actor: "bench".into(),
-    }
-}
-
 /// Places one-order requests back to back until `done()`; their latencies in microseconds, and
 /// when each one slower than 20 ms was sent.
 async fn probe(
@@ -134,7 +111,7 @@ async fn probe(
     while !done() {
         let sent = Instant::now();
         engine
-            .place_order(flash_order(customer, sku))
+            .place_order(one_unit_order(customer, sku))
             .await
             .expect("probe order");
         let us = (sent.elapsed().as_micros() as u64).max(1);
@@ -498,7 +475,7 @@ fn main() {
         let hot_shard = orderd_engine::state::shard_of_sku(hot, shards as u16);
         let customer = customers[hot_shard as usize];
         let make: Arc<dyn Fn(u64) -> (u16, PlaceOrder) + Send + Sync> = Arc::new(move |_i| {
-            (hot_shard, flash_order(customer, hot))
+            (hot_shard, one_unit_order(customer, hot))
         });
         // Two halves: the resident memory that the second half adds, per order, is the cost
         // of one more live order (RocksDB's memtables and caches are bounded and already

@@ -12,6 +12,10 @@
 //! `ops/measure-restart.sh --longevity N` keeps the store, left as a crash leaves it
 //! (`--keep-dir DIR --crash`), and times the real `orderd`'s restart on it.
 
+mod common;
+
+use common::{one_unit_order, rss_bytes};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,22 +24,12 @@ use hdrhistogram::Histogram;
 use orderd_engine::shard::ColdSettings;
 use orderd_engine::state::shard_of_key;
 use orderd_engine::{
-    CustomerId, Durability, Engine, EngineConfig, Idempotency, NewCustomer, NewLine, OrderFilter,
-    OrderId, PlaceOrder,
+    CustomerId, Durability, Engine, EngineConfig, Idempotency, NewCustomer, OrderFilter, OrderId,
+    PlaceOrder,
 };
 
 const BATCH: usize = 1000;
 const IN_FLIGHT: usize = 8;
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -57,22 +51,6 @@ fn config(dir: &std::path::Path, shards: usize, cold: bool) -> EngineConfig {
         config.snapshot_interval_events = 1_000_000;
     }
     config
-}
-
-fn order(customer: CustomerId, sku: &str) -> PlaceOrder {
-    PlaceOrder {
-        refusal: None,
-        customer_id: customer,
-        lines: vec![NewLine {
-            sku: sku.to_string(),
-            qty: 1,
-            unit_price: 1999,
-        }],
-        shipping_address: None,
-        note: None,
-        idempotency: None,
-        actor: "bench".into(),
-    }
 }
 
 /// One customer and one SKU per shard, each on that shard (every order stays on its shard).
@@ -119,7 +97,7 @@ async fn place_and_end(
     customer: CustomerId,
     sku: String,
 ) -> Vec<OrderId> {
-    let places = (0..BATCH).map(|_| order(customer, &sku)).collect();
+    let places = (0..BATCH).map(|_| one_unit_order(customer, &sku)).collect();
     let ids: Vec<OrderId> = engine
         .place_batch(shard, places)
         .await
@@ -163,7 +141,7 @@ async fn run(engine: &Engine, total: u64, sample_every: u64) -> Outcome {
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let id = engine
-                    .place_order(order(customer, &sku))
+                    .place_order(one_unit_order(customer, &sku))
                     .await
                     .expect("probe")
                     .id;
@@ -226,7 +204,7 @@ async fn run(engine: &Engine, total: u64, sample_every: u64) -> Outcome {
 }
 
 fn keyed(customer: CustomerId, sku: &str, key: String) -> PlaceOrder {
-    let mut place = order(customer, sku);
+    let mut place = one_unit_order(customer, sku);
     place.idempotency = Some(Idempotency {
         key,
         request_hash: 7,
@@ -284,7 +262,7 @@ async fn idempotency_on_disk(engine: &Engine, customer: CustomerId, shards: u16)
     for _ in 0..3 {
         let started = Instant::now();
         for _ in 0..20 {
-            let places = (0..BATCH).map(|_| order(customer, &sku)).collect();
+            let places = (0..BATCH).map(|_| one_unit_order(customer, &sku)).collect();
             for outcome in engine.place_orders(places).await {
                 outcome.expect("order");
             }

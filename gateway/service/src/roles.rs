@@ -220,6 +220,17 @@ mod tests {
         }
     }
 
+    /// The bulk import places each line as `POST /v1/orders`: whoever may import may place.
+    #[test]
+    fn every_importer_may_place() {
+        for role in Role::ALL {
+            assert!(
+                !ORDER_BULK.contains(role) || ORDER_PLACE.contains(role),
+                "{role:?}"
+            );
+        }
+    }
+
     #[test]
     fn admin_may_do_everything() {
         for (name, set) in ALL_PERMISSIONS {
