@@ -11,7 +11,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 # (engine/src/failpoint.rs); `make run` and `make bench` build without them.
 TEST_FEATURES := --features orderd-gateway/failpoints
 
-.PHONY: deps test-deps build run test test-only lint contract s3-test bench compare simulate fmt clean-data
+.PHONY: deps test-deps build dist run shellcheck test test-only lint contract s3-test bench compare simulate fmt clean-data
 
 # Installs what is missing with one `apt-get update`: libclang-dev (RocksDB's build) always,
 # and for the tests promtool (Debian package `prometheus`), which checks /metrics and the alert
@@ -25,11 +25,24 @@ test-deps:
 build: deps
 	cargo build $(PROFILE) --bin orderd
 
+## The binary to deploy: the `dist` profile (LTO, one codegen unit, stripped), into
+## $(CARGO_TARGET_DIR)/dist/orderd. Its first build compiles RocksDB once more (20-30 minutes).
+dist: deps
+	cargo build --profile dist --workspace --bins
+	@ls -l $(CARGO_TARGET_DIR)/dist/orderd $(CARGO_TARGET_DIR)/dist/orderctl | awk '{ printf "%-60s %6.1f MB\n", $$9, $$5 / 1e6 }'
+
 ## Build and start orderd on the embedded default config (data in ./data, HTTP on 127.0.0.1:8080).
 run: build
 	$(BIN)/orderd
 
-lint: deps
+## Every shell script under ops/ and .ci/ (found by its #! line) passes shellcheck (Debian's
+## package) at its default severity; `make test` runs it with the lint.
+SCRIPTS := $(shell grep -rlE '^#!.*\b(ba)?sh\b' ops .ci | sort)
+shellcheck:
+	@./ops/install-deps.sh shellcheck
+	shellcheck $(SCRIPTS)
+
+lint: deps shellcheck
 	cargo fmt --all -- --check
 	cargo clippy $(PROFILE) --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 

@@ -28,7 +28,10 @@ pg_bin() {
     if [ -x /usr/lib/postgresql/15/bin/pg_ctl ]; then
         echo /usr/lib/postgresql/15/bin
     else
-        ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+        local dirs=(/usr/lib/postgresql/*/bin)
+        if [ -d "${dirs[0]}" ]; then
+            printf '%s\n' "${dirs[@]}" | sort -V | tail -n 1
+        fi
     fi
 }
 

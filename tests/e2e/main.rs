@@ -20,6 +20,7 @@ mod mass_assignment;
 mod metrics;
 mod orderctl;
 mod pii;
+mod profiles;
 mod quarantine;
 mod role_matrix;
 mod shard_restart;

@@ -342,6 +342,9 @@ pub struct Server {
     extra_env: Vec<(String, String)>,
     /// HTTPS (the server's `http.tls_*` are in `extra_env`): how the harness trusts it.
     https: Https,
+    /// `--config FILE` of every start, if any (a profile layered over the embedded defaults;
+    /// the harness's ORDERD__ variables still win over it).
+    config: Option<PathBuf>,
 }
 
 impl Server {
@@ -352,7 +355,7 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = tmp.path().to_path_buf();
-        Self::launch(root, Some(tmp), shards, &[], None)
+        Self::launch(root, Some(tmp), shards, &[], None, None)
     }
 
     /// Like [`Server::start`] with extra environment variables, kept for every restart.
@@ -362,7 +365,7 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         let root = tmp.path().to_path_buf();
-        Self::launch(root, Some(tmp), shards, env, None)
+        Self::launch(root, Some(tmp), shards, env, None, None)
     }
 
     /// Like [`Server::start_with_env`] for a server whose `env` turns HTTPS on: the harness
@@ -373,17 +376,40 @@ impl Server {
         env: &[(&str, &str)],
         tls: Arc<rustls::ClientConfig>,
     ) -> Server {
-        Self::launch(dir.to_path_buf(), None, shards, env, Some(tls))
+        Self::launch(dir.to_path_buf(), None, shards, env, Some(tls), None)
+    }
+
+    /// Like [`Server::start_with_env`], started with `--config config` (e.g. a profile of
+    /// `config/examples/`); HTTPS when `tls` is given (and `env` turns it on).
+    pub fn start_with_config(
+        config: &Path,
+        shards: usize,
+        env: &[(&str, &str)],
+        tls: Https,
+    ) -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix("orderd-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        Self::launch(
+            root,
+            Some(tmp),
+            shards,
+            env,
+            tls,
+            Some(config.to_path_buf()),
+        )
     }
 
     /// Starts a server on `dir` (kept by the caller; it may already hold data).
     pub fn start_in(dir: &Path, shards: usize) -> Server {
-        Self::launch(dir.to_path_buf(), None, shards, &[], None)
+        Self::launch(dir.to_path_buf(), None, shards, &[], None, None)
     }
 
     /// Like [`Server::start_in`] with extra environment variables, kept for every restart.
     pub fn start_in_with_env(dir: &Path, shards: usize, env: &[(&str, &str)]) -> Server {
-        Self::launch(dir.to_path_buf(), None, shards, env, None)
+        Self::launch(dir.to_path_buf(), None, shards, env, None, None)
     }
 
     fn launch(
@@ -392,6 +418,7 @@ impl Server {
         shards: usize,
         env: &[(&str, &str)],
         https: Https,
+        config: Option<PathBuf>,
     ) -> Server {
         for sub in ["data", "backups", "offsite"] {
             fs::create_dir_all(root.join(sub)).expect("create dirs");
@@ -416,6 +443,7 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             https,
+            config,
         };
         server.spawn();
         server
@@ -495,6 +523,9 @@ impl Server {
     /// The command line and environment of a start on `port` (output not yet redirected).
     fn command(&self, port: u16) -> Command {
         let mut cmd = Command::new(BIN);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
         // Nothing of the test runner's own orderd settings (ORDERD__*, ORDERD_MASTER_KEY) leaks in.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("ORDERD_") {

@@ -22,10 +22,10 @@ use crate::support::{serial, unique, Server};
 
 /// The files of a test PKI: a CA, a server certificate for `localhost` and `127.0.0.1` that it
 /// signed, the server's key, and another key that fits nothing.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     other_key: PathBuf,
 }
 
@@ -35,7 +35,7 @@ fn write_private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn make_pki(dir: &Path) -> Pki {
+pub(crate) fn make_pki(dir: &Path) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -62,7 +62,7 @@ fn make_pki(dir: &Path) -> Pki {
 }
 
 /// A TLS client configuration that trusts `ca` alone.
-fn trusting(ca: &Path) -> Arc<rustls::ClientConfig> {
+pub(crate) fn trusting(ca: &Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -78,7 +78,7 @@ fn trusting(ca: &Path) -> Arc<rustls::ClientConfig> {
 }
 
 /// The environment that turns TLS on for both listeners with `cert` and `key`.
-fn tls_env(cert: &Path, key: &Path) -> Vec<(&'static str, String)> {
+pub(crate) fn tls_env(cert: &Path, key: &Path) -> Vec<(&'static str, String)> {
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
     vec![
         ("ORDERD__HTTP__TLS_CERT_FILE", cert.clone()),
@@ -90,7 +90,7 @@ fn tls_env(cert: &Path, key: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
