@@ -35,8 +35,16 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn config(dir: &std::path::Path, shards: usize, cold: bool) -> EngineConfig {
+fn config(
+    dir: &std::path::Path,
+    shards: usize,
+    cold: bool,
+    wal_max_bytes: Option<u64>,
+) -> EngineConfig {
     let mut config = EngineConfig::new(dir.to_path_buf(), shards);
+    if let Some(bytes) = wal_max_bytes {
+        config.wal_max_bytes = bytes;
+    }
     config.durability = Durability::Sync;
     if cold {
         // The server's default snapshot interval (500,000 events): it bounds the log replayed
@@ -334,13 +342,19 @@ fn main() {
     // `--keep-dir DIR`: the cold run's store goes in DIR and is kept (ops/measure-restart.sh
     // starts the real `orderd` on it). `--crash`: after the cold reads the process exits at once,
     // with no clean stop (no memtable flush), as a crash leaves the store; no in-process restart
-    // and no baseline then. `--no-baseline`: skip the all-in-memory run.
+    // and no baseline then. `--no-baseline`: skip the all-in-memory run. `--wal-max-bytes N`:
+    // RocksDB's write-ahead-log bound (`storage.wal_max_bytes`; 0 is RocksDB's own).
     let keep_dir = raw
         .iter()
         .position(|a| a == "--keep-dir")
         .and_then(|i| raw.get(i + 1))
         .map(std::path::PathBuf::from);
     let crash = raw.iter().any(|a| a == "--crash");
+    let wal_max_bytes: Option<u64> = raw
+        .iter()
+        .position(|a| a == "--wal-max-bytes")
+        .and_then(|i| raw.get(i + 1))
+        .map(|v| v.parse().expect("--wal-max-bytes N"));
     let no_baseline = crash || raw.iter().any(|a| a == "--no-baseline");
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     let baseline_total = (total / 10).max(100_000);
@@ -353,7 +367,7 @@ fn main() {
         // The cold tier on (hot_retention_s = 1), first: the process's heap is fresh.
         let temp = tempfile::tempdir().expect("tempdir");
         let dir = keep_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-        let engine = Engine::open(config(&dir, shards, true)).expect("open");
+        let engine = Engine::open(config(&dir, shards, true, wal_max_bytes)).expect("open");
         let cold = run(&engine, total, (total / 10).max(1)).await;
         println!();
         println!("## Cold tier: {total} orders, hot_retention_s = 1 (placed and ended in {:.1} s, {:.0} orders/s)", cold.elapsed.as_secs_f64(), total as f64 / cold.elapsed.as_secs_f64());
@@ -415,7 +429,7 @@ fn main() {
         engine.shutdown().await;
         drop(engine);
         let started = Instant::now();
-        let engine = Engine::open(config(&dir, shards, true)).expect("reopen");
+        let engine = Engine::open(config(&dir, shards, true, wal_max_bytes)).expect("reopen");
         let hot: u64 = engine.shards().await.iter().map(|s| s.orders).sum();
         println!();
         println!(
@@ -431,7 +445,7 @@ fn main() {
 
         // Baseline: every order stays in memory (a tenth of the orders).
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(config(dir.path(), shards, false)).expect("open");
+        let engine = Engine::open(config(dir.path(), shards, false, wal_max_bytes)).expect("open");
         let base = run(&engine, baseline_total, baseline_total).await;
         engine.shutdown().await;
         drop(engine);

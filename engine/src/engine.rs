@@ -60,6 +60,9 @@ pub struct EngineConfig {
     /// Idempotency keys older than this leave memory for the `idem` family
     /// ([`crate::idem_tier`]); 0 keeps them in memory for their whole retention.
     pub idempotency_hot_s: u64,
+    /// RocksDB's write-ahead-log bound, in bytes (`storage.wal_max_bytes`): what a restart
+    /// after a crash replays at most; 0 leaves RocksDB's own.
+    pub wal_max_bytes: u64,
 }
 
 impl EngineConfig {
@@ -82,6 +85,7 @@ impl EngineConfig {
             inbox_orders_max: 65_536,
             cold: crate::shard::ColdSettings::default(),
             idempotency_hot_s: 0,
+            wal_max_bytes: orderd_storage::rocks::WAL_MAX_BYTES_DEFAULT,
         }
     }
 }
@@ -269,7 +273,7 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::Io(format!("create {}: {e}", config.data_dir.display())))?;
-        let storage = RocksStorage::open(&config.data_dir.join("db"))?;
+        let storage = RocksStorage::open_with(&config.data_dir.join("db"), config.wal_max_bytes)?;
         Engine::start(config, Arc::new(storage))
     }
 

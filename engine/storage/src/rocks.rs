@@ -13,24 +13,40 @@ pub struct RocksStorage {
     db: DB,
 }
 
+/// RocksDB's write-ahead log bound when none is given (`storage.wal_max_bytes`): 256 MiB.
+pub const WAL_MAX_BYTES_DEFAULT: u64 = 256 << 20;
+
 fn io(error: rocksdb::Error) -> StorageError {
     StorageError::Io(error.into_string())
 }
 
 impl RocksStorage {
-    /// Opens (creating if needed) the database under `path`.
+    /// Opens (creating if needed) the database under `path`, its write-ahead log bounded at
+    /// [`WAL_MAX_BYTES_DEFAULT`].
     pub fn open(path: &Path) -> Result<RocksStorage, StorageError> {
+        Self::open_with(path, WAL_MAX_BYTES_DEFAULT)
+    }
+
+    /// Opens (creating if needed) the database under `path`, its write-ahead log bounded at
+    /// `wal_max_bytes` (0: RocksDB's own bound, four times every family's memtables).
+    pub fn open_with(path: &Path, wal_max_bytes: u64) -> Result<RocksStorage, StorageError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_max_background_jobs(2);
         options.set_bytes_per_sync(1 << 20);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // The write-ahead log is left at RocksDB's default bound (several GB over our families):
-        // a crash's restart replays it (4.5 s at 20 million orders, docs/PERFORMANCE.md,
-        // "Longevity"). A 32 MiB cap (max_total_wal_size) bounded the replay but forced
-        // flushes of every family so often that level-0 files piled up in `cold` and RocksDB
-        // stalled writes (10 MB/s) within minutes of the longevity bench: not a trade to make.
+        // A restart after a crash replays the write-ahead log from the oldest file a family
+        // still needs, and a family written rarely (`snap`, `control`, `idem`) pins every file
+        // written since its last flush: left at RocksDB's own bound the log grew to ~1 GB in two
+        // million orders, an 8.5 s replay (docs/PERFORMANCE.md, "Longevity"). Past this bound
+        // RocksDB flushes the families that hold the oldest file. It stays well above what the
+        // busy families (`log`, `cold`, `audit`) write between their own flushes, so those are
+        // not flushed early: a 32 MiB bound made them flush tiny files until level 0 piled up
+        // in `cold` and writes stalled.
+        if wal_max_bytes > 0 {
+            options.set_max_total_wal_size(wal_max_bytes);
+        }
         let families = Family::ALL.iter().map(|family| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);

@@ -303,6 +303,8 @@ pub struct StorageConfig {
     /// Writes are refused (507) while the data directory's file system has less free space;
     /// 0 turns the guard off.
     pub min_free_bytes: u64,
+    /// RocksDB's write-ahead-log bound (what a crash's restart replays at most); 0: RocksDB's.
+    pub wal_max_bytes: u64,
 }
 
 /// The `[engine]` section (named so as not to clash with `orderd_engine::EngineConfig`).
@@ -496,6 +498,12 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must not be empty");
+        }
+        if self.storage.wal_max_bytes != 0 && self.storage.wal_max_bytes < 64 << 20 {
+            return invalid(
+                "storage.wal_max_bytes",
+                "must be 0 (RocksDB's own bound) or at least 67108864 (64 MiB)",
+            );
         }
         if self.storage.flush_interval_ms == 0 {
             return invalid("storage.flush_interval_ms", "must be at least 1");

@@ -44,6 +44,7 @@ pub fn engine_config(config: &Config) -> orderd_engine::EngineConfig {
         pending_retry_ms: config.engine.pending_retry_ms,
         request_timeout_ms: config.engine.request_timeout_ms,
         min_free_bytes: config.storage.min_free_bytes,
+        wal_max_bytes: config.storage.wal_max_bytes,
         inbox_orders_max: config.engine.inbox_orders_max,
         idempotency_hot_s: config.engine.idempotency_hot_s,
         cold: orderd_engine::shard::ColdSettings {
