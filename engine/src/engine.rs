@@ -273,8 +273,14 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::Io(format!("create {}: {e}", config.data_dir.display())))?;
-        let storage = RocksStorage::open_with(&config.data_dir.join("db"), config.wal_max_bytes)?;
-        Engine::start(config, Arc::new(storage))
+        // Compactions wait until every shard is recovered: they would take a core from it.
+        let storage = Arc::new(RocksStorage::open_for_recovery(
+            &config.data_dir.join("db"),
+            config.wal_max_bytes,
+        )?);
+        let engine = Engine::start(config, storage.clone())?;
+        storage.resume_compactions()?;
+        Ok(engine)
     }
 
     /// Recovers every shard from `storage` and starts them.
