@@ -19,6 +19,20 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Free bytes available to an unprivileged writer on the file system holding `path`.
 pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    space(path).map(|space| space.free_bytes)
+}
+
+/// Size and free space of a file system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes available to an unprivileged writer (`f_bavail`).
+    pub free_bytes: u64,
+    /// Size of the file system (`f_blocks`).
+    pub size_bytes: u64,
+}
+
+/// Size and free space of the file system holding `path` (one `statvfs`).
+pub fn space(path: &std::path::Path) -> Option<DiskSpace> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -27,7 +41,15 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
     if rc != 0 {
         return None;
     }
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    let fragment = if stat.f_frsize > 0 {
+        stat.f_frsize as u64
+    } else {
+        stat.f_bsize as u64
+    };
+    Some(DiskSpace {
+        free_bytes: (stat.f_bavail as u64).saturating_mul(fragment),
+        size_bytes: (stat.f_blocks as u64).saturating_mul(fragment),
+    })
 }
 
 /// Whether writes should be refused, given the free space and the current state.

@@ -234,6 +234,11 @@ pub(crate) struct Inner {
     audit_seq: AuditSeq,
     /// Reads consult the cold tier: it is on (`hot_retention_s` > 0) or holds orders.
     cold_tier: bool,
+    /// When the supervisor last finished a clean heartbeat round (systemd's watchdog).
+    clean_rounds: supervisor::CleanRounds,
+    /// The data directory and the disk guard's bound, for the free-space metrics.
+    data_dir: std::path::PathBuf,
+    min_free_bytes: u64,
 }
 
 /// The handle the gateway and benchmarks use. Cheap to clone.
@@ -410,6 +415,9 @@ impl Engine {
                 supervisor: Mutex::new(None),
                 escalation: watch::Sender::new(None),
                 audit_seq,
+                clean_rounds: supervisor::CleanRounds::new(),
+                data_dir: config.data_dir.clone(),
+                min_free_bytes: config.min_free_bytes,
             }),
         };
         for (index, rec) in recovered.into_iter().enumerate() {
@@ -488,6 +496,34 @@ impl Engine {
     /// [`Engine::tunables`]).
     pub fn supervisor_config(&self) -> &SupervisorConfig {
         &self.inner.supervisor_config
+    }
+
+    pub(crate) fn clean_rounds(&self) -> &supervisor::CleanRounds {
+        &self.inner.clean_rounds
+    }
+
+    /// How long ago the supervisor last finished a clean heartbeat round (every running shard
+    /// answered within `heartbeat_timeout_ms`); `None` before the first. systemd's watchdog is
+    /// fed only while this is recent.
+    pub fn clean_heartbeat_round_age(&self) -> Option<Duration> {
+        self.inner.clean_rounds.age()
+    }
+
+    /// Requests a shard's mailbox holds before new ones are refused with 503
+    /// (`engine.mailbox_capacity`).
+    pub fn mailbox_capacity(&self) -> usize {
+        self.inner.settings.mailbox_capacity
+    }
+
+    /// `storage.min_free_bytes`: below this much free space writes are refused (0: off).
+    pub fn min_free_bytes(&self) -> u64 {
+        self.inner.min_free_bytes
+    }
+
+    /// Size and free space of the file system holding the data directory, read now
+    /// (`statvfs`); `None` when it cannot be read.
+    pub fn disk_space(&self) -> Option<crate::diskguard::DiskSpace> {
+        crate::diskguard::space(&self.inner.data_dir)
     }
 
     /// Resolves with the reason once the supervisor escalates (a shard past its restart

@@ -9,7 +9,7 @@
 //! stops, and reports a [`Fault`]. The supervisor runs on an arbiter of its own.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -294,6 +294,46 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// When the supervisor last finished a clean heartbeat round: one after which every running
+/// shard has answered its heartbeat within `heartbeat_timeout_ms` (a shard it had to replace
+/// counts once its rebuild finished). systemd's watchdog is fed from it (the gateway's
+/// `systemd` module): a process whose supervisor stops finishing clean rounds stops petting.
+#[derive(Debug)]
+pub(crate) struct CleanRounds {
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the end of the last clean round; `u64::MAX` before the
+    /// first.
+    last_ms: AtomicU64,
+}
+
+impl CleanRounds {
+    pub(crate) fn new() -> CleanRounds {
+        CleanRounds {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn record(&self, at: Instant) {
+        let ms = u64::try_from(at.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_ms.fetch_max(ms, Ordering::SeqCst);
+        // fetch_max on u64::MAX (never) keeps MAX: store the first one.
+        let _ = self
+            .last_ms
+            .compare_exchange(u64::MAX, ms, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// How long ago the last clean round ended; `None` before the first.
+    pub(crate) fn age(&self) -> Option<Duration> {
+        let ms = self.last_ms.load(Ordering::SeqCst);
+        if ms == u64::MAX {
+            return None;
+        }
+        let at = self.epoch + Duration::from_millis(ms);
+        Some(Instant::now().saturating_duration_since(at))
+    }
+}
+
 /// Per shard: the heartbeat sent and not answered yet, and when it left.
 struct Watch {
     unanswered_since: Option<Instant>,
@@ -339,7 +379,9 @@ pub(crate) async fn run(
             _ = ticker.tick() => {
                 let Some(inner) = inner.upgrade() else { return };
                 let engine = Engine::from_inner(inner);
-                check_heartbeats(&engine, &mut watches, timeout).await;
+                if check_heartbeats(&engine, &mut watches, timeout).await {
+                    engine.clean_rounds().record(Instant::now());
+                }
             }
         }
     }
@@ -444,7 +486,10 @@ async fn handle_fault(engine: &Engine, fault: Fault, outage: &mut Option<Outage>
     }
 }
 
-async fn check_heartbeats(engine: &Engine, watches: &mut [Watch], timeout: Duration) {
+/// One heartbeat round: a shard that answered gets the next heartbeat, one silent for
+/// `timeout` is replaced. True when the round was clean: afterwards every running shard has
+/// answered, or has been silent for less than `timeout` (see [`CleanRounds`]).
+async fn check_heartbeats(engine: &Engine, watches: &mut [Watch], timeout: Duration) -> bool {
     let now = Instant::now();
     for (shard, watch) in watches.iter_mut().enumerate() {
         let shard = shard as u16;
@@ -470,11 +515,33 @@ async fn check_heartbeats(engine: &Engine, watches: &mut [Watch], timeout: Durat
             engine.auto_restart(shard, "stuck", detail).await;
         }
     }
+    let end = Instant::now();
+    watches.iter().enumerate().all(|(shard, watch)| {
+        let shard = shard as u16;
+        let (sent, seen) = engine.heartbeats(shard);
+        !engine.is_running(shard)
+            || seen >= sent
+            || watch
+                .unanswered_since
+                .is_none_or(|since| end.duration_since(since) < timeout)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_rounds_tell_their_age() {
+        let rounds = CleanRounds::new();
+        assert_eq!(rounds.age(), None, "no round yet");
+        rounds.record(Instant::now());
+        let age = rounds.age().expect("a round");
+        assert!(age < Duration::from_secs(1), "{age:?}");
+        // An older round recorded late does not make the last one older.
+        rounds.record(rounds.epoch);
+        assert!(rounds.age().expect("a round") < Duration::from_secs(1));
+    }
 
     #[test]
     fn restart_intensity_counts_the_window_only_and_clears() {

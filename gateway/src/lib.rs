@@ -1,7 +1,7 @@
 //! orderd's gateway: the two front doors over the service layer — HTTP ([`http`]: routes,
 //! extractors, middleware, the OpenAPI document) and the binary TCP protocol ([`tcp`]) — and
 //! [`server`], the one place that starts and stops every service (the `orderd` binary is a thin
-//! shell over [`server::run`]).
+//! shell over [`server::run`]), which tells systemd how it goes through [`systemd`].
 //!
 //! Architecture invariants:
 //! - The only crate with sockets or actix-web. Only it decodes untrusted bytes (request bodies,
@@ -15,6 +15,7 @@
 pub mod http;
 pub mod peers;
 pub mod server;
+pub mod systemd;
 pub mod tcp;
 pub mod tls;
 

@@ -76,16 +76,23 @@ fn log_reload<S: 'static>(handle: tracing_subscriber::reload::Handle<EnvFilter, 
     })
 }
 
+/// The git commit this binary was built from (`gateway/build.rs`), or `unknown`.
+pub const REVISION: &str = env!("ORDERD_GIT_REVISION");
+
 /// Runs orderd until SIGTERM or SIGINT, then drains requests and shuts the engine down.
 /// Must be called inside an actix system (`#[actix_web::main]`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let log_reload = init_tracing(&config)?;
     // Before the engine opens, so that the log writer's first group commits are recorded.
     orderd_control::telemetry::handle();
+    orderd_control::telemetry::set_build_info(env!("CARGO_PKG_VERSION"), REVISION);
+    // systemd's watchdog is fed from now on (start-up is bounded by TimeoutStartSec=).
+    let notifier = Arc::new(crate::systemd::Notifier::start());
     let data_dir = config.storage.data_dir.clone();
     tracing::info!(
         message = "Starting orderd.",
         version = env!("CARGO_PKG_VERSION"),
+        revision = REVISION,
         data_dir = %data_dir.display(),
         shards = config.shard_count(),
         durability = ?config.storage.durability,
@@ -111,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let opened_at = Instant::now();
     let engine = Engine::open(orderd_service::engine_config(&config))
         .with_context(|| format!("cannot open the engine in {}", data_dir.display()))?;
+    notifier.engine_open(&engine);
     tracing::info!(
         message = "Engine open.",
         shards = engine.shard_count(),
@@ -148,10 +156,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Err(error);
         }
     };
-    let served = serve(&config, tls.http, &mut services).await;
+    let served = serve(&config, tls.http, &mut services, notifier.clone()).await;
+    notifier.stopping();
     tracing::info!(message = "HTTP server stopped; stopping the services.");
     let escalated = services.escalated();
     services.stop().await;
+    notifier.finish();
     tracing::info!(message = "orderd stopped.");
     match escalated {
         Some(reason) => Err(anyhow::anyhow!("supervisor escalated: {reason}")),
@@ -366,14 +376,36 @@ impl Services {
         config: &Config,
         http_addrs: Vec<std::net::SocketAddr>,
         server: actix_web::dev::ServerHandle,
+        notifier: Arc<crate::systemd::Notifier>,
     ) {
         self.inspector.set_http_addrs(http_addrs);
         self.schedule = Some(Schedule::start(self.inspector.clone()));
+        // systemd: READY=1 once /readyz would answer 200; STOPPING=1 as the drain begins (the
+        // HTTP server reacts to the same signals by itself).
+        let engine = self.engine.clone();
+        let ready = notifier.clone();
+        actix_web::rt::spawn(async move { ready.ready_when(&engine).await });
+        let stopping = notifier.clone();
+        actix_web::rt::spawn(async move {
+            use actix_web::rt::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stopping.stopping();
+        });
         if config.supervisor.exit_on_escalation {
             let engine = self.engine.clone();
             let escalated = self.escalated.clone();
             actix_web::rt::spawn(async move {
                 let reason = engine.escalation().await;
+                notifier.stopping();
                 tracing::error!(
                     message = "Supervisor escalated; stopping so that the service manager restarts orderd.",
                     %reason
@@ -450,6 +482,7 @@ async fn serve(
     config: &Config,
     tls: Option<Arc<rustls::ServerConfig>>,
     services: &mut Services,
+    notifier: Arc<crate::systemd::Notifier>,
 ) -> anyhow::Result<()> {
     let auth = web::Data::from(services.auth.clone());
     let engine = web::Data::new(services.engine.clone());
@@ -514,6 +547,6 @@ async fn serve(
     }
     let addrs = server.addrs();
     let server = server.run();
-    services.serving(config, addrs, server.handle());
+    services.serving(config, addrs, server.handle(), notifier);
     server.await.context("HTTP server failed")
 }

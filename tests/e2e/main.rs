@@ -27,5 +27,6 @@ mod shard_restart;
 mod snapshot;
 mod supervisor;
 mod support;
+mod systemd;
 mod tcp;
 mod tls;

@@ -1,7 +1,8 @@
 //! `GET /metrics` on the real binary: counts that match the requests made, histograms with
 //! their buckets, gauges that agree with `/v1/ops/shards` and `/proc`, the text accepted by
-//! `promtool check metrics`; the alert rules pass `promtool check rules` and their unit tests;
-//! the Grafana dashboard queries only metrics the server exports.
+//! `promtool check metrics`; the alert rules pass `promtool check rules` and their unit tests,
+//! link runbook sections that exist; the Grafana dashboard queries only metrics the server
+//! exports.
 //!
 //! `promtool` comes from the Debian package `prometheus` (`make deps` installs it). These tests
 //! fail, never skip, when it is missing.
@@ -144,12 +145,19 @@ fn exported_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Every `orderd_…` identifier in a PromQL expression.
+/// Every `orderd_…` and `process_…` identifier in a PromQL expression.
 fn metric_names_in(expr: &str) -> BTreeSet<String> {
+    let mut names = prefixed_names_in(expr, "orderd_");
+    names.extend(prefixed_names_in(expr, "process_"));
+    names
+}
+
+/// Every identifier starting with `prefix` in a PromQL expression.
+fn prefixed_names_in(expr: &str, prefix: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let bytes = expr.as_bytes();
     let mut i = 0;
-    while let Some(found) = expr[i..].find("orderd_") {
+    while let Some(found) = expr[i..].find(prefix) {
         let start = i + found;
         let before_ok =
             start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
@@ -277,7 +285,9 @@ fn metrics_count_what_happened_and_pass_promtool() {
     let refusals = |reason| value(&samples, "orderd_refusals_total", &[("reason", reason)]);
     assert_eq!(refusals("unauthorized"), Some(2.0));
     assert_eq!(refusals("forbidden"), Some(1.0));
-    assert_eq!(refusals("rate_limited"), None);
+    // Every reason is exported from the start (rates and alerts see 0, not no series).
+    assert_eq!(refusals("rate_limited"), Some(0.0));
+    assert_eq!(refusals("insufficient_storage"), Some(0.0));
 
     // Orders by outcome.
     let orders = |outcome| value(&samples, "orderd_orders_total", &[("outcome", outcome)]);
@@ -381,20 +391,49 @@ fn metrics_count_what_happened_and_pass_promtool() {
         "the 3 placed orders are held: {orders_held}"
     );
 
-    // Process figures agree with /proc of the server's pid.
+    // Process figures, under the standard process_* names, agree with /proc of the server's pid.
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("status");
-    let vm_rss_bytes = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .expect("VmRSS")
-        * 1024.0;
-    let rss = must(&samples, "orderd_process_resident_memory_bytes", &[]);
+    let status_kb = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/pid/status"))
+            * 1024.0
+    };
+    let vm_rss_bytes = status_kb("VmRSS:");
+    let rss = must(&samples, "process_resident_memory_bytes", &[]);
     assert!(
         rss > vm_rss_bytes * 0.5 && rss < vm_rss_bytes * 2.0,
         "rss {rss} vs VmRSS {vm_rss_bytes}"
     );
-    let start = must(&samples, "orderd_process_start_time_seconds", &[]);
+    let vm_size_bytes = status_kb("VmSize:");
+    let virtual_bytes = must(&samples, "process_virtual_memory_bytes", &[]);
+    assert!(
+        virtual_bytes > vm_size_bytes * 0.5 && virtual_bytes < vm_size_bytes * 2.0,
+        "virtual {virtual_bytes} vs VmSize {vm_size_bytes}"
+    );
+    let fds_now = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .expect("fd dir")
+        .count() as f64;
+    let open_fds = must(&samples, "process_open_fds", &[]);
+    assert!(
+        open_fds >= 10.0 && open_fds < fds_now * 2.0 + 10.0,
+        "open fds {open_fds} vs {fds_now} now"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let soft_nofile: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files");
+    assert_eq!(must(&samples, "process_max_fds", &[]), soft_nofile);
+    assert!(
+        value(&samples, "orderd_process_resident_memory_bytes", &[]).is_none(),
+        "the old orderd_process_* names are gone"
+    );
+    let start = must(&samples, "process_start_time_seconds", &[]);
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -403,7 +442,7 @@ fn metrics_count_what_happened_and_pass_promtool() {
         start >= started_s - 2.0 && start <= now_s,
         "start {start} in [{started_s}, {now_s}]"
     );
-    let cpu = must(&samples, "orderd_process_cpu_seconds_total", &[]);
+    let cpu = must(&samples, "process_cpu_seconds_total", &[]);
     // Counted in clock ticks (10 ms): a server that started quickly may show 0 yet.
     assert!(cpu >= 0.0 && cpu < now_s - started_s + 60.0, "cpu {cpu}");
     assert_eq!(
@@ -418,6 +457,64 @@ fn metrics_count_what_happened_and_pass_promtool() {
         must(&samples, "orderd_audit_refusals_dropped_total", &[]),
         0.0
     );
+    for kind in ["backup_failed", "offsite_failed", "verify_failed"] {
+        assert_eq!(
+            must(&samples, "orderd_backup_failing", &[("kind", kind)]),
+            0.0,
+            "{kind}"
+        );
+    }
+
+    // The data directory's file system, read at scrape time, and the disk guard's bound.
+    let free = must(&samples, "orderd_storage_free_bytes", &[]);
+    let size = must(&samples, "orderd_storage_size_bytes", &[]);
+    assert!(free > 0.0 && free <= size, "free {free} of {size}");
+    assert_eq!(
+        must(&samples, "orderd_storage_min_free_bytes", &[]),
+        64.0 * 1024.0 * 1024.0,
+        "storage.min_free_bytes (default)"
+    );
+    // Every shard's mailbox capacity (engine.mailbox_capacity, default).
+    for shard in ["0", "1"] {
+        assert_eq!(
+            must(
+                &samples,
+                "orderd_shard_mailbox_capacity",
+                &[("shard", shard)]
+            ),
+            100_000.0
+        );
+    }
+
+    // The build: version of the package, revision of the commit built (or "unknown").
+    let build = samples
+        .iter()
+        .find(|s| s.name == "orderd_build_info")
+        .expect("orderd_build_info");
+    assert_eq!(build.value, 1.0);
+    assert_eq!(build.labels["version"], env!("CARGO_PKG_VERSION"));
+    let revision = &build.labels["revision"];
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+    };
+    if git(&["rev-parse", "HEAD"]).is_some() {
+        // Built from this history: HEAD, or an ancestor when a commit came after the build.
+        assert!(
+            revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()),
+            "revision {revision}"
+        );
+        assert!(
+            git(&["merge-base", "--is-ancestor", revision, "HEAD"]).is_some(),
+            "revision {revision} is not HEAD or one of its ancestors"
+        );
+    } else {
+        assert_eq!(revision, "unknown", "no git, no revision");
+    }
 
     // A second scrape counts the first one.
     let again = parse(&scrape(&client));
@@ -448,9 +545,22 @@ fn alert_rules_and_dashboard_use_exported_metrics() {
     let _serial = serial();
     let server = Server::start(2);
     let client = server.client();
-    // One write so that the log writer's histograms exist.
+    // One write so that the log writer's histograms exist, and one TCP connection opened and
+    // closed so that the TCP front door's gauge and counter do.
     client.adjust_stock(&unique("metrics-sku"), 1);
-    let exported = exported_names(&scrape(&client));
+    drop(std::net::TcpStream::connect(server.tcp_addr()).expect("connect to the TCP port"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exported = loop {
+        let exported = exported_names(&scrape(&client));
+        if exported.contains("orderd_tcp_connections_closed_total") {
+            break exported;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TCP close counted: {exported:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
     let known = |name: &str| exported.contains(name) || EXPORTED_LATER.contains(&name);
 
     let root = repo_root();
@@ -522,9 +632,108 @@ fn alert_rules_and_dashboard_use_exported_metrics() {
         "orderd_shard_restarts_total",
         "orderd_incidents_total",
         "orderd_backup_last_success_timestamp_seconds",
-        "orderd_process_cpu_seconds_total",
-        "orderd_process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "orderd_build_info",
+        // The TCP front door.
+        "orderd_tcp_connections",
+        "orderd_tcp_connections_closed_total",
+        // Refusals by reason (429, 503, 507, …).
+        "orderd_refusals_total",
     ] {
         assert!(used.contains(family), "no panel shows {family}");
+    }
+}
+
+/// GitHub's anchor of a Markdown heading: lower case, spaces to `-`, other punctuation but
+/// `-` and `_` dropped.
+fn heading_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every alert has a `description` and an absolute `runbook_url` whose anchor is a heading of
+/// docs/OPERATIONS.md (its own section: the alert's name); the unit tests expect the same
+/// links; no alert keeps the old relative `runbook` annotation.
+#[test]
+fn every_alert_links_a_runbook_section_that_exists() {
+    let root = repo_root();
+    let operations = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).expect("OPERATIONS");
+    let anchors: BTreeSet<String> = operations
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .map(|line| heading_anchor(line.trim_start_matches('#')))
+        .collect();
+    assert!(anchors.contains("orderddown"), "{anchors:?}");
+
+    let rules = std::fs::read_to_string(root.join("ops/prometheus/alerts.yml")).expect("alerts");
+    // alert name -> (description seen, runbook_url)
+    let mut alerts: BTreeMap<String, (bool, Option<String>)> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in rules.lines() {
+        let line = line.trim();
+        assert!(
+            !line.starts_with("runbook:"),
+            "relative runbook left: {line}"
+        );
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            current = Some(name.trim().to_string());
+            alerts.insert(name.trim().to_string(), (false, None));
+        } else if let Some(name) = &current {
+            let entry = alerts.get_mut(name).expect("inserted");
+            if line.starts_with("description: ") && line.len() > "description: \"\"".len() {
+                entry.0 = true;
+            } else if let Some(url) = line.strip_prefix("runbook_url: ") {
+                entry.1 = Some(url.trim_matches('"').to_string());
+            }
+        }
+    }
+    assert!(alerts.len() >= 16, "{} alerts", alerts.len());
+    let mut bases = BTreeSet::new();
+    for (name, (described, url)) in &alerts {
+        assert!(described, "{name} has no description");
+        let url = url
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+        assert!(
+            url.starts_with("https://") || url.starts_with("http://"),
+            "{name}: runbook_url {url} is not absolute"
+        );
+        let (base, anchor) = url
+            .split_once('#')
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url} has no anchor"));
+        assert!(
+            base.ends_with("OPERATIONS.md") || base.contains("OPERATIONS"),
+            "{name}: {url}"
+        );
+        bases.insert(base.to_string());
+        assert_eq!(anchor, name.to_lowercase(), "{name}: its own section");
+        assert!(
+            anchors.contains(anchor),
+            "{name}: docs/OPERATIONS.md has no heading with anchor #{anchor}"
+        );
+    }
+    assert_eq!(bases.len(), 1, "one base for every link: {bases:?}");
+
+    // The unit tests expect the same links (set-runbook-base.sh rewrites both files).
+    let tests =
+        std::fs::read_to_string(root.join("ops/prometheus/alerts.test.yml")).expect("tests");
+    let base = bases.into_iter().next().expect("a base");
+    for line in tests.lines().map(str::trim) {
+        if let Some(url) = line.strip_prefix("runbook_url: ") {
+            let url = url.trim_matches('"');
+            assert!(
+                url.starts_with(&format!("{base}#")),
+                "alerts.test.yml: {url}"
+            );
+        }
     }
 }

@@ -532,6 +532,16 @@ impl Server {
                 cmd.env_remove(name);
             }
         }
+        // Nor a service manager's (the runner may itself run under systemd): tests that speak
+        // its protocol set these in their extra environment.
+        for name in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "CREDENTIALS_DIRECTORY",
+        ] {
+            cmd.env_remove(name);
+        }
         let root = &self.root;
         cmd.env("ORDERD__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env(

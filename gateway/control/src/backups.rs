@@ -312,6 +312,8 @@ pub struct Backups {
     /// Unix seconds of the newest successful backup (0: none yet), for
     /// `orderd_backup_last_success_timestamp_seconds`.
     last_success_s: Arc<AtomicU64>,
+    /// Which kinds of backup work failed at their last attempt, for `orderd_backup_failing`.
+    failing: Arc<Failing>,
     /// Unix seconds of the newest requested backup accepted (`backup.min_interval_s`).
     last_requested_s: AtomicU64,
     /// The live configuration (`backup.min_interval_s`).
@@ -361,10 +363,12 @@ impl Backups {
                 Repo::new(config.dir.clone(), keys)
             }
         };
+        let failing = Arc::new(Failing::default());
         let mut worker = Worker {
             vault: vault.clone(),
             live,
             last_success_s: last_success_s.clone(),
+            failing: failing.clone(),
             repo,
             offsite_spec: config.offsite.clone(),
             offsite: None,
@@ -386,6 +390,7 @@ impl Backups {
             vault,
             revocations_lock: Mutex::new(()),
             last_success_s,
+            failing,
             last_requested_s: AtomicU64::new(0),
             live: live_handle,
             handle: Mutex::new(Some(handle)),
@@ -510,6 +515,12 @@ impl Backups {
         self.last_success_s.load(Ordering::Relaxed)
     }
 
+    /// Each kind of backup work ([`FAILURE_KINDS`]: `backup_failed`, `offsite_failed`,
+    /// `verify_failed`) with whether its last attempt since this process started failed.
+    pub fn failing(&self) -> [(&'static str, bool); 3] {
+        FAILURE_KINDS.map(|kind| (kind, self.failing.get(kind)))
+    }
+
     /// Stops the worker after its current job.
     pub fn stop(&self) {
         let _ = self.jobs.send(Job::Stop);
@@ -519,12 +530,44 @@ impl Backups {
     }
 }
 
+/// The kinds of backup work that fail with an incident of the same kind: taking a backup, its
+/// off-site copy (or the revocation list's), and a restore drill.
+pub const FAILURE_KINDS: [&str; 3] = ["backup_failed", "offsite_failed", "verify_failed"];
+
+/// Whether the last attempt of each of [`FAILURE_KINDS`] failed (set with the incident,
+/// cleared when one succeeds, even if the incident could not be written).
+#[derive(Debug, Default)]
+struct Failing([std::sync::atomic::AtomicBool; 3]);
+
+impl Failing {
+    fn slot(&self, kind: &str) -> Option<&std::sync::atomic::AtomicBool> {
+        let index = FAILURE_KINDS.iter().position(|k| *k == kind)?;
+        Some(&self.0[index])
+    }
+
+    fn set(&self, kind: &str, failing: bool) {
+        debug_assert!(
+            self.slot(kind).is_some(),
+            "unknown backup failure kind {kind}"
+        );
+        if let Some(slot) = self.slot(kind) {
+            slot.store(failing, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, kind: &str) -> bool {
+        self.slot(kind)
+            .is_some_and(|slot| slot.load(Ordering::Relaxed))
+    }
+}
+
 struct Worker {
     /// Signs and verifies manifests (its keys are read before each job: a rotation adds one).
     vault: Arc<Vault>,
     /// The configuration in effect; its `backup` section is read anew before each job.
     live: tokio::sync::watch::Receiver<Arc<Config>>,
     last_success_s: Arc<AtomicU64>,
+    failing: Arc<Failing>,
     repo: Repo,
     offsite_spec: String,
     offsite: Option<Offsite>,
@@ -708,6 +751,7 @@ impl Worker {
 
     /// Writes a `backup/<kind>` incident unless one of that kind is open.
     fn incident(&mut self, kind: &'static str, detail: String, action: &str) {
+        self.failing.set(kind, true);
         if self.open_incidents.contains_key(kind) {
             return;
         }
@@ -725,6 +769,7 @@ impl Worker {
 
     /// Marks the open incident of `kind`, if any, recovered.
     fn recovered(&mut self, kind: &'static str) {
+        self.failing.set(kind, false);
         if let Some(id) = self.open_incidents.remove(kind) {
             let _ = self.engine.incidents().recovered(id);
         }

@@ -1,9 +1,10 @@
 //! Prometheus metrics and the in-process latency recorder: this module owns every `orderd_`
-//! metric name, its help text and buckets, the one recorder per process, what the request middleware records,
+//! metric name (and the standard `process_*` ones), its help text and buckets, the one recorder per process, what the request middleware records,
 //! the values read from the engine and `/proc` at scrape time, and the HDR histogram of request
 //! latencies that the health inspection reads.
 //!
-//! Conventions (DESIGN.md "Metrics"): prefix `orderd_`, base units (seconds, bytes), counters end
+//! Conventions (DESIGN.md "Metrics"): prefix `orderd_` (process figures use Prometheus's
+//! standard `process_*` names, as every client library exports them), base units (seconds, bytes), counters end
 //! in `_total`, latencies are real histograms with the buckets set here (never summaries), and no
 //! label carries an id (`route` is the route template, `shard` is one of `engine.shards`).
 //!
@@ -14,8 +15,10 @@
 //! - `POST /v1/orders`: `orderd_orders_total{outcome}` through [`record_order`];
 //! - the engine's log writer (`orderd_engine::log`), per group commit, through the `metrics`
 //!   facade: `orderd_log_fsync_duration_seconds` and `orderd_log_batch_events`;
-//! - [`render`], at scrape time: shard gauges, log and audit counters, process CPU, memory and
-//!   start time, backup age, and the incident counts last given to [`set_incident_counts`].
+//! - [`render`], at scrape time: shard gauges, log and audit counters, the data directory's
+//!   free space, process CPU, memory, descriptors and start time, backup age and failures, and
+//!   the incident counts last given to [`set_incident_counts`];
+//! - the server at start, through [`set_build_info`]: `orderd_build_info{version,revision}`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,11 +54,24 @@ pub const SHARD_ORDERS: &str = "orderd_shard_orders";
 pub const SHARD_INBOX_ORDERS: &str = "orderd_shard_inbox_orders";
 pub const SHARD_RESTARTS_TOTAL: &str = "orderd_shard_restarts_total";
 pub const SHARD_UP: &str = "orderd_shard_up";
-pub const PROCESS_CPU_SECONDS_TOTAL: &str = "orderd_process_cpu_seconds_total";
-pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "orderd_process_resident_memory_bytes";
-pub const PROCESS_START_TIME_SECONDS: &str = "orderd_process_start_time_seconds";
+/// Requests a shard's mailbox holds before new ones get 503 (`engine.mailbox_capacity`).
+pub const SHARD_MAILBOX_CAPACITY: &str = "orderd_shard_mailbox_capacity";
+pub const STORAGE_FREE_BYTES: &str = "orderd_storage_free_bytes";
+pub const STORAGE_SIZE_BYTES: &str = "orderd_storage_size_bytes";
+pub const STORAGE_MIN_FREE_BYTES: &str = "orderd_storage_min_free_bytes";
+pub const BUILD_INFO: &str = "orderd_build_info";
+// The standard process metrics (the names every Prometheus client library exports).
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
 pub const BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
     "orderd_backup_last_success_timestamp_seconds";
+/// 1 while the last attempt of a kind of backup work failed (`kind`: `backup_failed`,
+/// `offsite_failed`, `verify_failed`).
+pub const BACKUP_FAILING: &str = "orderd_backup_failing";
 pub const AUDIT_REFUSALS_DROPPED_TOTAL: &str = "orderd_audit_refusals_dropped_total";
 pub const INCIDENTS_TOTAL: &str = "orderd_incidents_total";
 pub const TCP_CONNECTIONS: &str = "orderd_tcp_connections";
@@ -91,6 +107,9 @@ pub fn handle() -> &'static PrometheusHandle {
         // Every outcome from the start, so that rate() and ratios see 0 rather than no series.
         for outcome in ORDER_OUTCOMES {
             metrics::counter!(ORDERS_TOTAL, "outcome" => *outcome).absolute(0);
+        }
+        for reason in REFUSAL_REASONS {
+            metrics::counter!(REFUSALS_TOTAL, "reason" => *reason).absolute(0);
         }
         let upkeep = handle.clone();
         std::thread::Builder::new()
@@ -187,14 +206,31 @@ fn describe() {
         "1 while the shard runs, 0 while it restarts or has failed."
     );
     describe_gauge!(
-        PROCESS_RESIDENT_MEMORY_BYTES,
-        Unit::Bytes,
-        "Resident memory of the process."
+        SHARD_MAILBOX_CAPACITY,
+        "Client requests a shard's mailbox holds before new ones are refused with 503 (engine.mailbox_capacity)."
     );
     describe_gauge!(
-        PROCESS_START_TIME_SECONDS,
-        Unit::Seconds,
-        "Start time of the process, in seconds since the Unix epoch."
+        STORAGE_FREE_BYTES,
+        Unit::Bytes,
+        "Free space of the data directory's file system available to orderd (statvfs f_bavail)."
+    );
+    describe_gauge!(
+        STORAGE_SIZE_BYTES,
+        Unit::Bytes,
+        "Size of the data directory's file system."
+    );
+    describe_gauge!(
+        STORAGE_MIN_FREE_BYTES,
+        Unit::Bytes,
+        "storage.min_free_bytes: below this much free space writes are refused with 507 (0: off)."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels name the running build: version (Cargo package) and revision (git commit)."
+    );
+    describe_gauge!(
+        BACKUP_FAILING,
+        "1 while the last attempt of this kind of backup work failed since start (kind: backup_failed, offsite_failed, verify_failed), else 0."
     );
     describe_gauge!(
         BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS,
@@ -218,6 +254,17 @@ fn describe() {
         INCIDENTS_TOTAL,
         "Incidents recorded by the supervisor, by component and kind."
     );
+}
+
+/// Sets `orderd_build_info{version,revision}` to 1: the running build, for dashboards and for
+/// telling nodes of a fleet apart during a rollout.
+pub fn set_build_info(version: &str, revision: &str) {
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => version.to_string(),
+        "revision" => revision.to_string(),
+    )
+    .set(1.0);
 }
 
 /// `outcome` label of a request: by status class.
@@ -253,8 +300,26 @@ pub fn refusal_reason(status: u16) -> Option<&'static str> {
     })
 }
 
+/// Every `reason` of `orderd_refusals_total`, exported at 0 from the start (the alerts on 429
+/// and 507 take rates of them).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "unauthorized",
+    "forbidden",
+    "payload_too_large",
+    "rate_limited",
+    "unavailable",
+    "insufficient_storage",
+    "too_many_connections",
+    "too_many_connections_from_peer",
+    "auth_timeout",
+];
+
 /// Counts one refusal in `orderd_refusals_total{reason}`.
 pub fn record_refusal(reason: &'static str) {
+    debug_assert!(
+        REFUSAL_REASONS.contains(&reason),
+        "unknown refusal {reason}"
+    );
     metrics::counter!(REFUSALS_TOTAL, "reason" => reason).increment(1);
 }
 
@@ -348,8 +413,10 @@ pub async fn render(
     backups: Option<&Backups>,
 ) -> String {
     let handle = handle();
+    let mailbox_capacity = engine.mailbox_capacity() as f64;
     for shard in engine.shards().await {
         let id = shard.id.to_string();
+        metrics::gauge!(SHARD_MAILBOX_CAPACITY, "shard" => id.clone()).set(mailbox_capacity);
         metrics::gauge!(SHARD_MAILBOX_DEPTH, "shard" => id.clone()).set(shard.mailbox_depth as f64);
         metrics::gauge!(SHARD_ORDERS, "shard" => id.clone()).set(shard.orders as f64);
         metrics::gauge!(SHARD_INBOX_ORDERS, "shard" => id.clone()).set(shard.inbox_orders as f64);
@@ -377,25 +444,26 @@ pub async fn render(
     if let Some(audit) = audit {
         metrics::counter!(AUDIT_REFUSALS_DROPPED_TOTAL).absolute(audit.refusals_dropped_total());
     }
-    let process = process::sample();
-    if let Some(process) = &process {
-        metrics::gauge!(PROCESS_RESIDENT_MEMORY_BYTES).set(process.resident_bytes as f64);
-        metrics::gauge!(PROCESS_START_TIME_SECONDS).set(process.start_time_s);
+    if let Some(space) = engine.disk_space() {
+        metrics::gauge!(STORAGE_FREE_BYTES).set(space.free_bytes as f64);
+        metrics::gauge!(STORAGE_SIZE_BYTES).set(space.size_bytes as f64);
     }
+    metrics::gauge!(STORAGE_MIN_FREE_BYTES).set(engine.min_free_bytes() as f64);
     metrics::gauge!(BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS)
         .set(backups.map_or(0, Backups::last_success_s) as f64);
+    if let Some(backups) = backups {
+        for (kind, failing) in backups.failing() {
+            metrics::gauge!(BACKUP_FAILING, "kind" => kind).set(if failing { 1.0 } else { 0.0 });
+        }
+    }
     let mut text = handle.render();
-    // The facade's counters are integers; CPU seconds are rendered here with their fraction.
-    if let Some(process) = process {
+    // Rendered here rather than through the facade: its counters are integers (CPU seconds
+    // have a fraction), and these are the process's own, not orderd's.
+    if let Some(process) = process::sample() {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(&format!(
-            "# HELP {PROCESS_CPU_SECONDS_TOTAL} User and system CPU time of the process.\n\
-             # TYPE {PROCESS_CPU_SECONDS_TOTAL} counter\n\
-             {PROCESS_CPU_SECONDS_TOTAL} {}\n",
-            process.cpu_seconds
-        ));
+        text.push_str(&process.render());
     }
     text
 }
@@ -404,10 +472,88 @@ pub async fn render(
 mod process {
     use std::sync::OnceLock;
 
+    use super::{
+        PROCESS_CPU_SECONDS_TOTAL, PROCESS_MAX_FDS, PROCESS_OPEN_FDS,
+        PROCESS_RESIDENT_MEMORY_BYTES, PROCESS_START_TIME_SECONDS, PROCESS_VIRTUAL_MEMORY_BYTES,
+    };
+
     pub struct Sample {
         pub cpu_seconds: f64,
         pub resident_bytes: u64,
+        pub virtual_bytes: u64,
         pub start_time_s: f64,
+        /// Entries of `/proc/self/fd` (`None` if unreadable).
+        pub open_fds: Option<u64>,
+        /// The soft limit of open descriptors (`RLIMIT_NOFILE`; `None` if unlimited).
+        pub max_fds: Option<u64>,
+    }
+
+    impl Sample {
+        /// The standard `process_*` families in the text format, with help and type.
+        pub fn render(&self) -> String {
+            let mut text = String::new();
+            let mut family = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+                if let Some(value) = value {
+                    text.push_str(&format!(
+                        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+                    ));
+                }
+            };
+            family(
+                PROCESS_CPU_SECONDS_TOTAL,
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                Some(self.cpu_seconds),
+            );
+            family(
+                PROCESS_RESIDENT_MEMORY_BYTES,
+                "gauge",
+                "Resident memory size in bytes.",
+                Some(self.resident_bytes as f64),
+            );
+            family(
+                PROCESS_VIRTUAL_MEMORY_BYTES,
+                "gauge",
+                "Virtual memory size in bytes.",
+                Some(self.virtual_bytes as f64),
+            );
+            family(
+                PROCESS_OPEN_FDS,
+                "gauge",
+                "Number of open file descriptors.",
+                self.open_fds.map(|n| n as f64),
+            );
+            family(
+                PROCESS_MAX_FDS,
+                "gauge",
+                "Maximum number of open file descriptors.",
+                self.max_fds.map(|n| n as f64),
+            );
+            family(
+                PROCESS_START_TIME_SECONDS,
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                Some(self.start_time_s),
+            );
+            text
+        }
+    }
+
+    /// The soft limit of open file descriptors.
+    fn max_fds() -> Option<u64> {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes into the struct we pass.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+    }
+
+    /// Open descriptors: the entries of `/proc/self/fd`, less the one reading it.
+    fn open_fds() -> Option<u64> {
+        let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+        Some((entries.count() as u64).saturating_sub(1))
     }
 
     /// Fields of `/proc/self/stat` after the command name, which may hold spaces and ')'.
@@ -442,11 +588,16 @@ mod process {
         let start_time_s =
             (*START_TIME_S.get_or_init(|| Some(boot_time_s()? as f64 + ticks(22)? / ticks_per_s)))?;
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-        let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let mut pages = statm.split_whitespace();
+        let virtual_pages: u64 = pages.next()?.parse().ok()?;
+        let resident_pages: u64 = pages.next()?.parse().ok()?;
         Some(Sample {
             cpu_seconds,
             resident_bytes: resident_pages * page_bytes,
+            virtual_bytes: virtual_pages * page_bytes,
             start_time_s,
+            open_fds: open_fds(),
+            max_fds: max_fds(),
         })
     }
 
@@ -474,6 +625,22 @@ mod process {
             assert!(sample.start_time_s <= now_s + 1.0);
             assert!(sample.start_time_s > now_s - 86_400.0 * 365.0);
             assert!(sample.cpu_seconds >= 0.0);
+            assert!(sample.virtual_bytes >= sample.resident_bytes);
+            let open = sample.open_fds.expect("/proc/self/fd is readable");
+            assert!(open >= 3, "stdin, stdout, stderr: {open}");
+            assert!(sample.max_fds.is_none_or(|max| max >= open));
+            let text = sample.render();
+            for name in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_virtual_memory_bytes",
+                "process_open_fds",
+                "process_max_fds",
+                "process_start_time_seconds",
+            ] {
+                assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
+                assert!(text.contains(&format!("\n{name} ")), "{name}: {text}");
+            }
         }
     }
 }

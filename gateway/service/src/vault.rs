@@ -1,5 +1,5 @@
-//! Personal data at rest: the master key (from `ORDERD_MASTER_KEY` or a key file outside the
-//! data directory), the data keys it wraps (in the engine's `control` column family), sealing
+//! Personal data at rest: the master key (from `ORDERD_MASTER_KEY`, a systemd credential
+//! `master.key`, or a key file outside the data directory), the data keys it wraps (in the engine's `control` column family), sealing
 //! and opening of personal strings with AES-256-GCM, and master key rotation while serving.
 //!
 //! Architecture invariants:
@@ -44,6 +44,13 @@ pub const MASTER_KEY_ENV: &str = "ORDERD_MASTER_KEY";
 /// Environment variable holding the previous master key while an operator rotates an
 /// environment key: data keys wrapped under it are re-wrapped under `ORDERD_MASTER_KEY` at start.
 pub const MASTER_KEY_PREVIOUS_ENV: &str = "ORDERD_MASTER_KEY_PREVIOUS";
+/// Environment variable systemd sets to the directory of the service's credentials
+/// (`LoadCredential=`).
+pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
+/// Name of the master key credential (`LoadCredential=master.key:/etc/orderd/master.key`).
+pub const MASTER_KEY_CREDENTIAL: &str = "master.key";
+/// Name of the previous master key's credential while an operator rotates a credential key.
+pub const MASTER_KEY_PREVIOUS_CREDENTIAL: &str = "master.key.previous";
 /// First character of every sealed string (a control character, which validation refuses in
 /// client text).
 pub const SEALED_MARK: char = '\u{1}';
@@ -163,6 +170,14 @@ pub enum VaultError {
          re-wraps the data keys at start"
     )]
     EnvironmentKey,
+    #[error(
+        "the master key comes from the systemd credential {}; rotate it yourself: put the new \
+         key in the credential's source file and the old one in the credential \
+         {MASTER_KEY_PREVIOUS_CREDENTIAL}, then restart orderd, which re-wraps the data keys at \
+         start",
+        path.display()
+    )]
+    CredentialKey { path: PathBuf },
     #[error("key rotation is unavailable until a restart: {0}")]
     RotationBlocked(String),
     #[error("this data directory already holds {DATA_KEYS_MAX} data keys")]
@@ -174,9 +189,9 @@ pub enum VaultError {
 impl From<VaultError> for ApiError {
     fn from(error: VaultError) -> Self {
         match error {
-            VaultError::EnvironmentKey | VaultError::TooManyDataKeys => {
-                ApiError::InvalidTransition(error.to_string())
-            }
+            VaultError::EnvironmentKey
+            | VaultError::CredentialKey { .. }
+            | VaultError::TooManyDataKeys => ApiError::InvalidTransition(error.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -276,22 +291,52 @@ pub enum MasterKeySource {
         current: MasterKey,
         previous: Option<MasterKey>,
     },
+    /// The systemd credential `master.key` (`$CREDENTIALS_DIRECTORY/master.key`), and
+    /// `master.key.previous` while an operator rotates it. Read-only, like the environment.
+    Credential {
+        path: PathBuf,
+        current: MasterKey,
+        previous: Option<MasterKey>,
+    },
     /// `security.master_key_file`, with its `.new` and `.previous` siblings during and after a
     /// rotation; generated on a first start.
     File { path: PathBuf },
 }
 
 impl MasterKeySource {
-    /// The source configured for this process: the environment when `ORDERD_MASTER_KEY` is set,
-    /// else the key file.
+    /// The source configured for this process, first found wins: `ORDERD_MASTER_KEY`; the
+    /// systemd credential `master.key` when `$CREDENTIALS_DIRECTORY` holds one; the key file
+    /// `security.master_key_file`.
     pub fn from_config(config: &crate::Config) -> Result<MasterKeySource, VaultError> {
         let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        if var(MASTER_KEY_ENV).is_none() {
+            if let Some(dir) = std::env::var_os(CREDENTIALS_DIRECTORY_ENV) {
+                if let Some(source) = MasterKeySource::credential(Path::new(&dir))? {
+                    return Ok(source);
+                }
+            }
+        }
         MasterKeySource::resolve(
             var(MASTER_KEY_ENV),
             var(MASTER_KEY_PREVIOUS_ENV),
             &config.security.master_key_file,
             &config.storage.data_dir,
         )
+    }
+
+    /// The credential `master.key` in `dir` (systemd's `$CREDENTIALS_DIRECTORY`), with
+    /// `master.key.previous` when present; `None` when `dir` holds no `master.key`.
+    pub fn credential(dir: &Path) -> Result<Option<MasterKeySource>, VaultError> {
+        let path = dir.join(MASTER_KEY_CREDENTIAL);
+        let Some(current) = read_key_file(&path)? else {
+            return Ok(None);
+        };
+        let previous = read_key_file(&dir.join(MASTER_KEY_PREVIOUS_CREDENTIAL))?;
+        Ok(Some(MasterKeySource::Credential {
+            path,
+            current,
+            previous,
+        }))
     }
 
     /// Decides the source from the two environment values and the configured paths. A key
@@ -343,7 +388,10 @@ impl MasterKeySource {
     /// generates a key).
     pub fn manifest_keys(&self) -> Result<ManifestKeys, VaultError> {
         match self {
-            MasterKeySource::Environment { current, previous } => {
+            MasterKeySource::Environment { current, previous }
+            | MasterKeySource::Credential {
+                current, previous, ..
+            } => {
                 let mut masters = vec![current.clone()];
                 masters.extend(previous.clone());
                 Ok(manifest_keys_of(&masters))
@@ -719,6 +767,7 @@ pub struct Rotation {
 #[derive(Debug)]
 enum SourceKind {
     Environment,
+    Credential { path: PathBuf },
     File { path: PathBuf },
 }
 
@@ -762,6 +811,20 @@ impl Vault {
                 let mut candidates = vec![current.clone()];
                 candidates.extend(previous);
                 (SourceKind::Environment, current, candidates)
+            }
+            MasterKeySource::Credential {
+                path,
+                current,
+                previous,
+            } => {
+                tracing::info!(
+                    message = "The master key comes from a systemd credential; security.master_key_file is not used.",
+                    path = %path.display(),
+                    master_key_id = %current.id()
+                );
+                let mut candidates = vec![current.clone()];
+                candidates.extend(previous);
+                (SourceKind::Credential { path }, current, candidates)
             }
             MasterKeySource::File { path } => {
                 let (master, candidates) = open_key_files(&path, &stored)?;
@@ -982,6 +1045,9 @@ impl Vault {
     pub fn rotate(&self) -> Result<Rotation, VaultError> {
         let path = match &self.source {
             SourceKind::Environment => return Err(VaultError::EnvironmentKey),
+            SourceKind::Credential { path } => {
+                return Err(VaultError::CredentialKey { path: path.clone() })
+            }
             SourceKind::File { path } => path.clone(),
         };
         let mut blocked = self
@@ -1054,7 +1120,7 @@ impl Vault {
     /// key has no keyring: the operator keeps its old values.
     pub fn prune_keyring(&self, needed: &BTreeSet<String>) -> Result<Vec<String>, VaultError> {
         let path = match &self.source {
-            SourceKind::Environment => return Ok(Vec::new()),
+            SourceKind::Environment | SourceKind::Credential { .. } => return Ok(Vec::new()),
             SourceKind::File { path } => path.clone(),
         };
         // No rotation adds to the keyring meanwhile.
@@ -1095,7 +1161,7 @@ impl Vault {
     /// The ids (hex) of the master keys in the keyring; empty for an environment key.
     pub fn keyring_ids(&self) -> Result<Vec<String>, VaultError> {
         match &self.source {
-            SourceKind::Environment => Ok(Vec::new()),
+            SourceKind::Environment | SourceKind::Credential { .. } => Ok(Vec::new()),
             SourceKind::File { path } => Ok(read_keyring(&keyring_path(path))?
                 .iter()
                 .map(|k| k.id().to_string())
@@ -1630,6 +1696,66 @@ mod tests {
                 "{outside:?}"
             );
         }
+    }
+
+    /// systemd's `LoadCredential=master.key:…` puts the key in `$CREDENTIALS_DIRECTORY`: read
+    /// there (with `master.key.previous` during a rotation), never written; rotating it over
+    /// the API is refused like an environment key; a directory without it is no source.
+    #[test]
+    fn a_credential_key_is_read_only_and_rotated_by_restarting_with_the_previous_one() {
+        let credentials = tempfile::tempdir().unwrap();
+        assert!(MasterKeySource::credential(credentials.path())
+            .unwrap()
+            .is_none());
+        let storage = memory();
+        let old = MasterKey::generate();
+        let key_path = credentials.path().join(MASTER_KEY_CREDENTIAL);
+        write_key_file(&key_path, &old).unwrap();
+        let source = MasterKeySource::credential(credentials.path())
+            .unwrap()
+            .expect("the credential is a source");
+        assert_eq!(
+            source.manifest_keys().unwrap().signing().master_id(),
+            old.id().to_string()
+        );
+        let vault = Vault::load(storage.clone(), source).unwrap();
+        assert_eq!(vault.master_key_id(), old.id());
+        let sealed = vault.seal(Field::CustomerAddress, "1 Main Street");
+        let error = vault.rotate().unwrap_err();
+        assert!(
+            matches!(&error, VaultError::CredentialKey { path } if *path == key_path),
+            "{error}"
+        );
+        assert!(matches!(
+            ApiError::from(error),
+            ApiError::InvalidTransition(_)
+        ));
+        assert!(vault.keyring_ids().unwrap().is_empty());
+        let files = |dir: &Path| fs::read_dir(dir).unwrap().count();
+        assert_eq!(files(credentials.path()), 1, "nothing written next to it");
+        // The operator's rotation: the new key as master.key, the old as master.key.previous.
+        let new = MasterKey::generate();
+        write_key_file(&key_path, &new).unwrap();
+        write_key_file(
+            &credentials.path().join(MASTER_KEY_PREVIOUS_CREDENTIAL),
+            &old,
+        )
+        .unwrap();
+        let source = MasterKeySource::credential(credentials.path())
+            .unwrap()
+            .unwrap();
+        let vault = Vault::load(storage.clone(), source).unwrap();
+        assert_eq!(vault.master_key_id(), new.id());
+        // Re-wrapped at start: the new key alone now suffices.
+        fs::remove_file(credentials.path().join(MASTER_KEY_PREVIOUS_CREDENTIAL)).unwrap();
+        let source = MasterKeySource::credential(credentials.path())
+            .unwrap()
+            .unwrap();
+        let vault = Vault::load(storage, source).unwrap();
+        assert_eq!(
+            vault.open(Field::CustomerAddress, &sealed).unwrap(),
+            "1 Main Street"
+        );
     }
 
     #[test]
