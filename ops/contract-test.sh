@@ -18,7 +18,12 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$ST_VERSION"; the
     "$VENV/bin/pip" install -q "schemathesis==$ST_VERSION"
 fi
 
-cargo build --release --bin orderd
+# Built with the test suite's features (Makefile's TEST_FEATURES), so that this build and the
+# tests' are one build in the same target directory (another feature set rebuilds RocksDB and
+# every crate above it). The failpoints are disarmed below (ORDERD_FAILPOINTS=off): a generated
+# SKU starting with FAILPOINT- is then an ordinary SKU.
+read -r -a CARGO_FEATURES <<<"${ORDERD_CONTRACT_FEATURES:---features orderd-gateway/failpoints}"
+cargo build --release --workspace "${CARGO_FEATURES[@]}" --bin orderd
 WORK="$(mktemp -d /tmp/orderd-contract-XXXXXX)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cleanup() {
@@ -34,6 +39,7 @@ trap cleanup EXIT
     ORDERD__HTTP__LISTEN="127.0.0.1:$PORT" ORDERD__TCP__LISTEN="127.0.0.1:0" \
     ORDERD__STORAGE__DATA_DIR="$WORK/data" ORDERD__ENGINE__SHARDS=2 \
     ORDERD__BACKUP__DIR="$WORK/backups" ORDERD__BACKUP__OFFSITE="$WORK/offsite" \
+    ORDERD_FAILPOINTS=off \
         exec "$TARGET/release/orderd"
 ) >"$WORK/orderd.log" 2>&1 &
 PID=$!
