@@ -26,6 +26,7 @@ read -r -a CARGO_FEATURES <<<"${ORDERD_CONTRACT_FEATURES:---features orderd-gate
 cargo build --release --workspace "${CARGO_FEATURES[@]}" --bin orderd
 WORK="$(mktemp -d /tmp/orderd-contract-XXXXXX)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     if [[ -n "${PID:-}" ]] && kill -0 "$PID" 2>/dev/null; then
         kill -TERM "$PID" 2>/dev/null || true
