@@ -173,11 +173,19 @@ pub struct CatalogQuery {
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomerRequest {
     /// 1 to 200 characters, not blank, no control characters.
-    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     /// An address (`name@example.com`): one `@`, a domain of at least two labels, no
     /// whitespace or control characters; at most 254 characters.
-    #[schema(min_length = 1, max_length = 254, pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]+@[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+(\\.[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+)+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 254,
+        pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]+@[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+(\\.[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+)+$"
+    )]
     pub email: String,
     /// At most 50 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,9 +222,10 @@ pub struct OrderLineRequest {
     /// order's total, the sum of `qty × unit_price`, must be at most 10^15 (`ORDER_TOTAL_MAX`).
     /// Where the catalog prices the order (a `customer` key; any key with
     /// `orders.client_prices = false`) it may be omitted, and if sent must equal the catalog
-    /// price (422 `price_mismatch`); elsewhere it is required.
+    /// price (422 `price_mismatch`); elsewhere it is required. The document marks it required:
+    /// a request that sends it suits every key (a client price must then be the catalog's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(maximum = 1_000_000_000_000_u64)]
+    #[schema(value_type = u64, required = true, maximum = 1_000_000_000_000_u64)]
     pub unit_price: Option<u64>,
 }
 
@@ -344,7 +353,11 @@ pub struct ShipmentLineRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateShipmentRequest {
     /// 1 to 100 characters, not blank, no control characters.
-    #[schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub carrier: String,
     /// 1 to 100 lines, each a SKU of the order; absent: everything not yet shipped.
     #[serde(
@@ -520,7 +533,11 @@ pub struct CreateKeyRequest {
     /// The person or system holding the key, 1 to 100 characters, not blank, no control
     /// characters; the creating key's owner when absent. Four-eyes approval compares owners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub owner: Option<String>,
 }
 

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
+use serde_json::{json, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-use serde_json::{json, Value};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -156,7 +156,8 @@ impl Modify for CommonProblems {
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+        let mut doc =
+            serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
         refine(&mut doc);
         let mut text = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes");
         text.push('\n');
@@ -174,26 +175,146 @@ const IDEMPOTENCY_KEY_PATTERN: &str = r"^[\x21-\x7e]([\t\x20-\x7e]*[\x21-\x7e])?
 /// that answer (`$response.body#/id`). Bodies are merged into the generated ones.
 const LINKS: &[(&str, &str, &str, &str, &str)] = &[
     // (source, status, link name, target, parameters or body as JSON)
-    ("create_customer", "201", "GetCustomer", "get_customer", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("create_customer", "201", "ListCustomerOrders", "list_orders", r#"{"parameters": {"query.customer_id": "$response.body#/id"}}"#),
-    ("create_customer", "201", "PlaceOrder", "place", r#"{"requestBody": {"customer_id": "$response.body#/id"}}"#),
-    ("place", "201", "GetOrder", "get_order", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("place", "201", "CancelOrder", "cancel", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("place", "201", "ShipOrder", "create_shipment", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("place", "201", "ListCustomerOrders", "list_orders", r#"{"parameters": {"query.customer_id": "$response.body#/customer_id"}}"#),
-    ("cancel", "200", "GetOrder", "get_order", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("create_shipment", "201", "GetShipment", "get_shipment", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("create_shipment", "201", "PostShipmentEvent", "event", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("create_shipment", "201", "GetOrder", "get_order", r#"{"parameters": {"path.id": "$response.body#/order_id"}}"#),
-    ("event", "200", "GetShipment", "get_shipment", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("adjust", "200", "GetStock", "get_stock", r#"{"parameters": {"path.sku": "$response.body#/sku"}}"#),
-    ("put_price", "200", "GetPrice", "get_price", r#"{"parameters": {"path.sku": "$response.body#/sku"}}"#),
-    ("create_key", "201", "RevokeKey", "revoke_key", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("request", "201", "GetChange", "get_change", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("request", "201", "ApproveChange", "approve", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("request", "201", "ApplyChange", "apply", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("request", "201", "RollBackChange", "rollback", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
-    ("create_backup", "201", "VerifyBackup", "verify_backup", r#"{"parameters": {"path.id": "$response.body#/id"}}"#),
+    (
+        "create_customer",
+        "201",
+        "GetCustomer",
+        "get_customer",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_customer",
+        "201",
+        "ListCustomerOrders",
+        "list_orders",
+        r#"{"parameters": {"query.customer_id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_customer",
+        "201",
+        "PlaceOrder",
+        "place",
+        r#"{"requestBody": {"customer_id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "GetOrder",
+        "get_order",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "CancelOrder",
+        "cancel",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "ShipOrder",
+        "create_shipment",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "ListCustomerOrders",
+        "list_orders",
+        r#"{"parameters": {"query.customer_id": "$response.body#/customer_id"}}"#,
+    ),
+    (
+        "cancel",
+        "200",
+        "GetOrder",
+        "get_order",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_shipment",
+        "201",
+        "GetShipment",
+        "get_shipment",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_shipment",
+        "201",
+        "PostShipmentEvent",
+        "event",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_shipment",
+        "201",
+        "GetOrder",
+        "get_order",
+        r#"{"parameters": {"path.id": "$response.body#/order_id"}}"#,
+    ),
+    (
+        "event",
+        "200",
+        "GetShipment",
+        "get_shipment",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "adjust",
+        "200",
+        "GetStock",
+        "get_stock",
+        r#"{"parameters": {"path.sku": "$response.body#/sku"}}"#,
+    ),
+    (
+        "put_price",
+        "200",
+        "GetPrice",
+        "get_price",
+        r#"{"parameters": {"path.sku": "$response.body#/sku"}}"#,
+    ),
+    (
+        "create_key",
+        "201",
+        "RevokeKey",
+        "revoke_key",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "GetChange",
+        "get_change",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "ApproveChange",
+        "approve",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "ApplyChange",
+        "apply",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "RollBackChange",
+        "rollback",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_backup",
+        "201",
+        "VerifyBackup",
+        "verify_backup",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
 ];
 
 /// What utoipa's attributes cannot say, added to the rendered document:
@@ -207,7 +328,10 @@ const LINKS: &[(&str, &str, &str, &str, &str)] = &[
 pub fn refine(doc: &mut Value) {
     for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
         for operation in item.as_object_mut().expect("path item").values_mut() {
-            let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) else {
+            let Some(parameters) = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+            else {
                 continue;
             };
             for parameter in parameters {
@@ -271,8 +395,14 @@ fn add_links(doc: &mut Value) {
         }
     }
     for (source, status, name, target, definition) in LINKS {
-        assert!(by_id.contains_key(*target), "link target {target} is no operation");
-        let (path, method) = by_id.get(*source).expect("link source is an operation").clone();
+        assert!(
+            by_id.contains_key(*target),
+            "link target {target} is no operation"
+        );
+        let (path, method) = by_id
+            .get(*source)
+            .expect("link source is an operation")
+            .clone();
         let response = &mut doc["paths"][&path][&method]["responses"][*status];
         assert!(response.is_object(), "{source} answers no {status}");
         let mut link: Value = serde_json::from_str(definition).expect("link JSON");
@@ -440,8 +570,15 @@ mod tests {
         for item in doc["paths"].as_object().unwrap().values() {
             for operation in item.as_object().unwrap().values() {
                 for response in operation["responses"].as_object().unwrap().values() {
-                    for link in response["links"].as_object().into_iter().flat_map(|l| l.values()) {
-                        assert!(ids.contains(link["operationId"].as_str().unwrap()), "{link}");
+                    for link in response["links"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|l| l.values())
+                    {
+                        assert!(
+                            ids.contains(link["operationId"].as_str().unwrap()),
+                            "{link}"
+                        );
                         links += 1;
                     }
                 }
