@@ -11,7 +11,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 # (engine/src/failpoint.rs); `make run` and `make bench` build without them.
 TEST_FEATURES := --features orderd-gateway/failpoints
 
-.PHONY: deps test-deps build dist run shellcheck test test-only lint contract s3-test bench compare simulate fmt clean-data
+.PHONY: deps test-deps build dist run shellcheck test test-only lint contract openapi s3-test bench compare simulate fmt clean-data
 
 # Installs what is missing with one `apt-get update`: libclang-dev (RocksDB's build) always,
 # and for the tests promtool (Debian package `prometheus`), which checks /metrics and the alert
@@ -124,3 +124,8 @@ fmt:
 
 clean-data:
 	rm -rf ./data ./backups ./offsite
+
+## Rewrites docs/openapi.json from the code (a test holds the two equal; commit the file with the
+## change that changed the API).
+openapi:
+	UPDATE_OPENAPI=1 cargo test $(PROFILE) --workspace $(TEST_FEATURES) --lib -p orderd-gateway -- committed_openapi_document

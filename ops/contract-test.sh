@@ -4,6 +4,7 @@
 # but `positive_data_acceptance` (some valid-looking requests are refused by rules that depend
 # on state, such as an unknown customer or an on_hand overflow; see gateway/README.md).
 # Fails on any 5xx, any response that does not match the document, any undocumented status.
+# Arguments are passed on to `schemathesis run` (e.g. `--report ndjson`, `--include-path ...`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orderd/target}"
@@ -18,7 +19,12 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$ST_VERSION"; the
     "$VENV/bin/pip" install -q "schemathesis==$ST_VERSION"
 fi
 
-cargo build --release --bin orderd
+# Built with the test suite's features (Makefile's TEST_FEATURES), so that this build and the
+# tests' are one build in the same target directory (another feature set rebuilds RocksDB and
+# every crate above it). The failpoints are disarmed below (ORDERD_FAILPOINTS=off): a generated
+# SKU starting with FAILPOINT- is then an ordinary SKU.
+read -r -a CARGO_FEATURES <<<"${ORDERD_CONTRACT_FEATURES:---features orderd-gateway/failpoints}"
+cargo build --release --workspace "${CARGO_FEATURES[@]}" --bin orderd
 WORK="$(mktemp -d /tmp/orderd-contract-XXXXXX)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 # shellcheck disable=SC2317  # called by the EXIT trap, which shellcheck does not follow
@@ -35,6 +41,7 @@ trap cleanup EXIT
     ORDERD__HTTP__LISTEN="127.0.0.1:$PORT" ORDERD__TCP__LISTEN="127.0.0.1:0" \
     ORDERD__STORAGE__DATA_DIR="$WORK/data" ORDERD__ENGINE__SHARDS=2 \
     ORDERD__BACKUP__DIR="$WORK/backups" ORDERD__BACKUP__OFFSITE="$WORK/offsite" \
+    ORDERD_FAILPOINTS=off \
         exec "$TARGET/release/orderd"
 ) >"$WORK/orderd.log" 2>&1 &
 PID=$!
@@ -43,14 +50,28 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 KEY="$(cat "$WORK/data/admin.key")"
+BASE="http://127.0.0.1:$PORT"
+# Test data (ops/schemathesis.toml): a customer for placements, and stock of the SKUs they name.
+api() {
+    curl -fsS -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" "$@"
+}
+ORDERD_ST_CUSTOMER="$(api -X POST "$BASE/v1/customers" \
+    -d '{"name": "Contract Test", "email": "contract-test@example.com"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
+export ORDERD_ST_CUSTOMER
+for i in $(seq 0 15); do
+    api -X POST "$BASE/v1/stock/CT-$i/adjustments" \
+        -d '{"delta": 1000000000000, "reason": "contract test stock"}' >/dev/null
+done
 set +e
 # ops/schemathesis_hooks.py: the NDJSON serializer of POST /v1/orders/bulk.
 PYTHONPATH="$ROOT/ops" SCHEMATHESIS_HOOKS=schemathesis_hooks \
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/v1/openapi.json" \
+"$VENV/bin/schemathesis" --config-file "$ROOT/ops/schemathesis.toml" \
+    run "$BASE/v1/openapi.json" \
     -H "Authorization: Bearer $KEY" \
     --checks all --exclude-checks positive_data_acceptance \
-    --phases examples,coverage,fuzzing --max-examples "$MAX_EXAMPLES" \
-    --seed 1 -w 1 --no-color
+    --phases examples,coverage,fuzzing,stateful --max-examples "$MAX_EXAMPLES" \
+    --seed 1 -w 1 --no-color "$@"
 STATUS=$?
 set -e
 if grep -q "panicked" "$WORK/orderd.log"; then

@@ -59,6 +59,40 @@ where
     Ok(items.into_iter().map(|item| item.0).collect())
 }
 
+/// The statuses of an order, as `GET /v1/orders` filters them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatusName {
+    Confirmed,
+    PartiallyShipped,
+    Shipped,
+    Delivered,
+    Cancelled,
+}
+
+/// The statuses a carrier event may set on a shipment (`shipped` is its creation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipmentEventStatus {
+    InTransit,
+    Delivered,
+    Failed,
+}
+
+/// The roles of API keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleName {
+    Admin,
+    Frontend,
+    Customer,
+    Logistics,
+    Analyst,
+    Operator,
+    Auditor,
+    Merchandiser,
+}
+
 /// `POST /v1/stock/{sku}/adjustments`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +101,8 @@ pub struct StockAdjustmentRequest {
     /// (`STOCK_DELTA_MAX` of the engine).
     #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
     pub delta: i64,
-    /// Why the stock changed, for the audit trail.
+    /// Why the stock changed, for the audit trail; at most 500 characters.
+    #[schema(max_length = 500)]
     pub reason: String,
 }
 
@@ -124,9 +159,12 @@ pub struct CatalogResponse {
 pub struct CatalogQuery {
     /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// The `next` cursor of the previous page (the last SKU it listed).
+    /// The `next` cursor of the previous page (the last SKU it listed); any SKU starts the
+    /// page after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub after: Option<String>,
 }
 
@@ -134,11 +172,28 @@ pub struct CatalogQuery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomerRequest {
+    /// 1 to 200 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
+    /// An address (`name@example.com`): one `@`, a domain of at least two labels, no
+    /// whitespace or control characters; at most 254 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 254,
+        pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]+@[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+(\\.[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+)+$"
+    )]
     pub email: String,
+    /// At most 50 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 50, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub phone: Option<String>,
+    /// At most 500 characters on one line (no control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub address: Option<String>,
 }
 
@@ -167,9 +222,10 @@ pub struct OrderLineRequest {
     /// order's total, the sum of `qty × unit_price`, must be at most 10^15 (`ORDER_TOTAL_MAX`).
     /// Where the catalog prices the order (a `customer` key; any key with
     /// `orders.client_prices = false`) it may be omitted, and if sent must equal the catalog
-    /// price (422 `price_mismatch`); elsewhere it is required.
+    /// price (422 `price_mismatch`); elsewhere it is required. The document marks it required:
+    /// a request that sends it suits every key (a client price must then be the catalog's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(maximum = 1_000_000_000_000_u64)]
+    #[schema(value_type = u64, required = true, maximum = 1_000_000_000_000_u64)]
     pub unit_price: Option<u64>,
 }
 
@@ -177,15 +233,21 @@ pub struct OrderLineRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    /// An existing customer's id (`cus_` and 16 hex digits); another is 422 `unknown_customer`.
+    #[schema(pattern = "^cus_[0-9A-Fa-f]{16}$")]
     pub customer_id: String,
     /// 1 to 100 lines, each SKU at most once, with a total (the sum of `qty × unit_price`)
     /// of at most 10^15 minor units.
     #[serde(deserialize_with = "objects")]
     #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<OrderLineRequest>,
+    /// At most 500 characters on one line (no control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub shipping_address: Option<String>,
+    /// At most 500 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500)]
     pub note: Option<String>,
 }
 
@@ -193,7 +255,9 @@ pub struct PlaceOrderRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrderRequest {
+    /// At most 500 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -213,13 +277,21 @@ pub struct CancelOrderRequest {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListOrdersQuery {
+    /// Only this customer's orders (`cus_` and 16 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^cus_[0-9A-Fa-f]{16}$")]
     pub customer_id: Option<String>,
+    /// Only orders with this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<OrderStatusName>, inline)]
     pub status: Option<String>,
+    /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// The `next` cursor of the previous page (two hex numbers: `<created_at>.<id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[+-]?0*[0-9A-Fa-f]{1,15}[.][+]?0*[0-9A-Fa-f]{1,16}$")]
     pub after: Option<String>,
 }
 
@@ -280,12 +352,20 @@ pub struct ShipmentLineRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateShipmentRequest {
+    /// 1 to 100 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub carrier: String,
+    /// 1 to 100 lines, each a SKU of the order; absent: everything not yet shipped.
     #[serde(
         default,
         deserialize_with = "optional_objects",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Option<Vec<ShipmentLineRequest>>,
 }
 
@@ -304,8 +384,11 @@ where
 #[serde(deny_unknown_fields)]
 pub struct ShipmentEventRequest {
     /// `in_transit`, `delivered` or `failed`.
+    #[schema(value_type = ShipmentEventStatus, inline)]
     pub status: String,
+    /// At most 500 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500)]
     pub note: Option<String>,
 }
 
@@ -353,9 +436,13 @@ pub struct ShipmentResponse {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsQuery {
+    /// RFC 3339: orders placed at or after this time; open when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub from: Option<String>,
+    /// RFC 3339: orders placed before this time; open when absent. Not before `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
@@ -432,18 +519,25 @@ pub struct KeyRotationResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
-    /// One of the eight roles (admin, frontend, customer, logistics, analyst, operator, auditor,
-    /// merchandiser); kept as text so that the server can name `role` when it is not.
+    /// One of the eight roles; kept as text so that the server can name `role` when it is not.
+    #[schema(value_type = RoleName, inline)]
     pub role: String,
-    /// Required for (and only for) the `customer` role.
+    /// Required for (and only for) the `customer` role: an existing customer's id (another
+    /// is 422 `unknown_customer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^cus_[0-9A-Fa-f]{16}$")]
     pub customer_id: Option<String>,
-    /// The person or system holding the key, 1 to 100 characters; the creating key's owner
-    /// when absent. Four-eyes approval compares owners.
+    /// The person or system holding the key, 1 to 100 characters, not blank, no control
+    /// characters; the creating key's owner when absent. Four-eyes approval compares owners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub owner: Option<String>,
 }
 
@@ -491,9 +585,13 @@ pub struct CreatedKeyResponse {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeysQuery {
+    /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// The `next` cursor of the previous page (`<created_at>.<key id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[+-]?0*[0-9]{1,18}[.]")]
     pub after: Option<String>,
 }
 
@@ -605,9 +703,11 @@ pub struct ScheduledInspection {
 pub struct IncidentsQuery {
     /// RFC 3339: the first incidents found at or after this time. Without it, the newest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
 
@@ -644,9 +744,11 @@ pub struct QuarantineResponse {
 pub struct QuarantineQuery {
     /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// The `next` cursor of the previous page (a fingerprint).
+    /// The `next` cursor of the previous page: the fingerprint of a quarantined command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[0-9a-f]{16}$")]
     pub after: Option<String>,
 }
 
@@ -667,14 +769,18 @@ pub struct QuarantineQuery {
 pub struct AuditQuery {
     /// RFC 3339: entries at or after this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// A key id, or `anonymous`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// The `next` of the previous page (a `seq`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[+]?[0-9]{1,19}$")]
     pub after: Option<String>,
 }
 
@@ -915,9 +1021,11 @@ pub struct BackupVerifyResponse {
 pub struct BackupsQuery {
     /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page: the id of a listed backup (`bak_…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^bak_")]
     pub after: Option<String>,
 }
 
@@ -960,16 +1068,21 @@ pub struct SettingResponse {
 pub struct ChangeRequest {
     /// A setting of `GET /v1/ops/config`.
     pub setting: String,
-    /// The new value, of the setting's type and within its bounds.
+    /// The new value, of the setting's type and within its bounds, and not the value in
+    /// effect.
     pub value: serde_json::Value,
-    /// Why (1–1000 characters).
+    /// Why: 1–1000 characters once trimmed, not blank.
+    #[schema(min_length = 1, max_length = 1000, pattern = "\\S")]
     pub reason: String,
-    /// How to undo it by hand if the automatic rollback is not enough (up to 1000 characters).
+    /// How to undo it by hand if the automatic rollback is not enough (up to 1000 characters
+    /// once trimmed).
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub rollback_plan: Option<String>,
     /// Seconds the server watches the change after it is applied (default
-    /// `changes.watch_window_s`).
+    /// `changes.watch_window_s`); 1 to `changes.watch_window_max_s` (at most 3600).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     pub watch_window_s: Option<u64>,
 }
 
@@ -1074,8 +1187,10 @@ pub struct ChangeResponse {
 pub struct ChangesQuery {
     /// 1–1000, 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// The `next` cursor of the previous page.
+    /// The `next` cursor of the previous page: the id of a listed change (`chg_…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^chg_[0-9]+$")]
     pub after: Option<String>,
 }

@@ -11,7 +11,7 @@ use orderd_service::audit::{AuditFilter, AuditLog};
 use orderd_service::ApiError;
 use orderd_service::{roles, validate};
 
-#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",
     params(orderd_proto::AuditQuery),
     responses((status = 200, description = "A page of entries, oldest first", body = orderd_proto::Page<orderd_proto::AuditEntry>)),
     security(("bearer" = [])))]
@@ -48,7 +48,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit", tag = "audit",
     responses((status = 200, description = "The chain recomputed over storage", body = orderd_proto::AuditVerifyResponse)),
     security(("bearer" = [])))]
 pub async fn verify(

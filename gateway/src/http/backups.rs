@@ -41,7 +41,7 @@ fn response(record: BackupRecord) -> BackupResponse {
 }
 
 /// 201: a backup of every shard, taken now; its off-site copy follows (`offsite: pending`).
-#[utoipa::path(post, path = "/v1/ops/backups", tag = "ops",
+#[utoipa::path(post, path = "/v1/ops/backups", operation_id = "create_backup", tag = "ops",
     responses(
         (status = 201, description = "The new backup", body = orderd_proto::BackupResponse),
         (status = 503, description = "`unavailable`: the backup worker's queue is full", body = orderd_proto::Problem, content_type = "application/problem+json"),
@@ -68,7 +68,7 @@ pub async fn create(
 }
 
 /// Backups, newest first.
-#[utoipa::path(get, path = "/v1/ops/backups", tag = "ops",
+#[utoipa::path(get, path = "/v1/ops/backups", operation_id = "list_backups", tag = "ops",
     params(orderd_proto::BackupsQuery),
     responses((status = 200, description = "A page of backups, newest first", body = orderd_proto::Page<orderd_proto::BackupResponse>)),
     security(("bearer" = [])))]
@@ -94,7 +94,7 @@ pub async fn list(
 }
 
 /// 200 with the drill's result (also when it failed: `verified: false`); 404 for an unknown id.
-#[utoipa::path(post, path = "/v1/ops/backups/{id}/verify", tag = "ops",
+#[utoipa::path(post, path = "/v1/ops/backups/{id}/verify", operation_id = "verify_backup", tag = "ops",
     params(("id" = String, Path, description = "A backup id, `bak_…`")),
     responses(
         (status = 200, description = "The restore drill's result", body = orderd_proto::BackupVerifyResponse),

@@ -15,7 +15,7 @@ use orderd_service::ops::{self, Pricing};
 use orderd_service::vault::Vault;
 use orderd_service::{page, validate, wire};
 
-#[utoipa::path(put, path = "/v1/catalog/{sku}", tag = "catalog",
+#[utoipa::path(put, path = "/v1/catalog/{sku}", operation_id = "put_price", tag = "catalog",
     params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$"),
         ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same path and body returns the first answer and sets nothing")),
     request_body = orderd_proto::CatalogPriceRequest,
@@ -52,7 +52,7 @@ pub async fn put(
     Ok(HttpResponse::Ok().json(wire::catalog(view, &pricing.currency)))
 }
 
-#[utoipa::path(get, path = "/v1/catalog/{sku}", tag = "catalog",
+#[utoipa::path(get, path = "/v1/catalog/{sku}", operation_id = "get_price", tag = "catalog",
     params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")),
     responses(
         (status = 200, description = "The SKU's catalog price", body = orderd_proto::CatalogResponse),
@@ -74,7 +74,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(wire::catalog(view, &pricing.currency)))
 }
 
-#[utoipa::path(get, path = "/v1/catalog", tag = "catalog",
+#[utoipa::path(get, path = "/v1/catalog", operation_id = "list_catalog", tag = "catalog",
     params(orderd_proto::CatalogQuery),
     responses((status = 200, description = "A page of catalog prices, SKUs in ascending order", body = orderd_proto::Page<orderd_proto::CatalogResponse>)),
     security(("bearer" = [])))]

@@ -70,7 +70,7 @@ pub async fn request(
 }
 
 /// Changes, newest first.
-#[utoipa::path(get, path = "/v1/ops/changes", tag = "changes",
+#[utoipa::path(get, path = "/v1/ops/changes", operation_id = "list_changes", tag = "changes",
     params(orderd_proto::ChangesQuery),
     responses((status = 200, description = "A page of changes, newest first", body = orderd_proto::Page<orderd_proto::ChangeResponse>)),
     security(("bearer" = [])))]
@@ -90,7 +90,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/ops/changes/{id}", tag = "changes",
+#[utoipa::path(get, path = "/v1/ops/changes/{id}", operation_id = "get_change", tag = "changes",
     params(("id" = String, Path, description = "A change id (`chg_…`)")),
     responses((status = 200, description = "The change with every step", body = orderd_proto::ChangeResponse)),
     security(("bearer" = [])))]

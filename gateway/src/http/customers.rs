@@ -13,7 +13,7 @@ use orderd_service::audit::AuditLog;
 use orderd_service::vault::Vault;
 use orderd_service::{ops, wire};
 
-#[utoipa::path(post, path = "/v1/customers", tag = "customers",
+#[utoipa::path(post, path = "/v1/customers", operation_id = "create_customer", tag = "customers",
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same body returns the first answer and creates no second customer")),
     request_body = orderd_proto::CreateCustomerRequest,
     responses(
@@ -41,7 +41,7 @@ pub async fn create(
         .json(wire::customer(view)))
 }
 
-#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
+#[utoipa::path(get, path = "/v1/customers/{id}", operation_id = "get_customer", tag = "customers",
     params(("id" = String, Path, description = "A customer id (`cus_…`)")),
     responses((status = 200, description = "The customer (masked for auditors)", body = orderd_proto::CustomerResponse)),
     security(("bearer" = [])))]

@@ -46,7 +46,7 @@ fn unavailable(error: impl std::fmt::Display) -> ApiError {
     }
 }
 
-#[utoipa::path(post, path = "/v1/keys", tag = "keys",
+#[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys",
     request_body = orderd_proto::CreateKeyRequest,
     responses(
         (status = 201, description = "The new key; its secret is shown only here", body = orderd_proto::CreatedKeyResponse),
@@ -139,7 +139,7 @@ pub async fn create(
         .json(response))
 }
 
-#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys",
     params(orderd_proto::ListKeysQuery),
     responses((status = 200, description = "A page of keys, without secrets", body = orderd_proto::Page<orderd_proto::KeyResponse>)),
     security(("bearer" = [])))]
@@ -184,7 +184,7 @@ pub async fn list(
 }
 
 /// 204; the key fails from now on. The last admin key cannot be revoked (409).
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys",
     params(("id" = String, Path, description = "A key id (`key_…`)")),
     responses(
         (status = 204, description = "Revoked: the key fails from now on"),

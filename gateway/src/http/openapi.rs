@@ -4,9 +4,11 @@
 //! Errors every `/v1` route can answer (400, 401, 403, 404, 405, 413, 429, 503) are added to
 //! each operation by [`CommonProblems`] rather than repeated on every handler.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
+use serde_json::{json, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -148,14 +150,265 @@ impl Modify for CommonProblems {
     }
 }
 
-/// The document, rendered once.
+/// The document, rendered once: utoipa's, refined by [`refine`], with its keys in sorted order
+/// (serde_json's map), so that the same code always renders the same bytes (`docs/openapi.json`
+/// is this document, and a test holds them equal).
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes")
+        let mut doc =
+            serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+        refine(&mut doc);
+        let mut text = serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes");
+        text.push('\n');
+        text
     })
+}
+
+/// `Idempotency-Key`: what [`orderd_service::validate::idempotency_key`] and the header
+/// parser accept. HTTP trims a header value's outer whitespace, so the value starts and ends
+/// with a visible character.
+const IDEMPOTENCY_KEY_PATTERN: &str = r"^[\x21-\x7e]([\t\x20-\x7e]*[\x21-\x7e])?$";
+
+/// The links of the stateful contract test (schemathesis's `stateful` phase): from the answer
+/// of `(source operation id, status)` to an operation, with its parameters or body taken from
+/// that answer (`$response.body#/id`). Bodies are merged into the generated ones.
+const LINKS: &[(&str, &str, &str, &str, &str)] = &[
+    // (source, status, link name, target, parameters or body as JSON)
+    (
+        "create_customer",
+        "201",
+        "GetCustomer",
+        "get_customer",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_customer",
+        "201",
+        "ListCustomerOrders",
+        "list_orders",
+        r#"{"parameters": {"query.customer_id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_customer",
+        "201",
+        "PlaceOrder",
+        "place",
+        r#"{"requestBody": {"customer_id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "GetOrder",
+        "get_order",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "CancelOrder",
+        "cancel",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "ShipOrder",
+        "create_shipment",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "place",
+        "201",
+        "ListCustomerOrders",
+        "list_orders",
+        r#"{"parameters": {"query.customer_id": "$response.body#/customer_id"}}"#,
+    ),
+    (
+        "cancel",
+        "200",
+        "GetOrder",
+        "get_order",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_shipment",
+        "201",
+        "GetShipment",
+        "get_shipment",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_shipment",
+        "201",
+        "PostShipmentEvent",
+        "event",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_shipment",
+        "201",
+        "GetOrder",
+        "get_order",
+        r#"{"parameters": {"path.id": "$response.body#/order_id"}}"#,
+    ),
+    (
+        "event",
+        "200",
+        "GetShipment",
+        "get_shipment",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "adjust",
+        "200",
+        "GetStock",
+        "get_stock",
+        r#"{"parameters": {"path.sku": "$response.body#/sku"}}"#,
+    ),
+    (
+        "put_price",
+        "200",
+        "GetPrice",
+        "get_price",
+        r#"{"parameters": {"path.sku": "$response.body#/sku"}}"#,
+    ),
+    (
+        "create_key",
+        "201",
+        "RevokeKey",
+        "revoke_key",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "GetChange",
+        "get_change",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "ApproveChange",
+        "approve",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "ApplyChange",
+        "apply",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "request",
+        "201",
+        "RollBackChange",
+        "rollback",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_backup",
+        "201",
+        "VerifyBackup",
+        "verify_backup",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+];
+
+/// What utoipa's attributes cannot say, added to the rendered document:
+/// - the `Idempotency-Key` header's shape on every route that takes it;
+/// - a stock adjustment's `delta` is never 0;
+/// - a change request's `setting` is one of the registry's and its `value` of that setting's
+///   type and bounds (`orderd_control::settings`);
+/// - the cancel body is optional but never `null`; the bulk import's body holds a line that is
+///   not blank;
+/// - the response links of [`LINKS`].
+pub fn refine(doc: &mut Value) {
+    for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for operation in item.as_object_mut().expect("path item").values_mut() {
+            let Some(parameters) = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for parameter in parameters {
+                if parameter["in"] == "header" && parameter["name"] == "Idempotency-Key" {
+                    parameter["schema"] = json!({
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "pattern": IDEMPOTENCY_KEY_PATTERN,
+                    });
+                }
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["StockAdjustmentRequest"]["properties"]["delta"]["not"] = json!({"const": 0});
+    refine_change_request(&mut schemas["ChangeRequest"]);
+    let cancel = &mut doc["paths"]["/v1/orders/{id}/cancel"]["post"]["requestBody"];
+    cancel["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/CancelOrderRequest"});
+    cancel["required"] = json!(false);
+    let bulk = &mut doc["paths"]["/v1/orders/bulk"]["post"]["requestBody"]["content"]
+        ["application/x-ndjson"]["schema"];
+    // At least one line that is not blank (ASCII whitespace only), as `bulk::lines` counts.
+    bulk["pattern"] = json!("[^\\t\\n\\f\\r ]");
+    add_links(doc);
+}
+
+/// `setting` one of the registry's (test-only settings left out) and, for each, `value` of its
+/// type and within its bounds.
+fn refine_change_request(schema: &mut Value) {
+    use orderd_control::settings::{self, Kind};
+    let defs: Vec<_> = settings::all()
+        .filter(|def| !def.name.starts_with("test."))
+        .collect();
+    schema["properties"]["setting"]["enum"] = defs.iter().map(|def| json!(def.name)).collect();
+    schema["oneOf"] = defs
+        .iter()
+        .map(|def| {
+            let value = match def.kind {
+                Kind::Integer { min, max } => {
+                    json!({"type": "integer", "minimum": min, "maximum": max})
+                }
+                Kind::LogFilter => {
+                    json!({"type": "string", "minLength": 1, "maxLength": 1000, "pattern": "\\S"})
+                }
+            };
+            json!({"properties": {"setting": {"const": def.name}, "value": value}})
+        })
+        .collect();
+}
+
+fn add_links(doc: &mut Value) {
+    let mut by_id: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            if let Some(id) = operation["operationId"].as_str() {
+                let previous = by_id.insert(id.to_string(), (path.clone(), method.clone()));
+                assert!(previous.is_none(), "operationId {id} is not unique");
+            }
+        }
+    }
+    for (source, status, name, target, definition) in LINKS {
+        assert!(
+            by_id.contains_key(*target),
+            "link target {target} is no operation"
+        );
+        let (path, method) = by_id
+            .get(*source)
+            .expect("link source is an operation")
+            .clone();
+        let response = &mut doc["paths"][&path][&method]["responses"][*status];
+        assert!(response.is_object(), "{source} answers no {status}");
+        let mut link: Value = serde_json::from_str(definition).expect("link JSON");
+        link["operationId"] = json!(target);
+        response["links"][*name] = link;
+    }
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
@@ -281,5 +534,56 @@ mod tests {
             .collect();
         assert_eq!(names, ["limit", "after"]);
         assert!(doc["paths"]["/v1/catalog/{sku}"]["get"].is_object());
+    }
+
+    /// `docs/openapi.json` is the served document. After a change to the API, regenerate it
+    /// with `UPDATE_OPENAPI=1` (`make openapi`) and commit it with the change.
+    #[test]
+    fn committed_openapi_document_matches_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, document()).expect("write docs/openapi.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == document(),
+            "{} differs from the document the server serves (GET /v1/openapi.json); regenerate \
+             it with `make openapi` (or UPDATE_OPENAPI=1 cargo nextest run --release --workspace \
+             --features orderd-gateway/failpoints -E 'test(openapi)') and commit it",
+            path.display()
+        );
+    }
+
+    /// Every operation has its own id (the links name them), and every link's target exists.
+    #[test]
+    fn operation_ids_are_unique_and_links_resolve() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("json");
+        let mut ids = std::collections::BTreeSet::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                let id = operation["operationId"].as_str().expect("operationId");
+                assert!(ids.insert(id.to_string()), "operationId {id} twice");
+            }
+        }
+        let mut links = 0;
+        for item in doc["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                for response in operation["responses"].as_object().unwrap().values() {
+                    for link in response["links"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|l| l.values())
+                    {
+                        assert!(
+                            ids.contains(link["operationId"].as_str().unwrap()),
+                            "{link}"
+                        );
+                        links += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(links, LINKS.len());
     }
 }

@@ -77,7 +77,7 @@ async fn place_order(
         .json(wire::order(view, false)))
 }
 
-#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+#[utoipa::path(get, path = "/v1/orders/{id}", operation_id = "get_order", tag = "orders",
     params(("id" = String, Path, description = "An order id (`ord_…`)")),
     responses((status = 200, description = "The order with its shipments and history", body = orderd_proto::OrderResponse)),
     security(("bearer" = [])))]
@@ -95,7 +95,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(wire::order(view, true)))
 }
 
-#[utoipa::path(get, path = "/v1/orders", tag = "orders",
+#[utoipa::path(get, path = "/v1/orders", operation_id = "list_orders", tag = "orders",
     params(orderd_proto::ListOrdersQuery),
     responses((status = 200, description = "A page of orders, newest first", body = orderd_proto::Page<orderd_proto::OrderResponse>)),
     security(("bearer" = [])))]

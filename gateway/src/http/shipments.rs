@@ -15,7 +15,7 @@ use orderd_service::vault::Vault;
 use orderd_service::ApiError;
 use orderd_service::{ops, roles, wire};
 
-#[utoipa::path(post, path = "/v1/orders/{id}/shipments", tag = "shipments",
+#[utoipa::path(post, path = "/v1/orders/{id}/shipments", operation_id = "create_shipment", tag = "shipments",
     params(("id" = String, Path, description = "An order id (`ord_…`)"),
         ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters; a repeat with the same path and body returns the shipment as first answered and ships nothing more")),
     request_body = orderd_proto::CreateShipmentRequest,
@@ -78,7 +78,7 @@ pub async fn event(
     Ok(HttpResponse::Ok().json(wire::shipment(view)))
 }
 
-#[utoipa::path(get, path = "/v1/shipments/{id}", tag = "shipments",
+#[utoipa::path(get, path = "/v1/shipments/{id}", operation_id = "get_shipment", tag = "shipments",
     params(("id" = String, Path, description = "A shipment id (`shp_…`)")),
     responses((status = 200, description = "The shipment", body = orderd_proto::ShipmentResponse)),
     security(("bearer" = [])))]

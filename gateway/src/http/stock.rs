@@ -12,7 +12,7 @@ use orderd_service::audit::AuditLog;
 use orderd_service::vault::Vault;
 use orderd_service::{ops, validate, wire};
 
-#[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock",
+#[utoipa::path(get, path = "/v1/stock/{sku}", operation_id = "get_stock", tag = "stock",
     params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")),
     responses((status = 200, description = "The stock record", body = orderd_proto::StockResponse)),
     security(("bearer" = [])))]
