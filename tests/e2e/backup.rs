@@ -561,13 +561,15 @@ fn quick_backups_cannot_rotate_the_oldest_restore_point_away_and_are_rate_limite
         1,
         &[
             ("ORDERD__BACKUP__RETENTION_COUNT", "1"),
-            ("ORDERD__BACKUP__KEEP_MIN_AGE_S", "2"),
+            // Long enough that three quick backups finish within it on a loaded machine (at 2 s
+            // the second quick backup aged past it there and the test's picture changed).
+            ("ORDERD__BACKUP__KEEP_MIN_AGE_S", "5"),
         ],
     );
     let admin = server.client();
     let first = create_backup(&admin)["id"].as_str().unwrap().to_string();
     wait_offsite(&admin, &first);
-    thread::sleep(Duration::from_millis(2200));
+    thread::sleep(Duration::from_millis(5200));
     // Three quick backups with a count of 1: the first, now past the minimum age, stays, and
     // so does everything newer than it.
     let mut quick = Vec::new();
@@ -596,7 +598,7 @@ fn quick_backups_cannot_rotate_the_oldest_restore_point_away_and_are_rate_limite
         .collect();
     assert!(offsite_ids.contains(&first), "{offsite_ids:?}");
     // Once the quick ones age too, the count applies again above the newest old one.
-    thread::sleep(Duration::from_millis(2200));
+    thread::sleep(Duration::from_millis(5200));
     let last = create_backup(&admin)["id"].as_str().unwrap().to_string();
     wait_offsite(&admin, &last);
     verify(&admin, &last);
