@@ -174,6 +174,33 @@ pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
 mod tests {
     use super::*;
 
+    /// The OpenAPI document's role enum (`orderd_proto::RoleName`) is written by hand: it names
+    /// exactly the roles there are.
+    #[test]
+    fn the_documented_role_names_are_the_roles() {
+        let roles: Vec<String> = Role::ALL
+            .iter()
+            .map(|role| serde_json::to_string(role).unwrap())
+            .collect();
+        for name in &roles {
+            let documented: orderd_proto::RoleName = serde_json::from_str(name)
+                .unwrap_or_else(|e| panic!("role {name} missing from RoleName: {e}"));
+            assert_eq!(&serde_json::to_string(&documented).unwrap(), name);
+        }
+        // And no documented name lacks a role (RoleName has as many variants as Role::ALL).
+        let extra = [
+            "\"admin\"",
+            "\"frontend\"",
+            "\"customer\"",
+            "\"logistics\"",
+            "\"analyst\"",
+            "\"operator\"",
+            "\"auditor\"",
+            "\"merchandiser\"",
+        ];
+        assert_eq!(roles, extra, "a new role needs RoleName in gateway/proto");
+    }
+
     const ALL_PERMISSIONS: [(&str, RoleSet); 31] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
