@@ -35,20 +35,26 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn config(
-    dir: &std::path::Path,
-    shards: usize,
-    cold: bool,
+/// What the command line changes from the server's defaults.
+#[derive(Clone, Copy)]
+struct Tuning {
     wal_max_bytes: Option<u64>,
-) -> EngineConfig {
+    snapshot_interval_events: Option<u64>,
+}
+
+fn config(dir: &std::path::Path, shards: usize, cold: bool, tuning: Tuning) -> EngineConfig {
     let mut config = EngineConfig::new(dir.to_path_buf(), shards);
-    if let Some(bytes) = wal_max_bytes {
+    if let Some(bytes) = tuning.wal_max_bytes {
         config.wal_max_bytes = bytes;
     }
     config.durability = Durability::Sync;
     if cold {
-        // The server's default snapshot interval (500,000 events): it bounds the log replayed
-        // at a restart. The baseline snapshots less often (its snapshots are whole-state).
+        // The server's default snapshot interval unless `--snapshot-interval-events`: it
+        // bounds the log replayed at a restart. The baseline snapshots less often (its
+        // snapshots are whole-state).
+        if let Some(events) = tuning.snapshot_interval_events {
+            config.snapshot_interval_events = events;
+        }
         config.cold = ColdSettings {
             hot_retention_s: 1,
             sweep_interval_ms: 50,
@@ -344,6 +350,7 @@ fn main() {
     // with no clean stop (no memtable flush), as a crash leaves the store; no in-process restart
     // and no baseline then. `--no-baseline`: skip the all-in-memory run. `--wal-max-bytes N`:
     // RocksDB's write-ahead-log bound (`storage.wal_max_bytes`; 0 is RocksDB's own).
+    // `--snapshot-interval-events N`: the cold run's `engine.snapshot_interval_events`.
     let keep_dir = raw
         .iter()
         .position(|a| a == "--keep-dir")
@@ -355,6 +362,15 @@ fn main() {
         .position(|a| a == "--wal-max-bytes")
         .and_then(|i| raw.get(i + 1))
         .map(|v| v.parse().expect("--wal-max-bytes N"));
+    let snapshot_interval_events: Option<u64> = raw
+        .iter()
+        .position(|a| a == "--snapshot-interval-events")
+        .and_then(|i| raw.get(i + 1))
+        .map(|v| v.parse().expect("--snapshot-interval-events N"));
+    let tuning = Tuning {
+        wal_max_bytes,
+        snapshot_interval_events,
+    };
     let no_baseline = crash || raw.iter().any(|a| a == "--no-baseline");
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     let baseline_total = (total / 10).max(100_000);
@@ -367,7 +383,7 @@ fn main() {
         // The cold tier on (hot_retention_s = 1), first: the process's heap is fresh.
         let temp = tempfile::tempdir().expect("tempdir");
         let dir = keep_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-        let engine = Engine::open(config(&dir, shards, true, wal_max_bytes)).expect("open");
+        let engine = Engine::open(config(&dir, shards, true, tuning)).expect("open");
         let cold = run(&engine, total, (total / 10).max(1)).await;
         println!();
         println!("## Cold tier: {total} orders, hot_retention_s = 1 (placed and ended in {:.1} s, {:.0} orders/s)", cold.elapsed.as_secs_f64(), total as f64 / cold.elapsed.as_secs_f64());
@@ -429,7 +445,7 @@ fn main() {
         engine.shutdown().await;
         drop(engine);
         let started = Instant::now();
-        let engine = Engine::open(config(&dir, shards, true, wal_max_bytes)).expect("reopen");
+        let engine = Engine::open(config(&dir, shards, true, tuning)).expect("reopen");
         let hot: u64 = engine.shards().await.iter().map(|s| s.orders).sum();
         println!();
         println!(
@@ -445,7 +461,7 @@ fn main() {
 
         // Baseline: every order stays in memory (a tenth of the orders).
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::open(config(dir.path(), shards, false, wal_max_bytes)).expect("open");
+        let engine = Engine::open(config(dir.path(), shards, false, tuning)).expect("open");
         let base = run(&engine, baseline_total, baseline_total).await;
         engine.shutdown().await;
         drop(engine);

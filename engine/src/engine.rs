@@ -17,7 +17,7 @@ use crate::domain::{
     SalesSummary, ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken,
     StockView,
 };
-use crate::event::{batch_decode, DecodeError};
+use crate::event::{batch_for_each, DecodeError};
 use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
 use crate::incident::{IncidentLog, RETENTION_MAX_DEFAULT};
 use crate::log::{Durability, LogWriter, WriterMsg, WriterStats};
@@ -75,7 +75,7 @@ impl EngineConfig {
             flush_interval_ms: 5,
             mailbox_capacity: 100_000,
             batch_events_max: 4096,
-            snapshot_interval_events: 500_000,
+            snapshot_interval_events: 200_000,
             idempotency_retention_s: 86_400,
             pending_retry_ms: 500,
             supervisor: SupervisorConfig::default(),
@@ -160,12 +160,11 @@ pub fn recover_shard(
                 });
                 return false;
             }
-            match batch_decode(value) {
+            // A batch that fails to decode part-way fails the whole recovery (`data` is
+            // dropped), so the events applied before the error never reach a shard.
+            match batch_for_each(value, |event| data.apply(&event)) {
                 Ok(events) => {
-                    for event in &events {
-                        data.apply(event);
-                    }
-                    replayed += events.len() as u64;
+                    replayed += events;
                     log_digest = xxhash_rust::xxh3::xxh3_64_with_seed(value, log_digest);
                     true
                 }
@@ -279,10 +278,17 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::Io(format!("create {}: {e}", config.data_dir.display())))?;
         // Compactions wait until every shard is recovered: they would take a core from it.
+        let opening = std::time::Instant::now();
         let storage = Arc::new(RocksStorage::open_for_recovery(
             &config.data_dir.join("db"),
             config.wal_max_bytes,
         )?);
+        // After a crash this is RocksDB's write-ahead-log replay: bounded by
+        // `storage.wal_max_bytes` (docs/ARCHITECTURE.md, "Restart time").
+        tracing::info!(
+            message = "Opened RocksDB.",
+            elapsed_ms = opening.elapsed().as_millis() as u64
+        );
         let engine = Engine::start(config, storage.clone())?;
         storage.resume_compactions()?;
         Ok(engine)

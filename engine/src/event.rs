@@ -180,17 +180,29 @@ pub fn batch_push(buffer: &mut Vec<u8>, event: &Event) {
 
 /// Decodes every event of a batch value, in order.
 pub fn batch_decode(value: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    let mut events = Vec::new();
+    batch_for_each(value, |event| events.push(event))?;
+    Ok(events)
+}
+
+/// Decodes the events of a batch value one at a time, in order, handing each to `visit`, and
+/// returns how many there were. Recovery replays the log this way: a batch holds up to
+/// `engine.batch_events_max` events, and collecting them first grew a vector batch after batch
+/// (a restart's profile showed a tenth of its time zeroing the fresh pages of those vectors).
+/// On an error, the events before it have been visited.
+pub fn batch_for_each(value: &[u8], mut visit: impl FnMut(Event)) -> Result<u64, DecodeError> {
     let (&version, mut rest) = value.split_first().ok_or(DecodeError::Empty)?;
     if version != LOG_FORMAT_VERSION {
         return Err(DecodeError::Version(version));
     }
-    let mut events = Vec::new();
+    let mut count = 0;
     while !rest.is_empty() {
         let (event, tail) = postcard::take_from_bytes::<Event>(rest)?;
-        events.push(event);
+        visit(event);
+        count += 1;
         rest = tail;
     }
-    Ok(events)
+    Ok(count)
 }
 
 #[cfg(test)]

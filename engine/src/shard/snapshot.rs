@@ -132,12 +132,25 @@ impl Shard {
             self.last_cold_sweep = now;
             self.sweep_cold();
         }
-        if self.events_since_snapshot + self.batch_events as u64
-            >= self.settings.snapshot_interval_events
+        if self.events_since_snapshot + self.batch_events as u64 >= self.snapshot_due_events()
             && !self.snapshot_encoding()
         {
             self.snapshot();
         }
+    }
+
+    /// Events after which an automatic snapshot is due: `engine.snapshot_interval_events`, or
+    /// half the orders in memory when that is more. A snapshot encodes every order in memory,
+    /// at about the cost of replaying one event each (docs/PERFORMANCE.md): so the encoder
+    /// encodes at most two orders per event applied, however many orders are hot, and a
+    /// restart replays at most half as many events as it decodes orders, or the interval's
+    /// worth when few are hot (the cold tier on). Half, not all: where every event adds an
+    /// order that stays hot, "as many events as orders" would never come due again, while
+    /// half makes the snapshots come at each doubling.
+    fn snapshot_due_events(&self) -> u64 {
+        self.settings
+            .snapshot_interval_events
+            .max(self.data.orders.len() as u64 / 2)
     }
 
     /// Takes a snapshot of the whole state at the current sequence (after flushing the

@@ -826,7 +826,7 @@ mod tests {
         assert!(c.shard_count() >= 1);
         assert_eq!(c.engine.mailbox_capacity, 100_000);
         assert_eq!(c.engine.batch_events_max, 4096);
-        assert_eq!(c.engine.snapshot_interval_events, 500_000);
+        assert_eq!(c.engine.snapshot_interval_events, 200_000);
         assert_eq!(c.engine.idempotency_retention_s, 86_400);
         assert_eq!(c.engine.hot_retention_s, 604_800);
         assert_eq!(c.engine.idempotency_hot_s, 3_600);
