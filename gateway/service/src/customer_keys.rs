@@ -550,7 +550,9 @@ mod tests {
         let path = dir.path().join(CUSTOMER_KEYS_FILE);
         let mirror = dir.path().join("mirror.keys");
         let m = master();
-        let store = CustomerKeys::open(path.clone(), Some(mirror.clone()), &[m.clone()]).unwrap();
+        let store =
+            CustomerKeys::open(path.clone(), Some(mirror.clone()), std::slice::from_ref(&m))
+                .unwrap();
         let a = store.create(1).unwrap();
         let b = store.create(2).unwrap();
         assert_ne!(a, b);
@@ -569,7 +571,7 @@ mod tests {
         }
         assert!(matches!(store.create(1), Err(KeyStoreError::Erased(1))));
         drop(store);
-        let reopened = CustomerKeys::open(path.clone(), None, &[m.clone()]).unwrap();
+        let reopened = CustomerKeys::open(path.clone(), None, std::slice::from_ref(&m)).unwrap();
         assert_eq!(reopened.state(1), KeyState::Erased);
         assert_eq!(reopened.state(2), KeyState::Live(b));
         // Another master key cannot open it.
@@ -585,7 +587,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CUSTOMER_KEYS_FILE);
         let m = master();
-        let store = CustomerKeys::open(path.clone(), None, &[m.clone()]).unwrap();
+        let store = CustomerKeys::open(path.clone(), None, std::slice::from_ref(&m)).unwrap();
         let a = store.create(7).unwrap();
         drop(store);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
@@ -614,7 +616,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CUSTOMER_KEYS_FILE);
         let (old, new) = (master(), master());
-        let store = CustomerKeys::open(path.clone(), None, &[old.clone()]).unwrap();
+        let store = CustomerKeys::open(path.clone(), None, std::slice::from_ref(&old)).unwrap();
         let a = store.create(1).unwrap();
         store.erase(2).unwrap();
         assert_eq!(store.rewrap(new.clone()).unwrap(), 1);
