@@ -217,6 +217,7 @@ impl ColdOrder {
                     })
                     .collect(),
                 shipments: shipments.iter().map(|sh| sh.id.to_string()).collect(),
+                customer_erased: false,
             },
             shipments,
             cross: s.cross,

@@ -346,6 +346,28 @@ pub struct CustomerView {
     pub phone: Option<String>,
     pub address: Option<String>,
     pub created_at_us: i64,
+    /// Erased (GDPR art. 17): every personal field above is empty.
+    pub erased: bool,
+}
+
+/// A change of a customer's contact data (`PATCH`): each `Some` field, sealed, replaces the
+/// stored one.
+#[derive(Clone, Debug, Default)]
+pub struct CustomerUpdate {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+}
+
+impl CustomerUpdate {
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.email.is_none()
+            && self.phone.is_none()
+            && self.address.is_none()
+    }
 }
 
 /// What a client asks for when creating a customer.
@@ -420,6 +442,9 @@ pub struct OrderView {
     pub updated_at_us: i64,
     pub history: Vec<HistoryView>,
     pub shipments: Vec<String>,
+    /// The order's customer was erased: its shipping address is gone. The engine answers
+    /// `false`; the gateway, which holds the customers' data keys, sets it.
+    pub customer_erased: bool,
 }
 
 /// Filters of an order listing. Results are newest first; `after` is the cursor of the last

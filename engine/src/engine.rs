@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::{AuditSeq, ShardChain};
 use crate::domain::{
-    CatalogView, ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer,
-    NewShipment, OrderCursor, OrderFilter, OrderId, OrderPage, OrderStatus, OrderView, PlaceOrder,
-    SalesSummary, ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken,
-    StockView,
+    CatalogView, ColdAnswer, CommandError, CustomerId, CustomerUpdate, CustomerView, Idempotency,
+    NewCustomer, NewShipment, OrderCursor, OrderFilter, OrderId, OrderPage, OrderStatus, OrderView,
+    PlaceOrder, SalesSummary, ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView,
+    SnapshotTaken, StockView,
 };
 use crate::event::{batch_for_each, DecodeError};
 use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
@@ -850,9 +850,98 @@ impl Engine {
             }
         };
         self.call(shard, |reply| ClientCmd::CreateCustomer {
+            id: None,
             customer,
             actor,
             idempotency,
+            reply,
+        })
+        .await
+    }
+
+    /// Reserves a customer id for [`Engine::create_reserved_customer`]: on the shard of
+    /// `idempotency`'s key when there is one (where the customer must live for a retry to find
+    /// it), else the next shard in turn. Nothing is written; an id never used is skipped.
+    pub async fn reserve_customer_id(
+        &self,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<CustomerId, CommandError> {
+        let count = self.inner.shard_count;
+        let shard = match idempotency {
+            Some(idem) => shard_of_key(&idem.key, count),
+            None => {
+                (self
+                    .inner
+                    .next_customer_shard
+                    .fetch_add(1, Ordering::Relaxed)
+                    % count as u64) as u16
+            }
+        };
+        self.call(shard, |reply| ClientCmd::ReserveCustomerId { reply })
+            .await
+    }
+
+    /// Creates a customer under an id from [`Engine::reserve_customer_id`] (the gateway sealed
+    /// its data under a key made for that id). A retry under the same Idempotency-Key answers
+    /// the customer it created first, whatever id it reserved this time.
+    pub async fn create_reserved_customer(
+        &self,
+        id: CustomerId,
+        customer: NewCustomer,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<CustomerView, CommandError> {
+        if id.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        let actor = Some(actor.to_string());
+        self.call(id.shard(), |reply| ClientCmd::CreateCustomer {
+            id: Some(id),
+            customer,
+            actor,
+            idempotency,
+            reply,
+        })
+        .await
+    }
+
+    /// Replaces the customer's contact fields that `update` sets (sealed by the gateway);
+    /// audited `customer.update`. An erased customer: `invalid_transition`.
+    pub async fn update_customer(
+        &self,
+        id: CustomerId,
+        update: CustomerUpdate,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<CustomerView, CommandError> {
+        if id.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        let actor = actor.to_string();
+        self.call(id.shard(), |reply| ClientCmd::UpdateCustomer {
+            id,
+            update,
+            actor,
+            idempotency,
+            reply,
+        })
+        .await
+    }
+
+    /// Erases the customer's personal data from the state (`CustomerErased`, audited
+    /// `customer.erase`); idempotent. The gateway destroys the customer's data key first.
+    pub async fn erase_customer(
+        &self,
+        id: CustomerId,
+        actor: &str,
+    ) -> Result<CustomerView, CommandError> {
+        if id.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        let actor = actor.to_string();
+        self.call(id.shard(), |reply| ClientCmd::EraseCustomer {
+            id,
+            actor,
             reply,
         })
         .await

@@ -152,6 +152,21 @@ pub enum Event {
         actor: String,
         at_us: i64,
     },
+    /// A customer's contact data changed (`PATCH`): each `Some` replaces that field with a
+    /// new sealed value; `None` leaves it. Never applied to an erased customer.
+    CustomerUpdated {
+        id: u64,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        address: Option<String>,
+        actor: String,
+        at_us: i64,
+    },
+    /// A customer erased (GDPR art. 17): its sealed personal data leaves the state (the
+    /// gateway destroyed its data key first, so every earlier copy is unreadable); its orders
+    /// keep ids, lines and totals. Applying it to an erased customer changes nothing.
+    CustomerErased { id: u64, actor: String, at_us: i64 },
 }
 
 /// Why a stored record could not be decoded.

@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 use crate::audit::{AuditSeq, ShardChain};
 use crate::clock::Clock;
 use crate::domain::{
-    CommandError, CustomerId, Idempotency, NewCustomer, NewLine, NewShipment, OrderId, OrderStatus,
-    OrderView, PlaceOrder, StockView,
+    CommandError, CustomerId, CustomerUpdate, CustomerView, Idempotency, NewCustomer, NewLine,
+    NewShipment, OrderId, OrderStatus, OrderView, PlaceOrder, StockView,
 };
 use crate::engine::recover_shard;
 use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
@@ -272,6 +272,12 @@ enum Pending {
     Batch(oneshot::Receiver<Result<BatchResults, CommandError>>),
     /// Placements handed over through a shard's inbox (as the front doors coalesce them).
     Submitted(oneshot::Receiver<Result<PlaceOutcomes, CommandError>>),
+    /// A change of a customer's contact data (the email sent), or its erasure (`None`).
+    Customer(
+        oneshot::Receiver<Result<CustomerView, CommandError>>,
+        CustomerId,
+        Option<String>,
+    ),
     Other(Box<dyn FnMut() -> Option<bool>>),
 }
 
@@ -334,6 +340,10 @@ struct Ledger {
     acked_order: HashMap<OrderId, u64>,
     acked_key: HashMap<String, u64>,
     acked_adjust: HashMap<String, u64>,
+    /// Customers whose erasure was acknowledged, with the syncs done by then: erased for good.
+    erased: HashMap<CustomerId, u64>,
+    /// Customers an erasure was sent for (an update of one may be refused from then on).
+    erasing: std::collections::HashSet<CustomerId>,
 }
 
 struct World {
@@ -505,6 +515,7 @@ impl World {
             self.net.send(
                 shard,
                 ShardMsg::Client(ClientCmd::CreateCustomer {
+                    id: None,
                     customer: NewCustomer {
                         name: format!("customer {shard}"),
                         email: format!("c{shard}@example.com"),
@@ -903,6 +914,46 @@ impl World {
                     self.send_call(id.shard(), cmd, answered(answer), Vec::new());
                 }
             }
+            90..=92 => {
+                // A customer's contact data changed, or (rarely) the customer erased. Orders
+                // of an erased customer go on in the simulation: the gateway refuses them, the
+                // engine keeps them as any order.
+                let customer = self.customers[self.rng.below(self.customers.len() as u64) as usize];
+                let (reply, answer) = oneshot::channel();
+                if self.rng.chance(150) {
+                    self.ledger.erasing.insert(customer);
+                    let cmd = ClientCmd::EraseCustomer {
+                        id: customer,
+                        actor: "key_sim".into(),
+                        reply,
+                    };
+                    self.send_call(
+                        customer.shard(),
+                        cmd,
+                        Pending::Customer(answer, customer, None),
+                        Vec::new(),
+                    );
+                } else {
+                    self.keys_made += 1;
+                    let email = format!("sealed-email-{}", self.keys_made);
+                    let cmd = ClientCmd::UpdateCustomer {
+                        id: customer,
+                        update: CustomerUpdate {
+                            email: Some(email.clone()),
+                            ..CustomerUpdate::default()
+                        },
+                        actor: "key_sim".into(),
+                        idempotency: None,
+                        reply,
+                    };
+                    self.send_call(
+                        customer.shard(),
+                        cmd,
+                        Pending::Customer(answer, customer, Some(email)),
+                        Vec::new(),
+                    );
+                }
+            }
             _ => {
                 if self.ledger.confirmed.is_empty() {
                     return;
@@ -1053,6 +1104,54 @@ impl World {
                         true
                     }
                     Ok(Err(_)) => true,
+                    Err(oneshot::error::TryRecvError::Empty) => false,
+                    Err(_) => {
+                        self.report.unknown += 1;
+                        true
+                    }
+                },
+                Pending::Customer(answer, customer, email) => match answer.try_recv() {
+                    Ok(Ok(view)) => {
+                        match email {
+                            Some(email) if view.erased || view.email != *email => {
+                                result = Err(format!(
+                                    "customer {customer} updated to {email} answered {view:?}"
+                                ));
+                            }
+                            Some(_) if self.ledger.erased.contains_key(customer) => {
+                                result = Err(format!(
+                                    "customer {customer} was updated after its erasure was acknowledged"
+                                ));
+                            }
+                            Some(_) => {}
+                            None if !view.erased => {
+                                result = Err(format!(
+                                    "customer {customer} answered its erasure with {view:?}"
+                                ));
+                            }
+                            None => {
+                                self.ledger.erased.entry(*customer).or_insert(self.syncs);
+                            }
+                        }
+                        true
+                    }
+                    Ok(Err(CommandError::InvalidTransition(_)))
+                        if email.is_some() && self.ledger.erasing.contains(customer) =>
+                    {
+                        true
+                    }
+                    Ok(Err(
+                        CommandError::Unavailable(_)
+                        | CommandError::InsufficientStorage(_)
+                        | CommandError::Quarantined(_),
+                    )) => true,
+                    Ok(Err(other)) => {
+                        result = Err(format!(
+                            "customer {customer}: {} answered {other}",
+                            if email.is_some() { "an update" } else { "an erasure" }
+                        ));
+                        true
+                    }
                     Err(oneshot::error::TryRecvError::Empty) => false,
                     Err(_) => {
                         self.report.unknown += 1;
@@ -1304,6 +1403,7 @@ impl World {
             self.ledger.adjusted.remove(&key);
             self.ledger.acked_adjust.remove(&key);
         }
+        self.ledger.erased.retain(|_, at| *at != syncs);
     }
 
     /// Every shard's audit chain verifies (entries, batch chain, log digests, tip), and every
@@ -1336,8 +1436,22 @@ impl World {
         Ok(())
     }
 
-    /// Every acknowledged order is in its shard's state, as acknowledged.
+    /// Every acknowledged order is in its shard's state, as acknowledged; every customer whose
+    /// erasure was acknowledged is erased.
     fn check_acknowledged(&self) -> Check {
+        for customer in self.ledger.erased.keys() {
+            let Some(sim) = self.shards[customer.shard() as usize].as_ref() else {
+                continue;
+            };
+            match sim.shard.data().customer_view(*customer) {
+                Some(view) if view.erased => {}
+                other => {
+                    return Err(format!(
+                        "customer {customer}'s erasure was acknowledged but it reads {other:?}"
+                    ))
+                }
+            }
+        }
         for (id, (customer, lines)) in &self.ledger.orders {
             let Some(sim) = self.shards[id.shard() as usize].as_ref() else {
                 continue;

@@ -118,6 +118,13 @@ impl Order {
     }
 }
 
+/// A customer: its personal fields as the gateway sealed them.
+///
+/// An erased customer (`Event::CustomerErased`) keeps only its id and creation time: every
+/// personal field is empty. The empty `email` marks it: a live customer's email is a sealed
+/// (or, before sealing, validated) non-empty string, so the mark needs no field of its own and
+/// snapshots (format 4) carry erasure unchanged: an erased customer is written with empty
+/// fields and read back erased.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Customer {
     pub name: String,
@@ -125,6 +132,22 @@ pub struct Customer {
     pub phone: Option<String>,
     pub address: Option<String>,
     pub created_us: i64,
+}
+
+impl Customer {
+    /// Whether the customer was erased: its personal data is gone.
+    pub fn is_erased(&self) -> bool {
+        self.email.is_empty()
+    }
+
+    /// Drops every personal field (idempotent).
+    fn erase(&mut self) {
+        self.name.clear();
+        self.email.clear();
+        self.phone = None;
+        self.address = None;
+        debug_assert!(self.is_erased());
+    }
 }
 
 /// The remembered outcome of an idempotent command: what a retry with the same key and body
@@ -525,6 +548,43 @@ impl ShardData {
                 }
             }
             Event::OrdersArchived { ids } => self.archive(ids),
+            Event::CustomerUpdated {
+                id,
+                name,
+                email,
+                phone,
+                address,
+                ..
+            } => {
+                let customer = self
+                    .customers
+                    .get_mut(&CustomerId(*id))
+                    .expect("update of an unknown customer");
+                assert!(!customer.is_erased(), "update of an erased customer");
+                assert!(
+                    email.as_ref().is_none_or(|e| !e.is_empty()),
+                    "an empty email would read as erased"
+                );
+                if let Some(name) = name {
+                    customer.name = name.clone();
+                }
+                if let Some(email) = email {
+                    customer.email = email.clone();
+                }
+                if let Some(phone) = phone {
+                    customer.phone = Some(phone.clone());
+                }
+                if let Some(address) = address {
+                    customer.address = Some(address.clone());
+                }
+            }
+            Event::CustomerErased { id, .. } => {
+                let customer = self
+                    .customers
+                    .get_mut(&CustomerId(*id))
+                    .expect("erasure of an unknown customer");
+                customer.erase();
+            }
             Event::CatalogPriceSet {
                 sku,
                 price,
@@ -1286,6 +1346,7 @@ impl ShardData {
             phone: c.phone.clone(),
             address: c.address.clone(),
             created_at_us: c.created_us,
+            erased: c.is_erased(),
         })
     }
 
@@ -1587,6 +1648,7 @@ pub fn order_view(order: &Order) -> OrderView {
             })
             .collect(),
         shipments: Vec::new(),
+        customer_erased: false,
     }
 }
 
@@ -2270,6 +2332,108 @@ mod tests {
         let mut other = ShardData::new(0, 1);
         other.apply(&received("A", 11));
         assert_ne!(other.state_digest(), data.state_digest());
+    }
+
+    fn customer(counter: u64) -> Event {
+        Event::CustomerCreated {
+            id: CustomerId::new(0, counter).0,
+            name: format!("sealed-name-{counter}"),
+            email: format!("sealed-email-{counter}"),
+            phone: Some("sealed-phone".into()),
+            address: None,
+            at_us: counter as i64,
+        }
+    }
+
+    /// `PATCH` replaces only the fields it sets; an erasure leaves the id and creation time
+    /// alone, is idempotent, and survives a snapshot (the empty email marks it, format 4
+    /// unchanged) and a replay, with the same digest.
+    #[test]
+    fn customer_updates_and_erasures_apply_and_survive_snapshots_and_replay() {
+        let id = CustomerId::new(0, 1);
+        let events = vec![
+            customer(1),
+            customer(2),
+            Event::CustomerUpdated {
+                id: id.0,
+                name: None,
+                email: Some("sealed-new-email".into()),
+                phone: None,
+                address: Some("sealed-address".into()),
+                actor: "key_1".into(),
+                at_us: 5,
+            },
+            placed(1, "A", 1),
+        ];
+        let mut data = ShardData::new(0, 1);
+        data.apply(&received("A", 10));
+        for event in &events {
+            data.apply(event);
+        }
+        let view = data.customer_view(id).unwrap();
+        assert_eq!(view.name, "sealed-name-1");
+        assert_eq!(view.email, "sealed-new-email");
+        assert_eq!(view.phone.as_deref(), Some("sealed-phone"));
+        assert_eq!(view.address.as_deref(), Some("sealed-address"));
+        assert!(!view.erased);
+        let erase = Event::CustomerErased {
+            id: id.0,
+            actor: "key_1".into(),
+            at_us: 6,
+        };
+        data.apply(&erase);
+        let erased = data.customer_view(id).unwrap();
+        assert!(erased.erased);
+        assert_eq!(
+            (
+                erased.name.as_str(),
+                erased.email.as_str(),
+                erased.phone.clone(),
+                erased.address.clone()
+            ),
+            ("", "", None, None)
+        );
+        assert_eq!(erased.created_at_us, 1);
+        data.apply(&erase);
+        assert_eq!(
+            data.customer_view(id).unwrap(),
+            erased,
+            "a second erasure changes nothing"
+        );
+        // The other customer and the order are untouched.
+        assert!(!data.customer_view(CustomerId::new(0, 2)).unwrap().erased);
+        assert_eq!(data.order_view(OrderId::new(0, 1)).unwrap().total, 100);
+        let encoded = data.to_snapshot().encode_canonical();
+        let restored = ShardData::from_snapshot(Snapshot::decode(&encoded).unwrap());
+        assert_eq!(restored.state_digest(), data.state_digest());
+        assert!(restored.customer_view(id).unwrap().erased);
+        let mut replayed = ShardData::new(0, 1);
+        replayed.apply(&received("A", 10));
+        for event in events.iter().chain([&erase, &erase]) {
+            replayed.apply(event);
+        }
+        assert_eq!(replayed.state_digest(), data.state_digest());
+    }
+
+    #[test]
+    #[should_panic(expected = "update of an erased customer")]
+    fn an_erased_customer_is_never_updated() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&customer(1));
+        data.apply(&Event::CustomerErased {
+            id: CustomerId::new(0, 1).0,
+            actor: "k".into(),
+            at_us: 2,
+        });
+        data.apply(&Event::CustomerUpdated {
+            id: CustomerId::new(0, 1).0,
+            name: Some("x".into()),
+            email: None,
+            phone: None,
+            address: None,
+            actor: "k".into(),
+            at_us: 3,
+        });
     }
 
     fn priced(sku: &str, price: u64, active: bool, at_us: i64) -> Event {

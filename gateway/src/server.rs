@@ -125,7 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         elapsed_ms = opened_at.elapsed().as_millis() as u64
     );
 
-    let vault = match prepare_personal_data(&engine, key_source).await {
+    let vault = match prepare_personal_data(&engine, key_source, &config).await {
         Ok(vault) => vault,
         Err(error) => {
             engine.shutdown().await;
@@ -193,33 +193,60 @@ fn make_files_private(config: &Config) -> anyhow::Result<()> {
 /// every customer and order.
 const PERSONAL_DATA_SEALED_KEY: &[u8] = b"gateway/personal_data/sealed";
 
-/// Loads the keys of personal data, then seals what an earlier version stored in plaintext (the
-/// engine then rewrites its snapshots and drops the older log, so no plaintext stays on disk).
+/// Marker in `control`: every customer's personal data (and its orders' shipping addresses)
+/// is sealed under the customer's own key (issue 19 item 6). Set by the start-up migration of
+/// the first start of this version; later starts skip the walk.
+const CUSTOMER_KEYS_MIGRATED_KEY: &[u8] = b"gateway/personal_data/customer_keys";
+
+/// Loads the keys of personal data (the shared data keys in `control`, the customer key store
+/// `<data_dir>/customer.keys` with its copy in `<backup.dir>`), then moves what an earlier
+/// version stored under the shared data keys, or in plaintext, under each customer's own key:
+/// first every missing key is made (one fsync for all), then the values are sealed under them;
+/// the engine then rewrites its snapshots and drops the older log, so the live store holds no
+/// value erasure could not reach. Backups taken before keep the old form
+/// (docs/OPERATIONS.md, "Erasure").
 async fn prepare_personal_data(
     engine: &Engine,
     key_source: MasterKeySource,
+    config: &Config,
 ) -> anyhow::Result<Arc<Vault>> {
+    use orderd_service::customer_keys::CUSTOMER_KEYS_FILE;
     let vault = Arc::new(
-        Vault::load(engine.storage(), key_source)
-            .context("cannot load the keys of personal data")?,
+        Vault::load_with_customer_keys(
+            engine.storage(),
+            key_source,
+            config.storage.data_dir.join(CUSTOMER_KEYS_FILE),
+            Some(config.backup.dir.join(CUSTOMER_KEYS_FILE)),
+        )
+        .context("cannot load the keys of personal data")?,
     );
     let storage = engine.storage();
     if storage
-        .get(Family::Control, PERSONAL_DATA_SEALED_KEY)
+        .get(Family::Control, CUSTOMER_KEYS_MIGRATED_KEY)
         .context("cannot read the personal-data marker")?
         .is_some()
     {
         return Ok(vault);
     }
-    let sealed = Arc::new(AtomicU64::new(0));
     let started_at = Instant::now();
-    let records = engine
-        .reseal_personal_data(vault.resealer(sealed.clone()))
+    let made = Arc::new(AtomicU64::new(0));
+    engine
+        .reseal_personal_data(vault.customer_key_maker(made.clone()))
         .await
-        .context("cannot seal the personal data written by an earlier version")?;
+        .context("cannot make the customer keys of existing customers")?;
+    if let Some(keys) = vault.customer_keys() {
+        keys.sync()
+            .context("cannot make the customer keys durable")?;
+    }
+    let sealed = Arc::new(AtomicU64::new(0));
+    let records = engine
+        .reseal_personal_data(vault.customer_key_resealer(sealed.clone()))
+        .await
+        .context("cannot seal existing personal data under the customers' keys")?;
     if records > 0 {
         tracing::warn!(
-            message = "Sealed personal data that an earlier version stored in plaintext; older log batches and snapshots were deleted and storage compacted.",
+            message = "Sealed the personal data of existing customers under keys of their own (it was under the shared data keys, or in plaintext); older log batches and snapshots were deleted and storage compacted. Backups taken before still hold the old form.",
+            customers = made.load(Ordering::Relaxed),
             values = sealed.load(Ordering::Relaxed),
             records,
             elapsed_ms = started_at.elapsed().as_millis() as u64
@@ -227,11 +254,18 @@ async fn prepare_personal_data(
     }
     storage
         .write(
-            vec![Write::Put {
-                family: Family::Control,
-                key: PERSONAL_DATA_SEALED_KEY.to_vec(),
-                value: vec![1],
-            }],
+            vec![
+                Write::Put {
+                    family: Family::Control,
+                    key: PERSONAL_DATA_SEALED_KEY.to_vec(),
+                    value: vec![1],
+                },
+                Write::Put {
+                    family: Family::Control,
+                    key: CUSTOMER_KEYS_MIGRATED_KEY.to_vec(),
+                    value: vec![1],
+                },
+            ],
             true,
         )
         .context("cannot record that personal data is sealed")?;

@@ -71,7 +71,9 @@ fn verify(client: &Client) -> Value {
 fn expected_chain(action: &str, target: &str, shards: u16) -> String {
     let shard = match action {
         "order.place" | "order.cancel" => OrderId::from_str(target).expect("order id").shard(),
-        "customer.create" => CustomerId::from_str(target).expect("customer id").shard(),
+        "customer.create" | "customer.update" | "customer.erase" => {
+            CustomerId::from_str(target).expect("customer id").shard()
+        }
         "shipment.create" | "shipment.event" => {
             ShipmentId::from_str(target).expect("shipment id").shard()
         }

@@ -108,6 +108,12 @@ fn start_restored(from: &Server, root: &Path, shards: usize) -> Server {
         root.join("data").join("admin.key"),
     )
     .expect("copy admin.key");
+    // The customer key store is in no backup: a restore installs its copy beside the backups
+    // (as `orderctl backup restore` does, merged with the other copies; `erasure.rs` tests it).
+    let keys = from.root().join("backups").join("customer.keys");
+    if keys.is_file() {
+        fs::copy(&keys, root.join("data").join("customer.keys")).expect("copy customer.keys");
+    }
     Server::start_in(root, shards)
 }
 

@@ -57,7 +57,7 @@ pub(crate) fn orderctl(args: &[&str]) -> Run {
 
 /// Runs `orderctl args...` with `env` and no other `ORDERD_*` variables (`backup restore` reads
 /// `ORDERD__*` settings as orderd does).
-fn orderctl_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) fn orderctl_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(orderctl_path());
     command.args(args);
     for (name, _) in std::env::vars_os() {
@@ -540,7 +540,7 @@ const MASTER_KEY_FILE: &str = "orderd-master.key";
 
 /// A server for backup tests: backups only on request (no schedule, no scheduled drills). The
 /// harness puts `backup.dir` and `backup.offsite` in the test's root (`backups/`, `offsite/`).
-fn backup_server() -> Server {
+pub(crate) fn backup_server() -> Server {
     Server::start_with_env(
         2,
         &[
@@ -550,7 +550,7 @@ fn backup_server() -> Server {
     )
 }
 
-fn path_str(path: &Path) -> &str {
+pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
@@ -586,7 +586,7 @@ fn ids_of(orders: &[Value]) -> BTreeSet<String> {
 }
 
 /// `backup create --output json`: asserts exit 0 and the API's shape; returns the backup.
-fn create_backup(server: &Server) -> Value {
+pub(crate) fn create_backup(server: &Server) -> Value {
     let run = admin(server, &["--output", "json", "backup", "create"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let body = run.json();
@@ -607,7 +607,7 @@ fn total_orders(backup: &Value) -> u64 {
 
 /// Polls `GET /v1/ops/backups` until backup `id`'s off-site copy is `copied` (the upload runs
 /// after the answer to the create); returns the listed backup.
-fn wait_offsite_copied(server: &Server, id: &str) -> Value {
+pub(crate) fn wait_offsite_copied(server: &Server, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, page) = server.get_json("/v1/ops/backups?limit=1000");
@@ -658,7 +658,7 @@ fn field<'a>(stdout: &'a str, name: &str) -> &'a str {
 }
 
 /// A fresh directory for a restored server (removed on drop).
-fn fresh_root() -> tempfile::TempDir {
+pub(crate) fn fresh_root() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("orderd-e2e-restored-")
         .tempdir()
@@ -668,7 +668,7 @@ fn fresh_root() -> tempfile::TempDir {
 /// Starts orderd on `root`, whose `data/` was just restored from a backup of `source`: with
 /// `source`'s master key file (it never travels in a backup, the operator keeps it), and with
 /// `source`'s `admin.key` when the restored key table came without it.
-fn start_restored(source: &Server, root: &Path) -> Server {
+pub(crate) fn start_restored(source: &Server, root: &Path) -> Server {
     fs::copy(
         source.root().join(MASTER_KEY_FILE),
         root.join(MASTER_KEY_FILE),

@@ -504,12 +504,18 @@ fn plaintext_of_an_earlier_version_is_sealed_at_the_first_start() {
     assert_readable(&server.client(), &canaries, &ids, 1);
     server.terminate();
     assert_no_plaintext_at_rest(&server, &canaries, "after the migration");
-    let migrated = "Sealed personal data that an earlier version stored in plaintext";
+    let migrated = "Sealed the personal data of existing customers under keys of their own";
     assert_eq!(
         server.log().matches(migrated).count(),
         1,
         "{}",
         server.log()
+    );
+    // Each customer under a key of its own (issue 19 item 6), so each can be erased.
+    let store = fs::read_to_string(data.join("customer.keys")).expect("customer key store");
+    assert_eq!(
+        store.lines().filter(|l| l.starts_with("k ")).count(),
+        LEGACY
     );
     // Once only: the next start finds nothing left to seal.
     server.restart();
@@ -517,6 +523,29 @@ fn plaintext_of_an_earlier_version_is_sealed_at_the_first_start() {
     server.terminate();
     let log = server.log();
     assert_eq!(log.matches(migrated).count(), 1);
+    // A migrated customer is erased like any: its record and its order's address are gone.
+    server.restart();
+    let client = server.client();
+    let (customer, order) = &ids[0];
+    let reply = client.call(
+        "POST",
+        &format!("/v1/customers/{customer}/erase"),
+        None,
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (_, record) = client.get_json(&format!("/v1/customers/{customer}"));
+    assert_eq!(record, json!({"id": customer, "erased": true}));
+    let (_, erased_order) = client.get_json(&format!("/v1/orders/{order}"));
+    assert_eq!(
+        erased_order["shipping_address"],
+        Value::Null,
+        "{erased_order}"
+    );
+    assert_eq!(erased_order["customer_erased"], true, "{erased_order}");
+    assert_readable(&client, &canaries[1..], &ids[1..], 7);
+    server.terminate();
+    let log = server.log();
     for canary in &canaries {
         for token in &canary.personal {
             assert!(!log.contains(token.as_str()), "a canary is in the log");

@@ -79,6 +79,13 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
         Some(&["admin", "frontend", "customer", "operator", "auditor"]),
         200,
     ),
+    (
+        "PATCH",
+        "/v1/customers/{id}",
+        Some(&["admin", "frontend", "customer"]),
+        200,
+    ),
+    ("POST", "/v1/customers/{id}/erase", Some(ADMINS), 200),
     ("POST", "/v1/orders", Some(ORDER_WRITERS), 201),
     ("POST", "/v1/orders/bulk", Some(&["admin", "frontend"]), 200),
     ("GET", "/v1/orders", Some(ORDER_READERS), 200),
@@ -259,6 +266,16 @@ enum Effect {
     /// still is after a refused one.
     QuarantineLifted {
         fingerprint: String,
+    },
+    /// The customer's phone: `after` after an allowed `PATCH`, `before` otherwise.
+    CustomerPhone {
+        id: String,
+        before: Value,
+        after: String,
+    },
+    /// The customer reads as erased after an allowed erasure, and in full otherwise.
+    CustomerErased {
+        id: String,
     },
     /// Shard `id` had restarted `before` times; an allowed call restarts it once more.
     ShardRestart {
@@ -664,6 +681,35 @@ impl Fixtures {
                 }
             }
             ("GET", "/v1/customers/{id}") => Call::read(format!("/v1/customers/{owner}")),
+            ("PATCH", "/v1/customers/{id}") => {
+                let (status, record) = self.admin.get_json(&format!("/v1/customers/{owner}"));
+                assert_eq!(status, 200, "fixture customer {owner}: {record}");
+                let after = format!("+41 {}", rand::random::<u32>());
+                Call {
+                    path: format!("/v1/customers/{owner}"),
+                    body: Some(json!({"phone": after})),
+                    effect: Effect::CustomerPhone {
+                        id: owner.to_string(),
+                        before: record["phone"].clone(),
+                        after,
+                    },
+                }
+            }
+            ("POST", "/v1/customers/{id}/erase") => {
+                // A's record is the `customer` key's own (its erasure is refused, 404); every
+                // other caller gets a fresh customer, so that an allowed erasure leaves the
+                // fixtures' customers as they are.
+                let id = if owner == self.a {
+                    owner.to_string()
+                } else {
+                    self.admin.create_customer()
+                };
+                Call {
+                    path: format!("/v1/customers/{id}/erase"),
+                    body: None,
+                    effect: Effect::CustomerErased { id },
+                }
+            }
             // A one-line JSON body is one NDJSON line: the bulk import places the same order.
             ("POST", "/v1/orders") | ("POST", "/v1/orders/bulk") => Call {
                 path: template.into(),
@@ -879,6 +925,27 @@ impl Fixtures {
                 (now == want)
                     .then_some(())
                     .ok_or(format!("{sku} costs {now}, expected {want}"))
+            }
+            Effect::CustomerPhone { id, before, after } => {
+                let (status, record) = self.admin.get_json(&format!("/v1/customers/{id}"));
+                let now = &record["phone"];
+                let want = if allowed {
+                    json!(after)
+                } else {
+                    before.clone()
+                };
+                (status == 200 && *now == want)
+                    .then_some(())
+                    .ok_or(format!("customer {id}'s phone is {now}, expected {want}"))
+            }
+            Effect::CustomerErased { id } => {
+                let (status, record) = self.admin.get_json(&format!("/v1/customers/{id}"));
+                let erased = record["erased"] == json!(true) && record.get("email").is_none();
+                (status == 200 && erased == allowed)
+                    .then_some(())
+                    .ok_or(format!(
+                        "customer {id} reads {record}, erased expected: {allowed}"
+                    ))
             }
             Effect::OrderCount { customer, before } => {
                 let now = self.order_count(customer);

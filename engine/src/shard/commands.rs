@@ -113,7 +113,15 @@ impl Shard {
                 let prices = self.data.catalog_prices(&skus);
                 self.after_durable(answer(reply, Ok(prices)));
             }
+            ClientCmd::ReserveCustomerId { reply } => {
+                let id = CustomerId::new(self.id, self.next_customer());
+                // Never handed out again by this process; after a crash a reserved id that
+                // was never used may be (the gateway then replaces its unused data key).
+                self.id_floor[1] = id.counter() + 1;
+                self.after_durable(answer(reply, Ok(id)));
+            }
             ClientCmd::CreateCustomer {
+                id: reserved,
                 customer,
                 actor,
                 idempotency,
@@ -126,8 +134,21 @@ impl Shard {
                         .ok_or(CommandError::NotFound),
                     Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
                     Some(Err(error)) => Err(error),
+                    None if reserved.is_some_and(|id| {
+                        id.shard() != self.id
+                            || id.counter() >= self.next_customer()
+                            || self.data.customers.contains_key(&id)
+                    }) =>
+                    {
+                        // Only an id this shard reserved and nobody took: a bug in the caller.
+                        Err(CommandError::Invalid {
+                            param: "id".into(),
+                            detail: "not a customer id this shard reserved".into(),
+                        })
+                    }
                     None => {
-                        let id = CustomerId::new(self.id, self.next_customer());
+                        let id = reserved
+                            .unwrap_or_else(|| CustomerId::new(self.id, self.next_customer()));
                         self.emit(Event::CustomerCreated {
                             id: id.0,
                             name: customer.name,
@@ -154,6 +175,33 @@ impl Shard {
             }
             ClientCmd::GetCustomer { id, reply } => {
                 let view = self.data.customer_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::UpdateCustomer {
+                id,
+                update,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                let view = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Customer(was))) if was == id.0 => {
+                        self.data.customer_view(id).ok_or(CommandError::NotFound)
+                    }
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let view = self.update_customer(id, update, actor);
+                        if view.is_ok() {
+                            self.remember(idempotency, IdemOutcome::Customer(id.0));
+                        }
+                        view
+                    }
+                };
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::EraseCustomer { id, actor, reply } => {
+                let view = self.erase_customer(id, actor);
                 self.after_durable(answer(reply, view));
             }
             ClientCmd::Place { place, reply } => {
@@ -778,6 +826,73 @@ impl Shard {
         self.data.shipment_view(id).ok_or(CommandError::NotFound)
     }
 
+    /// Replaces the fields `update` sets; audited (`customer.update`, naming the fields, never
+    /// their values). An erased customer cannot be updated.
+    pub(super) fn update_customer(
+        &mut self,
+        id: CustomerId,
+        update: CustomerUpdate,
+        actor: String,
+    ) -> Result<CustomerView, CommandError> {
+        let customer = self.data.customers.get(&id).ok_or(CommandError::NotFound)?;
+        if customer.is_erased() {
+            return Err(CommandError::InvalidTransition(
+                "the customer is erased; its contact data cannot be changed".into(),
+            ));
+        }
+        if update.email.as_ref().is_some_and(String::is_empty) {
+            return Err(CommandError::Invalid {
+                param: "email".into(),
+                detail: "email must not be empty".into(),
+            });
+        }
+        if update.is_empty() {
+            return self.data.customer_view(id).ok_or(CommandError::NotFound);
+        }
+        let fields: Vec<&str> = [
+            ("name", update.name.is_some()),
+            ("email", update.email.is_some()),
+            ("phone", update.phone.is_some()),
+            ("address", update.address.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        let detail = fields.join(",");
+        self.emit(Event::CustomerUpdated {
+            id: id.0,
+            name: update.name,
+            email: update.email,
+            phone: update.phone,
+            address: update.address,
+            actor: actor.clone(),
+            at_us: self.clock.now_us(),
+        });
+        self.audit(&actor, "customer.update", id.to_string(), detail);
+        self.data.customer_view(id).ok_or(CommandError::NotFound)
+    }
+
+    /// Erases the customer's personal data; audited (`customer.erase`, no personal data).
+    /// An erased customer answers again and writes nothing.
+    pub(super) fn erase_customer(
+        &mut self,
+        id: CustomerId,
+        actor: String,
+    ) -> Result<CustomerView, CommandError> {
+        let customer = self.data.customers.get(&id).ok_or(CommandError::NotFound)?;
+        if !customer.is_erased() {
+            self.emit(Event::CustomerErased {
+                id: id.0,
+                actor: actor.clone(),
+                at_us: self.clock.now_us(),
+            });
+            self.audit(&actor, "customer.erase", id.to_string(), String::new());
+        }
+        let view = self.data.customer_view(id).ok_or(CommandError::NotFound)?;
+        debug_assert!(view.erased);
+        Ok(view)
+    }
+
     /// Replaces personal-data values as `reseal` says; returns how many events it wrote.
     pub(super) fn reseal(&mut self, reseal: &ResealFn) -> u64 {
         let mut events = Vec::new();
@@ -785,16 +900,19 @@ impl Shard {
         ids.sort_unstable();
         for id in ids {
             let c = &self.data.customers[&id];
-            let name = reseal(PersonalField::CustomerName, &c.name);
-            let email = reseal(PersonalField::CustomerEmail, &c.email);
+            if c.is_erased() {
+                continue;
+            }
+            let name = reseal(PersonalField::CustomerName, id, &c.name);
+            let email = reseal(PersonalField::CustomerEmail, id, &c.email);
             let phone = c
                 .phone
                 .as_deref()
-                .map(|v| reseal(PersonalField::CustomerPhone, v));
+                .map(|v| reseal(PersonalField::CustomerPhone, id, v));
             let address = c
                 .address
                 .as_deref()
-                .map(|v| reseal(PersonalField::CustomerAddress, v));
+                .map(|v| reseal(PersonalField::CustomerAddress, id, v));
             let changed = name.is_some()
                 || email.is_some()
                 || phone.as_ref().is_some_and(Option::is_some)
@@ -815,7 +933,9 @@ impl Shard {
         for id in orders {
             let order = &self.data.orders[&id];
             if let Some(address) = order.shipping_address() {
-                if let Some(sealed) = reseal(PersonalField::OrderShippingAddress, address) {
+                if let Some(sealed) =
+                    reseal(PersonalField::OrderShippingAddress, order.customer, address)
+                {
                     events.push(Event::OrderAddressResealed {
                         order: id.0,
                         shipping_address: Some(sealed),

@@ -22,9 +22,11 @@ pub(super) fn refuse(cmd: ClientCmd, error: CommandError) {
         ClientCmd::SetPrice { reply, .. } | ClientCmd::GetPrice { reply, .. } => send(reply, error),
         ClientCmd::CatalogPage { reply, .. } => send(reply, error),
         ClientCmd::CatalogPrices { reply, .. } => send(reply, error),
-        ClientCmd::CreateCustomer { reply, .. } | ClientCmd::GetCustomer { reply, .. } => {
-            send(reply, error)
-        }
+        ClientCmd::CreateCustomer { reply, .. }
+        | ClientCmd::GetCustomer { reply, .. }
+        | ClientCmd::UpdateCustomer { reply, .. }
+        | ClientCmd::EraseCustomer { reply, .. } => send(reply, error),
+        ClientCmd::ReserveCustomerId { reply } => send(reply, error),
         ClientCmd::Place { reply, .. }
         | ClientCmd::GetOrder { reply, .. }
         | ClientCmd::Cancel { reply, .. } => send(reply, error),
@@ -76,6 +78,8 @@ pub(super) fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
             ("create_customer", customer.email.as_bytes(), 0)
         }
         ClientCmd::GetCustomer { id, .. } => ("get_customer", &[], id.0),
+        ClientCmd::UpdateCustomer { id, .. } => ("update_customer", &[], id.0),
+        ClientCmd::EraseCustomer { id, .. } => ("erase_customer", &[], id.0),
         ClientCmd::GetOrder { id, .. } => ("get_order", &[], id.0),
         ClientCmd::Cancel { id, .. } => ("cancel_order", &[], id.0),
         ClientCmd::Ship { shipment, .. } => {
@@ -100,6 +104,7 @@ pub(super) fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
         | ClientCmd::CatalogPage { .. }
         | ClientCmd::CatalogPrices { .. }
         | ClientCmd::CustomersExist { .. }
+        | ClientCmd::ReserveCustomerId { .. }
         | ClientCmd::ListOrders { .. }
         | ClientCmd::Reseal { .. }
         | ClientCmd::Snapshot { .. }

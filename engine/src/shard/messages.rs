@@ -48,7 +48,12 @@ pub enum ClientCmd {
         skus: Vec<String>,
         reply: Reply<Vec<Option<CatalogView>>>,
     },
+    /// Reserves the next customer id of this shard (no event: an id reserved and never used
+    /// is skipped), so the gateway can make the customer's data key before sealing under it.
+    ReserveCustomerId { reply: Reply<CustomerId> },
     CreateCustomer {
+        /// An id this shard reserved (`ReserveCustomerId`); `None`: the next one.
+        id: Option<CustomerId>,
         customer: NewCustomer,
         /// The API key id that asks; `None` (engine-internal callers) writes no audit entry.
         actor: Option<String>,
@@ -57,6 +62,23 @@ pub enum ClientCmd {
     },
     GetCustomer {
         id: CustomerId,
+        reply: Reply<CustomerView>,
+    },
+    /// Replaces the customer's fields that `update` sets (sealed); an erased customer is
+    /// `invalid_transition`.
+    UpdateCustomer {
+        id: CustomerId,
+        update: CustomerUpdate,
+        /// The API key id that asks (the audit entry's actor).
+        actor: String,
+        idempotency: Option<Idempotency>,
+        reply: Reply<CustomerView>,
+    },
+    /// Erases the customer's personal data (idempotent: an erased customer answers again).
+    EraseCustomer {
+        id: CustomerId,
+        /// The API key id that asks (the audit entry's actor).
+        actor: String,
         reply: Reply<CustomerView>,
     },
     /// Whether each customer exists (placements whose key puts them on another shard).
@@ -139,6 +161,8 @@ impl ClientCmd {
             ClientCmd::AdjustStock { .. }
             | ClientCmd::SetPrice { .. }
             | ClientCmd::CreateCustomer { .. }
+            | ClientCmd::UpdateCustomer { .. }
+            | ClientCmd::EraseCustomer { .. }
             | ClientCmd::Place { .. }
             | ClientCmd::PlaceBatch { .. }
             | ClientCmd::Cancel { .. }
@@ -151,6 +175,7 @@ impl ClientCmd {
             | ClientCmd::CatalogPage { .. }
             | ClientCmd::CatalogPrices { .. }
             | ClientCmd::GetCustomer { .. }
+            | ClientCmd::ReserveCustomerId { .. }
             | ClientCmd::CustomersExist { .. }
             | ClientCmd::GetOrder { .. }
             | ClientCmd::ListOrders { .. }
@@ -212,8 +237,9 @@ pub enum ShardMsg {
     },
 }
 
-/// Maps a stored personal-data value to its replacement (`None`: keep it).
-pub type ResealFn = Arc<dyn Fn(PersonalField, &str) -> Option<String> + Send + Sync>;
+/// Maps a stored personal-data value of a customer (for a shipping address: the order's
+/// customer) to its replacement (`None`: keep it).
+pub type ResealFn = Arc<dyn Fn(PersonalField, CustomerId, &str) -> Option<String> + Send + Sync>;
 
 /// One order's part on one stock shard: the units of each SKU to hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

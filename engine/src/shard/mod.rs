@@ -34,9 +34,9 @@ use tokio::sync::oneshot;
 
 use crate::audit::ShardChain;
 use crate::domain::{
-    CatalogView, ColdAnswer, CommandError, CustomerId, CustomerView, Idempotency, NewCustomer,
-    NewShipment, OrderFilter, OrderId, OrderStatus, OrderView, PersonalField, PlaceOrder,
-    SalesSummary, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
+    CatalogView, ColdAnswer, CommandError, CustomerId, CustomerUpdate, CustomerView, Idempotency,
+    NewCustomer, NewShipment, OrderFilter, OrderId, OrderStatus, OrderView, PersonalField,
+    PlaceOrder, SalesSummary, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
     ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};

@@ -293,6 +293,9 @@ enum Job {
     Verify(String, oneshot::Sender<Result<Drill, BackupJobError>>),
     /// The local revocation list changed: merge it into the off-site one.
     Revocations,
+    /// A customer was erased: merge the customer key store's copy beside the backups into
+    /// the off-site one, so the erased key leaves it too.
+    CustomerKeys,
     /// The configuration changed: read the `backup` section anew and, if it changed, plan the
     /// schedules anew.
     Settings,
@@ -422,6 +425,12 @@ impl Backups {
         // A full queue: the worker merges the list after its next backup anyway.
         let _ = self.jobs.try_send(Job::Revocations);
         Ok(())
+    }
+
+    /// Asks the worker to merge the customer key store's local copy (which an erasure has
+    /// already edited) into the off-site one. A full queue: the next backup merges it.
+    pub fn request_customer_keys_copy(&self) {
+        let _ = self.jobs.try_send(Job::CustomerKeys);
     }
 
     /// The control audit chain's tip the newest authenticated local backup anchored (skipping
@@ -665,6 +674,7 @@ impl Worker {
                 }
                 Ok(Job::Settings) => {}
                 Ok(Job::Revocations) => self.upload_revocations(),
+                Ok(Job::CustomerKeys) => self.upload_customer_keys(),
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
@@ -816,6 +826,18 @@ impl Worker {
                     elapsed_ms = started.elapsed().as_millis() as u64
                 );
                 self.recovered("backup_failed");
+                // After the checkpoint: the copy holds the key of every customer the backup
+                // holds (keys are made before their customers), and no erased one.
+                if let Some(keys) = self.vault.customer_keys() {
+                    if let Err(error) = keys.refresh_mirror() {
+                        tracing::error!(message = "Copying the customer key store beside the backups failed.", %error);
+                        self.incident(
+                            "backup_failed",
+                            format!("customer key store copy: {error}"),
+                            "the backup is kept; the keys of customers created since the last good copy are only in the data directory until a backup copies them",
+                        );
+                    }
+                }
                 Ok(record)
             }
             Err(error) => {
@@ -861,10 +883,48 @@ impl Worker {
         }
     }
 
+    /// Merges the customer key store's copy beside the backups into the off-site one (after
+    /// an erasure, and after each backup).
+    fn upload_customer_keys(&mut self) {
+        use crate::customer_keys::{Records, CUSTOMER_KEYS_FILE};
+        let path = self.repo.dir().join(CUSTOMER_KEYS_FILE);
+        if !path.exists() {
+            return;
+        }
+        let local = match Records::read(&path) {
+            Ok(local) => local,
+            Err(error) => {
+                tracing::error!(message = "The customer key store's copy beside the backups is unreadable.", %error);
+                return;
+            }
+        };
+        match self
+            .offsite()
+            .and_then(|offsite| offsite.merge_customer_keys(&local))
+        {
+            Ok(merged) => {
+                tracing::info!(
+                    message = "Customer keys copied off-site.",
+                    keys = merged.keys.len(),
+                    erased = merged.erased.len()
+                );
+            }
+            Err(error) => {
+                tracing::error!(message = "Copying the customer keys off-site failed.", %error);
+                self.incident(
+                    "offsite_failed",
+                    format!("customer keys: {error}"),
+                    "the local copy is kept (erased keys already left it); the off-site copy is retried after the next erasure or backup",
+                );
+            }
+        }
+    }
+
     /// The off-site copy of a new backup, then retention.
     fn after_create(&mut self, id: &str) {
         self.upload(id);
         self.upload_revocations();
+        self.upload_customer_keys();
         let min_age_us = (self.config.keep_min_age_s as i64).saturating_mul(1_000_000);
         // The newest backup a restore drill verified keeps its off-site copy (and its index
         // record, which says so) however many newer ones there are: the last restore point

@@ -17,3 +17,7 @@ pub mod revocations;
 pub mod settings;
 pub mod telemetry;
 pub mod window;
+
+/// The customer key store's records, which backups copy and `orderctl backup restore`
+/// installs ([`orderd_service::customer_keys`]).
+pub use orderd_service::customer_keys;

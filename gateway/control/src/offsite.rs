@@ -394,6 +394,53 @@ impl Offsite {
         Ok(merged)
     }
 
+    /// The copy of the customer key store off-site (`customer.keys` at the top; empty when
+    /// there is none).
+    pub fn customer_keys(&self) -> Result<crate::customer_keys::Records, String> {
+        use crate::customer_keys::{Records, CUSTOMER_KEYS_FILE};
+        let path = StorePath::from(CUSTOMER_KEYS_FILE);
+        let mut retries = 0;
+        match self.retrying("fetch the customer keys", &mut retries, || async {
+            self.store.get(&path).await?.bytes().await
+        }) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| "the customer keys off-site are not UTF-8".to_string())?;
+                Records::parse(Path::new(CUSTOMER_KEYS_FILE), &text).map_err(|e| e.to_string())
+            }
+            Err(e) if e.ends_with("not found off-site") => Ok(Records::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the customer key store off-site with `local` merged with it: keys of both,
+    /// minus every key either side erased. So an erasure reaches the off-site copy at the next
+    /// merge, and no copy can bring an erased key back. Returns the merged records.
+    pub fn merge_customer_keys(
+        &self,
+        local: &crate::customer_keys::Records,
+    ) -> Result<crate::customer_keys::Records, String> {
+        let mut merged = match self.customer_keys() {
+            Ok(records) => records,
+            Err(error) if !error.contains("off-site") || error.contains("line") => {
+                tracing::warn!(message = "The off-site customer keys are unreadable; replacing them.", %error);
+                Default::default()
+            }
+            Err(error) => return Err(error),
+        };
+        let before = merged.clone();
+        merged.merge(local.clone());
+        if merged != before {
+            let path = StorePath::from(crate::customer_keys::CUSTOMER_KEYS_FILE);
+            let payload = PutPayload::from(merged.render().into_bytes());
+            let mut retries = 0;
+            self.retrying("upload the customer keys", &mut retries, || {
+                self.store.put(&path, payload.clone())
+            })?;
+        }
+        Ok(merged)
+    }
+
     /// Keeps the newest `keep` manifests off-site, and `also` (the last verified backup)
     /// wherever it is, and deletes the rest, then every file no kept manifest names — unless
     /// a manifest could not be read: its files cannot be told apart, so none is deleted (a

@@ -209,6 +209,55 @@ pub struct CustomerResponse {
     pub created_at: String,
 }
 
+/// `PATCH /v1/customers/{id}`: the fields present replace the stored ones, each checked as at
+/// creation; absent (or `null`) fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCustomerRequest {
+    /// 1 to 200 characters, not blank, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub name: Option<String>,
+    /// An address (`name@example.com`), at most 254 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 254,
+        pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]+@[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+(\\.[^@.\\s\\u0000-\\u001f\\u007f-\\u009f]+)+$"
+    )]
+    pub email: Option<String>,
+    /// At most 50 characters, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 50, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    pub phone: Option<String>,
+    /// At most 500 characters on one line (no control characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    pub address: Option<String>,
+}
+
+/// An erased customer (`POST /v1/customers/{id}/erase`, and `GET` afterwards): only its id
+/// is left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasedCustomerResponse {
+    pub id: String,
+    /// Always `true`.
+    pub erased: bool,
+}
+
+/// `GET /v1/customers/{id}`: the record, or, once the customer is erased, only its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CustomerRecordResponse {
+    Erased(ErasedCustomerResponse),
+    Customer(CustomerResponse),
+}
+
 /// One line of `POST /v1/orders`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +299,11 @@ pub struct PlaceOrderRequest {
     #[schema(max_length = 500)]
     pub note: Option<String>,
 }
+
+/// `POST /v1/customers/{id}/erase`: no fields; the body itself is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseCustomerRequest {}
 
 /// `POST /v1/orders/{id}/cancel`; the body itself is optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -334,6 +388,10 @@ pub struct OrderResponse {
     pub shipments: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<OrderHistoryResponse>>,
+    /// Present (`true`) when the order's customer was erased: the order keeps its id, lines
+    /// and totals; its shipping address is gone (`null`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub customer_erased: bool,
 }
 
 /// One line of `POST /v1/orders/{id}/shipments`.
@@ -940,8 +998,10 @@ mod tests {
             updated_at: "t".into(),
             shipments: None,
             history: None,
+            customer_erased: false,
         };
         let v = serde_json::to_value(&o).unwrap();
+        assert!(v.get("customer_erased").is_none());
         assert!(v.get("history").is_none());
         assert!(v.get("shipments").is_none());
         assert!(v.get("note").unwrap().is_null());

@@ -88,6 +88,27 @@ pub struct CustomerInput {
     pub address: Option<String>,
 }
 
+/// A change of a customer's contact data (`PATCH`): the fields present replace the stored
+/// ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CustomerUpdateInput {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+}
+
+impl From<orderd_proto::UpdateCustomerRequest> for CustomerUpdateInput {
+    fn from(request: orderd_proto::UpdateCustomerRequest) -> CustomerUpdateInput {
+        CustomerUpdateInput {
+            name: request.name,
+            email: request.email,
+            phone: request.phone,
+            address: request.address,
+        }
+    }
+}
+
 /// Which orders to list, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OrderQuery {

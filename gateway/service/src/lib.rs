@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod customer_keys;
 pub mod error;
 pub mod idem;
 pub mod input;

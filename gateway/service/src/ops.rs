@@ -22,9 +22,9 @@
 use std::collections::HashMap;
 
 use orderd_engine::{
-    CatalogView, CommandError, CustomerId, CustomerView, Engine, Idempotency, NewCustomer,
-    NewShipment, OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView, PlaceOrder, ShipmentId,
-    ShipmentStatus, ShipmentView, StockView,
+    CatalogView, CommandError, CustomerId, CustomerUpdate, CustomerView, Engine, Idempotency,
+    NewCustomer, NewShipment, OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView,
+    PlaceOrder, ShipmentId, ShipmentStatus, ShipmentView, StockView,
 };
 use std::marker::PhantomData;
 
@@ -33,8 +33,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idem::{Claim, IdempotencyKey};
 use crate::input::{
-    CatalogPriceInput, CatalogQueryInput, CustomerInput, NewOrder, OrderQuery, ShipmentEventInput,
-    ShipmentInput, StockAdjustmentInput,
+    CatalogPriceInput, CatalogQueryInput, CustomerInput, CustomerUpdateInput, NewOrder, OrderQuery,
+    ShipmentEventInput, ShipmentInput, StockAdjustmentInput,
 };
 use crate::roles::{Role, RoleSet};
 use crate::validate;
@@ -123,6 +123,10 @@ pub mod op {
         CreateCustomer => roles::CUSTOMER_CREATE;
         /// [`super::get_customer`].
         GetCustomer => roles::CUSTOMER_READ;
+        /// [`super::update_customer`].
+        UpdateCustomer => roles::CUSTOMER_UPDATE;
+        /// [`super::erase_customer`].
+        EraseCustomer => roles::CUSTOMER_ERASE;
         /// [`super::set_price`].
         SetPrice => roles::CATALOG_WRITE;
         /// [`super::get_price`], [`super::list_catalog`].
@@ -349,15 +353,23 @@ fn prepare_place(
         .parse()
         .map_err(|()| ApiError::UnknownCustomer)?;
     caller.may_see_customer(customer_id)?;
+    if ctx.vault.is_erased(customer_id) {
+        return Err(erased(customer_id));
+    }
     let idempotency = key.map(|key| Idempotency {
         key: key.scoped(caller),
         request_hash,
     });
+    // Under the customer's own key, so that erasing the customer shreds it too.
+    let shipping_address = ctx
+        .vault
+        .seal_shipping_address_for(customer_id, request.shipping_address)
+        .map_err(|_| erased(customer_id))?;
     let place = PlaceOrder {
         refusal: None,
         customer_id,
         lines,
-        shipping_address: ctx.vault.seal_shipping_address(request.shipping_address),
+        shipping_address,
         note: request.note,
         idempotency,
         actor: caller.key_id.clone(),
@@ -586,18 +598,118 @@ pub async fn create_customer(
     let caller = allowed.caller;
     validate::customer(&request)?;
     let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
-    let customer = ctx.vault.seal_customer(NewCustomer {
+    let new = NewCustomer {
         name: request.name,
         email: request.email,
         phone: request.phone,
         address: request.address,
-    });
-    // The shard writes `customer.create` with the customer (none for a replay).
+    };
+    if ctx.vault.customer_keys().is_none() {
+        let customer = ctx.vault.seal_customer(new);
+        let view = ctx
+            .engine
+            .create_customer_as(customer, Some(&caller.key_id), claim.idempotency())
+            .await?;
+        drop(claim);
+        return Ok(ctx.vault.open_customer(view)?);
+    }
+    // The customer's own data key first (durable), under the id it will have, then the
+    // customer sealed under it. An id reserved before a crash may come again: its unused key
+    // is replaced; an id erased (a restore of a backup older than the customer) is skipped.
+    let idempotency = claim.idempotency();
+    let mut tries = 0;
+    let (id, customer) = loop {
+        tries += 1;
+        let id = ctx.engine.reserve_customer_id(idempotency.as_ref()).await?;
+        match ctx.vault.seal_new_customer(id, new.clone()) {
+            Ok(customer) => break (id, customer),
+            Err(crate::vault::VaultError::KeyStore(
+                crate::customer_keys::KeyStoreError::Erased(_),
+            )) if tries < RESERVE_TRIES_MAX => continue,
+            Err(error) => return Err(error.into()),
+        }
+    };
+    // The shard writes `customer.create` with the customer (none for a replay, which answers
+    // the customer it created first: the key made for `id` then seals nothing).
     let view = ctx
         .engine
-        .create_customer_as(customer, Some(&caller.key_id), claim.idempotency())
+        .create_reserved_customer(id, customer, &caller.key_id, idempotency)
         .await?;
     drop(claim);
+    Ok(ctx.vault.open_customer(view)?)
+}
+
+/// Most customer ids a creation reserves before it gives up (each skipped id was erased).
+const RESERVE_TRIES_MAX: u32 = 8;
+
+/// The answer for a change to an erased customer (`PATCH`, an order): 409
+/// `invalid_transition`.
+fn erased(customer: CustomerId) -> ApiError {
+    ApiError::InvalidTransition(format!(
+        "customer {customer} is erased: it cannot be changed and places no orders"
+    ))
+}
+
+/// Changes a customer's contact data (the fields present), each checked as at creation and
+/// sealed under the customer's key; answers the customer opened. An erased customer: 409
+/// `invalid_transition`. A replay under the Idempotency-Key answers the customer as it is.
+pub async fn update_customer(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::UpdateCustomer>,
+    id: &str,
+    request: CustomerUpdateInput,
+    key: Option<IdempotencyKey>,
+    request_hash: u128,
+) -> Result<(CustomerView, bool), ApiError> {
+    let caller = allowed.caller;
+    let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
+    caller.may_see_customer(id)?;
+    validate::customer_update(&request)?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    if ctx.vault.is_erased(id) {
+        // Known here first after a restore of an older backup, or a crash mid-erasure.
+        ctx.engine.customer(id).await?;
+        return Err(erased(id));
+    }
+    let update = ctx
+        .vault
+        .seal_update(
+            id,
+            CustomerUpdate {
+                name: request.name,
+                email: request.email,
+                phone: request.phone,
+                address: request.address,
+            },
+        )
+        .map_err(|_| erased(id))?;
+    // The shard writes `customer.update` naming the fields changed, never their values.
+    let view = ctx
+        .engine
+        .update_customer(id, update, &caller.key_id, claim.idempotency())
+        .await?;
+    drop(claim);
+    Ok((ctx.vault.open_customer(view)?, !caller.sees_personal_data()))
+}
+
+/// Erases a customer (GDPR art. 17): its data key is destroyed first (durable, in the key
+/// store and its copy beside the backups), so every sealed copy of its personal data, in
+/// the log, snapshots and backups, is unreadable from that moment; then the shard drops the
+/// ciphertext from its state and writes `customer.erase`. Idempotent: an erased customer
+/// answers again. A crash between the two steps leaves the key destroyed, so the customer
+/// reads as erased, and a repeat finishes the second.
+pub async fn erase_customer(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::EraseCustomer>,
+    id: &str,
+) -> Result<CustomerView, ApiError> {
+    let caller = allowed.caller;
+    let id: CustomerId = id.parse().map_err(|()| ApiError::not_found())?;
+    // Only a customer that exists gets a tombstone.
+    ctx.engine.customer(id).await?;
+    ctx.vault.erase_customer_key(id)?;
+    let view = ctx.engine.erase_customer(id, &caller.key_id).await?;
+    debug_assert!(view.erased);
     Ok(ctx.vault.open_customer(view)?)
 }
 

@@ -114,6 +114,10 @@ pub const CATALOG_READ: RoleSet = RoleSet::of(&[Admin, Merchandiser, Operator]);
 pub const CUSTOMER_CREATE: RoleSet = RoleSet::of(&[Admin, Frontend]);
 /// `GET /v1/customers/{id}`: a customer key only its own; an auditor sees personal data masked.
 pub const CUSTOMER_READ: RoleSet = RoleSet::of(&[Admin, Frontend, Customer, Operator, Auditor]);
+/// `PATCH /v1/customers/{id}`: a customer key only its own (API.md, Commerce: erasure).
+pub const CUSTOMER_UPDATE: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
+/// `POST /v1/customers/{id}/erase` (API.md, Commerce: erasure).
+pub const CUSTOMER_ERASE: RoleSet = RoleSet::of(&[Admin]);
 /// `POST /v1/orders`: a customer key only for itself.
 pub const ORDER_PLACE: RoleSet = RoleSet::of(&[Admin, Frontend, Customer]);
 /// `GET /v1/orders/{id}`: a customer key only its own.
@@ -201,13 +205,15 @@ mod tests {
         assert_eq!(roles, extra, "a new role needs RoleName in gateway/proto");
     }
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 31] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 33] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("catalog write", CATALOG_WRITE),
         ("catalog read", CATALOG_READ),
         ("customer create", CUSTOMER_CREATE),
         ("customer read", CUSTOMER_READ),
+        ("customer update", CUSTOMER_UPDATE),
+        ("customer erase", CUSTOMER_ERASE),
         ("order place", ORDER_PLACE),
         ("order read", ORDER_READ),
         ("order list", ORDER_LIST),
@@ -268,7 +274,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 31] = [
+        let expected: [(&str, &[Role]); 33] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
@@ -281,6 +287,8 @@ mod tests {
                 "customer read",
                 &[Admin, Frontend, Customer, Operator, Auditor],
             ),
+            ("customer update", &[Admin, Frontend, Customer]),
+            ("customer erase", &[Admin]),
             ("order place", &[Admin, Frontend, Customer]),
             (
                 "order read",

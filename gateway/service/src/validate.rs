@@ -140,6 +140,27 @@ pub fn customer(c: &CustomerInput) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A contact data change: each field present is checked as [`customer`] checks it.
+pub fn customer_update(c: &crate::input::CustomerUpdateInput) -> Result<(), ApiError> {
+    if let Some(name) = &c.name {
+        if name.trim().is_empty() {
+            return Err(ApiError::invalid("name", "name must not be empty"));
+        }
+        personal_text("name", name, NAME_CHARS_MAX)?;
+    }
+    if let Some(email) = &c.email {
+        if !email_looks_valid(email) {
+            return Err(ApiError::invalid(
+                "email",
+                format!("email must look like an address (name@example.com, at most {EMAIL_CHARS_MAX} characters)"),
+            ));
+        }
+    }
+    optional_personal_text("phone", c.phone.as_deref(), PHONE_CHARS_MAX)?;
+    optional_personal_text("address", c.address.as_deref(), ADDRESS_CHARS_MAX)?;
+    Ok(())
+}
+
 /// Order lines: 1–100 of them, each a valid SKU at most once, `qty` 1 to `LINE_QTY_MAX`,
 /// `unit_price` present and at most `UNIT_PRICE_MAX`, and a total of at most `ORDER_TOTAL_MAX`
 /// (the engine's [`add_line_amount`], which the shard checks again). Returns the engine's lines.

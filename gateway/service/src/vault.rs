@@ -31,12 +31,16 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use orderd_engine::backup::{ManifestKey, ManifestKeys};
-use orderd_engine::{CustomerView, NewCustomer, OrderView, PersonalField, ResealFn, Storage};
+use orderd_engine::{
+    CustomerId, CustomerUpdate, CustomerView, NewCustomer, OrderView, PersonalField, ResealFn,
+    Storage,
+};
 use orderd_storage::{Family, StorageError, Write};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::customer_keys::{CustomerKeys, KeyState, KeyStoreError, Wrapper};
 use crate::error::ApiError;
 
 /// Environment variable holding the master key (64 hex digits); it replaces the key file.
@@ -184,6 +188,11 @@ pub enum VaultError {
     TooManyDataKeys,
     #[error("a sealed {field} value cannot be opened: {detail}")]
     Open { field: Field, detail: String },
+    #[error("customer keys: {0}")]
+    KeyStore(#[from] KeyStoreError),
+    /// The customer is erased: its data key is destroyed.
+    #[error("the customer is erased")]
+    Erased,
 }
 
 impl From<VaultError> for ApiError {
@@ -191,7 +200,8 @@ impl From<VaultError> for ApiError {
         match error {
             VaultError::EnvironmentKey
             | VaultError::CredentialKey { .. }
-            | VaultError::TooManyDataKeys => ApiError::InvalidTransition(error.to_string()),
+            | VaultError::TooManyDataKeys
+            | VaultError::Erased => ApiError::InvalidTransition(error.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -266,6 +276,14 @@ impl MasterKey {
 
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+    }
+
+    /// This key as the customer key store wraps with it.
+    fn wrapper(&self) -> Wrapper {
+        Wrapper {
+            id: self.id().0,
+            key: self.0,
+        }
     }
 
     /// The key backup manifests are signed with under this master key: derived from it
@@ -781,6 +799,9 @@ pub struct Vault {
     masters: RwLock<Vec<MasterKey>>,
     /// Serializes rotations; holds the reason when rotating must wait for a restart.
     rotation: Mutex<Option<String>>,
+    /// Each customer's own data key ([`crate::customer_keys`]); `None` only in tests that seal
+    /// everything under the shared data keys.
+    customer_keys: Option<CustomerKeys>,
 }
 
 impl fmt::Debug for Vault {
@@ -882,7 +903,131 @@ impl Vault {
                 current,
             })),
             rotation: Mutex::new(None),
+            customer_keys: None,
         })
+    }
+
+    /// [`Vault::load`], then the customer key store at `path` (created when missing), with its
+    /// copy beside the backups at `mirror`.
+    pub fn load_with_customer_keys(
+        storage: Arc<dyn Storage>,
+        source: MasterKeySource,
+        path: PathBuf,
+        mirror: Option<PathBuf>,
+    ) -> Result<Vault, VaultError> {
+        let mut vault = Vault::load(storage, source)?;
+        let masters: Vec<Wrapper> = vault
+            .masters
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(MasterKey::wrapper)
+            .collect();
+        let keys = CustomerKeys::open(path, mirror, &masters)?;
+        let (live, erased) = keys.counts();
+        tracing::info!(
+            message = "Customer key store open.",
+            path = %keys.path().display(),
+            keys = live,
+            erased
+        );
+        vault.customer_keys = Some(keys);
+        Ok(vault)
+    }
+
+    /// The customer key store, when there is one.
+    pub fn customer_keys(&self) -> Option<&CustomerKeys> {
+        self.customer_keys.as_ref()
+    }
+
+    /// What the key store knows of `customer` (`None` without a key store).
+    pub fn customer_key_state(&self, customer: CustomerId) -> KeyState {
+        match &self.customer_keys {
+            Some(keys) => keys.state(customer.0),
+            None => KeyState::None,
+        }
+    }
+
+    /// Whether `customer` is erased (its key destroyed).
+    pub fn is_erased(&self, customer: CustomerId) -> bool {
+        self.customer_keys
+            .as_ref()
+            .is_some_and(|keys| keys.is_erased(customer.0))
+    }
+
+    /// Destroys `customer`'s key (and records it erased), durable before it returns; without a
+    /// key store there is nothing to destroy.
+    pub fn erase_customer_key(&self, customer: CustomerId) -> Result<(), VaultError> {
+        if let Some(keys) = &self.customer_keys {
+            keys.erase(customer.0)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `customer`'s own key (durable) and seals a new customer under it; without a key
+    /// store, under the shared data key.
+    pub fn seal_new_customer(
+        &self,
+        customer: CustomerId,
+        new: NewCustomer,
+    ) -> Result<NewCustomer, VaultError> {
+        let Some(keys) = &self.customer_keys else {
+            return Ok(self.seal_customer(new));
+        };
+        let key = keys.create(customer.0)?;
+        let seal =
+            |field: Field, value: &str| seal_under_customer_key(&key, customer, field, value);
+        Ok(NewCustomer {
+            name: seal(Field::CustomerName, &new.name),
+            email: seal(Field::CustomerEmail, &new.email),
+            phone: new.phone.map(|v| seal(Field::CustomerPhone, &v)),
+            address: new.address.map(|v| seal(Field::CustomerAddress, &v)),
+        })
+    }
+
+    /// Seals a value of `customer`'s: under its own key; under the shared data key for a
+    /// customer without one (none without a key store); an erased customer: [`VaultError::Erased`].
+    pub fn seal_for(
+        &self,
+        customer: CustomerId,
+        field: Field,
+        plaintext: &str,
+    ) -> Result<String, VaultError> {
+        match self.customer_key_state(customer) {
+            KeyState::Live(key) => Ok(seal_under_customer_key(&key, customer, field, plaintext)),
+            KeyState::Erased => Err(VaultError::Erased),
+            KeyState::None => Ok(self.seal(field, plaintext)),
+        }
+    }
+
+    /// A contact data change sealed under the customer's key.
+    pub fn seal_update(
+        &self,
+        customer: CustomerId,
+        update: CustomerUpdate,
+    ) -> Result<CustomerUpdate, VaultError> {
+        let seal = |field: Field, value: Option<String>| {
+            value
+                .map(|v| self.seal_for(customer, field, &v))
+                .transpose()
+        };
+        Ok(CustomerUpdate {
+            name: seal(Field::CustomerName, update.name)?,
+            email: seal(Field::CustomerEmail, update.email)?,
+            phone: seal(Field::CustomerPhone, update.phone)?,
+            address: seal(Field::CustomerAddress, update.address)?,
+        })
+    }
+
+    /// An order's shipping address sealed under its customer's key (see [`Vault::seal_for`]).
+    pub fn seal_shipping_address_for(
+        &self,
+        customer: CustomerId,
+        address: Option<String>,
+    ) -> Result<Option<String>, VaultError> {
+        address
+            .map(|a| self.seal_for(customer, Field::OrderShippingAddress, &a))
+            .transpose()
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -943,10 +1088,21 @@ impl Vault {
     /// Opens a value of `field`. A value that is not sealed (data written before sealing
     /// existed and not yet migrated) is returned as it is.
     pub fn open(&self, field: Field, value: &str) -> Result<String, VaultError> {
-        let Some((id, body)) = parse_sealed(value) else {
+        let Some((sealer, body)) = parse_sealed(value) else {
             return Ok(value.to_string());
         };
         let fail = |detail: String| VaultError::Open { field, detail };
+        let id = match sealer {
+            Sealer::Data(id) => id,
+            Sealer::Customer(customer) => {
+                return match self.customer_key_state(customer) {
+                    KeyState::Live(key) => open_body(&customer_cipher(&key), field, body)
+                        .map_err(|detail| fail(format!("{detail} under the key of {customer}"))),
+                    KeyState::Erased => Err(VaultError::Erased),
+                    KeyState::None => Err(fail(format!("no key for customer {customer}"))),
+                };
+            }
+        };
         let ring = self.ring();
         let key = ring
             .data_keys
@@ -1000,18 +1156,38 @@ impl Vault {
     }
 
     /// A customer view with its personal fields opened.
+    /// An erased customer (engine or key store: after a restore of an older backup, or a
+    /// crash between the key's destruction and the engine's event, only the key store knows)
+    /// comes back with `erased` set and no personal data.
     pub fn open_customer(&self, view: CustomerView) -> Result<CustomerView, VaultError> {
-        Ok(CustomerView {
-            name: self.open(Field::CustomerName, &view.name)?,
-            email: self.open(Field::CustomerEmail, &view.email)?,
-            phone: self.open_option(Field::CustomerPhone, view.phone)?,
-            address: self.open_option(Field::CustomerAddress, view.address)?,
-            ..view
-        })
+        if view.erased || self.is_erased(view.id) {
+            return Ok(erased_view(view));
+        }
+        let opened = (|| {
+            Ok(CustomerView {
+                name: self.open(Field::CustomerName, &view.name)?,
+                email: self.open(Field::CustomerEmail, &view.email)?,
+                phone: self.open_option(Field::CustomerPhone, view.phone.clone())?,
+                address: self.open_option(Field::CustomerAddress, view.address.clone())?,
+                ..view.clone()
+            })
+        })();
+        match opened {
+            Err(VaultError::Erased) => Ok(erased_view(view)),
+            other => other,
+        }
     }
 
-    /// An order view with its shipping address opened.
+    /// An order view with its shipping address opened; an erased customer's order shows
+    /// `customer_erased` and no address.
     pub fn open_order(&self, view: OrderView) -> Result<OrderView, VaultError> {
+        if self.is_erased(view.customer_id) {
+            return Ok(OrderView {
+                shipping_address: None,
+                customer_erased: true,
+                ..view
+            });
+        }
         Ok(OrderView {
             shipping_address: self
                 .open_option(Field::OrderShippingAddress, view.shipping_address)?,
@@ -1025,13 +1201,77 @@ impl Vault {
     /// values alone.
     pub fn resealer(self: &Arc<Self>, sealed: Arc<AtomicU64>) -> ResealFn {
         let vault = Arc::clone(self);
-        Arc::new(move |field: PersonalField, value: &str| {
-            if is_sealed(value) {
-                return None;
-            }
-            sealed.fetch_add(1, Ordering::Relaxed);
-            Some(vault.seal(field.into(), value))
-        })
+        Arc::new(
+            move |field: PersonalField, _customer: CustomerId, value: &str| {
+                if is_sealed(value) {
+                    return None;
+                }
+                sealed.fetch_add(1, Ordering::Relaxed);
+                Some(vault.seal(field.into(), value))
+            },
+        )
+    }
+
+    /// The first pass of the customer-key migration ([`Vault::customer_key_resealer`]): makes a
+    /// key for every customer that owns a value not sealed under a customer key yet, without
+    /// an fsync each (the caller syncs once with [`CustomerKeys::sync`] before the second pass
+    /// seals anything under them); changes no value.
+    pub fn customer_key_maker(self: &Arc<Self>, made: Arc<AtomicU64>) -> ResealFn {
+        let vault = Arc::clone(self);
+        Arc::new(
+            move |_field: PersonalField, customer: CustomerId, value: &str| {
+                if matches!(parse_sealed(value), Some((Sealer::Customer(_), _))) {
+                    return None;
+                }
+                if let Some(keys) = &vault.customer_keys {
+                    if keys.state(customer.0) == KeyState::None {
+                        match keys.create_unsynced(customer.0) {
+                            Ok(_) => {
+                                made.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => tracing::error!(
+                                message = "Cannot make a customer key during the migration.",
+                                %error
+                            ),
+                        }
+                    }
+                }
+                None
+            },
+        )
+    }
+
+    /// The second pass of the customer-key migration: every value not sealed under its
+    /// customer's key (sealed under a shared data key, or plaintext of an old version) is
+    /// sealed under it, counted in `sealed`. A value that cannot be opened is left alone
+    /// (and logged, by id only).
+    pub fn customer_key_resealer(self: &Arc<Self>, sealed: Arc<AtomicU64>) -> ResealFn {
+        let vault = Arc::clone(self);
+        Arc::new(
+            move |field: PersonalField, customer: CustomerId, value: &str| {
+                if matches!(parse_sealed(value), Some((Sealer::Customer(_), _))) {
+                    return None;
+                }
+                let KeyState::Live(key) = vault.customer_key_state(customer) else {
+                    return None;
+                };
+                let field = Field::from(field);
+                let plaintext = match vault.open(field, value) {
+                    Ok(plaintext) => plaintext,
+                    Err(error) => {
+                        tracing::error!(
+                            message = "Cannot open a value to seal it under its customer's key.",
+                            %customer,
+                            %field,
+                            %error
+                        );
+                        return None;
+                    }
+                };
+                sealed.fetch_add(1, Ordering::Relaxed);
+                Some(seal_under_customer_key(&key, customer, field, &plaintext))
+            },
+        )
     }
 
     /// Rotates the master key while serving: a new master key and a new data key; every data
@@ -1098,6 +1338,11 @@ impl Vault {
             data_keys,
             current: data_key_id,
         });
+        if let Some(keys) = &self.customer_keys {
+            // The old master key stays readable (`.previous`, the keyring) until this is done,
+            // so a crash before it leaves keys the next start re-wraps.
+            keys.rewrap(self.ring().master.wrapper())?;
+        }
         let renamed = rename(&path, &previous_path)
             .and_then(|()| rename(&new_path, &path))
             .and_then(|()| sync_dir(&dir));
@@ -1262,14 +1507,37 @@ fn open_key_files(
     Ok((main, candidates))
 }
 
-/// The data key id and the base64 body of a sealed string, if `value` is one.
-fn parse_sealed(value: &str) -> Option<(u32, &str)> {
+/// The key a sealed string names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sealer {
+    /// A shared data key (`<hex id>`).
+    Data(u32),
+    /// The customer's own key (`cus_<16 hex digits>`).
+    Customer(CustomerId),
+}
+
+/// Prefix of the key part of a value sealed under a customer's key.
+const CUSTOMER_SEALER_PREFIX: &str = "cus_";
+
+/// The key and the base64 body of a sealed string, if `value` is one.
+fn parse_sealed(value: &str) -> Option<(Sealer, &str)> {
     let rest = value.strip_prefix(SEALED_MARK)?;
     let (id, body) = rest.split_once(':')?;
-    if id.is_empty() || id.len() > DATA_KEY_ID_HEX_MAX || !id.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return None;
-    }
+    let sealer = match id.strip_prefix(CUSTOMER_SEALER_PREFIX) {
+        Some(hex) if hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Sealer::Customer(CustomerId(u64::from_str_radix(hex, 16).ok()?))
+        }
+        Some(_) => return None,
+        None => {
+            if id.is_empty()
+                || id.len() > DATA_KEY_ID_HEX_MAX
+                || !id.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return None;
+            }
+            Sealer::Data(u32::from_str_radix(id, 16).ok()?)
+        }
+    };
     if body.len() < SEALED_BODY_CHARS_MIN
         || !body
             .bytes()
@@ -1277,7 +1545,81 @@ fn parse_sealed(value: &str) -> Option<(u32, &str)> {
     {
         return None;
     }
-    Some((u32::from_str_radix(id, 16).ok()?, body))
+    Some((sealer, body))
+}
+
+/// The customer a sealed value names, when it was sealed under a customer's own key.
+pub fn sealed_customer(value: &str) -> Option<CustomerId> {
+    match parse_sealed(value)? {
+        (Sealer::Customer(customer), _) => Some(customer),
+        (Sealer::Data(_), _) => None,
+    }
+}
+
+fn customer_cipher(key: &[u8; KEY_BYTES]) -> Aes256Gcm {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+}
+
+/// `"\u{1}cus_<16 hex>:" base64url(nonce || AES-GCM(customer key, plaintext, aad = field))`.
+fn seal_under_customer_key(
+    key: &[u8; KEY_BYTES],
+    customer: CustomerId,
+    field: Field,
+    plaintext: &str,
+) -> String {
+    let mut nonce = [0u8; NONCE_BYTES];
+    OsRng.fill_bytes(&mut nonce);
+    let sealed = customer_cipher(key)
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad: field.name().as_bytes(),
+            },
+        )
+        .expect("AES-GCM encrypts any bounded plaintext");
+    let mut body = Vec::with_capacity(NONCE_BYTES + sealed.len());
+    body.extend_from_slice(&nonce);
+    body.extend_from_slice(&sealed);
+    format!(
+        "{SEALED_MARK}{CUSTOMER_SEALER_PREFIX}{:016x}:{}",
+        customer.0,
+        URL_SAFE_NO_PAD.encode(body)
+    )
+}
+
+/// Opens a base64 body (nonce || ciphertext || tag) with `cipher`; the error says why.
+fn open_body(cipher: &Aes256Gcm, field: Field, body: &str) -> Result<String, String> {
+    let body = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| "malformed base64".to_string())?;
+    if body.len() < NONCE_BYTES + TAG_BYTES {
+        return Err("too short".into());
+    }
+    let (nonce, sealed) = body.split_at(NONCE_BYTES);
+    let plaintext = cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: field.name().as_bytes(),
+            },
+        )
+        .map_err(|_| "authentication failed".to_string())?;
+    String::from_utf8(plaintext).map_err(|_| "not UTF-8".into())
+}
+
+/// A customer as erased: its id, creation time and the flag; no personal data.
+fn erased_view(view: CustomerView) -> CustomerView {
+    CustomerView {
+        id: view.id,
+        name: String::new(),
+        email: String::new(),
+        phone: None,
+        address: None,
+        created_at_us: view.created_at_us,
+        erased: true,
+    }
 }
 
 /// Whether `value` has the shape of a sealed string (it may still fail to open).
@@ -1402,19 +1744,157 @@ mod tests {
         let sealed = Arc::new(AtomicU64::new(0));
         let reseal = vault.resealer(sealed.clone());
         let already = vault.seal(Field::CustomerEmail, "jane@example.com");
-        assert_eq!(reseal(PersonalField::CustomerEmail, &already), None);
-        let fresh = reseal(PersonalField::CustomerEmail, "joe@example.com").unwrap();
+        let c = CustomerId(1);
+        assert_eq!(reseal(PersonalField::CustomerEmail, c, &already), None);
+        let fresh = reseal(PersonalField::CustomerEmail, c, "joe@example.com").unwrap();
         assert_eq!(
             vault.open(Field::CustomerEmail, &fresh).unwrap(),
             "joe@example.com"
         );
         // Sealed under the engine's field name: another field cannot open it.
-        let address = reseal(PersonalField::OrderShippingAddress, "1 Main Street").unwrap();
+        let address = reseal(PersonalField::OrderShippingAddress, c, "1 Main Street").unwrap();
         assert!(vault.open(Field::CustomerAddress, &address).is_err());
         assert_eq!(
             vault.open(Field::OrderShippingAddress, &address).unwrap(),
             "1 Main Street"
         );
+        assert_eq!(sealed.load(Ordering::Relaxed), 2);
+    }
+
+    fn with_customer_keys(dir: &Path, master: &MasterKey) -> Arc<Vault> {
+        Arc::new(
+            Vault::load_with_customer_keys(
+                memory(),
+                env(master),
+                dir.join(crate::customer_keys::CUSTOMER_KEYS_FILE),
+                Some(dir.join("mirror.keys")),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// Each customer's values open under its own key only; erasing one makes every copy of its
+    /// values unreadable (`Erased`), also after a reload, while the other customer's open.
+    #[test]
+    fn a_customer_key_seals_its_customer_and_erasing_it_shreds_every_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let vault = with_customer_keys(dir.path(), &master);
+        let (jane, joe) = (CustomerId::new(0, 1), CustomerId::new(1, 1));
+        let new = |name: &str| NewCustomer {
+            name: name.into(),
+            email: format!("{name}@example.com"),
+            phone: Some("+41".into()),
+            address: None,
+        };
+        let sealed_jane = vault.seal_new_customer(jane, new("jane")).unwrap();
+        let sealed_joe = vault.seal_new_customer(joe, new("joe")).unwrap();
+        assert_eq!(sealed_customer(&sealed_jane.email), Some(jane));
+        assert!(is_sealed(&sealed_jane.name) && is_sealed(sealed_jane.phone.as_ref().unwrap()));
+        let address = vault
+            .seal_shipping_address_for(jane, Some("1 Main Street".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sealed_customer(&address), Some(jane));
+        assert_eq!(
+            vault
+                .open(Field::CustomerEmail, &sealed_jane.email)
+                .unwrap(),
+            "jane@example.com"
+        );
+        // Under another customer's id, or the shared key, the value does not open.
+        let moved = sealed_jane
+            .email
+            .replace(&format!("{:016x}", jane.0), &format!("{:016x}", joe.0));
+        assert!(vault.open(Field::CustomerEmail, &moved).is_err());
+        let update = vault
+            .seal_update(
+                jane,
+                CustomerUpdate {
+                    phone: Some("+1".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(sealed_customer(update.phone.as_ref().unwrap()), Some(jane));
+
+        vault.erase_customer_key(jane).unwrap();
+        vault.erase_customer_key(jane).unwrap();
+        for (field, value) in [
+            (Field::CustomerEmail, &sealed_jane.email),
+            (Field::CustomerName, &sealed_jane.name),
+            (Field::OrderShippingAddress, &address),
+        ] {
+            assert!(matches!(vault.open(field, value), Err(VaultError::Erased)));
+        }
+        assert!(vault.is_erased(jane));
+        assert!(matches!(
+            vault.seal_for(jane, Field::CustomerName, "x"),
+            Err(VaultError::Erased)
+        ));
+        assert!(matches!(
+            vault.seal_new_customer(jane, new("again")),
+            Err(VaultError::KeyStore(_))
+        ));
+        // The engine's view of an erased customer opens as erased, with no personal data.
+        let view = vault
+            .open_customer(CustomerView {
+                id: jane,
+                name: sealed_jane.name.clone(),
+                email: sealed_jane.email.clone(),
+                phone: None,
+                address: None,
+                created_at_us: 3,
+                erased: false,
+            })
+            .unwrap();
+        assert!(view.erased && view.email.is_empty() && view.created_at_us == 3);
+        // The copy beside the backups lost the key too; a reload keeps the erasure.
+        let mirror = fs::read_to_string(dir.path().join("mirror.keys")).unwrap_or_default();
+        assert!(!mirror.contains(&format!("k {:016x} ", jane.0)));
+        drop(vault);
+        let reloaded = with_customer_keys(dir.path(), &master);
+        assert!(matches!(
+            reloaded.open(Field::CustomerEmail, &sealed_jane.email),
+            Err(VaultError::Erased)
+        ));
+        assert_eq!(
+            reloaded
+                .open(Field::CustomerEmail, &sealed_joe.email)
+                .unwrap(),
+            "joe@example.com"
+        );
+    }
+
+    /// The migration to customer keys: a value under the shared key (or plaintext) is made a
+    /// value under its customer's key once the first pass made the key; a value already under
+    /// it is left alone.
+    #[test]
+    fn the_customer_key_migration_reseals_shared_and_plain_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = with_customer_keys(dir.path(), &MasterKey::generate());
+        let c = CustomerId::new(0, 7);
+        let shared = vault.seal(Field::CustomerName, "Old Jane");
+        let made = Arc::new(AtomicU64::new(0));
+        let maker = vault.customer_key_maker(made.clone());
+        assert_eq!(maker(PersonalField::CustomerName, c, &shared), None);
+        assert_eq!(
+            maker(PersonalField::CustomerEmail, c, "plain@example.com"),
+            None
+        );
+        assert_eq!(made.load(Ordering::Relaxed), 1, "one key per customer");
+        vault.customer_keys().unwrap().sync().unwrap();
+        let sealed = Arc::new(AtomicU64::new(0));
+        let reseal = vault.customer_key_resealer(sealed.clone());
+        let name = reseal(PersonalField::CustomerName, c, &shared).unwrap();
+        let email = reseal(PersonalField::CustomerEmail, c, "plain@example.com").unwrap();
+        assert_eq!(sealed_customer(&name), Some(c));
+        assert_eq!(vault.open(Field::CustomerName, &name).unwrap(), "Old Jane");
+        assert_eq!(
+            vault.open(Field::CustomerEmail, &email).unwrap(),
+            "plain@example.com"
+        );
+        assert_eq!(reseal(PersonalField::CustomerName, c, &name), None);
         assert_eq!(sealed.load(Ordering::Relaxed), 2);
     }
 
@@ -1796,6 +2276,7 @@ mod tests {
                 phone: sealed.phone,
                 address: None,
                 created_at_us: 7,
+                erased: false,
             })
             .unwrap();
         assert_eq!(
@@ -1820,6 +2301,7 @@ mod tests {
                 updated_at_us: 0,
                 history: vec![],
                 shipments: vec![],
+                customer_erased: false,
             })
             .unwrap();
         assert_eq!(order.shipping_address.as_deref(), Some("1 Main Street"));

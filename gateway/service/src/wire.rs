@@ -8,9 +8,10 @@ use orderd_engine::{
     CatalogView, CustomerView, OrderView, SalesSummary, ShardStatus, ShipmentView, StockView,
 };
 use orderd_proto::{
-    CatalogResponse, CustomerResponse, HourResponse, OrderHistoryResponse, OrderLineResponse,
-    OrderResponse, QuarantineResponse, SalesSummaryResponse, ShardResponse, ShipmentEventResponse,
-    ShipmentLineResponse, ShipmentResponse, StockResponse, TopSkuResponse,
+    CatalogResponse, CustomerRecordResponse, CustomerResponse, ErasedCustomerResponse,
+    HourResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse, QuarantineResponse,
+    SalesSummaryResponse, ShardResponse, ShipmentEventResponse, ShipmentLineResponse,
+    ShipmentResponse, StockResponse, TopSkuResponse,
 };
 
 /// RFC 3339 UTC with microseconds, e.g. `2025-01-02T03:04:05.123456Z`.
@@ -48,6 +49,27 @@ pub fn customer(view: CustomerView) -> CustomerResponse {
         phone: view.phone,
         address: view.address,
         created_at: time(view.created_at_us),
+    }
+}
+
+/// An erased customer: its id alone.
+pub fn erased_customer(view: &CustomerView) -> ErasedCustomerResponse {
+    debug_assert!(view.erased);
+    ErasedCustomerResponse {
+        id: view.id.to_string(),
+        erased: true,
+    }
+}
+
+/// A customer as `GET` answers it: erased (its id alone), masked (see [`customer_masked`]),
+/// or in clear.
+pub fn customer_record(view: CustomerView, masked: bool) -> CustomerRecordResponse {
+    if view.erased {
+        CustomerRecordResponse::Erased(erased_customer(&view))
+    } else if masked {
+        CustomerRecordResponse::Customer(customer_masked(view))
+    } else {
+        CustomerRecordResponse::Customer(customer(view))
     }
 }
 
@@ -115,6 +137,7 @@ pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
         updated_at: time(view.updated_at_us),
         shipments,
         history,
+        customer_erased: view.customer_erased,
     }
 }
 
@@ -379,6 +402,7 @@ mod tests {
             phone: Some("+41 79 000 00 00".into()),
             address: None,
             created_at_us: 0,
+            erased: false,
         });
         assert_eq!(masked.name, "J***");
         assert_eq!(masked.email, "j***@example.com");
@@ -409,6 +433,7 @@ mod tests {
                 actor: "key_1".into(),
             }],
             shipments: vec![],
+            customer_erased: false,
         };
         let brief = serde_json::to_value(order(view.clone(), false)).unwrap();
         assert_eq!(brief["id"], "ord_0001000000000002");

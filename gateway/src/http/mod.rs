@@ -49,6 +49,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/catalog"),
     ("POST", "/v1/customers"),
     ("GET", "/v1/customers/{id}"),
+    ("PATCH", "/v1/customers/{id}"),
+    ("POST", "/v1/customers/{id}/erase"),
     ("POST", "/v1/orders"),
     ("POST", "/v1/orders/bulk"),
     ("GET", "/v1/orders"),
@@ -180,7 +182,13 @@ pub fn configure(
     .service(
         web::resource("/v1/customers/{id}")
             .name("/v1/customers/{id}")
-            .route(web::get().to(customers::get)),
+            .route(web::get().to(customers::get))
+            .route(web::patch().to(customers::update)),
+    )
+    .service(
+        web::resource("/v1/customers/{id}/erase")
+            .name("/v1/customers/{id}/erase")
+            .route(web::post().to(customers::erase)),
     )
     .service(
         web::resource("/v1/orders")

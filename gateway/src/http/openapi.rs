@@ -33,6 +33,8 @@ use utoipa::{Modify, OpenApi};
         super::catalog::list,
         super::customers::create,
         super::customers::get,
+        super::customers::update,
+        super::customers::erase,
         super::orders::place,
         super::bulk::import,
         super::orders::list,
@@ -180,6 +182,13 @@ const LINKS: &[(&str, &str, &str, &str, &str)] = &[
         "201",
         "GetCustomer",
         "get_customer",
+        r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
+    ),
+    (
+        "create_customer",
+        "201",
+        "UpdateCustomer",
+        "update_customer",
         r#"{"parameters": {"path.id": "$response.body#/id"}}"#,
     ),
     (
@@ -353,6 +362,10 @@ pub fn refine(doc: &mut Value) {
     cancel["content"]["application/json"]["schema"] =
         json!({"$ref": "#/components/schemas/CancelOrderRequest"});
     cancel["required"] = json!(false);
+    let erase = &mut doc["paths"]["/v1/customers/{id}/erase"]["post"]["requestBody"];
+    erase["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/EraseCustomerRequest"});
+    erase["required"] = json!(false);
     let bulk = &mut doc["paths"]["/v1/orders/bulk"]["post"]["requestBody"]["content"]
         ["application/x-ndjson"]["schema"];
     // At least one line that is not blank (ASCII whitespace only), as `bulk::lines` counts.

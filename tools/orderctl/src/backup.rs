@@ -495,10 +495,80 @@ fn restore_from(
             )))
         }
     }
+    install_customer_keys(plan, repo.keys(), moved.as_deref())?;
     if let Some(old) = &moved {
         keep_admin_key(old, &plan.data_dir);
     }
     Ok(Restored { manifest, moved })
+}
+
+/// Installs the customer key store into the restored data directory: a backup holds none
+/// (docs/ARCHITECTURE.md, erasure), so it is the current one, merged from every copy at hand:
+/// beside the backups, the data directory the restore replaced, and off-site when reachable.
+/// A key erased in any of them stays erased, so the restored backup's erased customers read
+/// as erased.
+fn install_customer_keys(
+    plan: &Plan,
+    keys: &ManifestKeys,
+    moved: Option<&Path>,
+) -> Result<(), CliError> {
+    use orderd_control::customer_keys::{Records, CUSTOMER_KEYS_FILE};
+    let target = plan.data_dir.join(CUSTOMER_KEYS_FILE);
+    let mut all = Records::default();
+    let mut sources = 0;
+    // Oldest first: where a key is in several copies, the newest wrapping wins (a merge keeps
+    // every tombstone whatever the order).
+    let reachable = plan.from == Source::Offsite
+        || plan.offsite.starts_with("s3://")
+        || Path::new(&plan.offsite).is_dir();
+    if reachable {
+        let fetched = Offsite::open(
+            &plan.offsite,
+            plan.offsite_attempts,
+            plan.offsite_retry_base,
+            keys.clone(),
+        )
+        .and_then(|store| store.customer_keys());
+        match fetched {
+            Ok(offsite) => {
+                all.merge(offsite);
+                sources += 1;
+            }
+            Err(error) => eprintln!("orderctl: warning: off-site customer keys: {error}"),
+        }
+    }
+    let mut local = vec![plan.backup_dir.join(CUSTOMER_KEYS_FILE), target.clone()];
+    local.extend(moved.map(|old| old.join(CUSTOMER_KEYS_FILE)));
+    for path in local.iter().filter(|p| p.exists()) {
+        match Records::read(path) {
+            Ok(records) => {
+                all.merge(records);
+                sources += 1;
+            }
+            Err(error) => eprintln!("orderctl: warning: {error}"),
+        }
+    }
+    if sources == 0 {
+        eprintln!(
+            "orderctl: warning: no copy of the customer key store was found (beside the \
+             backups, off-site or in a replaced data directory); customers sealed under their \
+             own keys will not open"
+        );
+        return Ok(());
+    }
+    all.write_atomic(&target).map_err(|error| {
+        CliError::Failed(format!(
+            "restored {} into {}, but installing the customer key store failed: {error}",
+            plan.id,
+            plan.data_dir.display()
+        ))
+    })?;
+    eprintln!(
+        "orderctl: installed the customer key store ({} keys, {} erased)",
+        all.keys.len(),
+        all.erased.len()
+    );
+    Ok(())
 }
 
 /// The key revocations kept beside the backups: the local list, and the off-site one when
