@@ -26,7 +26,6 @@ fi
 read -r -a CARGO_FEATURES <<<"${ORDERD_CONTRACT_FEATURES:---features orderd-gateway/failpoints}"
 cargo build --release --workspace "${CARGO_FEATURES[@]}" --bin orderd
 WORK="$(mktemp -d /tmp/orderd-contract-XXXXXX)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 # shellcheck disable=SC2317  # called by the EXIT trap, which shellcheck does not follow
 cleanup() {
     if [[ -n "${PID:-}" ]] && kill -0 "$PID" 2>/dev/null; then
@@ -38,17 +37,28 @@ cleanup() {
 trap cleanup EXIT
 (
     cd "$WORK"
-    ORDERD__HTTP__LISTEN="127.0.0.1:$PORT" ORDERD__TCP__LISTEN="127.0.0.1:0" \
+    ORDERD__HTTP__LISTEN="127.0.0.1:0" ORDERD__TCP__LISTEN="127.0.0.1:0" \
     ORDERD__STORAGE__DATA_DIR="$WORK/data" ORDERD__ENGINE__SHARDS=2 \
     ORDERD__BACKUP__DIR="$WORK/backups" ORDERD__BACKUP__OFFSITE="$WORK/offsite" \
-    ORDERD_FAILPOINTS=off \
+    ORDERD_FAILPOINTS=off RUST_LOG=info \
         exec "$TARGET/release/orderd"
 ) >"$WORK/orderd.log" 2>&1 &
 PID=$!
+# The server binds port 0 and logs the address it got: a port picked here and handed to it
+# could be taken meanwhile by another server on the machine (a test suite running beside this
+# one once answered this script's requests with its own, older API).
+ADDR=""
 for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+    if [[ -z "$ADDR" ]]; then
+        ADDR="$(grep -o 'listening addr=[0-9.:]* protocol="http"' "$WORK/orderd.log" 2>/dev/null \
+            | head -n1 | sed -e 's/^listening addr=//' -e 's/ protocol.*//' || true)"
+    fi
+    [[ -n "$ADDR" ]] && curl -fs "http://$ADDR/readyz" >/dev/null 2>&1 && break
+    kill -0 "$PID" 2>/dev/null || { echo "orderd exited; its log:" >&2; cat "$WORK/orderd.log" >&2; exit 1; }
     sleep 0.1
 done
+[[ -n "$ADDR" ]] || { echo "orderd logged no HTTP address; its log:" >&2; cat "$WORK/orderd.log" >&2; exit 1; }
+PORT="${ADDR##*:}"
 KEY="$(cat "$WORK/data/admin.key")"
 BASE="http://127.0.0.1:$PORT"
 # Test data (ops/schemathesis.toml): a customer for placements, and stock of the SKUs they name.
