@@ -66,10 +66,12 @@ pub enum Regression {
     HoldCheckOnce = 32,
     /// 6. A `PlaceBatch` reports the outcome of its last finisher for every order.
     BatchLastFinisherSpeaks = 64,
+    /// Issue 19: a stock shard restocks a repeated `Restock` again (no ledger).
+    RestockTwice = 128,
 }
 
 impl Regression {
-    pub const ALL: [Regression; 7] = [
+    pub const ALL: [Regression; 8] = [
         Regression::WriteFailureKeepsShard,
         Regression::ReserveBeforeDurable,
         Regression::IdsReused,
@@ -77,6 +79,7 @@ impl Regression {
         Regression::NoDeadlineAbort,
         Regression::HoldCheckOnce,
         Regression::BatchLastFinisherSpeaks,
+        Regression::RestockTwice,
     ];
 }
 

@@ -164,6 +164,16 @@ impl Shard {
                     self.hold_checks.remove(&order);
                 }
             }
+            ShardMsg::Restock { items } => {
+                for part in items {
+                    self.restock(part);
+                }
+            }
+            ShardMsg::Restocked { shard, returns } => {
+                for ret in returns {
+                    self.restock_done(shard, ret);
+                }
+            }
             ShardMsg::Recover => {
                 self.recover();
                 // Submissions queued while no actor ran (their wake-up died with the old

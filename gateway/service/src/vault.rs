@@ -1820,6 +1820,9 @@ mod tests {
                 updated_at_us: 0,
                 history: vec![],
                 shipments: vec![],
+                returns: vec![],
+                refunds: vec![],
+                refunded: 0,
             })
             .unwrap();
         assert_eq!(order.shipping_address.as_deref(), Some("1 Main Street"));

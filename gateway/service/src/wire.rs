@@ -5,11 +5,13 @@
 use chrono::{DateTime, SecondsFormat};
 use orderd_engine::supervisor::QuarantinedCommand;
 use orderd_engine::{
-    CatalogView, CustomerView, OrderView, SalesSummary, ShardStatus, ShipmentView, StockView,
+    CatalogView, CustomerView, OrderView, RefundView, ReturnView, SalesSummary, ShardStatus,
+    ShipmentView, StockView,
 };
 use orderd_proto::{
     CatalogResponse, CustomerResponse, HourResponse, OrderHistoryResponse, OrderLineResponse,
-    OrderResponse, QuarantineResponse, SalesSummaryResponse, ShardResponse, ShipmentEventResponse,
+    OrderResponse, QuarantineResponse, ReceivedLineResponse, RefundResponse, ReturnLineResponse,
+    ReturnResponse, SalesSummaryResponse, ShardResponse, ShipmentEventResponse,
     ShipmentLineResponse, ShipmentResponse, StockResponse, TopSkuResponse,
 };
 
@@ -77,9 +79,18 @@ pub fn mask_text(text: &str) -> String {
     }
 }
 
-/// An order. `detailed` adds `shipments` and `history` (reads, lists, cancel); a placement
-/// answers without them.
+/// An order. `detailed` adds `shipments`, `history`, `returns`, `refunds` and `refunded`
+/// (reads, lists, cancel); a placement answers without them.
 pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
+    let (returns, refunds, refunded) = if detailed {
+        (
+            Some(view.returns),
+            Some(view.refunds.into_iter().map(refund).collect()),
+            Some(view.refunded),
+        )
+    } else {
+        (None, None, None)
+    };
     let (shipments, history) = if detailed {
         let history = view
             .history
@@ -106,6 +117,7 @@ pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
                 qty: l.qty,
                 unit_price: l.unit_price,
                 shipped_qty: l.shipped_qty,
+                returned_qty: l.returned_qty,
             })
             .collect(),
         total: view.total,
@@ -115,6 +127,47 @@ pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
         updated_at: time(view.updated_at_us),
         shipments,
         history,
+        returns,
+        refunds,
+        refunded,
+    }
+}
+
+/// A return.
+pub fn return_view(view: ReturnView) -> ReturnResponse {
+    ReturnResponse {
+        id: view.id.to_string(),
+        order_id: view.order_id.to_string(),
+        status: view.status.as_str().to_string(),
+        lines: view
+            .lines
+            .into_iter()
+            .map(|(sku, qty)| ReturnLineResponse { sku, qty })
+            .collect(),
+        reason: view.reason,
+        created_at: time(view.created_at_us),
+        received: view
+            .received
+            .into_iter()
+            .map(|l| ReceivedLineResponse {
+                sku: l.sku,
+                qty: l.qty,
+                restock: l.restock,
+                location: l.location,
+            })
+            .collect(),
+        received_at: view.received_at_us.map(time),
+    }
+}
+
+/// A refund.
+pub fn refund(view: RefundView) -> RefundResponse {
+    RefundResponse {
+        id: view.id.to_string(),
+        order_id: view.order_id.to_string(),
+        amount: view.amount,
+        reason: view.reason,
+        created_at: time(view.created_at_us),
     }
 }
 
@@ -196,6 +249,9 @@ pub fn sales_summary(summary: &SalesSummary, top: usize) -> SalesSummaryResponse
         cancelled: summary.cancelled,
         units: summary.units,
         revenue: summary.revenue,
+        returned_units: summary.returned_units,
+        refunds: summary.refunds,
+        net_revenue: summary.net_revenue(),
         top_skus: summary
             .top_skus(top)
             .into_iter()
@@ -397,6 +453,7 @@ mod tests {
                 qty: 2,
                 unit_price: 150,
                 shipped_qty: 0,
+                returned_qty: 0,
             }],
             total: 300,
             shipping_address: None,
@@ -409,6 +466,9 @@ mod tests {
                 actor: "key_1".into(),
             }],
             shipments: vec![],
+            returns: vec![],
+            refunds: vec![],
+            refunded: 0,
         };
         let brief = serde_json::to_value(order(view.clone(), false)).unwrap();
         assert_eq!(brief["id"], "ord_0001000000000002");
