@@ -62,6 +62,11 @@ impl Shard {
     }
 
     /// True once a panic or a replacement stopped it.
+    /// Received returns whose restocks on other shards are not yet confirmed.
+    pub fn awaiting_restocks(&self) -> usize {
+        self.restocks.len()
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
     }
