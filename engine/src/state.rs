@@ -2889,6 +2889,197 @@ mod tests {
         }
     }
 
+    /// A cross-shard order of shard 0 (of 2) with a SKU of each shard, shipped, one return
+    /// received (restocked here and on shard 1), refunded: the state a snapshot must carry.
+    fn after_sales_state() -> (ShardData, String, String, Vec<Event>) {
+        let here = (0..100)
+            .map(|n| format!("H{n}"))
+            .find(|sku| shard_of_sku(sku, 2) == 0)
+            .unwrap();
+        let there = (0..100)
+            .map(|n| format!("T{n}"))
+            .find(|sku| shard_of_sku(sku, 2) == 1)
+            .unwrap();
+        let order = OrderId::new(0, 1);
+        let ret = ReturnId::new(0, 1);
+        let events = vec![
+            received(&here, 10),
+            Event::OrderPending {
+                order: OrderRecord {
+                    id: order.0,
+                    customer: CustomerId::new(0, 1).0,
+                    lines: vec![
+                        LineRecord {
+                            sku: here.clone(),
+                            qty: 2,
+                            unit_price: 100,
+                        },
+                        LineRecord {
+                            sku: there.clone(),
+                            qty: 2,
+                            unit_price: 50,
+                        },
+                    ],
+                    shipping_address: None,
+                    note: None,
+                    at_us: 5,
+                    actor: "key_1".into(),
+                },
+                idem: None,
+            },
+            Event::OrderConfirmed {
+                order: order.0,
+                at_us: 6,
+            },
+            Event::ShipmentCreated {
+                id: ShipmentId::new(0, 1).0,
+                order: order.0,
+                carrier: "dhl".into(),
+                tracking: "T".into(),
+                lines: vec![(here.clone(), 2), (there.clone(), 2)],
+                actor: "key_l".into(),
+                at_us: 7,
+            },
+            Event::ReturnCreated {
+                id: ret.0,
+                order: order.0,
+                lines: vec![(here.clone(), 1), (there.clone(), 2)],
+                reason: "fit".into(),
+                actor: "key_f".into(),
+                at_us: 8,
+            },
+            Event::ReturnReceived {
+                id: ret.0,
+                lines: vec![
+                    ReceivedLine {
+                        sku: here.clone(),
+                        qty: 1,
+                        restock: true,
+                        location: "default".into(),
+                    },
+                    ReceivedLine {
+                        sku: there.clone(),
+                        qty: 1,
+                        restock: true,
+                        location: "default".into(),
+                    },
+                    ReceivedLine {
+                        sku: there.clone(),
+                        qty: 1,
+                        restock: false,
+                        location: "default".into(),
+                    },
+                ],
+                actor: "key_l".into(),
+                at_us: 9,
+            },
+            Event::RefundIssued {
+                id: RefundId::new(0, 1).0,
+                order: order.0,
+                amount: 150,
+                reason: "goodwill".into(),
+                actor: "key_f".into(),
+                at_us: 10,
+            },
+            // A return of another shard's order restocked here.
+            Event::Restocked {
+                ret: ReturnId::new(1, 7).0,
+                lines: vec![RestockLine {
+                    sku: here.clone(),
+                    qty: 3,
+                    location: "default".into(),
+                }],
+            },
+        ];
+        let mut data = ShardData::new(0, 2);
+        for event in &events {
+            data.apply(event);
+        }
+        (data, here, there, events)
+    }
+
+    #[test]
+    fn returns_restock_drive_the_order_and_survive_snapshots_and_replay() {
+        let (mut data, here, there, events) = after_sales_state();
+        let order = OrderId::new(0, 1);
+        let ret = ReturnId::new(0, 1);
+        // 10 received, shipped from the hold (not here: the order is cross-shard), 1 restocked
+        // with the receipt, 3 by the other shard's return.
+        assert_eq!(data.stock_view(&here).unwrap().on_hand, 14);
+        let view = data.order_view(order).unwrap();
+        assert_eq!(view.status, OrderStatus::PartiallyReturned);
+        assert_eq!(
+            view.lines
+                .iter()
+                .map(|l| l.returned_qty)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!((view.refunded, view.refunds.len()), (150, 1));
+        assert_eq!(view.returns, [ret.to_string()]);
+        assert_eq!(data.units_in_returns(order, &there), 2);
+        // Shard 1 still has to restock: the order stays out of the cold tier's reach.
+        assert_eq!(&*data.returns[&ret].restock_pending, &[1]);
+        assert_eq!(data.ended_key(order), None);
+        let sales = data.sales_summary(0, HOUR_US);
+        assert_eq!((sales.returned_units, sales.refunds), (3, 150));
+        assert_eq!(sales.net_revenue(), 300 - 150);
+
+        // Snapshot and replay rebuild the same state, counters and index.
+        let encoded = data.to_snapshot().encode_canonical();
+        assert_eq!(encoded[0], SNAPSHOT_FORMAT_VERSION);
+        let restored = ShardData::from_snapshot(Snapshot::decode(&encoded).unwrap());
+        assert_eq!(restored.state_digest(), data.state_digest());
+        assert_eq!(restored.order_view(order), data.order_view(order));
+        assert_eq!(restored.return_view(ret), data.return_view(ret));
+        assert_eq!(restored.sales_summary(0, HOUR_US), sales);
+        assert_eq!(restored.restocked.len(), 1);
+        restored.check_listing_indexes().unwrap();
+        let mut replayed = ShardData::new(0, 2);
+        for event in &events {
+            replayed.apply(event);
+        }
+        assert_eq!(replayed.state_digest(), data.state_digest());
+
+        // Confirmed: the order may end, and be archived with its returns and refunds.
+        data.apply(&Event::RestockConfirmed {
+            ret: ret.0,
+            shard: 1,
+        });
+        assert_eq!(data.ended_key(order), Some((9 + 1, order)));
+        data.check_listing_indexes().unwrap();
+        let cold = data.cold_record(order).unwrap();
+        let decoded = crate::cold::ColdOrder::decode(&cold.encode()).unwrap();
+        assert_eq!(decoded, cold);
+        assert_eq!(decoded.returns[0], data.return_view(ret).unwrap());
+        data.apply(&Event::OrdersArchived { ids: vec![order.0] });
+        assert!(data.returns.is_empty() && data.refunds.is_empty());
+        // Archived sales keep their returned units and refunds, also through a snapshot.
+        assert_eq!(data.sales_summary(0, HOUR_US).refunds, 150);
+        let restored = ShardData::from_snapshot(
+            Snapshot::decode(&data.to_snapshot().encode_canonical()).unwrap(),
+        );
+        assert_eq!(
+            restored.sales_summary(0, HOUR_US),
+            data.sales_summary(0, HOUR_US)
+        );
+        assert_eq!(restored.sales_summary(0, HOUR_US).returned_units, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "double restock")]
+    fn a_return_restocks_a_shard_once() {
+        let (mut data, here, _, _) = after_sales_state();
+        data.apply(&Event::Restocked {
+            ret: ReturnId::new(1, 7).0,
+            lines: vec![RestockLine {
+                sku: here,
+                qty: 3,
+                location: "default".into(),
+            }],
+        });
+    }
+
     #[test]
     fn snapshot_round_trip_keeps_state_and_digest() {
         let mut data = ShardData::new(0, 1);
