@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     CustomerId, HistoryView, LineView, OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView,
-    ShipmentEventView, ShipmentId, ShipmentStatus, ShipmentView,
+    ReceivedLineView, RefundId, RefundView, ReturnId, ReturnStatus, ReturnView, ShipmentEventView,
+    ShipmentId, ShipmentStatus, ShipmentView,
 };
 use crate::storage::{prefix_end, Family, Storage, StorageError, Write, KEY_MAX};
 
@@ -35,14 +36,19 @@ const TIME: u8 = b't';
 const CUSTOMER: u8 = b'c';
 const STATUS: u8 = b's';
 const SHIPMENT: u8 = b'h';
-/// Format byte of a cold order's value.
-const FORMAT: u8 = 1;
+const RETURN: u8 = b'r';
+/// Format byte of a cold order's value: the order, then its returns and refunds.
+const FORMAT: u8 = 2;
+/// The format before returns and refunds, still read (with none).
+const FORMAT_V1: u8 = 1;
 
 /// An order as it leaves memory: what every read of it answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColdOrder {
     pub order: OrderView,
     pub shipments: Vec<ShipmentView>,
+    /// Its returns, oldest first (all received: an order with an open return stays hot).
+    pub returns: Vec<ReturnView>,
     /// Held through the cross-shard protocol.
     pub cross: bool,
     /// The seq of the `OrdersArchived` that moved it (a sales walk of the shard as of an
@@ -99,6 +105,27 @@ struct Stored {
     shipments: Vec<StoredShipment>,
 }
 
+/// What format 2 adds after [`Stored`]: units returned per line, returns and refunds.
+#[derive(Serialize, Deserialize, Default)]
+struct StoredAfterSales {
+    returned_qty: Vec<u32>,
+    returns: Vec<StoredReturn>,
+    /// (id, amount, reason, created).
+    refunds: Vec<(u64, u64, String, i64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredReturn {
+    id: u64,
+    status: ReturnStatus,
+    lines: Vec<(String, u32)>,
+    reason: String,
+    created_us: i64,
+    /// (SKU, units, restocked, where).
+    received: Vec<(String, u32, bool, Option<String>)>,
+    received_us: Option<i64>,
+}
+
 impl ColdOrder {
     pub fn encode(&self) -> Vec<u8> {
         let o = &self.order;
@@ -153,18 +180,51 @@ impl ColdOrder {
                 })
                 .collect(),
         };
+        let after = StoredAfterSales {
+            returned_qty: o.lines.iter().map(|l| l.returned_qty).collect(),
+            returns: self
+                .returns
+                .iter()
+                .map(|r| StoredReturn {
+                    id: r.id.0,
+                    status: r.status,
+                    lines: r.lines.clone(),
+                    reason: r.reason.clone(),
+                    created_us: r.created_at_us,
+                    received: r
+                        .received
+                        .iter()
+                        .map(|l| (l.sku.clone(), l.qty, l.restock, l.location.clone()))
+                        .collect(),
+                    received_us: r.received_at_us,
+                })
+                .collect(),
+            refunds: o
+                .refunds
+                .iter()
+                .map(|r| (r.id.0, r.amount, r.reason.clone(), r.created_at_us))
+                .collect(),
+        };
         let mut value = vec![FORMAT];
         value.extend_from_slice(&postcard::to_allocvec(&stored).unwrap_or_default());
+        value.extend_from_slice(&postcard::to_allocvec(&after).unwrap_or_default());
         value
     }
 
     pub fn decode(value: &[u8]) -> Result<ColdOrder, StorageError> {
-        let body = match value.split_first() {
-            Some((&FORMAT, body)) => body,
+        let unreadable =
+            |e: postcard::Error| StorageError::Corrupt(format!("unreadable cold order: {e}"));
+        let (s, after): (Stored, StoredAfterSales) = match value.split_first() {
+            Some((&FORMAT, body)) => {
+                let (stored, rest) = postcard::take_from_bytes(body).map_err(unreadable)?;
+                (stored, postcard::from_bytes(rest).map_err(unreadable)?)
+            }
+            Some((&FORMAT_V1, body)) => (
+                postcard::from_bytes(body).map_err(unreadable)?,
+                StoredAfterSales::default(),
+            ),
             _ => return Err(StorageError::Corrupt("unknown cold order format".into())),
         };
-        let s: Stored = postcard::from_bytes(body)
-            .map_err(|e| StorageError::Corrupt(format!("unreadable cold order: {e}")))?;
         let order_id = OrderId(s.id);
         let shipments: Vec<ShipmentView> = s
             .shipments
@@ -200,6 +260,7 @@ impl ColdOrder {
                         qty: l.qty,
                         unit_price: l.unit_price,
                         shipped_qty: l.shipped,
+                        returned_qty: 0,
                     })
                     .collect(),
                 total: s.total,
@@ -218,11 +279,64 @@ impl ColdOrder {
                     .collect(),
                 shipments: shipments.iter().map(|sh| sh.id.to_string()).collect(),
                 customer_erased: false,
+                returns: Vec::new(),
+                refunds: Vec::new(),
+                refunded: 0,
             },
             shipments,
+            returns: Vec::new(),
             cross: s.cross,
             archived_seq: s.archived_seq,
-        })
+        }
+        .with_after_sales(after))
+    }
+
+    fn with_after_sales(mut self, after: StoredAfterSales) -> ColdOrder {
+        let order_id = self.order.id;
+        for (line, returned) in self.order.lines.iter_mut().zip(after.returned_qty) {
+            line.returned_qty = returned;
+        }
+        self.returns = after
+            .returns
+            .into_iter()
+            .map(|r| ReturnView {
+                id: ReturnId(r.id),
+                order_id,
+                status: r.status,
+                lines: r.lines,
+                reason: r.reason,
+                created_at_us: r.created_us,
+                received: r
+                    .received
+                    .into_iter()
+                    .map(|(sku, qty, restock, location)| ReceivedLineView {
+                        sku,
+                        qty,
+                        restock,
+                        location,
+                    })
+                    .collect(),
+                received_at_us: r.received_us,
+            })
+            .collect();
+        self.order.returns = self.returns.iter().map(|r| r.id.to_string()).collect();
+        self.order.refunds = after
+            .refunds
+            .into_iter()
+            .map(|(id, amount, reason, created_at_us)| RefundView {
+                id: RefundId(id),
+                order_id,
+                amount,
+                reason,
+                created_at_us,
+            })
+            .collect();
+        self.order.refunded = self
+            .order
+            .refunds
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(r.amount));
+        self
     }
 }
 
@@ -239,6 +353,8 @@ fn status_byte(status: OrderStatus) -> u8 {
         OrderStatus::Shipped => 3,
         OrderStatus::Delivered => 4,
         OrderStatus::Cancelled => 5,
+        OrderStatus::PartiallyReturned => 6,
+        OrderStatus::Returned => 7,
     }
 }
 
@@ -251,6 +367,12 @@ fn head(shard: u16, kind: u8) -> Vec<u8> {
 
 fn order_key(id: OrderId) -> Vec<u8> {
     let mut key = head(id.shard(), ORDER);
+    key.extend_from_slice(&id.0.to_be_bytes());
+    key
+}
+
+fn return_key(id: ReturnId) -> Vec<u8> {
+    let mut key = head(id.shard(), RETURN);
     key.extend_from_slice(&id.0.to_be_bytes());
     key
 }
@@ -301,7 +423,24 @@ pub fn writes(cold: &ColdOrder) -> Vec<Write> {
             o.id.0.to_be_bytes().to_vec(),
         ));
     }
+    for ret in &cold.returns {
+        out.push(put(return_key(ret.id), o.id.0.to_be_bytes().to_vec()));
+    }
     out
+}
+
+/// The return `id` of a cold order.
+pub fn return_of(storage: &dyn Storage, id: ReturnId) -> Result<Option<ReturnView>, StorageError> {
+    let Some(value) = storage.get(Family::Cold, &return_key(id))? else {
+        return Ok(None);
+    };
+    let Ok(bytes) = <[u8; 8]>::try_from(value.as_slice()) else {
+        return Err(StorageError::Corrupt(
+            "a cold return key holds no order id".into(),
+        ));
+    };
+    Ok(order(storage, OrderId(u64::from_be_bytes(bytes)))?
+        .and_then(|cold| cold.returns.into_iter().find(|r| r.id == id)))
 }
 
 /// A cold order by id.

@@ -133,6 +133,16 @@ macro_rules! id_type {
 id_type!(OrderId, "ord_");
 id_type!(CustomerId, "cus_");
 id_type!(ShipmentId, "shp_");
+id_type!(ReturnId, "ret_");
+id_type!(RefundId, "ref_");
+
+/// Most returns one order takes: its view lists them all, so the bound keeps it small.
+pub const ORDER_RETURNS_MAX: usize = 100;
+/// Most refunds one order takes (its view lists them all).
+pub const ORDER_REFUNDS_MAX: usize = 100;
+/// Where restocked units go while stock has no locations: recorded on every restocked line
+/// (and in the log), so that locations can be added without a new event format.
+pub const DEFAULT_LOCATION: &str = "default";
 
 /// Whether a SKU is 1–64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn sku_is_valid(sku: &str) -> bool {
@@ -152,9 +162,26 @@ pub enum OrderStatus {
     Shipped,
     Delivered,
     Cancelled,
+    // New variants go last: postcard encodes the variant index (snapshots, cold records).
+    /// Every unit shipped, some (not all) of them received back by a return.
+    PartiallyReturned,
+    /// Every unit of the order received back by returns.
+    Returned,
 }
 
 impl OrderStatus {
+    /// Every status a client sees (`pending` is internal), in lifecycle order: the list
+    /// `GET /v1/orders?status=` takes and the OpenAPI document's enum names.
+    pub const LISTED: [OrderStatus; 7] = [
+        OrderStatus::Confirmed,
+        OrderStatus::PartiallyShipped,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::PartiallyReturned,
+        OrderStatus::Returned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "pending",
@@ -163,6 +190,8 @@ impl OrderStatus {
             OrderStatus::Shipped => "shipped",
             OrderStatus::Delivered => "delivered",
             OrderStatus::Cancelled => "cancelled",
+            OrderStatus::PartiallyReturned => "partially_returned",
+            OrderStatus::Returned => "returned",
         }
     }
 
@@ -173,6 +202,8 @@ impl OrderStatus {
             "shipped" => OrderStatus::Shipped,
             "delivered" => OrderStatus::Delivered,
             "cancelled" => OrderStatus::Cancelled,
+            "partially_returned" => OrderStatus::PartiallyReturned,
+            "returned" => OrderStatus::Returned,
             _ => return None,
         })
     }
@@ -250,6 +281,85 @@ pub struct NewShipment {
     pub actor: String,
 }
 
+/// The lifecycle of a return: `requested` when created, `received` once the warehouse took
+/// the units back (final).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ReturnStatus {
+    Requested,
+    Received,
+}
+
+impl ReturnStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReturnStatus::Requested => "requested",
+            ReturnStatus::Received => "received",
+        }
+    }
+}
+
+/// One received line of a return: `qty` units of `sku` came back; with `restock` they went
+/// back to `on_hand` at `location` (the SKU's stock today, [`DEFAULT_LOCATION`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedLineView {
+    pub sku: String,
+    pub qty: u32,
+    pub restock: bool,
+    /// Where restocked units went; `None` for units not restocked.
+    pub location: Option<String>,
+}
+
+/// A return as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReturnView {
+    pub id: ReturnId,
+    pub order_id: OrderId,
+    pub status: ReturnStatus,
+    /// The units asked to come back, per SKU.
+    pub lines: Vec<(String, u32)>,
+    pub reason: String,
+    pub created_at_us: i64,
+    /// What came back (empty until received).
+    pub received: Vec<ReceivedLineView>,
+    pub received_at_us: Option<i64>,
+}
+
+/// What a client asks for when opening a return.
+#[derive(Clone, Debug)]
+pub struct NewReturn {
+    pub order_id: OrderId,
+    pub lines: Vec<(String, u32)>,
+    pub reason: String,
+    pub actor: String,
+}
+
+/// One line of receiving a return: `qty` units of `sku`, back to stock with `restock`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveLine {
+    pub sku: String,
+    pub qty: u32,
+    pub restock: bool,
+}
+
+/// A refund as clients see it: `amount` in minor units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundView {
+    pub id: RefundId,
+    pub order_id: OrderId,
+    pub amount: u64,
+    pub reason: String,
+    pub created_at_us: i64,
+}
+
+/// What a client asks for when refunding.
+#[derive(Clone, Debug)]
+pub struct NewRefund {
+    pub order_id: OrderId,
+    pub amount: u64,
+    pub reason: String,
+    pub actor: String,
+}
+
 /// A personal-data field, named for whoever re-seals stored values (see
 /// [`crate::Engine::reseal_personal_data`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -274,6 +384,10 @@ pub struct SalesSummary {
     pub cancelled: u64,
     pub units: u64,
     pub revenue: u64,
+    /// Units of these orders received back by returns.
+    pub returned_units: u64,
+    /// Refunded on these orders, minor units.
+    pub refunds: u64,
     /// Per SKU: (units, revenue).
     pub skus: std::collections::HashMap<String, (u64, u64)>,
     /// Per hour (start of the hour, microseconds): (orders, revenue).
@@ -290,6 +404,8 @@ impl SalesSummary {
         self.cancelled = self.cancelled.saturating_add(other.cancelled);
         self.units = self.units.saturating_add(other.units);
         self.revenue = self.revenue.saturating_add(other.revenue);
+        self.returned_units = self.returned_units.saturating_add(other.returned_units);
+        self.refunds = self.refunds.saturating_add(other.refunds);
         for (sku, (units, revenue)) in other.skus {
             let entry = self.skus.entry(sku).or_default();
             entry.0 = entry.0.saturating_add(units);
@@ -300,6 +416,11 @@ impl SalesSummary {
             entry.0 = entry.0.saturating_add(orders);
             entry.1 = entry.1.saturating_add(revenue);
         }
+    }
+
+    /// Revenue less refunds, never below zero.
+    pub fn net_revenue(&self) -> u64 {
+        self.revenue.saturating_sub(self.refunds)
     }
 
     /// The `n` best-selling SKUs by revenue (ties by SKU), as (sku, units, revenue).
@@ -418,6 +539,8 @@ pub struct LineView {
     pub qty: u32,
     pub unit_price: u64,
     pub shipped_qty: u32,
+    /// Units received back by returns.
+    pub returned_qty: u32,
 }
 
 /// One step of an order's history.
@@ -445,6 +568,12 @@ pub struct OrderView {
     /// The order's customer was erased: its shipping address is gone. The engine answers
     /// `false`; the gateway, which holds the customers' data keys, sets it.
     pub customer_erased: bool,
+    /// The order's returns (`ret_…`), oldest first.
+    pub returns: Vec<String>,
+    /// The order's refunds, oldest first.
+    pub refunds: Vec<RefundView>,
+    /// The sum of the refunds, minor units.
+    pub refunded: u64,
 }
 
 /// Filters of an order listing. Results are newest first; `after` is the cursor of the last
@@ -578,6 +707,10 @@ pub enum ColdAnswer {
     Order(OrderId),
     /// A shipment with its first `events` events (an idempotent shipment's answer).
     Shipment(ShipmentId, u32),
+    /// A return, as created (`true`: as it is now).
+    Return(ReturnId, bool),
+    /// A refund.
+    Refund(RefundId),
 }
 
 #[cfg(test)]

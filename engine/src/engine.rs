@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::audit::{AuditSeq, ShardChain};
 use crate::domain::{
     CatalogView, ColdAnswer, CommandError, CustomerId, CustomerUpdate, CustomerView, Idempotency,
-    NewCustomer, NewShipment, OrderCursor, OrderFilter, OrderId, OrderPage, OrderStatus, OrderView,
-    PlaceOrder, SalesSummary, ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView,
+    NewCustomer, NewRefund, NewReturn, NewShipment, OrderCursor, OrderFilter, OrderId, OrderPage,
+    OrderStatus, OrderView, PlaceOrder, ReceiveLine, RefundView, ReturnId, ReturnStatus,
+    ReturnView, SalesSummary, ShardState, ShardStatus, ShipmentId, ShipmentStatus, ShipmentView,
     SnapshotTaken, StockView,
 };
 use crate::event::{batch_for_each, DecodeError};
@@ -1464,6 +1465,149 @@ impl Engine {
                 .cold(move |storage| crate::cold::shipment(storage, id))
                 .await?
                 .ok_or(CommandError::NotFound),
+            other => other,
+        }
+    }
+
+    /// Opens a return of shipped units of an order (on the order's shard). A retry under
+    /// the Idempotency-Key answers the return as it was created, and opens nothing more.
+    pub async fn create_return_with(
+        &self,
+        ret: NewReturn,
+        idempotency: Option<Idempotency>,
+    ) -> Result<ReturnView, CommandError> {
+        let order = ret.order_id;
+        if order.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        let answer = self
+            .call(order.shard(), |reply| ClientCmd::CreateReturn {
+                ret,
+                idempotency,
+                reply,
+            })
+            .await;
+        match answer {
+            // Moved to the cold tier: ended, and it stays as it is.
+            Err(CommandError::NotFound) if self.inner.cold_tier => {
+                let cold = self.ended_order(order).await?;
+                Err(CommandError::InvalidTransition(format!(
+                    "the order is {} and archived (engine.hot_retention_s after it ended): it takes no more returns",
+                    cold.order.status.as_str()
+                )))
+            }
+            other => self.resolve_return(other).await,
+        }
+    }
+
+    /// Receives a return's units (on its order's shard), restocking those marked so: units
+    /// of SKUs other shards own are restocked there exactly once, also across crashes. A
+    /// retry under the Idempotency-Key answers the return as it is.
+    pub async fn receive_return_with(
+        &self,
+        id: ReturnId,
+        lines: Vec<ReceiveLine>,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<ReturnView, CommandError> {
+        if id.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        let actor = actor.to_string();
+        let answer = self
+            .call(id.shard(), |reply| ClientCmd::ReceiveReturn {
+                id,
+                lines,
+                actor,
+                idempotency,
+                reply,
+            })
+            .await;
+        match answer {
+            Err(CommandError::NotFound) if self.inner.cold_tier => {
+                self.cold(move |storage| crate::cold::return_of(storage, id))
+                    .await?
+                    .ok_or(CommandError::NotFound)?;
+                Err(CommandError::InvalidTransition(
+                    "the return is already received".into(),
+                ))
+            }
+            other => self.resolve_return(other).await,
+        }
+    }
+
+    /// A return, hot or in the cold tier with its order.
+    pub async fn return_view(&self, id: ReturnId) -> Result<ReturnView, CommandError> {
+        if id.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        match self
+            .call(id.shard(), |reply| ClientCmd::GetReturn { id, reply })
+            .await
+        {
+            Err(CommandError::NotFound) => self
+                .cold(move |storage| crate::cold::return_of(storage, id))
+                .await?
+                .ok_or(CommandError::NotFound),
+            other => other,
+        }
+    }
+
+    /// [`Engine::resolve_order`] for returns.
+    async fn resolve_return(
+        &self,
+        answer: Result<ReturnView, CommandError>,
+    ) -> Result<ReturnView, CommandError> {
+        let Err(CommandError::Cold(ColdAnswer::Return(id, as_now))) = answer else {
+            return answer;
+        };
+        let mut view = self
+            .cold(move |storage| crate::cold::return_of(storage, id))
+            .await?
+            .ok_or(CommandError::NotFound)?;
+        if !as_now {
+            view.status = ReturnStatus::Requested;
+            view.received.clear();
+            view.received_at_us = None;
+        }
+        Ok(view)
+    }
+
+    /// Refunds money on an order (on the order's shard): never more than its total less
+    /// earlier refunds. A retry under the Idempotency-Key answers the refund again, and
+    /// refunds nothing more.
+    pub async fn refund_with(
+        &self,
+        refund: NewRefund,
+        idempotency: Option<Idempotency>,
+    ) -> Result<RefundView, CommandError> {
+        let order = refund.order_id;
+        if order.shard() >= self.inner.shard_count {
+            return Err(CommandError::NotFound);
+        }
+        let answer = self
+            .call(order.shard(), |reply| ClientCmd::Refund {
+                refund,
+                idempotency,
+                reply,
+            })
+            .await;
+        match answer {
+            Err(CommandError::NotFound) if self.inner.cold_tier => {
+                let cold = self.ended_order(order).await?;
+                Err(CommandError::InvalidTransition(format!(
+                    "the order is {} and archived (engine.hot_retention_s after it ended): it takes no more refunds",
+                    cold.order.status.as_str()
+                )))
+            }
+            Err(CommandError::Cold(ColdAnswer::Refund(id))) => {
+                let cold = self.ended_order(order).await?;
+                cold.order
+                    .refunds
+                    .into_iter()
+                    .find(|r| r.id == id)
+                    .ok_or(CommandError::NotFound)
+            }
             other => other,
         }
     }

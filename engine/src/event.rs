@@ -36,6 +36,24 @@ pub struct IdemRecord {
     pub at_us: i64,
 }
 
+/// One line of a received return as recorded: `qty` units of `sku`; with `restock` they go
+/// back to `on_hand` at `location` (today always `DEFAULT_LOCATION`: the SKU's one stock).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedLine {
+    pub sku: String,
+    pub qty: u32,
+    pub restock: bool,
+    pub location: String,
+}
+
+/// Units of one SKU restocked by a return on the shard that owns the SKU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestockLine {
+    pub sku: String,
+    pub qty: u32,
+    pub location: String,
+}
+
 /// A durable fact on one shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -167,6 +185,38 @@ pub enum Event {
     /// gateway destroyed its data key first, so every earlier copy is unreadable); its orders
     /// keep ids, lines and totals. Applying it to an erased customer changes nothing.
     CustomerErased { id: u64, actor: String, at_us: i64 },
+    /// A return of shipped units opened (on the order's shard).
+    ReturnCreated {
+        id: u64,
+        order: u64,
+        lines: Vec<(String, u32)>,
+        reason: String,
+        actor: String,
+        at_us: i64,
+    },
+    /// A return's units came back (on the order's shard). Restocked units of SKUs this shard
+    /// owns go back to `on_hand` here; those of SKUs other shards own are sent to them
+    /// (`Restock`) until each confirms (`RestockConfirmed`).
+    ReturnReceived {
+        id: u64,
+        lines: Vec<ReceivedLine>,
+        actor: String,
+        at_us: i64,
+    },
+    /// A stock shard put a return's units of its SKUs back to `on_hand`, once per return
+    /// (the return id is remembered, so a repeated `Restock` restocks nothing).
+    Restocked { ret: u64, lines: Vec<RestockLine> },
+    /// The order's shard heard that `shard` restocked the return's units there.
+    RestockConfirmed { ret: u64, shard: u16 },
+    /// Money given back on an order (on the order's shard), minor units.
+    RefundIssued {
+        id: u64,
+        order: u64,
+        amount: u64,
+        reason: String,
+        actor: String,
+        at_us: i64,
+    },
 }
 
 /// Why a stored record could not be decoded.

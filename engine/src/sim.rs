@@ -32,7 +32,8 @@ use crate::audit::{AuditSeq, ShardChain};
 use crate::clock::Clock;
 use crate::domain::{
     CommandError, CustomerId, CustomerUpdate, CustomerView, Idempotency, NewCustomer, NewLine,
-    NewShipment, OrderId, OrderStatus, OrderView, PlaceOrder, StockView,
+    NewRefund, NewReturn, NewShipment, OrderId, OrderStatus, OrderView, PlaceOrder, ReceiveLine,
+    ReturnId, ReturnStatus, ReturnView, StockView,
 };
 use crate::engine::recover_shard;
 use crate::inbox::{Inbox, PlaceOutcomes, Pushed, Submission};
@@ -66,10 +67,12 @@ pub enum Regression {
     HoldCheckOnce = 32,
     /// 6. A `PlaceBatch` reports the outcome of its last finisher for every order.
     BatchLastFinisherSpeaks = 64,
+    /// Issue 19: a stock shard restocks a repeated `Restock` again (no ledger).
+    RestockTwice = 128,
 }
 
 impl Regression {
-    pub const ALL: [Regression; 7] = [
+    pub const ALL: [Regression; 8] = [
         Regression::WriteFailureKeepsShard,
         Regression::ReserveBeforeDurable,
         Regression::IdsReused,
@@ -77,6 +80,7 @@ impl Regression {
         Regression::NoDeadlineAbort,
         Regression::HoldCheckOnce,
         Regression::BatchLastFinisherSpeaks,
+        Regression::RestockTwice,
     ];
 }
 
@@ -220,6 +224,11 @@ pub struct SimReport {
     pub cold_orders: u64,
     /// Idempotency keys on disk at the end ([`crate::idem_tier`]).
     pub idem_keys_on_disk: u64,
+    /// Returns acknowledged as opened, and as received, that the checks followed to the end.
+    pub returns: u64,
+    pub returns_received: u64,
+    /// Returns restocked on a shard other than their order's (ledger entries at the end).
+    pub restocked_elsewhere: u64,
 }
 
 /// A broken invariant: the seed and step replay it.
@@ -278,6 +287,8 @@ enum Pending {
         CustomerId,
         Option<String>,
     ),
+    /// A return opened (`false`) or received (`true`).
+    Return(oneshot::Receiver<Result<ReturnView, CommandError>>, bool),
     Other(Box<dyn FnMut() -> Option<bool>>),
 }
 
@@ -344,6 +355,12 @@ struct Ledger {
     erased: HashMap<CustomerId, u64>,
     /// Customers an erasure was sent for (an update of one may be refused from then on).
     erasing: std::collections::HashSet<CustomerId>,
+    /// Returns acknowledged as opened: their lines, and when (as `acked_order`).
+    returns: BTreeMap<ReturnId, (Vec<(String, u32)>, u64)>,
+    /// Returns acknowledged as received: when.
+    received: BTreeMap<ReturnId, u64>,
+    /// Orders a shipment was asked for (the returns' candidates).
+    shipped: Vec<OrderId>,
 }
 
 struct World {
@@ -403,8 +420,13 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
     // Nothing of this run may outlive it: pending replies and continuations drop here.
     let step = world.step;
     let mut report = world.report.clone();
+    report.returns = world.ledger.returns.len() as u64;
+    report.returns_received = world.ledger.received.len() as u64;
     for shard in 0..config.shards {
         report.cold_orders += crate::cold::count(world.storage.as_ref(), shard).unwrap_or(0);
+        if let Some(sim) = world.shards[shard as usize].as_ref() {
+            report.restocked_elsewhere += sim.shard.data().restocked.len() as u64;
+        }
         report.idem_keys_on_disk +=
             crate::idem_tier::count(world.storage.as_ref(), shard).unwrap_or(0);
     }
@@ -882,6 +904,7 @@ impl World {
                     );
                 }
             }
+            90..=93 => self.after_sales(),
             80..=89 => {
                 if self.ledger.confirmed.is_empty() {
                     return;
@@ -906,6 +929,9 @@ impl World {
                         lines: None,
                         actor: "sim".into(),
                     };
+                    if self.ledger.shipped.len() < 10_000 {
+                        self.ledger.shipped.push(id);
+                    }
                     let cmd = ClientCmd::Ship {
                         shipment,
                         idempotency: None,
@@ -914,7 +940,7 @@ impl World {
                     self.send_call(id.shard(), cmd, answered(answer), Vec::new());
                 }
             }
-            90..=92 => {
+            94..=96 => {
                 // A customer's contact data changed, or (rarely) the customer erased. Orders
                 // of an erased customer go on in the simulation: the gateway refuses them, the
                 // engine keeps them as any order.
@@ -965,6 +991,90 @@ impl World {
                 self.send_call(id.shard(), cmd, answered(answer), Vec::new());
             }
         }
+    }
+
+    /// A return of a unit of an acknowledged order, the receipt of an acknowledged return (its
+    /// units restocked or not), or a refund: the engine refuses what its rules forbid (nothing
+    /// shipped yet, more than shipped, above the total), and the checks hold it to them.
+    fn after_sales(&mut self) {
+        let choice = self.rng.below(3);
+        if choice == 1 && !self.ledger.returns.is_empty() {
+            let index = self.rng.below(self.ledger.returns.len() as u64) as usize;
+            let (id, (lines, _)) = self.ledger.returns.iter().nth(index).expect("index");
+            let (id, lines) = (*id, lines.clone());
+            let mut receive = Vec::new();
+            for (sku, qty) in lines {
+                let restocked = self.rng.below(u64::from(qty) + 1) as u32;
+                if restocked > 0 {
+                    receive.push(ReceiveLine {
+                        sku: sku.clone(),
+                        qty: restocked,
+                        restock: true,
+                    });
+                }
+                if qty > restocked && self.rng.chance(500) {
+                    receive.push(ReceiveLine {
+                        sku,
+                        qty: qty - restocked,
+                        restock: false,
+                    });
+                }
+            }
+            if receive.is_empty() {
+                return;
+            }
+            let (reply, answer) = oneshot::channel();
+            let cmd = ClientCmd::ReceiveReturn {
+                id,
+                lines: receive,
+                actor: "sim".into(),
+                idempotency: None,
+                reply,
+            };
+            self.send_call(id.shard(), cmd, Pending::Return(answer, true), Vec::new());
+            return;
+        }
+        if self.ledger.confirmed.is_empty() {
+            return;
+        }
+        let index = self.rng.below(self.ledger.confirmed.len() as u64) as usize;
+        let mut id = self.ledger.confirmed[index];
+        if choice == 0 && !self.ledger.shipped.is_empty() && self.rng.chance(800) {
+            id = self.ledger.shipped[self.rng.below(self.ledger.shipped.len() as u64) as usize];
+        }
+        if choice == 2 {
+            let (reply, answer) = oneshot::channel();
+            let refund = NewRefund {
+                order_id: id,
+                amount: 1 + self.rng.below(400),
+                reason: "sim".into(),
+                actor: "sim".into(),
+            };
+            let cmd = ClientCmd::Refund {
+                refund,
+                idempotency: None,
+                reply,
+            };
+            self.send_call(id.shard(), cmd, answered(answer), Vec::new());
+            return;
+        }
+        let Some((_, lines)) = self.ledger.orders.get(&id) else {
+            return;
+        };
+        let (sku, qty) = lines[self.rng.below(lines.len() as u64) as usize].clone();
+        let (reply, answer) = oneshot::channel();
+        let ret = NewReturn {
+            order_id: id,
+            lines: vec![(sku, 1 + self.rng.below(u64::from(qty)) as u32)],
+            reason: "sim".into(),
+            actor: "sim".into(),
+        };
+        let cmd = ClientCmd::CreateReturn {
+            ret,
+            idempotency: None,
+            reply,
+        };
+        self.send_call(id.shard(), cmd, Pending::Return(answer, false), Vec::new());
     }
 
     /// An order of 1–3 lines; with a key most of the time (a new one, or an earlier one
@@ -1152,6 +1262,25 @@ impl World {
                         ));
                         true
                     }
+                    Err(oneshot::error::TryRecvError::Empty) => false,
+                    Err(_) => {
+                        self.report.unknown += 1;
+                        true
+                    }
+                },
+                Pending::Return(answer, receipt) => match answer.try_recv() {
+                    Ok(Ok(view)) => {
+                        if *receipt {
+                            self.ledger.received.entry(view.id).or_insert(self.syncs);
+                        } else if view.status == ReturnStatus::Requested {
+                            self.ledger
+                                .returns
+                                .entry(view.id)
+                                .or_insert((view.lines.clone(), self.syncs));
+                        }
+                        true
+                    }
+                    Ok(Err(_)) => true,
                     Err(oneshot::error::TryRecvError::Empty) => false,
                     Err(_) => {
                         self.report.unknown += 1;
@@ -1404,6 +1533,13 @@ impl World {
             self.ledger.acked_adjust.remove(&key);
         }
         self.ledger.erased.retain(|_, at| *at != syncs);
+        // Returns opened or received after the last sync may be taken back with their orders.
+        self.ledger.returns.retain(|_, (_, at)| *at != syncs);
+        self.ledger.received.retain(|_, at| *at != syncs);
+        let returns = &self.ledger.returns;
+        self.ledger
+            .received
+            .retain(|id, _| returns.contains_key(id));
     }
 
     /// Every shard's audit chain verifies (entries, batch chain, log digests, tip), and every
@@ -1530,7 +1666,9 @@ impl World {
             self.drain()?;
             self.poll_calls()?;
             let busy = self.shards.iter().flatten().any(|s| {
-                !s.shard.pending_placements().is_empty() || s.shard.awaiting_hold_checks() > 0
+                !s.shard.pending_placements().is_empty()
+                    || s.shard.awaiting_hold_checks() > 0
+                    || s.shard.awaiting_restocks() > 0
             }) || !self.rebuild.is_empty()
                 || !self.calls.is_empty()
                 || self.stats.failed.load(Ordering::SeqCst)
@@ -1592,7 +1730,122 @@ impl World {
         self.check_acknowledged()?;
         self.check_audit()?;
         self.check_holds()?;
+        self.check_returns()?;
         self.check_listing_indexes()
+    }
+
+    /// A return as its order's shard holds it now: in memory, or in the cold tier with its
+    /// order (`None`: neither).
+    fn return_now(&self, id: ReturnId) -> Result<Option<ReturnView>, String> {
+        let Some(sim) = self.shards[id.shard() as usize].as_ref() else {
+            return Ok(None);
+        };
+        if let Some(view) = sim.shard.data().return_view(id) {
+            return Ok(Some(view));
+        }
+        crate::cold::return_of(self.storage.as_ref(), id).map_err(|e| format!("cold tier: {e}"))
+    }
+
+    /// At quiescence, the rules of returns and refunds: no order has more units in returns
+    /// than shipped or more refunded than its total; every acknowledged return and receipt
+    /// survived whatever crashed since; every receipt's restocks on other shards are done and
+    /// confirmed, and each stock shard's ledger holds exactly those restocks — no orphan, none
+    /// twice (a second restock of one return panics in `apply`): the units that come back are
+    /// exactly the receipts' restocked units, so stock is conserved across restocks.
+    fn check_returns(&self) -> Check {
+        let count = self.config.shards;
+        // (stock shard, return) → the restocked lines the return's receipt sent there.
+        let mut expected: BTreeMap<(u16, ReturnId), Vec<(String, u32)>> = BTreeMap::new();
+        for sim in self.shards.iter().flatten() {
+            let data = sim.shard.data();
+            for order in data.orders.values() {
+                let refunded = data.refunded(order.id);
+                let total = crate::state::order_total(order);
+                if refunded > total {
+                    return Err(format!("order {} refunded {refunded} of {total}", order.id));
+                }
+                for line in order.lines.iter() {
+                    let taken = data.units_in_returns(order.id, &line.sku);
+                    if taken > u64::from(line.shipped) {
+                        return Err(format!(
+                            "order {}: {taken} units of {} in returns, {} shipped",
+                            order.id, line.sku, line.shipped
+                        ));
+                    }
+                }
+            }
+            for ret in data.returns.values() {
+                if !ret.restock_pending.is_empty() {
+                    return Err(format!(
+                        "return {} still waits for restocks on shards {:?} at quiescence",
+                        ret.id, ret.restock_pending
+                    ));
+                }
+                for line in ret.received.iter().filter(|l| l.restock) {
+                    let owner = shard_of_sku(&line.sku, count);
+                    if owner != sim.shard.id() {
+                        expected
+                            .entry((owner, ret.id))
+                            .or_default()
+                            .push((line.sku.clone(), line.qty));
+                    }
+                }
+            }
+        }
+        for (id, (lines, _)) in &self.ledger.returns {
+            let Some(view) = self.return_now(*id)? else {
+                return Err(format!("acknowledged return {id} is lost"));
+            };
+            if view.lines != *lines {
+                return Err(format!(
+                    "return {id} was acknowledged as {lines:?} but holds {:?}",
+                    view.lines
+                ));
+            }
+            if self.ledger.received.contains_key(id) && view.status != ReturnStatus::Received {
+                return Err(format!("return {id} was acknowledged received but is not"));
+            }
+        }
+        for sim in self.shards.iter().flatten() {
+            let shard = sim.shard.id();
+            for (ret, lines) in sim.shard.data().restocked.iter() {
+                let mut have: Vec<(String, u32)> =
+                    lines.iter().map(|l| (l.sku.clone(), l.qty)).collect();
+                have.sort();
+                match expected.remove(&(shard, *ret)) {
+                    Some(mut want) => {
+                        want.sort();
+                        if have != want {
+                            return Err(format!(
+                                "shard {shard} restocked {have:?} for {ret}, its receipt sent {want:?}"
+                            ));
+                        }
+                    }
+                    // Its order may have moved to the cold tier: the receipt is there.
+                    None => {
+                        let view = self.return_now(*ret)?;
+                        let mut want: Vec<(String, u32)> = view
+                            .iter()
+                            .flat_map(|v| v.received.iter())
+                            .filter(|l| l.restock && shard_of_sku(&l.sku, count) == shard)
+                            .map(|l| (l.sku.clone(), l.qty))
+                            .collect();
+                        want.sort();
+                        if view.is_none() || have != want {
+                            return Err(format!(
+                                "shard {shard} restocked {have:?} for {ret}, which no receipt sent ({want:?})"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(((shard, ret), want)) = expected.into_iter().next() {
+            return Err(format!(
+                "return {ret} was received with {want:?} to restock on shard {shard}, which never restocked it"
+            ));
+        }
+        Ok(())
     }
 
     /// At quiescence: every shard's listing indexes (by time, by customer) hold exactly its

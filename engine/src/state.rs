@@ -11,14 +11,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     CatalogView, CustomerId, CustomerView, HistoryView, LineView, OrderFilter, OrderId,
-    OrderStatus, OrderView, SalesSummary, ShipmentEventView, ShipmentId, ShipmentStatus,
-    ShipmentView, StockView,
+    OrderStatus, OrderView, ReceivedLineView, RefundId, RefundView, ReturnId, ReturnStatus,
+    ReturnView, SalesSummary, ShipmentEventView, ShipmentId, ShipmentStatus, ShipmentView,
+    StockView,
 };
-use crate::event::{Event, IdemRecord, OrderRecord};
+use crate::event::{Event, IdemRecord, OrderRecord, ReceivedLine, RestockLine};
 use crate::pmap::PMap;
 
 /// Version byte of a snapshot value.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 5;
+/// Version 4 (before returns and refunds: read with none), still read.
+const SNAPSHOT_FORMAT_V4: u8 = 4;
 /// Version 3 (before the catalog: read with an empty one), still read.
 const SNAPSHOT_FORMAT_V3: u8 = 3;
 /// Version 2 (before the cold tier: no archived sales), still read.
@@ -179,6 +182,12 @@ pub enum IdemOutcome {
         active: bool,
         at_us: i64,
     },
+    /// A return opened: answered as it was created (`requested`).
+    ReturnCreated(u64),
+    /// A return received: answered as it is (received is final).
+    ReturnReceived(u64),
+    /// A refund issued.
+    Refund(u64),
 }
 
 /// A SKU's catalog price (`Event::CatalogPriceSet`), on the shard that owns the SKU's stock.
@@ -253,6 +262,34 @@ pub struct Shipment {
     pub events: Vec<(i64, ShipmentStatus, Option<Box<str>>)>,
 }
 
+/// A return of shipped units, owned by its order's shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Return {
+    pub id: ReturnId,
+    pub order: OrderId,
+    /// Units asked to come back, per SKU of the order.
+    pub lines: Box<[(Arc<str>, u32)]>,
+    pub reason: Box<str>,
+    pub status: ReturnStatus,
+    pub created_us: i64,
+    /// What came back (empty until received).
+    pub received: Box<[ReceivedLine]>,
+    pub received_us: Option<i64>,
+    /// The other shards that own restocked SKUs of this return and have not yet confirmed
+    /// restocking them (`Event::RestockConfirmed`): the order's shard sends them `Restock`
+    /// until they do.
+    pub restock_pending: Box<[u16]>,
+}
+
+/// A refund, kept with its order on the order's shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    pub id: RefundId,
+    pub amount: u64,
+    pub reason: Box<str>,
+    pub created_us: i64,
+}
+
 /// Sales counters of the orders placed in one hour.
 ///
 /// Units and revenue count in `u128`, so that they stay exact where a `u64` would wrap: an
@@ -268,6 +305,10 @@ pub struct HourSales {
     pub cancelled: u64,
     pub units: u128,
     pub revenue: u128,
+    /// Units of these orders received back by returns.
+    pub returned_units: u128,
+    /// Refunded on these orders (minor units).
+    pub refunds: u128,
     /// Per SKU: (units, revenue); entries that fall to zero are removed.
     pub skus: HashMap<Arc<str>, (u128, u128)>,
 }
@@ -327,9 +368,21 @@ pub struct ShardData {
     /// catalog is a range read. Keyed by client-chosen SKUs, which an ordered map cannot be
     /// flooded with (no hashing).
     pub catalog: imbl::OrdMap<Arc<str>, CatalogEntry>,
+    /// Returns of this shard's orders.
+    pub returns: IdPMap<ReturnId, Return>,
+    /// Returns of each order that has any, oldest first. Derived (never in a snapshot).
+    pub order_returns: IdMap<OrderId, Vec<ReturnId>>,
+    /// Refunds of each order that has any, oldest first.
+    pub refunds: IdPMap<OrderId, Vec<Refund>>,
+    /// Returns whose units of this shard's SKUs were restocked here (`Event::Restocked`),
+    /// with what was restocked: a `Restock` for a return already here restocks nothing, so
+    /// units come back exactly once however often the order's shard asks.
+    pub restocked: IdPMap<ReturnId, Box<[RestockLine]>>,
     pub next_order: u64,
     pub next_customer: u64,
     pub next_shipment: u64,
+    pub next_return: u64,
+    pub next_refund: u64,
     /// Sequence number of the last applied event (0: none).
     pub last_seq: u64,
     /// Interned strings (SKUs, actors) so that lines share one allocation per distinct value.
@@ -385,6 +438,8 @@ impl ShardData {
             next_order: 1,
             next_customer: 1,
             next_shipment: 1,
+            next_return: 1,
+            next_refund: 1,
             ..Default::default()
         }
     }
@@ -649,7 +704,7 @@ impl ShardData {
                 assert_eq!(order.status, OrderStatus::Confirmed);
                 order.status = OrderStatus::Cancelled;
                 order.updated_us = *at_us;
-                self.ended.insert((*at_us, id));
+                let ended = (*at_us, id);
                 order.later.push(History {
                     at_us: *at_us,
                     status: OrderStatus::Cancelled,
@@ -664,6 +719,8 @@ impl ShardData {
                 }
                 self.count_sale(id, -1);
                 self.count_cancelled(id, 1);
+                debug_assert_eq!(self.ended_key(id), Some(ended));
+                self.ended.insert(ended);
             }
             Event::ShipmentCreated {
                 id,
@@ -739,7 +796,306 @@ impl ShardData {
                 let note = order.note().map(str::to_string);
                 order.extras = OrderExtras::new(shipping_address.as_deref(), note.as_deref());
             }
+            Event::ReturnCreated {
+                id,
+                order,
+                lines,
+                reason,
+                at_us,
+                ..
+            } => self.apply_return(ReturnId(*id), OrderId(*order), lines, reason, *at_us),
+            Event::ReturnReceived {
+                id,
+                lines,
+                actor,
+                at_us,
+            } => self.apply_receipt(ReturnId(*id), lines, actor, *at_us),
+            Event::Restocked { ret, lines } => {
+                for line in lines {
+                    let sku = self.intern(&line.sku);
+                    let stock = self.stock.get_or_default(sku);
+                    stock.on_hand = stock.on_hand.saturating_add(u64::from(line.qty));
+                }
+                let previous = self
+                    .restocked
+                    .insert(ReturnId(*ret), lines.clone().into_boxed_slice());
+                assert!(previous.is_none(), "double restock of one return");
+            }
+            Event::RestockConfirmed { ret, shard } => {
+                let id = ReturnId(*ret);
+                let order = self
+                    .returns
+                    .get(&id)
+                    .expect("confirm of unknown return")
+                    .order;
+                let before = self.ended_key(order);
+                let ret = self.returns.get_mut(&id).expect("just read");
+                ret.restock_pending = ret
+                    .restock_pending
+                    .iter()
+                    .copied()
+                    .filter(|s| s != shard)
+                    .collect();
+                self.reindex_ended(order, before);
+            }
+            Event::RefundIssued {
+                id,
+                order,
+                amount,
+                reason,
+                at_us,
+                ..
+            } => {
+                let id = RefundId(*id);
+                let order_id = OrderId(*order);
+                assert_eq!(id.shard(), self.shard, "refund on the wrong shard");
+                self.next_refund = self.next_refund.max(id.counter() + 1);
+                let before = self.ended_key(order_id);
+                let refunded = self.refunded(order_id);
+                let order = self
+                    .orders
+                    .get_mut(&order_id)
+                    .expect("refund of unknown order");
+                assert!(
+                    refunded.saturating_add(*amount) <= order_total(order),
+                    "refund above the order's total"
+                );
+                order.updated_us = *at_us;
+                self.refunds.get_or_default(order_id).push(Refund {
+                    id,
+                    amount: *amount,
+                    reason: reason.as_str().into(),
+                    created_us: *at_us,
+                });
+                self.count_after_sales(order_id, 0, *amount);
+                self.reindex_ended(order_id, before);
+            }
         }
+    }
+
+    /// Opens a return (`ReturnCreated`): never more units of a SKU than shipped less those
+    /// already in returns.
+    fn apply_return(
+        &mut self,
+        id: ReturnId,
+        order_id: OrderId,
+        lines: &[(String, u32)],
+        reason: &str,
+        at_us: i64,
+    ) {
+        assert_eq!(id.shard(), self.shard, "return on the wrong shard");
+        self.next_return = self.next_return.max(id.counter() + 1);
+        let lines: Box<[(Arc<str>, u32)]> = lines
+            .iter()
+            .map(|(sku, qty)| (self.intern(sku), *qty))
+            .collect();
+        let before = self.ended_key(order_id);
+        let order = self.orders.get(&order_id).expect("return of unknown order");
+        for (sku, qty) in lines.iter() {
+            let line = order
+                .lines
+                .iter()
+                .find(|l| l.sku == *sku)
+                .expect("return of a SKU not ordered");
+            let taken = self.units_in_returns(order_id, sku);
+            assert!(
+                taken + u64::from(*qty) <= u64::from(line.shipped),
+                "returning more than shipped"
+            );
+        }
+        let order = self.orders.get_mut(&order_id).expect("just read");
+        order.updated_us = at_us;
+        let ret = Return {
+            id,
+            order: order_id,
+            lines,
+            reason: reason.into(),
+            status: ReturnStatus::Requested,
+            created_us: at_us,
+            received: Box::new([]),
+            received_us: None,
+            restock_pending: Box::new([]),
+        };
+        let previous = self.returns.insert(id, Box::new(ret));
+        assert!(previous.is_none(), "duplicate return id");
+        self.order_returns.entry(order_id).or_default().push(id);
+        self.reindex_ended(order_id, before);
+    }
+
+    /// Receives a return (`ReturnReceived`): restocks the units of this shard's SKUs, notes
+    /// the other shards that must restock theirs, and moves the order to
+    /// `partially_returned` or `returned` once every unit was shipped.
+    fn apply_receipt(&mut self, id: ReturnId, lines: &[ReceivedLine], actor: &str, at_us: i64) {
+        let ret = self.returns.get(&id).expect("receipt of unknown return");
+        assert_eq!(ret.status, ReturnStatus::Requested, "return received twice");
+        for (sku, qty) in ret.lines.iter() {
+            let received: u64 = lines
+                .iter()
+                .filter(|l| *l.sku == **sku)
+                .map(|l| u64::from(l.qty))
+                .sum();
+            assert!(received <= u64::from(*qty), "received more than returned");
+        }
+        assert!(
+            lines
+                .iter()
+                .all(|l| ret.lines.iter().any(|(sku, _)| **sku == *l.sku)),
+            "received a SKU not in the return"
+        );
+        let order_id = ret.order;
+        let before = self.ended_key(order_id);
+        let mut pending: Vec<u16> = Vec::new();
+        for line in lines.iter().filter(|l| l.restock) {
+            let owner = shard_of_sku(&line.sku, self.shard_count);
+            if owner == self.shard {
+                let sku = self.intern(&line.sku);
+                let stock = self.stock.get_or_default(sku);
+                stock.on_hand = stock.on_hand.saturating_add(u64::from(line.qty));
+            } else if !pending.contains(&owner) {
+                pending.push(owner);
+            }
+        }
+        pending.sort_unstable();
+        let ret = self.returns.get_mut(&id).expect("just read");
+        ret.status = ReturnStatus::Received;
+        ret.received = lines.to_vec().into_boxed_slice();
+        ret.received_us = Some(at_us);
+        ret.restock_pending = pending.into_boxed_slice();
+        let units: u64 = lines.iter().map(|l| u64::from(l.qty)).sum();
+        let actor = self.intern(actor);
+        let returned = self.returned_units(order_id);
+        let order = self
+            .orders
+            .get_mut(&order_id)
+            .expect("return of unknown order");
+        order.updated_us = at_us;
+        let ordered: u64 = order.lines.iter().map(|l| u64::from(l.qty)).sum();
+        if returned > 0 && order.lines.iter().all(|l| l.shipped == l.qty) {
+            let status = if returned == ordered {
+                OrderStatus::Returned
+            } else {
+                OrderStatus::PartiallyReturned
+            };
+            if status != order.status {
+                order.status = status;
+                order.later.push(History {
+                    at_us,
+                    status,
+                    actor,
+                });
+            }
+        }
+        self.count_after_sales(order_id, units, 0);
+        self.reindex_ended(order_id, before);
+    }
+
+    /// Units of `sku` in the order's returns: asked for by open ones, received by the others.
+    pub fn units_in_returns(&self, order: OrderId, sku: &str) -> u64 {
+        let Some(ids) = self.order_returns.get(&order) else {
+            return 0;
+        };
+        ids.iter()
+            .map(|id| {
+                let ret = &self.returns[id];
+                match ret.status {
+                    ReturnStatus::Requested => ret
+                        .lines
+                        .iter()
+                        .filter(|(s, _)| **s == *sku)
+                        .map(|(_, q)| u64::from(*q))
+                        .sum::<u64>(),
+                    ReturnStatus::Received => ret
+                        .received
+                        .iter()
+                        .filter(|l| *l.sku == *sku)
+                        .map(|l| u64::from(l.qty))
+                        .sum(),
+                }
+            })
+            .sum()
+    }
+
+    /// Units of `sku` the order's received returns brought back.
+    fn returned_of(&self, order: OrderId, sku: &str) -> u64 {
+        self.order_returns.get(&order).map_or(0, |ids| {
+            ids.iter()
+                .flat_map(|id| self.returns[id].received.iter())
+                .filter(|l| *l.sku == *sku)
+                .map(|l| u64::from(l.qty))
+                .sum()
+        })
+    }
+
+    /// Units the order's received returns brought back.
+    pub fn returned_units(&self, order: OrderId) -> u64 {
+        self.order_returns.get(&order).map_or(0, |ids| {
+            ids.iter()
+                .flat_map(|id| self.returns[id].received.iter())
+                .map(|l| u64::from(l.qty))
+                .sum()
+        })
+    }
+
+    /// The sum of the order's refunds.
+    pub fn refunded(&self, order: OrderId) -> u64 {
+        self.refunds.get(&order).map_or(0, |refunds| {
+            refunds
+                .iter()
+                .fold(0u64, |sum, r| sum.saturating_add(r.amount))
+        })
+    }
+
+    /// The `ended` index's key of an order that may move to the cold tier: ended
+    /// (delivered, cancelled, partially returned, returned) with no return still open or
+    /// waiting for a restock.
+    pub fn ended_key(&self, id: OrderId) -> Option<(i64, OrderId)> {
+        let order = self.orders.get(&id)?;
+        if !matches!(
+            order.status,
+            OrderStatus::Delivered
+                | OrderStatus::Cancelled
+                | OrderStatus::PartiallyReturned
+                | OrderStatus::Returned
+        ) {
+            return None;
+        }
+        let open = self.order_returns.get(&id).is_some_and(|ids| {
+            ids.iter().any(|r| {
+                let ret = &self.returns[r];
+                ret.status == ReturnStatus::Requested || !ret.restock_pending.is_empty()
+            })
+        });
+        (!open).then_some((order.updated_us, id))
+    }
+
+    /// Moves an order's `ended` entry from `before` (its key before a change) to its key now.
+    fn reindex_ended(&mut self, id: OrderId, before: Option<(i64, OrderId)>) {
+        if let Some(key) = before {
+            self.ended.remove(&key);
+        }
+        if let Some(key) = self.ended_key(id) {
+            self.ended.insert(key);
+        }
+    }
+
+    /// Adds received units and refunds to the order's hour of placement.
+    fn count_after_sales(&mut self, id: OrderId, units: u64, refund: u64) {
+        let hour = self.orders[&id].created_us.div_euclid(HOUR_US) * HOUR_US;
+        let sales = self.sales.entry(hour).or_default();
+        sales.returned_units = sales.returned_units.saturating_add(u128::from(units));
+        sales.refunds = sales.refunds.saturating_add(u128::from(refund));
+    }
+
+    /// A return as clients see it.
+    pub fn return_view(&self, id: ReturnId) -> Option<ReturnView> {
+        self.returns.get(&id).map(return_view)
+    }
+
+    /// The order's refunds as clients see them.
+    fn refund_views(&self, order: OrderId) -> Vec<RefundView> {
+        self.refunds.get(&order).map_or_else(Vec::new, |refunds| {
+            refunds.iter().map(|r| refund_view(order, r)).collect()
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -760,6 +1116,7 @@ impl ShardData {
             .iter()
             .map(|(sku, qty)| (self.intern(sku), *qty))
             .collect();
+        let returned = self.returned_units(order_id);
         let order = self
             .orders
             .get_mut(&order_id)
@@ -782,7 +1139,12 @@ impl ShardData {
             assert!(line.shipped <= line.qty, "over-shipping");
         }
         let status = if order.lines.iter().all(|l| l.shipped == l.qty) {
-            OrderStatus::Shipped
+            // Units that came back while the rest was still to ship: the order is whole now.
+            if returned > 0 {
+                OrderStatus::PartiallyReturned
+            } else {
+                OrderStatus::Shipped
+            }
         } else {
             OrderStatus::PartiallyShipped
         };
@@ -843,12 +1205,13 @@ impl ShardData {
         if order.status == OrderStatus::Shipped && all_delivered {
             order.status = OrderStatus::Delivered;
             order.updated_us = at_us;
-            self.ended.insert((at_us, order_id));
             order.later.push(History {
                 at_us,
                 status: OrderStatus::Delivered,
                 actor,
             });
+            // Not ended while a return of it is open.
+            self.reindex_ended(order_id, None);
         }
     }
 
@@ -856,6 +1219,7 @@ impl ShardData {
     /// counters saturate instead of wrapping (see [`HourSales`]); removing takes away exactly
     /// what adding added unless a counter had saturated, which `debug_assert`s.
     fn count_sale(&mut self, id: OrderId, sign: i64) {
+        let (returned, refunded) = (self.returned_units(id), self.refunded(id));
         let order = &self.orders[&id];
         let hour = order.created_us.div_euclid(HOUR_US) * HOUR_US;
         let sales = self.sales.entry(hour).or_default();
@@ -872,6 +1236,8 @@ impl ShardData {
             }};
         }
         count!(sales.orders, 1);
+        count!(sales.returned_units, u128::from(returned));
+        count!(sales.refunds, u128::from(refunded));
         for line in order.lines.iter() {
             let revenue = line_amount(line);
             count!(sales.units, u128::from(line.qty));
@@ -893,15 +1259,11 @@ impl ShardData {
     fn archive(&mut self, ids: &[u64]) {
         for &raw in ids {
             let id = OrderId(raw);
-            let Some(order) = self.orders.get(&id) else {
+            let Some(ended) = self.ended_key(id) else {
                 continue;
             };
-            if !matches!(
-                order.status,
-                OrderStatus::Delivered | OrderStatus::Cancelled
-            ) {
-                continue;
-            }
+            let (returned, refunded) = (self.returned_units(id), self.refunded(id));
+            let order = &self.orders[&id];
             let hour = order.created_us.div_euclid(HOUR_US) * HOUR_US;
             let archived = Arc::make_mut(&mut self.archived_sales);
             let sales = archived.entry(hour).or_default();
@@ -909,6 +1271,8 @@ impl ShardData {
                 sales.cancelled = sales.cancelled.saturating_add(1);
             } else {
                 sales.orders = sales.orders.saturating_add(1);
+                sales.returned_units = sales.returned_units.saturating_add(u128::from(returned));
+                sales.refunds = sales.refunds.saturating_add(u128::from(refunded));
                 for line in order.lines.iter() {
                     let revenue = line_amount(line);
                     sales.units = sales.units.saturating_add(u128::from(line.qty));
@@ -922,12 +1286,18 @@ impl ShardData {
             self.order_index.remove(&(order.created_us, id));
             self.customer_index
                 .remove(&(order.customer, order.created_us, id));
-            self.ended.remove(&(order.updated_us, id));
+            self.ended.remove(&ended);
             if let Some(shipments) = self.order_shipments.remove(&id) {
                 for shipment in shipments {
                     self.shipments.remove(&shipment);
                 }
             }
+            if let Some(returns) = self.order_returns.remove(&id) {
+                for ret in returns {
+                    self.returns.remove(&ret);
+                }
+            }
+            self.refunds.remove(&id);
         }
     }
 
@@ -948,9 +1318,15 @@ impl ShardData {
             .get(&id)
             .map(|ids| ids.iter().filter_map(|s| self.shipment_view(*s)).collect())
             .unwrap_or_default();
+        let returns = self
+            .order_returns
+            .get(&id)
+            .map(|ids| ids.iter().filter_map(|r| self.return_view(*r)).collect())
+            .unwrap_or_default();
         Some(crate::cold::ColdOrder {
             order: self.view(order),
             shipments,
+            returns,
             cross: order.cross,
             archived_seq: 0,
         })
@@ -963,11 +1339,13 @@ impl ShardData {
     }
 
     fn drop_empty_hour(&mut self, hour: i64) {
-        if self
-            .sales
-            .get(&hour)
-            .is_some_and(|s| s.orders == 0 && s.cancelled == 0 && s.skus.is_empty())
-        {
+        if self.sales.get(&hour).is_some_and(|s| {
+            s.orders == 0
+                && s.cancelled == 0
+                && s.skus.is_empty()
+                && s.returned_units == 0
+                && s.refunds == 0
+        }) {
             self.sales.remove(&hour);
         }
     }
@@ -993,12 +1371,15 @@ impl ShardData {
         if first_full < end_full {
             // Summed in u128 and saturated to u64 once at the end (see [`SalesSummary`]).
             let (mut units, mut revenue) = (0u128, 0u128);
+            let (mut returned, mut refunds) = (0u128, 0u128);
             let mut skus: HashMap<&str, (u128, u128)> = HashMap::new();
             for (hour, sales) in self.sales.range(first_full..end_full) {
                 summary.orders = summary.orders.saturating_add(sales.orders);
                 summary.cancelled = summary.cancelled.saturating_add(sales.cancelled);
                 units = units.saturating_add(sales.units);
                 revenue = revenue.saturating_add(sales.revenue);
+                returned = returned.saturating_add(sales.returned_units);
+                refunds = refunds.saturating_add(sales.refunds);
                 for (sku, (sku_units, sku_revenue)) in &sales.skus {
                     let entry = skus.entry(sku).or_default();
                     entry.0 = entry.0.saturating_add(*sku_units);
@@ -1012,6 +1393,8 @@ impl ShardData {
             }
             summary.units = saturate(units);
             summary.revenue = saturate(revenue);
+            summary.returned_units = saturate(returned);
+            summary.refunds = saturate(refunds);
             summary.skus = skus
                 .into_iter()
                 .map(|(sku, (units, revenue))| {
@@ -1065,6 +1448,10 @@ impl ShardData {
                 _ => {}
             }
             summary.orders = summary.orders.saturating_add(1);
+            summary.returned_units = summary
+                .returned_units
+                .saturating_add(self.returned_units(*id));
+            summary.refunds = summary.refunds.saturating_add(self.refunded(*id));
             let mut order_revenue: u64 = 0;
             for line in order.lines.iter() {
                 let revenue = saturate(line_amount(line));
@@ -1157,9 +1544,8 @@ impl ShardData {
         }
         let ended: BTreeSet<(i64, OrderId)> = self
             .orders
-            .values()
-            .filter(|o| matches!(o.status, OrderStatus::Delivered | OrderStatus::Cancelled))
-            .map(|o| (o.updated_us, o.id))
+            .keys()
+            .filter_map(|id| self.ended_key(*id))
             .collect();
         if let Some(entry) = ended.symmetric_difference(&self.ended).next() {
             return Err(format!(
@@ -1228,6 +1614,14 @@ impl ShardData {
         if let Some(shipments) = self.order_shipments.get(&order.id) {
             view.shipments = shipments.iter().map(|s| s.to_string()).collect();
         }
+        if let Some(returns) = self.order_returns.get(&order.id) {
+            view.returns = returns.iter().map(|r| r.to_string()).collect();
+            for line in &mut view.lines {
+                line.returned_qty = self.returned_of(order.id, &line.sku) as u32;
+            }
+        }
+        view.refunds = self.refund_views(order.id);
+        view.refunded = self.refunded(order.id);
         view
     }
 
@@ -1386,8 +1780,52 @@ pub fn as_placed(mut view: OrderView) -> OrderView {
         }
         view.history.truncate(1);
         view.shipments.clear();
+        view.returns.clear();
+        view.refunds.clear();
+        view.refunded = 0;
+        for line in &mut view.lines {
+            line.returned_qty = 0;
+        }
     }
     view
+}
+
+/// A return as clients see it.
+pub fn return_view(ret: &Return) -> ReturnView {
+    ReturnView {
+        id: ret.id,
+        order_id: ret.order,
+        status: ret.status,
+        lines: ret
+            .lines
+            .iter()
+            .map(|(sku, qty)| (sku.to_string(), *qty))
+            .collect(),
+        reason: ret.reason.to_string(),
+        created_at_us: ret.created_us,
+        received: ret
+            .received
+            .iter()
+            .map(|l| ReceivedLineView {
+                sku: l.sku.clone(),
+                qty: l.qty,
+                restock: l.restock,
+                location: l.restock.then(|| l.location.clone()),
+            })
+            .collect(),
+        received_at_us: ret.received_us,
+    }
+}
+
+/// A refund as clients see it.
+pub fn refund_view(order: OrderId, refund: &Refund) -> RefundView {
+    RefundView {
+        id: refund.id,
+        order_id: order,
+        amount: refund.amount,
+        reason: refund.reason.to_string(),
+        created_at_us: refund.created_us,
+    }
 }
 
 impl ShardData {
@@ -1416,6 +1854,11 @@ impl ShardData {
             shipments: self.shipments.clone(),
             archived_sales: self.archived_sales.clone(),
             catalog: self.catalog.clone(),
+            next_return: self.next_return,
+            next_refund: self.next_refund,
+            returns: self.returns.clone(),
+            refunds: self.refunds.clone(),
+            restocked: self.restocked.clone(),
         }
     }
 
@@ -1506,11 +1949,53 @@ impl ShardData {
             data.order_index.insert((order.created_us, order.id));
             data.customer_index
                 .insert((order.customer, order.created_us, order.id));
-            let (id, status) = (order.id, order.status);
-            if matches!(status, OrderStatus::Delivered | OrderStatus::Cancelled) {
-                data.ended.insert((order.updated_us, id));
-            }
             data.orders.insert(order.id, Box::new(order));
+        }
+        // Returns and refunds before the counters and the ended index, which count them.
+        data.next_return = snapshot.next_return;
+        data.next_refund = snapshot.next_refund;
+        for r in snapshot.returns {
+            let id = ReturnId(r.id);
+            let order = OrderId(r.order);
+            let lines = r
+                .lines
+                .into_iter()
+                .map(|(sku, qty)| (data.intern(&sku), qty))
+                .collect();
+            data.order_returns.entry(order).or_default().push(id);
+            data.returns.insert(
+                id,
+                Box::new(Return {
+                    id,
+                    order,
+                    lines,
+                    reason: r.reason.into(),
+                    status: r.status,
+                    created_us: r.created_us,
+                    received: r.received.into_boxed_slice(),
+                    received_us: r.received_us,
+                    restock_pending: r.restock_pending.into_boxed_slice(),
+                }),
+            );
+        }
+        for (order, id, amount, reason, created_us) in snapshot.refunds {
+            data.refunds.get_or_default(OrderId(order)).push(Refund {
+                id: RefundId(id),
+                amount,
+                reason: reason.into(),
+                created_us,
+            });
+        }
+        for (ret, lines) in snapshot.restocked {
+            data.restocked
+                .insert(ReturnId(ret), lines.into_boxed_slice());
+        }
+        let ids: Vec<(OrderId, OrderStatus)> =
+            data.orders.values().map(|o| (o.id, o.status)).collect();
+        for (id, status) in ids {
+            if let Some(key) = data.ended_key(id) {
+                data.ended.insert(key);
+            }
             match status {
                 OrderStatus::Pending => {}
                 OrderStatus::Cancelled => data.count_cancelled(id, 1),
@@ -1552,6 +2037,7 @@ impl ShardData {
                 units,
                 revenue,
                 skus: HashMap::new(),
+                ..HourSales::default()
             };
             for (sku, sku_units, sku_revenue) in skus {
                 let sku = data.intern(&sku);
@@ -1568,6 +2054,14 @@ impl ShardData {
                 entry.1 = entry.1.saturating_add(*r);
             }
             archived.insert(hour, sales);
+        }
+        for (hour, returned, refunds) in snapshot.archived_after_sales {
+            let counters = data.sales.entry(hour).or_default();
+            counters.returned_units = counters.returned_units.saturating_add(returned);
+            counters.refunds = counters.refunds.saturating_add(refunds);
+            let sales: &mut HourSales = archived.entry(hour).or_default();
+            sales.returned_units = returned;
+            sales.refunds = refunds;
         }
         data.archived_sales = Arc::new(archived);
         for (sku, price, active, updated_us) in snapshot.catalog {
@@ -1603,6 +2097,9 @@ pub fn count_walked(summary: &mut SalesSummary, order: &OrderView) {
         _ => {}
     }
     summary.orders = summary.orders.saturating_add(1);
+    let returned: u64 = order.lines.iter().map(|l| u64::from(l.returned_qty)).sum();
+    summary.returned_units = summary.returned_units.saturating_add(returned);
+    summary.refunds = summary.refunds.saturating_add(order.refunded);
     let mut order_revenue: u64 = 0;
     for line in &order.lines {
         let revenue = saturate(u128::from(line.qty) * u128::from(line.unit_price));
@@ -1632,6 +2129,7 @@ pub fn order_view(order: &Order) -> OrderView {
                 qty: line.qty,
                 unit_price: line.unit_price,
                 shipped_qty: line.shipped,
+                returned_qty: 0,
             })
             .collect(),
         total: order_total(order),
@@ -1649,6 +2147,9 @@ pub fn order_view(order: &Order) -> OrderView {
             .collect(),
         shipments: Vec::new(),
         customer_erased: false,
+        returns: Vec::new(),
+        refunds: Vec::new(),
+        refunded: 0,
     }
 }
 
@@ -1732,7 +2233,35 @@ pub struct Snapshot {
     pub archived_sales: Vec<SnapSales>,
     /// Catalog prices: (SKU, price, active, updated), SKUs sorted (version 4).
     pub catalog: Vec<SnapCatalog>,
+    // Version 5: returns and refunds.
+    pub next_return: u64,
+    pub next_refund: u64,
+    /// Returns, by id.
+    pub returns: Vec<SnapReturn>,
+    /// Refunds: (order, id, amount, reason, created), by order then id.
+    pub refunds: Vec<SnapRefund>,
+    /// The restock ledger: returns restocked here and what they restocked, by return id.
+    pub restocked: Vec<(u64, Vec<RestockLine>)>,
+    /// Archived orders' received units and refunds by hour: (hour, units, refunds).
+    pub archived_after_sales: Vec<(i64, u128, u128)>,
 }
+
+/// A return in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapReturn {
+    pub id: u64,
+    pub order: u64,
+    pub lines: Vec<(String, u32)>,
+    pub reason: String,
+    pub status: ReturnStatus,
+    pub created_us: i64,
+    pub received: Vec<ReceivedLine>,
+    pub received_us: Option<i64>,
+    pub restock_pending: Vec<u16>,
+}
+
+/// A refund in a snapshot: order, id, amount, reason, created (microseconds).
+pub type SnapRefund = (u64, u64, u64, String, i64);
 
 /// One catalog entry in a snapshot: SKU, price, active, updated (microseconds).
 pub type SnapCatalog = (String, u64, bool, i64);
@@ -1759,6 +2288,11 @@ pub struct Frozen {
     shipments: IdPMap<ShipmentId, Shipment>,
     archived_sales: Arc<BTreeMap<i64, HourSales>>,
     catalog: imbl::OrdMap<Arc<str>, CatalogEntry>,
+    next_return: u64,
+    next_refund: u64,
+    returns: IdPMap<ReturnId, Return>,
+    refunds: IdPMap<OrderId, Vec<Refund>>,
+    restocked: IdPMap<ReturnId, Box<[RestockLine]>>,
 }
 
 impl Frozen {
@@ -1827,6 +2361,50 @@ impl Frozen {
             })
             .collect();
         shipments.sort_unstable_by_key(|s| s.id);
+        let mut returns: Vec<SnapReturn> = self
+            .returns
+            .values()
+            .map(|r| SnapReturn {
+                id: r.id.0,
+                order: r.order.0,
+                lines: r.lines.iter().map(|(k, q)| (k.to_string(), *q)).collect(),
+                reason: r.reason.to_string(),
+                status: r.status,
+                created_us: r.created_us,
+                received: r.received.to_vec(),
+                received_us: r.received_us,
+                restock_pending: r.restock_pending.to_vec(),
+            })
+            .collect();
+        returns.sort_unstable_by_key(|r| r.id);
+        let mut refunds: Vec<SnapRefund> = self
+            .refunds
+            .iter()
+            .flat_map(|(order, refunds)| {
+                refunds.iter().map(|r| {
+                    (
+                        order.0,
+                        r.id.0,
+                        r.amount,
+                        r.reason.to_string(),
+                        r.created_us,
+                    )
+                })
+            })
+            .collect();
+        refunds.sort_unstable_by_key(|r| (r.0, r.1));
+        let mut restocked: Vec<(u64, Vec<RestockLine>)> = self
+            .restocked
+            .iter()
+            .map(|(ret, lines)| (ret.0, lines.to_vec()))
+            .collect();
+        restocked.sort_unstable_by_key(|r| r.0);
+        let archived_after_sales = self
+            .archived_sales
+            .iter()
+            .filter(|(_, s)| s.returned_units > 0 || s.refunds > 0)
+            .map(|(hour, s)| (*hour, s.returned_units, s.refunds))
+            .collect();
         Snapshot {
             shard: self.shard,
             shard_count: self.shard_count,
@@ -1867,6 +2445,61 @@ impl Frozen {
                 .iter()
                 .map(|(sku, e)| (sku.to_string(), e.price, e.active, e.updated_us))
                 .collect(),
+            next_return: self.next_return,
+            next_refund: self.next_refund,
+            returns,
+            refunds,
+            restocked,
+            archived_after_sales,
+        }
+    }
+}
+
+/// Version 4 of the snapshot (before returns and refunds), read when an older data
+/// directory opens; versions 1 to 3 are read through it.
+#[derive(Deserialize)]
+struct SnapshotV4 {
+    shard: u16,
+    shard_count: u16,
+    last_seq: u64,
+    log_digest: u64,
+    next_order: u64,
+    next_customer: u64,
+    stock: Vec<(String, Stock)>,
+    orders: Vec<SnapOrder>,
+    customers: Vec<(u64, SnapCustomer)>,
+    holds: Vec<SnapHold>,
+    idempotency: Vec<(String, IdemEntry)>,
+    next_shipment: u64,
+    shipments: Vec<SnapShipment>,
+    archived_sales: Vec<SnapSales>,
+    catalog: Vec<SnapCatalog>,
+}
+
+impl From<SnapshotV4> for Snapshot {
+    fn from(v4: SnapshotV4) -> Snapshot {
+        Snapshot {
+            shard: v4.shard,
+            shard_count: v4.shard_count,
+            last_seq: v4.last_seq,
+            log_digest: v4.log_digest,
+            next_order: v4.next_order,
+            next_customer: v4.next_customer,
+            stock: v4.stock,
+            orders: v4.orders,
+            customers: v4.customers,
+            holds: v4.holds,
+            idempotency: v4.idempotency,
+            next_shipment: v4.next_shipment,
+            shipments: v4.shipments,
+            archived_sales: v4.archived_sales,
+            catalog: v4.catalog,
+            next_return: 1,
+            next_refund: 1,
+            returns: Vec::new(),
+            refunds: Vec::new(),
+            restocked: Vec::new(),
+            archived_after_sales: Vec::new(),
         }
     }
 }
@@ -1890,9 +2523,9 @@ struct SnapshotV3 {
     archived_sales: Vec<SnapSales>,
 }
 
-impl From<SnapshotV3> for Snapshot {
-    fn from(v3: SnapshotV3) -> Snapshot {
-        Snapshot {
+impl From<SnapshotV3> for SnapshotV4 {
+    fn from(v3: SnapshotV3) -> SnapshotV4 {
+        SnapshotV4 {
             shard: v3.shard,
             shard_count: v3.shard_count,
             last_seq: v3.last_seq,
@@ -1930,9 +2563,9 @@ struct SnapshotV2 {
     shipments: Vec<SnapShipment>,
 }
 
-impl From<SnapshotV2> for Snapshot {
-    fn from(v2: SnapshotV2) -> Snapshot {
-        Snapshot {
+impl From<SnapshotV2> for SnapshotV4 {
+    fn from(v2: SnapshotV2) -> SnapshotV4 {
+        SnapshotV4 {
             shard: v2.shard,
             shard_count: v2.shard_count,
             last_seq: v2.last_seq,
@@ -1971,9 +2604,9 @@ struct SnapshotV1 {
     idempotency: Vec<(String, IdemEntry)>,
 }
 
-impl From<SnapshotV1> for Snapshot {
-    fn from(v1: SnapshotV1) -> Snapshot {
-        Snapshot {
+impl From<SnapshotV1> for SnapshotV4 {
+    fn from(v1: SnapshotV1) -> SnapshotV4 {
+        SnapshotV4 {
             shard: v1.shard,
             shard_count: v1.shard_count,
             last_seq: v1.last_seq,
@@ -2009,9 +2642,16 @@ impl Snapshot {
             .ok_or(crate::event::DecodeError::Empty)?;
         match version {
             SNAPSHOT_FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
-            SNAPSHOT_FORMAT_V3 => Ok(postcard::from_bytes::<SnapshotV3>(rest)?.into()),
-            SNAPSHOT_FORMAT_V2 => Ok(postcard::from_bytes::<SnapshotV2>(rest)?.into()),
-            SNAPSHOT_FORMAT_V1 => Ok(postcard::from_bytes::<SnapshotV1>(rest)?.into()),
+            SNAPSHOT_FORMAT_V4 => Ok(postcard::from_bytes::<SnapshotV4>(rest)?.into()),
+            SNAPSHOT_FORMAT_V3 => {
+                Ok(SnapshotV4::from(postcard::from_bytes::<SnapshotV3>(rest)?).into())
+            }
+            SNAPSHOT_FORMAT_V2 => {
+                Ok(SnapshotV4::from(postcard::from_bytes::<SnapshotV2>(rest)?).into())
+            }
+            SNAPSHOT_FORMAT_V1 => {
+                Ok(SnapshotV4::from(postcard::from_bytes::<SnapshotV1>(rest)?).into())
+            }
             other => Err(crate::event::DecodeError::Version(other)),
         }
     }
@@ -2309,6 +2949,197 @@ mod tests {
             assert_eq!(replayed.customer_index, data.customer_index);
             assert_index_lists_as_scan(&replayed, &mut checks);
         }
+    }
+
+    /// A cross-shard order of shard 0 (of 2) with a SKU of each shard, shipped, one return
+    /// received (restocked here and on shard 1), refunded: the state a snapshot must carry.
+    fn after_sales_state() -> (ShardData, String, String, Vec<Event>) {
+        let here = (0..100)
+            .map(|n| format!("H{n}"))
+            .find(|sku| shard_of_sku(sku, 2) == 0)
+            .unwrap();
+        let there = (0..100)
+            .map(|n| format!("T{n}"))
+            .find(|sku| shard_of_sku(sku, 2) == 1)
+            .unwrap();
+        let order = OrderId::new(0, 1);
+        let ret = ReturnId::new(0, 1);
+        let events = vec![
+            received(&here, 10),
+            Event::OrderPending {
+                order: OrderRecord {
+                    id: order.0,
+                    customer: CustomerId::new(0, 1).0,
+                    lines: vec![
+                        LineRecord {
+                            sku: here.clone(),
+                            qty: 2,
+                            unit_price: 100,
+                        },
+                        LineRecord {
+                            sku: there.clone(),
+                            qty: 2,
+                            unit_price: 50,
+                        },
+                    ],
+                    shipping_address: None,
+                    note: None,
+                    at_us: 5,
+                    actor: "key_1".into(),
+                },
+                idem: None,
+            },
+            Event::OrderConfirmed {
+                order: order.0,
+                at_us: 6,
+            },
+            Event::ShipmentCreated {
+                id: ShipmentId::new(0, 1).0,
+                order: order.0,
+                carrier: "dhl".into(),
+                tracking: "T".into(),
+                lines: vec![(here.clone(), 2), (there.clone(), 2)],
+                actor: "key_l".into(),
+                at_us: 7,
+            },
+            Event::ReturnCreated {
+                id: ret.0,
+                order: order.0,
+                lines: vec![(here.clone(), 1), (there.clone(), 2)],
+                reason: "fit".into(),
+                actor: "key_f".into(),
+                at_us: 8,
+            },
+            Event::ReturnReceived {
+                id: ret.0,
+                lines: vec![
+                    ReceivedLine {
+                        sku: here.clone(),
+                        qty: 1,
+                        restock: true,
+                        location: "default".into(),
+                    },
+                    ReceivedLine {
+                        sku: there.clone(),
+                        qty: 1,
+                        restock: true,
+                        location: "default".into(),
+                    },
+                    ReceivedLine {
+                        sku: there.clone(),
+                        qty: 1,
+                        restock: false,
+                        location: "default".into(),
+                    },
+                ],
+                actor: "key_l".into(),
+                at_us: 9,
+            },
+            Event::RefundIssued {
+                id: RefundId::new(0, 1).0,
+                order: order.0,
+                amount: 150,
+                reason: "goodwill".into(),
+                actor: "key_f".into(),
+                at_us: 10,
+            },
+            // A return of another shard's order restocked here.
+            Event::Restocked {
+                ret: ReturnId::new(1, 7).0,
+                lines: vec![RestockLine {
+                    sku: here.clone(),
+                    qty: 3,
+                    location: "default".into(),
+                }],
+            },
+        ];
+        let mut data = ShardData::new(0, 2);
+        for event in &events {
+            data.apply(event);
+        }
+        (data, here, there, events)
+    }
+
+    #[test]
+    fn returns_restock_drive_the_order_and_survive_snapshots_and_replay() {
+        let (mut data, here, there, events) = after_sales_state();
+        let order = OrderId::new(0, 1);
+        let ret = ReturnId::new(0, 1);
+        // 10 received, shipped from the hold (not here: the order is cross-shard), 1 restocked
+        // with the receipt, 3 by the other shard's return.
+        assert_eq!(data.stock_view(&here).unwrap().on_hand, 14);
+        let view = data.order_view(order).unwrap();
+        assert_eq!(view.status, OrderStatus::PartiallyReturned);
+        assert_eq!(
+            view.lines
+                .iter()
+                .map(|l| l.returned_qty)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!((view.refunded, view.refunds.len()), (150, 1));
+        assert_eq!(view.returns, [ret.to_string()]);
+        assert_eq!(data.units_in_returns(order, &there), 2);
+        // Shard 1 still has to restock: the order stays out of the cold tier's reach.
+        assert_eq!(&*data.returns[&ret].restock_pending, &[1]);
+        assert_eq!(data.ended_key(order), None);
+        let sales = data.sales_summary(0, HOUR_US);
+        assert_eq!((sales.returned_units, sales.refunds), (3, 150));
+        assert_eq!(sales.net_revenue(), 300 - 150);
+
+        // Snapshot and replay rebuild the same state, counters and index.
+        let encoded = data.to_snapshot().encode_canonical();
+        assert_eq!(encoded[0], SNAPSHOT_FORMAT_VERSION);
+        let restored = ShardData::from_snapshot(Snapshot::decode(&encoded).unwrap());
+        assert_eq!(restored.state_digest(), data.state_digest());
+        assert_eq!(restored.order_view(order), data.order_view(order));
+        assert_eq!(restored.return_view(ret), data.return_view(ret));
+        assert_eq!(restored.sales_summary(0, HOUR_US), sales);
+        assert_eq!(restored.restocked.len(), 1);
+        restored.check_listing_indexes().unwrap();
+        let mut replayed = ShardData::new(0, 2);
+        for event in &events {
+            replayed.apply(event);
+        }
+        assert_eq!(replayed.state_digest(), data.state_digest());
+
+        // Confirmed: the order may end, and be archived with its returns and refunds.
+        data.apply(&Event::RestockConfirmed {
+            ret: ret.0,
+            shard: 1,
+        });
+        assert_eq!(data.ended_key(order), Some((9 + 1, order)));
+        data.check_listing_indexes().unwrap();
+        let cold = data.cold_record(order).unwrap();
+        let decoded = crate::cold::ColdOrder::decode(&cold.encode()).unwrap();
+        assert_eq!(decoded, cold);
+        assert_eq!(decoded.returns[0], data.return_view(ret).unwrap());
+        data.apply(&Event::OrdersArchived { ids: vec![order.0] });
+        assert!(data.returns.is_empty() && data.refunds.is_empty());
+        // Archived sales keep their returned units and refunds, also through a snapshot.
+        assert_eq!(data.sales_summary(0, HOUR_US).refunds, 150);
+        let restored = ShardData::from_snapshot(
+            Snapshot::decode(&data.to_snapshot().encode_canonical()).unwrap(),
+        );
+        assert_eq!(
+            restored.sales_summary(0, HOUR_US),
+            data.sales_summary(0, HOUR_US)
+        );
+        assert_eq!(restored.sales_summary(0, HOUR_US).returned_units, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "double restock")]
+    fn a_return_restocks_a_shard_once() {
+        let (mut data, here, _, _) = after_sales_state();
+        data.apply(&Event::Restocked {
+            ret: ReturnId::new(1, 7).0,
+            lines: vec![RestockLine {
+                sku: here,
+                qty: 3,
+                location: "default".into(),
+            }],
+        });
     }
 
     #[test]

@@ -117,3 +117,5 @@ sees!(
 );
 // Fault 4: `HoldCheck` sent once.
 sees!(sees_hold_checks_sent_once, Regression::HoldCheckOnce);
+// Issue 19: a repeated `Restock` (a retry, or one sent again after a crash) restocks again.
+sees!(sees_a_restock_applied_twice, Regression::RestockTwice);

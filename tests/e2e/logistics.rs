@@ -193,6 +193,7 @@ fn micros(text: &str) -> i64 {
 /// The summary a recount of `orders` gives over `[from, to)`.
 fn recount(orders: &[Value], from: i64, to: i64) -> Value {
     let (mut count, mut cancelled, mut units, mut revenue) = (0u64, 0u64, 0u64, 0u64);
+    let (mut returned, mut refunds) = (0u64, 0u64);
     let mut skus: HashMap<String, (u64, u64)> = HashMap::new();
     let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     for order in orders {
@@ -205,9 +206,11 @@ fn recount(orders: &[Value], from: i64, to: i64) -> Value {
             continue;
         }
         count += 1;
+        refunds += order["refunded"].as_u64().unwrap();
         let mut order_revenue = 0;
         for line in order["lines"].as_array().unwrap() {
             let qty = line["qty"].as_u64().unwrap();
+            returned += line["returned_qty"].as_u64().unwrap();
             let amount = qty * line["unit_price"].as_u64().unwrap();
             units += qty;
             revenue += amount;
@@ -231,6 +234,9 @@ fn recount(orders: &[Value], from: i64, to: i64) -> Value {
         "cancelled": cancelled,
         "units": units,
         "revenue": revenue,
+        "returned_units": returned,
+        "refunds": refunds,
+        "net_revenue": revenue.saturating_sub(refunds),
         "top_skus": top.iter().map(|(s, u, r)| json!({"sku": s, "units": u, "revenue": r})).collect::<Vec<_>>(),
         "by_hour": hours.iter().map(|(h, (o, r))| json!({
             "hour": chrono::DateTime::from_timestamp_micros(*h).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -275,6 +281,25 @@ fn analytics_summary_and_csv_equal_a_recount() {
     for id in ids.iter().step_by(7) {
         let r = client.post(&format!("/v1/orders/{id}/cancel"), &json!({}), None);
         assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Some orders shipped, partly returned and refunded: analytics count them by placement.
+    for id in ids.iter().skip(3).step_by(14) {
+        let r = client.post(
+            &format!("/v1/orders/{id}/shipments"),
+            &json!({"carrier": "dhl"}),
+            None,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let line = &r.body["lines"][0];
+        let body = json!({"lines": [{"sku": line["sku"], "qty": 1}], "reason": "r"});
+        let (status, ret) = client.post_json(&format!("/v1/orders/{id}/returns"), &body, None);
+        assert_eq!(status, 201, "{ret}");
+        let body = json!({"lines": [{"sku": line["sku"], "qty": 1, "restock": true}]});
+        let path = format!("/v1/returns/{}/receive", ret["id"].as_str().unwrap());
+        assert_eq!(client.post(&path, &body, None).status, 200);
+        let body = json!({"amount": 1 + next() % 50, "reason": "r"});
+        let (status, refund) = client.post_json(&format!("/v1/orders/{id}/refunds"), &body, None);
+        assert_eq!(status, 201, "{refund}");
     }
     let orders = client.list_orders("");
     assert_eq!(orders.len(), ids.len());

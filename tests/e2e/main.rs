@@ -23,6 +23,7 @@ mod orderctl;
 mod pii;
 mod profiles;
 mod quarantine;
+mod returns;
 mod role_matrix;
 mod shard_restart;
 mod snapshot;

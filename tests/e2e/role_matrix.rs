@@ -41,6 +41,21 @@ const ORDER_READERS: &[&str] = &[
 const ORDER_WRITERS: &[&str] = &["admin", "frontend", "customer"];
 /// Roles allowed to create shipments and report their events.
 const SHIPPERS: &[&str] = &["admin", "logistics"];
+/// Roles allowed to open returns (a `customer` key only of its own orders).
+const RETURNERS: &[&str] = &["admin", "frontend", "logistics", "customer"];
+/// Roles allowed to receive returns: the warehouse.
+const RECEIVERS: &[&str] = &["admin", "logistics"];
+/// Roles allowed to read a return: who may open or receive one, and the order readers.
+const RETURN_READERS: &[&str] = &[
+    "admin",
+    "frontend",
+    "customer",
+    "logistics",
+    "analyst",
+    "operator",
+];
+/// Roles allowed to refund.
+const REFUNDERS: &[&str] = &["admin", "frontend"];
 /// Roles allowed to read analytics.
 const ANALYSTS: &[&str] = &["admin", "analyst", "operator"];
 /// Roles allowed under `/v1/ops`.
@@ -99,6 +114,10 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
         Some(&["admin", "logistics", "operator"]),
         200,
     ),
+    ("POST", "/v1/orders/{id}/returns", Some(RETURNERS), 201),
+    ("POST", "/v1/returns/{id}/receive", Some(RECEIVERS), 200),
+    ("GET", "/v1/returns/{id}", Some(RETURN_READERS), 200),
+    ("POST", "/v1/orders/{id}/refunds", Some(REFUNDERS), 201),
     ("GET", "/v1/analytics/summary", Some(ANALYSTS), 200),
     ("GET", "/v1/analytics/orders.csv", Some(ANALYSTS), 200),
     ("GET", "/v1/ops/shards", Some(OPERATORS), 200),
@@ -192,9 +211,14 @@ fn callers() -> Vec<Who> {
 
 /// Routes whose objects belong to a customer: a `customer` key is tried on its own and on B's.
 fn customer_scoped(path: &str) -> bool {
-    ["/v1/customers/", "/v1/orders", "/v1/shipments/"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    [
+        "/v1/customers/",
+        "/v1/orders",
+        "/v1/shipments/",
+        "/v1/returns/",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
 }
 
 /// What the contract says `who` gets from a route: (status, problem code if an error).
@@ -236,6 +260,20 @@ enum Effect {
         id: String,
         allowed: &'static str,
         refused: &'static str,
+    },
+    /// The order had `before` returns (`returns` of the order); an allowed call opens one.
+    ReturnCount {
+        order: String,
+        before: usize,
+    },
+    /// The order had `before` refunds; an allowed call adds one.
+    RefundCount {
+        order: String,
+        before: usize,
+    },
+    /// The return's status: `received` after an allowed receipt, `requested` otherwise.
+    ReturnReceived {
+        id: String,
     },
     /// The shipment's status, likewise.
     ShipmentStatus {
@@ -344,6 +382,9 @@ struct Fixtures {
     /// A shipment of A's order and one of B's.
     shipment_a: String,
     shipment_b: String,
+    /// A return of one unit of A's and of B's shipped orders (read by the matrix).
+    return_a: String,
+    return_b: String,
     /// A second admin key, which approves the changes the server's admin key requests (a
     /// change is approved by an admin of another owner, whose key the requester's owner did
     /// not make).
@@ -385,6 +426,8 @@ impl Fixtures {
             order_b: String::new(),
             shipment_a: String::new(),
             shipment_b: String::new(),
+            return_a: String::new(),
+            return_b: String::new(),
             // Another owner, with a key a third person made (four eyes).
             approver: key_of(&key_of(admin, "admin", None).1, "admin", None).1,
             requester: key_of(admin, "admin", None).1,
@@ -398,6 +441,8 @@ impl Fixtures {
         fx.order_b = fx.fresh_order(&fx.b.clone());
         fx.shipment_a = fx.ship_one(&fx.order_a.clone());
         fx.shipment_b = fx.ship_one(&fx.order_b.clone());
+        fx.return_a = fx.return_one(&fx.order_a.clone());
+        fx.return_b = fx.return_one(&fx.order_b.clone());
         fx
     }
 
@@ -418,6 +463,25 @@ impl Fixtures {
         );
         assert_eq!(status, 201, "fixture shipment: {shipment}");
         shipment["id"].as_str().expect("shipment id").to_string()
+    }
+
+    /// Opens a return of one unit of `order` (one unit shipped); returns the return id.
+    fn return_one(&self, order: &str) -> String {
+        let (status, ret) = self.admin.post_json(
+            &format!("/v1/orders/{order}/returns"),
+            &json!({"lines": [{"sku": self.sku, "qty": 1}], "reason": "matrix"}),
+            None,
+        );
+        assert_eq!(status, 201, "fixture return: {ret}");
+        ret["id"].as_str().expect("return id").to_string()
+    }
+
+    /// How many returns and refunds `order` has.
+    fn after_sales(&self, order: &str) -> (usize, usize) {
+        let (status, view) = self.admin.get_json(&format!("/v1/orders/{order}"));
+        assert_eq!(status, 200, "GET order {order}: {view}");
+        let len = |field: &str| view[field].as_array().expect(field).len();
+        (len("returns"), len("refunds"))
     }
 
     /// The fingerprints of the quarantined commands, oldest first.
@@ -774,6 +838,47 @@ impl Fixtures {
                 };
                 Call::read(format!("/v1/shipments/{shipment}"))
             }
+            ("POST", "/v1/orders/{id}/returns") => {
+                let id = self.fresh_order(owner);
+                self.ship_one(&id);
+                Call {
+                    path: format!("/v1/orders/{id}/returns"),
+                    body: Some(json!({"lines": [{"sku": self.sku, "qty": 1}], "reason": "matrix"})),
+                    effect: Effect::ReturnCount {
+                        before: self.after_sales(&id).0,
+                        order: id,
+                    },
+                }
+            }
+            ("POST", "/v1/returns/{id}/receive") => {
+                let order = self.fresh_order(owner);
+                self.ship_one(&order);
+                let id = self.return_one(&order);
+                Call {
+                    path: format!("/v1/returns/{id}/receive"),
+                    body: Some(json!({"lines": [{"sku": self.sku, "qty": 1, "restock": true}]})),
+                    effect: Effect::ReturnReceived { id },
+                }
+            }
+            ("GET", "/v1/returns/{id}") => {
+                let ret = if owner == self.a {
+                    &self.return_a
+                } else {
+                    &self.return_b
+                };
+                Call::read(format!("/v1/returns/{ret}"))
+            }
+            ("POST", "/v1/orders/{id}/refunds") => {
+                let id = self.fresh_order(owner);
+                Call {
+                    path: format!("/v1/orders/{id}/refunds"),
+                    body: Some(json!({"amount": 1, "reason": "matrix"})),
+                    effect: Effect::RefundCount {
+                        before: self.after_sales(&id).1,
+                        order: id,
+                    },
+                }
+            }
             ("GET", "/v1/analytics/summary" | "/v1/analytics/orders.csv") => Call::read(template),
             (
                 "GET",
@@ -964,6 +1069,27 @@ impl Fixtures {
                 (now == *want)
                     .then_some(())
                     .ok_or(format!("order {id} is {now}, expected {want}"))
+            }
+            Effect::ReturnCount { order, before } => {
+                let now = self.after_sales(order).0;
+                let want = before + usize::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("order {order} has {now} returns, expected {want}"))
+            }
+            Effect::RefundCount { order, before } => {
+                let now = self.after_sales(order).1;
+                let want = before + usize::from(allowed);
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("order {order} has {now} refunds, expected {want}"))
+            }
+            Effect::ReturnReceived { id } => {
+                let now = self.status_of(&format!("/v1/returns/{id}"));
+                let want = if allowed { "received" } else { "requested" };
+                (now == want)
+                    .then_some(())
+                    .ok_or(format!("return {id} is {now}, expected {want}"))
             }
             Effect::ShipmentStatus {
                 id,

@@ -92,6 +92,18 @@ impl Shard {
                         if !out.kept.is_empty() {
                             router.send(to, ShardMsg::HoldsKept { orders: out.kept });
                         }
+                        if !out.restock.is_empty() {
+                            router.send(to, ShardMsg::Restock { items: out.restock });
+                        }
+                        if !out.restocked.is_empty() {
+                            router.send(
+                                to,
+                                ShardMsg::Restocked {
+                                    shard,
+                                    returns: out.restocked,
+                                },
+                            );
+                        }
                     }
                 }),
             );

@@ -303,6 +303,74 @@ impl Shard {
                 let view = self.data.shipment_view(id).ok_or(CommandError::NotFound);
                 self.after_durable(answer(reply, view));
             }
+            ClientCmd::CreateReturn {
+                ret,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::ReturnCreated(id))) => {
+                        self.return_as_created(ReturnId(id))
+                    }
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.create_return(ret);
+                        if let Ok(view) = &result {
+                            self.remember(idempotency, IdemOutcome::ReturnCreated(view.id.0));
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::ReceiveReturn {
+                id,
+                lines,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::ReturnReceived(ret))) if ret == id.0 => self
+                        .data
+                        .return_view(id)
+                        .ok_or(CommandError::Cold(ColdAnswer::Return(id, true))),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.receive_return(id, lines, actor);
+                        if result.is_ok() {
+                            self.remember(idempotency, IdemOutcome::ReturnReceived(id.0));
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::GetReturn { id, reply } => {
+                let view = self.data.return_view(id).ok_or(CommandError::NotFound);
+                self.after_durable(answer(reply, view));
+            }
+            ClientCmd::Refund {
+                refund,
+                idempotency,
+                reply,
+            } => {
+                let result = match self.remembered(&idempotency) {
+                    Some(Ok(IdemOutcome::Refund(id))) => self.refund_view(RefundId(id)),
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.refund(refund);
+                        if let Ok(view) = &result {
+                            self.remember(idempotency, IdemOutcome::Refund(view.id.0));
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
             ClientCmd::Sales {
                 from_us,
                 to_us,
@@ -556,7 +624,10 @@ impl Shard {
                     | IdemOutcome::Customer(_)
                     | IdemOutcome::Shipment { .. }
                     | IdemOutcome::Cancelled(_)
-                    | IdemOutcome::PriceSet { .. } => {
+                    | IdemOutcome::PriceSet { .. }
+                    | IdemOutcome::ReturnCreated(_)
+                    | IdemOutcome::ReturnReceived(_)
+                    | IdemOutcome::Refund(_) => {
                         Some((reply, Err(CommandError::IdempotencyConflict)))
                     }
                 };
@@ -893,6 +964,269 @@ impl Shard {
         Ok(view)
     }
 
+    /// A return as its creation answered it: `requested`, nothing received.
+    fn return_as_created(&self, id: ReturnId) -> Result<ReturnView, CommandError> {
+        let mut view = self
+            .data
+            .return_view(id)
+            .ok_or(CommandError::Cold(ColdAnswer::Return(id, false)))?;
+        view.status = ReturnStatus::Requested;
+        view.received.clear();
+        view.received_at_us = None;
+        Ok(view)
+    }
+
+    /// A refund of one of this shard's orders.
+    fn refund_view(&self, id: RefundId) -> Result<RefundView, CommandError> {
+        self.data
+            .refunds
+            .iter()
+            .find_map(|(order, refunds)| {
+                refunds
+                    .iter()
+                    .find(|r| r.id == id)
+                    .map(|r| crate::state::refund_view(*order, r))
+            })
+            .ok_or(CommandError::Cold(ColdAnswer::Refund(id)))
+    }
+
+    /// Opens a return of shipped units: every line a SKU of the order, at most what was
+    /// shipped of it less what its returns already hold.
+    pub(super) fn create_return(&mut self, request: NewReturn) -> Result<ReturnView, CommandError> {
+        let order = self
+            .data
+            .orders
+            .get(&request.order_id)
+            .ok_or(CommandError::NotFound)?;
+        match order.status {
+            OrderStatus::Pending => return Err(CommandError::NotFound),
+            OrderStatus::PartiallyShipped
+            | OrderStatus::Shipped
+            | OrderStatus::Delivered
+            | OrderStatus::PartiallyReturned => {}
+            other => {
+                return Err(CommandError::InvalidTransition(format!(
+                    "an order that is {} has no shipped units to return",
+                    other.as_str()
+                )))
+            }
+        }
+        check_line_count(request.lines.len(), "a return")?;
+        for (i, (sku, qty)) in request.lines.iter().enumerate() {
+            check_units(&request.lines, i, sku, *qty)?;
+            let Some(line) = order.lines.iter().find(|l| *l.sku == **sku) else {
+                return Err(CommandError::Invalid {
+                    param: format!("lines[{i}].sku"),
+                    detail: "this SKU is not in the order".into(),
+                });
+            };
+            let taken = self.data.units_in_returns(request.order_id, sku);
+            let left = u64::from(line.shipped).saturating_sub(taken);
+            if u64::from(*qty) > left {
+                return Err(CommandError::InvalidTransition(format!(
+                    "{sku}: {qty} to return, {left} shipped and not yet returned"
+                )));
+            }
+        }
+        let returns = self
+            .data
+            .order_returns
+            .get(&request.order_id)
+            .map_or(0, Vec::len);
+        if returns >= crate::domain::ORDER_RETURNS_MAX {
+            return Err(CommandError::InvalidTransition(format!(
+                "an order takes at most {} returns",
+                crate::domain::ORDER_RETURNS_MAX
+            )));
+        }
+        let id = ReturnId::new(self.id, self.next_return());
+        let units: u64 = request.lines.iter().map(|(_, q)| u64::from(*q)).sum();
+        self.audit(
+            &request.actor,
+            "return.create",
+            id.to_string(),
+            format!("order={} units={units}", request.order_id),
+        );
+        self.emit(Event::ReturnCreated {
+            id: id.0,
+            order: request.order_id.0,
+            lines: request.lines,
+            reason: request.reason,
+            actor: request.actor,
+            at_us: self.clock.now_us(),
+        });
+        self.data.return_view(id).ok_or(CommandError::NotFound)
+    }
+
+    /// Receives a return: each line units of one of its SKUs, back to stock with `restock`
+    /// (a SKU may come once restocked and once not); at most what the return holds of each.
+    /// Units of SKUs this shard owns are restocked with the receipt; the others' shards are
+    /// sent `Restock` once it is durable, and again until they confirm.
+    pub(super) fn receive_return(
+        &mut self,
+        id: ReturnId,
+        lines: Vec<ReceiveLine>,
+        actor: String,
+    ) -> Result<ReturnView, CommandError> {
+        let ret = self.data.returns.get(&id).ok_or(CommandError::NotFound)?;
+        if ret.status == ReturnStatus::Received {
+            return Err(CommandError::InvalidTransition(
+                "the return is already received".into(),
+            ));
+        }
+        check_line_count(lines.len(), "a receipt")?;
+        for (i, line) in lines.iter().enumerate() {
+            let invalid = |field: &str, detail: &str| CommandError::Invalid {
+                param: format!("lines[{i}].{field}"),
+                detail: detail.into(),
+            };
+            if lines[..i]
+                .iter()
+                .any(|other| other.sku == line.sku && other.restock == line.restock)
+            {
+                return Err(invalid(
+                    "sku",
+                    "each SKU appears at most once restocked and once not",
+                ));
+            }
+            if line.qty == 0 {
+                return Err(invalid("qty", "qty must be at least 1"));
+            }
+            if line.qty > crate::domain::LINE_QTY_MAX {
+                return Err(invalid(
+                    "qty",
+                    &format!("qty must be at most {}", crate::domain::LINE_QTY_MAX),
+                ));
+            }
+            if !ret.lines.iter().any(|(sku, _)| **sku == *line.sku) {
+                return Err(invalid("sku", "this SKU is not in the return"));
+            }
+        }
+        for (sku, qty) in ret.lines.iter() {
+            let received: u64 = lines
+                .iter()
+                .filter(|l| *l.sku == **sku)
+                .map(|l| u64::from(l.qty))
+                .sum();
+            if received > u64::from(*qty) {
+                return Err(CommandError::InvalidTransition(format!(
+                    "{sku}: {received} received, {qty} in the return"
+                )));
+            }
+        }
+        let order = ret.order;
+        let units: u64 = lines.iter().map(|l| u64::from(l.qty)).sum();
+        let restocked: u64 = lines
+            .iter()
+            .filter(|l| l.restock)
+            .map(|l| u64::from(l.qty))
+            .sum();
+        let count = self.data.shard_count;
+        let mut parts: BTreeMap<u16, Vec<RestockLine>> = BTreeMap::new();
+        for line in lines.iter().filter(|l| l.restock) {
+            let owner = shard_of_sku(&line.sku, count);
+            if owner != self.id {
+                parts.entry(owner).or_default().push(RestockLine {
+                    sku: line.sku.clone(),
+                    qty: line.qty,
+                    location: crate::domain::DEFAULT_LOCATION.into(),
+                });
+            }
+        }
+        self.audit(
+            &actor,
+            "return.receive",
+            id.to_string(),
+            format!("order={order} units={units} restocked={restocked}"),
+        );
+        self.emit(Event::ReturnReceived {
+            id: id.0,
+            lines: lines
+                .into_iter()
+                .map(|l| ReceivedLine {
+                    sku: l.sku,
+                    qty: l.qty,
+                    restock: l.restock,
+                    location: crate::domain::DEFAULT_LOCATION.into(),
+                })
+                .collect(),
+            actor,
+            at_us: self.clock.now_us(),
+        });
+        if !parts.is_empty() {
+            // Sent after this batch (holding `ReturnReceived`) is durable: see `flush`.
+            self.restocks
+                .insert(id, (self.data.last_seq, Some(self.clock.instant())));
+            for (shard, lines) in parts {
+                self.outbox
+                    .entry(shard)
+                    .or_default()
+                    .restock
+                    .push(RestockPart { ret: id, lines });
+            }
+        }
+        self.data.return_view(id).ok_or(CommandError::NotFound)
+    }
+
+    /// Refunds money on an order: never more than its total less earlier refunds.
+    pub(super) fn refund(&mut self, request: NewRefund) -> Result<RefundView, CommandError> {
+        let order = self
+            .data
+            .orders
+            .get(&request.order_id)
+            .ok_or(CommandError::NotFound)?;
+        match order.status {
+            OrderStatus::Pending => return Err(CommandError::NotFound),
+            OrderStatus::Cancelled => {
+                return Err(CommandError::InvalidTransition(
+                    "a cancelled order has no revenue to refund".into(),
+                ))
+            }
+            _ => {}
+        }
+        if request.amount == 0 || request.amount > crate::domain::ORDER_TOTAL_MAX {
+            return Err(CommandError::Invalid {
+                param: "amount".into(),
+                detail: format!(
+                    "amount must be from 1 to {} (minor units)",
+                    crate::domain::ORDER_TOTAL_MAX
+                ),
+            });
+        }
+        let total = crate::state::order_total(order);
+        let refunded = self.data.refunded(request.order_id);
+        let left = total.saturating_sub(refunded);
+        if request.amount > left {
+            return Err(CommandError::InvalidTransition(format!(
+                "{} asked, {left} of the total {total} is left to refund",
+                request.amount
+            )));
+        }
+        let refunds = self.data.refunds.get(&request.order_id).map_or(0, Vec::len);
+        if refunds >= crate::domain::ORDER_REFUNDS_MAX {
+            return Err(CommandError::InvalidTransition(format!(
+                "an order takes at most {} refunds",
+                crate::domain::ORDER_REFUNDS_MAX
+            )));
+        }
+        let id = RefundId::new(self.id, self.next_refund());
+        self.audit(
+            &request.actor,
+            "order.refund",
+            id.to_string(),
+            format!("order={} amount={}", request.order_id, request.amount),
+        );
+        self.emit(Event::RefundIssued {
+            id: id.0,
+            order: request.order_id.0,
+            amount: request.amount,
+            reason: request.reason,
+            actor: request.actor,
+            at_us: self.clock.now_us(),
+        });
+        self.refund_view(id)
+    }
+
     /// Replaces personal-data values as `reseal` says; returns how many events it wrote.
     pub(super) fn reseal(&mut self, reseal: &ResealFn) -> u64 {
         let mut events = Vec::new();
@@ -953,6 +1287,30 @@ impl Shard {
     pub(super) fn list(&self, filter: &OrderFilter) -> Vec<OrderView> {
         self.data.list_orders(filter)
     }
+}
+
+/// Line `i` of a return: its SKU not repeated, its quantity from 1 to `LINE_QTY_MAX`.
+fn check_units(lines: &[(String, u32)], i: usize, sku: &str, qty: u32) -> Result<(), CommandError> {
+    let invalid = |field: &str, detail: &str| CommandError::Invalid {
+        param: format!("lines[{i}].{field}"),
+        detail: detail.into(),
+    };
+    if !crate::domain::sku_is_valid(sku) {
+        return Err(invalid("sku", "not a valid SKU"));
+    }
+    if lines[..i].iter().any(|(other, _)| other == sku) {
+        return Err(invalid("sku", "each SKU appears once"));
+    }
+    if qty == 0 {
+        return Err(invalid("qty", "qty must be at least 1"));
+    }
+    if qty > crate::domain::LINE_QTY_MAX {
+        return Err(invalid(
+            "qty",
+            &format!("qty must be at most {}", crate::domain::LINE_QTY_MAX),
+        ));
+    }
+    Ok(())
 }
 
 /// An order or a shipment has 1 to [`ORDER_LINES_MAX`] lines (`what`: "an order", "a shipment").

@@ -39,6 +39,10 @@ pub(super) fn refuse(cmd: ClientCmd, error: CommandError) {
         | ClientCmd::ShipmentEvent { reply, .. }
         | ClientCmd::GetShipment { reply, .. } => send(reply, error),
         ClientCmd::Sales { reply, .. } => send(reply, error),
+        ClientCmd::CreateReturn { reply, .. }
+        | ClientCmd::ReceiveReturn { reply, .. }
+        | ClientCmd::GetReturn { reply, .. } => send(reply, error),
+        ClientCmd::Refund { reply, .. } => send(reply, error),
         ClientCmd::Reseal { reply, .. } | ClientCmd::StateDigest { reply, .. } => {
             send(reply, error)
         }
@@ -89,6 +93,16 @@ pub(super) fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
             ("shipment_event", status.as_str().as_bytes(), id.0)
         }
         ClientCmd::GetShipment { id, .. } => ("get_shipment", &[], id.0),
+        ClientCmd::CreateReturn { ret, .. } => {
+            ("create_return", ret.reason.as_bytes(), ret.order_id.0)
+        }
+        ClientCmd::ReceiveReturn { id, .. } => ("receive_return", &[], id.0),
+        ClientCmd::GetReturn { id, .. } => ("get_return", &[], id.0),
+        ClientCmd::Refund { refund, .. } => (
+            "refund",
+            refund.reason.as_bytes(),
+            hash_u64(refund.order_id.0, refund.amount),
+        ),
         ClientCmd::Sales { from_us, to_us, .. } => (
             "sales_summary",
             &[],

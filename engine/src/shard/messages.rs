@@ -128,6 +128,30 @@ pub enum ClientCmd {
         id: ShipmentId,
         reply: Reply<ShipmentView>,
     },
+    /// Opens a return of shipped units (on the order's shard).
+    CreateReturn {
+        ret: NewReturn,
+        idempotency: Option<Idempotency>,
+        reply: Reply<ReturnView>,
+    },
+    /// Receives a return's units, restocking those marked so.
+    ReceiveReturn {
+        id: ReturnId,
+        lines: Vec<ReceiveLine>,
+        actor: String,
+        idempotency: Option<Idempotency>,
+        reply: Reply<ReturnView>,
+    },
+    GetReturn {
+        id: ReturnId,
+        reply: Reply<ReturnView>,
+    },
+    /// Refunds money on an order.
+    Refund {
+        refund: NewRefund,
+        idempotency: Option<Idempotency>,
+        reply: Reply<RefundView>,
+    },
     /// Sales of the orders placed in `[from_us, to_us)` on this shard.
     Sales {
         from_us: i64,
@@ -168,6 +192,9 @@ impl ClientCmd {
             | ClientCmd::Cancel { .. }
             | ClientCmd::Ship { .. }
             | ClientCmd::ShipmentEvent { .. }
+            | ClientCmd::CreateReturn { .. }
+            | ClientCmd::ReceiveReturn { .. }
+            | ClientCmd::Refund { .. }
             | ClientCmd::Reseal { .. }
             | ClientCmd::Snapshot { .. } => true,
             ClientCmd::GetStock { .. }
@@ -180,6 +207,7 @@ impl ClientCmd {
             | ClientCmd::GetOrder { .. }
             | ClientCmd::ListOrders { .. }
             | ClientCmd::GetShipment { .. }
+            | ClientCmd::GetReturn { .. }
             | ClientCmd::Sales { .. }
             | ClientCmd::OrdersBetween { .. }
             | ClientCmd::StateDigest { .. } => false,
@@ -220,6 +248,18 @@ pub enum ShardMsg {
     /// The owner's answer to a `HoldCheck` for the orders whose holds stay.
     HoldsKept {
         orders: Vec<OrderId>,
+    },
+    /// From an order's shard once a receipt is durable (and again every `pending_retry_ms`
+    /// until confirmed): put these returns' units of the receiver's SKUs back to `on_hand`,
+    /// once per return.
+    Restock {
+        items: Vec<RestockPart>,
+    },
+    /// To the order's shard, once the restock is durable: these returns' units of `shard`'s
+    /// SKUs are back in stock.
+    Restocked {
+        shard: u16,
+        returns: Vec<ReturnId>,
     },
     /// Drive pending placements and check holds after (re)start.
     Recover,
@@ -269,6 +309,13 @@ pub enum HoldOutcome {
 pub struct ShippedPart {
     pub order: OrderId,
     pub shipped: Vec<(String, u32)>,
+}
+
+/// One return's restocked units of the SKUs one stock shard owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestockPart {
+    pub ret: ReturnId,
+    pub lines: Vec<RestockLine>,
 }
 
 /// The outcomes of a `PlaceBatch`, in request order.

@@ -35,11 +35,12 @@ use tokio::sync::oneshot;
 use crate::audit::ShardChain;
 use crate::domain::{
     CatalogView, ColdAnswer, CommandError, CustomerId, CustomerUpdate, CustomerView, Idempotency,
-    NewCustomer, NewShipment, OrderFilter, OrderId, OrderStatus, OrderView, PersonalField,
-    PlaceOrder, SalesSummary, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
+    NewCustomer, NewRefund, NewReturn, NewShipment, OrderFilter, OrderId, OrderStatus, OrderView,
+    PersonalField, PlaceOrder, ReceiveLine, RefundId, RefundView, ReturnId, ReturnStatus,
+    ReturnView, SalesSummary, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
     ORDER_LINES_MAX,
 };
-use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord};
+use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord, ReceivedLine, RestockLine};
 use crate::failpoint;
 use crate::inbox::Inbox;
 use crate::log::{Continuation, WriterMsg, WriterStats};
@@ -158,10 +159,11 @@ pub struct ShardGauges {
     /// The last heartbeat the supervisor sent, and the last one the shard answered.
     pub heartbeat_sent: AtomicU64,
     pub heartbeat_seen: AtomicU64,
-    /// The next order, customer and shipment counters any actor of this shard handed to the
-    /// log writer: a rebuilt actor allocates from at least these, so an id that a dropped
-    /// (unwritten) batch used is never given to another object while the process runs.
-    pub next_ids: [AtomicU64; 3],
+    /// The next order, customer, shipment, return and refund counters any actor of this
+    /// shard handed to the log writer: a rebuilt actor allocates from at least these, so an
+    /// id that a dropped (unwritten) batch used is never given to another object while the
+    /// process runs.
+    pub next_ids: [AtomicU64; 5],
 }
 
 /// A shard's ties to its supervisor.
@@ -234,6 +236,10 @@ struct Outgoing {
     ship: Vec<ShippedPart>,
     release: Vec<OrderId>,
     kept: Vec<OrderId>,
+    /// Received returns' units of the destination's SKUs to restock there.
+    restock: Vec<RestockPart>,
+    /// To an order's shard: these returns' units are restocked here.
+    restocked: Vec<ReturnId>,
 }
 
 /// Who waits for a placement's outcome.
@@ -296,8 +302,12 @@ pub struct Shard {
     /// Holds whose owner has not yet answered this actor's `HoldCheck`, with when it was
     /// last asked.
     hold_checks: IdMap<OrderId, Instant>,
+    /// Received returns whose restocks on other shards are not yet confirmed: the seq of
+    /// their `ReturnReceived` (no `Restock` leaves before it is durable) and when `Restock`
+    /// was last sent. Rebuilt from the state at recovery.
+    restocks: IdMap<ReturnId, (u64, Option<Instant>)>,
     /// Ids below these were used by an earlier actor of this shard (see `next_ids`).
-    id_floor: [u64; 3],
+    id_floor: [u64; 5],
     link: ShardLink,
     /// Set by a panic or by finding itself replaced: every later message is dropped.
     poisoned: bool,
@@ -339,6 +349,8 @@ impl Shard {
             gauges.next_ids[0].load(Ordering::SeqCst),
             gauges.next_ids[1].load(Ordering::SeqCst),
             gauges.next_ids[2].load(Ordering::SeqCst),
+            gauges.next_ids[3].load(Ordering::SeqCst),
+            gauges.next_ids[4].load(Ordering::SeqCst),
         ];
         let last_sweep = clock.instant();
         let shard = Shard {
@@ -368,6 +380,7 @@ impl Shard {
             idem_leaving: HashMap::new(),
             extra_writes: Vec::new(),
             hold_checks: IdMap::default(),
+            restocks: IdMap::default(),
             id_floor,
             link,
             poisoned: false,
@@ -392,6 +405,8 @@ impl Shard {
             self.data.next_order,
             self.data.next_customer,
             self.data.next_shipment,
+            self.data.next_return,
+            self.data.next_refund,
         ];
         for (slot, next) in g.next_ids.iter().zip(next) {
             slot.fetch_max(next, Ordering::SeqCst);
@@ -412,6 +427,14 @@ impl Shard {
 
     fn next_shipment(&self) -> u64 {
         self.data.next_shipment.max(self.id_floor[2])
+    }
+
+    fn next_return(&self) -> u64 {
+        self.data.next_return.max(self.id_floor[3])
+    }
+
+    fn next_refund(&self) -> u64 {
+        self.data.next_refund.max(self.id_floor[4])
     }
 }
 

@@ -200,6 +200,92 @@ impl Shard {
         }
     }
 
+    /// A stock shard's half of receiving a return: restocks the units of its SKUs once per
+    /// return (a repeat finds the return in the ledger and restocks nothing), and answers the
+    /// order's shard once that is durable.
+    pub(super) fn restock(&mut self, part: RestockPart) {
+        let count = self.data.shard_count;
+        let valid = part.lines.iter().all(|l| {
+            shard_of_sku(&l.sku, count) == self.id
+                && l.qty > 0
+                && crate::domain::sku_is_valid(&l.sku)
+        });
+        if !valid {
+            tracing::error!(message = "Ignored a restock of SKUs this shard does not own.", shard = self.id, ret = %part.ret);
+            return;
+        }
+        let repeat =
+            self.data.restocked.contains_key(&part.ret) && !regressed(Regression::RestockTwice);
+        if !repeat {
+            self.emit(Event::Restocked {
+                ret: part.ret.0,
+                lines: part.lines,
+            });
+        }
+        // Answered after this batch (holding `Restocked`, or the earlier one that did) is
+        // durable: see `flush`.
+        self.outbox
+            .entry(part.ret.shard())
+            .or_default()
+            .restocked
+            .push(part.ret);
+    }
+
+    /// The order's shard hears that `shard` restocked a return's units.
+    pub(super) fn restock_done(&mut self, shard: u16, ret: ReturnId) {
+        let Some(r) = self.data.returns.get(&ret) else {
+            return;
+        };
+        if r.restock_pending.contains(&shard) {
+            self.emit(Event::RestockConfirmed { ret: ret.0, shard });
+        }
+        if self
+            .data
+            .returns
+            .get(&ret)
+            .is_none_or(|r| r.restock_pending.is_empty())
+        {
+            self.restocks.remove(&ret);
+        }
+    }
+
+    /// Sends `Restock` again for received returns not yet confirmed by every stock shard,
+    /// those `due` selects, once their receipt is durable.
+    pub(super) fn send_restocks(&mut self, due: impl Fn(Instant) -> bool) {
+        let durable = self.writer_stats.durable_seq[self.id as usize].load(Ordering::SeqCst);
+        let now = self.clock.instant();
+        let mut by_shard: BTreeMap<u16, Vec<RestockPart>> = BTreeMap::new();
+        let count = self.data.shard_count;
+        for (ret, (seq, sent)) in self.restocks.iter_mut() {
+            if durable < *seq || sent.is_some_and(|at| !due(at)) {
+                continue;
+            }
+            let Some(r) = self.data.returns.get(ret) else {
+                continue;
+            };
+            *sent = Some(now);
+            for shard in r.restock_pending.iter() {
+                let lines = r
+                    .received
+                    .iter()
+                    .filter(|l| l.restock && shard_of_sku(&l.sku, count) == *shard)
+                    .map(|l| RestockLine {
+                        sku: l.sku.clone(),
+                        qty: l.qty,
+                        location: l.location.clone(),
+                    })
+                    .collect();
+                by_shard
+                    .entry(*shard)
+                    .or_default()
+                    .push(RestockPart { ret: *ret, lines });
+            }
+        }
+        for (shard, items) in by_shard {
+            self.router.send(shard, ShardMsg::Restock { items });
+        }
+    }
+
     /// Asks each owner about the holds `due` selects among those not yet answered.
     pub(super) fn send_hold_checks(&mut self, due: impl Fn(Instant) -> bool) {
         let mut by_owner: BTreeMap<u16, Vec<OrderId>> = BTreeMap::new();

@@ -59,6 +59,19 @@ impl Shard {
             self.hold_checks.insert(order, now);
         }
         self.send_hold_checks(|_| true);
+        // Received returns whose restocks elsewhere are unconfirmed: asked again now (their
+        // receipts are durable: recovered from storage).
+        let unconfirmed: Vec<ReturnId> = self
+            .data
+            .returns
+            .values()
+            .filter(|r| !r.restock_pending.is_empty())
+            .map(|r| r.id)
+            .collect();
+        for ret in unconfirmed {
+            self.restocks.insert(ret, (0, None));
+        }
+        self.send_restocks(|_| true);
         if regressed(Regression::HoldCheckOnce) {
             self.hold_checks.clear(); // the old code asked once and forgot
         }
@@ -109,6 +122,7 @@ impl Shard {
         if !regressed(Regression::HoldCheckOnce) {
             self.send_hold_checks(|asked| now.duration_since(asked) >= retry);
         }
+        self.send_restocks(|sent| now.duration_since(sent) >= retry);
         if now.duration_since(self.last_sweep) >= Duration::from_secs(60) {
             self.last_sweep = now;
             let cutoff =

@@ -62,6 +62,11 @@ impl Shard {
     }
 
     /// True once a panic or a replacement stopped it.
+    /// Received returns whose restocks on other shards are not yet confirmed.
+    pub fn awaiting_restocks(&self) -> usize {
+        self.restocks.len()
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
     }
@@ -162,6 +167,16 @@ impl Shard {
             ShardMsg::HoldsKept { orders } => {
                 for order in orders {
                     self.hold_checks.remove(&order);
+                }
+            }
+            ShardMsg::Restock { items } => {
+                for part in items {
+                    self.restock(part);
+                }
+            }
+            ShardMsg::Restocked { shard, returns } => {
+                for ret in returns {
+                    self.restock_done(shard, ret);
                 }
             }
             ShardMsg::Recover => {

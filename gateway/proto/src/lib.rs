@@ -59,7 +59,8 @@ where
     Ok(items.into_iter().map(|item| item.0).collect())
 }
 
-/// The statuses of an order, as `GET /v1/orders` filters them.
+/// The statuses of an order, as `GET /v1/orders` filters them. Written by hand: a test in
+/// `orderd-service` holds it equal to the engine's `OrderStatus::LISTED`, both ways.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatusName {
@@ -68,6 +69,21 @@ pub enum OrderStatusName {
     Shipped,
     Delivered,
     Cancelled,
+    PartiallyReturned,
+    Returned,
+}
+
+impl OrderStatusName {
+    /// Every variant, in declaration order.
+    pub const ALL: [OrderStatusName; 7] = [
+        OrderStatusName::Confirmed,
+        OrderStatusName::PartiallyShipped,
+        OrderStatusName::Shipped,
+        OrderStatusName::Delivered,
+        OrderStatusName::Cancelled,
+        OrderStatusName::PartiallyReturned,
+        OrderStatusName::Returned,
+    ];
 }
 
 /// The statuses a carrier event may set on a shipment (`shipped` is its creation).
@@ -356,6 +372,8 @@ pub struct OrderLineResponse {
     pub qty: u32,
     pub unit_price: u64,
     pub shipped_qty: u32,
+    /// Units received back by returns.
+    pub returned_qty: u32,
 }
 
 /// One step of an order's history.
@@ -368,8 +386,8 @@ pub struct OrderHistoryResponse {
     pub actor: String,
 }
 
-/// An order. `shipments` and `history` are present when the order is read (`GET`, lists,
-/// cancel) and absent in the response to a placement.
+/// An order. `shipments`, `history`, `returns`, `refunds` and `refunded` are present when the
+/// order is read (`GET`, lists, cancel) and absent in the response to a placement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderResponse {
     pub id: String,
@@ -392,6 +410,123 @@ pub struct OrderResponse {
     /// and totals; its shipping address is gone (`null`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub customer_erased: bool,
+    /// The order's returns (`ret_…`), oldest first; at most 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returns: Option<Vec<String>>,
+    /// The order's refunds, oldest first; at most 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Vec<RefundResponse>>,
+    /// The sum of the refunds, minor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded: Option<u64>,
+}
+
+/// One line of `POST /v1/orders/{id}/returns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnLineRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub sku: String,
+    /// At least 1, at most 10^6, and at most what was shipped of this SKU less what its
+    /// returns already hold.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub qty: u32,
+}
+
+/// `POST /v1/orders/{id}/returns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReturnRequest {
+    /// 1 to 100 lines, each a SKU of the order once.
+    #[serde(deserialize_with = "objects")]
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<ReturnLineRequest>,
+    /// Why the units come back; at most 500 characters.
+    #[schema(max_length = 500)]
+    pub reason: String,
+}
+
+/// One line of `POST /v1/returns/{id}/receive`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveLineRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub sku: String,
+    /// At least 1, at most 10^6; all lines of a SKU together at most what the return holds
+    /// of it.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub qty: u32,
+    /// `true`: the units go back to `on_hand` where they were shipped from; `false`: they
+    /// are received but not sellable (damaged), and leave stock as it is.
+    pub restock: bool,
+}
+
+/// `POST /v1/returns/{id}/receive`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveReturnRequest {
+    /// 1 to 100 lines, each a SKU of the return, at most once restocked and once not.
+    #[serde(deserialize_with = "objects")]
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<ReceiveLineRequest>,
+}
+
+/// One line of a return: units asked to come back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReturnLineResponse {
+    pub sku: String,
+    pub qty: u32,
+}
+
+/// One received line of a return.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReceivedLineResponse {
+    pub sku: String,
+    pub qty: u32,
+    pub restock: bool,
+    /// Where restocked units went (`default`: the SKU's stock); null when not restocked.
+    pub location: Option<String>,
+}
+
+/// A return.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReturnResponse {
+    pub id: String,
+    pub order_id: String,
+    /// `requested` or `received`.
+    pub status: String,
+    pub lines: Vec<ReturnLineResponse>,
+    pub reason: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// What came back: empty until received.
+    pub received: Vec<ReceivedLineResponse>,
+    /// RFC 3339 UTC; null until received.
+    pub received_at: Option<String>,
+}
+
+/// `POST /v1/orders/{id}/refunds`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefundRequest {
+    /// Minor units: at least 1, at most the order's total less its earlier refunds.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_u64)]
+    pub amount: u64,
+    /// Why; at most 500 characters.
+    #[schema(max_length = 500)]
+    pub reason: String,
+}
+
+/// A refund.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RefundResponse {
+    pub id: String,
+    pub order_id: String,
+    /// Minor units.
+    pub amount: u64,
+    pub reason: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
 }
 
 /// One line of `POST /v1/orders/{id}/shipments`.
@@ -529,6 +664,12 @@ pub struct SalesSummaryResponse {
     pub cancelled: u64,
     pub units: u64,
     pub revenue: u64,
+    /// Units of these orders received back by returns.
+    pub returned_units: u64,
+    /// Refunded on these orders, minor units.
+    pub refunds: u64,
+    /// `revenue - refunds`, never below zero.
+    pub net_revenue: u64,
     pub top_skus: Vec<TopSkuResponse>,
     pub by_hour: Vec<HourResponse>,
 }
@@ -999,11 +1140,16 @@ mod tests {
             shipments: None,
             history: None,
             customer_erased: false,
+            returns: None,
+            refunds: None,
+            refunded: None,
         };
         let v = serde_json::to_value(&o).unwrap();
         assert!(v.get("customer_erased").is_none());
         assert!(v.get("history").is_none());
         assert!(v.get("shipments").is_none());
+        assert!(v.get("returns").is_none());
+        assert!(v.get("refunded").is_none());
         assert!(v.get("note").unwrap().is_null());
     }
 }

@@ -5,9 +5,10 @@
 
 use orderd_proto::tcp as msg;
 use orderd_proto::{
-    CatalogPriceRequest, CatalogQuery, CreateCustomerRequest, CreateShipmentRequest,
-    ListOrdersQuery, OrderLineRequest, PlaceOrderRequest, ShipmentEventRequest,
-    ShipmentLineRequest, StockAdjustmentRequest,
+    CatalogPriceRequest, CatalogQuery, CreateCustomerRequest, CreateRefundRequest,
+    CreateReturnRequest, CreateShipmentRequest, ListOrdersQuery, OrderLineRequest,
+    PlaceOrderRequest, ReceiveLineRequest, ReceiveReturnRequest, ReturnLineRequest,
+    ShipmentEventRequest, ShipmentLineRequest, StockAdjustmentRequest,
 };
 
 use crate::error::ApiError;
@@ -62,6 +63,74 @@ pub struct ShipmentInput {
 pub struct ShipmentLineInput {
     pub sku: String,
     pub qty: u32,
+}
+
+/// A return to open: units of SKUs of the order, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReturnInput {
+    pub lines: Vec<ShipmentLineInput>,
+    pub reason: String,
+}
+
+/// A return's units as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveInput {
+    pub lines: Vec<ReceiveLineInput>,
+}
+
+/// One received line: units of a SKU, back to stock or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveLineInput {
+    pub sku: String,
+    pub qty: u32,
+    pub restock: bool,
+}
+
+/// A refund to issue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundInput {
+    pub amount: u64,
+    pub reason: String,
+}
+
+impl From<CreateReturnRequest> for ReturnInput {
+    fn from(request: CreateReturnRequest) -> ReturnInput {
+        ReturnInput {
+            lines: request
+                .lines
+                .into_iter()
+                .map(|ReturnLineRequest { sku, qty }| ShipmentLineInput { sku, qty })
+                .collect(),
+            reason: request.reason,
+        }
+    }
+}
+
+impl From<ReceiveReturnRequest> for ReceiveInput {
+    fn from(request: ReceiveReturnRequest) -> ReceiveInput {
+        ReceiveInput {
+            lines: request
+                .lines
+                .into_iter()
+                .map(
+                    |ReceiveLineRequest { sku, qty, restock }| ReceiveLineInput {
+                        sku,
+                        qty,
+                        restock,
+                    },
+                )
+                .collect(),
+        }
+    }
+}
+
+impl From<CreateRefundRequest> for RefundInput {
+    fn from(request: CreateRefundRequest) -> RefundInput {
+        RefundInput {
+            amount: request.amount,
+            reason: request.reason,
+        }
+    }
 }
 
 /// A carrier event on a shipment.

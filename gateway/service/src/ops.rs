@@ -23,8 +23,9 @@ use std::collections::HashMap;
 
 use orderd_engine::{
     CatalogView, CommandError, CustomerId, CustomerUpdate, CustomerView, Engine, Idempotency,
-    NewCustomer, NewShipment, OrderCursor, OrderFilter, OrderId, OrderStatus, OrderView,
-    PlaceOrder, ShipmentId, ShipmentStatus, ShipmentView, StockView,
+    NewCustomer, NewRefund, NewReturn, NewShipment, OrderCursor, OrderFilter, OrderId, OrderStatus,
+    OrderView, PlaceOrder, RefundView, ReturnId, ReturnView, ShipmentId, ShipmentStatus,
+    ShipmentView, StockView,
 };
 use std::marker::PhantomData;
 
@@ -34,7 +35,8 @@ use crate::error::ApiError;
 use crate::idem::{Claim, IdempotencyKey};
 use crate::input::{
     CatalogPriceInput, CatalogQueryInput, CustomerInput, CustomerUpdateInput, NewOrder, OrderQuery,
-    ShipmentEventInput, ShipmentInput, StockAdjustmentInput,
+    ReceiveInput, RefundInput, ReturnInput, ShipmentEventInput, ShipmentInput,
+    StockAdjustmentInput,
 };
 use crate::roles::{Role, RoleSet};
 use crate::validate;
@@ -115,6 +117,14 @@ pub mod op {
         CancelOrder => roles::ORDER_CANCEL;
         /// [`super::create_shipment`], [`super::shipment_event`].
         WriteShipment => roles::SHIPMENT_WRITE;
+        /// [`super::create_return`].
+        CreateReturn => roles::RETURN_CREATE;
+        /// [`super::receive_return`].
+        ReceiveReturn => roles::RETURN_RECEIVE;
+        /// [`super::get_return`].
+        GetReturn => roles::RETURN_READ;
+        /// [`super::create_refund`].
+        CreateRefund => roles::REFUND_CREATE;
         /// [`super::get_stock`].
         GetStock => roles::STOCK_READ;
         /// [`super::adjust_stock`].
@@ -423,7 +433,7 @@ pub async fn list_orders(
         Some(text) => Some(OrderStatus::parse(text).ok_or_else(|| {
             ApiError::invalid(
                 "status",
-                "status is one of confirmed, partially_shipped, shipped, delivered, cancelled",
+                "status is one of confirmed, partially_shipped, shipped, delivered, cancelled, partially_returned, returned",
             )
         })?),
         None => None,
@@ -541,6 +551,108 @@ pub async fn shipment_event(
         )
         .await?;
     // The shard wrote `shipment.event` with the event (none for a replay).
+    drop(claim);
+    Ok(view)
+}
+
+/// Opens a return of shipped units of an order (a `customer` key: of its own orders only).
+/// A replay under the Idempotency-Key answers the return as it was created, and opens
+/// nothing more.
+pub async fn create_return(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::CreateReturn>,
+    order_id: &str,
+    request: ReturnInput,
+    key: Option<IdempotencyKey>,
+    request_hash: u128,
+) -> Result<ReturnView, ApiError> {
+    let caller = allowed.caller;
+    let order_id: OrderId = order_id.parse().map_err(|()| ApiError::not_found())?;
+    let lines = validate::return_lines(request.lines)?;
+    validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
+    if caller.customer_scope()?.is_some() {
+        // The owner of an order never changes, so checking it first is race-free.
+        let view = ctx.engine.order(order_id).await?;
+        caller.may_see_customer(view.customer_id)?;
+    }
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    let ret = NewReturn {
+        order_id,
+        lines,
+        reason: request.reason,
+        actor: caller.key_id.clone(),
+    };
+    // The shard writes `return.create` with the return (none for a replay).
+    let view = ctx
+        .engine
+        .create_return_with(ret, claim.idempotency())
+        .await?;
+    drop(claim);
+    Ok(view)
+}
+
+/// Receives a return's units, restocking those marked so. A replay under the
+/// Idempotency-Key answers the return as received, and restocks nothing more.
+pub async fn receive_return(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::ReceiveReturn>,
+    id: &str,
+    request: ReceiveInput,
+    key: Option<IdempotencyKey>,
+    request_hash: u128,
+) -> Result<ReturnView, ApiError> {
+    let caller = allowed.caller;
+    let id: ReturnId = id.parse().map_err(|()| ApiError::not_found())?;
+    let lines = validate::receive_lines(request.lines)?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    // The shard writes `return.receive` with the receipt (none for a replay).
+    let view = ctx
+        .engine
+        .receive_return_with(id, lines, &caller.key_id, claim.idempotency())
+        .await?;
+    drop(claim);
+    Ok(view)
+}
+
+/// Reads a return (a `customer` key: of its own orders only).
+pub async fn get_return(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::GetReturn>,
+    id: &str,
+) -> Result<ReturnView, ApiError> {
+    let caller = allowed.caller;
+    let id: ReturnId = id.parse().map_err(|()| ApiError::not_found())?;
+    let view = ctx.engine.return_view(id).await?;
+    if caller.customer_scope()?.is_some() {
+        let order = ctx.engine.order(view.order_id).await?;
+        caller.may_see_customer(order.customer_id)?;
+    }
+    Ok(view)
+}
+
+/// Refunds money on an order: never more than its total less earlier refunds. A replay
+/// under the Idempotency-Key answers the refund again, and refunds nothing more.
+pub async fn create_refund(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::CreateRefund>,
+    order_id: &str,
+    request: RefundInput,
+    key: Option<IdempotencyKey>,
+    request_hash: u128,
+) -> Result<RefundView, ApiError> {
+    let caller = allowed.caller;
+    let order_id: OrderId = order_id.parse().map_err(|()| ApiError::not_found())?;
+    validate::refund_amount(request.amount)?;
+    validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    let refund = NewRefund {
+        order_id,
+        amount: request.amount,
+        reason: request.reason,
+        actor: caller.key_id.clone(),
+    };
+    // The shard writes `order.refund` with the refund (none for a replay).
+    let view = ctx.engine.refund_with(refund, claim.idempotency()).await?;
     drop(claim);
     Ok(view)
 }

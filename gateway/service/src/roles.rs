@@ -134,6 +134,16 @@ pub const ORDER_BULK: RoleSet = RoleSet::of(&[Admin, Frontend]);
 pub const SHIPMENT_WRITE: RoleSet = RoleSet::of(&[Admin, Logistics]);
 /// `GET /v1/shipments/{id}`.
 pub const SHIPMENT_READ: RoleSet = RoleSet::of(&[Admin, Logistics, Operator]);
+/// `POST /v1/orders/{id}/returns` (API.md, Commerce): a customer key only for its own orders.
+pub const RETURN_CREATE: RoleSet = RoleSet::of(&[Admin, Frontend, Logistics, Customer]);
+/// `POST /v1/returns/{id}/receive`: the warehouse.
+pub const RETURN_RECEIVE: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `GET /v1/returns/{id}`: whoever may open or receive a return, and the roles that read
+/// orders (a return is part of its order; a customer key only its own).
+pub const RETURN_READ: RoleSet =
+    RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
+/// `POST /v1/orders/{id}/refunds` (API.md, Commerce).
+pub const REFUND_CREATE: RoleSet = RoleSet::of(&[Admin, Frontend]);
 /// `GET /v1/analytics/summary` and `GET /v1/analytics/orders.csv`.
 pub const ANALYTICS_READ: RoleSet = RoleSet::of(&[Admin, Analyst, Operator]);
 /// `GET /v1/ops/shards`.
@@ -205,7 +215,57 @@ mod tests {
         assert_eq!(roles, extra, "a new role needs RoleName in gateway/proto");
     }
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 33] = [
+    /// The OpenAPI document's order-status enum (`orderd_proto::OrderStatusName`) is written
+    /// by hand: it names exactly the statuses a client sees (`OrderStatus::LISTED` of the
+    /// engine), in the same order, both ways, and each one the listing filter parses.
+    #[test]
+    fn the_documented_order_statuses_are_the_engines() {
+        use orderd_engine::OrderStatus;
+        use orderd_proto::OrderStatusName;
+        let engine: Vec<String> = OrderStatus::LISTED
+            .iter()
+            .map(|status| format!("\"{}\"", status.as_str()))
+            .collect();
+        let documented: Vec<String> = OrderStatusName::ALL
+            .iter()
+            .map(|name| serde_json::to_string(name).unwrap())
+            .collect();
+        assert_eq!(
+            engine, documented,
+            "OrderStatusName must follow OrderStatus::LISTED"
+        );
+        for name in &engine {
+            // Engine → document: the name decodes as a documented variant...
+            let parsed: OrderStatusName = serde_json::from_str(name)
+                .unwrap_or_else(|e| panic!("status {name} missing from OrderStatusName: {e}"));
+            assert_eq!(&serde_json::to_string(&parsed).unwrap(), name);
+            // ...and document → engine: the filter takes it back.
+            let text = name.trim_matches('"');
+            assert_eq!(
+                OrderStatus::parse(text).map(OrderStatus::as_str),
+                Some(text)
+            );
+        }
+        // No variant beyond ALL: an unknown name fails to decode, and `pending` stays internal.
+        assert!(serde_json::from_str::<OrderStatusName>("\"pending\"").is_err());
+        assert_eq!(OrderStatus::parse("pending"), None);
+        let count = |name: OrderStatusName| match name {
+            OrderStatusName::Confirmed
+            | OrderStatusName::PartiallyShipped
+            | OrderStatusName::Shipped
+            | OrderStatusName::Delivered
+            | OrderStatusName::Cancelled
+            | OrderStatusName::PartiallyReturned
+            | OrderStatusName::Returned => 1,
+        };
+        // A new variant without a place in ALL breaks the exhaustive match above or this sum.
+        assert_eq!(
+            OrderStatusName::ALL.into_iter().map(count).sum::<usize>(),
+            7
+        );
+    }
+
+    const ALL_PERMISSIONS: [(&str, RoleSet); 37] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("catalog write", CATALOG_WRITE),
@@ -230,6 +290,10 @@ mod tests {
         ("ops backup verify", OPS_BACKUP_VERIFY),
         ("shipment write", SHIPMENT_WRITE),
         ("shipment read", SHIPMENT_READ),
+        ("return create", RETURN_CREATE),
+        ("return receive", RETURN_RECEIVE),
+        ("return read", RETURN_READ),
+        ("refund create", REFUND_CREATE),
         ("analytics read", ANALYTICS_READ),
         ("keys manage", KEYS_MANAGE),
         ("audit read", AUDIT_READ),
@@ -274,7 +338,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 33] = [
+        let expected: [(&str, &[Role]); 37] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
@@ -311,6 +375,13 @@ mod tests {
             ("ops backup verify", &[Admin, Operator]),
             ("shipment write", &[Admin, Logistics]),
             ("shipment read", &[Admin, Logistics, Operator]),
+            ("return create", &[Admin, Frontend, Logistics, Customer]),
+            ("return receive", &[Admin, Logistics]),
+            (
+                "return read",
+                &[Admin, Frontend, Customer, Logistics, Analyst, Operator],
+            ),
+            ("refund create", &[Admin, Frontend]),
             ("analytics read", &[Admin, Analyst, Operator]),
             ("keys manage", &[Admin]),
             ("audit read", &[Admin, Auditor]),

@@ -270,6 +270,85 @@ pub fn shipment_lines(lines: Vec<ShipmentLineInput>) -> Result<Vec<(String, u32)
     Ok(out)
 }
 
+/// Return lines: 1–100, each a valid SKU once with `qty` 1 to `LINE_QTY_MAX` (whether that
+/// much was shipped is the engine's business). Returns the engine's lines.
+pub fn return_lines(lines: Vec<ShipmentLineInput>) -> Result<Vec<(String, u32)>, ApiError> {
+    if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
+        return Err(ApiError::invalid(
+            "lines",
+            format!("a return has 1 to {ORDER_LINES_MAX} lines"),
+        ));
+    }
+    let out = shipment_lines(lines)?;
+    for (i, (sku, _)) in out.iter().enumerate() {
+        if out[..i].iter().any(|(other, _)| other == sku) {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].sku"),
+                "each SKU appears once",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Received lines: 1–100, each a valid SKU with `qty` 1 to `LINE_QTY_MAX`, a SKU at most once
+/// restocked and once not. Returns the engine's lines.
+pub fn receive_lines(
+    lines: Vec<crate::input::ReceiveLineInput>,
+) -> Result<Vec<orderd_engine::ReceiveLine>, ApiError> {
+    if lines.is_empty() || lines.len() > ORDER_LINES_MAX {
+        return Err(ApiError::invalid(
+            "lines",
+            format!("a receipt has 1 to {ORDER_LINES_MAX} lines"),
+        ));
+    }
+    let mut out: Vec<orderd_engine::ReceiveLine> = Vec::with_capacity(lines.len());
+    for (i, line) in lines.into_iter().enumerate() {
+        sku(&format!("lines[{i}].sku"), &line.sku)?;
+        if line.qty == 0 {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].qty"),
+                "qty must be at least 1",
+            ));
+        }
+        if line.qty > LINE_QTY_MAX {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].qty"),
+                format!("qty must be at most {LINE_QTY_MAX}"),
+            ));
+        }
+        if out
+            .iter()
+            .any(|other| other.sku == line.sku && other.restock == line.restock)
+        {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].sku"),
+                "each SKU appears at most once restocked and once not",
+            ));
+        }
+        out.push(orderd_engine::ReceiveLine {
+            sku: line.sku,
+            qty: line.qty,
+            restock: line.restock,
+        });
+    }
+    Ok(out)
+}
+
+/// A refund's `amount`: 1 to `ORDER_TOTAL_MAX` minor units.
+pub fn refund_amount(amount: u64) -> Result<(), ApiError> {
+    if amount == 0 || amount > orderd_engine::ORDER_TOTAL_MAX {
+        return Err(ApiError::invalid(
+            "amount",
+            format!(
+                "amount must be from 1 to {} (minor units)",
+                orderd_engine::ORDER_TOTAL_MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A stock adjustment's `delta`: not zero, at most `STOCK_DELTA_MAX` either way.
 pub fn stock_delta(delta: i64) -> Result<(), ApiError> {
     if delta == 0 {

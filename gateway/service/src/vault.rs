@@ -2302,6 +2302,9 @@ mod tests {
                 history: vec![],
                 shipments: vec![],
                 customer_erased: false,
+                returns: vec![],
+                refunds: vec![],
+                refunded: 0,
             })
             .unwrap();
         assert_eq!(order.shipping_address.as_deref(), Some("1 Main Street"));

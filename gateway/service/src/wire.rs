@@ -5,13 +5,15 @@
 use chrono::{DateTime, SecondsFormat};
 use orderd_engine::supervisor::QuarantinedCommand;
 use orderd_engine::{
-    CatalogView, CustomerView, OrderView, SalesSummary, ShardStatus, ShipmentView, StockView,
+    CatalogView, CustomerView, OrderView, RefundView, ReturnView, SalesSummary, ShardStatus,
+    ShipmentView, StockView,
 };
 use orderd_proto::{
     CatalogResponse, CustomerRecordResponse, CustomerResponse, ErasedCustomerResponse,
     HourResponse, OrderHistoryResponse, OrderLineResponse, OrderResponse, QuarantineResponse,
-    SalesSummaryResponse, ShardResponse, ShipmentEventResponse, ShipmentLineResponse,
-    ShipmentResponse, StockResponse, TopSkuResponse,
+    ReceivedLineResponse, RefundResponse, ReturnLineResponse, ReturnResponse, SalesSummaryResponse,
+    ShardResponse, ShipmentEventResponse, ShipmentLineResponse, ShipmentResponse, StockResponse,
+    TopSkuResponse,
 };
 
 /// RFC 3339 UTC with microseconds, e.g. `2025-01-02T03:04:05.123456Z`.
@@ -99,9 +101,18 @@ pub fn mask_text(text: &str) -> String {
     }
 }
 
-/// An order. `detailed` adds `shipments` and `history` (reads, lists, cancel); a placement
-/// answers without them.
+/// An order. `detailed` adds `shipments`, `history`, `returns`, `refunds` and `refunded`
+/// (reads, lists, cancel); a placement answers without them.
 pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
+    let (returns, refunds, refunded) = if detailed {
+        (
+            Some(view.returns),
+            Some(view.refunds.into_iter().map(refund).collect()),
+            Some(view.refunded),
+        )
+    } else {
+        (None, None, None)
+    };
     let (shipments, history) = if detailed {
         let history = view
             .history
@@ -128,6 +139,7 @@ pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
                 qty: l.qty,
                 unit_price: l.unit_price,
                 shipped_qty: l.shipped_qty,
+                returned_qty: l.returned_qty,
             })
             .collect(),
         total: view.total,
@@ -138,6 +150,47 @@ pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
         shipments,
         history,
         customer_erased: view.customer_erased,
+        returns,
+        refunds,
+        refunded,
+    }
+}
+
+/// A return.
+pub fn return_view(view: ReturnView) -> ReturnResponse {
+    ReturnResponse {
+        id: view.id.to_string(),
+        order_id: view.order_id.to_string(),
+        status: view.status.as_str().to_string(),
+        lines: view
+            .lines
+            .into_iter()
+            .map(|(sku, qty)| ReturnLineResponse { sku, qty })
+            .collect(),
+        reason: view.reason,
+        created_at: time(view.created_at_us),
+        received: view
+            .received
+            .into_iter()
+            .map(|l| ReceivedLineResponse {
+                sku: l.sku,
+                qty: l.qty,
+                restock: l.restock,
+                location: l.location,
+            })
+            .collect(),
+        received_at: view.received_at_us.map(time),
+    }
+}
+
+/// A refund.
+pub fn refund(view: RefundView) -> RefundResponse {
+    RefundResponse {
+        id: view.id.to_string(),
+        order_id: view.order_id.to_string(),
+        amount: view.amount,
+        reason: view.reason,
+        created_at: time(view.created_at_us),
     }
 }
 
@@ -219,6 +272,9 @@ pub fn sales_summary(summary: &SalesSummary, top: usize) -> SalesSummaryResponse
         cancelled: summary.cancelled,
         units: summary.units,
         revenue: summary.revenue,
+        returned_units: summary.returned_units,
+        refunds: summary.refunds,
+        net_revenue: summary.net_revenue(),
         top_skus: summary
             .top_skus(top)
             .into_iter()
@@ -421,6 +477,7 @@ mod tests {
                 qty: 2,
                 unit_price: 150,
                 shipped_qty: 0,
+                returned_qty: 0,
             }],
             total: 300,
             shipping_address: None,
@@ -434,6 +491,9 @@ mod tests {
             }],
             shipments: vec![],
             customer_erased: false,
+            returns: vec![],
+            refunds: vec![],
+            refunded: 0,
         };
         let brief = serde_json::to_value(order(view.clone(), false)).unwrap();
         assert_eq!(brief["id"], "ord_0001000000000002");

@@ -259,7 +259,7 @@ async fn order_lifecycle_with_idempotency() {
     assert_eq!(order["shipping_address"], Value::Null);
     assert_eq!(
         order["lines"][0],
-        json!({"sku": "A-1", "qty": 2, "unit_price": 150, "shipped_qty": 0})
+        json!({"sku": "A-1", "qty": 2, "unit_price": 150, "shipped_qty": 0, "returned_qty": 0})
     );
     assert!(order.get("history").is_none());
 

@@ -25,6 +25,7 @@ pub mod middleware;
 pub mod openapi;
 mod ops;
 mod orders;
+mod returns;
 mod shipments;
 mod stock;
 #[cfg(test)]
@@ -59,6 +60,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/orders/{id}/shipments"),
     ("POST", "/v1/shipments/{id}/events"),
     ("GET", "/v1/shipments/{id}"),
+    ("POST", "/v1/orders/{id}/returns"),
+    ("POST", "/v1/returns/{id}/receive"),
+    ("GET", "/v1/returns/{id}"),
+    ("POST", "/v1/orders/{id}/refunds"),
     ("GET", "/v1/analytics/summary"),
     ("GET", "/v1/analytics/orders.csv"),
     ("GET", "/v1/ops/shards"),
@@ -226,6 +231,26 @@ pub fn configure(
         web::resource("/v1/shipments/{id}")
             .name("/v1/shipments/{id}")
             .route(web::get().to(shipments::get)),
+    )
+    .service(
+        web::resource("/v1/orders/{id}/returns")
+            .name("/v1/orders/{id}/returns")
+            .route(web::post().to(returns::create)),
+    )
+    .service(
+        web::resource("/v1/returns/{id}/receive")
+            .name("/v1/returns/{id}/receive")
+            .route(web::post().to(returns::receive)),
+    )
+    .service(
+        web::resource("/v1/returns/{id}")
+            .name("/v1/returns/{id}")
+            .route(web::get().to(returns::get)),
+    )
+    .service(
+        web::resource("/v1/orders/{id}/refunds")
+            .name("/v1/orders/{id}/refunds")
+            .route(web::post().to(returns::refund)),
     )
     .service(
         web::resource("/v1/analytics/summary")
