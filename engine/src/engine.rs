@@ -1700,8 +1700,10 @@ impl Engine {
 
     /// Re-seals stored personal data on every shard: each value for which `reseal` answers
     /// `Some` is replaced. When anything changed, each changed shard writes a snapshot and
-    /// deletes every older snapshot and log batch, and storage is compacted, so the old
-    /// values leave the files on disk. Returns how many records changed.
+    /// deletes every older snapshot and log batch, and those two families are compacted, so
+    /// the old values leave the files on disk. Only they: the other families hold no value a
+    /// reseal replaced, and compacting the cold tier too made the first start of an
+    /// upgraded 20,000,000-order store take 40-61 s. Returns how many records changed.
     pub async fn reseal_personal_data(&self, reseal: ResealFn) -> Result<u64, CommandError> {
         let mut changed = 0;
         for shard in 0..self.inner.shard_count {
@@ -1714,7 +1716,7 @@ impl Engine {
             let storage = self.inner.storage.clone();
             let (tx, rx) = oneshot::channel();
             std::thread::spawn(move || {
-                let _ = tx.send(storage.compact());
+                let _ = tx.send(storage.compact(&[Family::Log, Family::Snap]));
             });
             rx.await
                 .map_err(|_| CommandError::Unavailable("compaction thread died".into()))?

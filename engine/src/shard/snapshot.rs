@@ -162,9 +162,10 @@ impl Shard {
     /// order that stays hot, "as many events as orders" would never come due again, while
     /// half makes the snapshots come at each doubling.
     fn snapshot_due_events(&self) -> u64 {
-        self.settings
-            .snapshot_interval_events
-            .max(self.data.orders.len() as u64 / 2)
+        snapshot_due_events(
+            self.settings.snapshot_interval_events,
+            self.data.orders.len() as u64,
+        )
     }
 
     /// Takes a snapshot of the whole state at the current sequence (after flushing the
@@ -347,5 +348,70 @@ impl Encoder {
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         (refused.done)(false);
+    }
+}
+
+/// How many events after the last snapshot the next one comes due: the interval, or half the
+/// hot orders when that is more (see [`Shard::snapshot_due_events`]).
+fn snapshot_due_events(interval_events: u64, hot_orders: u64) -> u64 {
+    interval_events.max(hot_orders / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_due_events;
+
+    /// Plays `events` events, every `order_every`-th adding a hot order (0: none; the cold
+    /// tier off, or nothing ended yet), snapshotting whenever one comes due; returns the
+    /// sequence numbers of the snapshots and the longest run of events a restart would have
+    /// replayed. An event places at most one order, so one per event is the fastest growth.
+    fn play(interval: u64, events: u64, order_every: u64) -> (Vec<u64>, u64) {
+        let (mut hot, mut since, mut longest) = (0u64, 0u64, 0u64);
+        let mut taken = Vec::new();
+        for seq in 1..=events {
+            if order_every > 0 && seq % order_every == 0 {
+                hot += 1;
+            }
+            since += 1;
+            longest = longest.max(since);
+            if since >= snapshot_due_events(interval, hot) {
+                taken.push(seq);
+                since = 0;
+            }
+        }
+        (taken, longest)
+    }
+
+    #[test]
+    fn few_hot_orders_snapshot_every_interval() {
+        for hot in [0, 1, 1_000, 399_999] {
+            assert_eq!(snapshot_due_events(200_000, hot), 200_000);
+        }
+        assert_eq!(snapshot_due_events(200_000, 400_002), 200_001);
+        let (taken, longest) = play(1_000, 10_000, 0);
+        assert_eq!(taken, (1..=10).map(|i| i * 1_000).collect::<Vec<_>>());
+        assert_eq!(longest, 1_000);
+    }
+
+    /// Where every event adds an order that stays hot, snapshots keep coming (at each
+    /// doubling: a rule of "as many events as hot orders" never came due again), and a
+    /// restart never replays more than half the hot orders' worth of events, or the interval.
+    #[test]
+    fn growing_hot_state_still_snapshots_at_each_doubling() {
+        let interval = 1_000;
+        let events = 1_000_000;
+        let (taken, longest) = play(interval, events, 1);
+        // 1,000 until 2,000 hot orders, then each snapshot at (about) twice the previous
+        // sequence: when the events since reach half the hot orders.
+        assert_eq!(&taken[..2], &[1_000, 2_000]);
+        for pair in taken[1..].windows(2) {
+            assert!(pair[1] + 1 >= pair[0] * 2 && pair[1] <= pair[0] * 2, "{taken:?}");
+        }
+        assert!(*taken.last().unwrap() > events / 2, "{taken:?}");
+        assert!(longest <= (events / 2).max(interval), "{longest}");
+        // An order every other event (each one later cancelled, say): due more often.
+        let (taken, longest) = play(interval, events, 2);
+        assert!(taken.len() >= 15, "{taken:?}");
+        assert!(longest <= (events / 4).max(interval), "{longest}");
     }
 }

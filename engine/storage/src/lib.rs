@@ -143,9 +143,10 @@ pub trait Storage: Send + Sync + 'static {
         to: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
-    /// Flushes memory tables and compacts every family, so that deleted values are gone from
-    /// the files on disk (used after re-sealing personal data).
-    fn compact(&self) -> Result<(), StorageError> {
+    /// Flushes the memory tables of `families` and compacts them, so that values deleted there
+    /// are gone from the files on disk (used after re-sealing personal data, on the families
+    /// that held the old form).
+    fn compact(&self, _families: &[Family]) -> Result<(), StorageError> {
         Ok(())
     }
     /// Writes every memory table to disk (a clean stop, so the next open replays no write-ahead

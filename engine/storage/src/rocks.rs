@@ -212,8 +212,8 @@ impl Storage for RocksStorage {
         Ok(())
     }
 
-    fn compact(&self) -> Result<(), StorageError> {
-        for family in Family::ALL {
+    fn compact(&self, families: &[Family]) -> Result<(), StorageError> {
+        for &family in families {
             let cf = self.cf(family);
             self.db.flush_cf(cf).map_err(io)?;
             self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
