@@ -28,6 +28,8 @@ const state = {
   auditAfter: [],
   selectedChange: null,
   changeSetting: null,
+  // Incremented each time a page is shown: polls of an earlier showing stop.
+  token: 0,
 };
 
 // ---------------------------------------------------------------- DOM helpers (text only)
@@ -170,7 +172,7 @@ async function signIn(key) {
   state.lastSample = null;
   state.inspection = null;
   state.inspectionAt = 0;
-  show_page(state.page);
+  showPage("overview");
 }
 
 function setSigninError(text) {
@@ -186,6 +188,7 @@ function signOut(reason) {
   sessionStorage.removeItem(KEY_STORAGE);
   state.key = null;
   state.who = null;
+  state.token += 1;
   stopPolling();
   page().replaceChildren();
   document.getElementById("app").hidden = true;
@@ -240,9 +243,10 @@ function stopPolling() {
   state.timer = null;
 }
 
-function show_page(name) {
+function showPage(name) {
   stopPolling();
   state.page = name;
+  state.token += 1;
   for (const button of document.querySelectorAll("nav button")) {
     if (button.dataset.page === name) button.setAttribute("aria-current", "page");
     else button.removeAttribute("aria-current");
@@ -253,14 +257,16 @@ function show_page(name) {
   refresh(name);
 }
 
-/** Loads the page (and again every POLL_MS for polling pages while it is shown). */
+/** Loads the page (and again every POLL_MS for polling pages while it is shown): a load that
+ * ends after the page was left or shown anew schedules nothing, so one loop polls. */
 async function refresh(name) {
+  const token = state.token;
   try {
     await PAGES[name].load();
   } catch (error) {
-    setStatus(error.message, true);
+    if (token === state.token) setStatus(error.message, true);
   }
-  if (PAGES[name].poll && state.page === name && state.key) {
+  if (PAGES[name].poll && token === state.token && state.key) {
     state.timer = setTimeout(() => refresh(name), POLL_MS);
   }
 }
@@ -268,7 +274,9 @@ async function refresh(name) {
 /** Replaces the page's body below its title. Polling pages re-render every POLL_MS: focus
  * inside the page moves to the new element with the same id, so keyboard users keep their
  * place. */
-function render(...children) {
+function render(name, ...children) {
+  // A load that ends after its page was left renders nothing.
+  if (state.page !== name) return;
   const focused = document.activeElement;
   const focusedId = focused && page().contains(focused) ? focused.id : "";
   const title = page().querySelector(".page-title");
@@ -415,7 +423,7 @@ async function loadOverview() {
   const role = el("details", { id: "may", open: !!(wasOpen && wasOpen.open) },
     el("summary", { id: "may-summary" }, "What this key (role " + state.who.role + ") may do"),
     el("ul", {}, state.who.may.map((route) => el("li", {}, el("code", {}, route)))));
-  render(readiness, shards, inspection, incidents, backups, charts, role);
+  render("overview", readiness, shards, inspection, incidents, backups, charts, role);
 }
 
 // ---- Shards
@@ -435,7 +443,7 @@ async function loadShards() {
       setStatus("shard " + answer.id + ": " + answer.state);
       await loadShards();
     }, { id: "restart-" + s.id })]);
-  render(el("div", { id: "shards" },
+  render("shards", el("div", { id: "shards" },
     table(["shard", "state", "mailbox", "restarts", "last seq", "orders", ""], rows)));
 }
 
@@ -454,7 +462,7 @@ async function loadIncidents() {
         await api("DELETE", "/v1/ops/quarantine/" + encodeURIComponent(q.fingerprint));
         await loadIncidents();
       })])));
-  render(el("p", {}, action("Refresh", null, loadIncidents, { id: "incidents-refresh" })),
+  render("incidents", el("p", {}, action("Refresh", null, loadIncidents, { id: "incidents-refresh" })),
     incidents, quarantine);
 }
 
@@ -468,11 +476,11 @@ async function loadInspection(report) {
     await loadInspection(fresh);
   }, { id: "inspection-run" });
   if (!report) {
-    render(el("p", {}, run), el("p", {}, "Run the inspection to see every check."));
+    render("inspection", el("p", {}, run), el("p", {}, "Run the inspection to see every check."));
     return;
   }
   const last = report.last_scheduled;
-  render(el("p", {}, run),
+  render("inspection", el("p", {}, run),
     el("p", { id: "inspection-overall" }, "overall ", badge(report.overall), " at " + report.at +
       " (" + report.duration_ms + " ms)"),
     table(["check", "status", "value", "detail"],
@@ -502,7 +510,7 @@ async function loadBackups(note) {
         (drill.verified ? "verified" : "FAILED") + " in " + drill.duration_ms + " ms");
       await loadBackups(drill);
     }, { class: "verify" })]);
-  render(el("p", {}, create, " ", action("Refresh", null, () => loadBackups(), { id: "backups-refresh" })),
+  render("backups", el("p", {}, create, " ", action("Refresh", null, () => loadBackups(), { id: "backups-refresh" })),
     note ? el("p", { id: "drill-result" }, "Drill of " + note.id + ": ",
       badge(note.verified ? "passed" : "failed"), " " + note.detail) : null,
     el("div", { id: "backups" },
@@ -528,7 +536,9 @@ function watchChart(watch) {
   const ctx = canvas.getContext("2d");
   const before = watch.baseline;
   const after = watch.observed || { error_rate: null, p99_ms: null, requests: 0 };
-  const groups = [["error rate %", before.error_rate, after.error_rate],
+  // error_rate is a fraction (errors / requests): shown in percent.
+  const percent = (rate) => (rate === null || rate === undefined ? null : rate * 100);
+  const groups = [["error rate %", percent(before.error_rate), percent(after.error_rate)],
     ["p99 ms", before.p99_ms, after.p99_ms]];
   ctx.font = "11px sans-serif";
   groups.forEach(([label, b, a], g) => {
@@ -545,9 +555,10 @@ function watchChart(watch) {
   });
   return el("figure", {}, canvas, el("figcaption", { id: "watch-figures" },
     "verdict " + watch.verdict + "; before: " + before.requests + " requests, error rate " +
-    before.error_rate + ", p99 " + show(before.p99_ms) + " ms; after: " +
-    (watch.observed ? watch.observed.requests + " requests, error rate " + watch.observed.error_rate +
-      ", p99 " + show(watch.observed.p99_ms) + " ms" : "not judged yet")));
+    percent(before.error_rate).toFixed(2) + " %, p99 " + show(before.p99_ms) + " ms; after: " +
+    (watch.observed ? watch.observed.requests + " requests, error rate " +
+      percent(watch.observed.error_rate).toFixed(2) + " %, p99 " + show(watch.observed.p99_ms) + " ms"
+      : "not judged yet")));
 }
 
 function changeActions(change) {
@@ -626,7 +637,7 @@ async function loadChanges() {
       chosen.watch ? watchChart(chosen.watch) : el("p", {}, "no watch yet (applied changes are watched)"),
       table(["step", "actor", "at", "detail"], chosen.steps.map((s) => [s.step, s.actor, s.at, s.detail]), "Steps"))));
   }
-  render(...parts);
+  render("changes", ...parts);
 }
 
 // ---- Audit
@@ -646,7 +657,7 @@ async function loadAudit(verify) {
     state.auditAfter.push(list.next);
     await loadAudit();
   }, { id: "audit-next", disabled: !list.next });
-  render(el("p", {}, check, " ", newer, " ", older),
+  render("audit", el("p", {}, check, " ", newer, " ", older),
     verify ? el("div", { id: "audit-verified" },
       el("p", {}, badge(verify.ok ? "ok" : "broken"), " " + verify.entries + " entries: " + verify.detail),
       table(["chain", "ok", "entries", "first bad seq"],
@@ -698,7 +709,7 @@ function lookupForm(id, label, placeholder, run) {
 }
 
 async function loadOrders() {
-  render(...lookupForm("orders", "Order id or customer id", "ord_… or cus_…", async (query) => {
+  render("orders", ...lookupForm("orders", "Order id or customer id", "ord_… or cus_…", async (query) => {
     if (query.startsWith("cus_")) {
       const id = encodeURIComponent(query);
       const customer = await api("GET", "/v1/customers/" + id).catch((e) => ({ error: e.message }));
@@ -719,7 +730,7 @@ async function loadOrders() {
 // ---- Stock
 
 async function loadStock() {
-  render(...lookupForm("stock", "SKU", "MUG-BLUE", async (sku) => {
+  render("stock", ...lookupForm("stock", "SKU", "MUG-BLUE", async (sku) => {
     const stock = await api("GET", "/v1/stock/" + encodeURIComponent(sku));
     return table(["sku", "on hand", "reserved", "available"],
       [[stock.sku, stock.on_hand, stock.reserved, stock.available]]);
@@ -738,7 +749,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll("nav button")) {
     button.addEventListener("click", () => {
       if (button.dataset.page === "audit") state.auditAfter = [];
-      show_page(button.dataset.page);
+      showPage(button.dataset.page);
     });
   }
   const saved = sessionStorage.getItem(KEY_STORAGE);
