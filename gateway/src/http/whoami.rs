@@ -28,3 +28,27 @@ pub async fn whoami(
             may: roles::permitted_routes(caller.role),
         }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use orderd_service::roles::ROUTE_PERMISSIONS;
+
+    /// The role table names exactly the served routes that need a key: every `/v1` route but
+    /// the OpenAPI document (a new route without a permission would be missing from `may`).
+    #[test]
+    fn every_keyed_route_has_a_permission() {
+        let keyed: BTreeSet<(&str, &str)> = super::super::ROUTES
+            .iter()
+            .copied()
+            .filter(|(_, path)| path.starts_with("/v1/") && *path != "/v1/openapi.json")
+            .collect();
+        let tabled: BTreeSet<(&str, &str)> = ROUTE_PERMISSIONS
+            .iter()
+            .map(|(method, path, _)| (*method, *path))
+            .collect();
+        assert_eq!(ROUTE_PERMISSIONS.len(), tabled.len(), "a route twice");
+        assert_eq!(keyed, tabled);
+    }
+}
