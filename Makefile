@@ -11,7 +11,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 # (engine/src/failpoint.rs); `make run` and `make bench` build without them.
 TEST_FEATURES := --features orderd-gateway/failpoints
 
-.PHONY: deps test-deps build dist run shellcheck test test-only lint contract openapi s3-test bench compare simulate fmt clean-data
+.PHONY: deps test-deps build dist run shellcheck test test-only console-test lint contract openapi s3-test bench compare simulate fmt clean-data
 
 # Installs what is missing with one `apt-get update`: libclang-dev (RocksDB's build) always,
 # and for the tests promtool (Debian package `prometheus`), which checks /metrics and the alert
@@ -47,8 +47,9 @@ lint: deps shellcheck
 	cargo clippy $(PROFILE) --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
 ## Everything CI checks: format, clippy (warnings are errors), the OpenAPI contract test
-## (schemathesis against the real server), and every test (the runner's summary comes last).
-test: lint contract test-only
+## (schemathesis against the real server), every test (the runner's summary), then the
+## operations console in a real browser.
+test: lint contract test-only console-test
 
 ## schemathesis (pinned, from PyPI, in a venv under ~/.cache/orderd) against a real orderd.
 contract: deps
@@ -64,6 +65,15 @@ test-only: test-deps
 	else \
 		cargo test $(PROFILE) --workspace --tests $(TEST_FEATURES) --no-fail-fast; \
 	fi
+
+## The operations console (GET /console) in headless Chromium, driven by Selenium against the
+## release orderd: tests/console/test_console.py. Debian's chromium, chromium-driver and
+## python3-selenium are installed when missing (Debian's own python3 runs it, which has them);
+## screenshots go to $(CARGO_TARGET_DIR)/console.
+console-test:
+	@./ops/install-deps.sh libclang-dev chromium chromium-driver python3-selenium
+	cargo build $(PROFILE) --workspace $(TEST_FEATURES) --bin orderd
+	CONSOLE_OUT=$(CARGO_TARGET_DIR)/console /usr/bin/python3 tests/console/test_console.py
 
 ## The deterministic simulator (engine/src/sim.rs): seed after seed until stopped, or one seed
 ## replayed exactly: make simulate SEED=1234 STEPS=20000 (ASYNC=1: `async` durability, where a crash

@@ -159,6 +159,11 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
     ("DELETE", "/v1/keys/{id}", Some(ADMINS), 204),
     ("GET", "/v1/audit", Some(AUDITORS), 200),
     ("GET", "/v1/audit/verify", Some(AUDITORS), 200),
+    ("GET", "/v1/whoami", Some(&ROLES), 200),
+    // The operations console's page and files: no key needed to load them.
+    ("GET", "/console", None, 200),
+    ("GET", "/console/console.js", None, 200),
+    ("GET", "/console/console.css", None, 200),
 ];
 
 const ROLES: [&str; 8] = [
@@ -711,7 +716,17 @@ impl Fixtures {
     /// objects for mutations.
     fn call(&self, method: &str, template: &str, owner: &str) -> Call {
         match (method, template) {
-            ("GET", "/livez" | "/readyz" | "/metrics" | "/v1/openapi.json") => Call::read(template),
+            (
+                "GET",
+                "/livez"
+                | "/readyz"
+                | "/metrics"
+                | "/v1/openapi.json"
+                | "/v1/whoami"
+                | "/console"
+                | "/console/console.js"
+                | "/console/console.css",
+            ) => Call::read(template),
             ("GET", "/v1/stock/{sku}") => Call::read(format!("/v1/stock/{}", self.sku)),
             ("POST", "/v1/stock/{sku}/adjustments") => Call {
                 path: format!("/v1/stock/{}/adjustments", self.adjusted_sku),
@@ -1478,6 +1493,43 @@ fn unknown_query_parameters_are_refused_after_the_role_check() {
     let _serial = serial();
     let setup = Setup::new();
     assert_walk(&setup.walk(true));
+}
+
+/// `GET /v1/whoami` lists, for a key of each role, exactly the routes this file's TABLE (API.md)
+/// gives the role: the list the operations console shows is the table the walk above checks.
+#[test]
+fn whoami_lists_what_each_role_may_do_as_the_table_says() {
+    let _serial = serial();
+    let server = Server::start(2);
+    let admin = server.client();
+    let customer = admin.create_customer();
+    for role in ROLES {
+        let owner = (role == "customer").then_some(customer.as_str());
+        let (id, client) = key_of(&admin, role, owner);
+        let (status, me) = client.get_json("/v1/whoami");
+        assert_eq!(status, 200, "{role}: {me}");
+        assert_eq!(me["key_id"], id.as_str(), "{role}");
+        assert_eq!(me["role"], role);
+        assert_eq!(me["customer_id"].as_str(), owner, "{role}");
+        assert!(
+            me["owner"].as_str().is_some_and(|o| o.starts_with(role)),
+            "{me}"
+        );
+        let may: BTreeSet<String> = me["may"]
+            .as_array()
+            .expect("may")
+            .iter()
+            .map(|r| r.as_str().expect("route").to_string())
+            .collect();
+        let table: BTreeSet<String> = TABLE
+            .iter()
+            .filter(|(_, _, roles, _)| roles.is_some_and(|roles| roles.contains(&role)))
+            .map(|(method, path, _, _)| format!("{method} {path}"))
+            .collect();
+        assert_eq!(may, table, "whoami of a {role} key");
+    }
+    let (status, problem) = admin.with_key("odk_nope").get_json("/v1/whoami");
+    assert_eq!((status, code(&problem)), (401, "unauthorized"));
 }
 
 #[test]

@@ -740,6 +740,20 @@ pub struct CreateKeyRequest {
     pub owner: Option<String>,
 }
 
+/// Answer of `GET /v1/whoami`: the calling key and what its role may do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhoamiResponse {
+    pub key_id: String,
+    pub role: String,
+    /// Who holds the key (`bootstrap` for the first admin key).
+    pub owner: String,
+    /// A `customer` key's customer; null for every other role.
+    pub customer_id: Option<String>,
+    /// Every route the role may call, as `METHOD /path/template` (a `customer` key: on its
+    /// own customer and orders only). The server still checks every request.
+    pub may: Vec<String>,
+}
+
 /// An API key as `GET /v1/keys` lists it: never its secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyResponse {

@@ -183,6 +183,73 @@ pub const CHANGES_READ: RoleSet = RoleSet::of(&[Admin, Operator, Auditor]);
 pub const KEYS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
 /// `GET /v1/audit`, `GET /v1/audit/verify`.
 pub const AUDIT_READ: RoleSet = RoleSet::of(&[Admin, Auditor]);
+/// `GET /v1/whoami`: every key may read its own role and what it may do.
+pub const WHOAMI: RoleSet = RoleSet::of(&Role::ALL);
+
+/// Every route that needs a key, as (method, path template, the roles that may call it): what
+/// `GET /v1/whoami` answers as a key's `may` (the operations console shows it). The handlers
+/// check the same constants; the role-matrix e2e test holds both to API.md's table.
+pub const ROUTE_PERMISSIONS: &[(&str, &str, RoleSet)] = &[
+    ("GET", "/v1/stock/{sku}", STOCK_READ),
+    ("POST", "/v1/stock/{sku}/adjustments", STOCK_ADJUST),
+    ("PUT", "/v1/catalog/{sku}", CATALOG_WRITE),
+    ("GET", "/v1/catalog/{sku}", CATALOG_READ),
+    ("GET", "/v1/catalog", CATALOG_READ),
+    ("POST", "/v1/customers", CUSTOMER_CREATE),
+    ("GET", "/v1/customers/{id}", CUSTOMER_READ),
+    ("PATCH", "/v1/customers/{id}", CUSTOMER_UPDATE),
+    ("POST", "/v1/customers/{id}/erase", CUSTOMER_ERASE),
+    ("POST", "/v1/orders", ORDER_PLACE),
+    ("POST", "/v1/orders/bulk", ORDER_BULK),
+    ("GET", "/v1/orders", ORDER_LIST),
+    ("GET", "/v1/orders/{id}", ORDER_READ),
+    ("POST", "/v1/orders/{id}/cancel", ORDER_CANCEL),
+    ("POST", "/v1/orders/{id}/shipments", SHIPMENT_WRITE),
+    ("POST", "/v1/shipments/{id}/events", SHIPMENT_WRITE),
+    ("GET", "/v1/shipments/{id}", SHIPMENT_READ),
+    ("POST", "/v1/orders/{id}/returns", RETURN_CREATE),
+    ("POST", "/v1/returns/{id}/receive", RETURN_RECEIVE),
+    ("GET", "/v1/returns/{id}", RETURN_READ),
+    ("POST", "/v1/orders/{id}/refunds", REFUND_CREATE),
+    ("GET", "/v1/analytics/summary", ANALYTICS_READ),
+    ("GET", "/v1/analytics/orders.csv", ANALYTICS_READ),
+    ("GET", "/v1/ops/shards", OPS_SHARDS_READ),
+    ("POST", "/v1/ops/shards/{id}/restart", OPS_SHARD_RESTART),
+    ("GET", "/v1/ops/incidents", OPS_INCIDENTS_READ),
+    ("GET", "/v1/ops/quarantine", OPS_QUARANTINE_READ),
+    (
+        "DELETE",
+        "/v1/ops/quarantine/{fingerprint}",
+        OPS_QUARANTINE_LIFT,
+    ),
+    ("GET", "/v1/ops/inspection", OPS_INSPECTION_READ),
+    ("POST", "/v1/ops/keys/rotate", OPS_KEYS_ROTATE),
+    ("POST", "/v1/ops/backups", OPS_BACKUP_CREATE),
+    ("GET", "/v1/ops/backups", OPS_BACKUPS_READ),
+    ("POST", "/v1/ops/backups/{id}/verify", OPS_BACKUP_VERIFY),
+    ("GET", "/v1/ops/config", OPS_CONFIG_READ),
+    ("POST", "/v1/ops/changes", CHANGE_REQUEST),
+    ("GET", "/v1/ops/changes", CHANGES_READ),
+    ("GET", "/v1/ops/changes/{id}", CHANGES_READ),
+    ("POST", "/v1/ops/changes/{id}/approve", CHANGE_APPROVE),
+    ("POST", "/v1/ops/changes/{id}/apply", CHANGE_APPLY),
+    ("POST", "/v1/ops/changes/{id}/rollback", CHANGE_ROLLBACK),
+    ("POST", "/v1/keys", KEYS_MANAGE),
+    ("GET", "/v1/keys", KEYS_MANAGE),
+    ("DELETE", "/v1/keys/{id}", KEYS_MANAGE),
+    ("GET", "/v1/audit", AUDIT_READ),
+    ("GET", "/v1/audit/verify", AUDIT_READ),
+    ("GET", "/v1/whoami", WHOAMI),
+];
+
+/// The routes of [`ROUTE_PERMISSIONS`] that `role` may call, as `METHOD /path/template`.
+pub fn permitted_routes(role: Role) -> Vec<String> {
+    ROUTE_PERMISSIONS
+        .iter()
+        .filter(|(_, _, roles)| roles.contains(role))
+        .map(|(method, path, _)| format!("{method} {path}"))
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {
@@ -303,6 +370,7 @@ mod tests {
         ("change apply", CHANGE_APPLY),
         ("change rollback", CHANGE_ROLLBACK),
         ("changes read", CHANGES_READ),
+        ("whoami", WHOAMI),
     ];
 
     #[test]
@@ -391,6 +459,7 @@ mod tests {
             ("change apply", &[Admin, Operator]),
             ("change rollback", &[Admin, Operator]),
             ("changes read", &[Admin, Operator, Auditor]),
+            ("whoami", &Role::ALL),
         ];
         for ((name, set), (expected_name, allowed)) in ALL_PERMISSIONS.iter().zip(expected) {
             assert_eq!(*name, expected_name);
@@ -413,6 +482,20 @@ mod tests {
         assert!(!CATALOG_WRITE.contains(Operator));
         assert!(!STOCK_ADJUST.contains(Merchandiser));
         assert!(!ORDER_PLACE.contains(Merchandiser));
+    }
+
+    /// `whoami`'s list for a role is exactly the routes whose permission names it: an
+    /// auditor reads incidents and the audit trail but restarts no shard.
+    #[test]
+    fn permitted_routes_follow_the_table() {
+        let auditor = permitted_routes(Auditor);
+        assert!(auditor.contains(&"GET /v1/audit".to_string()));
+        assert!(auditor.contains(&"GET /v1/whoami".to_string()));
+        assert!(!auditor.contains(&"POST /v1/ops/shards/{id}/restart".to_string()));
+        assert_eq!(permitted_routes(Admin).len(), ROUTE_PERMISSIONS.len());
+        for role in Role::ALL {
+            assert!(permitted_routes(role).contains(&"GET /v1/whoami".to_string()));
+        }
     }
 
     #[test]

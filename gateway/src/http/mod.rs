@@ -14,6 +14,7 @@ mod backups;
 mod bulk;
 mod catalog;
 mod changes;
+mod console;
 mod customers;
 pub mod error;
 pub mod extract;
@@ -30,6 +31,7 @@ mod shipments;
 mod stock;
 #[cfg(test)]
 mod tests;
+mod whoami;
 
 use actix_web::{web, HttpResponse};
 
@@ -88,6 +90,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/keys/{id}"),
     ("GET", "/v1/audit"),
     ("GET", "/v1/audit/verify"),
+    ("GET", "/v1/whoami"),
+    ("GET", "/console"),
+    ("GET", "/console/console.js"),
+    ("GET", "/console/console.css"),
 ];
 
 /// The bounds of the HTTP front door that handlers apply (from `[http]`).
@@ -359,6 +365,26 @@ pub fn configure(
         web::resource("/v1/audit/verify")
             .name("/v1/audit/verify")
             .route(web::get().to(audit::verify)),
+    )
+    .service(
+        web::resource("/v1/whoami")
+            .name("/v1/whoami")
+            .route(web::get().to(whoami::whoami)),
+    )
+    .service(
+        web::resource("/console")
+            .name("/console")
+            .route(web::get().to(console::page)),
+    )
+    .service(
+        web::resource("/console/console.js")
+            .name("/console/console.js")
+            .route(web::get().to(console::script)),
+    )
+    .service(
+        web::resource("/console/console.css")
+            .name("/console/console.css")
+            .route(web::get().to(console::style)),
     )
     .default_service(web::to(not_found));
 }
