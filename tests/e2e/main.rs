@@ -10,6 +10,7 @@ mod changes;
 mod cold;
 mod concurrency;
 mod crash;
+mod events;
 mod full_disk;
 mod http_bounds;
 mod idempotency;

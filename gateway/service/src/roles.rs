@@ -140,6 +140,11 @@ pub const RETURN_READ: RoleSet =
     RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
 /// `POST /v1/orders/{id}/refunds` (API.md, Commerce).
 pub const REFUND_CREATE: RoleSet = RoleSet::of(&[Admin, Frontend]);
+/// `GET /v1/events` and `GET /v1/events/stream` (API.md, Commerce: events).
+pub const EVENTS_READ: RoleSet = RoleSet::of(&[Admin, Operator, Analyst, Frontend]);
+/// `POST /v1/webhooks`, `GET /v1/webhooks`, `DELETE /v1/webhooks/{id}`,
+/// `GET /v1/webhooks/{id}/deliveries`.
+pub const WEBHOOKS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
 /// `GET /v1/analytics/summary` and `GET /v1/analytics/orders.csv`.
 pub const ANALYTICS_READ: RoleSet = RoleSet::of(&[Admin, Analyst, Operator]);
 /// `GET /v1/ops/shards`.
@@ -261,7 +266,7 @@ mod tests {
         );
     }
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 35] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 37] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("catalog write", CATALOG_WRITE),
@@ -288,6 +293,8 @@ mod tests {
         ("return receive", RETURN_RECEIVE),
         ("return read", RETURN_READ),
         ("refund create", REFUND_CREATE),
+        ("events read", EVENTS_READ),
+        ("webhooks manage", WEBHOOKS_MANAGE),
         ("analytics read", ANALYTICS_READ),
         ("keys manage", KEYS_MANAGE),
         ("audit read", AUDIT_READ),
@@ -332,7 +339,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 35] = [
+        let expected: [(&str, &[Role]); 37] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
@@ -374,6 +381,8 @@ mod tests {
                 &[Admin, Frontend, Customer, Logistics, Analyst, Operator],
             ),
             ("refund create", &[Admin, Frontend]),
+            ("events read", &[Admin, Operator, Analyst, Frontend]),
+            ("webhooks manage", &[Admin]),
             ("analytics read", &[Admin, Analyst, Operator]),
             ("keys manage", &[Admin]),
             ("audit read", &[Admin, Auditor]),
