@@ -310,8 +310,7 @@ fn the_stream_sends_live_events_and_resumes_with_last_event_id_without_gaps() {
     // A bad Last-Event-ID is refused.
     let refused = client
         .open_stream(path, &[("Last-Event-ID", "42")])
-        .err()
-        .expect("400");
+        .expect_err("400");
     assert_problem(&refused, 400, "invalid_request");
     assert_eq!(refused.body["param"], "Last-Event-ID");
 }

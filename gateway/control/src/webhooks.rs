@@ -34,31 +34,17 @@ pub const URL_CHARS_MAX: usize = 2048;
 /// Events one worker reads from the store at a time.
 const READ_BATCH: usize = 100;
 
-/// The `[webhooks]` settings the workers follow (read at start).
+/// The settings the workers follow (read at start): `[webhooks]` and `events.scan_max`.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub allow_private: bool,
-    pub retry_for_s: u64,
-    pub backoff_initial_ms: u64,
-    pub backoff_max_ms: u64,
-    pub timeout_ms: u64,
-    pub endpoints_max: usize,
-    pub deliveries_max: usize,
-    /// `events.scan_max`.
+    pub webhooks: orderd_config::WebhooksConfig,
     pub scan_max: usize,
 }
 
 impl Settings {
     pub fn from_config(config: &orderd_config::Config) -> Settings {
-        let w = &config.webhooks;
         Settings {
-            allow_private: w.allow_private,
-            retry_for_s: w.retry_for_s,
-            backoff_initial_ms: w.backoff_initial_ms,
-            backoff_max_ms: w.backoff_max_ms,
-            timeout_ms: w.timeout_ms,
-            endpoints_max: w.endpoints_max,
-            deliveries_max: w.deliveries_max,
+            webhooks: config.webhooks.clone(),
             scan_max: config.events.scan_max,
         }
     }
@@ -303,10 +289,10 @@ impl Webhooks {
     /// Loads the stored endpoints and starts a worker for each.
     pub fn start(engine: Engine, settings: Settings) -> Result<Arc<Webhooks>, StorageError> {
         let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_millis(settings.timeout_ms))
+            .timeout(Duration::from_millis(settings.webhooks.timeout_ms))
             .redirects(0)
             .resolver(GuardedResolver {
-                allow_private: settings.allow_private,
+                allow_private: settings.webhooks.allow_private,
             })
             .build();
         let webhooks = Arc::new(Webhooks {
@@ -367,7 +353,7 @@ impl Webhooks {
 
     /// Creates an endpoint: the URL checked, a fresh secret, deliveries from the next event on.
     pub fn create(self: &Arc<Self>, url: &str, types: &[String]) -> Result<Endpoint, ApiError> {
-        let url = check_url(url, self.settings.allow_private)?;
+        let url = check_url(url, self.settings.webhooks.allow_private)?;
         if types.is_empty() || types.len() > EventType::ALL.len() {
             return Err(ApiError::invalid("types", "1 to 9 event types"));
         }
@@ -386,12 +372,14 @@ impl Webhooks {
             }
         }
         let _create = self.create.lock().expect("webhooks poisoned");
-        if self.endpoints.lock().expect("webhooks poisoned").len() >= self.settings.endpoints_max {
+        if self.endpoints.lock().expect("webhooks poisoned").len()
+            >= self.settings.webhooks.endpoints_max
+        {
             return Err(ApiError::invalid(
                 "url",
                 format!(
                     "at most {} endpoints (webhooks.endpoints_max)",
-                    self.settings.endpoints_max
+                    self.settings.webhooks.endpoints_max
                 ),
             ));
         }
@@ -654,14 +642,14 @@ fn deliver(
         if code.is_some_and(|c| (200..300).contains(&c)) {
             record.status = DeliveryStatus::Delivered;
         } else if now_us - record.first_attempt_us
-            >= (settings.retry_for_s as i64).saturating_mul(1_000_000)
+            >= (settings.webhooks.retry_for_s as i64).saturating_mul(1_000_000)
         {
             record.status = DeliveryStatus::Failed;
         } else {
             let wait = backoff_ms(
                 record.attempts,
-                settings.backoff_initial_ms,
-                settings.backoff_max_ms,
+                settings.webhooks.backoff_initial_ms,
+                settings.webhooks.backoff_max_ms,
                 rand::random::<f64>(),
             );
             record.next_attempt_us = now_us + (wait as i64) * 1000;
@@ -672,7 +660,10 @@ fn deliver(
                 progress_key(endpoint.id),
                 event.cursor.to_be_bytes().to_vec(),
             ));
-            if let Some(old) = event.cursor.checked_sub(settings.deliveries_max as u64) {
+            if let Some(old) = event
+                .cursor
+                .checked_sub(settings.webhooks.deliveries_max as u64)
+            {
                 // Records of events this far behind go (cursors are global, so this keeps
                 // at most `deliveries_max` records per endpoint).
                 writes.push(Write::DeleteRange {
