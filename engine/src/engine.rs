@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// RocksDB's write-ahead-log bound, in bytes (`storage.wal_max_bytes`): what a restart
     /// after a crash replays at most; 0 leaves RocksDB's own.
     pub wal_max_bytes: u64,
+    /// Whether shards record public events (`events.enabled`).
+    pub events_enabled: bool,
+    /// `stock.low` below this many available units (`events.stock_low_threshold`; 0: never).
+    pub stock_low_threshold: u64,
 }
 
 impl EngineConfig {
@@ -87,6 +91,8 @@ impl EngineConfig {
             cold: crate::shard::ColdSettings::default(),
             idempotency_hot_s: 0,
             wal_max_bytes: orderd_storage::rocks::WAL_MAX_BYTES_DEFAULT,
+            events_enabled: true,
+            stock_low_threshold: crate::tunables::STOCK_LOW_THRESHOLD_DEFAULT,
         }
     }
 }
@@ -354,6 +360,8 @@ impl Engine {
             config.supervisor.window_s,
         ));
         tunables.set_request_timeout_ms(config.request_timeout_ms);
+        tunables.set_events_enabled(config.events_enabled);
+        tunables.set_stock_low_threshold(config.stock_low_threshold);
         let (faults, fault_receiver) = mpsc::channel(FAULT_QUEUE_MAX);
         let writer = LogWriter::start(
             storage.clone(),
@@ -362,6 +370,11 @@ impl Engine {
             recovered.iter().map(|r| r.data.last_seq).collect(),
             faults.clone(),
         );
+        // Before any shard runs: public events continue after the newest stored.
+        writer
+            .stats
+            .event_head
+            .advance(crate::events::last_cursor(storage.as_ref())?);
         if config.min_free_bytes > 0 {
             crate::diskguard::start(
                 config.data_dir.clone(),
@@ -557,6 +570,51 @@ impl Engine {
 
     pub fn storage(&self) -> Arc<dyn Storage> {
         self.inner.storage.clone()
+    }
+
+    /// The newest durable public event's cursor, to wait on ([`crate::events`]).
+    pub fn event_head(&self) -> Arc<crate::events::EventHead> {
+        self.inner.writer_stats.event_head.clone()
+    }
+
+    /// A page of public events after the cursor `after`, oldest first (read on the blocking
+    /// pool): at most `limit` of `types`, looking at no more than `scan_max` events. Returns
+    /// them and the cursor the scan reached.
+    pub async fn events_page(
+        &self,
+        after: u64,
+        types: crate::events::TypeSet,
+        limit: usize,
+        scan_max: usize,
+    ) -> Result<(Vec<crate::events::StoredEvent>, u64), CommandError> {
+        let storage = self.inner.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::events::read_after(storage.as_ref(), after, types, limit, scan_max)
+        })
+        .await
+        .map_err(|e| CommandError::Unavailable(format!("event read: {e}")))?
+        .map_err(|e| CommandError::Unavailable(format!("event read: {e}")))
+    }
+
+    /// Deletes public events older than `retention_s` and the oldest beyond the newest
+    /// `count_max` (blocking: call from a thread of its own). Returns whether any went.
+    pub fn sweep_events(
+        &self,
+        retention_s: u64,
+        count_max: u64,
+        scan_max: usize,
+    ) -> Result<bool, StorageError> {
+        let cutoff_us = crate::clock::now_us().saturating_sub(
+            i64::try_from(retention_s.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        );
+        let storage = self.inner.storage.as_ref();
+        match crate::events::sweep(storage, cutoff_us, count_max, scan_max)? {
+            Some(write) => {
+                storage.write(vec![write], false)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Per shard, the last sequence number the log writer made durable: every acknowledged

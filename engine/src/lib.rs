@@ -12,6 +12,7 @@ pub mod diskguard;
 pub mod domain;
 pub mod engine;
 pub mod event;
+pub mod events;
 pub mod failpoint;
 pub mod idem_tier;
 pub mod inbox;

@@ -71,6 +71,9 @@ pub enum WriterMsg {
         /// The batch's audit record and the shard's new audit chain tip (`crate::audit`),
         /// written in the same storage write; empty when the batch audits nothing.
         audit: Vec<Write>,
+        /// The public events the batch raised (`crate::events::Recorded`, encoded): numbered
+        /// with the global cursor and written to `events` in the same storage write.
+        notices: Vec<Vec<u8>>,
         continuations: Vec<Continuation>,
     },
     /// Arbitrary writes (snapshots, control records), ordered with the batches. With a
@@ -102,6 +105,9 @@ pub struct WriterStats {
     pub durable_seq: Vec<AtomicU64>,
     /// Per shard: the generation of its current actor (moved on when the shard is replaced).
     pub generations: Vec<AtomicU64>,
+    /// The newest durable public event's cursor ([`crate::events`]); the writer numbers the
+    /// next after it. Set from storage at open ([`crate::events::last_cursor`]).
+    pub event_head: Arc<crate::events::EventHead>,
 }
 
 impl WriterStats {
@@ -119,6 +125,7 @@ impl WriterStats {
             disk_low: AtomicBool::new(false),
             generations: durable_seq.iter().map(|_| AtomicU64::new(0)).collect(),
             durable_seq: durable_seq.into_iter().map(AtomicU64::new).collect(),
+            event_head: Arc::new(crate::events::EventHead::default()),
         }
     }
 }
@@ -282,6 +289,8 @@ pub fn commit_group(
     let mut batches = 0u64;
     let mut events = 0u64;
     let mut bytes = 0u64;
+    // Public events get the cursors after the head; it moves only once they are durable.
+    let mut cursor = stats.event_head.get();
     // Per message of `group`: sent by a replaced shard actor, so refused.
     let mut refused: Vec<bool> = Vec::with_capacity(group.len());
     for msg in group.iter_mut() {
@@ -306,9 +315,18 @@ pub fn commit_group(
                 last_seq,
                 value,
                 audit,
+                notices,
                 ..
             } => {
                 writes.append(audit);
+                for notice in notices.drain(..) {
+                    cursor += 1;
+                    writes.push(Write::Put {
+                        family: Family::Events,
+                        key: crate::events::key(cursor).to_vec(),
+                        value: notice,
+                    });
+                }
                 if let Some(value) = value.take() {
                     batches += 1;
                     events += *last_seq + 1 - *first_seq;
@@ -350,6 +368,7 @@ pub fn commit_group(
                 if stats.failed.swap(false, Ordering::SeqCst) {
                     recovered(faults);
                 }
+                stats.event_head.advance(cursor);
                 true
             }
             Err(error) => {
@@ -509,6 +528,7 @@ mod tests {
             last_seq: 1,
             value: Some(vec![7]),
             audit: Vec::new(),
+            notices: Vec::new(),
             continuations: vec![done],
         };
         let (stale, stale_rx) = outcome();

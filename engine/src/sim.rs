@@ -1453,6 +1453,9 @@ impl World {
         self.rebuild.clear();
         while self.faults_rx.try_recv().is_ok() {}
         self.stats = Arc::new(WriterStats::new(vec![0; self.config.shards as usize]));
+        let head = crate::events::last_cursor(self.storage.as_ref())
+            .map_err(|e| format!("events: {e}"))?;
+        self.stats.event_head.advance(head);
         self.gauges = (0..self.config.shards)
             .map(|_| Arc::new(ShardGauges::default()))
             .collect();

@@ -2,7 +2,7 @@
 //! gateway): one atomic each, read where they are used, so a new value takes effect on the
 //! next batch, fsync or fault without a restart.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Live engine settings. Shared by the shards, the log writer and the supervisor.
 #[derive(Debug)]
@@ -12,7 +12,12 @@ pub struct Tunables {
     max_restarts: AtomicU32,
     restart_window_s: AtomicU64,
     request_timeout_ms: AtomicU64,
+    events_enabled: AtomicBool,
+    stock_low_threshold: AtomicU64,
 }
+
+/// Default of `events.stock_low_threshold`: `stock.low` when available units fall below it.
+pub const STOCK_LOW_THRESHOLD_DEFAULT: u64 = 10;
 
 /// Default deadline of one client call (`engine.request_timeout_ms`).
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
@@ -30,7 +35,28 @@ impl Tunables {
             max_restarts: AtomicU32::new(max_restarts),
             restart_window_s: AtomicU64::new(restart_window_s.max(1)),
             request_timeout_ms: AtomicU64::new(REQUEST_TIMEOUT_MS_DEFAULT),
+            events_enabled: AtomicBool::new(true),
+            stock_low_threshold: AtomicU64::new(STOCK_LOW_THRESHOLD_DEFAULT),
         }
+    }
+
+    /// Whether shards record public events (`events.enabled`; off only to measure their cost).
+    pub fn events_enabled(&self) -> bool {
+        self.events_enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_events_enabled(&self, value: bool) {
+        self.events_enabled.store(value, Ordering::Relaxed);
+    }
+
+    /// `stock.low` is raised when a SKU's available units fall from at least this to below it
+    /// (`events.stock_low_threshold`; 0: never).
+    pub fn stock_low_threshold(&self) -> u64 {
+        self.stock_low_threshold.load(Ordering::Relaxed)
+    }
+
+    pub fn set_stock_low_threshold(&self, value: u64) {
+        self.stock_low_threshold.store(value, Ordering::Relaxed);
     }
 
     /// The deadline of one client call, in milliseconds: past it the caller hears

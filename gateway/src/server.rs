@@ -296,6 +296,10 @@ pub struct Services {
     schedule: Option<Schedule>,
     /// Why the supervisor escalated, when it did (with `supervisor.exit_on_escalation`).
     escalated: Arc<std::sync::Mutex<Option<String>>>,
+    /// Deletes public events past their retention.
+    sweeper: orderd_control::events::Sweeper,
+    /// Webhook endpoints and their delivery workers.
+    pub webhooks: Arc<orderd_control::webhooks::Webhooks>,
 }
 
 impl Services {
@@ -360,6 +364,12 @@ impl Services {
             tracing::error!(message = "Cannot resume the watch of applied changes.", %error);
         }
         let watcher = changes.start_watcher();
+        let sweeper = orderd_control::events::Sweeper::start(engine.clone(), &config.events);
+        let webhooks = orderd_control::webhooks::Webhooks::start(
+            engine.clone(),
+            orderd_control::webhooks::Settings::from_config(config),
+        )
+        .context("cannot read the webhook endpoints")?;
         let tcp_tls = tls.tcp.clone().map(tokio_rustls::TlsAcceptor::from);
         let tcp = TcpServer::start(
             &config.tcp.listen,
@@ -398,6 +408,8 @@ impl Services {
             tcp,
             schedule: None,
             escalated,
+            sweeper,
+            webhooks,
         })
     }
 
@@ -471,6 +483,14 @@ impl Services {
         let backups = self.backups;
         let _ = tokio::task::spawn_blocking(move || backups.stop()).await;
         self.tunables.abort();
+        // Webhook workers and the events sweep write storage.
+        let webhooks = self.webhooks;
+        let sweeper = self.sweeper;
+        let _ = tokio::task::spawn_blocking(move || {
+            webhooks.stop();
+            sweeper.stop();
+        })
+        .await;
         // The audit writer holds storage: stop it so that RocksDB can close before exit.
         self.audit.shutdown().await;
         self.engine.shutdown().await;
@@ -527,6 +547,8 @@ async fn serve(
     let live = web::Data::from(services.live.clone());
     let changes = web::Data::from(services.changes.clone());
     let window = web::Data::from(services.window.clone());
+    let webhooks = web::Data::new(services.webhooks.clone());
+    let event_readers = web::Data::new(http::events::EventReaders::from_config(&config.events));
     let http_limits = http::Limits::from_config(&config.http, &config.orders);
     let http_pricing = pricing(config);
     let peers = Arc::new(PeerCounts::default());
@@ -543,6 +565,8 @@ async fn serve(
             .app_data(live.clone())
             .app_data(changes.clone())
             .app_data(window.clone())
+            .app_data(webhooks.clone())
+            .app_data(event_readers.clone())
             .wrap(middleware::from_fn(http::middleware::record_refusals))
             .wrap(http::error::problem_fallback())
             // Outermost: times everything, refusals and fallbacks included.

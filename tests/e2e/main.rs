@@ -11,6 +11,7 @@ mod cold;
 mod concurrency;
 mod crash;
 mod erasure;
+mod events;
 mod full_disk;
 mod http_bounds;
 mod idempotency;

@@ -56,6 +56,10 @@ const RETURN_READERS: &[&str] = &[
 ];
 /// Roles allowed to refund.
 const REFUNDERS: &[&str] = &["admin", "frontend"];
+/// Where the matrix's webhooks point: the discard port on loopback, where nothing listens.
+const MATRIX_HOOK_URL: &str = "http://127.0.0.1:9/matrix";
+/// Roles allowed to read events (pages and the stream).
+const EVENT_READERS: &[&str] = &["admin", "frontend", "analyst", "operator"];
 /// Roles allowed to read analytics.
 const ANALYSTS: &[&str] = &["admin", "analyst", "operator"];
 /// Roles allowed under `/v1/ops`.
@@ -118,6 +122,12 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
     ("POST", "/v1/returns/{id}/receive", Some(RECEIVERS), 200),
     ("GET", "/v1/returns/{id}", Some(RETURN_READERS), 200),
     ("POST", "/v1/orders/{id}/refunds", Some(REFUNDERS), 201),
+    ("GET", "/v1/events", Some(EVENT_READERS), 200),
+    ("GET", "/v1/events/stream", Some(EVENT_READERS), 200),
+    ("POST", "/v1/webhooks", Some(ADMINS), 201),
+    ("GET", "/v1/webhooks", Some(ADMINS), 200),
+    ("DELETE", "/v1/webhooks/{id}", Some(ADMINS), 204),
+    ("GET", "/v1/webhooks/{id}/deliveries", Some(ADMINS), 200),
     ("GET", "/v1/analytics/summary", Some(ANALYSTS), 200),
     ("GET", "/v1/analytics/orders.csv", Some(ANALYSTS), 200),
     ("GET", "/v1/ops/shards", Some(OPERATORS), 200),
@@ -544,6 +554,18 @@ impl Fixtures {
     }
 
     /// A fresh `analyst` key: its id and a client using it.
+    /// A webhook endpoint made by the server's admin key; its deliveries go nowhere (a
+    /// closed port on loopback).
+    fn fresh_webhook(&self) -> String {
+        let (status, hook) = self.admin.post_json(
+            "/v1/webhooks",
+            &json!({"url": MATRIX_HOOK_URL, "types": ["stock.low"]}),
+            None,
+        );
+        assert_eq!(status, 201, "POST /v1/webhooks: {hook}");
+        hook["id"].as_str().expect("webhook id").to_string()
+    }
+
     fn spare_key(&self) -> (String, Client) {
         let (id, spare) = key_of(&self.admin, "analyst", None);
         assert_eq!(spare.get_json("/v1/orders").0, 200, "spare key works");
@@ -895,6 +917,26 @@ impl Fixtures {
                 }
             }
             ("GET", "/v1/analytics/summary" | "/v1/analytics/orders.csv") => Call::read(template),
+            ("GET", "/v1/events" | "/v1/events/stream" | "/v1/webhooks") => Call::read(template),
+            ("POST", "/v1/webhooks") => Call {
+                path: template.into(),
+                body: Some(json!({"url": MATRIX_HOOK_URL, "types": ["stock.low"]})),
+                effect: Effect::Audited {
+                    action: "webhook.create",
+                    before: self.audited("webhook.create"),
+                },
+            },
+            ("DELETE", "/v1/webhooks/{id}") => Call {
+                path: format!("/v1/webhooks/{}", self.fresh_webhook()),
+                body: None,
+                effect: Effect::Audited {
+                    action: "webhook.delete",
+                    before: self.audited("webhook.delete"),
+                },
+            },
+            ("GET", "/v1/webhooks/{id}/deliveries") => {
+                Call::read(format!("/v1/webhooks/{}/deliveries", self.fresh_webhook()))
+            }
             (
                 "GET",
                 "/v1/ops/shards" | "/v1/ops/incidents" | "/v1/ops/quarantine"
@@ -1321,6 +1363,9 @@ impl Setup {
             &[
                 ("ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS", "100"),
                 ("ORDERD__SUPERVISOR__MAX_RESTARTS", "1000"),
+                // The matrix's webhooks point at a closed port on loopback.
+                ("ORDERD__WEBHOOKS__ALLOW_PRIVATE", "true"),
+                ("ORDERD__WEBHOOKS__ENDPOINTS_MAX", "1000"),
             ],
         );
         let admin = server.client();
@@ -1414,7 +1459,21 @@ impl Setup {
                         };
                     }
                 }
-                let reply = client.call(method, &call.path, call.body.as_ref(), None);
+                let reply = if *template == "/v1/events/stream" {
+                    // A stream never ends: its status and type are the answer.
+                    match client.open_stream(&call.path, &[]) {
+                        Ok(resp) => Reply {
+                            status: resp.status(),
+                            body: Value::Null,
+                            content_type: resp.content_type().to_string(),
+                            location: None,
+                            retry_after: None,
+                        },
+                        Err(reply) => reply,
+                    }
+                } else {
+                    client.call(method, &call.path, call.body.as_ref(), None)
+                };
                 let allowed_call = want.status == *ok;
                 if (200..300).contains(&reply.status) && !allowed_call {
                     unexpected_2xx += 1;

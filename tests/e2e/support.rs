@@ -157,6 +157,26 @@ impl Client {
             .unwrap_or_else(|e| panic!("{method} {path}: transport error {}", e.0))
     }
 
+    /// Opens `GET path` as a stream (server-sent events) with extra `headers`: the answer
+    /// unread when it is a 2xx, else the whole (finite) error answer.
+    pub fn open_stream(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<ureq::Response, Reply> {
+        let mut req = self.request("GET", path, None);
+        for (name, value) in headers {
+            req = req.set(name, value);
+        }
+        match req.call() {
+            Ok(resp) => Ok(resp),
+            res => {
+                Err(Self::finish(res)
+                    .unwrap_or_else(|e| panic!("GET {path}: transport error {}", e.0)))
+            }
+        }
+    }
+
     /// `send`, panicking on a transport error (for when the server must be up).
     pub fn call(
         &self,

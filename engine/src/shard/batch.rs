@@ -6,8 +6,25 @@ use super::*;
 
 impl Shard {
     /// Applies an event to the state and appends it to the current batch.
+    /// The public events the change raises ([`super::notices`]) go with the batch.
     pub(super) fn emit(&mut self, event: Event) {
-        self.data.apply(&event);
+        let tunables = &self.settings.tunables;
+        if tunables.events_enabled() {
+            let threshold = tunables.stock_low_threshold();
+            let before = notices::before(&self.data, &event, threshold);
+            self.data.apply(&event);
+            let now = self.clock.now_us();
+            notices::after(
+                &self.data,
+                &event,
+                before,
+                threshold,
+                now,
+                &mut self.notices,
+            );
+        } else {
+            self.data.apply(&event);
+        }
         if self.batch.is_empty() {
             event::batch_start(&mut self.batch);
             self.batch_first_seq = self.data.last_seq;
@@ -133,6 +150,7 @@ impl Shard {
             last_seq: self.data.last_seq,
             value,
             audit,
+            notices: std::mem::take(&mut self.notices),
             continuations: std::mem::take(&mut self.batch_continuations),
         };
         self.events_since_snapshot += self.batch_events as u64;

@@ -54,6 +54,7 @@ mod cold;
 mod commands;
 mod fault;
 mod messages;
+mod notices;
 mod protocol;
 mod snapshot;
 mod step;
@@ -299,6 +300,9 @@ pub struct Shard {
     /// Storage writes that go with the current batch besides the log and audit (the cold
     /// tier's records of a sweep).
     extra_writes: Vec<crate::storage::Write>,
+    /// Public events raised by the current batch's events ([`crate::events`]), encoded:
+    /// the log writer numbers and writes them with the batch.
+    notices: Vec<Vec<u8>>,
     /// Holds whose owner has not yet answered this actor's `HoldCheck`, with when it was
     /// last asked.
     hold_checks: IdMap<OrderId, Instant>,
@@ -379,6 +383,7 @@ impl Shard {
             last_idem_sweep: last_sweep,
             idem_leaving: HashMap::new(),
             extra_writes: Vec::new(),
+            notices: Vec::new(),
             hold_checks: IdMap::default(),
             restocks: IdMap::default(),
             id_floor,

@@ -129,6 +129,7 @@ impl Shard {
     pub fn poison(&mut self) {
         self.poisoned = true;
         self.batch.clear();
+        self.notices.clear();
         self.batch_events = 0;
         self.outbox.clear();
         for continuation in std::mem::take(&mut self.batch_continuations) {
@@ -204,6 +205,7 @@ impl Shard {
                     last_seq: self.data.last_seq,
                     value: None,
                     audit: Vec::new(),
+                    notices: Vec::new(),
                     continuations: vec![Box::new(move |_| {
                         let _ = done.send(());
                     })],

@@ -26,16 +26,20 @@ pub enum Family {
     /// Idempotency keys past their in-memory window, until their retention ends
     /// (`orderd_engine::idem_tier`).
     Idem,
+    /// Public events (`order.confirmed`, …) keyed by their global cursor (u64 big-endian),
+    /// written by the log writer with the batches that raised them (`orderd_engine::events`).
+    Events,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Log,
         Family::Snap,
         Family::Control,
         Family::Audit,
         Family::Cold,
         Family::Idem,
+        Family::Events,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +50,7 @@ impl Family {
             Family::Audit => "audit",
             Family::Cold => "cold",
             Family::Idem => "idem",
+            Family::Events => "events",
         }
     }
 }

@@ -111,7 +111,13 @@ impl RocksStorage {
     pub fn open_read_only(path: &Path) -> Result<RocksStorage, StorageError> {
         let mut options = Options::default();
         options.set_max_background_jobs(1);
-        let families: Vec<&str> = Family::ALL.iter().map(|family| family.name()).collect();
+        // A copy made before a family existed (`events`) opens with the families it has.
+        let present = DB::list_cf(&options, path).map_err(io)?;
+        let families: Vec<&str> = Family::ALL
+            .iter()
+            .map(|family| family.name())
+            .filter(|name| present.iter().any(|p| p == name))
+            .collect();
         let db = DB::open_cf_for_read_only(&options, path, families, false).map_err(io)?;
         Ok(RocksStorage { db })
     }

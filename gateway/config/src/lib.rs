@@ -67,6 +67,52 @@ pub struct Config {
     pub changes: ChangesConfig,
     pub shop: ShopConfig,
     pub orders: OrdersConfig,
+    pub events: EventsConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// The `[events]` section: public events, their retention and their readers' bounds.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Whether shards record public events (off only to measure their cost).
+    pub enabled: bool,
+    /// Events are kept this long, seconds.
+    pub retention_s: u64,
+    /// Most events kept (the oldest go first).
+    pub max_count: u64,
+    /// How often the retention sweep runs, milliseconds.
+    pub sweep_interval_ms: u64,
+    /// Most events one sweep looks at.
+    pub sweep_scan_max: usize,
+    /// `stock.low` below this many available units (0: never).
+    pub stock_low_threshold: u64,
+    /// Most events one page or one stream read looks at.
+    pub scan_max: usize,
+    /// Most open event streams.
+    pub streams_max: usize,
+    /// A quiet stream's keep-alive comment interval, milliseconds.
+    pub stream_keepalive_ms: u64,
+}
+
+/// The `[webhooks]` section: signed deliveries, retries and where they may go.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Whether URLs may name loopback, private or link-local addresses.
+    pub allow_private: bool,
+    /// Retries go on this long after a delivery's first attempt, seconds.
+    pub retry_for_s: u64,
+    /// The first retry's wait, milliseconds (doubling, with jitter).
+    pub backoff_initial_ms: u64,
+    /// The longest wait between attempts, milliseconds.
+    pub backoff_max_ms: u64,
+    /// One attempt's deadline, milliseconds.
+    pub timeout_ms: u64,
+    /// Most endpoints.
+    pub endpoints_max: usize,
+    /// Delivery records kept per endpoint.
+    pub deliveries_max: usize,
 }
 
 /// The `[shop]` section: what the shop sells in.
@@ -559,6 +605,47 @@ impl Config {
                 "engine.request_timeout_ms",
                 "must be longer than engine.pending_retry_ms (a placement must get at least one retry)",
             );
+        }
+        if self.events.retention_s == 0 {
+            return invalid("events.retention_s", "must be at least 1");
+        }
+        if self.events.max_count == 0 {
+            return invalid("events.max_count", "must be at least 1");
+        }
+        if !(100..=86_400_000).contains(&self.events.sweep_interval_ms) {
+            return invalid("events.sweep_interval_ms", "must be 100 to 86400000");
+        }
+        if !(1_000..=10_000_000).contains(&self.events.sweep_scan_max) {
+            return invalid("events.sweep_scan_max", "must be 1000 to 10000000");
+        }
+        if !(1_000..=1_000_000).contains(&self.events.scan_max) {
+            return invalid("events.scan_max", "must be 1000 to 1000000");
+        }
+        if !(1..=100_000).contains(&self.events.streams_max) {
+            return invalid("events.streams_max", "must be 1 to 100000");
+        }
+        if !(100..=600_000).contains(&self.events.stream_keepalive_ms) {
+            return invalid("events.stream_keepalive_ms", "must be 100 to 600000");
+        }
+        if self.webhooks.retry_for_s == 0 {
+            return invalid("webhooks.retry_for_s", "must be at least 1");
+        }
+        if self.webhooks.backoff_initial_ms == 0
+            || self.webhooks.backoff_initial_ms > self.webhooks.backoff_max_ms
+        {
+            return invalid(
+                "webhooks.backoff_initial_ms",
+                "must be at least 1 and at most webhooks.backoff_max_ms",
+            );
+        }
+        if !(100..=600_000).contains(&self.webhooks.timeout_ms) {
+            return invalid("webhooks.timeout_ms", "must be 100 to 600000");
+        }
+        if !(1..=1_000).contains(&self.webhooks.endpoints_max) {
+            return invalid("webhooks.endpoints_max", "must be 1 to 1000");
+        }
+        if !(1..=1_000_000).contains(&self.webhooks.deliveries_max) {
+            return invalid("webhooks.deliveries_max", "must be 1 to 1000000");
         }
         if !(1..=100_000).contains(&self.orders.bulk_max) {
             return invalid("orders.bulk_max", "must be 1 to 100000");

@@ -1414,3 +1414,88 @@ pub struct ChangesQuery {
     #[param(pattern = "^chg_[0-9]+$")]
     pub after: Option<String>,
 }
+
+/// One public event (API.md, Commerce: events), as pages, the stream and webhooks send it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventResponse {
+    /// `evt_` and 16 hex digits: also the cursor (`after`, the stream's `id:`).
+    pub id: String,
+    /// `order.confirmed`, `order.cancelled`, `order.shipped`, `order.delivered`,
+    /// `order.returned`, `order.refunded`, `shipment.updated`, `return.received`, `stock.low`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// RFC 3339 UTC: when the change was applied.
+    pub at: String,
+    /// What changed: ids, amounts and statuses of the type (docs/API.md, "Events").
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// Query of `GET /v1/events`: oldest first from a cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// An event id (`evt_…`, a previous page's `next`): the page starts after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^evt_[0-9a-f]{16}$")]
+    pub after: Option<String>,
+    /// Comma-separated event types; only those are listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<String>,
+    /// 1–1000, 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+}
+
+/// Query of `GET /v1/events/stream`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventStreamQuery {
+    /// Comma-separated event types; only those are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<String>,
+}
+
+/// `POST /v1/webhooks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// `http://` or `https://`, at most 2048 characters; loopback and private addresses are
+    /// refused unless `webhooks.allow_private`.
+    #[schema(min_length = 1, max_length = 2048)]
+    pub url: String,
+    /// The event types to deliver (1–9 of them, each once).
+    #[schema(min_items = 1, max_items = 9)]
+    pub types: Vec<String>,
+}
+
+/// A webhook endpoint. `secret` only in the answer to its creation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookResponse {
+    /// `whk_` and 16 hex digits.
+    pub id: String,
+    pub url: String,
+    pub types: Vec<String>,
+    /// The signing secret (`whsec_…`): shown once, when the endpoint is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// One event's delivery to an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryResponse {
+    pub event_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// The HTTP status of the last attempt; null before the first or when no answer came.
+    pub last_status_code: Option<u16>,
+    /// RFC 3339 UTC: when the next attempt is due; null once delivered or failed.
+    pub next_attempt_at: Option<String>,
+}

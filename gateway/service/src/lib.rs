@@ -60,5 +60,7 @@ pub fn engine_config(config: &Config) -> orderd_engine::EngineConfig {
             window_s: config.supervisor.window_s,
         },
         incident_retention_max: config.incidents.retention_max,
+        events_enabled: config.events.enabled,
+        stock_low_threshold: config.events.stock_low_threshold,
     }
 }

@@ -144,6 +144,11 @@ pub const RETURN_READ: RoleSet =
     RoleSet::of(&[Admin, Frontend, Customer, Logistics, Analyst, Operator]);
 /// `POST /v1/orders/{id}/refunds` (API.md, Commerce).
 pub const REFUND_CREATE: RoleSet = RoleSet::of(&[Admin, Frontend]);
+/// `GET /v1/events` and `GET /v1/events/stream` (API.md, Commerce: events).
+pub const EVENTS_READ: RoleSet = RoleSet::of(&[Admin, Operator, Analyst, Frontend]);
+/// `POST /v1/webhooks`, `GET /v1/webhooks`, `DELETE /v1/webhooks/{id}`,
+/// `GET /v1/webhooks/{id}/deliveries`.
+pub const WEBHOOKS_MANAGE: RoleSet = RoleSet::of(&[Admin]);
 /// `GET /v1/analytics/summary` and `GET /v1/analytics/orders.csv`.
 pub const ANALYTICS_READ: RoleSet = RoleSet::of(&[Admin, Analyst, Operator]);
 /// `GET /v1/ops/shards`.
@@ -211,6 +216,12 @@ pub const ROUTE_PERMISSIONS: &[(&str, &str, RoleSet)] = &[
     ("POST", "/v1/returns/{id}/receive", RETURN_RECEIVE),
     ("GET", "/v1/returns/{id}", RETURN_READ),
     ("POST", "/v1/orders/{id}/refunds", REFUND_CREATE),
+    ("GET", "/v1/events", EVENTS_READ),
+    ("GET", "/v1/events/stream", EVENTS_READ),
+    ("POST", "/v1/webhooks", WEBHOOKS_MANAGE),
+    ("GET", "/v1/webhooks", WEBHOOKS_MANAGE),
+    ("DELETE", "/v1/webhooks/{id}", WEBHOOKS_MANAGE),
+    ("GET", "/v1/webhooks/{id}/deliveries", WEBHOOKS_MANAGE),
     ("GET", "/v1/analytics/summary", ANALYTICS_READ),
     ("GET", "/v1/analytics/orders.csv", ANALYTICS_READ),
     ("GET", "/v1/ops/shards", OPS_SHARDS_READ),
@@ -332,7 +343,7 @@ mod tests {
         );
     }
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 37] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 39] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
         ("catalog write", CATALOG_WRITE),
@@ -361,6 +372,8 @@ mod tests {
         ("return receive", RETURN_RECEIVE),
         ("return read", RETURN_READ),
         ("refund create", REFUND_CREATE),
+        ("events read", EVENTS_READ),
+        ("webhooks manage", WEBHOOKS_MANAGE),
         ("analytics read", ANALYTICS_READ),
         ("keys manage", KEYS_MANAGE),
         ("audit read", AUDIT_READ),
@@ -406,7 +419,7 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 37] = [
+        let expected: [(&str, &[Role]); 39] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
@@ -450,6 +463,8 @@ mod tests {
                 &[Admin, Frontend, Customer, Logistics, Analyst, Operator],
             ),
             ("refund create", &[Admin, Frontend]),
+            ("events read", &[Admin, Operator, Analyst, Frontend]),
+            ("webhooks manage", &[Admin]),
             ("analytics read", &[Admin, Analyst, Operator]),
             ("keys manage", &[Admin]),
             ("audit read", &[Admin, Auditor]),

@@ -16,6 +16,103 @@ use orderd_proto::{
     TopSkuResponse,
 };
 
+/// A public event as every reader sends it: `{"id", "type", "at", "data"}`. Data names the
+/// objects by their wire ids; it holds no personal data (no address, no contact data).
+pub fn event(stored: &orderd_engine::events::StoredEvent) -> orderd_proto::EventResponse {
+    use orderd_engine::events::Notice;
+    use orderd_engine::{OrderId, RefundId, ReturnId, ShipmentId};
+    use serde_json::json;
+    let lines = |lines: &[(String, u32)]| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .map(|(sku, qty)| json!({"sku": sku, "qty": qty}))
+            .collect()
+    };
+    let data = match &stored.notice {
+        Notice::OrderConfirmed {
+            order,
+            customer,
+            lines,
+            total,
+        } => json!({
+            "order_id": OrderId(*order).to_string(),
+            "customer_id": orderd_engine::CustomerId(*customer).to_string(),
+            "lines": lines.iter().map(|l| json!({"sku": l.sku, "qty": l.qty, "unit_price": l.unit_price})).collect::<Vec<_>>(),
+            "total": total,
+        }),
+        Notice::OrderCancelled { order, reason } => json!({
+            "order_id": OrderId(*order).to_string(),
+            "reason": reason,
+        }),
+        Notice::OrderShipped {
+            order,
+            shipment,
+            carrier,
+            tracking,
+            lines: shipped,
+            status,
+        } => json!({
+            "order_id": OrderId(*order).to_string(),
+            "shipment_id": ShipmentId(*shipment).to_string(),
+            "carrier": carrier,
+            "tracking_number": tracking,
+            "lines": lines(shipped),
+            "status": status.as_str(),
+        }),
+        Notice::OrderDelivered { order } => json!({
+            "order_id": OrderId(*order).to_string(),
+            "status": "delivered",
+        }),
+        Notice::OrderReturned { order, ret, status } => json!({
+            "order_id": OrderId(*order).to_string(),
+            "return_id": ReturnId(*ret).to_string(),
+            "status": status.as_str(),
+        }),
+        Notice::OrderRefunded {
+            order,
+            refund,
+            amount,
+            refunded,
+        } => json!({
+            "order_id": OrderId(*order).to_string(),
+            "refund_id": RefundId(*refund).to_string(),
+            "amount": amount,
+            "refunded": refunded,
+        }),
+        Notice::ShipmentUpdated {
+            shipment,
+            order,
+            status,
+            note,
+        } => json!({
+            "shipment_id": ShipmentId(*shipment).to_string(),
+            "order_id": OrderId(*order).to_string(),
+            "status": status.as_str(),
+            "note": note,
+        }),
+        Notice::ReturnReceived { ret, order, lines } => json!({
+            "return_id": ReturnId(*ret).to_string(),
+            "order_id": OrderId(*order).to_string(),
+            "lines": lines.iter().map(|l| json!({"sku": l.sku, "qty": l.qty, "restock": l.restock})).collect::<Vec<_>>(),
+        }),
+        Notice::StockLow {
+            sku,
+            available,
+            threshold,
+        } => json!({
+            "sku": sku,
+            "available": available,
+            "threshold": threshold,
+        }),
+    };
+    orderd_proto::EventResponse {
+        id: orderd_engine::events::event_id(stored.cursor),
+        kind: stored.notice.kind().as_str().to_string(),
+        at: time(stored.at_us),
+        data,
+    }
+}
+
 /// RFC 3339 UTC with microseconds, e.g. `2025-01-02T03:04:05.123456Z`.
 pub fn time(us: i64) -> String {
     DateTime::from_timestamp_micros(us)

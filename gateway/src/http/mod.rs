@@ -17,6 +17,7 @@ mod changes;
 mod console;
 mod customers;
 pub mod error;
+pub mod events;
 pub mod extract;
 #[cfg(test)]
 mod flow_tests;
@@ -31,6 +32,7 @@ mod shipments;
 mod stock;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 mod whoami;
 
 use actix_web::{web, HttpResponse};
@@ -66,6 +68,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/returns/{id}/receive"),
     ("GET", "/v1/returns/{id}"),
     ("POST", "/v1/orders/{id}/refunds"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/events/stream"),
+    ("POST", "/v1/webhooks"),
+    ("GET", "/v1/webhooks"),
+    ("DELETE", "/v1/webhooks/{id}"),
+    ("GET", "/v1/webhooks/{id}/deliveries"),
     ("GET", "/v1/analytics/summary"),
     ("GET", "/v1/analytics/orders.csv"),
     ("GET", "/v1/ops/shards"),
@@ -257,6 +265,32 @@ pub fn configure(
         web::resource("/v1/orders/{id}/refunds")
             .name("/v1/orders/{id}/refunds")
             .route(web::post().to(returns::refund)),
+    )
+    .service(
+        web::resource("/v1/events")
+            .name("/v1/events")
+            .route(web::get().to(events::list)),
+    )
+    .service(
+        web::resource("/v1/events/stream")
+            .name("/v1/events/stream")
+            .route(web::get().to(events::stream)),
+    )
+    .service(
+        web::resource("/v1/webhooks")
+            .name("/v1/webhooks")
+            .route(web::post().to(webhooks::create))
+            .route(web::get().to(webhooks::list)),
+    )
+    .service(
+        web::resource("/v1/webhooks/{id}")
+            .name("/v1/webhooks/{id}")
+            .route(web::delete().to(webhooks::delete)),
+    )
+    .service(
+        web::resource("/v1/webhooks/{id}/deliveries")
+            .name("/v1/webhooks/{id}/deliveries")
+            .route(web::get().to(webhooks::deliveries)),
     )
     .service(
         web::resource("/v1/analytics/summary")
