@@ -37,8 +37,12 @@ const CUSTOMER: u8 = b'c';
 const STATUS: u8 = b's';
 const SHIPMENT: u8 = b'h';
 const RETURN: u8 = b'r';
-/// Format byte of a cold order's value: the order, then its returns and refunds.
-const FORMAT: u8 = 2;
+/// Format byte of a cold order's value: the order, then its returns and refunds, then its
+/// lines' allocations to stock locations.
+const FORMAT: u8 = 3;
+/// The format before locations, still read: every unit allocated at `default` (there was no
+/// other location).
+const FORMAT_V2: u8 = 2;
 /// The format before returns and refunds, still read (with none).
 const FORMAT_V1: u8 = 1;
 
@@ -112,6 +116,12 @@ struct StoredAfterSales {
     returns: Vec<StoredReturn>,
     /// (id, amount, reason, created).
     refunds: Vec<(u64, u64, String, i64)>,
+}
+
+/// What format 3 adds after [`StoredAfterSales`]: per line, its allocations (location, units).
+#[derive(Serialize, Deserialize, Default)]
+struct StoredAllocations {
+    lines: Vec<Vec<(String, u32)>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -205,26 +215,46 @@ impl ColdOrder {
                 .map(|r| (r.id.0, r.amount, r.reason.clone(), r.created_at_us))
                 .collect(),
         };
+        let allocations = StoredAllocations {
+            lines: o.lines.iter().map(|l| l.allocations.clone()).collect(),
+        };
         let mut value = vec![FORMAT];
         value.extend_from_slice(&postcard::to_allocvec(&stored).unwrap_or_default());
         value.extend_from_slice(&postcard::to_allocvec(&after).unwrap_or_default());
+        value.extend_from_slice(&postcard::to_allocvec(&allocations).unwrap_or_default());
         value
     }
 
     pub fn decode(value: &[u8]) -> Result<ColdOrder, StorageError> {
         let unreadable =
             |e: postcard::Error| StorageError::Corrupt(format!("unreadable cold order: {e}"));
-        let (s, after): (Stored, StoredAfterSales) = match value.split_first() {
-            Some((&FORMAT, body)) => {
-                let (stored, rest) = postcard::take_from_bytes(body).map_err(unreadable)?;
-                (stored, postcard::from_bytes(rest).map_err(unreadable)?)
-            }
-            Some((&FORMAT_V1, body)) => (
-                postcard::from_bytes(body).map_err(unreadable)?,
-                StoredAfterSales::default(),
-            ),
-            _ => return Err(StorageError::Corrupt("unknown cold order format".into())),
-        };
+        let (s, after, allocations): (Stored, StoredAfterSales, Option<StoredAllocations>) =
+            match value.split_first() {
+                Some((&FORMAT, body)) => {
+                    let (stored, rest) = postcard::take_from_bytes(body).map_err(unreadable)?;
+                    let (after, rest) = postcard::take_from_bytes(rest).map_err(unreadable)?;
+                    (
+                        stored,
+                        after,
+                        Some(postcard::from_bytes(rest).map_err(unreadable)?),
+                    )
+                }
+                Some((&FORMAT_V2, body)) => {
+                    let (stored, rest) = postcard::take_from_bytes(body).map_err(unreadable)?;
+                    (
+                        stored,
+                        postcard::from_bytes(rest).map_err(unreadable)?,
+                        None,
+                    )
+                }
+                Some((&FORMAT_V1, body)) => (
+                    postcard::from_bytes(body).map_err(unreadable)?,
+                    StoredAfterSales::default(),
+                    None,
+                ),
+                _ => return Err(StorageError::Corrupt("unknown cold order format".into())),
+            };
+        let mut allocations = allocations.map(|a| a.lines.into_iter());
         let order_id = OrderId(s.id);
         let shipments: Vec<ShipmentView> = s
             .shipments
@@ -256,6 +286,11 @@ impl ColdOrder {
                     .lines
                     .into_iter()
                     .map(|l| LineView {
+                        allocations: match allocations.as_mut() {
+                            Some(lines) => lines.next().unwrap_or_default(),
+                            // Written before locations: every unit was at `default`.
+                            None => vec![(crate::domain::DEFAULT_LOCATION.to_string(), l.qty)],
+                        },
                         sku: l.sku,
                         qty: l.qty,
                         unit_price: l.unit_price,

@@ -140,9 +140,46 @@ id_type!(RefundId, "ref_");
 pub const ORDER_RETURNS_MAX: usize = 100;
 /// Most refunds one order takes (its view lists them all).
 pub const ORDER_REFUNDS_MAX: usize = 100;
-/// Where restocked units go while stock has no locations: recorded on every restocked line
-/// (and in the log), so that locations can be added without a new event format.
+/// The location that always exists: stock adjusted, restocked or allocated without a location
+/// is there, so calls from before locations keep working.
 pub const DEFAULT_LOCATION: &str = "default";
+/// The `default` location's name until `POST /v1/locations` renames it.
+pub const DEFAULT_LOCATION_NAME: &str = "Default";
+/// The `default` location's priority until `POST /v1/locations` changes it (lowest first: by
+/// default its stock is allocated before any other location's).
+pub const DEFAULT_LOCATION_PRIORITY: u32 = 0;
+/// Highest location priority (lowest number is allocated first).
+pub const LOCATION_PRIORITY_MAX: u32 = 1_000_000;
+/// Longest location name, in characters.
+pub const LOCATION_NAME_CHARS_MAX: usize = 200;
+/// Most locations a store can define, `default` included, whatever `stock.locations_max` says:
+/// every stock record and allocation is walked by location, so the count stays small.
+pub const LOCATIONS_MAX_LIMIT: usize = 1000;
+
+/// Whether a location id is valid: like a SKU, 1–64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn location_is_valid(id: &str) -> bool {
+    sku_is_valid(id)
+}
+
+/// A stock location (warehouse) as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocationView {
+    pub id: String,
+    pub name: String,
+    pub priority: u32,
+    /// When it was defined (0 for `default` while never redefined).
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+}
+
+/// One location's part of a SKU's stock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocationStockView {
+    pub location: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+}
 
 /// Whether a SKU is 1–64 characters of `A-Z a-z 0-9 . _ -`.
 pub fn sku_is_valid(sku: &str) -> bool {
@@ -443,6 +480,8 @@ pub struct StockView {
     pub on_hand: u64,
     pub reserved: u64,
     pub available: u64,
+    /// Per location (`default` first, then by id); the totals above are their sums.
+    pub locations: Vec<LocationStockView>,
 }
 
 /// A SKU's catalog price as clients see it: `price` in minor units of the shop's currency
@@ -541,6 +580,9 @@ pub struct LineView {
     pub shipped_qty: u32,
     /// Units received back by returns.
     pub returned_qty: u32,
+    /// Where the line's units were reserved at placement: (location, units), in the order
+    /// they are shipped. Empty when not known (an order in the cold tier).
+    pub allocations: Vec<(String, u32)>,
 }
 
 /// One step of an order's history.
@@ -666,6 +708,9 @@ pub struct SnapshotTaken {
 pub enum CommandError {
     #[error("not found")]
     NotFound,
+    /// A location id that names no location (answered 404 `not_found`, naming it).
+    #[error("unknown location {0}")]
+    UnknownLocation(String),
     #[error("insufficient stock for {skus:?}")]
     InsufficientStock { skus: Vec<String> },
     #[error("invalid transition: {0}")]

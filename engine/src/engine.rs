@@ -739,11 +739,34 @@ impl Engine {
         actor: &str,
         idempotency: Option<Idempotency>,
     ) -> Result<StockView, CommandError> {
+        self.adjust_stock_at(
+            sku,
+            crate::domain::DEFAULT_LOCATION,
+            delta,
+            reason,
+            actor,
+            idempotency,
+        )
+        .await
+    }
+
+    /// [`Engine::adjust_stock_with`] at one location: `UnknownLocation` when none has that id;
+    /// `InsufficientStock` when `on_hand` there would fall below what is reserved there.
+    pub async fn adjust_stock_at(
+        &self,
+        sku: &str,
+        location: &str,
+        delta: i64,
+        reason: &str,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<StockView, CommandError> {
         let shard = shard_of_sku(sku, self.inner.shard_count);
         let (sku, reason) = (sku.to_string(), reason.to_string());
-        let actor = actor.to_string();
+        let (actor, location) = (actor.to_string(), location.to_string());
         self.call(shard, |reply| ClientCmd::AdjustStock {
             sku,
+            location,
             delta,
             reason,
             actor,
@@ -751,6 +774,91 @@ impl Engine {
             reply,
         })
         .await
+    }
+
+    /// Moves `qty` available units of `sku` between two locations (on the SKU's shard):
+    /// `UnknownLocation` for an unknown `from` or `to`, `NotFound` for an unknown SKU,
+    /// `InsufficientStock` when `from` has fewer available units. Under an Idempotency-Key a
+    /// retry moves nothing and is answered the stock as it is then.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transfer_stock(
+        &self,
+        sku: &str,
+        from: &str,
+        to: &str,
+        qty: u64,
+        reason: &str,
+        actor: &str,
+        idempotency: Option<Idempotency>,
+    ) -> Result<StockView, CommandError> {
+        let shard = shard_of_sku(sku, self.inner.shard_count);
+        let (sku, from, to) = (sku.to_string(), from.to_string(), to.to_string());
+        let (reason, actor) = (reason.to_string(), actor.to_string());
+        self.call(shard, |reply| ClientCmd::TransferStock {
+            sku,
+            from,
+            to,
+            qty,
+            reason,
+            actor,
+            idempotency,
+            reply,
+        })
+        .await
+    }
+
+    /// Defines (or redefines) a stock location on every shard: each logs `LocationSet` and
+    /// allocates by its own copy, so a replay re-derives its allocations. Sent to all shards
+    /// before the first answer is awaited; answered the location and whether it is new (on
+    /// shard 0, which also writes the audit entry). A shard that fails leaves the location
+    /// defined on the others: the call fails (503) and a retry with the same body completes
+    /// it (defining a location again with the same values changes nothing but its time).
+    pub async fn set_location(
+        &self,
+        id: &str,
+        name: &str,
+        priority: u32,
+        locations_max: usize,
+        actor: &str,
+    ) -> Result<(crate::domain::LocationView, bool), CommandError> {
+        let mut pending = Vec::with_capacity(self.inner.shard_count as usize);
+        for shard in 0..self.inner.shard_count {
+            let (id, name, actor) = (id.to_string(), name.to_string(), actor.to_string());
+            let call = self.start_call(shard, |reply| ClientCmd::SetLocation {
+                id,
+                name,
+                priority,
+                locations_max,
+                actor,
+                audit: shard == 0,
+                reply,
+            })?;
+            pending.push((shard, call));
+        }
+        let mut first = None;
+        let mut failure = None;
+        for (shard, (sent_to, answer, timeout_ms)) in pending {
+            match self.await_answer(shard, sent_to, answer, timeout_ms).await {
+                Ok(answer) => {
+                    first.get_or_insert(answer);
+                }
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        match (failure, first) {
+            (Some(error), _) => Err(error),
+            (None, Some(answer)) => Ok(answer),
+            (None, None) => Err(CommandError::Unavailable("no shard answered".into())),
+        }
+    }
+
+    /// Every stock location, by id, `default` included (as shard 0 knows them: every shard
+    /// is sent each definition).
+    pub async fn locations(&self) -> Result<Vec<crate::domain::LocationView>, CommandError> {
+        self.call(0, |reply| ClientCmd::ListLocations { reply })
+            .await
     }
 
     pub async fn stock(&self, sku: &str) -> Result<StockView, CommandError> {

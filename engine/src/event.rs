@@ -37,7 +37,8 @@ pub struct IdemRecord {
 }
 
 /// One line of a received return as recorded: `qty` units of `sku`; with `restock` they go
-/// back to `on_hand` at `location` (today always `DEFAULT_LOCATION`: the SKU's one stock).
+/// back to `on_hand` at `location`, the location they were shipped from (`DEFAULT_LOCATION`
+/// for units allocated before locations existed, and for units not restocked).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceivedLine {
     pub sku: String,
@@ -217,6 +218,42 @@ pub enum Event {
         actor: String,
         at_us: i64,
     },
+    /// A stock location defined, or redefined (name, priority), applied on every shard: each
+    /// shard allocates by its own copy of the locations, so replaying its log re-derives
+    /// every allocation it made.
+    LocationSet {
+        id: String,
+        name: String,
+        priority: u32,
+        actor: String,
+        at_us: i64,
+    },
+    /// Stock received (positive) or written off (negative) at one location (`StockAdjusted`
+    /// is the same at `DEFAULT_LOCATION`, as written before locations).
+    StockAdjustedAt {
+        sku: String,
+        location: String,
+        delta: i64,
+        reason: String,
+        actor: String,
+        at_us: i64,
+    },
+    /// Available units of a SKU moved from one location to another: totals do not change.
+    StockTransferred {
+        sku: String,
+        from: String,
+        to: String,
+        qty: u64,
+        reason: String,
+        actor: String,
+        at_us: i64,
+    },
+    /// Where the stock shards reserved a cross-shard order's lines (on the order's shard, just
+    /// before `OrderConfirmed`): (SKU, location, units) in the order the units ship.
+    OrderAllocated {
+        order: u64,
+        allocations: Vec<(String, String, u32)>,
+    },
 }
 
 /// Why a stored record could not be decoded.
@@ -305,5 +342,66 @@ mod tests {
         ));
         assert!(matches!(batch_decode(&[]), Err(DecodeError::Empty)));
         assert!(batch_decode(&[LOG_FORMAT_VERSION, 0xff, 0xff]).is_err());
+    }
+
+    /// Bytes written by the version before locations still decode to the same events: new
+    /// variants only go last, existing ones keep their layout.
+    #[test]
+    fn batches_written_before_locations_still_decode() {
+        // Version 1; StockAdjusted{sku "A", delta 5, reason "r", at_us 1} (variant 0, zigzag
+        // varints); Released{order 7} (variant 5); ReturnReceived{id 3, one line of "A", qty 2,
+        // restock, "default"} (variant 22), actor "k", at_us 4.
+        let mut old = vec![
+            1, 0, 1, b'A', 10, 1, b'r', 2, 5, 7, 22, 3, 1, 1, b'A', 2, 1, 7,
+        ];
+        old.extend_from_slice(b"default");
+        old.extend_from_slice(&[1, b'k', 8]);
+        assert_eq!(
+            batch_decode(&old).unwrap(),
+            vec![
+                Event::StockAdjusted {
+                    sku: "A".into(),
+                    delta: 5,
+                    reason: "r".into(),
+                    at_us: 1,
+                },
+                Event::Released { order: 7 },
+                Event::ReturnReceived {
+                    id: 3,
+                    lines: vec![ReceivedLine {
+                        sku: "A".into(),
+                        qty: 2,
+                        restock: true,
+                        location: "default".into(),
+                    }],
+                    actor: "k".into(),
+                    at_us: 4,
+                },
+            ]
+        );
+        // The new variants round-trip after them.
+        let events = vec![
+            Event::LocationSet {
+                id: "east".into(),
+                name: "East".into(),
+                priority: 1,
+                actor: "k".into(),
+                at_us: 5,
+            },
+            Event::StockTransferred {
+                sku: "A".into(),
+                from: "default".into(),
+                to: "east".into(),
+                qty: 2,
+                reason: "move".into(),
+                actor: "k".into(),
+                at_us: 6,
+            },
+        ];
+        let mut buffer = old.clone();
+        for event in &events {
+            batch_push(&mut buffer, event);
+        }
+        assert_eq!(batch_decode(&buffer).unwrap()[3..], events[..]);
     }
 }

@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod idem_tier;
 pub mod inbox;
 pub mod incident;
+pub mod locations;
 pub mod log;
 pub mod pmap;
 pub mod shard;

@@ -254,6 +254,9 @@ impl std::fmt::Display for SimFailure {
 }
 
 const SKUS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+/// The stock locations of the simulation, with their priorities: `default` last, so that
+/// placements split across `east` and `west` before they reach it.
+const LOCATIONS: [(&str, u32); 3] = [("east", 1), ("west", 2), ("default", 5)];
 /// Simulated milliseconds between ticks (`pending_retry_ms`).
 const TICK_MS: i64 = 50;
 /// The deadline of one request (`engine.request_timeout_ms`).
@@ -556,20 +559,43 @@ impl World {
                 other => return Err(format!("setup: customer not created: {other:?}")),
             }
         }
+        // The locations, defined on every shard (as `Engine::set_location` does).
+        for (id, priority) in LOCATIONS {
+            for shard in 0..self.config.shards {
+                let (reply, _answer) = oneshot::channel();
+                self.net.send(
+                    shard,
+                    ShardMsg::Client(ClientCmd::SetLocation {
+                        id: id.into(),
+                        name: id.to_uppercase(),
+                        priority,
+                        locations_max: 8,
+                        actor: "key_sim".into(),
+                        audit: shard == 0,
+                        reply,
+                    }),
+                );
+            }
+        }
+        self.settle(5_000)?;
+        // Each SKU's stock spread over the locations (20 units).
         for sku in SKUS {
             let shard = shard_of_sku(sku, self.config.shards);
-            let (reply, _answer) = oneshot::channel();
-            self.net.send(
-                shard,
-                ShardMsg::Client(ClientCmd::AdjustStock {
-                    sku: sku.into(),
-                    delta: 20,
-                    reason: "setup".into(),
-                    actor: "key_sim".into(),
-                    idempotency: None,
-                    reply,
-                }),
-            );
+            for (location, delta) in [("east", 6), ("west", 6), ("default", 8)] {
+                let (reply, _answer) = oneshot::channel();
+                self.net.send(
+                    shard,
+                    ShardMsg::Client(ClientCmd::AdjustStock {
+                        sku: sku.into(),
+                        location: location.into(),
+                        delta,
+                        reason: "setup".into(),
+                        actor: "key_sim".into(),
+                        idempotency: None,
+                        reply,
+                    }),
+                );
+            }
         }
         self.settle(5_000)?;
         // The customers the clients use must outlive a crash in `async` too (the simulator
@@ -851,6 +877,8 @@ impl World {
                     shard_of_sku(sku, count),
                     ClientCmd::AdjustStock {
                         sku: sku.into(),
+                        // Part of the body, so from `delta`: a retry sends the same one.
+                        location: LOCATIONS[delta as usize % LOCATIONS.len()].0.into(),
                         delta,
                         reason: "receive".into(),
                         actor: "key_sim".into(),
@@ -979,6 +1007,25 @@ impl World {
                         Vec::new(),
                     );
                 }
+            }
+            97 => {
+                // A transfer between two locations: refused when `from` has too few units.
+                let sku = SKUS[self.rng.below(SKUS.len() as u64) as usize];
+                let from = self.rng.below(LOCATIONS.len() as u64) as usize;
+                let to = (from + 1 + self.rng.below(LOCATIONS.len() as u64 - 1) as usize)
+                    % LOCATIONS.len();
+                let (reply, answer) = oneshot::channel();
+                let cmd = ClientCmd::TransferStock {
+                    sku: sku.into(),
+                    from: LOCATIONS[from].0.into(),
+                    to: LOCATIONS[to].0.into(),
+                    qty: 1 + self.rng.below(6),
+                    reason: "rebalance".into(),
+                    actor: "key_sim".into(),
+                    idempotency: None,
+                    reply,
+                };
+                self.send_call(shard_of_sku(sku, count), cmd, answered(answer), Vec::new());
             }
             _ => {
                 if self.ledger.confirmed.is_empty() {
@@ -1636,13 +1683,42 @@ impl World {
         let limit = Duration::from_millis(REQUEST_TIMEOUT_MS + 3 * TICK_MS as u64 + 350);
         let now = self.now_us();
         for sim in self.shards.iter().flatten() {
-            for (sku, stock) in &sim.shard.data().stock {
+            let data = sim.shard.data();
+            for (sku, stock) in &data.stock {
                 if stock.reserved > stock.on_hand {
                     return Err(format!(
                         "shard {}: {sku} reserved {} > on hand {}",
                         sim.shard.id(),
                         stock.reserved,
                         stock.on_hand
+                    ));
+                }
+            }
+            // Per location: never reserved above on hand, and the locations other than
+            // `default` never hold more than the totals (the rest is `default`'s).
+            for (sku, buckets) in &data.buckets {
+                let total = data.stock.get(sku).copied().unwrap_or_default();
+                let (mut on_hand, mut reserved) = (0u64, 0u64);
+                for bucket in buckets.iter() {
+                    if bucket.reserved > bucket.on_hand {
+                        return Err(format!(
+                            "shard {}: {sku} at {} reserved {} > on hand {}",
+                            sim.shard.id(),
+                            bucket.location,
+                            bucket.reserved,
+                            bucket.on_hand
+                        ));
+                    }
+                    on_hand += bucket.on_hand;
+                    reserved += bucket.reserved;
+                }
+                if on_hand > total.on_hand
+                    || reserved > total.reserved
+                    || total.on_hand - on_hand < total.reserved - reserved
+                {
+                    return Err(format!(
+                        "shard {}: {sku}'s locations hold {on_hand} on hand, {reserved} reserved beyond its totals {total:?}",
+                        sim.shard.id()
                     ));
                 }
             }
@@ -1918,6 +1994,84 @@ impl World {
                     return Err(format!(
                         "shard {shard}: {sku} reserved {} but live orders hold {want}",
                         stock.reserved
+                    ));
+                }
+            }
+            self.check_locations(data)?;
+        }
+        Ok(())
+    }
+
+    /// At quiescence, on one shard: what each location reserves is exactly the unshipped
+    /// units its live orders' allocations put there, and a cross-shard order's allocation as
+    /// its own shard recorded it is what the stock shards hold.
+    fn check_locations(&self, data: &crate::state::ShardData) -> Check {
+        let shard = data.shard;
+        let mut want: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut count = |order: OrderId, sku: &str, from: u32, units: u32| {
+            for (location, n) in crate::state::ShardData::allocation_stretch(
+                data.allocated.get(&order),
+                sku,
+                from,
+                units,
+            ) {
+                *want
+                    .entry((sku.to_string(), location.to_string()))
+                    .or_default() += u64::from(n);
+            }
+        };
+        for order in data.orders.values() {
+            if order.cross || !order.status.holds_stock() {
+                continue;
+            }
+            for line in order.lines.iter() {
+                count(order.id, &line.sku, line.shipped, line.qty - line.shipped);
+            }
+        }
+        for (order, held) in &data.holds {
+            for line in held.iter() {
+                count(*order, &line.sku, line.shipped, line.qty - line.shipped);
+            }
+        }
+        for sku in data.stock.keys() {
+            for view in data.location_stock_views(sku) {
+                let expected = want
+                    .get(&(sku.to_string(), view.location.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                if view.reserved != expected {
+                    return Err(format!(
+                        "shard {shard}: {sku} at {} reserves {} but its live orders' allocations put {expected} there",
+                        view.location, view.reserved
+                    ));
+                }
+            }
+        }
+        for (order, recorded) in &data.order_allocations {
+            for sim in self.shards.iter().flatten() {
+                let stock = sim.shard.data();
+                if !stock.holds.contains_key(order) {
+                    continue;
+                }
+                let held: Vec<(String, String, u32)> = match stock.allocated.get(order) {
+                    Some(allocation) => allocation
+                        .iter()
+                        .map(|a| (a.sku.to_string(), a.location.to_string(), a.qty))
+                        .collect(),
+                    None => stock.holds[order]
+                        .iter()
+                        .map(|h| (h.sku.to_string(), "default".to_string(), h.qty))
+                        .collect(),
+                };
+                let mine: Vec<(String, String, u32)> = recorded
+                    .iter()
+                    .filter(|a| shard_of_sku(&a.sku, data.shard_count) == stock.shard)
+                    .map(|a| (a.sku.to_string(), a.location.to_string(), a.qty))
+                    .collect();
+                if mine != held {
+                    return Err(format!(
+                        "order {order}: its shard {shard} records {mine:?} on shard {}, which holds {held:?}",
+                        stock.shard
                     ));
                 }
             }

@@ -16,10 +16,13 @@ use crate::domain::{
     StockView,
 };
 use crate::event::{Event, IdemRecord, OrderRecord, ReceivedLine, RestockLine};
+use crate::locations::Walk;
 use crate::pmap::PMap;
 
 /// Version byte of a snapshot value.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 5;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 6;
+/// Version 5 (before locations: read with all stock at `default`), still read.
+const SNAPSHOT_FORMAT_V5: u8 = 5;
 /// Version 4 (before returns and refunds: read with none), still read.
 const SNAPSHOT_FORMAT_V4: u8 = 4;
 /// Version 3 (before the catalog: read with an empty one), still read.
@@ -188,6 +191,15 @@ pub enum IdemOutcome {
     ReturnReceived(u64),
     /// A refund issued.
     Refund(u64),
+    /// A stock transfer (a repeat answers the stock as it is then).
+    Transferred,
+    /// A stock adjustment, with the stock it left in total and per location: (location,
+    /// on_hand, reserved). `Adjusted` is the same from before locations.
+    AdjustedAt {
+        on_hand: u64,
+        reserved: u64,
+        locations: Vec<(String, u64, u64)>,
+    },
 }
 
 /// A SKU's catalog price (`Event::CatalogPriceSet`), on the shard that owns the SKU's stock.
@@ -383,6 +395,19 @@ pub struct ShardData {
     pub next_shipment: u64,
     pub next_return: u64,
     pub next_refund: u64,
+    /// Stock locations by id (`default` only once redefined: until then it is implied),
+    /// the same on every shard (`Event::LocationSet` applies on each). At most
+    /// `stock.locations_max`, a few dozen: cloned whole into a snapshot's view.
+    pub locations: BTreeMap<Arc<str>, crate::locations::Location>,
+    /// Per SKU, its stock at each location other than `default` that ever held it
+    /// ([`crate::locations`]); a SKU without an entry is all at `default`.
+    pub buckets: PMap<Arc<str>, crate::locations::Buckets, RandomState>,
+    /// Where this shard reserved an order's units of its SKUs, when any is not at `default`:
+    /// one-shard orders while in memory, cross-shard holds while held.
+    pub allocated: IdPMap<OrderId, crate::locations::Allocation>,
+    /// A cross-shard order's allocation on every shard, as its stock shards answered it
+    /// (`Event::OrderAllocated`), for its view and its returns; kept on the order's shard.
+    pub order_allocations: IdPMap<OrderId, crate::locations::Allocation>,
     /// Sequence number of the last applied event (0: none).
     pub last_seq: u64,
     /// Interned strings (SKUs, actors) so that lines share one allocation per distinct value.
@@ -523,7 +548,14 @@ impl ShardData {
                 );
             }
             Event::OrderPlaced { order, idem } => {
+                let mut allocation = Vec::new();
                 for line in &order.lines {
+                    // Allocated before the total changes: `default`'s share is the total
+                    // less the other locations'.
+                    if !self.buckets.is_empty() {
+                        let sku = self.intern(&line.sku);
+                        self.allocate(&sku, line.qty, &mut allocation);
+                    }
                     let stock = self
                         .stock
                         .get_mut(line.sku.as_str())
@@ -531,6 +563,7 @@ impl ShardData {
                     stock.reserved += line.qty as u64;
                     assert!(stock.reserved <= stock.on_hand, "over-reservation");
                 }
+                self.keep_allocation(OrderId(order.id), allocation);
                 self.insert_order(order, OrderStatus::Confirmed, false, idem.as_ref());
                 self.count_sale(OrderId(order.id), 1);
             }
@@ -539,8 +572,12 @@ impl ShardData {
             }
             Event::Reserved { order, lines } => {
                 let mut held = Vec::with_capacity(lines.len());
+                let mut allocation = Vec::new();
                 for (sku, qty) in lines {
                     let sku = self.intern(sku);
+                    if !self.buckets.is_empty() {
+                        self.allocate(&sku, *qty, &mut allocation);
+                    }
                     let stock = self.stock.get_mut(&sku).expect("hold on unknown stock");
                     stock.reserved += *qty as u64;
                     assert!(stock.reserved <= stock.on_hand, "over-reservation");
@@ -552,16 +589,21 @@ impl ShardData {
                 }
                 let previous = self.holds.insert(OrderId(*order), held.into_boxed_slice());
                 assert!(previous.is_none(), "double hold");
+                self.keep_allocation(OrderId(*order), allocation);
             }
             Event::Released { order } => {
-                if let Some(held) = self.holds.remove(&OrderId(*order)) {
+                let id = OrderId(*order);
+                if let Some(held) = self.holds.remove(&id) {
                     for line in held.iter() {
                         let stock = self
                             .stock
                             .get_mut(&line.sku)
                             .expect("release of unknown stock");
                         stock.reserved -= (line.qty - line.shipped) as u64;
+                        let rest = line.qty - line.shipped;
+                        self.walk_allocation(id, &line.sku, line.shipped, rest, Walk::Release);
                     }
+                    self.allocated.remove(&id);
                 }
             }
             Event::OrderConfirmed { order, at_us } => {
@@ -714,7 +756,9 @@ impl ShardData {
                     let lines = order.lines.clone();
                     for line in lines.iter() {
                         let stock = self.stock.get_mut(&line.sku).expect("unknown stock");
-                        stock.reserved -= line.qty as u64;
+                        stock.reserved -= (line.qty - line.shipped) as u64;
+                        let rest = line.qty - line.shipped;
+                        self.walk_allocation(id, &line.sku, line.shipped, rest, Walk::Release);
                     }
                 }
                 self.count_sale(id, -1);
@@ -751,6 +795,7 @@ impl ShardData {
             Event::HoldShipped { order, shipped } => {
                 let id = OrderId(*order);
                 let held = self.holds.get_mut(&id).expect("ship from unknown hold");
+                let mut walks = Vec::new();
                 for (sku, total) in shipped {
                     let line = held
                         .iter_mut()
@@ -759,14 +804,20 @@ impl ShardData {
                     assert!(*total <= line.qty, "over-shipping a hold");
                     if *total > line.shipped {
                         let delta = (*total - line.shipped) as u64;
+                        walks.push((line.sku.clone(), line.shipped, *total - line.shipped));
                         line.shipped = *total;
                         let stock = self.stock.get_mut(&line.sku).expect("unknown stock");
                         stock.on_hand -= delta;
                         stock.reserved -= delta;
                     }
                 }
-                if held.iter().all(|line| line.shipped == line.qty) {
+                let done = held.iter().all(|line| line.shipped == line.qty);
+                for (sku, from, count) in walks {
+                    self.walk_allocation(id, &sku, from, count, Walk::Ship);
+                }
+                if done {
                     self.holds.remove(&id);
+                    self.allocated.remove(&id);
                 }
             }
             Event::CustomerResealed {
@@ -812,9 +863,7 @@ impl ShardData {
             } => self.apply_receipt(ReturnId(*id), lines, actor, *at_us),
             Event::Restocked { ret, lines } => {
                 for line in lines {
-                    let sku = self.intern(&line.sku);
-                    let stock = self.stock.get_or_default(sku);
-                    stock.on_hand = stock.on_hand.saturating_add(u64::from(line.qty));
+                    self.restock_at(&line.sku, &line.location, line.qty);
                 }
                 let previous = self
                     .restocked
@@ -869,6 +918,45 @@ impl ShardData {
                 });
                 self.count_after_sales(order_id, 0, *amount);
                 self.reindex_ended(order_id, before);
+            }
+            Event::LocationSet {
+                id,
+                name,
+                priority,
+                at_us,
+                ..
+            } => self.set_location(id, name, *priority, *at_us),
+            Event::StockAdjustedAt {
+                sku,
+                location,
+                delta,
+                ..
+            } => {
+                assert!(
+                    self.location_exists(location),
+                    "adjustment at an unknown location"
+                );
+                self.adjust_at(sku, location, *delta);
+            }
+            Event::StockTransferred {
+                sku, from, to, qty, ..
+            } => {
+                assert!(
+                    self.location_exists(from) && self.location_exists(to),
+                    "transfer between unknown locations"
+                );
+                self.transfer(sku, from, to, *qty);
+            }
+            Event::OrderAllocated { order, allocations } => {
+                let allocation: Box<[crate::locations::Alloc]> = allocations
+                    .iter()
+                    .map(|(sku, location, qty)| crate::locations::Alloc {
+                        sku: self.intern(sku),
+                        location: self.intern(location),
+                        qty: *qty,
+                    })
+                    .collect();
+                self.order_allocations.insert(OrderId(*order), allocation);
             }
         }
     }
@@ -948,9 +1036,7 @@ impl ShardData {
         for line in lines.iter().filter(|l| l.restock) {
             let owner = shard_of_sku(&line.sku, self.shard_count);
             if owner == self.shard {
-                let sku = self.intern(&line.sku);
-                let stock = self.stock.get_or_default(sku);
-                stock.on_hand = stock.on_hand.saturating_add(u64::from(line.qty));
+                self.restock_at(&line.sku, &line.location, line.qty);
             } else if !pending.contains(&owner) {
                 pending.push(owner);
             }
@@ -1129,12 +1215,14 @@ impl ShardData {
             "ship of an order that is {}",
             order.status.as_str()
         );
+        let mut walks = Vec::with_capacity(shipment_lines.len());
         for (sku, qty) in shipment_lines.iter() {
             let line = order
                 .lines
                 .iter_mut()
                 .find(|l| l.sku == *sku)
                 .expect("ship of a SKU not ordered");
+            walks.push((sku.clone(), line.shipped, *qty));
             line.shipped += qty;
             assert!(line.shipped <= line.qty, "over-shipping");
         }
@@ -1162,6 +1250,9 @@ impl ShardData {
                 let stock = self.stock.get_mut(sku).expect("unknown stock");
                 stock.on_hand -= *qty as u64;
                 stock.reserved -= *qty as u64;
+            }
+            for (sku, from, count) in walks {
+                self.walk_allocation(order_id, &sku, from, count, Walk::Ship);
             }
         }
         self.order_shipments.entry(order_id).or_default().push(id);
@@ -1298,6 +1389,11 @@ impl ShardData {
                 }
             }
             self.refunds.remove(&id);
+            if !self.holds.contains_key(&id) {
+                // (A hold of its own SKUs still held here keeps its allocation until released.)
+                self.allocated.remove(&id);
+            }
+            self.order_allocations.remove(&id);
         }
     }
 
@@ -1611,6 +1707,13 @@ impl ShardData {
     /// An order as clients see it, with its shipments.
     pub fn view(&self, order: &Order) -> OrderView {
         let mut view = order_view(order);
+        let allocation = self.view_allocation(order.id, order.cross);
+        for line in &mut view.lines {
+            line.allocations = ShardData::allocation_stretch(allocation, &line.sku, 0, line.qty)
+                .into_iter()
+                .map(|(location, qty)| (location.to_string(), qty))
+                .collect();
+        }
         if let Some(shipments) = self.order_shipments.get(&order.id) {
             view.shipments = shipments.iter().map(|s| s.to_string()).collect();
         }
@@ -1729,6 +1832,7 @@ impl ShardData {
             on_hand: stock.on_hand,
             reserved: stock.reserved,
             available: stock.available(),
+            locations: self.location_stock_views(sku),
         })
     }
 
@@ -1859,6 +1963,10 @@ impl ShardData {
             returns: self.returns.clone(),
             refunds: self.refunds.clone(),
             restocked: self.restocked.clone(),
+            locations: self.locations.clone(),
+            buckets: self.buckets.clone(),
+            allocated: self.allocated.clone(),
+            order_allocations: self.order_allocations.clone(),
         }
     }
 
@@ -2075,6 +2183,50 @@ impl ShardData {
                 },
             );
         }
+        for (id, name, priority, created_us, updated_us) in snapshot.locations {
+            let id = data.intern(&id);
+            data.locations.insert(
+                id,
+                crate::locations::Location {
+                    name: name.into(),
+                    priority,
+                    created_us,
+                    updated_us,
+                },
+            );
+        }
+        for (sku, buckets) in snapshot.buckets {
+            let buckets: crate::locations::Buckets = buckets
+                .into_iter()
+                .map(|(location, on_hand, reserved)| crate::locations::Bucket {
+                    location: data.intern(&location),
+                    on_hand,
+                    reserved,
+                })
+                .collect();
+            let sku = data.intern(&sku);
+            data.buckets.insert(sku, buckets);
+        }
+        for (target, list) in [
+            (false, snapshot.allocated),
+            (true, snapshot.order_allocations),
+        ] {
+            for (order, allocation) in list {
+                let allocation: crate::locations::Allocation = allocation
+                    .into_iter()
+                    .map(|(sku, location, qty)| crate::locations::Alloc {
+                        sku: data.intern(&sku),
+                        location: data.intern(&location),
+                        qty,
+                    })
+                    .collect();
+                if target {
+                    data.order_allocations.insert(OrderId(order), allocation);
+                } else {
+                    data.allocated.insert(OrderId(order), allocation);
+                }
+            }
+        }
         data
     }
 }
@@ -2130,6 +2282,7 @@ pub fn order_view(order: &Order) -> OrderView {
                 unit_price: line.unit_price,
                 shipped_qty: line.shipped,
                 returned_qty: 0,
+                allocations: Vec::new(),
             })
             .collect(),
         total: order_total(order),
@@ -2244,6 +2397,85 @@ pub struct Snapshot {
     pub restocked: Vec<(u64, Vec<RestockLine>)>,
     /// Archived orders' received units and refunds by hour: (hour, units, refunds).
     pub archived_after_sales: Vec<(i64, u128, u128)>,
+    // Version 6: locations.
+    /// Defined locations: (id, name, priority, created, updated), by id.
+    pub locations: Vec<(String, String, u32, i64, i64)>,
+    /// Per SKU (sorted), its stock at locations other than `default`: (location, on_hand,
+    /// reserved), by location.
+    pub buckets: Vec<(String, Vec<(String, u64, u64)>)>,
+    /// Allocations this shard made that touch a location other than `default`: (order,
+    /// [(SKU, location, units)]), by order.
+    pub allocated: Vec<(u64, Vec<(String, String, u32)>)>,
+    /// Cross-shard orders' allocations as their stock shards answered, by order.
+    pub order_allocations: Vec<(u64, Vec<(String, String, u32)>)>,
+}
+
+/// Version 5 of the snapshot (before locations), read when an older data directory opens.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct SnapshotV5 {
+    shard: u16,
+    shard_count: u16,
+    last_seq: u64,
+    /// The shard's chained digest of its log batches up to `last_seq`.
+    log_digest: u64,
+    next_order: u64,
+    next_customer: u64,
+    stock: Vec<(String, Stock)>,
+    orders: Vec<SnapOrder>,
+    customers: Vec<(u64, SnapCustomer)>,
+    /// Per order: (SKU, quantity held, quantity shipped).
+    holds: Vec<SnapHold>,
+    idempotency: Vec<(String, IdemEntry)>,
+    next_shipment: u64,
+    shipments: Vec<SnapShipment>,
+    /// The sales counters of orders moved to the cold tier, by hour (version 3).
+    archived_sales: Vec<SnapSales>,
+    /// Catalog prices: (SKU, price, active, updated), SKUs sorted (version 4).
+    catalog: Vec<SnapCatalog>,
+    // Version 5: returns and refunds.
+    next_return: u64,
+    next_refund: u64,
+    /// Returns, by id.
+    returns: Vec<SnapReturn>,
+    /// Refunds: (order, id, amount, reason, created), by order then id.
+    refunds: Vec<SnapRefund>,
+    /// The restock ledger: returns restocked here and what they restocked, by return id.
+    restocked: Vec<(u64, Vec<RestockLine>)>,
+    /// Archived orders' received units and refunds by hour: (hour, units, refunds).
+    archived_after_sales: Vec<(i64, u128, u128)>,
+}
+
+impl From<SnapshotV5> for Snapshot {
+    fn from(v5: SnapshotV5) -> Snapshot {
+        Snapshot {
+            shard: v5.shard,
+            shard_count: v5.shard_count,
+            last_seq: v5.last_seq,
+            log_digest: v5.log_digest,
+            next_order: v5.next_order,
+            next_customer: v5.next_customer,
+            stock: v5.stock,
+            orders: v5.orders,
+            customers: v5.customers,
+            holds: v5.holds,
+            idempotency: v5.idempotency,
+            next_shipment: v5.next_shipment,
+            shipments: v5.shipments,
+            archived_sales: v5.archived_sales,
+            catalog: v5.catalog,
+            next_return: v5.next_return,
+            next_refund: v5.next_refund,
+            returns: v5.returns,
+            refunds: v5.refunds,
+            restocked: v5.restocked,
+            archived_after_sales: v5.archived_after_sales,
+            locations: Vec::new(),
+            buckets: Vec::new(),
+            allocated: Vec::new(),
+            order_allocations: Vec::new(),
+        }
+    }
 }
 
 /// A return in a snapshot.
@@ -2293,6 +2525,18 @@ pub struct Frozen {
     returns: IdPMap<ReturnId, Return>,
     refunds: IdPMap<OrderId, Vec<Refund>>,
     restocked: IdPMap<ReturnId, Box<[RestockLine]>>,
+    locations: BTreeMap<Arc<str>, crate::locations::Location>,
+    buckets: PMap<Arc<str>, crate::locations::Buckets, RandomState>,
+    allocated: IdPMap<OrderId, crate::locations::Allocation>,
+    order_allocations: IdPMap<OrderId, crate::locations::Allocation>,
+}
+
+/// An allocation as a snapshot holds it: (SKU, location, units).
+fn snap_allocation(allocation: &crate::locations::Allocation) -> Vec<(String, String, u32)> {
+    allocation
+        .iter()
+        .map(|a| (a.sku.to_string(), a.location.to_string(), a.qty))
+        .collect()
 }
 
 impl Frozen {
@@ -2451,6 +2695,52 @@ impl Frozen {
             refunds,
             restocked,
             archived_after_sales,
+            locations: self
+                .locations
+                .iter()
+                .map(|(id, l)| {
+                    (
+                        id.to_string(),
+                        l.name.to_string(),
+                        l.priority,
+                        l.created_us,
+                        l.updated_us,
+                    )
+                })
+                .collect(),
+            buckets: {
+                let mut buckets: Vec<(String, Vec<(String, u64, u64)>)> = self
+                    .buckets
+                    .iter()
+                    .map(|(sku, b)| {
+                        let b = b
+                            .iter()
+                            .map(|b| (b.location.to_string(), b.on_hand, b.reserved))
+                            .collect();
+                        (sku.to_string(), b)
+                    })
+                    .collect();
+                buckets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                buckets
+            },
+            allocated: {
+                let mut allocated: Vec<(u64, Vec<(String, String, u32)>)> = self
+                    .allocated
+                    .iter()
+                    .map(|(order, a)| (order.0, snap_allocation(a)))
+                    .collect();
+                allocated.sort_unstable_by_key(|a| a.0);
+                allocated
+            },
+            order_allocations: {
+                let mut allocations: Vec<(u64, Vec<(String, String, u32)>)> = self
+                    .order_allocations
+                    .iter()
+                    .map(|(order, a)| (order.0, snap_allocation(a)))
+                    .collect();
+                allocations.sort_unstable_by_key(|a| a.0);
+                allocations
+            },
         }
     }
 }
@@ -2500,6 +2790,10 @@ impl From<SnapshotV4> for Snapshot {
             refunds: Vec::new(),
             restocked: Vec::new(),
             archived_after_sales: Vec::new(),
+            locations: Vec::new(),
+            buckets: Vec::new(),
+            allocated: Vec::new(),
+            order_allocations: Vec::new(),
         }
     }
 }
@@ -2642,6 +2936,7 @@ impl Snapshot {
             .ok_or(crate::event::DecodeError::Empty)?;
         match version {
             SNAPSHOT_FORMAT_VERSION => Ok(postcard::from_bytes(rest)?),
+            SNAPSHOT_FORMAT_V5 => Ok(postcard::from_bytes::<SnapshotV5>(rest)?.into()),
             SNAPSHOT_FORMAT_V4 => Ok(postcard::from_bytes::<SnapshotV4>(rest)?.into()),
             SNAPSHOT_FORMAT_V3 => {
                 Ok(SnapshotV4::from(postcard::from_bytes::<SnapshotV3>(rest)?).into())
@@ -3380,6 +3675,227 @@ mod tests {
         let restored = ShardData::from_snapshot(decoded);
         assert!(restored.catalog.is_empty());
         assert_eq!(restored.state_digest(), data.state_digest());
+    }
+
+    fn location(id: &str, priority: u32) -> Event {
+        Event::LocationSet {
+            id: id.into(),
+            name: id.to_uppercase(),
+            priority,
+            actor: "key_1".into(),
+            at_us: 1,
+        }
+    }
+
+    fn received_at(sku: &str, location: &str, delta: i64) -> Event {
+        Event::StockAdjustedAt {
+            sku: sku.into(),
+            location: location.into(),
+            delta,
+            reason: "r".into(),
+            actor: "key_1".into(),
+            at_us: 1,
+        }
+    }
+
+    /// (on_hand, reserved) of `sku` at each location, `default` first.
+    fn buckets(data: &ShardData, sku: &str) -> Vec<(String, u64, u64)> {
+        data.location_stock_views(sku)
+            .into_iter()
+            .map(|l| (l.location, l.on_hand, l.reserved))
+            .collect()
+    }
+
+    #[test]
+    fn placement_allocates_by_priority_ships_in_order_and_replays_and_snapshots_alike() {
+        let events = vec![
+            location("east", 1),
+            location("west", 2),
+            received_at("A", "east", 3),
+            received_at("A", "west", 5),
+            received("A", 2),
+            // Default first by priority 0: 2 there, then east 3, then 1 of west.
+            placed(1, "A", 6),
+            Event::ShipmentCreated {
+                id: ShipmentId::new(0, 1).0,
+                order: OrderId::new(0, 1).0,
+                carrier: "c".into(),
+                tracking: "t".into(),
+                lines: vec![("A".into(), 4)],
+                actor: "key_1".into(),
+                at_us: 5,
+            },
+            Event::StockTransferred {
+                sku: "A".into(),
+                from: "west".into(),
+                to: "east".into(),
+                qty: 4,
+                reason: "r".into(),
+                actor: "key_1".into(),
+                at_us: 6,
+            },
+        ];
+        let mut data = ShardData::new(0, 1);
+        for event in &events[..6] {
+            data.apply(event);
+        }
+        let order = OrderId::new(0, 1);
+        let view = data.order_view(order).unwrap();
+        assert_eq!(
+            view.lines[0].allocations,
+            vec![
+                ("default".to_string(), 2),
+                ("east".to_string(), 3),
+                ("west".to_string(), 1)
+            ]
+        );
+        assert_eq!(
+            buckets(&data, "A"),
+            vec![
+                ("default".into(), 2, 2),
+                ("east".into(), 3, 3),
+                ("west".into(), 5, 1)
+            ]
+        );
+        // Exactly the available units are allocatable: 4 more (all at west) and no more.
+        assert_eq!(data.available("A"), 4);
+        // Shipping 4 takes default's 2 and 2 of east's, in allocation order.
+        data.apply(&events[6]);
+        assert_eq!(
+            buckets(&data, "A"),
+            vec![
+                ("default".into(), 0, 0),
+                ("east".into(), 1, 1),
+                ("west".into(), 5, 1)
+            ]
+        );
+        // A transfer moves available units and keeps the totals.
+        let before = data.stock.get("A").copied();
+        data.apply(&events[7]);
+        assert_eq!(data.stock.get("A").copied(), before);
+        assert_eq!(
+            buckets(&data, "A"),
+            vec![
+                ("default".into(), 0, 0),
+                ("east".into(), 5, 1),
+                ("west".into(), 1, 1)
+            ]
+        );
+        // Replay gives the same state, and a snapshot keeps it.
+        let mut replayed = ShardData::new(0, 1);
+        for event in &events {
+            replayed.apply(event);
+        }
+        assert_eq!(replayed.state_digest(), data.state_digest());
+        let encoded = data.to_snapshot().encode_canonical();
+        assert_eq!(encoded[0], SNAPSHOT_FORMAT_VERSION);
+        let restored = ShardData::from_snapshot(Snapshot::decode(&encoded).unwrap());
+        assert_eq!(restored.state_digest(), data.state_digest());
+        assert_eq!(buckets(&restored, "A"), buckets(&data, "A"));
+        assert_eq!(restored.location_views(), data.location_views());
+    }
+
+    #[test]
+    fn a_cross_shard_hold_allocates_and_releases_per_location() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&location("east", 1));
+        data.apply(&received_at("A", "east", 2));
+        data.apply(&received("A", 5));
+        data.apply(&location("default", 9));
+        data.apply(&Event::Reserved {
+            order: 77,
+            lines: vec![("A".into(), 4)],
+        });
+        let held: Vec<(String, String, u32)> = data.allocated[&OrderId(77)]
+            .iter()
+            .map(|a| (a.sku.to_string(), a.location.to_string(), a.qty))
+            .collect();
+        assert_eq!(
+            held,
+            vec![
+                ("A".to_string(), "east".to_string(), 2),
+                ("A".to_string(), "default".to_string(), 2)
+            ]
+        );
+        data.apply(&Event::HoldShipped {
+            order: 77,
+            shipped: vec![("A".into(), 3)],
+        });
+        assert_eq!(
+            buckets(&data, "A"),
+            vec![("default".into(), 4, 1), ("east".into(), 0, 0)]
+        );
+        data.apply(&Event::Released { order: 77 });
+        assert_eq!(
+            buckets(&data, "A"),
+            vec![("default".into(), 4, 0), ("east".into(), 0, 0)]
+        );
+        assert!(data.allocated.is_empty());
+    }
+
+    #[test]
+    fn a_cancel_releases_each_location_it_reserved() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&location("east", 1));
+        data.apply(&received_at("A", "east", 1));
+        data.apply(&received("A", 3));
+        data.apply(&location("default", 5));
+        data.apply(&placed(1, "A", 3));
+        assert_eq!(
+            buckets(&data, "A"),
+            vec![("default".into(), 3, 2), ("east".into(), 1, 1)]
+        );
+        data.apply(&Event::OrderCancelled {
+            order: OrderId::new(0, 1).0,
+            reason: None,
+            actor: "key_1".into(),
+            at_us: 7,
+        });
+        assert_eq!(
+            buckets(&data, "A"),
+            vec![("default".into(), 3, 0), ("east".into(), 1, 0)]
+        );
+    }
+
+    /// A data directory written before locations: its version 5 snapshot reads with every
+    /// unit at `default`, and the state is the one it held.
+    #[test]
+    fn a_version_5_snapshot_reads_with_all_stock_at_default() {
+        let mut data = ShardData::new(0, 1);
+        data.apply(&received("A", 10));
+        data.apply(&placed(1, "A", 3));
+        let snapshot = data.to_snapshot();
+        let v5 = SnapshotV5 {
+            shard: snapshot.shard,
+            shard_count: snapshot.shard_count,
+            last_seq: snapshot.last_seq,
+            log_digest: snapshot.log_digest,
+            next_order: snapshot.next_order,
+            next_customer: snapshot.next_customer,
+            stock: snapshot.stock.clone(),
+            orders: snapshot.orders.clone(),
+            customers: snapshot.customers.clone(),
+            holds: snapshot.holds.clone(),
+            idempotency: snapshot.idempotency.clone(),
+            next_shipment: snapshot.next_shipment,
+            shipments: snapshot.shipments.clone(),
+            archived_sales: snapshot.archived_sales.clone(),
+            catalog: snapshot.catalog.clone(),
+            next_return: snapshot.next_return,
+            next_refund: snapshot.next_refund,
+            returns: snapshot.returns.clone(),
+            refunds: snapshot.refunds.clone(),
+            restocked: snapshot.restocked.clone(),
+            archived_after_sales: snapshot.archived_after_sales.clone(),
+        };
+        let encoded = postcard::to_extend(&v5, vec![SNAPSHOT_FORMAT_V5]).unwrap();
+        let decoded = Snapshot::decode(&encoded).unwrap();
+        assert_eq!(decoded, snapshot);
+        let restored = ShardData::from_snapshot(decoded);
+        assert_eq!(restored.state_digest(), data.state_digest());
+        assert_eq!(buckets(&restored, "A"), vec![("default".into(), 10, 3)]);
+        let view = restored.order_view(OrderId::new(0, 1)).unwrap();
+        assert_eq!(view.lines[0].allocations, vec![("default".to_string(), 3)]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ impl Shard {
         match cmd {
             ClientCmd::AdjustStock {
                 sku,
+                location,
                 delta,
                 reason,
                 actor,
@@ -24,6 +25,34 @@ impl Shard {
                 failpoint::on_sku(&sku);
                 let result = match self.remembered(&idempotency) {
                     Some(Ok(IdemOutcome::Adjusted { on_hand, reserved })) => Ok(StockView {
+                        // Remembered before locations: all of it at `default`.
+                        locations: vec![crate::domain::LocationStockView {
+                            location: DEFAULT_LOCATION.into(),
+                            on_hand,
+                            reserved,
+                            available: on_hand - reserved,
+                        }],
+                        sku,
+                        on_hand,
+                        reserved,
+                        available: on_hand - reserved,
+                    }),
+                    Some(Ok(IdemOutcome::AdjustedAt {
+                        on_hand,
+                        reserved,
+                        locations,
+                    })) => Ok(StockView {
+                        locations: locations
+                            .into_iter()
+                            .map(
+                                |(location, on_hand, reserved)| crate::domain::LocationStockView {
+                                    location,
+                                    on_hand,
+                                    reserved,
+                                    available: on_hand - reserved,
+                                },
+                            )
+                            .collect(),
                         sku,
                         on_hand,
                         reserved,
@@ -32,19 +61,24 @@ impl Shard {
                     Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
                     Some(Err(error)) => Err(error),
                     None => {
-                        let result = self.adjust(sku, delta, reason);
+                        let result = self.adjust(sku, &location, delta, reason, &actor);
                         if let Ok(view) = &result {
-                            self.audit(
-                                &actor,
-                                "stock.adjust",
-                                view.sku.clone(),
-                                format!("delta={delta:+}"),
-                            );
+                            let detail = if location == DEFAULT_LOCATION {
+                                format!("delta={delta:+}")
+                            } else {
+                                format!("delta={delta:+} location={location}")
+                            };
+                            self.audit(&actor, "stock.adjust", view.sku.clone(), detail);
                             self.remember(
                                 idempotency,
-                                IdemOutcome::Adjusted {
+                                IdemOutcome::AdjustedAt {
                                     on_hand: view.on_hand,
                                     reserved: view.reserved,
+                                    locations: view
+                                        .locations
+                                        .iter()
+                                        .map(|l| (l.location.clone(), l.on_hand, l.reserved))
+                                        .collect(),
                                 },
                             );
                         }
@@ -56,6 +90,50 @@ impl Shard {
             ClientCmd::GetStock { sku, reply } => {
                 let result = self.data.stock_view(&sku).ok_or(CommandError::NotFound);
                 self.after_durable(answer(reply, result));
+            }
+            ClientCmd::TransferStock {
+                sku,
+                from,
+                to,
+                qty,
+                reason,
+                actor,
+                idempotency,
+                reply,
+            } => {
+                failpoint::on_sku(&sku);
+                let result = match self.remembered(&idempotency) {
+                    // A repeat transfers nothing and answers the stock as it is now.
+                    Some(Ok(IdemOutcome::Transferred)) => {
+                        self.data.stock_view(&sku).ok_or(CommandError::NotFound)
+                    }
+                    Some(Ok(_)) => Err(CommandError::IdempotencyConflict),
+                    Some(Err(error)) => Err(error),
+                    None => {
+                        let result = self.transfer(sku, from, to, qty, reason, &actor);
+                        if result.is_ok() {
+                            self.remember(idempotency, IdemOutcome::Transferred);
+                        }
+                        result
+                    }
+                };
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::SetLocation {
+                id,
+                name,
+                priority,
+                locations_max,
+                actor,
+                audit,
+                reply,
+            } => {
+                let result = self.set_location(id, name, priority, locations_max, &actor, audit);
+                self.after_durable(answer(reply, result));
+            }
+            ClientCmd::ListLocations { reply } => {
+                let views = self.data.location_views();
+                self.after_durable(answer(reply, Ok(views)));
             }
             ClientCmd::SetPrice {
                 sku,
@@ -475,9 +553,14 @@ impl Shard {
     pub(super) fn adjust(
         &mut self,
         sku: String,
+        location: &str,
         delta: i64,
         reason: String,
+        actor: &str,
     ) -> Result<StockView, CommandError> {
+        if !self.data.location_exists(location) {
+            return Err(CommandError::UnknownLocation(location.to_string()));
+        }
         if delta == 0 {
             return Err(CommandError::Invalid {
                 param: "delta".into(),
@@ -509,13 +592,143 @@ impl Shard {
                 detail: "on_hand would overflow".into(),
             });
         }
-        self.emit(Event::StockAdjusted {
+        let at = self.data.stock_at(&sku, location);
+        if (at.on_hand as i128 + delta as i128) < at.reserved as i128 {
+            // The location's own units: never below what is reserved there.
+            return Err(CommandError::InsufficientStock { skus: vec![sku] });
+        }
+        let at_us = self.clock.now_us();
+        if location == DEFAULT_LOCATION {
+            // As written before locations: stores and tools that read the log keep working.
+            self.emit(Event::StockAdjusted {
+                sku: sku.clone(),
+                delta,
+                reason,
+                at_us,
+            });
+        } else {
+            self.emit(Event::StockAdjustedAt {
+                sku: sku.clone(),
+                location: location.to_string(),
+                delta,
+                reason,
+                actor: actor.to_string(),
+                at_us,
+            });
+        }
+        self.data.stock_view(&sku).ok_or(CommandError::NotFound)
+    }
+
+    /// Moves `qty` available units of `sku` from one location to another (`stock.transfer`
+    /// in the audit trail); answers the stock record.
+    pub(super) fn transfer(
+        &mut self,
+        sku: String,
+        from: String,
+        to: String,
+        qty: u64,
+        reason: String,
+        actor: &str,
+    ) -> Result<StockView, CommandError> {
+        if qty == 0 || qty > crate::domain::STOCK_DELTA_MAX {
+            return Err(CommandError::Invalid {
+                param: "qty".into(),
+                detail: format!("qty must be from 1 to {}", crate::domain::STOCK_DELTA_MAX),
+            });
+        }
+        if from == to {
+            return Err(CommandError::Invalid {
+                param: "to".into(),
+                detail: "must differ from from".into(),
+            });
+        }
+        for location in [&from, &to] {
+            if !self.data.location_exists(location) {
+                return Err(CommandError::UnknownLocation(location.clone()));
+            }
+        }
+        if !self.data.stock.contains_key(sku.as_str()) {
+            return Err(CommandError::NotFound);
+        }
+        if self.data.stock_at(&sku, &from).available() < qty {
+            return Err(CommandError::InsufficientStock { skus: vec![sku] });
+        }
+        self.audit(
+            actor,
+            "stock.transfer",
+            sku.clone(),
+            format!("from={from} to={to} qty={qty}"),
+        );
+        self.emit(Event::StockTransferred {
             sku: sku.clone(),
-            delta,
+            from,
+            to,
+            qty,
             reason,
+            actor: actor.to_string(),
             at_us: self.clock.now_us(),
         });
         self.data.stock_view(&sku).ok_or(CommandError::NotFound)
+    }
+
+    /// Defines or redefines a location on this shard; answers it and whether it is new.
+    pub(super) fn set_location(
+        &mut self,
+        id: String,
+        name: String,
+        priority: u32,
+        locations_max: usize,
+        actor: &str,
+        audit: bool,
+    ) -> Result<(LocationView, bool), CommandError> {
+        let invalid = |param: &str, detail: String| CommandError::Invalid {
+            param: param.into(),
+            detail,
+        };
+        if !crate::domain::location_is_valid(&id) {
+            return Err(invalid("id", "1–64 characters of A-Z a-z 0-9 . _ -".into()));
+        }
+        if name.is_empty() || name.chars().count() > crate::domain::LOCATION_NAME_CHARS_MAX {
+            return Err(invalid(
+                "name",
+                format!("1 to {} characters", crate::domain::LOCATION_NAME_CHARS_MAX),
+            ));
+        }
+        if priority > crate::domain::LOCATION_PRIORITY_MAX {
+            return Err(invalid(
+                "priority",
+                format!("at most {}", crate::domain::LOCATION_PRIORITY_MAX),
+            ));
+        }
+        let created = !self.data.location_exists(&id);
+        let limit = locations_max.min(crate::domain::LOCATIONS_MAX_LIMIT);
+        if created && self.data.location_count() >= limit {
+            return Err(CommandError::InvalidTransition(format!(
+                "at most {limit} locations (stock.locations_max)"
+            )));
+        }
+        if audit {
+            self.audit(
+                actor,
+                "location.set",
+                id.clone(),
+                format!("priority={priority}"),
+            );
+        }
+        self.emit(Event::LocationSet {
+            id: id.clone(),
+            name,
+            priority,
+            actor: actor.to_string(),
+            at_us: self.clock.now_us(),
+        });
+        let view = self
+            .data
+            .location_views()
+            .into_iter()
+            .find(|l| l.id == id)
+            .ok_or(CommandError::NotFound)?;
+        Ok((view, created))
     }
 
     /// Sets a SKU's catalog price (`catalog.price_set` in the audit trail); answers the entry.
@@ -627,7 +840,9 @@ impl Shard {
                     | IdemOutcome::PriceSet { .. }
                     | IdemOutcome::ReturnCreated(_)
                     | IdemOutcome::ReturnReceived(_)
-                    | IdemOutcome::Refund(_) => {
+                    | IdemOutcome::Refund(_)
+                    | IdemOutcome::Transferred
+                    | IdemOutcome::AdjustedAt { .. } => {
                         Some((reply, Err(CommandError::IdempotencyConflict)))
                     }
                 };
@@ -1121,15 +1336,16 @@ impl Shard {
             .filter(|l| l.restock)
             .map(|l| u64::from(l.qty))
             .sum();
+        let received = self.received_at(order, lines);
         let count = self.data.shard_count;
         let mut parts: BTreeMap<u16, Vec<RestockLine>> = BTreeMap::new();
-        for line in lines.iter().filter(|l| l.restock) {
+        for line in received.iter().filter(|l| l.restock) {
             let owner = shard_of_sku(&line.sku, count);
             if owner != self.id {
                 parts.entry(owner).or_default().push(RestockLine {
                     sku: line.sku.clone(),
                     qty: line.qty,
-                    location: crate::domain::DEFAULT_LOCATION.into(),
+                    location: line.location.clone(),
                 });
             }
         }
@@ -1141,15 +1357,7 @@ impl Shard {
         );
         self.emit(Event::ReturnReceived {
             id: id.0,
-            lines: lines
-                .into_iter()
-                .map(|l| ReceivedLine {
-                    sku: l.sku,
-                    qty: l.qty,
-                    restock: l.restock,
-                    location: crate::domain::DEFAULT_LOCATION.into(),
-                })
-                .collect(),
+            lines: received,
             actor,
             at_us: self.clock.now_us(),
         });
@@ -1166,6 +1374,51 @@ impl Shard {
             }
         }
         self.data.return_view(id).ok_or(CommandError::NotFound)
+    }
+
+    /// A receipt's lines with the locations their units were shipped from: units of a SKU
+    /// ship in the order of its allocation, and the units that come back are taken in that
+    /// order after those earlier receipts took, so a restocked line is split where its units
+    /// came from more than one location. Lines not restocked keep `default` (no stock moves).
+    fn received_at(&self, order: OrderId, lines: Vec<ReceiveLine>) -> Vec<ReceivedLine> {
+        let cross = self.data.orders.get(&order).is_some_and(|o| o.cross);
+        let allocation = self.data.view_allocation(order, cross);
+        let mut taken: BTreeMap<String, u32> = BTreeMap::new();
+        let mut received = Vec::with_capacity(lines.len());
+        for line in lines {
+            let start = *taken.entry(line.sku.clone()).or_insert_with(|| {
+                let ids = self.data.order_returns.get(&order);
+                ids.into_iter()
+                    .flatten()
+                    .filter_map(|id| self.data.returns.get(id))
+                    .filter(|r| r.status == ReturnStatus::Received)
+                    .flat_map(|r| r.received.iter())
+                    .filter(|l| l.sku == line.sku)
+                    .map(|l| l.qty)
+                    .sum()
+            });
+            taken.insert(line.sku.clone(), start + line.qty);
+            if !line.restock {
+                received.push(ReceivedLine {
+                    sku: line.sku,
+                    qty: line.qty,
+                    restock: false,
+                    location: DEFAULT_LOCATION.into(),
+                });
+                continue;
+            }
+            for (location, qty) in
+                ShardData::allocation_stretch(allocation, &line.sku, start, line.qty)
+            {
+                received.push(ReceivedLine {
+                    sku: line.sku.clone(),
+                    qty,
+                    restock: true,
+                    location: location.to_string(),
+                });
+            }
+        }
+        received
     }
 
     /// Refunds money on an order: never more than its total less earlier refunds.

@@ -16,9 +16,11 @@ pub(super) fn refuse(cmd: ClientCmd, error: CommandError) {
         let _ = reply.send(Err(error));
     }
     match cmd {
-        ClientCmd::AdjustStock { reply, .. } | ClientCmd::GetStock { reply, .. } => {
-            send(reply, error)
-        }
+        ClientCmd::AdjustStock { reply, .. }
+        | ClientCmd::GetStock { reply, .. }
+        | ClientCmd::TransferStock { reply, .. } => send(reply, error),
+        ClientCmd::SetLocation { reply, .. } => send(reply, error),
+        ClientCmd::ListLocations { reply } => send(reply, error),
         ClientCmd::SetPrice { reply, .. } | ClientCmd::GetPrice { reply, .. } => send(reply, error),
         ClientCmd::CatalogPage { reply, .. } => send(reply, error),
         ClientCmd::CatalogPrices { reply, .. } => send(reply, error),
@@ -68,6 +70,10 @@ pub(super) fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
             ("adjust_stock", sku.as_bytes(), *delta as u64)
         }
         ClientCmd::GetStock { sku, .. } => ("get_stock", sku.as_bytes(), 0),
+        ClientCmd::TransferStock { sku, qty, .. } => ("transfer_stock", sku.as_bytes(), *qty),
+        ClientCmd::SetLocation { id, priority, .. } => {
+            ("set_location", id.as_bytes(), u64::from(*priority))
+        }
         ClientCmd::SetPrice {
             sku, price, active, ..
         } => (
@@ -116,6 +122,7 @@ pub(super) fn fingerprint(cmd: &ClientCmd) -> Option<(&'static str, u64)> {
         ClientCmd::Place { .. }
         | ClientCmd::PlaceBatch { .. }
         | ClientCmd::CatalogPage { .. }
+        | ClientCmd::ListLocations { .. }
         | ClientCmd::CatalogPrices { .. }
         | ClientCmd::CustomersExist { .. }
         | ClientCmd::ReserveCustomerId { .. }

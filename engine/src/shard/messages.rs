@@ -10,6 +10,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 pub enum ClientCmd {
     AdjustStock {
         sku: String,
+        /// Where the units are received or written off (`DEFAULT_LOCATION` without one).
+        location: String,
         delta: i64,
         reason: String,
         /// The API key id that asks (the audit entry's actor).
@@ -21,6 +23,31 @@ pub enum ClientCmd {
         sku: String,
         reply: Reply<StockView>,
     },
+    /// Moves available units of a SKU (this shard owns it) from one location to another.
+    TransferStock {
+        sku: String,
+        from: String,
+        to: String,
+        qty: u64,
+        reason: String,
+        /// The API key id that asks (the audit entry's actor).
+        actor: String,
+        idempotency: Option<Idempotency>,
+        reply: Reply<StockView>,
+    },
+    /// Defines or redefines a stock location. Every shard is sent it and logs it; the one
+    /// with `audit` writes the audit entry. Refused past `locations_max` locations.
+    SetLocation {
+        id: String,
+        name: String,
+        priority: u32,
+        locations_max: usize,
+        actor: String,
+        audit: bool,
+        reply: Reply<(LocationView, bool)>,
+    },
+    /// Every location this shard knows, by id.
+    ListLocations { reply: Reply<Vec<LocationView>> },
     /// Sets a SKU's catalog price (this shard owns the SKU).
     SetPrice {
         sku: String,
@@ -183,6 +210,8 @@ impl ClientCmd {
     pub fn writes(&self) -> bool {
         match self {
             ClientCmd::AdjustStock { .. }
+            | ClientCmd::TransferStock { .. }
+            | ClientCmd::SetLocation { .. }
             | ClientCmd::SetPrice { .. }
             | ClientCmd::CreateCustomer { .. }
             | ClientCmd::UpdateCustomer { .. }
@@ -198,6 +227,7 @@ impl ClientCmd {
             | ClientCmd::Reseal { .. }
             | ClientCmd::Snapshot { .. } => true,
             ClientCmd::GetStock { .. }
+            | ClientCmd::ListLocations { .. }
             | ClientCmd::GetPrice { .. }
             | ClientCmd::CatalogPage { .. }
             | ClientCmd::CatalogPrices { .. }
@@ -298,7 +328,9 @@ pub struct HoldAnswer {
 /// Whether a stock shard holds an order's part.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HoldOutcome {
-    Held,
+    /// Held, at these locations: (SKU, location, units) in the order they ship; empty when
+    /// all at `default`.
+    Held(Vec<(String, String, u32)>),
     /// Not held: these SKUs have too few units available.
     Short(Vec<String>),
 }

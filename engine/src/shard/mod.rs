@@ -35,10 +35,10 @@ use tokio::sync::oneshot;
 use crate::audit::ShardChain;
 use crate::domain::{
     CatalogView, ColdAnswer, CommandError, CustomerId, CustomerUpdate, CustomerView, Idempotency,
-    NewCustomer, NewRefund, NewReturn, NewShipment, OrderFilter, OrderId, OrderStatus, OrderView,
-    PersonalField, PlaceOrder, ReceiveLine, RefundId, RefundView, ReturnId, ReturnStatus,
-    ReturnView, SalesSummary, ShipmentId, ShipmentStatus, ShipmentView, SnapshotTaken, StockView,
-    ORDER_LINES_MAX,
+    LocationView, NewCustomer, NewRefund, NewReturn, NewShipment, OrderFilter, OrderId,
+    OrderStatus, OrderView, PersonalField, PlaceOrder, ReceiveLine, RefundId, RefundView, ReturnId,
+    ReturnStatus, ReturnView, SalesSummary, ShipmentId, ShipmentStatus, ShipmentView,
+    SnapshotTaken, StockView, DEFAULT_LOCATION, ORDER_LINES_MAX,
 };
 use crate::event::{self, Event, IdemRecord, LineRecord, OrderRecord, ReceivedLine, RestockLine};
 use crate::failpoint;

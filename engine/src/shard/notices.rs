@@ -31,7 +31,11 @@ fn order_of(data: &ShardData, event: &Event) -> Option<OrderId> {
 /// SKUs whose available units `event` can lower on this shard (reservations, write-offs).
 fn lowered_skus(event: &Event) -> Vec<&str> {
     match event {
-        Event::StockAdjusted { sku, delta, .. } if *delta < 0 => vec![sku.as_str()],
+        Event::StockAdjusted { sku, delta, .. } | Event::StockAdjustedAt { sku, delta, .. }
+            if *delta < 0 =>
+        {
+            vec![sku.as_str()]
+        }
         Event::OrderPlaced { order, .. } => order.lines.iter().map(|l| l.sku.as_str()).collect(),
         Event::Reserved { lines, .. } => lines.iter().map(|(sku, _)| sku.as_str()).collect(),
         _ => Vec::new(),

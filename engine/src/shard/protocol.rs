@@ -58,7 +58,7 @@ impl Shard {
             self.emit(Event::Released { order: order.0 });
         }
         let outcome = if held_as_asked {
-            HoldOutcome::Held
+            HoldOutcome::Held(self.held_at(order))
         } else {
             let short: Vec<String> = lines
                 .iter()
@@ -70,7 +70,7 @@ impl Shard {
                     order: order.0,
                     lines,
                 });
-                HoldOutcome::Held
+                HoldOutcome::Held(self.held_at(order))
             } else {
                 HoldOutcome::Short(short)
             }
@@ -91,12 +91,27 @@ impl Shard {
         if pending.answers.len() < pending.parts.len() {
             return;
         }
-        let pending = self.pending.remove(&order).expect("present");
-        let mut short: Vec<String> = pending
-            .answers
+        let mut pending = self.pending.remove(&order).expect("present");
+        // Where each part was reserved (its lines at `default` when its shard said nothing).
+        let mut allocations: Vec<(String, String, u32)> = Vec::new();
+        let mut elsewhere = false;
+        for (shard, lines) in &pending.parts {
+            match pending.answers.get(shard) {
+                Some(HoldOutcome::Held(at)) if !at.is_empty() => {
+                    elsewhere = true;
+                    allocations.extend(at.iter().cloned());
+                }
+                _ => allocations.extend(
+                    lines
+                        .iter()
+                        .map(|(sku, qty)| (sku.clone(), DEFAULT_LOCATION.to_string(), *qty)),
+                ),
+            }
+        }
+        let mut short: Vec<String> = std::mem::take(&mut pending.answers)
             .into_values()
             .flat_map(|outcome| match outcome {
-                HoldOutcome::Held => Vec::new(),
+                HoldOutcome::Held(_) => Vec::new(),
                 HoldOutcome::Short(skus) => skus,
             })
             .collect();
@@ -104,6 +119,12 @@ impl Shard {
         short.dedup();
         let now = self.clock.now_us();
         if short.is_empty() {
+            if elsewhere {
+                self.emit(Event::OrderAllocated {
+                    order: order.0,
+                    allocations,
+                });
+            }
             self.emit(Event::OrderConfirmed {
                 order: order.0,
                 at_us: now,
@@ -131,6 +152,20 @@ impl Shard {
                 ));
             }
         }
+    }
+
+    /// Where this shard holds an order's part, as a `Held` answer carries it (empty: all at
+    /// `default`).
+    fn held_at(&self, order: OrderId) -> Vec<(String, String, u32)> {
+        self.data
+            .allocated
+            .get(&order)
+            .map_or(Vec::new(), |allocation| {
+                allocation
+                    .iter()
+                    .map(|a| (a.sku.to_string(), a.location.to_string(), a.qty))
+                    .collect()
+            })
     }
 
     /// A placement whose parts have not all answered by `engine.request_timeout_ms`: aborted

@@ -405,7 +405,10 @@ mod tests {
         // sequence: when the events since reach half the hot orders.
         assert_eq!(&taken[..2], &[1_000, 2_000]);
         for pair in taken[1..].windows(2) {
-            assert!(pair[1] + 1 >= pair[0] * 2 && pair[1] <= pair[0] * 2, "{taken:?}");
+            assert!(
+                pair[1] + 1 >= pair[0] * 2 && pair[1] <= pair[0] * 2,
+                "{taken:?}"
+            );
         }
         assert!(*taken.last().unwrap() > events / 2, "{taken:?}");
         assert!(longest <= (events / 2).max(interval), "{longest}");
