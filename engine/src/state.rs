@@ -2402,12 +2402,12 @@ pub struct Snapshot {
     pub locations: Vec<(String, String, u32, i64, i64)>,
     /// Per SKU (sorted), its stock at locations other than `default`: (location, on_hand,
     /// reserved), by location.
-    pub buckets: Vec<(String, Vec<(String, u64, u64)>)>,
+    pub buckets: Vec<SnapBuckets>,
     /// Allocations this shard made that touch a location other than `default`: (order,
     /// [(SKU, location, units)]), by order.
-    pub allocated: Vec<(u64, Vec<(String, String, u32)>)>,
+    pub allocated: Vec<SnapAllocation>,
     /// Cross-shard orders' allocations as their stock shards answered, by order.
-    pub order_allocations: Vec<(u64, Vec<(String, String, u32)>)>,
+    pub order_allocations: Vec<SnapAllocation>,
 }
 
 /// Version 5 of the snapshot (before locations), read when an older data directory opens.
@@ -2491,6 +2491,13 @@ pub struct SnapReturn {
     pub received_us: Option<i64>,
     pub restock_pending: Vec<u16>,
 }
+
+/// A SKU's stock at its locations other than `default` in a snapshot: SKU, then (location,
+/// on_hand, reserved) by location.
+pub type SnapBuckets = (String, Vec<(String, u64, u64)>);
+
+/// An order's allocation in a snapshot: order, then (SKU, location, units) in shipping order.
+pub type SnapAllocation = (u64, Vec<(String, String, u32)>);
 
 /// A refund in a snapshot: order, id, amount, reason, created (microseconds).
 pub type SnapRefund = (u64, u64, u64, String, i64);
@@ -2709,7 +2716,7 @@ impl Frozen {
                 })
                 .collect(),
             buckets: {
-                let mut buckets: Vec<(String, Vec<(String, u64, u64)>)> = self
+                let mut buckets: Vec<SnapBuckets> = self
                     .buckets
                     .iter()
                     .map(|(sku, b)| {
@@ -2724,7 +2731,7 @@ impl Frozen {
                 buckets
             },
             allocated: {
-                let mut allocated: Vec<(u64, Vec<(String, String, u32)>)> = self
+                let mut allocated: Vec<SnapAllocation> = self
                     .allocated
                     .iter()
                     .map(|(order, a)| (order.0, snap_allocation(a)))
@@ -2733,7 +2740,7 @@ impl Frozen {
                 allocated
             },
             order_allocations: {
-                let mut allocations: Vec<(u64, Vec<(String, String, u32)>)> = self
+                let mut allocations: Vec<SnapAllocation> = self
                     .order_allocations
                     .iter()
                     .map(|(order, a)| (order.0, snap_allocation(a)))

@@ -549,7 +549,7 @@ async fn serve(
     let window = web::Data::from(services.window.clone());
     let webhooks = web::Data::new(services.webhooks.clone());
     let event_readers = web::Data::new(http::events::EventReaders::from_config(&config.events));
-    let http_limits = http::Limits::from_config(&config.http, &config.orders);
+    let http_limits = http::Limits::from_config(&config.http, &config.orders, &config.stock);
     let http_pricing = pricing(config);
     let peers = Arc::new(PeerCounts::default());
     let max_connections_per_peer = config.http.max_connections_per_peer;

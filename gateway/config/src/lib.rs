@@ -67,6 +67,7 @@ pub struct Config {
     pub changes: ChangesConfig,
     pub shop: ShopConfig,
     pub orders: OrdersConfig,
+    pub stock: StockConfig,
     pub events: EventsConfig,
     pub webhooks: WebhooksConfig,
 }
@@ -134,6 +135,15 @@ pub struct OrdersConfig {
     pub bulk_max: usize,
     /// Most bytes of one `POST /v1/orders/bulk` body.
     pub bulk_max_bytes: usize,
+}
+
+/// The `[stock]` section: stock locations (warehouses).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockConfig {
+    /// Most stock locations, `default` included (1 to 1000, the engine's
+    /// `LOCATIONS_MAX_LIMIT`): every allocation walks a SKU's locations.
+    pub locations_max: usize,
 }
 
 /// Whether `code` has the shape of an ISO 4217 currency code: exactly three uppercase ASCII
@@ -646,6 +656,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.webhooks.deliveries_max) {
             return invalid("webhooks.deliveries_max", "must be 1 to 1000000");
+        }
+        if !(1..=1000).contains(&self.stock.locations_max) {
+            return invalid("stock.locations_max", "must be 1 to 1000");
         }
         if !(1..=100_000).contains(&self.orders.bulk_max) {
             return invalid("orders.bulk_max", "must be 1 to 100000");

@@ -120,9 +120,13 @@ pub struct StockAdjustmentRequest {
     /// Why the stock changed, for the audit trail; at most 500 characters.
     #[schema(max_length = 500)]
     pub reason: String,
+    /// The location whose units change (`default` when absent); unknown → 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub location: Option<String>,
 }
 
-/// A stock record.
+/// A stock record: the totals, and the same per location.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockResponse {
     pub sku: String,
@@ -130,6 +134,83 @@ pub struct StockResponse {
     pub reserved: u64,
     /// `on_hand - reserved`, never negative.
     pub available: u64,
+    /// Per location that holds or held the SKU, `default` first: the totals are their sums.
+    #[serde(default)]
+    pub locations: Vec<StockLocationResponse>,
+}
+
+/// A SKU's stock at one location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StockLocationResponse {
+    pub location: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    /// `on_hand - reserved`, never negative.
+    pub available: u64,
+}
+
+/// `POST /v1/stock/{sku}/transfers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockTransferRequest {
+    /// The location the units leave; it must have `qty` available (else 409).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub from: String,
+    /// The location the units arrive at; not `from`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub to: String,
+    /// Units to move: 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub qty: u64,
+    /// Why, for the audit trail; at most 500 characters.
+    #[schema(max_length = 500)]
+    pub reason: String,
+}
+
+/// `POST /v1/locations`: defines a stock location, or redefines one with that id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationRequest {
+    /// Like a SKU: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub id: String,
+    /// 1–200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+    /// Lowest first: placement takes units from locations in ascending priority (ties by
+    /// id). 0 to 1,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    pub priority: u32,
+}
+
+/// A stock location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LocationResponse {
+    pub id: String,
+    pub name: String,
+    pub priority: u32,
+}
+
+/// `GET /v1/locations` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LocationQuery {
+    /// 1–1000, 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// The `next` cursor of the previous page (the last location id it listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    pub after: Option<String>,
+}
+
+/// Units of an order line reserved at one location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AllocationResponse {
+    pub location: String,
+    pub qty: u32,
 }
 
 /// `PUT /v1/catalog/{sku}`.
@@ -374,6 +455,10 @@ pub struct OrderLineResponse {
     pub shipped_qty: u32,
     /// Units received back by returns.
     pub returned_qty: u32,
+    /// Where the line's units were reserved, by location priority (a line one location
+    /// could not cover is split); its units ship in this order.
+    #[serde(default)]
+    pub allocations: Vec<AllocationResponse>,
 }
 
 /// One step of an order's history.
@@ -484,7 +569,9 @@ pub struct ReceivedLineResponse {
     pub sku: String,
     pub qty: u32,
     pub restock: bool,
-    /// Where restocked units went (`default`: the SKU's stock); null when not restocked.
+    /// Where restocked units went: the location they were shipped from (a received line
+    /// whose units left from several locations is one line per location); null when not
+    /// restocked.
     pub location: Option<String>,
 }
 

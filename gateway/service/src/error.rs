@@ -218,6 +218,9 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::NotFound => ApiError::not_found(),
+            CommandError::UnknownLocation(id) => {
+                ApiError::NotFound(format!("no location {id:?} (POST /v1/locations)"))
+            }
             CommandError::InsufficientStock { skus } => ApiError::InsufficientStock { skus },
             CommandError::InvalidTransition(detail) => ApiError::InvalidTransition(detail),
             CommandError::IdempotencyConflict => ApiError::IdempotencyConflict,
@@ -250,6 +253,11 @@ mod tests {
     fn every_engine_error_maps_to_exactly_one_code() {
         let cases = [
             (CommandError::NotFound, 404, "not_found"),
+            (
+                CommandError::UnknownLocation("east".into()),
+                404,
+                "not_found",
+            ),
             (
                 CommandError::InsufficientStock {
                     skus: vec!["A".into()],

@@ -146,6 +146,8 @@ pub struct ShipmentEventInput {
 pub struct StockAdjustmentInput {
     pub delta: i64,
     pub reason: String,
+    /// The location whose units change; `None`: `default`.
+    pub location: Option<String>,
 }
 
 /// A customer to create.
@@ -281,6 +283,7 @@ impl From<StockAdjustmentRequest> for StockAdjustmentInput {
         StockAdjustmentInput {
             delta: request.delta,
             reason: request.reason,
+            location: request.location,
         }
     }
 }
@@ -290,6 +293,8 @@ impl From<msg::AdjustStock> for StockAdjustmentInput {
         StockAdjustmentInput {
             delta: request.delta,
             reason: request.reason,
+            // The TCP frame predates locations: it adjusts `default`.
+            location: None,
         }
     }
 }

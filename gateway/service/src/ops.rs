@@ -129,6 +129,12 @@ pub mod op {
         GetStock => roles::STOCK_READ;
         /// [`super::adjust_stock`].
         AdjustStock => roles::STOCK_ADJUST;
+        /// [`super::transfer_stock`].
+        TransferStock => roles::STOCK_TRANSFER;
+        /// [`super::set_location`].
+        WriteLocation => roles::LOCATION_WRITE;
+        /// [`super::list_locations`].
+        ReadLocations => roles::LOCATION_READ;
         /// [`super::create_customer`].
         CreateCustomer => roles::CUSTOMER_CREATE;
         /// [`super::get_customer`].
@@ -682,11 +688,17 @@ pub async fn adjust_stock(
     validate::sku("sku", sku)?;
     validate::stock_delta(request.delta)?;
     validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
+    let location = request
+        .location
+        .as_deref()
+        .unwrap_or(orderd_engine::DEFAULT_LOCATION);
+    validate::location_id("location", location)?;
     let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
     let view = ctx
         .engine
-        .adjust_stock_with(
+        .adjust_stock_at(
             sku,
+            location,
             request.delta,
             &request.reason,
             &caller.key_id,
@@ -837,6 +849,116 @@ pub async fn get_customer(
     caller.may_see_customer(id)?;
     let view = ctx.vault.open_customer(ctx.engine.customer(id).await?)?;
     Ok((view, !caller.sees_personal_data()))
+}
+
+/// Moves available units of a SKU between two locations: 404 for an unknown SKU or location,
+/// 409 `insufficient_stock` when `from` has fewer available. The shard writes
+/// `stock.transfer` with it; a replay under the Idempotency-Key moves nothing and answers the
+/// stock as it is then.
+pub async fn transfer_stock(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::TransferStock>,
+    sku: &str,
+    request: orderd_proto::StockTransferRequest,
+    key: Option<IdempotencyKey>,
+    request_hash: u128,
+) -> Result<StockView, ApiError> {
+    let caller = allowed.caller;
+    validate::sku("sku", sku)?;
+    validate::location_id("from", &request.from)?;
+    validate::location_id("to", &request.to)?;
+    if request.from == request.to {
+        return Err(ApiError::invalid("to", "must differ from from"));
+    }
+    if request.qty == 0 || request.qty > orderd_engine::STOCK_DELTA_MAX {
+        return Err(ApiError::invalid(
+            "qty",
+            format!("qty must be from 1 to {}", orderd_engine::STOCK_DELTA_MAX),
+        ));
+    }
+    validate::text_max("reason", &request.reason, validate::REASON_CHARS_MAX)?;
+    let claim = Claim::take(ctx.audit, caller, key, request_hash).await?;
+    let view = ctx
+        .engine
+        .transfer_stock(
+            sku,
+            &request.from,
+            &request.to,
+            request.qty,
+            &request.reason,
+            &caller.key_id,
+            claim.idempotency(),
+        )
+        .await?;
+    drop(claim);
+    Ok(view)
+}
+
+/// Defines a stock location, or redefines the one with that id (its name and priority):
+/// answers it and whether it is new. At most `locations_max` (`stock.locations_max`), 409
+/// `invalid_transition` past it. Shard 0 writes `location.set` to the audit trail.
+pub async fn set_location(
+    ctx: Ctx<'_>,
+    allowed: Allowed<'_, op::WriteLocation>,
+    request: orderd_proto::LocationRequest,
+    locations_max: usize,
+) -> Result<(orderd_engine::LocationView, bool), ApiError> {
+    let caller = allowed.caller;
+    validate::location_id("id", &request.id)?;
+    let chars = request.name.chars().count();
+    if chars == 0 || chars > orderd_engine::LOCATION_NAME_CHARS_MAX {
+        return Err(ApiError::invalid(
+            "name",
+            format!("1 to {} characters", orderd_engine::LOCATION_NAME_CHARS_MAX),
+        ));
+    }
+    if request.priority > orderd_engine::LOCATION_PRIORITY_MAX {
+        return Err(ApiError::invalid(
+            "priority",
+            format!("at most {}", orderd_engine::LOCATION_PRIORITY_MAX),
+        ));
+    }
+    Ok(ctx
+        .engine
+        .set_location(
+            &request.id,
+            &request.name,
+            request.priority,
+            locations_max,
+            &caller.key_id,
+        )
+        .await?)
+}
+
+/// A page of the stock locations in id order, and the cursor of the next one (the last id
+/// listed).
+pub async fn list_locations(
+    ctx: Ctx<'_>,
+    _allowed: Allowed<'_, op::ReadLocations>,
+    query: &CatalogQueryInput,
+) -> Result<(Vec<orderd_engine::LocationView>, Option<String>), ApiError> {
+    let limit = validate::limit_of(query.limit)?;
+    if let Some(after) = query.after.as_deref() {
+        validate::location_id("after", after)?;
+    }
+    let all = ctx.engine.locations().await?;
+    let mut page: Vec<orderd_engine::LocationView> = all
+        .into_iter()
+        .filter(|l| {
+            query
+                .after
+                .as_deref()
+                .is_none_or(|after| l.id.as_str() > after)
+        })
+        .take(limit + 1)
+        .collect();
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|l| l.id.clone())
+    } else {
+        None
+    };
+    Ok((page, next))
 }
 
 /// Sets a SKU's catalog price (0 to `UNIT_PRICE_MAX` minor units). The shard writes

@@ -106,6 +106,13 @@ pub const STOCK_READ: RoleSet =
     RoleSet::of(&[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser]);
 /// `POST /v1/stock/{sku}/adjustments`.
 pub const STOCK_ADJUST: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `POST /v1/stock/{sku}/transfers` (API.md, Commerce: locations): the warehouse, as for
+/// adjustments.
+pub const STOCK_TRANSFER: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `POST /v1/locations` (API.md, Commerce: locations).
+pub const LOCATION_WRITE: RoleSet = RoleSet::of(&[Admin, Logistics]);
+/// `GET /v1/locations`: whoever reads stock (a stock record lists its locations), no more.
+pub const LOCATION_READ: RoleSet = STOCK_READ;
 /// `PUT /v1/catalog/{sku}`.
 pub const CATALOG_WRITE: RoleSet = RoleSet::of(&[Admin, Merchandiser]);
 /// `GET /v1/catalog/{sku}` and `GET /v1/catalog`: operators read elsewhere (API.md).
@@ -197,6 +204,9 @@ pub const WHOAMI: RoleSet = RoleSet::of(&Role::ALL);
 pub const ROUTE_PERMISSIONS: &[(&str, &str, RoleSet)] = &[
     ("GET", "/v1/stock/{sku}", STOCK_READ),
     ("POST", "/v1/stock/{sku}/adjustments", STOCK_ADJUST),
+    ("POST", "/v1/stock/{sku}/transfers", STOCK_TRANSFER),
+    ("POST", "/v1/locations", LOCATION_WRITE),
+    ("GET", "/v1/locations", LOCATION_READ),
     ("PUT", "/v1/catalog/{sku}", CATALOG_WRITE),
     ("GET", "/v1/catalog/{sku}", CATALOG_READ),
     ("GET", "/v1/catalog", CATALOG_READ),
@@ -343,9 +353,12 @@ mod tests {
         );
     }
 
-    const ALL_PERMISSIONS: [(&str, RoleSet); 39] = [
+    const ALL_PERMISSIONS: [(&str, RoleSet); 43] = [
         ("stock read", STOCK_READ),
         ("stock adjust", STOCK_ADJUST),
+        ("stock transfer", STOCK_TRANSFER),
+        ("location write", LOCATION_WRITE),
+        ("location read", LOCATION_READ),
         ("catalog write", CATALOG_WRITE),
         ("catalog read", CATALOG_READ),
         ("customer create", CUSTOMER_CREATE),
@@ -419,12 +432,18 @@ mod tests {
     /// The table of API.md, route by route, as (permission, roles allowed).
     #[test]
     fn role_table_matches_the_api() {
-        let expected: [(&str, &[Role]); 39] = [
+        let expected: [(&str, &[Role]); 43] = [
             (
                 "stock read",
                 &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
             ),
             ("stock adjust", &[Admin, Logistics]),
+            ("stock transfer", &[Admin, Logistics]),
+            ("location write", &[Admin, Logistics]),
+            (
+                "location read",
+                &[Admin, Frontend, Logistics, Analyst, Operator, Merchandiser],
+            ),
             ("catalog write", &[Admin, Merchandiser]),
             ("catalog read", &[Admin, Merchandiser, Operator]),
             ("customer create", &[Admin, Frontend]),
@@ -496,6 +515,10 @@ mod tests {
         assert!(!CATALOG_WRITE.contains(Frontend));
         assert!(!CATALOG_WRITE.contains(Operator));
         assert!(!STOCK_ADJUST.contains(Merchandiser));
+        assert!(!STOCK_TRANSFER.contains(Frontend));
+        assert!(!LOCATION_WRITE.contains(Merchandiser));
+        assert!(!LOCATION_READ.contains(Customer));
+        assert!(!LOCATION_READ.contains(Auditor));
         assert!(!ORDER_PLACE.contains(Merchandiser));
     }
 

@@ -45,6 +45,18 @@ pub fn sku(param: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A location id: like a SKU, 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn location_id(param: &str, value: &str) -> Result<(), ApiError> {
+    if orderd_engine::location_is_valid(value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            param,
+            format!("a location id is 1 to {SKU_LENGTH_MAX} characters of A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
 /// Text no longer than `max` characters.
 pub fn text_max(param: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {

@@ -126,6 +126,25 @@ pub fn stock(view: StockView) -> StockResponse {
         on_hand: view.on_hand,
         reserved: view.reserved,
         available: view.available,
+        locations: view
+            .locations
+            .into_iter()
+            .map(|l| orderd_proto::StockLocationResponse {
+                location: l.location,
+                on_hand: l.on_hand,
+                reserved: l.reserved,
+                available: l.available,
+            })
+            .collect(),
+    }
+}
+
+/// A stock location.
+pub fn location(view: orderd_engine::LocationView) -> orderd_proto::LocationResponse {
+    orderd_proto::LocationResponse {
+        id: view.id,
+        name: view.name,
+        priority: view.priority,
     }
 }
 
@@ -237,6 +256,11 @@ pub fn order(view: OrderView, detailed: bool) -> OrderResponse {
                 unit_price: l.unit_price,
                 shipped_qty: l.shipped_qty,
                 returned_qty: l.returned_qty,
+                allocations: l
+                    .allocations
+                    .into_iter()
+                    .map(|(location, qty)| orderd_proto::AllocationResponse { location, qty })
+                    .collect(),
             })
             .collect(),
         total: view.total,
@@ -575,6 +599,7 @@ mod tests {
                 unit_price: 150,
                 shipped_qty: 0,
                 returned_qty: 0,
+                allocations: vec![("default".into(), 2)],
             }],
             total: 300,
             shipping_address: None,

@@ -217,7 +217,8 @@ async fn order_lifecycle_with_idempotency() {
         assert_eq!(status, StatusCode::OK, "{stock}");
         assert_eq!(
             stock,
-            json!({"sku": sku, "on_hand": delta, "reserved": 0, "available": delta})
+            json!({"sku": sku, "on_hand": delta, "reserved": 0, "available": delta,
+                "locations": [{"location": "default", "on_hand": delta, "reserved": 0, "available": delta}]})
         );
     }
 
@@ -259,7 +260,8 @@ async fn order_lifecycle_with_idempotency() {
     assert_eq!(order["shipping_address"], Value::Null);
     assert_eq!(
         order["lines"][0],
-        json!({"sku": "A-1", "qty": 2, "unit_price": 150, "shipped_qty": 0, "returned_qty": 0})
+        json!({"sku": "A-1", "qty": 2, "unit_price": 150, "shipped_qty": 0, "returned_qty": 0,
+            "allocations": [{"location": "default", "qty": 2}]})
     );
     assert!(order.get("history").is_none());
 
@@ -335,7 +337,8 @@ async fn order_lifecycle_with_idempotency() {
     let (_, _, stock) = call!(app, get("/v1/stock/A-1", admin)).await;
     assert_eq!(
         stock,
-        json!({"sku": "A-1", "on_hand": 10, "reserved": 0, "available": 10})
+        json!({"sku": "A-1", "on_hand": 10, "reserved": 0, "available": 10,
+            "locations": [{"location": "default", "on_hand": 10, "reserved": 0, "available": 10}]})
     );
 
     // Reducing stock below what is reserved is refused.

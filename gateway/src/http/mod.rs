@@ -49,6 +49,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/stock/{sku}"),
     ("POST", "/v1/stock/{sku}/adjustments"),
+    ("POST", "/v1/stock/{sku}/transfers"),
+    ("POST", "/v1/locations"),
+    ("GET", "/v1/locations"),
     ("PUT", "/v1/catalog/{sku}"),
     ("GET", "/v1/catalog/{sku}"),
     ("GET", "/v1/catalog"),
@@ -115,18 +118,22 @@ pub struct Limits {
     pub bulk_max_lines: usize,
     /// `orders.bulk_max_bytes`: most bytes of one bulk import's body.
     pub bulk_max_bytes: usize,
+    /// `stock.locations_max`: most stock locations, `default` included.
+    pub locations_max: usize,
 }
 
 impl Limits {
     pub fn from_config(
         http: &orderd_config::HttpConfig,
         orders: &orderd_config::OrdersConfig,
+        stock: &orderd_config::StockConfig,
     ) -> Limits {
         Limits {
             body_limit_bytes: http.body_limit_bytes,
             max_page_bytes: http.max_page_bytes,
             bulk_max_lines: orders.bulk_max,
             bulk_max_bytes: orders.bulk_max_bytes,
+            locations_max: stock.locations_max,
         }
     }
 
@@ -138,6 +145,7 @@ impl Limits {
             max_page_bytes: 1024 * 1024,
             bulk_max_lines: 10_000,
             bulk_max_bytes: 16 << 20,
+            locations_max: 64,
         }
     }
 }
@@ -181,6 +189,17 @@ pub fn configure(
         web::resource("/v1/stock/{sku}/adjustments")
             .name("/v1/stock/{sku}/adjustments")
             .route(web::post().to(stock::adjust)),
+    )
+    .service(
+        web::resource("/v1/stock/{sku}/transfers")
+            .name("/v1/stock/{sku}/transfers")
+            .route(web::post().to(stock::transfer)),
+    )
+    .service(
+        web::resource("/v1/locations")
+            .name("/v1/locations")
+            .route(web::post().to(stock::create_location))
+            .route(web::get().to(stock::list_locations)),
     )
     .service(
         web::resource("/v1/catalog/{sku}")

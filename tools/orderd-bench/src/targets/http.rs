@@ -251,6 +251,7 @@ async fn add_stock(shared: &Arc<HttpShared>, plan: &Plan, concurrency: usize) ->
     let body: Bytes = serde_json::to_vec(&StockAdjustmentRequest {
         delta,
         reason: "bench set-up".to_string(),
+        location: None,
     })?
     .into();
     let workers = concurrency.clamp(1, plan.skus.len().max(1));
