@@ -17,6 +17,7 @@ mod http_bounds;
 mod idempotency;
 mod inspection;
 mod keys;
+mod locations;
 mod logistics;
 mod mass_assignment;
 mod metrics;

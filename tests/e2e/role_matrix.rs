@@ -56,6 +56,8 @@ const RETURN_READERS: &[&str] = &[
 ];
 /// Roles allowed to refund.
 const REFUNDERS: &[&str] = &["admin", "frontend"];
+/// The stock location the matrix's transfers move units to (from `default`).
+const MATRIX_LOCATION: &str = "mtx-wh";
 /// Where the matrix's webhooks point: the discard port on loopback, where nothing listens.
 const MATRIX_HOOK_URL: &str = "http://127.0.0.1:9/matrix";
 /// Roles allowed to read events (pages and the stream).
@@ -88,6 +90,14 @@ const TABLE: &[(&str, &str, Option<&[&str]>, u16)] = &[
         Some(&["admin", "logistics"]),
         200,
     ),
+    (
+        "POST",
+        "/v1/stock/{sku}/transfers",
+        Some(&["admin", "logistics"]),
+        200,
+    ),
+    ("POST", "/v1/locations", Some(&["admin", "logistics"]), 201),
+    ("GET", "/v1/locations", Some(STOCK_READERS), 200),
     ("PUT", "/v1/catalog/{sku}", Some(CATALOG_WRITERS), 200),
     ("GET", "/v1/catalog/{sku}", Some(CATALOG_READERS), 200),
     ("GET", "/v1/catalog", Some(CATALOG_READERS), 200),
@@ -255,6 +265,16 @@ fn expected(allowed: Option<&[&str]>, ok: u16, who: Who) -> (u16, Option<&'stati
 /// the call through the admin key.
 enum Effect {
     None,
+    /// `on_hand` of the SKU at the location was `before`; an allowed transfer adds 1.
+    StockAt {
+        sku: String,
+        location: &'static str,
+        before: u64,
+    },
+    /// An allowed call defines the location `id`; a refused one does not.
+    Location {
+        id: String,
+    },
     /// `on_hand` of the SKU was `before`; an allowed adjustment adds 1.
     Stock {
         sku: String,
@@ -418,6 +438,12 @@ impl Fixtures {
         let priced_sku = "MTX-PRICE".to_string();
         admin.adjust_stock(&sku, 100_000);
         admin.adjust_stock(&adjusted_sku, 10);
+        let reply = admin.post(
+            "/v1/locations",
+            &json!({"id": MATRIX_LOCATION, "name": "Matrix warehouse", "priority": 9}),
+            None,
+        );
+        assert_eq!(reply.status, 201, "fixture location: {}", reply.body);
         // A customer key's orders take the catalog price: the 100 its orders below send.
         for (priced, price) in [(&sku, 100), (&priced_sku, 1)] {
             let reply = admin.call(
@@ -728,6 +754,16 @@ impl Fixtures {
         change
     }
 
+    /// `on_hand` of a SKU at a location (0 where it never was).
+    fn on_hand_at(&self, sku: &str, location: &str) -> u64 {
+        let (status, stock) = self.admin.get_json(&format!("/v1/stock/{sku}"));
+        assert_eq!(status, 200, "GET stock {sku}: {stock}");
+        stock["locations"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|l| l["location"] == location))
+            .map_or(0, |l| l["on_hand"].as_u64().expect("on_hand"))
+    }
+
     fn status_of(&self, path: &str) -> String {
         let (status, body) = self.admin.get_json(path);
         assert_eq!(status, 200, "GET {path}: {body}");
@@ -758,6 +794,26 @@ impl Fixtures {
                     before: self.admin.stock(&self.adjusted_sku).on_hand,
                 },
             },
+            ("POST", "/v1/stock/{sku}/transfers") => Call {
+                path: format!("/v1/stock/{}/transfers", self.sku),
+                body: Some(
+                    json!({"from": "default", "to": MATRIX_LOCATION, "qty": 1, "reason": "matrix"}),
+                ),
+                effect: Effect::StockAt {
+                    sku: self.sku.clone(),
+                    location: MATRIX_LOCATION,
+                    before: self.on_hand_at(&self.sku, MATRIX_LOCATION),
+                },
+            },
+            ("POST", "/v1/locations") => {
+                let id = unique("mtx-loc");
+                Call {
+                    path: template.into(),
+                    body: Some(json!({"id": id, "name": "Matrix", "priority": 7})),
+                    effect: Effect::Location { id },
+                }
+            }
+            ("GET", "/v1/locations") => Call::read(template),
             ("PUT", "/v1/catalog/{sku}") => {
                 let before = self.price(&self.priced_sku);
                 Call {
@@ -1074,6 +1130,28 @@ impl Fixtures {
     fn check(&self, effect: &Effect, allowed: bool) -> Result<(), String> {
         match effect {
             Effect::None => Ok(()),
+            Effect::StockAt {
+                sku,
+                location,
+                before,
+            } => {
+                let now = self.on_hand_at(sku, location);
+                let want = before + u64::from(allowed);
+                (now == want).then_some(()).ok_or(format!(
+                    "{sku} at {location}: on_hand {now}, expected {want}"
+                ))
+            }
+            Effect::Location { id } => {
+                let (status, page) = self.admin.get_json("/v1/locations?limit=1000");
+                let defined = page["items"]
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|l| l["id"] == id.as_str()));
+                (status == 200 && defined == allowed)
+                    .then_some(())
+                    .ok_or(format!(
+                        "location {id} defined: {defined}, expected {allowed}"
+                    ))
+            }
             Effect::Stock { sku, before } => {
                 let now = self.admin.stock(sku).on_hand;
                 let want = before + i64::from(allowed);
