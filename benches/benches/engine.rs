@@ -2,9 +2,12 @@
 //! a raw-RocksDB baseline (sync=true puts of the same bytes in the same write sizes) measured in
 //! the same run, plus recovery time and resident memory per live order, and backups of the
 //! flash-sale store (take, incremental, off-site copy, restore drill, restore) against a plain
-//! copy of the same files, with the order latency seen while a backup runs.
+//! copy of the same files, with the order latency seen while a backup runs; and the cost of
+//! allocating across stock locations (several locations with split lines against the same
+//! orders with only `default`, in the same run).
 //!
-//! Run: `make bench` (or `cargo test --release --workspace --bench engine -- [--orders N]`).
+//! Run: `make bench` (or `cargo test --release --workspace --bench engine -- [--orders N]`;
+//! `--locations-only` runs only the locations comparison).
 
 mod common;
 
@@ -29,6 +32,8 @@ struct Args {
     flash_orders: u64,
     catalog_orders: u64,
     skus: usize,
+    /// Only the locations comparison (`--locations-only`).
+    locations_only: bool,
 }
 
 fn args() -> Args {
@@ -37,6 +42,7 @@ fn args() -> Args {
         flash_orders: 2_000_000,
         catalog_orders: 600_000,
         skus: 100_000,
+        locations_only: false,
     };
     let raw: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -51,6 +57,7 @@ fn args() -> Args {
                 args.keep_dir = Some(raw[i + 1].clone().into());
                 i += 1;
             }
+            "--locations-only" => args.locations_only = true,
             "--skus" => {
                 args.skus = raw[i + 1].parse().expect("--skus N");
                 i += 1;
@@ -430,6 +437,126 @@ fn report(name: &str, run: &Run, base: Duration) {
     );
 }
 
+/// SKUs of the locations comparison.
+const LOCATION_SKUS: usize = 2_000;
+/// Stock locations besides `default` in the located run, priorities 1 to 4.
+const LOCATIONS: [&str; 4] = ["wh-1", "wh-2", "wh-3", "wh-4"];
+
+/// One run of the locations comparison on a fresh engine: `orders` orders of 1–3 lines of 1–3
+/// units over [`LOCATION_SKUS`] SKUs. `located`: every SKU's stock is spread over four
+/// locations by priority, the first three holding a quarter of what the run takes each, so
+/// lines are allocated over up to four buckets and split where one runs out, and every order
+/// keeps its allocation; otherwise all of it is at `default` (no buckets, no allocation kept).
+async fn locations_run(shards: usize, orders: u64, located: bool) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(config(dir.path(), shards)).expect("open");
+    let customers = make_customers(&engine).await;
+    if located {
+        for (i, id) in LOCATIONS.iter().enumerate() {
+            engine
+                .set_location(id, id, 1 + i as u32, 64, "bench")
+                .await
+                .expect("location");
+        }
+    }
+    let skus: Arc<Vec<String>> =
+        Arc::new((0..LOCATION_SKUS).map(|i| format!("LOC-{i:05}")).collect());
+    // Units a SKU gives in the run, on average: 2 lines of 2 units per order.
+    let taken = (orders * 4 / LOCATION_SKUS as u64).max(4);
+    let mut setup = Vec::new();
+    for chunk in skus.chunks(LOCATION_SKUS.div_ceil(32)) {
+        let engine = engine.clone();
+        let chunk = chunk.to_vec();
+        setup.push(actix_rt::spawn(async move {
+            for sku in chunk {
+                if located {
+                    for (i, location) in LOCATIONS.iter().enumerate() {
+                        let units = if i < 3 {
+                            taken as i64 / 4 + 1
+                        } else {
+                            1_000_000_000
+                        };
+                        engine
+                            .adjust_stock_at(sku.as_str(), location, units, "bench", "bench", None)
+                            .await
+                            .expect("stock");
+                    }
+                } else {
+                    engine
+                        .adjust_stock(&sku, 1_000_000_000, "bench", "bench")
+                        .await
+                        .expect("stock");
+                }
+            }
+        }));
+    }
+    for task in setup {
+        task.await.expect("setup");
+    }
+    let shard_count = shards as u16;
+    let make: Arc<dyn Fn(u64) -> (u16, PlaceOrder) + Send + Sync> = Arc::new(move |i| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(i ^ 0x10c);
+        let lines_wanted = rng.gen_range(1..=3);
+        let mut picked: Vec<usize> = Vec::with_capacity(lines_wanted);
+        while picked.len() < lines_wanted {
+            let k = rng.gen_range(0..LOCATION_SKUS);
+            if !picked.contains(&k) {
+                picked.push(k);
+            }
+        }
+        let shard = (i % shard_count as u64) as u16;
+        (
+            shard,
+            PlaceOrder {
+                refusal: None,
+                customer_id: customers[shard as usize],
+                lines: picked
+                    .into_iter()
+                    .map(|k| NewLine {
+                        sku: skus[k].clone(),
+                        qty: rng.gen_range(1..=3),
+                        unit_price: 500,
+                    })
+                    .collect(),
+                shipping_address: None,
+                note: None,
+                idempotency: None,
+                actor: "bench".into(),
+            },
+        )
+    });
+    let run = drive(&engine, orders, make).await;
+    engine.shutdown().await;
+    run
+}
+
+/// The locations comparison: the same orders with four locations and with `default` only,
+/// alternated twice (best of two each, the machine being noisy), and their ratio.
+async fn bench_locations(shards: usize, orders: u64) {
+    let mut plain_best = Duration::MAX;
+    let mut located_best = Duration::MAX;
+    let mut confirmed = (0, 0);
+    for _ in 0..2 {
+        let plain = locations_run(shards, orders, false).await;
+        plain_best = plain_best.min(plain.elapsed);
+        confirmed.0 = plain.confirmed;
+        let located = locations_run(shards, orders, true).await;
+        located_best = located_best.min(located.elapsed);
+        confirmed.1 = located.confirmed;
+    }
+    let rate = |d: Duration| orders as f64 / d.as_secs_f64();
+    println!(
+        "| locations | {} orders of 1-3 lines over {} SKUs: 4 locations by priority, lines split where one runs out, allocation kept per order: {:.0} orders/s ({} confirmed); `default` only (baseline): {:.0} orders/s ({} confirmed); located/baseline {:.2} |",
+        orders,
+        LOCATION_SKUS,
+        rate(located_best),
+        confirmed.1,
+        rate(plain_best),
+        confirmed.0,
+        rate(located_best) / rate(plain_best),
+    );
+}
+
 struct Zipf {
     cumulative: Vec<f64>,
 }
@@ -462,6 +589,11 @@ fn main() {
     );
     let system = actix_rt::System::new();
     system.block_on(async move {
+        let location_orders = (args.catalog_orders / 2).max(10_000);
+        if args.locations_only {
+            bench_locations(shards, location_orders).await;
+            return;
+        }
         // Flash sale: one hot SKU, one-line orders.
         let temp = tempfile::tempdir().expect("tempdir");
         let flash_dir = args.keep_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
@@ -678,5 +810,7 @@ fn main() {
             rss_bytes() >> 20
         );
         engine.shutdown().await;
+        drop(engine);
+        bench_locations(shards, location_orders).await;
     });
 }
