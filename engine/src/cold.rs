@@ -600,3 +600,60 @@ pub fn count(storage: &dyn Storage, shard: u16) -> Result<u64, StorageError> {
     })?;
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(allocations: Vec<(String, u32)>) -> ColdOrder {
+        ColdOrder {
+            order: OrderView {
+                id: OrderId::new(0, 1),
+                customer_id: CustomerId::new(0, 1),
+                status: OrderStatus::Delivered,
+                lines: vec![LineView {
+                    sku: "A".into(),
+                    qty: 3,
+                    unit_price: 100,
+                    shipped_qty: 3,
+                    returned_qty: 0,
+                    allocations,
+                }],
+                total: 300,
+                shipping_address: None,
+                note: None,
+                created_at_us: 1,
+                updated_at_us: 2,
+                history: Vec::new(),
+                shipments: Vec::new(),
+                customer_erased: false,
+                returns: Vec::new(),
+                refunds: Vec::new(),
+                refunded: 0,
+            },
+            shipments: Vec::new(),
+            returns: Vec::new(),
+            cross: false,
+            archived_seq: 9,
+        }
+    }
+
+    /// A cold order keeps its lines' allocations; one written in format 2 (before locations)
+    /// reads with each line at `default`, where every unit of that time was.
+    #[test]
+    fn allocations_round_trip_and_format_2_reads_at_default() {
+        let split = order(vec![("east".into(), 2), ("west".into(), 1)]);
+        let value = split.encode();
+        assert_eq!(value[0], FORMAT);
+        assert_eq!(ColdOrder::decode(&value).unwrap(), split);
+        // Format 2 is format 3 without the allocations at the end.
+        let tail = postcard::to_allocvec(&StoredAllocations {
+            lines: vec![vec![("east".into(), 2), ("west".into(), 1)]],
+        })
+        .unwrap();
+        let mut old = value[..value.len() - tail.len()].to_vec();
+        old[0] = FORMAT_V2;
+        let read = ColdOrder::decode(&old).unwrap();
+        assert_eq!(read, order(vec![("default".into(), 3)]));
+    }
+}
