@@ -250,33 +250,41 @@ impl ShardData {
     /// the locations hold fewer available units than `qty` (the command checked the total,
     /// and the buckets sum to it).
     pub(crate) fn allocate(&mut self, sku: &Arc<str>, qty: u32, into: &mut Vec<Alloc>) {
+        let default_location = self.intern(DEFAULT_LOCATION);
         let Some(buckets) = self.buckets.get(sku) else {
             into.push(Alloc {
                 sku: sku.clone(),
-                location: self.intern(DEFAULT_LOCATION),
+                location: default_location,
                 qty,
             });
             return;
         };
-        let default = self.stock_at(sku, DEFAULT_LOCATION);
-        let mut candidates: Vec<(u32, Arc<str>, u64)> = buckets
-            .iter()
-            .map(|b| {
-                (
-                    self.location_priority(&b.location),
-                    b.location.clone(),
-                    b.on_hand - b.reserved,
-                )
-            })
-            .collect();
+        // (priority, location, available, index of its bucket; `usize::MAX`: `default`,
+        // whose share is the totals less the buckets').
+        let total = self.stock.get(sku).copied().unwrap_or_default();
+        let mut rest = total;
+        let mut candidates: Vec<(u32, Arc<str>, u64, usize)> =
+            Vec::with_capacity(buckets.len() + 1);
+        for (index, bucket) in buckets.iter().enumerate() {
+            rest.on_hand -= bucket.on_hand;
+            rest.reserved -= bucket.reserved;
+            candidates.push((
+                self.location_priority(&bucket.location),
+                bucket.location.clone(),
+                bucket.on_hand - bucket.reserved,
+                index,
+            ));
+        }
         candidates.push((
             self.location_priority(DEFAULT_LOCATION),
-            self.intern(DEFAULT_LOCATION),
-            default.available(),
+            default_location,
+            rest.available(),
+            usize::MAX,
         ));
         candidates.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let buckets = self.buckets.get_mut(sku).expect("read above");
         let mut left = u64::from(qty);
-        for (_, location, available) in candidates {
+        for (_, location, available, index) in candidates {
             if left == 0 {
                 break;
             }
@@ -285,8 +293,8 @@ impl ShardData {
                 continue;
             }
             left -= take;
-            if *location != *DEFAULT_LOCATION {
-                let bucket = self.bucket_mut(sku, &location);
+            if index != usize::MAX {
+                let bucket = &mut buckets[index];
                 bucket.reserved += take;
                 debug_assert!(bucket.reserved <= bucket.on_hand);
             }
