@@ -91,6 +91,8 @@ simulate: deps
 BENCH_ORDERS ?= 1000000
 ## The longevity step (issue 18): orders placed and ended with the cold tier on; 20M is the goal's size.
 LONGEVITY_ORDERS ?= 20000000
+## The event-recording step (issue 19): orders per run, three rounds of events on and off.
+EVENTS_BENCH_ORDERS ?= 300000
 ## Off-site backups to S3: an S3 server (moto, PyPI, pinned) on loopback, backup, drill and restore.
 s3-test: deps
 	./ops/s3-test.sh
@@ -100,6 +102,7 @@ bench: deps
 	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
 	cargo test $(PROFILE) --workspace --bench window
 	cargo test $(PROFILE) --workspace --bench list
+	cargo test $(PROFILE) --workspace --bench events -- --orders $(EVENTS_BENCH_ORDERS)
 	cargo test $(PROFILE) --workspace --bench longevity -- --orders $(LONGEVITY_ORDERS)
 
 ## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts
