@@ -87,23 +87,24 @@ simulate: deps
 	$(BIN)/orderd-simulate $(if $(SEED),--seed $(SEED)) --steps $(STEPS) $(if $(ASYNC),--async)
 
 ## Engine benchmark (sync durability, in process); results go to docs/PERFORMANCE.md by hand.
-## Built in the same (release) profile as the tests, so RocksDB is not built a second time.
+## Built in the same (release) profile and features as the tests, so nothing is built a second time
+## (the failpoints feature adds only hooks on SKUs named FAILPOINT-..., which no bench places).
 BENCH_ORDERS ?= 1000000
 ## The longevity step (issue 18): orders placed and ended with the cold tier on; 20M is the goal's size.
 LONGEVITY_ORDERS ?= 20000000
 ## The event-recording step (issue 19): orders per run, three rounds of events on and off.
-EVENTS_BENCH_ORDERS ?= 300000
+EVENTS_BENCH_ORDERS ?= 1000000
 ## Off-site backups to S3: an S3 server (moto, PyPI, pinned) on loopback, backup, drill and restore.
 s3-test: deps
 	./ops/s3-test.sh
 
 bench: deps
-	cargo build $(PROFILE) --workspace --bins
-	cargo test $(PROFILE) --workspace --bench engine -- --orders $(BENCH_ORDERS)
-	cargo test $(PROFILE) --workspace --bench window
-	cargo test $(PROFILE) --workspace --bench list
-	cargo test $(PROFILE) --workspace --bench events -- --orders $(EVENTS_BENCH_ORDERS)
-	cargo test $(PROFILE) --workspace --bench longevity -- --orders $(LONGEVITY_ORDERS)
+	cargo build $(PROFILE) --workspace $(TEST_FEATURES) --bins
+	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench engine -- --orders $(BENCH_ORDERS)
+	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench window
+	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench list
+	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench events -- --orders $(EVENTS_BENCH_ORDERS)
+	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench longevity -- --orders $(LONGEVITY_ORDERS)
 
 ## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts
 ## them on loopback, the bench runs every target and workload, and the peers are stopped (and
@@ -124,7 +125,7 @@ OPEN_RATE ?= 20000
 WRK_DURATION_S ?= 20
 WRK_CONNECTIONS ?= 256
 compare: deps
-	cargo build $(PROFILE) --workspace --bins
+	cargo build $(PROFILE) --workspace $(TEST_FEATURES) --bins
 	trap './ops/peers.sh stop' EXIT; urls="$$(./ops/peers.sh start)" && eval "$$urls" && \
 		$(BIN)/orderd-bench $(COMPARE_ARGS) && \
 		$(BIN)/orderd-bench $(PIPELINED_ARGS) && \

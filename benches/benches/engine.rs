@@ -11,9 +11,10 @@
 
 mod common;
 
-use common::{one_unit_order, rss_bytes};
+use common::{
+    drive, latency_histogram, one_unit_order, rss_bytes, Run, BATCH_ORDERS, IN_FLIGHT_BATCHES,
+};
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,6 @@ use orderd_engine::{
     CustomerId, Durability, Engine, EngineConfig, LogCounters, NewCustomer, NewLine, PlaceOrder,
 };
 use rand::{Rng, SeedableRng};
-
-const BATCH_ORDERS: usize = 1000;
-const IN_FLIGHT_BATCHES: usize = 8;
 
 struct Args {
     /// Keep the flash-sale data directory here (for `ops/measure-restart.sh`).
@@ -93,16 +91,6 @@ async fn make_customers(engine: &Engine) -> Vec<CustomerId> {
         by_shard[c.id.shard() as usize] = Some(c.id);
     }
     by_shard.into_iter().map(Option::unwrap).collect()
-}
-
-struct Run {
-    orders: u64,
-    confirmed: u64,
-    elapsed: Duration,
-    log: LogCounters,
-    /// Per order: the round trip of the message that carried it (every order of a batch is
-    /// answered at once), in microseconds.
-    latency: Histogram<u64>,
 }
 
 /// Places one-order requests back to back until `done()`; their latencies in microseconds, and
@@ -315,88 +303,6 @@ async fn bench_backups(
         "| backup: restore | {:.2} s into a new data directory (same checks as the drill, then the move into place) |",
         started.elapsed().as_secs_f64()
     );
-}
-
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
-}
-
-/// Drives `total` orders from `make(shard, i)` through `place_batch`, keeping
-/// `IN_FLIGHT_BATCHES` batches in flight.
-async fn drive(
-    engine: &Engine,
-    total: u64,
-    make: Arc<dyn Fn(u64) -> (u16, PlaceOrder) + Send + Sync>,
-) -> Run {
-    let before = engine.log_counters();
-    let next = Arc::new(AtomicU64::new(0));
-    let confirmed = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks: Vec<actix_rt::task::JoinHandle<Histogram<u64>>> = Vec::new();
-    for _ in 0..IN_FLIGHT_BATCHES {
-        let engine = engine.clone();
-        let next = next.clone();
-        let confirmed = confirmed.clone();
-        let make = make.clone();
-        tasks.push(actix_rt::spawn(async move {
-            let mut latency = latency_histogram();
-            loop {
-                let first = next.fetch_add(BATCH_ORDERS as u64, Ordering::Relaxed);
-                if first >= total {
-                    break;
-                }
-                let last = (first + BATCH_ORDERS as u64).min(total);
-                let mut by_shard: Vec<Vec<PlaceOrder>> = vec![Vec::new(); engine.shard_count()];
-                for i in first..last {
-                    let (shard, place) = make(i);
-                    by_shard[shard as usize].push(place);
-                }
-                for (shard, places) in by_shard.into_iter().enumerate() {
-                    if places.is_empty() {
-                        continue;
-                    }
-                    // The mailbox holds far more than the batches in flight: a refusal
-                    // here is a bug, not load.
-                    let sent = Instant::now();
-                    let results = engine
-                        .place_batch(shard as u16, places)
-                        .await
-                        .expect("batch accepted");
-                    latency
-                        .record_n(
-                            (sent.elapsed().as_micros() as u64).max(1),
-                            results.len() as u64,
-                        )
-                        .expect("latency within bounds");
-                    let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-                    confirmed.fetch_add(ok, Ordering::Relaxed);
-                }
-            }
-            latency
-        }));
-    }
-    let mut latency = latency_histogram();
-    for task in tasks {
-        latency
-            .add(task.await.expect("driver task"))
-            .expect("merge histograms");
-    }
-    let elapsed = started.elapsed();
-    let after = engine.log_counters();
-    Run {
-        orders: total,
-        confirmed: confirmed.load(Ordering::Relaxed),
-        elapsed,
-        log: LogCounters {
-            syncs: after.syncs - before.syncs,
-            writes: after.writes - before.writes,
-            batches: after.batches - before.batches,
-            events: after.events - before.events,
-            bytes: after.bytes - before.bytes,
-            write_failures: after.write_failures - before.write_failures,
-        },
-        latency,
-    }
 }
 
 /// Raw RocksDB with sync=true: the same number of bytes in the same write sizes as the
@@ -627,6 +533,8 @@ fn main() {
                 batches: first.log.batches + second.log.batches,
                 events: first.log.events + second.log.events,
                 bytes: first.log.bytes + second.log.bytes,
+                notices: first.log.notices + second.log.notices,
+                notice_bytes: first.log.notice_bytes + second.log.notice_bytes,
                 write_failures: first.log.write_failures + second.log.write_failures,
             },
             latency: {

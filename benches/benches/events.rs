@@ -8,18 +8,12 @@
 #[allow(dead_code)]
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use hdrhistogram::Histogram;
 use orderd_engine::{
     CustomerId, Durability, Engine, EngineConfig, NewCustomer, NewLine, PlaceOrder,
 };
 use rand::{Rng, SeedableRng};
-
-const BATCH_ORDERS: u64 = 1000;
-const IN_FLIGHT_BATCHES: usize = 8;
 
 /// What one workload's run measured.
 struct Run {
@@ -27,8 +21,11 @@ struct Run {
     p99_ms: f64,
     p999_ms: f64,
     max_ms: f64,
-    /// Bytes the log writer wrote per order (events family included).
+    /// Bytes of shard log batches per order.
     bytes_per_order: f64,
+    /// Public events written per order, and their encoded bytes per order.
+    notices_per_order: f64,
+    notice_bytes_per_order: f64,
 }
 
 #[derive(Clone, Copy)]
@@ -54,8 +51,8 @@ fn sku(k: usize) -> String {
     format!("SKU-{k:06}")
 }
 
-/// Opens a fresh engine (events on or off), stocks it, and places `orders` orders in batches
-/// of 1,000 with 8 in flight.
+/// Opens a fresh engine (events on or off), stocks it, and places `orders` orders through
+/// [`common::drive`] (batches of 1,000, 8 in flight).
 async fn run(workload: Workload, events: bool, orders: u64) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -130,71 +127,25 @@ async fn run(workload: Workload, events: bool, orders: u64) -> Run {
         }
     };
     let make = Arc::new(make);
-    let before = engine.log_counters();
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT_BATCHES {
-        let engine = engine.clone();
-        let next = next.clone();
-        let make = make.clone();
-        tasks.push(actix_rt::spawn(async move {
-            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("hist");
-            loop {
-                let first = next.fetch_add(BATCH_ORDERS, Ordering::Relaxed);
-                if first >= orders {
-                    break;
-                }
-                let last = (first + BATCH_ORDERS).min(orders);
-                let mut by_shard: Vec<Vec<PlaceOrder>> = vec![Vec::new(); engine.shard_count()];
-                for i in first..last {
-                    let (shard, place) = make(i);
-                    by_shard[shard as usize].push(place);
-                }
-                for (shard, places) in by_shard.into_iter().enumerate() {
-                    if places.is_empty() {
-                        continue;
-                    }
-                    let sent = Instant::now();
-                    let results = engine
-                        .place_batch(shard as u16, places)
-                        .await
-                        .expect("batch accepted");
-                    assert!(
-                        results.iter().all(|r| r.is_ok()),
-                        "every order is stocked: a refusal is a bug"
-                    );
-                    latency
-                        .record_n(
-                            (sent.elapsed().as_micros() as u64).max(1),
-                            results.len() as u64,
-                        )
-                        .expect("latency within bounds");
-                }
-            }
-            latency
-        }));
-    }
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("hist");
-    for task in tasks {
-        latency
-            .add(task.await.expect("driver"))
-            .expect("merge histograms");
-    }
-    let elapsed = started.elapsed();
-    let after = engine.log_counters();
+    let driven = common::drive(&engine, orders, make).await;
     engine.shutdown().await;
+    assert_eq!(
+        driven.confirmed, orders,
+        "every order is stocked: a refusal is a bug"
+    );
     Run {
-        rate: orders as f64 / elapsed.as_secs_f64(),
-        p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,
-        p999_ms: latency.value_at_quantile(0.999) as f64 / 1000.0,
-        max_ms: latency.max() as f64 / 1000.0,
-        bytes_per_order: (after.bytes - before.bytes) as f64 / orders.max(1) as f64,
+        rate: orders as f64 / driven.elapsed.as_secs_f64(),
+        p99_ms: driven.latency.value_at_quantile(0.99) as f64 / 1000.0,
+        p999_ms: driven.latency.value_at_quantile(0.999) as f64 / 1000.0,
+        max_ms: driven.latency.max() as f64 / 1000.0,
+        bytes_per_order: driven.log.bytes as f64 / orders.max(1) as f64,
+        notices_per_order: driven.log.notices as f64 / orders.max(1) as f64,
+        notice_bytes_per_order: driven.log.notice_bytes as f64 / orders.max(1) as f64,
     }
 }
 
 fn main() {
-    let mut orders: u64 = 300_000;
+    let mut orders: u64 = 1_000_000;
     let mut rounds = 3;
     let raw: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -214,8 +165,8 @@ fn main() {
     }
     println!("# event recording: {orders} orders per run, {rounds} rounds of (on, off) alternating, sync durability");
     println!("# command: cargo test --release --workspace --bench events -- --orders {orders} --rounds {rounds}");
-    println!("| workload | round | events on: orders/s | off: orders/s | on/off | p99 on/off ms | p99.9 on/off ms | max on/off ms | log bytes/order on/off |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| workload | round | events on: orders/s | off: orders/s | on/off | p99 on/off ms | p99.9 on/off ms | max on/off ms | log bytes/order on/off | events/order, event bytes/order (on) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let system = actix_rt::System::new();
     system.block_on(async move {
         for workload in [Workload::FlashSale, Workload::Catalog] {
@@ -232,7 +183,7 @@ fn main() {
                 let ratio = on.rate / off.rate;
                 ratios.push(ratio);
                 println!(
-                    "| {} | {} | {:.0} | {:.0} | {:.3} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} |",
+                    "| {} | {} | {:.0} | {:.0} | {:.3} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} / {:.0} | {:.2}, {:.0} |",
                     workload.name(),
                     round + 1,
                     on.rate,
@@ -246,11 +197,14 @@ fn main() {
                     off.max_ms,
                     on.bytes_per_order,
                     off.bytes_per_order,
+                    on.notices_per_order,
+                    on.notice_bytes_per_order,
                 );
+                assert_eq!(off.notices_per_order, 0.0, "recording off writes no events");
             }
             ratios.sort_by(|a, b| a.total_cmp(b));
             println!(
-                "| {} | range | | | {:.3} – {:.3} | | | | |",
+                "| {} | range | | | {:.3} – {:.3} | | | | | |",
                 workload.name(),
                 ratios[0],
                 ratios[ratios.len() - 1]

@@ -260,7 +260,11 @@ pub struct LogCounters {
     pub writes: u64,
     pub batches: u64,
     pub events: u64,
+    /// Bytes of shard log batches written.
     pub bytes: u64,
+    /// Public events written to the `events` family, and their encoded bytes (keys aside).
+    pub notices: u64,
+    pub notice_bytes: u64,
     /// Writes (group commits and probes) that failed since start.
     pub write_failures: u64,
 }
@@ -2305,6 +2309,8 @@ impl Engine {
             batches: s.batches.load(Ordering::Relaxed),
             events: s.events.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
+            notices: s.notices.load(Ordering::Relaxed),
+            notice_bytes: s.notice_bytes.load(Ordering::Relaxed),
             write_failures: s.failures.load(Ordering::Relaxed),
         }
     }

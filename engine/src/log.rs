@@ -93,6 +93,9 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     pub events: AtomicU64,
     pub bytes: AtomicU64,
+    /// Public events written to the `events` family, and their encoded bytes.
+    pub notices: AtomicU64,
+    pub notice_bytes: AtomicU64,
     /// True from a failed write until a later write (or probe) succeeds.
     pub failed: AtomicBool,
     /// Writes (groups and probes) that failed, since start.
@@ -119,6 +122,8 @@ impl WriterStats {
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            notices: AtomicU64::new(0),
+            notice_bytes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             no_space: AtomicBool::new(false),
@@ -289,6 +294,8 @@ pub fn commit_group(
     let mut batches = 0u64;
     let mut events = 0u64;
     let mut bytes = 0u64;
+    let mut notice_count = 0u64;
+    let mut notice_bytes = 0u64;
     // Public events get the cursors after the head; it moves only once they are durable.
     let mut cursor = stats.event_head.get();
     // Per message of `group`: sent by a replaced shard actor, so refused.
@@ -321,6 +328,8 @@ pub fn commit_group(
                 writes.append(audit);
                 for notice in notices.drain(..) {
                     cursor += 1;
+                    notice_count += 1;
+                    notice_bytes += notice.len() as u64;
                     writes.push(Write::Put {
                         family: Family::Events,
                         key: crate::events::key(cursor).to_vec(),
@@ -365,6 +374,10 @@ pub fn commit_group(
                 stats.batches.fetch_add(batches, Ordering::Relaxed);
                 stats.events.fetch_add(events, Ordering::Relaxed);
                 stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+                stats.notices.fetch_add(notice_count, Ordering::Relaxed);
+                stats
+                    .notice_bytes
+                    .fetch_add(notice_bytes, Ordering::Relaxed);
                 if stats.failed.swap(false, Ordering::SeqCst) {
                     recovered(faults);
                 }

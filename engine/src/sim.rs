@@ -1524,7 +1524,53 @@ impl World {
             self.forget_lost_window();
         }
         self.check_acknowledged()?;
-        self.check_audit()
+        self.check_audit()?;
+        self.check_events()
+    }
+
+    /// The public events read back as one gap-free sequence of cursors up to the head (stored
+    /// singly or in groups), and no order confirmed twice (a recovery raises nothing again).
+    fn check_events(&self) -> Check {
+        let storage = self.storage.as_ref();
+        let head = crate::events::last_cursor(storage).map_err(|e| format!("events: {e}"))?;
+        let Some(first) =
+            crate::events::first_cursor(storage).map_err(|e| format!("events: {e}"))?
+        else {
+            return Ok(());
+        };
+        let mut expected = first;
+        let mut confirmed = std::collections::HashSet::new();
+        let mut after = first - 1;
+        while after < head {
+            let (page, reached) =
+                crate::events::read_after(storage, after, crate::events::TypeSet::ALL, 1000, 1000)
+                    .map_err(|e| format!("events after {after}: {e}"))?;
+            for event in &page {
+                if event.cursor != expected {
+                    return Err(format!(
+                        "event cursor {} where {expected} was next (head {head})",
+                        event.cursor
+                    ));
+                }
+                expected += 1;
+                if let crate::events::Notice::OrderConfirmed { order, .. } = event.notice {
+                    if !confirmed.insert(order) {
+                        return Err(format!("order {order} confirmed twice in the events"));
+                    }
+                }
+            }
+            if reached <= after {
+                return Err(format!("events stop at {after}, short of the head {head}"));
+            }
+            after = reached;
+        }
+        if expected != head + 1 {
+            return Err(format!(
+                "events end at {}, the head is {head}",
+                expected - 1
+            ));
+        }
+        Ok(())
     }
 
     /// `async` after a crash: what was acknowledged after the last sync may be gone; it is

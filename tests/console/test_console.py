@@ -419,6 +419,31 @@ def run(out_dir):
         console.clickable("#audit-verify").click()
         console.text_in("#audit-verified", "ok")
         console.text_in("#audit", "change.approve")
+        # Paging: more entries than a page; Next shows older ones, Previous the same first page.
+        for n in range(30):
+            server.ok("POST", "/v1/stock/MUG-BLUE/adjustments",
+                      {"delta": 1, "reason": f"console test: audit page {n}"})
+        console.goto("audit")
+
+        def audit_seqs():
+            """(seq, chain) of each row shown; [] while the table is being replaced."""
+            try:
+                rows = console.driver.find_elements(By.CSS_SELECTOR, "#audit tbody tr")
+                return [tuple(cell.text for cell in row.find_elements(By.TAG_NAME, "td")[:2])
+                        for row in rows]
+            except StaleElementReferenceException:
+                return []
+
+        console.wait_for(lambda: len(audit_seqs()) == 25, "a full first page of 25 entries")
+        first = audit_seqs()
+        assert not console.find("#audit-prev").is_enabled(), "no page before the first"
+        console.clickable("#audit-next").click()
+        console.wait_for(lambda: audit_seqs() and audit_seqs()[0] not in first,
+                         "the next page's entries")
+        second = audit_seqs()
+        assert not set(first) & set(second), f"pages overlap: {first} / {second}"
+        console.clickable("#audit-prev").click()
+        console.wait_for(lambda: audit_seqs() == first, "the first page again")
         console.screenshot("audit")
         keyboard_reaches_every_control(console, "audit")
 

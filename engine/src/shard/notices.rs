@@ -9,10 +9,11 @@ use crate::state::ShardData;
 
 /// What an event may change that a public event reports: the order's status, and the
 /// available units of SKUs whose availability it can lower.
-pub(super) struct Before {
+pub(super) struct Before<'e> {
     order: Option<(OrderId, Option<OrderStatus>)>,
-    /// (index into [`lowered_skus`] of the event, available units before).
-    stock: Vec<(usize, u64)>,
+    /// (a SKU of [`lowered_skus`] of the event, available units before), for those at or
+    /// above the threshold.
+    stock: Vec<(&'e str, u64)>,
 }
 
 fn order_of(data: &ShardData, event: &Event) -> Option<OrderId> {
@@ -42,7 +43,7 @@ fn lowered_skus(event: &Event) -> Vec<&str> {
     }
 }
 
-pub(super) fn before(data: &ShardData, event: &Event, threshold: u64) -> Before {
+pub(super) fn before<'e>(data: &ShardData, event: &'e Event, threshold: u64) -> Before<'e> {
     let order =
         order_of(data, event).map(|id| (id, data.orders.get(&id).map(|order| order.status)));
     let stock = if threshold == 0 {
@@ -50,8 +51,7 @@ pub(super) fn before(data: &ShardData, event: &Event, threshold: u64) -> Before 
     } else {
         lowered_skus(event)
             .into_iter()
-            .enumerate()
-            .filter_map(|(index, sku)| Some((index, data.stock.get(sku)?.available())))
+            .filter_map(|sku| Some((sku, data.stock.get(sku)?.available())))
             .filter(|(_, available)| *available >= threshold)
             .collect()
     };
@@ -62,7 +62,7 @@ pub(super) fn before(data: &ShardData, event: &Event, threshold: u64) -> Before 
 pub(super) fn after(
     data: &ShardData,
     event: &Event,
-    before: Before,
+    before: Before<'_>,
     threshold: u64,
     at_us: i64,
     out: &mut Vec<Vec<u8>>,
@@ -153,13 +153,7 @@ pub(super) fn after(
             }
         }
     }
-    let skus = if before.stock.is_empty() {
-        Vec::new()
-    } else {
-        lowered_skus(event)
-    };
-    for (index, was) in before.stock {
-        let sku = skus[index];
+    for (sku, was) in before.stock {
         let available = data.stock.get(sku).map_or(0, |stock| stock.available());
         if was >= threshold && available < threshold {
             raise(Notice::StockLow {
