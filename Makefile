@@ -94,6 +94,8 @@ BENCH_ORDERS ?= 1000000
 LONGEVITY_ORDERS ?= 20000000
 ## The event-recording step (issue 19): orders per run, three rounds of events on and off.
 EVENTS_BENCH_ORDERS ?= 1000000
+## Webhook delivery throughput (issue 19): orders whose order.confirmed events go to a receiver on loopback.
+WEBHOOK_BENCH_ORDERS ?= 5000
 ## Off-site backups to S3: an S3 server (moto, PyPI, pinned) on loopback, backup, drill and restore.
 s3-test: deps
 	./ops/s3-test.sh
@@ -104,6 +106,7 @@ bench: deps
 	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench window
 	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench list
 	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench events -- --orders $(EVENTS_BENCH_ORDERS)
+	python3 benches/scripts/webhook_throughput.py $(WEBHOOK_BENCH_ORDERS)
 	cargo test $(PROFILE) --workspace $(TEST_FEATURES) --bench longevity -- --orders $(LONGEVITY_ORDERS)
 
 ## orderd against PostgreSQL 15 and Redis 7 (tools/orderd-bench): ops/peers.sh installs and starts

@@ -7,7 +7,7 @@ their `order.confirmed` events reach the receiver (events/s), first delivery to 
 
     python3 benches/scripts/webhook_throughput.py [N]   # N orders, default 5000
 """
-import http.server, json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import http.server, json, os, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
 target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/orderd/target"))
@@ -36,15 +36,22 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-data = tempfile.mkdtemp(prefix="orderd-whk-bench-")
+# Everything the server writes (data, backups, its master key) stays in one scratch directory,
+# removed at the end.
+work = tempfile.mkdtemp(prefix="orderd-whk-bench-")
+data = os.path.join(work, "data")
 port = free_port()
 env = dict(os.environ,
            ORDERD__HTTP__LISTEN=f"127.0.0.1:{port}",
            ORDERD__TCP__LISTEN=f"127.0.0.1:{free_port()}",
            ORDERD__STORAGE__DATA_DIR=data,
+           ORDERD__BACKUP__DIR=os.path.join(work, "backups"),
+           ORDERD__BACKUP__OFFSITE=os.path.join(work, "offsite"),
            ORDERD__WEBHOOKS__ALLOW_PRIVATE="true",
            ORDERD__ORDERS__BULK_MAX=str(max(N, 10000)))
-server = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+if not os.access(binary, os.X_OK):
+    sys.exit(f"{binary} is missing: build it first (make bench does)")
+server = subprocess.Popen([binary], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 base = f"http://127.0.0.1:{port}"
 try:
     for _ in range(200):
@@ -81,3 +88,4 @@ try:
 finally:
     server.terminate()
     server.wait()
+    shutil.rmtree(work, ignore_errors=True)

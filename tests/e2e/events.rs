@@ -541,6 +541,84 @@ fn webhooks_are_signed_delivered_in_order_and_retried_after_errors() {
     );
 }
 
+/// Every delivery record of `hook`, oldest first, paged.
+fn all_deliveries(client: &Client, hook: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/webhooks/{hook}/deliveries?limit=500");
+        if let Some(after) = &after {
+            path.push_str(&format!("&after={after}"));
+        }
+        let (status, page) = client.get_json(&path);
+        assert_eq!(status, 200, "GET {path}: {page}");
+        out.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// Past `webhooks.deliveries_max`, old delivery records are deleted in steps of 1,024 cursors
+/// (one range delete each, not one per delivery, which slowed RocksDB's reads to a crawl): an
+/// endpoint keeps the newest `deliveries_max` records and at most 1,024 more, and every event
+/// is still delivered once, in order.
+#[test]
+fn delivery_records_are_trimmed_past_their_bound_and_every_event_is_delivered() {
+    const KEEP: usize = 5;
+    const STEP: usize = 1024;
+    let _serial = serial();
+    let keep = KEEP.to_string();
+    let mut env = FAST_RETRIES.to_vec();
+    env.push(("ORDERD__WEBHOOKS__DELIVERIES_MAX", keep.as_str()));
+    let server = Server::start_with_env(2, &env);
+    let client = server.client();
+    let receiver = Receiver::start(|_, _| 204);
+    let (hook, _) = create_hook(&client, &receiver.url(), &["order.confirmed"]);
+    let customer = client.create_customer();
+    let sku = unique("WHK-TRIM");
+    client.adjust_stock(&sku, 10_000);
+    // Two imports of 600: 1,200 confirmed orders, so at least one trim after the first.
+    let orders = 1_200;
+    for _ in 0..2 {
+        let body: String = (0..orders / 2)
+            .map(|_| {
+                format!(
+                    "{}\n",
+                    json!({"customer_id": customer, "lines": [{"sku": sku, "qty": 1, "unit_price": 100}]})
+                )
+            })
+            .collect();
+        let reply = client.send_text("POST", "/v1/orders/bulk", "application/x-ndjson", &body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let feed = ids(&all_events(&client, Some("order.confirmed"), 1000));
+    assert_eq!(feed.len(), orders, "one order.confirmed per order");
+    let got = receiver.wait("every order.confirmed acknowledged", |got| {
+        acknowledged(got).len() >= orders
+    });
+    assert_eq!(acknowledged(&got), feed, "in order, each once");
+    let kept: Vec<String> = all_deliveries(&client, &hook)
+        .iter()
+        .map(|d| {
+            assert_eq!(d["status"], "delivered", "{d}");
+            d["event_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        (KEEP..=KEEP + STEP).contains(&kept.len()),
+        "{} records kept, want {KEEP} to {}",
+        kept.len(),
+        KEEP + STEP
+    );
+    assert_eq!(
+        kept,
+        feed[feed.len() - kept.len()..],
+        "the newest records are the ones kept"
+    );
+}
+
 #[test]
 fn a_kill_9_mid_retry_loses_no_delivery_and_resends_no_acknowledged_one() {
     let _serial = serial();
