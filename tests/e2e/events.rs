@@ -57,26 +57,33 @@ mod hmac_check {
     }
 }
 
-/// Every event after `after` (None: from the start) of `types`, paged with `limit`.
-fn all_events(client: &Client, types: Option<&str>, limit: usize) -> Vec<Value> {
+/// Every item of a paged list at `path` (which holds its query, `limit` included), following
+/// `next` through `after`.
+fn all_items(client: &Client, path: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let mut path = format!("/v1/events?limit={limit}");
-        if let Some(types) = types {
-            path.push_str(&format!("&types={types}"));
-        }
-        if let Some(after) = &after {
-            path.push_str(&format!("&after={after}"));
-        }
-        let (status, page) = client.get_json(&path);
-        assert_eq!(status, 200, "GET {path}: {page}");
+        let page_path = match &after {
+            Some(after) => format!("{path}&after={after}"),
+            None => path.to_string(),
+        };
+        let (status, page) = client.get_json(&page_path);
+        assert_eq!(status, 200, "GET {page_path}: {page}");
         out.extend(page["items"].as_array().expect("items").iter().cloned());
         match page["next"].as_str() {
             Some(next) => after = Some(next.to_string()),
             None => return out,
         }
     }
+}
+
+/// Every event of `types` (None: all), paged with `limit`.
+fn all_events(client: &Client, types: Option<&str>, limit: usize) -> Vec<Value> {
+    let mut path = format!("/v1/events?limit={limit}");
+    if let Some(types) = types {
+        path.push_str(&format!("&types={types}"));
+    }
+    all_items(client, &path)
 }
 
 fn ids(events: &[Value]) -> Vec<String> {
@@ -543,21 +550,7 @@ fn webhooks_are_signed_delivered_in_order_and_retried_after_errors() {
 
 /// Every delivery record of `hook`, oldest first, paged.
 fn all_deliveries(client: &Client, hook: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/webhooks/{hook}/deliveries?limit=500");
-        if let Some(after) = &after {
-            path.push_str(&format!("&after={after}"));
-        }
-        let (status, page) = client.get_json(&path);
-        assert_eq!(status, 200, "GET {path}: {page}");
-        out.extend(page["items"].as_array().expect("items").iter().cloned());
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_string()),
-            None => return out,
-        }
-    }
+    all_items(client, &format!("/v1/webhooks/{hook}/deliveries?limit=500"))
 }
 
 /// Past `webhooks.deliveries_max`, old delivery records are deleted in steps of 1,024 cursors
