@@ -5,8 +5,10 @@ Selenium against the real release `orderd` (bound to port 0, a temporary data di
 `make console-test` (part of `make test`) runs it. It signs in, sees both shards, restarts one
 and watches it run again, creates a backup and drills it, has one admin request a change and
 an admin of another owner approve and apply it, reads an order whose note, customer name and
-shipment event hold script canaries (rendered as text, nothing injected, no alert), checks the
-security headers, reaches every control of every page with the keyboard alone, and writes a
+shipment event hold script canaries (rendered as text, nothing injected, no alert), pages the
+audit trail, lifts a quarantined command on a second server whose failpoints are armed (a
+command that panicked its shard twice), checks the security headers, reaches every control of
+every page with the keyboard alone, and writes a
 screenshot of every page to the output directory (CONSOLE_OUT, default a fresh directory under
 /tmp; UPDATE_SCREENSHOTS=1 also writes the ones docs/OPERATIONS.md shows into docs/console/).
 
@@ -53,7 +55,10 @@ CANARY_EVENT = '<svg onload="window.__xss = 3"></svg> left at door'
 class Orderd:
     """The release orderd on port 0 in a temporary directory, as ops/contract-test.sh runs it."""
 
-    def __init__(self):
+    def __init__(self, failpoints=False):
+        """`failpoints`: leave the test build's failpoints armed (SKUs named FAILPOINT-PANIC…
+        make a shard panic), for the quarantine's Lift."""
+        self.failpoints = failpoints
         if not os.access(ORDERD, os.X_OK):
             sys.exit(f"{ORDERD} is missing: build it first (make console-test does)")
         self.work = tempfile.mkdtemp(prefix="orderd-console-")
@@ -64,7 +69,9 @@ class Orderd:
                    ORDERD__BACKUP__OFFSITE=f"{self.work}/offsite",
                    # The console's change is checked within its short watch window.
                    ORDERD__CHANGES__WATCH_CHECK_INTERVAL_MS="200",
-                   ORDERD_FAILPOINTS="off", RUST_LOG="info")
+                   RUST_LOG="info")
+        if not failpoints:
+            env["ORDERD_FAILPOINTS"] = "off"
         self.log_path = f"{self.work}/orderd.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([ORDERD], cwd=self.work, env=env, stdout=self.log,
@@ -120,7 +127,7 @@ class Orderd:
         self.log.close()
         panicked = "panicked" in open(self.log_path, errors="replace").read()
         shutil.rmtree(self.work, ignore_errors=True)
-        assert not panicked, "orderd panicked during the console test"
+        assert self.failpoints or not panicked, "orderd panicked during the console test"
 
 
 def browser():
@@ -502,9 +509,63 @@ def run(out_dir):
                   if "Content Security Policy" in entry["message"]
                   or "Uncaught" in entry["message"]]
         assert not errors, f"browser errors: {errors}"
+        lift_a_quarantine(console)
     finally:
         if console:
             console.quit()
+        server.stop()
+
+
+def lift_a_quarantine(console):
+    """A second server with its failpoints armed: an adjustment that panics its shard twice is
+    quarantined; the Incidents page lists it, Lift (confirmed) takes it off, and the server
+    agrees. Skipped, and said so, when the binary has no failpoints compiled in."""
+    server = Orderd(failpoints=True)
+    try:
+        if "failpoints are compiled in" not in open(server.log_path, errors="replace").read():
+            print("console test: no failpoints in this build; the quarantine's Lift not tried")
+            return
+        sku = "FAILPOINT-PANIC-CONSOLE"
+
+        def restarts():
+            return sum(s["restarts"] for s in server.ok("GET", "/v1/ops/shards"))
+
+        def wait_running(count):
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline:
+                shards = server.ok("GET", "/v1/ops/shards")
+                if (sum(s["restarts"] for s in shards) >= count
+                        and all(s["state"] == "running" for s in shards)):
+                    return
+                time.sleep(0.05)
+            raise AssertionError(f"shards not running again after {count} restarts")
+
+        for n in range(2):
+            status, answer = server.call("POST", f"/v1/stock/{sku}/adjustments",
+                                         {"delta": 5, "reason": "console test: a poison command"})
+            assert status == 503, f"the command panics its shard: {status} {answer}"
+            wait_running(n + 1)
+        status, answer = server.call("POST", f"/v1/stock/{sku}/adjustments",
+                                     {"delta": 5, "reason": "console test: a poison command"})
+        assert status == 422 and answer["code"] == "quarantined", f"{status} {answer}"
+        fingerprint = server.ok("GET", "/v1/ops/quarantine")["items"][0]["fingerprint"]
+        before = restarts()
+
+        console.server = server
+        console.open()
+        console.sign_in(server.admin)
+        console.goto("incidents")
+        console.text_in("main", fingerprint)
+        console.wait.until(EC.element_to_be_clickable(
+            (By.XPATH, "//main//button[normalize-space(.)='Lift']"))).click()
+        console.find("dialog[open]")
+        console.text_in("#confirm-text", f"Lift the quarantine of {fingerprint}?")
+        console.clickable("#confirm-yes").click()
+        console.wait_for(lambda: not console.driver.find_elements(
+            By.XPATH, "//main//button[normalize-space(.)='Lift']"), "the Lift button gone")
+        assert server.ok("GET", "/v1/ops/quarantine")["items"] == [], "still quarantined"
+        assert restarts() == before, "the lift restarted nothing"
+    finally:
         server.stop()
 
 
