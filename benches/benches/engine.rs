@@ -12,7 +12,8 @@
 mod common;
 
 use common::{
-    drive, latency_histogram, one_unit_order, rss_bytes, Run, BATCH_ORDERS, IN_FLIGHT_BATCHES,
+    catalog_order, drive, latency_histogram, make_customers, one_unit_order, rss_bytes, Run,
+    BATCH_ORDERS, IN_FLIGHT_BATCHES,
 };
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use orderd_engine::{
-    CustomerId, Durability, Engine, EngineConfig, LogCounters, NewCustomer, NewLine, PlaceOrder,
+    CustomerId, Durability, Engine, EngineConfig, LogCounters, NewLine, PlaceOrder,
 };
 use rand::{Rng, SeedableRng};
 
@@ -73,24 +74,6 @@ fn config(dir: &std::path::Path, shards: usize) -> EngineConfig {
     config.mailbox_capacity = 100_000;
     config.snapshot_interval_events = 1_000_000;
     config
-}
-
-/// Customers, one per shard at least, so every order shard has a local customer.
-async fn make_customers(engine: &Engine) -> Vec<CustomerId> {
-    let mut by_shard = vec![None; engine.shard_count()];
-    while by_shard.iter().any(Option::is_none) {
-        let c = engine
-            .create_customer(NewCustomer {
-                name: "Bench".into(),
-                email: "bench@example.com".into(),
-                phone: None,
-                address: None,
-            })
-            .await
-            .expect("customer");
-        by_shard[c.id.shard() as usize] = Some(c.id);
-    }
-    by_shard.into_iter().map(Option::unwrap).collect()
 }
 
 /// Places one-order requests back to back until `done()`; their latencies in microseconds, and
@@ -631,22 +614,7 @@ fn main() {
             let shard = (i % shard_count as u64) as u16;
             (
                 shard,
-                PlaceOrder {
-                    refusal: None,
-                    customer_id: customers[shard as usize],
-                    lines: picked
-                        .into_iter()
-                        .map(|k| NewLine {
-                            sku: skus[k].clone(),
-                            qty: 1,
-                            unit_price: 500 + k as u64 % 1000,
-                        })
-                        .collect(),
-                    shipping_address: None,
-                    note: None,
-                    idempotency: None,
-                    actor: "bench".into(),
-                },
+                catalog_order(customers[shard as usize], &skus, picked),
             )
         });
         let catalog = drive(&engine, args.catalog_orders, make).await;

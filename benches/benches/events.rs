@@ -1,18 +1,16 @@
 //! Event recording benchmark (issue 19): the flash-sale and catalog placement rates with the
 //! shards recording public events (`events.enabled = true`, the default) against the same
 //! workload with recording off, alternating in one command, so the ratio is the cost of the
-//! events on the order path (one `Notice` encoded per confirmed order, one more key per group
-//! write, and the `stock.low` checks).
+//! events on the order path (one `Notice` encoded per confirmed order, one more key per event
+//! in the group write, and the `stock.low` checks).
 
-// `rss_bytes` serves the other benches.
+// Parts of it serve only the other benches.
 #[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
 
-use orderd_engine::{
-    CustomerId, Durability, Engine, EngineConfig, NewCustomer, NewLine, PlaceOrder,
-};
+use orderd_engine::{Durability, Engine, EngineConfig, PlaceOrder};
 use rand::{Rng, SeedableRng};
 
 /// What one workload's run measured.
@@ -60,20 +58,7 @@ async fn run(workload: Workload, events: bool, orders: u64) -> Run {
     config.durability = Durability::Sync;
     config.events_enabled = events;
     let engine = Engine::open(config).expect("open");
-    let mut customers: Vec<Option<CustomerId>> = vec![None; shards];
-    while customers.iter().any(Option::is_none) {
-        let c = engine
-            .create_customer(NewCustomer {
-                name: "Bench".into(),
-                email: "bench@example.com".into(),
-                phone: None,
-                address: None,
-            })
-            .await
-            .expect("customer");
-        customers[c.id.shard() as usize] = Some(c.id);
-    }
-    let customers: Vec<CustomerId> = customers.into_iter().map(Option::unwrap).collect();
+    let customers = common::make_customers(&engine).await;
     let skus: Vec<String> = match workload {
         Workload::FlashSale => vec!["HOT-1".to_string()],
         Workload::Catalog => (0..CATALOG_SKUS).map(sku).collect(),
@@ -106,23 +91,10 @@ async fn run(workload: Workload, events: bool, orders: u64) -> Run {
                     }
                 }
                 let shard = (i % shard_count as u64) as u16;
-                let place = PlaceOrder {
-                    refusal: None,
-                    customer_id: customers[shard as usize],
-                    lines: picked
-                        .into_iter()
-                        .map(|k| NewLine {
-                            sku: skus[k].clone(),
-                            qty: 1,
-                            unit_price: 500 + k as u64 % 1000,
-                        })
-                        .collect(),
-                    shipping_address: None,
-                    note: None,
-                    idempotency: None,
-                    actor: "bench".into(),
-                };
-                (shard, place)
+                (
+                    shard,
+                    common::catalog_order(customers[shard as usize], &skus, picked),
+                )
             }
         }
     };

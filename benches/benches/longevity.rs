@@ -12,7 +12,7 @@
 //! `ops/measure-restart.sh --longevity N` keeps the store, left as a crash leaves it
 //! (`--keep-dir DIR --crash`), and times the real `orderd`'s restart on it.
 
-// The batch driver serves the other benches.
+// Parts of it serve only the other benches.
 #[allow(dead_code)]
 mod common;
 
@@ -26,8 +26,7 @@ use hdrhistogram::Histogram;
 use orderd_engine::shard::ColdSettings;
 use orderd_engine::state::shard_of_key;
 use orderd_engine::{
-    CustomerId, Durability, Engine, EngineConfig, Idempotency, NewCustomer, OrderFilter, OrderId,
-    PlaceOrder,
+    CustomerId, Durability, Engine, EngineConfig, Idempotency, OrderFilter, OrderId, PlaceOrder,
 };
 
 const BATCH: usize = 1000;
@@ -72,19 +71,7 @@ fn config(dir: &std::path::Path, shards: usize, cold: bool, tuning: Tuning) -> E
 /// One customer and one SKU per shard, each on that shard (every order stays on its shard).
 async fn setup(engine: &Engine) -> Vec<(CustomerId, String)> {
     let shards = engine.shard_count();
-    let mut customers = vec![None; shards];
-    while customers.iter().any(Option::is_none) {
-        let c = engine
-            .create_customer(NewCustomer {
-                name: "Bench".into(),
-                email: "bench@example.com".into(),
-                phone: None,
-                address: None,
-            })
-            .await
-            .expect("customer");
-        customers[c.id.shard() as usize] = Some(c.id);
-    }
+    let customers = common::make_customers(engine).await;
     let mut skus = vec![None; shards];
     let mut n = 0;
     while skus.iter().any(Option::is_none) {
@@ -102,7 +89,7 @@ async fn setup(engine: &Engine) -> Vec<(CustomerId, String)> {
     customers
         .into_iter()
         .zip(skus)
-        .map(|(c, s)| (c.unwrap(), s.unwrap()))
+        .map(|(c, s)| (c, s.unwrap()))
         .collect()
 }
 

@@ -1,13 +1,13 @@
-//! What the engine, events and longevity benchmarks share: the process's resident memory, the
-//! one-unit order they place, and the batch driver that places a workload through
-//! `place_batch` with batches in flight.
+//! What the engine, events and longevity benchmarks share: the process's resident memory, a
+//! customer on every shard, the one-unit and catalog orders they place, and the batch driver
+//! that places a workload through `place_batch` with batches in flight.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use orderd_engine::{CustomerId, Engine, LogCounters, NewLine, PlaceOrder};
+use orderd_engine::{CustomerId, Engine, LogCounters, NewCustomer, NewLine, PlaceOrder};
 
 /// Orders per `place_batch` message.
 pub const BATCH_ORDERS: usize = 1000;
@@ -135,5 +135,44 @@ pub async fn drive(
             write_failures: after.write_failures - before.write_failures,
         },
         latency,
+    }
+}
+
+/// Customers, one per shard at least, so every order shard has a local customer.
+pub async fn make_customers(engine: &Engine) -> Vec<CustomerId> {
+    let mut by_shard = vec![None; engine.shard_count()];
+    while by_shard.iter().any(Option::is_none) {
+        let c = engine
+            .create_customer(NewCustomer {
+                name: "Bench".into(),
+                email: "bench@example.com".into(),
+                phone: None,
+                address: None,
+            })
+            .await
+            .expect("customer");
+        by_shard[c.id.shard() as usize] = Some(c.id);
+    }
+    by_shard.into_iter().map(Option::unwrap).collect()
+}
+
+/// A catalog order for `customer`: one unit of each SKU `picked` (indices into `skus`), at a
+/// price that varies with the SKU (5.00 to 14.99).
+pub fn catalog_order(customer: CustomerId, skus: &[String], picked: Vec<usize>) -> PlaceOrder {
+    PlaceOrder {
+        refusal: None,
+        customer_id: customer,
+        lines: picked
+            .into_iter()
+            .map(|k| NewLine {
+                sku: skus[k].clone(),
+                qty: 1,
+                unit_price: 500 + k as u64 % 1000,
+            })
+            .collect(),
+        shipping_address: None,
+        note: None,
+        idempotency: None,
+        actor: "bench".into(),
     }
 }
